@@ -1,0 +1,183 @@
+"""The ``zoo`` command line: list, pretrain, evaluate, finetune, embed, card, publish."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from zoo import get_modality, installed
+
+    from .recipe import find_recipes
+    mods = installed()
+    print("Installed modalities:")
+    if not mods:
+        print("  (none: install ssl-zoo[all] or a plugin package)")
+    for name, package in mods.items():
+        try:
+            m = get_modality(name)
+            print(f"  {name:<12} {', '.join(sorted(m.architectures)):<28} from {package}  {m.description}")
+        except Exception as err:  # a broken plugin is reported, not fatal
+            print(f"  {name:<12} (fails to load: {err})")
+    print("Recipes:")
+    recipes = find_recipes()
+    for name, path in recipes.items():
+        print(f"  {name:<28} {path}")
+    if not recipes:
+        print("  (none)")
+    root = Path(__file__).resolve().parents[1] / "model_cards"
+    entries = sorted(p.parent.name for p in root.glob("*/README.md"))
+    print("Zoo entries:")
+    for e in entries:
+        print(f"  {e}")
+    if not entries:
+        print("  (none published yet)")
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import pretrain
+    from .recipe import load_recipe
+    recipe = load_recipe(args.recipe, args.set)
+    out = Path(args.output or Path("runs") / recipe["name"])
+    summary = pretrain(recipe, out, resume=not args.no_resume)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_model
+    from .recipe import load_recipe
+    recipe = load_recipe(args.recipe, args.set) if args.recipe else None
+    report = evaluate_model(args.model, recipe, output_dir=args.output, device=args.device,
+                            baseline=not args.no_baseline)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import finetune
+    from .recipe import load_recipe
+    recipe = load_recipe(args.recipe, args.set)
+    out = Path(args.output or Path("runs") / f"{recipe['name']}-finetune")
+    print(json.dumps(finetune(args.model, recipe, out, resume=not args.no_resume, device=args.device), indent=2))
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from zoo import AutoEncoder, AutoProcessor
+
+    from .evaluate import embed
+    encoder = AutoEncoder.from_pretrained(args.model)
+    processor = AutoProcessor.from_pretrained(args.model)
+    examples = [processor.read(p) for p in args.inputs]
+    emb = embed(encoder, processor, examples, names=args.inputs, device=args.device)
+    if args.output:
+        save_file({"embeddings": emb.contiguous()}, args.output, metadata={"inputs": json.dumps(args.inputs)})
+        print(f"wrote {tuple(emb.shape)} embeddings to {args.output}")
+    for name, row in zip(args.inputs, emb):
+        print(f"{name}\t[{', '.join(f'{v:.4f}' for v in row[:6].tolist())}{', …' if len(row) > 6 else ''}]"
+              f"\tdim={len(row)}")
+    return 0
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from zoo.cards import write_card
+    path = write_card(args.folder, repo_id=args.repo_id)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from zoo import AutoEncoder
+    from zoo.hub import CARD_NAME, REPO_FILES, push_to_hub
+    folder = Path(args.folder)
+    AutoEncoder.from_pretrained(folder)  # refuse to publish what does not load
+    if not (folder / CARD_NAME).is_file():
+        print(f"{folder} has no {CARD_NAME}: run `zoo card {folder}` first", file=sys.stderr)
+        return 2
+    files = [n for n in REPO_FILES if (folder / n).is_file()]
+    if args.dry_run:
+        print(f"would upload to {args.repo_id}: {', '.join(files)}")
+        return 0
+    info = push_to_hub(folder, args.repo_id, private=args.private, revision=args.revision)
+    print(f"uploaded {', '.join(files)} to {args.repo_id}: {getattr(info, 'commit_url', info)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zoo", description="ssl-zoo: self-supervised encoders for non-image data.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="installed modalities, recipes and zoo entries")
+    s.set_defaults(func=_cmd_list)
+
+    def recipe_args(s: argparse.ArgumentParser, required: bool = True) -> None:
+        s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe value, e.g. --set train.steps=10 (repeatable)")
+        s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+
+    s = sub.add_parser("pretrain", help="pretrain an encoder from a recipe (resumes a killed run)")
+    s.add_argument("recipe", help="recipe name (see `zoo list`) or YAML path")
+    s.add_argument("--output", help="run folder (default: runs/<recipe name>)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set train.steps=10 (repeatable)")
+    s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    s.set_defaults(func=_cmd_pretrain)
+
+    s = sub.add_parser("evaluate", help="linear probe and k-NN of a frozen encoder (vs random init)")
+    s.add_argument("model", help="model folder or Hub id")
+    s.add_argument("--recipe", help="recipe with the evaluate section (default: the one the model records)")
+    s.add_argument("--output", help="where to write eval_results.json and the embedding map")
+    s.add_argument("--no-baseline", action="store_true", help="skip the randomly initialised baseline")
+    recipe_args(s)
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("finetune", help="fine-tune an encoder with a classification head")
+    s.add_argument("model", help="model folder or Hub id")
+    s.add_argument("recipe", help="recipe whose evaluate section holds the labelled data")
+    s.add_argument("--output", help="run folder (default: runs/<recipe>-finetune)")
+    s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    recipe_args(s)
+    s.set_defaults(func=_cmd_finetune)
+
+    s = sub.add_parser("embed", help="embed input files with a model")
+    s.add_argument("model", help="model folder or Hub id")
+    s.add_argument("inputs", nargs="+", help="input files")
+    s.add_argument("--output", help="write the embeddings to this .safetensors file")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=_cmd_embed)
+
+    s = sub.add_parser("card", help="(re)write the model card README.md of a model folder")
+    s.add_argument("folder")
+    s.add_argument("--repo-id", help="name to show in the card (default: the folder name)")
+    s.set_defaults(func=_cmd_card)
+
+    s = sub.add_parser("publish", help="upload a model folder to the Hugging Face Hub")
+    s.add_argument("folder")
+    s.add_argument("--repo-id", required=True)
+    s.add_argument("--revision")
+    s.add_argument("--private", action="store_true")
+    s.add_argument("--dry-run", action="store_true", help="check the folder and list what would go up")
+    s.set_defaults(func=_cmd_publish)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+        print(f"zoo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

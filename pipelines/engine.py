@@ -1,0 +1,331 @@
+"""The training engine: AdamW + warmup/cosine, clipping, bf16 on CUDA, atomic checkpoints with exact
+resume, JSONL metrics, a loss curve, DDP through ``torchrun`` (gloo on CPU, nccl on GPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .recipe import TrainConfig
+
+__all__ = ["DistInfo", "setup_distributed", "pick_device", "lr_at", "batch_indices", "Checkpointer",
+           "FitResult", "fit", "plot_curve", "hardware"]
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_kind: str) -> DistInfo:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE > 1`` (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available here")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup over ``warmup_steps`` then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    frac = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def batch_indices(n: int, step: int, batch: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Example indices of one rank at one step: a seeded permutation per epoch, cut into global batches of
+    ``batch * world`` and sharded across ranks without overlap. A pure function of the step, so the data
+    position after a resume is exact."""
+    per_step = batch * world
+    if n < per_step:
+        raise ValueError(f"{n} training examples cannot fill one global batch of {batch} x {world} ranks")
+    epoch, offset = divmod(step, n // per_step)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    start = offset * per_step + rank * batch
+    return perm[start:start + batch]
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The generator a pretrainer draws its masks from at one step (a pure function of seed, step, rank)."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) * 4099 + rank)
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    py = random.getstate()
+    np_state = np.random.get_state()
+    meta = {"python": [py[0], list(py[1]), py[2]],
+            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]),
+                      float(np_state[4])]}
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    py = meta["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                          meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+class Checkpointer:
+    """Atomic checkpoints under ``<output>/checkpoints/step-NNNNNNN``: written to a temporary folder, then
+    renamed, so a run killed mid-write leaves the previous checkpoint intact. Only safetensors and JSON."""
+
+    def __init__(self, output_dir: Path, keep: int, info: DistInfo) -> None:
+        self.root = Path(output_dir) / "checkpoints"
+        self.keep, self.info = keep, info
+
+    def latest(self) -> Path | None:
+        done = sorted(p for p in self.root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
+                      and (p / "state.json").is_file())
+        return done[-1] if done else None
+
+    def _barrier(self) -> None:
+        if self.info.world > 1:
+            dist.barrier()
+
+    def save(self, step: int, model: nn.Module, opt: torch.optim.Optimizer, extra: dict[str, Any]) -> Path:
+        final = self.root / f"step-{step:07d}"
+        tmp = self.root / f"step-{step:07d}.tmp"
+        if self.info.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self._barrier()
+        rng_t, rng_meta = _rng_state()
+        save_file(rng_t, str(tmp / f"rng-rank{self.info.rank}.safetensors"))
+        (tmp / f"rng-rank{self.info.rank}.json").write_text(json.dumps(rng_meta))
+        self._barrier()
+        if self.info.main:
+            state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(tmp / "model.safetensors"))
+            opt_t, opt_meta = _optimizer_state(opt)
+            save_file(opt_t, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
+            (tmp / "state.json").write_text(json.dumps({"step": step, "world": self.info.world, **extra},
+                                                       indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in sorted(p for p in self.root.glob("step-*") if not p.name.endswith(".tmp"))[:-self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        self._barrier()
+        return final
+
+    def load(self, path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+        state = json.loads((path / "state.json").read_text())
+        if state["world"] != self.info.world:
+            raise RuntimeError(f"{path} was written by {state['world']} processes; resume it with as many "
+                               f"(this run has {self.info.world})")
+        weights = load_file(str(path / "model.safetensors"))
+        model.load_state_dict(weights, strict=True)
+        _load_optimizer_state(opt, load_file(str(path / "optimizer.safetensors")),
+                              json.loads((path / "optimizer.json").read_text()))
+        _set_rng_state(load_file(str(path / f"rng-rank{self.info.rank}.safetensors")),
+                       json.loads((path / f"rng-rank{self.info.rank}.json").read_text()))
+        return state
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (not on biases, norms, embeddings' 1-D parameters)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass
+class FitResult:
+    steps: int
+    wall_seconds: float
+    final_loss: float
+    resumed_from: int | None
+    device: str
+    stopped_early: bool
+    seen_indices: list[list[int]] = field(default_factory=list)
+
+
+def fit(model: nn.Module, items: list[dict[str, torch.Tensor]], collate: Callable[[list], dict[str, Any]],
+        cfg: TrainConfig, output_dir: str | Path, *, resume: bool = True, labels: list[int] | None = None,
+        desc: str = "train", find_unused_parameters: bool = False) -> FitResult:
+    """Train ``model`` (whose ``forward(batch, generator)`` returns ``.loss`` and ``.metrics``) on
+    ``items``. Writes ``metrics.jsonl``, ``loss_curve.png`` and checkpoints under ``output_dir``."""
+    output_dir = Path(output_dir)
+    device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    info = setup_distributed(device.type)
+    torch.manual_seed(cfg.seed + info.rank)
+    random.seed(cfg.seed + info.rank)
+    np.random.seed(cfg.seed + info.rank)
+    model.to(device)
+    raw = model
+    if info.world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=find_unused_parameters)
+    opt = torch.optim.AdamW(_param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    ckpt = Checkpointer(output_dir, cfg.keep_checkpoints, info)
+    metrics_path = output_dir / "metrics.jsonl"
+    start, resumed_from = 0, None
+    last = ckpt.latest() if resume else None
+    if last is not None:
+        state = ckpt.load(last, raw, opt)
+        start = resumed_from = state["step"]
+    if info.main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if start == 0:
+            metrics_path.write_text("")
+        elif metrics_path.exists():  # drop lines logged after the checkpoint we resume from
+            keep = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
+            metrics_path.write_text("".join(ln + "\n" for ln in keep))
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
+    seen: list[list[int]] = []
+    loss_value = float("nan")
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=desc, disable=not info.main,
+               dynamic_ncols=True)
+    model.train()
+    for step in bar:
+        idx = batch_indices(len(items), step, cfg.batch_size, cfg.seed, info.rank, info.world).tolist()
+        seen.append(idx)
+        batch = collate([items[i] for i in idx])
+        if labels is not None:
+            batch["labels"] = torch.tensor([labels[i] for i in idx])
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            out = model(batch, step_generator(cfg.seed, step, info.rank, device))
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(f"step {step}: the loss is {out.loss.item()} (metrics {out.metrics})")
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = (nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip) if cfg.grad_clip > 0
+                     else torch.tensor(float("nan")))
+        opt.step()
+        hook = raw.on_step(step + 1) if hasattr(raw, "on_step") else {}
+        loss_value = float(out.loss.detach())
+        if info.world > 1:
+            t = torch.tensor([loss_value], device=device)
+            dist.all_reduce(t)
+            loss_value = float(t) / info.world
+        if info.main:
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+            if (step + 1) % cfg.log_every == 0 or step + 1 == end:
+                row = {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
+                       **{k: float(v) for k, v in out.metrics.items()}, **(hook or {}),
+                       "elapsed_s": round(time.perf_counter() - t0, 3)}
+                with metrics_path.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
+            ckpt.save(step + 1, raw, opt, {"data_position": {"next_step": step + 1, "examples": len(items)},
+                                           "loss": loss_value})
+    bar.close()
+    if info.main:
+        plot_curve(metrics_path, output_dir / "loss_curve.png", title=desc)
+    return FitResult(steps=end, wall_seconds=time.perf_counter() - t0, final_loss=loss_value,
+                     resumed_from=resumed_from, device=hardware(device), stopped_early=end < cfg.steps,
+                     seen_indices=seen)
+
+
+def plot_curve(metrics_path: Path, png: Path, title: str = "") -> Path | None:
+    """Loss (and learning rate) against step, from ``metrics.jsonl``."""
+    rows = [json.loads(ln) for ln in Path(metrics_path).read_text().splitlines() if ln.strip()]
+    if not rows:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [r["loss"] for r in rows], label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [r["lr"] for r in rows], color="tab:orange", alpha=0.5, label="lr")
+    ax2.set_ylabel("learning rate")
+    ax.set_title(title or "training loss")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png

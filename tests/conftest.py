@@ -1,0 +1,53 @@
+"""Shared fixtures. The out-of-tree ``zoo-toyseq`` plugin is *installed* (pip, into a temporary target)
+once per session: the engine, hub and CLI tests use a modality that the repo itself does not register."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_SRC = ROOT / "tests" / "plugins" / "zoo-toyseq"
+
+
+@pytest.fixture(scope="session")
+def toy_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Install the plugin package with pip into a fresh folder and put it on the import path."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(target), str(PLUGIN_SRC)], check=True)
+    sys.path.insert(0, str(target))
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), old]))
+    yield target
+    sys.path.remove(str(target))
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
+
+
+@pytest.fixture(scope="session")
+def toy_recipe(toy_plugin: Path) -> dict:
+    from pipelines.recipe import load_recipe
+    return load_recipe("toyseq-tiny")
+
+
+@pytest.fixture(scope="session")
+def toy_model(toy_recipe: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A toy model pretrained once for the session (a few steps)."""
+    from pipelines.pretrain import pretrain
+    out = tmp_path_factory.mktemp("toy-run")
+    pretrain(toy_recipe, out)
+    return out / "model"
+
+
+def zoo_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``zoo`` console script."""
+    exe = Path(sys.executable).parent / "zoo"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          cwd=cwd, timeout=600)

@@ -1,0 +1,21 @@
+"""ssl-zoo core: masking, objectives, layers, the modality contract, Hub I/O and model cards.
+
+``zoo`` knows no modality; modalities register through the ``zoo.modalities`` entry points.
+"""
+
+from . import layers, masking, objectives
+from .auto import AutoEncoder, AutoProcessor
+from .config import Config, ConfigError
+from .hub import FormatError, push_to_hub, save_pretrained
+from .plugin import (Architecture, BadExample, Encoder, EncoderOutput, ExampleSet, Modality,
+                     PretrainOutput, Pretrainer, Processor)
+from .registry import UnknownModality, get_modality, installed, register
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoEncoder", "AutoProcessor", "Architecture", "BadExample", "Config", "ConfigError", "Encoder",
+    "EncoderOutput", "ExampleSet", "FormatError", "Modality", "PretrainOutput", "Pretrainer", "Processor",
+    "UnknownModality", "get_modality", "installed", "layers", "masking", "objectives", "push_to_hub",
+    "register", "save_pretrained", "__version__",
+]

@@ -1,0 +1,190 @@
+"""The on-disk / Hub format (DESIGN §4): one folder = one Hub repo; safetensors only, strict loading."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .registry import get_modality
+
+if TYPE_CHECKING:
+    from .plugin import Encoder, Processor
+
+__all__ = [
+    "ZOO_FORMAT", "CONFIG_NAME", "WEIGHTS_NAME", "PREPROCESSOR_NAME", "CARD_NAME", "REPO_FILES",
+    "FormatError", "resolve_file", "load_config", "load_weights", "load_encoder", "load_processor_dict",
+    "save_pretrained", "push_to_hub",
+]
+
+ZOO_FORMAT = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PREPROCESSOR_NAME = "preprocessor.json"
+CARD_NAME = "README.md"
+REPO_FILES = (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, CARD_NAME)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+class FormatError(ValueError):
+    """A folder or repo that is not a valid zoo model."""
+
+
+def _is_local(id_or_path: str | Path) -> bool:
+    return Path(id_or_path).is_dir()
+
+
+def _pickles_in(id_or_path: str | Path, hub_kwargs: dict[str, Any]) -> list[str]:
+    if _is_local(id_or_path):
+        names = [p.name for p in Path(id_or_path).iterdir()]
+    else:
+        if hub_kwargs.get("local_files_only"):
+            return []
+        try:
+            from huggingface_hub import list_repo_files
+            names = list_repo_files(str(id_or_path), revision=hub_kwargs.get("revision"),
+                                    token=hub_kwargs.get("token"))
+        except Exception:
+            return []
+    return sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
+
+
+def resolve_file(id_or_path: str | Path, filename: str, *, revision: str | None = None,
+                 cache_dir: str | Path | None = None, local_files_only: bool = False,
+                 token: str | bool | None = None, required: bool = True) -> Path | None:
+    """Path of ``filename`` in a local folder or a Hub repo (through the ``huggingface_hub`` cache)."""
+    if _is_local(id_or_path):
+        path = Path(id_or_path) / filename
+        if path.is_file():
+            return path
+        if required:
+            raise FileNotFoundError(f"{filename} not found in the folder {id_or_path}")
+        return None
+    text = str(id_or_path)
+    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or os.path.exists(text):
+        raise FileNotFoundError(f"{text} is not a model folder (and not a Hub id of the form org/name)")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, HFValidationError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError)
+    try:
+        return Path(hf_hub_download(str(id_or_path), filename, revision=revision, cache_dir=cache_dir,
+                                    local_files_only=local_files_only, token=token))
+    except (RepositoryNotFoundError, HFValidationError) as err:
+        raise FileNotFoundError(f"{text}: no such model folder or Hub repo ({type(err).__name__})") from None
+    except (EntryNotFoundError, LocalEntryNotFoundError) as err:
+        if required:
+            raise FileNotFoundError(f"{filename} not found in the Hub repo {id_or_path}"
+                                    f"{' at ' + revision if revision else ''}: {err}") from None
+        return None
+
+
+def load_config(id_or_path: str | Path, **hub_kwargs: Any) -> dict[str, Any]:
+    path = resolve_file(id_or_path, CONFIG_NAME, **hub_kwargs)
+    try:
+        config = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise FormatError(f"{path}: not valid JSON ({err})") from None
+    for key in ("zoo_format", "modality", "architecture", "encoder"):
+        if key not in config:
+            raise FormatError(f"{path}: missing key {key!r} (a zoo config has zoo_format, modality, "
+                              "architecture, encoder, pretraining)")
+    if config["zoo_format"] != ZOO_FORMAT:
+        raise FormatError(f"{path}: zoo_format {config['zoo_format']} is not supported (this is {ZOO_FORMAT})")
+    return config
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything that looks like a pickle is refused, never unpickled."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise FormatError(f"{path} is a pickle/zip checkpoint, not safetensors: refusing to unpickle it "
+                          "(convert it with safetensors in a trusted environment)")
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise FormatError(f"{path} is not a valid safetensors file: {err}") from None
+
+
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise FormatError(f"{where}: weights do not match the architecture: missing keys {missing[:10]}"
+                          f"{' …' if len(missing) > 10 else ''}, unexpected keys {unexpected[:10]}"
+                          f"{' …' if len(unexpected) > 10 else ''}")
+    bad = [k for k in own if own[k].shape != state[k].shape]
+    if bad:
+        raise FormatError(f"{where}: shape mismatch for {bad[:10]}: "
+                          + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:3]))
+    module.load_state_dict(state, strict=True)
+
+
+def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None,
+                 **hub_kwargs: Any) -> Encoder:
+    """Build the encoder a zoo folder/repo describes and load its weights strictly."""
+    from .plugin import Encoder
+    config = load_config(id_or_path, **hub_kwargs)
+    if expect is not None and expect is not Encoder:
+        if (config["modality"], config["architecture"]) != (expect.modality, expect.architecture):
+            raise FormatError(
+                f"{id_or_path} holds a {config['modality']}/{config['architecture']} model, not "
+                f"{expect.modality}/{expect.architecture}: load it with zoo.AutoEncoder")
+        cls = expect
+    else:
+        arch = get_modality(config["modality"]).architecture(config["architecture"])
+        cls = arch.encoder
+    weights = resolve_file(id_or_path, WEIGHTS_NAME, required=False, **hub_kwargs)
+    if weights is None:
+        pickles = _pickles_in(id_or_path, hub_kwargs)
+        found = f"; found pickle checkpoint(s) {pickles}, which are never loaded" if pickles else ""
+        raise FileNotFoundError(f"{WEIGHTS_NAME} not found in {id_or_path}{found}")
+    enc_config = cls.config_class.from_dict(config["encoder"], where=f"{id_or_path}:config.json:encoder")
+    encoder = cls(enc_config)
+    _load_strict(encoder, load_weights(weights), str(id_or_path))
+    return encoder.eval()
+
+
+def load_processor_dict(id_or_path: str | Path, **hub_kwargs: Any) -> dict[str, Any]:
+    path = resolve_file(id_or_path, PREPROCESSOR_NAME, **hub_kwargs)
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise FormatError(f"{path}: not valid JSON ({err})") from None
+
+
+def save_pretrained(encoder: Encoder, folder: str | Path, *, processor: Processor | None = None,
+                    pretraining: dict[str, Any] | None = None) -> Path:
+    """Write config.json, model.safetensors and preprocessor.json (the card is written by zoo.cards)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"zoo_format": ZOO_FORMAT, "modality": encoder.modality, "architecture": encoder.architecture,
+              "encoder": encoder.config.to_dict(), "pretraining": pretraining or {}}
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "zoo_format": str(ZOO_FORMAT)})
+    if processor is not None:
+        processor.save_pretrained(folder)
+    return folder
+
+
+def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool | None = None,
+                revision: str | None = None, commit_message: str = "Upload ssl-zoo model",
+                create_pr: bool = False, endpoint: str | None = None) -> Any:
+    """Upload exactly the repo files of a zoo folder (config, weights, preprocessor, card)."""
+    from huggingface_hub import HfApi
+    folder = Path(folder)
+    present = [name for name in REPO_FILES if (folder / name).is_file()]
+    missing = sorted(set(REPO_FILES[:2]) - set(present))
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks {missing}: not a zoo model folder")
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    return api.upload_folder(folder_path=str(folder), repo_id=repo_id, allow_patterns=present,
+                             revision=revision, commit_message=commit_message, create_pr=create_pr)

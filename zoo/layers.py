@@ -1,0 +1,176 @@
+"""Layers shared by every encoder: one pre-norm Transformer, positions, pooling, an EMA teacher."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "DropPath",
+    "Attention",
+    "EncoderLayer",
+    "TransformerEncoder",
+    "sinusoidal_positions",
+    "LearnedPositions",
+    "masked_mean",
+    "EMATeacher",
+]
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drop a sample's residual branch with probability ``p``."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        return x * x.new_empty(shape).bernoulli_(keep) / keep
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on ``scaled_dot_product_attention`` with a key-padding mask."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm Transformer block (Vaswani et al. 2017; Xiong et al. 2020): x + Attn(LN x), x + MLP(LN x)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-5) -> None:
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, heads, attn_dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        x = x + self.drop_path(self.drop(self.attn(self.norm1(x), attn_mask)))
+        h = self.fc2(self.drop(F.gelu(self.fc1(self.norm2(x)))))
+        return x + self.drop_path(self.drop(h))
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of pre-norm blocks with a final LayerNorm; ``padding_mask [B, N]`` is ``True`` at padding.
+
+    Drop-path rates rise linearly from 0 to ``drop_path`` over the depth. Padded positions never serve as
+    keys; their outputs are returned as computed and should be ignored by the caller.
+    """
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-5) -> None:
+        super().__init__()
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        self.layers = nn.ModuleList(
+            EncoderLayer(dim, heads, mlp_ratio, dropout, attn_dropout, r, eps) for r in rates)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None, *,
+                return_hidden: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+        attn_mask = None
+        if padding_mask is not None:
+            if bool(padding_mask.all(dim=1).any()):
+                row = int(padding_mask.all(dim=1).nonzero()[0, 0])
+                raise ValueError(f"example {row} of the batch is all padding: nothing to attend to")
+            attn_mask = ~padding_mask[:, None, None, :]          # SDPA: True = may attend
+        hidden = [x]
+        for layer in self.layers:
+            x = layer(x, attn_mask)
+            hidden.append(x)
+        x = self.norm(x)
+        return (x, hidden) if return_hidden else x
+
+
+def sinusoidal_positions(length: int, dim: int, *, base: float = 10000.0,
+                         device: torch.device | str | None = None) -> Tensor:
+    """Fixed sine/cosine positions of Vaswani et al. 2017, ``[length, dim]`` (sines on even channels)."""
+    pos = torch.arange(length, dtype=torch.float32, device=device)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=device) * (-math.log(base) / dim))
+    out = torch.zeros(length, dim, device=device)
+    out[:, 0::2] = torch.sin(pos * freq)
+    out[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return out
+
+
+class LearnedPositions(nn.Module):
+    """Learned absolute position embeddings for up to ``max_len`` tokens."""
+
+    def __init__(self, max_len: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(max_len, dim))
+        nn.init.trunc_normal_(self.weight, std=0.02)
+
+    def forward(self, length: int) -> Tensor:
+        if length > self.weight.shape[0]:
+            raise ValueError(f"sequence of {length} tokens exceeds max_len {self.weight.shape[0]}")
+        return self.weight[:length]
+
+
+def masked_mean(tokens: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+    """Mean over the non-padding tokens: ``[B, N, D] → [B, D]``."""
+    if padding_mask is None:
+        return tokens.mean(dim=1)
+    keep = (~padding_mask).to(tokens.dtype)[..., None]
+    return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+
+
+class EMATeacher(nn.Module):
+    """An exponential-moving-average copy of a student (BYOL, Grill et al. 2020; I-JEPA).
+
+    The momentum rises linearly from ``start`` to ``end`` over ``total_steps``; the teacher never
+    receives gradients and is updated with one fused ``lerp`` over all parameters.
+    """
+
+    def __init__(self, student: nn.Module, start: float = 0.996, end: float = 1.0,
+                 total_steps: int = 1) -> None:
+        super().__init__()
+        if not 0.0 <= start <= end <= 1.0:
+            raise ValueError(f"need 0 <= start <= end <= 1, got {start}, {end}")
+        self.module = copy.deepcopy(student).requires_grad_(False)
+        self.start, self.end, self.total_steps = start, end, max(total_steps, 1)
+
+    def momentum(self, step: int) -> float:
+        frac = min(max(step, 0), self.total_steps) / self.total_steps
+        return self.start + (self.end - self.start) * frac
+
+    @torch.no_grad()
+    def update(self, student: nn.Module, step: int) -> float:
+        """``teacher ← m·teacher + (1−m)·student``; returns the momentum ``m`` used."""
+        m = self.momentum(step)
+        t = [p for p in self.module.parameters()]
+        s = [p.detach() for p in student.parameters()]
+        if len(t) != len(s):
+            raise ValueError("student and teacher have different parameter lists")
+        torch._foreach_lerp_(t, s, 1.0 - m)
+        for tb, sb in zip(self.module.buffers(), student.buffers()):
+            tb.copy_(sb)
+        return m
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)

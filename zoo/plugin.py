@@ -1,0 +1,233 @@
+"""The modality contract (DESIGN §3): Processor, Encoder, Pretrainer, Config, bundled in a ``Modality``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .config import Config
+
+__all__ = [
+    "BadExample",
+    "EncoderOutput",
+    "PretrainOutput",
+    "Processor",
+    "Encoder",
+    "Pretrainer",
+    "Architecture",
+    "ExampleSet",
+    "Modality",
+]
+
+
+class BadExample(ValueError):
+    """An input the processor cannot use. The message names the example and the field."""
+
+    def __init__(self, example: Any, field: str, reason: str) -> None:
+        self.example, self.field, self.reason = example, field, reason
+        super().__init__(f"example {example!s}: field {field!r}: {reason}")
+
+
+@dataclass
+class EncoderOutput:
+    """``tokens [B, N, D]``, ``padding_mask [B, N]`` (``True`` = padding), ``pooled [B, D]``;
+    ``hidden`` holds every layer's tokens when asked for."""
+
+    tokens: Tensor
+    padding_mask: Tensor
+    pooled: Tensor
+    hidden: list[Tensor] | None = None
+
+
+@dataclass
+class PretrainOutput:
+    loss: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Processor:
+    """Raw example → tensors; ``collate`` pads a list into a batch; state saved as ``preprocessor.json``.
+
+    Subclasses set ``modality`` and implement ``__call__``, ``collate`` and, when they learn statistics,
+    ``fit`` and ``state``/``load_state``. ``__call__`` raises :class:`BadExample` on unusable input.
+    """
+
+    modality: ClassVar[str] = ""
+    config_class: ClassVar[type[Config]] = Config
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+
+    # --- what subclasses implement ---------------------------------------------------------
+    def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def fit(self, examples: Sequence[Any]) -> Processor:
+        """Learn what the processor needs from training data (statistics, vocabularies)."""
+        return self
+
+    def read(self, path: str) -> Any:
+        """Read one raw example from a file (used by ``zoo embed``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read files")
+
+    def state(self) -> dict[str, Any]:
+        """Learned state saved beside the config in ``preprocessor.json``."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got keys {sorted(state)}")
+
+    # --- shared behaviour ------------------------------------------------------------------
+    def process(self, examples: Sequence[Any], *, skip_bad: bool = False,
+                names: Sequence[str] | None = None) -> tuple[list[dict[str, Tensor]], list[str]]:
+        """Process many examples; with ``skip_bad`` bad ones are skipped and returned as messages."""
+        items, skipped = [], []
+        for i, ex in enumerate(examples):
+            name = names[i] if names is not None else str(i)
+            try:
+                items.append(self(ex, name=name))
+            except BadExample as err:
+                if not skip_bad:
+                    raise
+                skipped.append(str(err))
+        return items, skipped
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"modality": self.modality, "processor": type(self).__name__,
+                "config": self.config.to_dict(), "state": self.state()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Processor:
+        if data.get("modality") != cls.modality:
+            raise ValueError(f"preprocessor.json is for modality {data.get('modality')!r}, "
+                             f"not {cls.modality!r}")
+        proc = cls(cls.config_class.from_dict(data.get("config", {}), where="preprocessor.config"))
+        proc.load_state(data.get("state", {}))
+        return proc
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        from .hub import PREPROCESSOR_NAME
+        path = Path(folder) / PREPROCESSOR_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, id_or_path: str | Path, **hub_kwargs: Any) -> Processor:
+        from .hub import load_processor_dict
+        return cls.from_dict(load_processor_dict(id_or_path, **hub_kwargs))
+
+
+class Encoder(nn.Module):
+    """What users load and fine-tune: ``forward(batch) → EncoderOutput``."""
+
+    modality: ClassVar[str] = ""
+    architecture: ClassVar[str] = ""
+    config_class: ClassVar[type[Config]] = Config
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def dim(self) -> int:
+        """Width of ``pooled``."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False) -> EncoderOutput:
+        raise NotImplementedError
+
+    def save_pretrained(self, folder: str | Path, *, processor: Processor | None = None,
+                        pretraining: dict[str, Any] | None = None) -> Path:
+        from .hub import save_pretrained
+        return save_pretrained(self, folder, processor=processor, pretraining=pretraining)
+
+    @classmethod
+    def from_pretrained(cls, id_or_path: str | Path, **hub_kwargs: Any) -> Encoder:
+        """Load a zoo folder or Hub repo; refuses a config of another architecture."""
+        from .hub import load_encoder
+        return load_encoder(id_or_path, expect=cls, **hub_kwargs)
+
+    def push_to_hub(self, repo_id: str, *, processor: Processor | None = None, **kwargs: Any) -> Any:
+        """Save to a temporary folder with a card and upload it (kwargs go to :func:`zoo.push_to_hub`)."""
+        import tempfile
+
+        from .cards import write_card
+        from .hub import push_to_hub
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, processor=processor)
+            write_card(tmp, repo_id=repo_id)
+            return push_to_hub(tmp, repo_id, **kwargs)
+
+
+class Pretrainer(nn.Module):
+    """The encoder plus its self-supervised heads. ``forward(batch, generator) → PretrainOutput``."""
+
+    def __init__(self, encoder: Encoder, config: Config, total_steps: int = 1) -> None:
+        super().__init__()
+        self.encoder, self.config, self.total_steps = encoder, config, total_steps
+
+    def forward(self, batch: dict[str, Tensor], generator: torch.Generator) -> PretrainOutput:
+        raise NotImplementedError
+
+    def on_step(self, step: int) -> dict[str, float]:
+        """Called after every optimiser step (EMA updates, temperature schedules); returns metrics."""
+        return {}
+
+
+@dataclass
+class Architecture:
+    """One encoder family: its config, encoder, pretrainer and pretraining config classes."""
+
+    name: str
+    config: type[Config]
+    encoder: type[Encoder]
+    pretrainer: type[Pretrainer]
+    pretraining: type[Config]
+
+
+@dataclass
+class ExampleSet:
+    """Raw examples with optional integer labels, names for messages and label names."""
+
+    examples: Sequence[Any]
+    labels: Sequence[int] | None = None
+    names: Sequence[str] | None = None
+    label_names: Sequence[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+@dataclass
+class Modality:
+    """What a plugin registers under the ``zoo.modalities`` entry-point group.
+
+    ``load_data(spec)`` turns a recipe's data section into an :class:`ExampleSet`; ``recipes`` is a folder
+    of recipe YAML files; ``usage_example`` is Python that defines ``example``, one raw input, for cards.
+    """
+
+    name: str
+    description: str
+    processor: type[Processor]
+    architectures: dict[str, Architecture]
+    load_data: Callable[[dict[str, Any]], ExampleSet]
+    recipes: Path | None = None
+    usage_example: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def architecture(self, name: str) -> Architecture:
+        if name not in self.architectures:
+            raise KeyError(f"modality {self.name!r} has no architecture {name!r}; "
+                           f"it has {sorted(self.architectures)}")
+        return self.architectures[name]
