@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="installed modalities, recipes and zoo entries")
     s.set_defaults(func=_cmd_list)
 
-    def recipe_args(s: argparse.ArgumentParser, required: bool = True) -> None:
+    def recipe_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value, e.g. --set train.steps=10 (repeatable)")
         s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")

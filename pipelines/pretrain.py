@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from zoo import get_modality
 
 from .engine import fit, pick_device
@@ -34,6 +36,7 @@ def pretrain(recipe: dict[str, Any], output_dir: str | Path, *, resume: bool = T
     items, skipped = processor.process(data.examples, skip_bad=cfg.skip_bad, names=data.names)
     if not items:
         raise ValueError("no usable training example (all were skipped)")
+    torch.manual_seed(cfg.seed)  # the initial weights are part of what a seed reproduces
     encoder = arch.encoder(arch.config.from_dict(recipe.get("encoder"), where="recipe:encoder"))
     pre_cfg = arch.pretraining.from_dict(recipe.get("pretraining"), where="recipe:pretraining")
     model = arch.pretrainer(encoder, pre_cfg, total_steps=cfg.steps)

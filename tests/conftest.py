@@ -4,6 +4,7 @@ once per session: the engine, hub and CLI tests use a modality that the repo its
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,10 @@ PLUGIN_SRC = ROOT / "tests" / "plugins" / "zoo-toyseq"
 def toy_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Install the plugin package with pip into a fresh folder and put it on the import path."""
     target = tmp_path_factory.mktemp("site")
+    src = tmp_path_factory.mktemp("src") / PLUGIN_SRC.name
+    shutil.copytree(PLUGIN_SRC, src)  # setuptools builds in-tree: keep the checkout clean
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(PLUGIN_SRC)], check=True)
+                    "--no-index", "--target", str(target), str(src)], check=True)
     sys.path.insert(0, str(target))
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), old]))

@@ -142,22 +142,6 @@ def test_mismatched_weight_keys_are_errors(toy_model, tmp_path):
         zoo.AutoEncoder.from_pretrained(folder)
 
 
-def _make_cache(hf_home: Path, repo_id: str, folder: Path, sha: str = "a" * 40) -> None:
-    """Lay a model folder out as huggingface_hub's cache does: blobs, refs/main, snapshots/<sha>."""
-    root = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(sha)
-    snap = root / "snapshots" / sha
-    snap.mkdir(parents=True)
-    (root / "blobs").mkdir()
-    for f in folder.iterdir():
-        if f.is_file():
-            import hashlib
-            blob = root / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
-            shutil.copy(f, blob)
-            (snap / f.name).symlink_to(os.path.relpath(blob, snap))
-
-
 def _embed_code(repo: str) -> str:
     return ("import torch, zoo\n"
             f"e = zoo.AutoEncoder.from_pretrained({repo!r}); p = zoo.AutoProcessor.from_pretrained({repo!r})\n"
@@ -173,7 +157,8 @@ def _local_embedding(folder: Path) -> float:
 
 
 def test_hub_id_resolves_offline_from_hf_home_cache(toy_model, tmp_path):
-    _make_cache(tmp_path / "hf", "acme/toy-offline", toy_model)
+    from zoo.hub import publish_to_cache
+    publish_to_cache(toy_model, "acme/toy-offline", tmp_path / "hf" / "hub")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", _embed_code("acme/toy-offline")], env=env,
                          capture_output=True, text=True)

@@ -4,8 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.layers import (DropPath, EMATeacher, LearnedPositions, TransformerEncoder, masked_mean,
-                        sinusoidal_positions)
+from zoo.layers import DropPath, EMATeacher, LearnedPositions, TransformerEncoder, masked_mean, sinusoidal_positions
 
 
 def test_padded_batch_equals_one_by_one():

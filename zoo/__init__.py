@@ -7,8 +7,17 @@ from . import layers, masking, objectives
 from .auto import AutoEncoder, AutoProcessor
 from .config import Config, ConfigError
 from .hub import FormatError, push_to_hub, save_pretrained
-from .plugin import (Architecture, BadExample, Encoder, EncoderOutput, ExampleSet, Modality,
-                     PretrainOutput, Pretrainer, Processor)
+from .plugin import (
+                     Architecture,
+                     BadExample,
+                     Encoder,
+                     EncoderOutput,
+                     ExampleSet,
+                     Modality,
+                     Pretrainer,
+                     PretrainOutput,
+                     Processor,
+)
 from .registry import UnknownModality, get_modality, installed, register
 
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ZOO_FORMAT", "CONFIG_NAME", "WEIGHTS_NAME", "PREPROCESSOR_NAME", "CARD_NAME", "REPO_FILES",
     "FormatError", "resolve_file", "load_config", "load_weights", "load_encoder", "load_processor_dict",
-    "save_pretrained", "push_to_hub",
+    "save_pretrained", "push_to_hub", "publish_to_cache",
 ]
 
 ZOO_FORMAT = 1
@@ -68,8 +68,12 @@ def resolve_file(id_or_path: str | Path, filename: str, *, revision: str | None 
     if text.startswith(("/", ".", "~")) or text.count("/") > 1 or os.path.exists(text):
         raise FileNotFoundError(f"{text} is not a model folder (and not a Hub id of the form org/name)")
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
     try:
         return Path(hf_hub_download(str(id_or_path), filename, revision=revision, cache_dir=cache_dir,
                                     local_files_only=local_files_only, token=token))
@@ -172,6 +176,35 @@ def save_pretrained(encoder: Encoder, folder: str | Path, *, processor: Processo
     if processor is not None:
         processor.save_pretrained(folder)
     return folder
+
+
+def publish_to_cache(folder: str | Path, repo_id: str, cache_dir: str | Path) -> str:
+    """Lay a zoo folder out as a ``huggingface_hub`` cache entry (``models--org--name/{blobs,refs/main,
+    snapshots/<sha>}``) so that the Hub id resolves offline: a local folder acting as the Hub.
+    Returns the revision hash (of the repo files' contents)."""
+    import hashlib
+    folder = Path(folder)
+    files = [folder / n for n in REPO_FILES if (folder / n).is_file()]
+    if not any(f.name == WEIGHTS_NAME for f in files):
+        raise FileNotFoundError(f"{folder} lacks {WEIGHTS_NAME}: not a zoo model folder")
+    digest = hashlib.sha1()
+    for f in files:
+        digest.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
+    sha = digest.hexdigest()
+    root = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    snap = root / "snapshots" / sha
+    for sub in (root / "blobs", root / "refs", snap):
+        sub.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        blob = root / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        if not blob.exists():
+            blob.write_bytes(f.read_bytes())
+        link = snap / f.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath(blob, snap))
+    (root / "refs" / "main").write_text(sha)
+    return sha
 
 
 def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool | None = None,

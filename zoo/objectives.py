@@ -83,14 +83,18 @@ def sample_negatives(mask: Tensor, num_negatives: int, *, generator: torch.Gener
     b, t = mask.shape
     counts = mask.sum(dim=1)                                    # hidden frames per row
     rank = mask.long().cumsum(dim=1) - 1                        # rank of each hidden frame in its row
-    # table[b, j] = time index of the j-th hidden frame of row b
+    # order[b, j] = time index of the j-th hidden frame of row b (unhidden frames sort past the end)
     order = torch.where(mask, torch.arange(t, device=mask.device), t).sort(dim=1).values
-    u = torch.rand(b, t, num_negatives, generator=generator, device=mask.device)
-    draw = torch.floor(u * (counts - 1).clamp(min=0)[:, None, None]).long()
-    draw = draw + (draw >= rank[..., None]).long()             # skip the positive's own rank
-    neg = order.gather(1, draw.clamp(max=t - 1).view(b, -1)).view(b, t, num_negatives)
-    ok = mask & (counts >= 2)[:, None]
-    return torch.where(ok[..., None], neg, -1)
+    out = torch.full((b, t, num_negatives), -1, dtype=torch.long, device=mask.device)
+    bi, ti = (mask & (counts >= 2)[:, None]).nonzero(as_tuple=True)
+    if bi.numel() == 0:
+        return out
+    u = torch.rand(bi.numel(), num_negatives, generator=generator, device=mask.device)
+    draw = u.mul_((counts[bi] - 1)[:, None]).long()             # uniform in [0, count - 2]
+    draw += draw >= rank[bi, ti][:, None]                       # skip the positive's own rank
+    draw += (bi * t)[:, None]
+    out[bi, ti] = order.view(-1).index_select(0, draw.view(-1)).view(-1, num_negatives)
+    return out
 
 
 def wav2vec_contrastive(context: Tensor, targets: Tensor, mask: Tensor, negatives: Tensor,

@@ -15,8 +15,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from zoo import (Architecture, BadExample, Config, Encoder, EncoderOutput, ExampleSet, Modality,
-                 PretrainOutput, Pretrainer, Processor)
+from zoo import (
+    Architecture,
+    BadExample,
+    Config,
+    Encoder,
+    EncoderOutput,
+    ExampleSet,
+    Modality,
+    Pretrainer,
+    PretrainOutput,
+    Processor,
+)
 from zoo.layers import TransformerEncoder, masked_mean, sinusoidal_positions
 from zoo.masking import random_mask
 from zoo.objectives import masked_mse

@@ -1,0 +1,53 @@
+# ssl-zoo: `make demo` and `make test` work on a machine with nothing installed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_RECIPE ?= toyseq-tiny
+DEMO_PLUGIN := tests/plugins/zoo-toyseq
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-deps test test-all demo bench lint clean
+
+install: $(STAMP)
+
+# Debian libraries the stack needs: ffmpeg (torchcodec), libusb-1.0-0 (open3d), git (hub tests).
+system-deps:
+	@missing=""; \
+	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v git >/dev/null 2>&1 || missing="$$missing git"; \
+	( /sbin/ldconfig -p 2>/dev/null || ldconfig -p ) | grep -q 'libusb-1.0.so' || missing="$$missing libusb-1.0-0"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml constraints.txt
+	$(MAKE) system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24" "setuptools>=68"
+	$(PY) -m pip install -q -c constraints.txt -e ".[all,dev,bench]"
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ""
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check zoo modalities pipelines tests bench
+
+# The demo installs the example plugin into demo/site (not into the venv), then runs the main job.
+demo: $(STAMP)
+	rm -rf demo/site && mkdir -p demo/site
+	cp -r $(DEMO_PLUGIN) demo/plugin-src && $(PY) -m pip install -q --no-deps --no-build-isolation \
+	  --no-index --target demo/site demo/plugin-src && rm -rf demo/plugin-src
+	PYTHONPATH=demo/site $(PY) -m pipelines.demo $(DEMO_RECIPE) --output demo
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf demo runs bench/results .pytest_cache

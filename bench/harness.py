@@ -1,0 +1,63 @@
+"""Timing helpers and the table every benchmark prints."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Row", "measure", "machine", "print_table"]
+
+
+@dataclass
+class Row:
+    name: str
+    config: str
+    ours_ms: float
+    ref_ms: float
+    reference: str
+
+    @property
+    def speedup(self) -> float:
+        return self.ref_ms / self.ours_ms
+
+
+def measure(fn: Callable[[], object], *, warmup: int = 3, repeat: int = 30) -> float:
+    """Median wall time of ``fn`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {torch.get_num_threads()} threads, {dev}; torch {torch.__version__}"
+
+
+def print_table(title: str, rows: list[Row]) -> str:
+    lines = [f"### {title}", "", f"Machine: {machine()}", "",
+             "| benchmark | config | ours (ms) | reference (ms) | reference | speed-up |",
+             "| --- | --- | ---: | ---: | --- | ---: |"]
+    lines += [f"| {r.name} | {r.config} | {r.ours_ms:.3f} | {r.ref_ms:.3f} | {r.reference} | "
+              f"{r.speedup:.1f}x |" for r in rows]
+    text = "\n".join(lines)
+    print(text + "\n")
+    return text
