@@ -1,4 +1,4 @@
-"""The ``zoo`` command line: list, pretrain, evaluate, finetune, embed, card, publish."""
+"""The ``zoo`` command line: list, pretrain, evaluate, finetune, embed, convert, card, publish."""
 
 from __future__ import annotations
 
@@ -112,6 +112,22 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from zoo import get_modality, installed
+    source = Path(args.source)
+    config = source / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} not found: give a transformers checkpoint folder")
+    model_type = json.loads(config.read_text()).get("model_type")
+    for name in installed():
+        converter = get_modality(name).converters.get(model_type)
+        if converter is not None:
+            out = converter(str(source), args.output)
+            print(f"converted {source} ({model_type}) into {out} [{name}]")
+            return 0
+    raise ValueError(f"no installed modality converts model_type {model_type!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description="ssl-zoo: self-supervised encoders for non-image data.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -154,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="write the embeddings to this .safetensors file")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=_cmd_embed)
+
+    s = sub.add_parser("convert", help="import a foreign checkpoint folder (e.g. transformers wav2vec2)")
+    s.add_argument("source", help="folder with config.json and model.safetensors")
+    s.add_argument("output", help="zoo model folder to write")
+    s.set_defaults(func=_cmd_convert)
 
     s = sub.add_parser("card", help="(re)write the model card README.md of a model folder")
     s.add_argument("folder")

@@ -115,7 +115,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise FormatError(f"{path} is not a valid safetensors file: {err}") from None
 
 
-def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -151,7 +151,7 @@ def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None,
         raise FileNotFoundError(f"{WEIGHTS_NAME} not found in {id_or_path}{found}")
     enc_config = cls.config_class.from_dict(config["encoder"], where=f"{id_or_path}:config.json:encoder")
     encoder = cls(enc_config)
-    _load_strict(encoder, load_weights(weights), str(id_or_path))
+    load_state_strict(encoder, load_weights(weights), str(id_or_path))
     return encoder.eval()
 
 

@@ -56,11 +56,14 @@ class Attention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Pre-norm Transformer block (Vaswani et al. 2017; Xiong et al. 2020): x + Attn(LN x), x + MLP(LN x)."""
+    """Transformer block (Vaswani et al. 2017). Pre-norm (Xiong et al. 2020): x + Attn(LN x), x + MLP(LN x);
+    with ``norm_first=False`` the original post-norm: LN(x + Attn x), LN(x + MLP x) (BERT, wav2vec 2.0 base)."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-5) -> None:
+                 attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-5,
+                 norm_first: bool = True) -> None:
         super().__init__()
+        self.norm_first = norm_first
         hidden = int(dim * mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, heads, attn_dropout)
@@ -70,26 +73,35 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.drop_path = DropPath(drop_path)
 
+    def _mlp(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        x = x + self.drop_path(self.drop(self.attn(self.norm1(x), attn_mask)))
-        h = self.fc2(self.drop(F.gelu(self.fc1(self.norm2(x)))))
-        return x + self.drop_path(self.drop(h))
+        if self.norm_first:
+            x = x + self.drop_path(self.drop(self.attn(self.norm1(x), attn_mask)))
+            return x + self.drop_path(self._mlp(self.norm2(x)))
+        x = self.norm1(x + self.drop_path(self.drop(self.attn(x, attn_mask))))
+        return self.norm2(x + self.drop_path(self._mlp(x)))
 
 
 class TransformerEncoder(nn.Module):
-    """A stack of pre-norm blocks with a final LayerNorm; ``padding_mask [B, N]`` is ``True`` at padding.
+    """A stack of blocks; ``padding_mask [B, N]`` is ``True`` at padding. Pre-norm stacks end with a
+    LayerNorm; post-norm stacks (``norm_first=False``) apply that LayerNorm to the input instead.
 
     Drop-path rates rise linearly from 0 to ``drop_path`` over the depth. Padded positions never serve as
     keys; their outputs are returned as computed and should be ignored by the caller.
     """
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-5) -> None:
+                 attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-5,
+                 norm_first: bool = True) -> None:
         super().__init__()
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        self.norm_first = norm_first
         self.layers = nn.ModuleList(
-            EncoderLayer(dim, heads, mlp_ratio, dropout, attn_dropout, r, eps) for r in rates)
+            EncoderLayer(dim, heads, mlp_ratio, dropout, attn_dropout, r, eps, norm_first) for r in rates)
         self.norm = nn.LayerNorm(dim, eps=eps)
+        self.input_drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None, *,
                 return_hidden: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
@@ -99,11 +111,13 @@ class TransformerEncoder(nn.Module):
                 row = int(padding_mask.all(dim=1).nonzero()[0, 0])
                 raise ValueError(f"example {row} of the batch is all padding: nothing to attend to")
             attn_mask = ~padding_mask[:, None, None, :]          # SDPA: True = may attend
+        x = self.input_drop(x if self.norm_first else self.norm(x))
         hidden = [x]
         for layer in self.layers:
             x = layer(x, attn_mask)
             hidden.append(x)
-        x = self.norm(x)
+        if self.norm_first:
+            x = self.norm(x)
         return (x, hidden) if return_hidden else x
 
 

@@ -214,7 +214,8 @@ class Modality:
     """What a plugin registers under the ``zoo.modalities`` entry-point group.
 
     ``load_data(spec)`` turns a recipe's data section into an :class:`ExampleSet`; ``recipes`` is a folder
-    of recipe YAML files; ``usage_example`` is Python that defines ``example``, one raw input, for cards.
+    of recipe YAML files; ``usage_example`` is Python that defines ``example``, one raw input, for cards;
+    ``converters`` map a foreign checkpoint type (its ``model_type``) to ``fn(source, output_folder)``.
     """
 
     name: str
@@ -224,6 +225,7 @@ class Modality:
     load_data: Callable[[dict[str, Any]], ExampleSet]
     recipes: Path | None = None
     usage_example: str = ""
+    converters: dict[str, Callable[[str, str], Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def architecture(self, name: str) -> Architecture:

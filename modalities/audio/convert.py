@@ -1,0 +1,114 @@
+"""Import a Hugging Face transformers ``Wav2Vec2Model`` / ``Wav2Vec2ForPreTraining`` checkpoint folder
+(safetensors only) into the zoo format, so facebook/wav2vec2-base style checkpoints become zoo encoders."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from zoo.hub import FormatError, load_state_strict, load_weights
+
+from .model import Wav2Vec2Config, Wav2Vec2Encoder, Wav2Vec2PretrainingConfig
+from .processor import AudioProcessor, AudioProcessorConfig
+
+_RULES = [
+    (r"feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_encoder.layers.\1.conv."),
+    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.", r"feature_encoder.layers.\1.norm."),
+    (r"feature_projection\.layer_norm\.", "feature_norm."),
+    (r"feature_projection\.projection\.", "feature_proj."),
+    (r"^masked_spec_embed$", "mask_embedding"),
+    (r"encoder\.pos_conv_embed\.conv\.(weight_g|parametrizations\.weight\.original0)$",
+     "pos_conv.conv.parametrizations.weight.original0"),
+    (r"encoder\.pos_conv_embed\.conv\.(weight_v|parametrizations\.weight\.original1)$",
+     "pos_conv.conv.parametrizations.weight.original1"),
+    (r"encoder\.pos_conv_embed\.conv\.bias$", "pos_conv.conv.bias"),
+    (r"^encoder\.layer_norm\.", "transformer.norm."),
+    (r"encoder\.layers\.(\d+)\.attention\.out_proj\.", r"transformer.layers.\1.attn.proj."),
+    (r"encoder\.layers\.(\d+)\.layer_norm\.", r"transformer.layers.\1.norm1."),
+    (r"encoder\.layers\.(\d+)\.final_layer_norm\.", r"transformer.layers.\1.norm2."),
+    (r"encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.", r"transformer.layers.\1.fc1."),
+    (r"encoder\.layers\.(\d+)\.feed_forward\.output_dense\.", r"transformer.layers.\1.fc2."),
+]
+_PRETRAINING_ONLY = ("quantizer.", "project_q.", "project_hid.", "dropout_features", "lm_head.")
+
+
+def config_from_transformers(hf: dict) -> tuple[Wav2Vec2Config, Wav2Vec2PretrainingConfig]:
+    for key in ("hidden_act", "feat_extract_activation"):
+        if hf.get(key, "gelu") != "gelu":
+            raise FormatError(f"{key}={hf[key]!r} is not supported (only 'gelu')")
+    if hf.get("num_adapter_layers") and hf.get("add_adapter"):
+        raise FormatError("adapter layers are not supported")
+    hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
+    enc = Wav2Vec2Config(
+        conv_layers=[tuple(x) for x in zip(hf["conv_dim"], hf["conv_kernel"], hf["conv_stride"])],
+        conv_norm=hf.get("feat_extract_norm", "group"), conv_bias=hf.get("conv_bias", False), dim=hidden,
+        depth=hf["num_hidden_layers"], heads=heads, mlp_ratio=hf["intermediate_size"] / hidden,
+        dropout=hf.get("hidden_dropout", 0.1), attn_dropout=hf.get("attention_dropout", 0.1),
+        feat_dropout=hf.get("feat_proj_dropout", 0.0), pos_conv_kernel=hf["num_conv_pos_embeddings"],
+        pos_conv_groups=hf["num_conv_pos_embedding_groups"], norm_first=hf.get("do_stable_layer_norm", False),
+        eps=hf.get("layer_norm_eps", 1e-5))
+    enc.validate()
+    pre = Wav2Vec2PretrainingConfig(
+        mask_prob=hf.get("mask_time_prob", 0.65), mask_length=hf.get("mask_time_length", 10),
+        min_masks=hf.get("mask_time_min_masks", 2), num_negatives=hf.get("num_negatives", 100),
+        codevector_groups=hf.get("num_codevector_groups", 2),
+        codevectors_per_group=hf.get("num_codevectors_per_group", 320),
+        codevector_dim=hf.get("codevector_dim", 256), proj_dim=hf.get("proj_codevector_dim", 256),
+        temperature=hf.get("contrastive_logits_temperature", 0.1),
+        diversity_weight=hf.get("diversity_loss_weight", 0.1))
+    return enc, pre
+
+
+def map_state_dict(state: dict[str, torch.Tensor], config: Wav2Vec2Config) -> dict[str, torch.Tensor]:
+    """transformers names → ours; q/k/v projections are fused into one ``qkv``."""
+    state = {k.removeprefix("wav2vec2."): v for k, v in state.items()}
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        if key.startswith(_PRETRAINING_ONLY):
+            continue
+        m = re.fullmatch(r"encoder\.layers\.(\d+)\.attention\.([qkv])_proj\.(weight|bias)", key)
+        if m:
+            qkv.setdefault((int(m.group(1)), m.group(3)), {})[m.group(2)] = value
+            continue
+        for pattern, repl in _RULES:
+            new, n = re.subn(pattern, repl, key)
+            if n:
+                out[new] = value
+                break
+        else:
+            raise FormatError(f"unexpected transformers weight {key!r}: not a Wav2Vec2Model parameter")
+    for (layer, kind), parts in qkv.items():
+        out[f"transformer.layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+def convert_transformers(source: str | Path, output: str | Path) -> Path:
+    """Convert a transformers wav2vec 2.0 folder (config.json + model.safetensors) into a zoo folder."""
+    source, output = Path(source), Path(output)
+    hf = json.loads((source / "config.json").read_text())
+    if hf.get("model_type") != "wav2vec2":
+        raise FormatError(f"{source} holds a {hf.get('model_type')!r} model, not wav2vec2")
+    weights = source / "model.safetensors"
+    if not weights.is_file():
+        pickles = sorted(p.name for p in source.glob("*.bin"))
+        raise FileNotFoundError(f"{weights} not found" + (f"; {pickles} are pickles and are never loaded: "
+                                                          "re-save the model with safetensors" if pickles else ""))
+    enc_cfg, pre_cfg = config_from_transformers(hf)
+    encoder = Wav2Vec2Encoder(enc_cfg)
+    load_state_strict(encoder, map_state_dict(load_weights(weights), enc_cfg), str(source))
+    proc_cfg = AudioProcessorConfig(sample_rate=16000)
+    pp = source / "preprocessor_config.json"
+    if pp.is_file():
+        p = json.loads(pp.read_text())
+        proc_cfg = AudioProcessorConfig(sample_rate=int(p.get("sampling_rate", 16000)),
+                                        normalize=bool(p.get("do_normalize", True)))
+    encoder.save_pretrained(output, processor=AudioProcessor(proc_cfg),
+                            pretraining={"converted_from": str(source), "objective": pre_cfg.to_dict()})
+    from zoo.cards import write_card
+    write_card(output, summary=f"wav2vec 2.0 encoder converted from the transformers checkpoint `{source.name}`.",
+               method="wav2vec 2.0 (Baevski et al. 2020)")
+    return output

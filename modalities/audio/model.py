@@ -1,0 +1,353 @@
+"""wav2vec 2.0 (Baevski et al. 2020): conv feature encoder, span masking, convolutional relative positions,
+the core Transformer, a Gumbel-softmax product quantizer and the contrastive + diversity objective.
+
+Padding-aware throughout: the group norm of the first conv layer uses only each utterance's valid frames,
+padded frames are zeroed before the positional convolution and never attended to, and masks, positives
+and distractors are drawn from valid frames only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo import Config, Encoder, EncoderOutput, PretrainOutput, Pretrainer
+from zoo.layers import TransformerEncoder, masked_mean
+from zoo.masking import span_mask
+from zoo.objectives import codebook_perplexity, diversity_loss, sample_negatives, wav2vec_contrastive
+
+BASE_CONV = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+
+
+@dataclass
+class Wav2Vec2Config(Config):
+    """Encoder configuration; the defaults are the paper's BASE model."""
+
+    conv_layers: list[tuple[int, int, int]] = field(default_factory=lambda: list(BASE_CONV))
+    conv_norm: str = "group"          # "group": group norm on the first layer only; "layer": every layer
+    conv_bias: bool = False
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    attn_dropout: float = 0.1
+    feat_dropout: float = 0.0
+    drop_path: float = 0.0
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    norm_first: bool = False          # BASE is post-norm; large "stable" models are pre-norm
+    eps: float = 1e-5
+    sample_rate: int = 16000
+
+    def validate(self) -> None:
+        self.check(len(self.conv_layers) >= 1, "conv_layers", "needs at least one (channels, kernel, stride)")
+        self.check(all(c >= 1 and k >= 1 and s >= 1 for c, k, s in self.conv_layers), "conv_layers",
+                   "channels, kernel and stride must be >= 1")
+        self.check(self.conv_norm in ("group", "layer"), "conv_norm", "must be 'group' or 'layer'")
+        self.check(self.dim % self.heads == 0, "dim", "must be divisible by heads")
+        self.check(self.dim % self.pos_conv_groups == 0, "pos_conv_groups", "must divide dim")
+        self.check(self.sample_rate > 0, "sample_rate", "must be > 0")
+
+
+@dataclass
+class Wav2Vec2PretrainingConfig(Config):
+    """Self-supervised objective; defaults from the paper (BASE)."""
+
+    mask_prob: float = 0.65
+    mask_length: int = 10
+    min_masks: int = 2
+    num_negatives: int = 100
+    codevector_groups: int = 2
+    codevectors_per_group: int = 320
+    codevector_dim: int = 256
+    proj_dim: int = 256
+    temperature: float = 0.1
+    gumbel_max: float = 2.0
+    gumbel_min: float = 0.5
+    diversity_weight: float = 0.1
+    feature_penalty: float = 10.0
+    feature_grad_mult: float = 0.1
+    crop_seconds: float | None = None
+
+    def validate(self) -> None:
+        self.check(0 < self.mask_prob <= 1, "mask_prob", "must lie in (0, 1]")
+        self.check(self.mask_length >= 1, "mask_length", "must be >= 1")
+        self.check(self.num_negatives >= 1, "num_negatives", "must be >= 1")
+        self.check(self.codevector_dim % self.codevector_groups == 0, "codevector_dim",
+                   "must be divisible by codevector_groups")
+        self.check(0 < self.gumbel_min <= self.gumbel_max, "gumbel_min", "need 0 < gumbel_min <= gumbel_max")
+        self.check(self.temperature > 0, "temperature", "must be > 0")
+        self.check(self.crop_seconds is None or self.crop_seconds > 0, "crop_seconds", "must be > 0")
+
+
+def conv_output_lengths(lengths: Tensor | int, conv_layers: list[tuple[int, int, int]]) -> Tensor:
+    """Frames the conv feature encoder gives for ``lengths`` samples: ``floor((L - k) / s) + 1`` per layer
+    (0 when the input is shorter than the receptive field)."""
+    out = torch.as_tensor(lengths).long()
+    for _, k, s in conv_layers:
+        out = torch.where(out >= k, torch.div(out - k, s, rounding_mode="floor") + 1, torch.zeros_like(out))
+    return out
+
+
+class _GradMultiply(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def grad_multiply(x: Tensor, scale: float) -> Tensor:
+    """Identity forward, gradient × ``scale`` backward (wav2vec 2.0's feature-encoder gradient scaling)."""
+    return x if scale == 1.0 else _GradMultiply.apply(x, scale)
+
+
+class MaskedGroupNorm(nn.GroupNorm):
+    """Group norm with one group per channel whose statistics use each utterance's valid frames only,
+    so a padded batch matches the utterances run one by one."""
+
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:  # x [B, C, T], valid [B, T]
+        if valid is None:
+            return super().forward(x)
+        m = valid[:, None, :].to(x.dtype)
+        n = m.sum(dim=2, keepdim=True).clamp(min=1.0)
+        mean = (x * m).sum(dim=2, keepdim=True) / n
+        var = (((x - mean) * m) ** 2).sum(dim=2, keepdim=True) / n
+        y = (x - mean) / torch.sqrt(var + self.eps)
+        return y * self.weight[None, :, None] + self.bias[None, :, None]
+
+
+class ConvLayer(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, norm: str | None, bias: bool,
+                 eps: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel, stride, bias=bias)
+        self.kind = norm
+        if norm == "group":
+            self.norm = MaskedGroupNorm(c_out, c_out, eps=eps, affine=True)
+        elif norm == "layer":
+            self.norm = nn.LayerNorm(c_out, eps=eps)
+
+    def forward(self, x: Tensor, valid: Tensor | None) -> Tensor:
+        x = self.conv(x)
+        if self.kind == "group":
+            x = self.norm(x, valid)
+        elif self.kind == "layer":
+            x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return F.gelu(x)
+
+
+class FeatureEncoder(nn.Module):
+    """The conv feature encoder: raw samples ``[B, S]`` → features ``[B, T, C]``."""
+
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.layers_spec = [tuple(x) for x in config.conv_layers]
+        layers, c_in = [], 1
+        for i, (c, k, s) in enumerate(self.layers_spec):
+            norm = "layer" if config.conv_norm == "layer" else ("group" if i == 0 else None)
+            layers.append(ConvLayer(c_in, c, k, s, norm, config.conv_bias, config.eps))
+            c_in = c
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        x = x[:, None, :]
+        for i, layer in enumerate(self.layers):
+            valid = None
+            if lengths is not None and i == 0:
+                n = conv_output_lengths(lengths, self.layers_spec[:1])
+                t = (x.shape[-1] - self.layers_spec[0][1]) // self.layers_spec[0][2] + 1
+                valid = torch.arange(t, device=x.device)[None, :] < n[:, None]
+            x = layer(x, valid)
+        return x.transpose(1, 2)
+
+
+class PositionalConv(nn.Module):
+    """Convolutional relative positions: a grouped, weight-normalised conv over time + GELU."""
+
+    def __init__(self, dim: int, kernel: int, groups: int) -> None:
+        super().__init__()
+        conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=groups)
+        nn.init.normal_(conv.weight, 0.0, math.sqrt(4.0 / (kernel * dim)))
+        nn.init.zeros_(conv.bias)
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.trim = 1 if kernel % 2 == 0 else 0
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, T, D]
+        y = self.conv(x.transpose(1, 2))
+        if self.trim:
+            y = y[..., :-self.trim]
+        return F.gelu(y).transpose(1, 2)
+
+
+class Wav2Vec2Encoder(Encoder):
+    """What users load: samples ``input_values [B, S]`` (+ ``padding_mask [B, S]``) → frame tokens."""
+
+    modality = "audio"
+    architecture = "wav2vec2"
+    config_class = Wav2Vec2Config
+
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__(config)
+        c_last = config.conv_layers[-1][0]
+        self.feature_encoder = FeatureEncoder(config)
+        self.feature_norm = nn.LayerNorm(c_last, eps=config.eps)
+        self.feature_proj = nn.Linear(c_last, config.dim)
+        self.feat_dropout = nn.Dropout(config.feat_dropout)
+        self.mask_embedding = nn.Parameter(torch.empty(config.dim).uniform_())
+        self.pos_conv = PositionalConv(config.dim, config.pos_conv_kernel, config.pos_conv_groups)
+        self.transformer = TransformerEncoder(config.dim, config.depth, config.heads, config.mlp_ratio,
+                                              config.dropout, config.attn_dropout, config.drop_path,
+                                              config.eps, norm_first=config.norm_first)
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def frame_padding(self, batch: dict[str, Tensor], frames: int) -> tuple[Tensor, Tensor]:
+        """Per-utterance frame counts and the frame padding mask ``[B, T]``."""
+        x = batch["input_values"]
+        if "padding_mask" in batch:
+            lengths = (~batch["padding_mask"]).sum(dim=1)
+        else:
+            lengths = torch.full((x.shape[0],), x.shape[1], device=x.device)
+        n = conv_output_lengths(lengths, self.config.conv_layers)
+        if bool((n == 0).any()):
+            row = int((n == 0).nonzero()[0, 0])
+            need = self.receptive_field()
+            raise ValueError(f"utterance {row} has {int(lengths[row])} samples: shorter than the feature "
+                             f"encoder's receptive field ({need} samples)")
+        return n, torch.arange(frames, device=x.device)[None, :] >= n[:, None]
+
+    def receptive_field(self) -> int:
+        r = 1
+        for _, k, s in reversed(self.config.conv_layers):
+            r = (r - 1) * s + k
+        return r
+
+    def features(self, batch: dict[str, Tensor], grad_mult: float = 1.0
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(conv features [B,T,C], normalised features, projected [B,T,D], frame padding [B,T])``."""
+        x = batch["input_values"]
+        lengths = (~batch["padding_mask"]).sum(dim=1) if "padding_mask" in batch else None
+        feats = grad_multiply(self.feature_encoder(x, lengths), grad_mult)
+        _, pad = self.frame_padding(batch, feats.shape[1])
+        normed = self.feature_norm(feats)
+        return feats, normed, self.feat_dropout(self.feature_proj(normed)), pad
+
+    def contextualise(self, hidden: Tensor, pad: Tensor, time_mask: Tensor | None = None, *,
+                      return_hidden: bool = False) -> EncoderOutput:
+        if time_mask is not None:
+            hidden = torch.where(time_mask[..., None], self.mask_embedding.to(hidden.dtype), hidden)
+        hidden = hidden.masked_fill(pad[..., None], 0.0)
+        hidden = hidden + self.pos_conv(hidden)
+        tokens, layers = self.transformer(hidden, pad, return_hidden=True)
+        return EncoderOutput(tokens, pad, masked_mean(tokens, pad), layers if return_hidden else None)
+
+    def forward(self, batch: dict[str, Tensor], *, time_mask: Tensor | None = None,
+                return_hidden: bool = False) -> EncoderOutput:
+        _, _, hidden, pad = self.features(batch)
+        return self.contextualise(hidden, pad, time_mask, return_hidden=return_hidden)
+
+
+class GumbelQuantizer(nn.Module):
+    """Product quantizer with Gumbel-softmax selection (Jang et al. 2017; wav2vec 2.0 §2):
+    ``G`` codebooks of ``V`` entries, straight-through hard choice while training, argmax in eval."""
+
+    def __init__(self, in_dim: int, groups: int, entries: int, dim: int) -> None:
+        super().__init__()
+        self.groups, self.entries = groups, entries
+        self.logits = nn.Linear(in_dim, groups * entries)
+        nn.init.normal_(self.logits.weight, 0.0, 1.0)
+        nn.init.zeros_(self.logits.bias)
+        self.codevectors = nn.Parameter(torch.empty(groups * entries, dim // groups).uniform_())
+
+    def forward(self, x: Tensor, mask: Tensor, tau: float, generator: torch.Generator | None
+                ) -> tuple[Tensor, Tensor]:
+        """``x [B, T, C]`` → ``(quantized [B, T, dim], averaged soft distribution [G, V] over mask)``."""
+        b, t, _ = x.shape
+        logits = self.logits(x).float().view(b * t, self.groups, self.entries)
+        soft = logits.softmax(dim=-1)
+        m = mask.reshape(-1).to(soft.dtype)
+        avg = (soft * m[:, None, None]).sum(dim=0) / m.sum().clamp(min=1.0)
+        if self.training:
+            u = torch.rand(logits.shape, generator=generator, device=logits.device)
+            gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-10)))
+            y = ((logits + gumbel) / tau).softmax(dim=-1)
+            hard = F.one_hot(y.argmax(dim=-1), self.entries).to(y.dtype)
+            onehot = hard - y.detach() + y
+        else:
+            onehot = F.one_hot(logits.argmax(dim=-1), self.entries).to(logits.dtype)
+        books = self.codevectors.view(self.groups, self.entries, -1).to(onehot.dtype)
+        q = torch.einsum("ngv,gvd->ngd", onehot, books).reshape(b, t, -1)
+        return q.to(x.dtype), avg
+
+
+class Wav2Vec2Pretrainer(Pretrainer):
+    """Masked contrastive pretraining of wav2vec 2.0 (eq. 2-4): L = L_m + α·L_d + λ·||features||²."""
+
+    def __init__(self, encoder: Wav2Vec2Encoder, config: Wav2Vec2PretrainingConfig, total_steps: int = 1) -> None:
+        super().__init__(encoder, config, total_steps)
+        c_last = encoder.config.conv_layers[-1][0]
+        self.quantizer = GumbelQuantizer(c_last, config.codevector_groups, config.codevectors_per_group,
+                                         config.codevector_dim)
+        self.project_q = nn.Linear(config.codevector_dim, config.proj_dim)
+        self.project_hid = nn.Linear(encoder.dim, config.proj_dim)
+        self.register_buffer("tau", torch.tensor(config.gumbel_max), persistent=True)
+        self.decay = (config.gumbel_min / config.gumbel_max) ** (1.0 / max(total_steps, 1))
+
+    def gumbel_temperature(self, step: int) -> float:
+        """Exponential decay from ``gumbel_max`` to ``gumbel_min`` over the run."""
+        return max(self.config.gumbel_max * self.decay ** step, self.config.gumbel_min)
+
+    def on_step(self, step: int) -> dict[str, float]:
+        self.tau.fill_(self.gumbel_temperature(step))
+        return {"gumbel_tau": float(self.tau)}
+
+    def crop(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        """Random crops of at most ``crop_seconds`` per utterance (vectorised gather)."""
+        x, pad = batch["input_values"], batch["padding_mask"]
+        size = int(self.config.crop_seconds * self.encoder.config.sample_rate)
+        if x.shape[1] <= size:
+            return batch
+        lengths = (~pad).sum(dim=1)
+        room = (lengths - size).clamp(min=0)
+        start = (torch.rand(x.shape[0], generator=generator, device=x.device) * (room + 1)).long()
+        idx = (start[:, None] + torch.arange(size, device=x.device)).clamp(max=x.shape[1] - 1)
+        new_len = lengths.clamp(max=size)
+        new_pad = torch.arange(size, device=x.device)[None, :] >= new_len[:, None]
+        return {**batch, "input_values": x.gather(1, idx).masked_fill(new_pad, 0.0), "padding_mask": new_pad}
+
+    def forward(self, batch: dict[str, Tensor], generator: torch.Generator) -> PretrainOutput:
+        cfg = self.config
+        if cfg.crop_seconds is not None:
+            batch = self.crop(batch, generator)
+        enc: Wav2Vec2Encoder = self.encoder  # type: ignore[assignment]
+        feats, normed, hidden, pad = enc.features(batch, grad_mult=cfg.feature_grad_mult)
+        valid = ~pad
+        penalty = (feats.float().pow(2).mean(dim=-1) * valid).sum() / valid.sum()
+        b, t = pad.shape
+        mask = span_mask(b, t, cfg.mask_prob, cfg.mask_length, generator=generator,
+                         valid_lengths=valid.sum(dim=1), min_spans=cfg.min_masks, device=pad.device)
+        out = enc.contextualise(hidden, pad, mask)
+        context = self.project_hid(out.tokens)
+        q, avg_probs = self.quantizer(enc.feat_dropout(normed), mask, float(self.tau), generator)
+        targets = self.project_q(q)
+        negatives = sample_negatives(mask, cfg.num_negatives, generator=generator)
+        contrastive, logits = wav2vec_contrastive(context, targets, mask, negatives, cfg.temperature)
+        diversity = diversity_loss(avg_probs)
+        loss = contrastive + cfg.diversity_weight * diversity + cfg.feature_penalty * penalty
+        with torch.no_grad():
+            acc = (logits.argmax(dim=1) == 0).float().mean() if logits.numel() else torch.tensor(0.0)
+            metrics = {"contrastive": contrastive, "diversity": diversity, "feature_penalty": penalty,
+                       "accuracy": acc, "perplexity": codebook_perplexity(avg_probs),
+                       "masked_frac": mask.sum() / valid.sum()}
+        return PretrainOutput(loss, {k: float(v.detach()) for k, v in metrics.items()})

@@ -1,0 +1,131 @@
+"""Audio processor: decode (soundfile, torchcodec), mono, resample (torchaudio), per-utterance
+normalisation, padding with lengths. Bad input gets a clear error naming the file and the field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zoo import BadExample, Config, Processor
+
+
+@dataclass
+class AudioProcessorConfig(Config):
+    sample_rate: int = 16000
+    normalize: bool = True
+    max_seconds: float | None = None      # longer clips are cut to their first max_seconds
+    min_samples: int = 400                # shorter clips are an error (the conv encoder's receptive field)
+    max_channels: int = 2                 # more channels than this is an error rather than a silent downmix
+    resample: bool = True                 # False: a clip at another rate is an error
+
+    def validate(self) -> None:
+        self.check(self.sample_rate > 0, "sample_rate", "must be > 0")
+        self.check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be > 0")
+        self.check(self.min_samples >= 1, "min_samples", "must be >= 1")
+        self.check(self.max_channels >= 1, "max_channels", "must be >= 1")
+
+
+def _decode_file(path: str) -> tuple[np.ndarray, int]:
+    """Samples ``[channels, S]`` float32 and the rate: soundfile first, torchcodec (FFmpeg) otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadExample(path, "path", "no such file")
+    if p.stat().st_size == 0:
+        raise BadExample(path, "path", "empty file")
+    try:
+        import soundfile as sf
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        return data.T, int(sr)
+    except Exception as sf_err:  # formats libsndfile does not read: try FFmpeg through torchcodec
+        try:
+            from torchcodec.decoders import AudioDecoder
+            samples = AudioDecoder(str(p)).get_all_samples()
+            return samples.data.numpy().astype(np.float32), int(samples.sample_rate)
+        except Exception as tc_err:
+            raise BadExample(path, "path", f"cannot decode audio (soundfile: {sf_err}; torchcodec: {tc_err})") \
+                from None
+
+
+class AudioProcessor(Processor):
+    """Accepts a file path, ``(array, sample_rate)``, a ``datasets`` Audio value (``{"array",
+    "sampling_rate"}``, ``{"path"}``/``{"bytes"}`` or a torchcodec decoder) or a bare array at the model
+    rate. Returns ``{"input_values": [S]}``; :meth:`collate` pads to ``[B, S]`` with ``padding_mask``."""
+
+    modality = "audio"
+    config_class = AudioProcessorConfig
+
+    def _samples(self, example: Any, name: str) -> tuple[np.ndarray, int]:
+        if isinstance(example, (str, Path)):
+            return _decode_file(str(example))
+        if hasattr(example, "get_all_samples"):               # datasets >= 4 decoded Audio value
+            s = example.get_all_samples()
+            return s.data.numpy(), int(s.sample_rate)
+        if isinstance(example, dict):
+            if example.get("array") is not None:
+                if "sampling_rate" not in example:
+                    raise BadExample(name, "sampling_rate", "an audio dict with 'array' needs 'sampling_rate'")
+                return np.asarray(example["array"], dtype=np.float32), int(example["sampling_rate"])
+            if example.get("bytes"):
+                import io
+
+                import soundfile as sf
+                try:
+                    data, sr = sf.read(io.BytesIO(example["bytes"]), dtype="float32", always_2d=True)
+                except Exception as err:
+                    raise BadExample(example.get("path") or name, "bytes", f"cannot decode audio: {err}") from None
+                return data.T, int(sr)
+            if example.get("path"):
+                return _decode_file(example["path"])
+            raise BadExample(name, "audio", f"unrecognised audio dict with keys {sorted(example)}")
+        if isinstance(example, tuple) and len(example) == 2:
+            return np.asarray(example[0], dtype=np.float32), int(example[1])
+        if isinstance(example, (np.ndarray, torch.Tensor, list)):
+            arr = example.numpy() if isinstance(example, torch.Tensor) else np.asarray(example, dtype=np.float32)
+            return arr.astype(np.float32), self.config.sample_rate
+        raise BadExample(name, "audio", f"unsupported input type {type(example).__name__}")
+
+    def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
+        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+        data, sr = self._samples(example, name)
+        x = torch.as_tensor(data, dtype=torch.float32)
+        if x.dim() == 2:
+            if x.shape[0] > x.shape[1]:                        # [S, C] → [C, S]
+                x = x.T
+            if x.shape[0] > self.config.max_channels:
+                raise BadExample(name, "channels", f"{x.shape[0]} channels; at most {self.config.max_channels} "
+                                                   "are accepted (mixed down to mono)")
+            x = x.mean(dim=0)
+        elif x.dim() != 1:
+            raise BadExample(name, "audio", f"expected 1-D or [channels, samples] audio, got shape {tuple(x.shape)}")
+        if x.numel() == 0:
+            raise BadExample(name, "audio", "zero-length clip")
+        if not bool(torch.isfinite(x).all()):
+            raise BadExample(name, "audio", f"{int((~torch.isfinite(x)).sum())} NaN/inf samples")
+        if sr != self.config.sample_rate:
+            if not self.config.resample:
+                raise BadExample(name, "sampling_rate", f"{sr} Hz, the model expects {self.config.sample_rate} Hz "
+                                                        "(resample is off)")
+            import torchaudio.functional as AF
+            x = AF.resample(x, sr, self.config.sample_rate)
+        if self.config.max_seconds is not None:
+            x = x[: int(self.config.max_seconds * self.config.sample_rate)]
+        if x.numel() < self.config.min_samples:
+            raise BadExample(name, "audio", f"{x.numel()} samples at {self.config.sample_rate} Hz; at least "
+                                            f"{self.config.min_samples} are needed")
+        if self.config.normalize:
+            x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
+        return {"input_values": x}
+
+    def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        lengths = torch.tensor([it["input_values"].numel() for it in items])
+        values = torch.nn.utils.rnn.pad_sequence([it["input_values"] for it in items], batch_first=True)
+        pad = torch.arange(values.shape[1])[None, :] >= lengths[:, None]
+        return {"input_values": values, "padding_mask": pad, "lengths": lengths}
+
+    def read(self, path: str) -> Any:
+        return path
