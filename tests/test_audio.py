@@ -15,8 +15,14 @@ import soundfile as sf
 import torch
 
 import zoo
-from modalities.audio import (AudioProcessor, AudioProcessorConfig, Wav2Vec2Config, Wav2Vec2Encoder,
-                              Wav2Vec2Pretrainer, Wav2Vec2PretrainingConfig)
+from modalities.audio import (
+    AudioProcessor,
+    AudioProcessorConfig,
+    Wav2Vec2Config,
+    Wav2Vec2Encoder,
+    Wav2Vec2Pretrainer,
+    Wav2Vec2PretrainingConfig,
+)
 from modalities.audio.model import GumbelQuantizer, conv_output_lengths
 
 from .conftest import zoo_cli

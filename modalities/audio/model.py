@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo import Config, Encoder, EncoderOutput, PretrainOutput, Pretrainer
+from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
 from zoo.layers import TransformerEncoder, masked_mean
 from zoo.masking import span_mask
 from zoo.objectives import codebook_perplexity, diversity_loss, sample_negatives, wav2vec_contrastive
