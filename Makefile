@@ -4,19 +4,20 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-DEMO_RECIPE ?= toyseq-tiny
-DEMO_PLUGIN := tests/plugins/zoo-toyseq
+DEMO_RECIPE ?= audio-wav2vec2-tiny
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps test test-all demo bench lint clean
 
 install: $(STAMP)
 
-# Debian libraries the stack needs: ffmpeg (torchcodec), libusb-1.0-0 (open3d), git (hub tests).
+# Debian packages the stack needs: ffmpeg (torchcodec), libusb-1.0-0 (open3d), git (hub tests),
+# espeak-ng (the demo's synthesised spoken digits).
 system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v git >/dev/null 2>&1 || missing="$$missing git"; \
+	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
 	( /sbin/ldconfig -p 2>/dev/null || ldconfig -p ) | grep -q 'libusb-1.0.so' || missing="$$missing libusb-1.0-0"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -39,12 +40,9 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check zoo modalities pipelines tests bench
 
-# The demo installs the example plugin into demo/site (not into the venv), then runs the main job.
+# The main job: synthesise the spoken digits, pretrain, evaluate, publish to demo/hub, reload, embed.
 demo: $(STAMP)
-	rm -rf demo/site && mkdir -p demo/site
-	cp -r $(DEMO_PLUGIN) demo/plugin-src && $(PY) -m pip install -q --no-deps --no-build-isolation \
-	  --no-index --target demo/site demo/plugin-src && rm -rf demo/plugin-src
-	PYTHONPATH=demo/site $(PY) -m pipelines.demo $(DEMO_RECIPE) --output demo
+	ZOO_CACHE=$${ZOO_CACHE:-demo/cache} $(PY) -m pipelines.demo $(DEMO_RECIPE) --output demo
 
 bench: $(STAMP)
 	$(PY) -m bench

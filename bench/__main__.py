@@ -1,11 +1,14 @@
-"""``python -m bench`` (``make bench``): every benchmark table, also written to bench/results/."""
+"""``python -m bench`` (``make bench``): every benchmark table, also written to bench/results/latest.md."""
 
+import os
 from pathlib import Path
 
-from . import core
+os.environ.setdefault("TQDM_DISABLE", "1")  # tables, not progress bars
+
+from . import audio, audio_quality, core
 
 if __name__ == "__main__":
-    tables = [core.main()]
+    tables = [core.main(), audio.main(), audio_quality.main()]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.md").write_text("\n\n".join(tables) + "\n")

@@ -11,7 +11,7 @@ from zoo.layers import EncoderLayer
 from zoo.masking import span_mask
 from zoo.objectives import sample_negatives
 
-from .harness import Row, measure, print_table
+from .harness import Row, measure_pair, print_table
 
 
 def masks_row(batch: int = 8, frames: int = 1000, mask_prob: float = 0.65, span: int = 10,
@@ -31,7 +31,8 @@ def masks_row(batch: int = 8, frames: int = 1000, mask_prob: float = 0.65, span:
         _sample_negative_indices((batch, frames), negatives, m)
 
     return Row("span masks + distractors", f"B={batch}, T={frames}, p={mask_prob}, span={span}, K={negatives}",
-               measure(ours), measure(reference), "transformers _compute_mask_indices + _sample_negative_indices")
+               *measure_pair(ours, reference, repeat=200),
+               "transformers _compute_mask_indices + _sample_negative_indices")
 
 
 def layer_row(batch: int = 8, tokens: int = 256, dim: int = 384, heads: int = 6) -> Row:
@@ -51,7 +52,7 @@ def layer_row(batch: int = 8, tokens: int = 256, dim: int = 384, heads: int = 6)
         ref_layer(x, src_key_padding_mask=pad).sum().backward()
 
     return Row("encoder layer fwd+bwd", f"B={batch}, N={tokens}, D={dim}, H={heads}, key padding",
-               measure(ours, repeat=15), measure(reference, repeat=15), "torch.nn.TransformerEncoderLayer")
+               *measure_pair(ours, reference, repeat=20), "torch.nn.TransformerEncoderLayer")
 
 
 def main() -> str:

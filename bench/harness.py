@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Row", "measure", "machine", "print_table"]
+__all__ = ["Row", "measure", "measure_pair", "machine", "print_table"]
 
 
 @dataclass
@@ -36,6 +36,21 @@ def measure(fn: Callable[[], object], *, warmup: int = 3, repeat: int = 30) -> f
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def measure_pair(ours: Callable[[], object], reference: Callable[[], object], *, warmup: int = 3,
+                 repeat: int = 50) -> tuple[float, float]:
+    """Median milliseconds of both, measured alternately so that machine drift hits both alike."""
+    for _ in range(warmup):
+        ours()
+        reference()
+    a, b = [], []
+    for _ in range(repeat):
+        for fn, acc in ((ours, a), (reference, b)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(a), statistics.median(b)
 
 
 def machine() -> str:

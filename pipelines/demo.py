@@ -25,6 +25,8 @@ def run(recipe_name: str, out: Path, *, org: str = "ssl-zoo", overrides: list[st
     model = Path(summary["model_dir"])
     report = evaluate_model(model, recipe)
     repo_id = f"{org}/{recipe['name']}"
+    from zoo.cards import write_card
+    write_card(model, repo_id=repo_id)  # the card names the Hub id it is published under
     hub = out / "hub"
     sha = publish_to_cache(model, repo_id, hub)
     encoder = AutoEncoder.from_pretrained(repo_id, cache_dir=hub, local_files_only=True)
@@ -34,11 +36,9 @@ def run(recipe_name: str, out: Path, *, org: str = "ssl-zoo", overrides: list[st
         reloaded = encoder(processor.collate([processor(test.examples[0])])).pooled
         original = AutoEncoder.from_pretrained(model)(processor.collate([processor(test.examples[0])])).pooled
     same = bool(torch.equal(reloaded, original))
-    rows = [("pretrained encoder", report["pretrained"]), ("random init (same architecture)", report["random_init"])]
-    print(f"\n## {recipe['name']}: frozen-encoder probes on {report['test_examples']} held-out examples\n")
-    print("| encoder | linear probe | k-NN |\n| --- | ---: | ---: |")
-    for name, r in rows:
-        print(f"| {name} | {r['linear_probe']:.3f} | {r['knn']:.3f} |")
+    from .evaluate import comparison_markdown
+    print(f"\n## {recipe['name']}\n")
+    print(comparison_markdown(report))
     print(f"\npretrained {summary['steps']} steps in {summary['wall_seconds']:.1f} s on {summary['hardware']}")
     print(f"published to the local hub {hub} as {repo_id}@{sha[:8]}; reloaded by Hub id: "
           f"embedding of {test.names[0] if test.names else 'example 0'} {tuple(reloaded.shape)}, "

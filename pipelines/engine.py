@@ -261,8 +261,8 @@ def fit(model: nn.Module, items: list[dict[str, torch.Tensor]], collate: Callabl
     seen: list[list[int]] = []
     loss_value = float("nan")
     t0 = time.perf_counter()
-    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=desc, disable=not info.main,
-               dynamic_ncols=True)
+    quiet = not info.main or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=desc, disable=quiet, dynamic_ncols=True)
     model.train()
     for step in bar:
         idx = batch_indices(len(items), step, cfg.batch_size, cfg.seed, info.rank, info.world).tolist()

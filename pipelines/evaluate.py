@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from zoo import Encoder, ExampleSet, Processor
 
-__all__ = ["embed", "linear_probe", "knn_accuracy", "embedding_map", "probe_report"]
+__all__ = ["embed", "linear_probe", "knn_accuracy", "embedding_map", "probe_report", "layer_probes",
+           "evaluate_model"]
 
 
 @torch.no_grad()
@@ -105,6 +106,14 @@ def probe_report(encoder: Encoder, processor: Processor, train: ExampleSet, test
     return report
 
 
+def layer_probes(encoder: Encoder, processor: Processor, train: ExampleSet, test: ExampleSet, *,
+                 device: str = "cpu") -> list[float]:
+    """Linear-probe accuracy of every hidden state (0 = the Transformer's input), mean-pooled."""
+    tr = embed(encoder, processor, train.examples, names=train.names, layers=True, device=device)
+    te = embed(encoder, processor, test.examples, names=test.names, layers=True, device=device)
+    return [linear_probe(a, train.labels, b, test.labels) for a, b in zip(tr, te)]
+
+
 def evaluate_model(model: str | Path, recipe: dict[str, Any] | None = None, *, output_dir: str | Path | None = None,
                    device: str = "cpu", baseline: bool = True, write_card: bool = True) -> dict[str, Any]:
     """Probe a zoo model on its recipe's ``evaluate`` data; with ``baseline`` also a randomly initialised
@@ -134,6 +143,13 @@ def evaluate_model(model: str | Path, recipe: dict[str, Any] | None = None, *, o
         torch.manual_seed(0)
         random_enc = type(encoder)(encoder.config)
         report["random_init"] = probe_report(random_enc, processor, train, test, knn_k=k, device=device)
+        for name, features in modality.baselines.items():
+            tr, te = features(train.examples), features(test.examples)
+            report.setdefault("baselines", {})[name] = {
+                "linear_probe": linear_probe(tr, train.labels, te, test.labels),
+                "knn": knn_accuracy(tr, train.labels, te, test.labels, k)}
+    if spec.get("layers", False):
+        report["layers"] = layer_probes(encoder, processor, train, test, device=device)
     report["train_examples"], report["test_examples"] = len(train), len(test)
     (out / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
     if write_card and Path(model).is_dir():
@@ -143,5 +159,23 @@ def evaluate_model(model: str | Path, recipe: dict[str, Any] | None = None, *, o
                     "dataset": dataset, "dataset_name": spec.get("dataset_name", dataset), "split": "test",
                     "metric": "accuracy", "metric_name": name, "value": round(report["pretrained"][key], 4)}
                    for key, name in (("linear_probe", "linear probe accuracy"), ("knn", f"{k}-NN accuracy"))]
-        write(model, repo_id=recipe.get("name"), results=results)
+        write(model, repo_id=recipe.get("name"), results=results, comparison=comparison_markdown(report))
     return report
+
+
+def comparison_markdown(report: dict[str, Any]) -> str:
+    """The probe table of a report (pretrained vs random init vs baselines, per-layer) as Markdown."""
+    from zoo.cards import COMPARISON_HEADING
+    rows = [("this encoder (frozen)", report["pretrained"])]
+    if "random_init" in report:
+        rows.append(("same architecture, random init", report["random_init"]))
+    rows += [(name, r) for name, r in report.get("baselines", {}).items()]
+    lines = [COMPARISON_HEADING, "",
+             f"Held-out test set of {report.get('test_examples', '?')} examples, probes trained on "
+             f"{report.get('train_examples', '?')}.", "",
+             "| features | linear probe | k-NN |", "| --- | ---: | ---: |"]
+    lines += [f"| {name} | {r['linear_probe']:.3f} | {r['knn']:.3f} |" for name, r in rows]
+    if "layers" in report:
+        lines += ["", "Linear probe per layer (0 = Transformer input): " + ", ".join(
+            f"{i}: {a:.3f}" for i, a in enumerate(report["layers"]))]
+    return "\n".join(lines)

@@ -66,12 +66,12 @@ def test_unknown_modality_lists_installed_and_provider(toy_model, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(toy_model, folder)
     config = json.loads((folder / "config.json").read_text())
-    config["modality"] = "audio"
+    config["modality"] = "video"
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(zoo.UnknownModality) as err:
         zoo.AutoEncoder.from_pretrained(folder)
     msg = str(err.value)
-    assert "'audio' is not installed" in msg and "toyseq" in msg and "ssl-zoo[audio]" in msg
+    assert "'video' is not installed" in msg and "toyseq" in msg and "audio" in msg and "ssl-zoo[video]" in msg
 
 
 def test_missing_files_and_bad_config(toy_model, tmp_path):

@@ -10,6 +10,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from .registry import get_modality
 
 __all__ = ["template_path", "render_card", "write_card", "existing_results"]
 
@@ -42,7 +43,7 @@ def _prod(shape: list[int]) -> int:
 def render_card(folder: str | Path, *, repo_id: str | None = None, results: list[dict[str, Any]] | None = None,
                 training: dict[str, Any] | None = None, datasets: list[str] | None = None,
                 license: str = "apache-2.0", summary: str = "", method: str = "", limits: str = "",
-                tags: list[str] | None = None) -> ModelCard:
+                tags: list[str] | None = None, comparison: str | None = None) -> ModelCard:
     """Render the card of a zoo folder.
 
     ``results``: dicts with ``task``, ``dataset``, ``metric``, ``value`` and optionally ``split``,
@@ -69,7 +70,6 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
                      for r in results)
     table = ("| task | dataset | split | metric | value |\n| --- | --- | --- | --- | --- |\n" + rows
              if rows else "No evaluation has been recorded for this model yet.")
-    from .registry import get_modality
     try:
         example = get_modality(config["modality"]).usage_example
     except Exception:
@@ -80,19 +80,41 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
              "out = encoder(processor.collate([processor(example)]))\n"
              "print(out.pooled.shape)  # also out.tokens [B, N, D] and out.padding_mask [B, N]")
     training_table = "\n".join(f"| {k} | {v} |" for k, v in training.items()) or "| (not recorded) | |"
-    recipe = config.get("pretraining", {}).get("recipe", {}).get("name", "(not recorded)")
+    recorded = config.get("pretraining", {}).get("recipe", {})
+    recipe = recorded.get("name", "(not recorded)")
+    if not method:
+        try:
+            method = get_modality(config["modality"]).description
+        except Exception:
+            method = config["architecture"]
+    summary = summary or recorded.get("description", "")
     return ModelCard.from_template(
         data, template_path=str(template_path()), model_name=name, modality=config["modality"],
         architecture=config["architecture"], parameters=_count_parameters(folder),
         summary=summary or f"A self-supervised {config['modality']} encoder trained with ssl-zoo.",
-        method=method or config["architecture"], usage=usage, results_table=table,
+        method=method, usage=usage, results_table=table,
         training_table=training_table, recipe=recipe,
+        comparison=comparison if comparison is not None else _existing_comparison(folder),
         limits=limits or "Trained on the data named above only; check the results on your own data.")
 
 
 def _existing_name(folder: Path) -> str | None:
     path = folder / CARD_NAME
     return ModelCard.load(str(path)).data.model_name if path.is_file() else None
+
+
+COMPARISON_HEADING = "### Compared with baselines"
+
+
+def _existing_comparison(folder: Path) -> str:
+    """Keep the comparison section of the current card when re-rendering."""
+    path = folder / CARD_NAME
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    if COMPARISON_HEADING not in text:
+        return ""
+    return COMPARISON_HEADING + text.split(COMPARISON_HEADING, 1)[1].split("\n## ", 1)[0].rstrip()
 
 
 def existing_results(folder: str | Path) -> list[dict[str, Any]]:

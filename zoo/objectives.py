@@ -77,23 +77,23 @@ def sample_negatives(mask: Tensor, num_negatives: int, *, generator: torch.Gener
 
     For every hidden frame ``t`` of row ``b`` (``mask[b, t]``), ``num_negatives`` frame indices drawn
     uniformly with replacement from the *other* hidden frames of the same row: the positive is never
-    among them. Returns ``[B, T, K]`` long; entries of unhidden frames, and of rows with fewer than two
-    hidden frames, are ``-1``.
+    among them. Returns ``[B, T, K]`` indices; entries of unhidden frames, and of rows with fewer than two
+    hidden frames, are ``-1``. Returned as int32 (half the memory of int64; valid as an index).
     """
     b, t = mask.shape
     counts = mask.sum(dim=1)                                    # hidden frames per row
     rank = mask.long().cumsum(dim=1) - 1                        # rank of each hidden frame in its row
     # order[b, j] = time index of the j-th hidden frame of row b (unhidden frames sort past the end)
     order = torch.where(mask, torch.arange(t, device=mask.device), t).sort(dim=1).values
-    out = torch.full((b, t, num_negatives), -1, dtype=torch.long, device=mask.device)
+    out = torch.full((b, t, num_negatives), -1, dtype=torch.int32, device=mask.device)
     bi, ti = (mask & (counts >= 2)[:, None]).nonzero(as_tuple=True)
     if bi.numel() == 0:
         return out
     u = torch.rand(bi.numel(), num_negatives, generator=generator, device=mask.device)
-    draw = u.mul_((counts[bi] - 1)[:, None]).long()             # uniform in [0, count - 2]
-    draw += draw >= rank[bi, ti][:, None]                       # skip the positive's own rank
-    draw += (bi * t)[:, None]
-    out[bi, ti] = order.view(-1).index_select(0, draw.view(-1)).view(-1, num_negatives)
+    draw = u.mul_((counts[bi] - 1)[:, None]).int()              # uniform in [0, count - 2]
+    draw += draw >= rank[bi, ti][:, None].int()                 # skip the positive's own rank
+    draw += (bi * t)[:, None].int()
+    out[bi, ti] = order.view(-1).int().index_select(0, draw.view(-1)).view(-1, num_negatives)
     return out
 
 

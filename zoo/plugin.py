@@ -215,7 +215,8 @@ class Modality:
 
     ``load_data(spec)`` turns a recipe's data section into an :class:`ExampleSet`; ``recipes`` is a folder
     of recipe YAML files; ``usage_example`` is Python that defines ``example``, one raw input, for cards;
-    ``converters`` map a foreign checkpoint type (its ``model_type``) to ``fn(source, output_folder)``.
+    ``converters`` map a foreign checkpoint type (its ``model_type``) to ``fn(source, output_folder)``;
+    ``baselines`` name hand-crafted feature functions (raw examples → ``[N, F]``) the probe harness compares.
     """
 
     name: str
@@ -226,6 +227,7 @@ class Modality:
     recipes: Path | None = None
     usage_example: str = ""
     converters: dict[str, Callable[[str, str], Any]] = field(default_factory=dict)
+    baselines: dict[str, Callable[[Sequence[Any]], Tensor]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def architecture(self, name: str) -> Architecture:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from zoo import Architecture, Modality
 
+from .baselines import mfcc_features
 from .convert import convert_transformers
 from .data import load_data
 from .model import Wav2Vec2Config, Wav2Vec2Encoder, Wav2Vec2Pretrainer, Wav2Vec2PretrainingConfig
@@ -22,4 +23,5 @@ MODALITY = Modality(
     recipes=Path(__file__).parent / "recipes",
     usage_example="import numpy as np\nexample = (np.random.randn(16000).astype('float32'), 16000)  # 1 s at 16 kHz",
     converters={"wav2vec2": convert_transformers},
+    baselines={"MFCC mean+std (librosa)": mfcc_features},
 )

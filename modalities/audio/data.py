@@ -123,3 +123,9 @@ def load_data(spec: dict[str, Any]) -> ExampleSet:
     if source not in SOURCES:
         raise ValueError(f"unknown audio data source {source!r}; known: {sorted(SOURCES)}")
     return SOURCES[source](spec)
+
+
+if __name__ == "__main__":  # python -m modalities.audio.data OUT_DIR: synthesise the spoken-digit set
+    import sys
+    out = synthesize_digits(sys.argv[1] if len(sys.argv) > 1 else cache_dir() / "espeak-digits")
+    print(f"{sum(1 for _ in out.rglob('*.wav'))} clips in {out}")

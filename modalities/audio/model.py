@@ -292,7 +292,10 @@ class GumbelQuantizer(nn.Module):
 
 
 class Wav2Vec2Pretrainer(Pretrainer):
-    """Masked contrastive pretraining of wav2vec 2.0 (eq. 2-4): L = L_m + α·L_d + λ·||features||²."""
+    """Masked contrastive pretraining of wav2vec 2.0 (eq. 2-4): L = L_m + α·L_d + λ·||features||².
+
+    The batch may carry ``time_mask [B, T]`` and ``negatives [B, T, K]`` to use given masks and
+    distractors instead of drawing them."""
 
     def __init__(self, encoder: Wav2Vec2Encoder, config: Wav2Vec2PretrainingConfig, total_steps: int = 1) -> None:
         super().__init__(encoder, config, total_steps)
@@ -335,13 +338,17 @@ class Wav2Vec2Pretrainer(Pretrainer):
         valid = ~pad
         penalty = (feats.float().pow(2).mean(dim=-1) * valid).sum() / valid.sum()
         b, t = pad.shape
-        mask = span_mask(b, t, cfg.mask_prob, cfg.mask_length, generator=generator,
-                         valid_lengths=valid.sum(dim=1), min_spans=cfg.min_masks, device=pad.device)
+        if "time_mask" in batch:                      # given masks (e.g. to compare implementations)
+            mask = batch["time_mask"] & valid
+        else:
+            mask = span_mask(b, t, cfg.mask_prob, cfg.mask_length, generator=generator,
+                             valid_lengths=valid.sum(dim=1), min_spans=cfg.min_masks, device=pad.device)
         out = enc.contextualise(hidden, pad, mask)
         context = self.project_hid(out.tokens)
         q, avg_probs = self.quantizer(enc.feat_dropout(normed), mask, float(self.tau), generator)
         targets = self.project_q(q)
-        negatives = sample_negatives(mask, cfg.num_negatives, generator=generator)
+        negatives = batch["negatives"] if "negatives" in batch else sample_negatives(
+            mask, cfg.num_negatives, generator=generator)
         contrastive, logits = wav2vec_contrastive(context, targets, mask, negatives, cfg.temperature)
         diversity = diversity_loss(avg_probs)
         loss = contrastive + cfg.diversity_weight * diversity + cfg.feature_penalty * penalty
