@@ -135,16 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="installed modalities, recipes and zoo entries")
     s.set_defaults(func=_cmd_list)
 
-    def recipe_args(s: argparse.ArgumentParser) -> None:
+    def set_arg(s: argparse.ArgumentParser) -> None:
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value, e.g. --set train.steps=10 (repeatable)")
+
+    def recipe_args(s: argparse.ArgumentParser) -> None:
+        set_arg(s)
         s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
     s = sub.add_parser("pretrain", help="pretrain an encoder from a recipe (resumes a killed run)")
     s.add_argument("recipe", help="recipe name (see `zoo list`) or YAML path")
     s.add_argument("--output", help="run folder (default: runs/<recipe name>)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set train.steps=10 (repeatable)")
+    set_arg(s)
     s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     s.set_defaults(func=_cmd_pretrain)
 

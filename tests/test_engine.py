@@ -114,3 +114,32 @@ def test_ddp_two_processes_identical_replicas_and_disjoint_shards(toy_plugin, tm
     assert r1["gathered_loss"] == pytest.approx(r1["reference_loss"], abs=1e-6)
     assert r0["grad_matches"] and r1["grad_matches"]
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(toy_plugin, tmp_path):
+    """A real kill (SIGKILL, no chance to clean up) while training; rerunning the same command resumes from
+    the last complete checkpoint and ends with the same weights as a run that was never interrupted."""
+    import signal
+    import time
+
+    from .conftest import zoo_cli
+    args = ["--set", "train.steps=150", "--set", "train.checkpoint_every=5", "--set", "train.keep_checkpoints=50"]
+    exe = Path(sys.executable).parent / "zoo"
+    proc = subprocess.Popen([str(exe), "pretrain", "toyseq-tiny", "--output", str(tmp_path / "killed"), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpts / "step-0000010").is_dir():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.name for p in ckpts.iterdir() if not p.name.endswith(".tmp"))
+    assert done and done[-1] < "step-0000150" and not (tmp_path / "killed" / "model").exists()
+    out = zoo_cli("pretrain", "toyseq-tiny", "--output", str(tmp_path / "killed"), *args)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["resumed_from"] >= 10
+    out = zoo_cli("pretrain", "toyseq-tiny", "--output", str(tmp_path / "straight"), *args)
+    assert out.returncode == 0, out.stderr
+    a = load_file(str(tmp_path / "killed" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -35,6 +35,13 @@ def _lengths(batch: int, length: int, valid_lengths: Tensor | None, device: torc
     return valid_lengths
 
 
+def _device(device: torch.device | str | None, generator: torch.Generator | None) -> torch.device:
+    """The device asked for, else the generator's, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def valid_mask(lengths: Tensor, length: int) -> Tensor:
     """``[B, length]`` bool, ``True`` where the position is inside the row's valid length."""
     return torch.arange(length, device=lengths.device)[None, :] < lengths[:, None]
@@ -68,8 +75,7 @@ def random_mask(
 
     Positions past a row's valid length are never hidden. Returns ``[batch, length]`` bool.
     """
-    device = torch.device(device) if device is not None else (
-        generator.device if generator is not None else torch.device("cpu"))
+    device = _device(device, generator)
     lengths = _lengths(batch, length, valid_lengths, device)
     if (ratio is None) == (count is None):
         raise ValueError("give exactly one of ratio or count")
@@ -107,8 +113,7 @@ def span_mask(
         raise ValueError(f"span must be >= 1, got {span}")
     if not 0.0 <= mask_prob <= 1.0:
         raise ValueError(f"mask_prob must lie in [0, 1], got {mask_prob}")
-    device = torch.device(device) if device is not None else (
-        generator.device if generator is not None else torch.device("cpu"))
+    device = _device(device, generator)
     lengths = _lengths(batch, length, valid_lengths, device)
     starts_available = (lengths - span + 1).clamp(min=0)
     u = torch.rand(batch, generator=generator, device=device)
@@ -171,8 +176,7 @@ def feature_subsets(
         raise ValueError(
             f"{num_targets} targets x {target_size} + context {context_size} = {need} must be in "
             f"[3, num_features={num_features}] with every size >= 1")
-    device = torch.device(device) if device is not None else (
-        generator.device if generator is not None else torch.device("cpu"))
+    device = _device(device, generator)
     ranks = _ranks(torch.rand(batch, num_features, generator=generator, device=device))
     lo = torch.arange(num_targets, device=device)[None, :, None] * target_size
     targets = (ranks[:, None, :] >= lo) & (ranks[:, None, :] < lo + target_size)
@@ -197,8 +201,7 @@ def block_masks_1d(
     """
     if block_len < 1 or block_len > length or num_blocks < 1:
         raise ValueError(f"need 1 <= block_len <= length={length} and num_blocks >= 1")
-    device = torch.device(device) if device is not None else (
-        generator.device if generator is not None else torch.device("cpu"))
+    device = _device(device, generator)
     starts = torch.randint(0, length - block_len + 1, (batch, num_blocks), generator=generator,
                            device=device)
     pos = torch.arange(length, device=device)[None, None, :]
@@ -241,8 +244,7 @@ def node_mask(
         raise ValueError(f"mask_rate and replace_rate must lie in [0, 1], got {mask_rate}, {replace_rate}")
     if num_nodes < 1:
         raise ValueError("cannot mask an empty graph (0 nodes)")
-    device = torch.device(device) if device is not None else (
-        generator.device if generator is not None else torch.device("cpu"))
+    device = _device(device, generator)
     perm = torch.randperm(num_nodes, generator=generator, device=device)
     n_mask = int(round(mask_rate * num_nodes))
     n_noise = int(round(replace_rate * n_mask))
