@@ -77,12 +77,16 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from .evaluate import embed
     encoder = AutoEncoder.from_pretrained(args.model)
     processor = AutoProcessor.from_pretrained(args.model)
-    examples = [processor.read(p) for p in args.inputs]
-    emb = embed(encoder, processor, examples, names=args.inputs, device=args.device)
+    examples, names = [], []
+    for path in args.inputs:
+        found = processor.read_many(path)
+        examples += found
+        names += [path] if len(found) == 1 else [f"{path}[{i}]" for i in range(len(found))]
+    emb = embed(encoder, processor, examples, names=names, device=args.device)
     if args.output:
-        save_file({"embeddings": emb.contiguous()}, args.output, metadata={"inputs": json.dumps(args.inputs)})
+        save_file({"embeddings": emb.contiguous()}, args.output, metadata={"inputs": json.dumps(names)})
         print(f"wrote {tuple(emb.shape)} embeddings to {args.output}")
-    for name, row in zip(args.inputs, emb):
+    for name, row in zip(names[:20], emb):
         print(f"{name}\t[{', '.join(f'{v:.4f}' for v in row[:6].tolist())}{', …' if len(row) > 6 else ''}]"
               f"\tdim={len(row)}")
     return 0

@@ -37,7 +37,8 @@ def pretrain(recipe: dict[str, Any], output_dir: str | Path, *, resume: bool = T
     if not items:
         raise ValueError("no usable training example (all were skipped)")
     torch.manual_seed(cfg.seed)  # the initial weights are part of what a seed reproduces
-    encoder = arch.encoder(arch.config.from_dict(recipe.get("encoder"), where="recipe:encoder"))
+    enc_cfg = {**(recipe.get("encoder") or {}), **processor.encoder_config()}
+    encoder = arch.encoder(arch.config.from_dict(enc_cfg, where="recipe:encoder"))
     pre_cfg = arch.pretraining.from_dict(recipe.get("pretraining"), where="recipe:pretraining")
     model = arch.pretrainer(encoder, pre_cfg, total_steps=cfg.steps)
     result = fit(model, items, processor.collate, cfg, output_dir, resume=resume, desc=recipe["name"])

@@ -79,6 +79,14 @@ class Processor:
         """Read one raw example from a file (used by ``zoo embed``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot read files")
 
+    def read_many(self, path: str) -> list[Any]:
+        """Every example a file holds (one for a clip; every row for a table)."""
+        return [self.read(path)]
+
+    def encoder_config(self) -> dict[str, Any]:
+        """Encoder config values that follow from what ``fit`` learned (e.g. a table's feature counts)."""
+        return {}
+
     def state(self) -> dict[str, Any]:
         """Learned state saved beside the config in ``preprocessor.json``."""
         return {}

@@ -1,0 +1,25 @@
+"""Tabular modality: T-JEPA (Thimonier et al. 2025) with a schema-aware processor saved with the model."""
+
+from pathlib import Path
+
+from zoo import Architecture, Modality
+
+from .baselines import raw_features
+from .data import load_data
+from .model import TJepaConfig, TJepaEncoder, TJepaPretrainer, TJepaPretrainingConfig
+from .processor import Rows, TabularProcessor, TabularProcessorConfig
+
+__all__ = ["MODALITY", "Rows", "TJepaConfig", "TJepaEncoder", "TJepaPretrainer", "TJepaPretrainingConfig",
+           "TabularProcessor", "TabularProcessorConfig", "load_data"]
+
+MODALITY = Modality(
+    name="tabular",
+    description="T-JEPA: feature tokens, feature-subset context/targets, EMA target encoder, latent prediction",
+    processor=TabularProcessor,
+    architectures={"t-jepa": Architecture("t-jepa", TJepaConfig, TJepaEncoder, TJepaPretrainer,
+                                          TJepaPretrainingConfig)},
+    load_data=load_data,
+    baselines={"raw features (standardised + one-hot)": raw_features},
+    recipes=Path(__file__).parent / "recipes",
+    usage_example="example = {'mean radius': 14.1, 'mean texture': 19.3}  # one row: a dict column → value",
+)

@@ -1,0 +1,163 @@
+"""Tabular modality (T-JEPA): schema inference, statistics and vocabularies through preprocessor.json,
+bad input, feature-subset masks, EMA, and pretrain → save → reload end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import zoo
+from modalities.tabular import (
+    Rows,
+    TabularProcessor,
+    TabularProcessorConfig,
+    TJepaConfig,
+    TJepaEncoder,
+    TJepaPretrainer,
+    TJepaPretrainingConfig,
+)
+
+from .conftest import zoo_cli
+
+
+def mixed_table(n: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "age": rng.integers(18, 90, n).astype(float),
+        "income": np.where(rng.random(n) < 0.1, np.nan, rng.normal(50, 10, n)),
+        "city": rng.choice(["paris", "rome", "oslo", None], n, p=[0.5, 0.3, 0.15, 0.05]),
+        "member": rng.random(n) < 0.5,
+        "score": [str(x) for x in rng.integers(0, 5, n)],      # numbers stored as text
+        "label": rng.integers(0, 2, n),
+    })
+
+
+def test_schema_inference_and_overrides():
+    df = mixed_table()
+    p = TabularProcessor(TabularProcessorConfig(exclude=["label"])).fit(df)
+    assert p.numerical == ["age", "income", "score"] and p.categorical == ["city", "member"]
+    assert p.mean[0] == pytest.approx(df["age"].mean()) and p.std[1] == pytest.approx(df["income"].std(ddof=0))
+    assert p.vocab["city"][0] == "paris" and "None" not in p.vocab["city"]       # most frequent first
+    assert p.cardinalities == [2 + 3, 2 + 2]
+    q = TabularProcessor(TabularProcessorConfig(exclude=["label"], categorical=["score"])).fit(df)
+    assert "score" in q.categorical and "score" not in q.numerical
+    with pytest.raises(KeyError, match="unknown column"):
+        TabularProcessor(TabularProcessorConfig(numerical=["nope"])).fit(df)
+
+
+def test_transform_values_missing_unknown_and_round_trip(tmp_path):
+    df = mixed_table()
+    p = TabularProcessor(TabularProcessorConfig(exclude=["label"])).fit(df)
+    row = {"age": 30.0, "income": float("nan"), "city": "rome", "member": True, "score": "3"}
+    out = p(row)
+    assert out["num"][0].item() == pytest.approx((30 - p.mean[0]) / p.std[0], rel=1e-5)
+    assert out["num_missing"].tolist() == [False, True, False] and out["num"][1] == 0
+    assert out["cat"][0].item() == p.vocab["city"].index("rome") + 2
+    assert p({**row, "city": "tokyo"})["cat"][0].item() == 1                     # unknown bucket
+    assert p({**row, "city": None})["cat"][0].item() == 0                        # explicit missing
+    p.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "preprocessor.json").read_text())
+    assert data["state"]["vocab"]["city"] == p.vocab["city"]
+    q = TabularProcessor.from_dict(data)
+    batch = p.transform(df.drop(columns="label"))
+    again = q.transform(df.drop(columns="label"))
+    assert all(torch.equal(batch[k], again[k]) for k in batch)
+
+
+def test_bad_input_and_column_policies():
+    df = mixed_table()
+    p = TabularProcessor(TabularProcessorConfig(exclude=["label"])).fit(df)
+    row = {"age": 30.0, "income": 1.0, "city": "rome", "member": True, "score": "3"}
+    with pytest.raises(zoo.BadExample, match="example r9: field 'age': expected a number, got 'old'"):
+        p({**row, "age": "old"}, name="r9")
+    with pytest.raises(zoo.BadExample, match="'income': infinite value"):
+        p({**row, "income": float("inf")})
+    with pytest.raises(KeyError, match=r"missing column\(s\) \['city'\]"):
+        p({k: v for k, v in row.items() if k != "city"})
+    assert p({**row, "extra": 1})["num"].shape == (3,)                           # ignored by default
+    strict = TabularProcessor(TabularProcessorConfig(exclude=["label"], extra_columns="error",
+                                                     unknown_category="error", missing_columns="error")).fit(df)
+    with pytest.raises(KeyError, match=r"unknown column\(s\) \['extra'\]"):
+        strict({**row, "extra": 1})
+    with pytest.raises(zoo.BadExample, match="'city': unseen category 'tokyo'"):
+        strict({**row, "city": "tokyo"})
+    lenient = TabularProcessor(TabularProcessorConfig(exclude=["label"], missing_columns="missing")).fit(df)
+    out = lenient({k: v for k, v in row.items() if k not in ("city", "age")})
+    assert out["cat"][0] == 0 and out["num_missing"][0]
+    with pytest.raises(RuntimeError, match="not fitted"):
+        TabularProcessor().transform(df)
+
+
+def test_table_sources(tmp_path):
+    df = mixed_table()
+    df.to_csv(tmp_path / "t.csv", index=False)
+    df.to_parquet(tmp_path / "t.parquet")
+    import pyarrow as pa
+    from datasets import Dataset
+    for source in (df, pa.Table.from_pandas(df), Dataset.from_pandas(df), str(tmp_path / "t.csv"),
+                   str(tmp_path / "t.parquet"), df.to_dict("records")):
+        p = TabularProcessor(TabularProcessorConfig(exclude=["label"])).fit(source)
+        assert p.numerical[:2] == ["age", "income"] and "city" in p.categorical, type(source)
+    data = zoo.get_modality("tabular").load_data({"source": "file", "path": str(tmp_path / "t.csv"), "label": "label"})
+    assert isinstance(data.examples, Rows) and len(data) == 40 and "label" not in data.examples.columns
+
+
+def test_encoder_and_pretrainer_shapes_masks_and_ema():
+    torch.manual_seed(0)
+    cfg = TJepaConfig(num_numerical=3, cardinalities=[5, 4], dim=16, depth=2, heads=2, reg_tokens=1)
+    enc = TJepaEncoder(cfg)
+    batch = {"num": torch.randn(6, 3), "num_missing": torch.zeros(6, 3, dtype=torch.bool),
+             "cat": torch.randint(0, 4, (6, 2))}
+    out = enc(batch)
+    assert out.tokens.shape == (6, 5, 16) and out.pooled.shape == (6, 16) and not out.padding_mask.any()
+    pre = TJepaPretrainer(enc, TJepaPretrainingConfig(context_ratio=0.4, target_ratio=0.4), total_steps=10)
+    assert pre.target_size == 2 and pre.context_size == 2
+    res = pre(batch, torch.Generator().manual_seed(0))
+    res.loss.backward()
+    assert torch.isfinite(res.loss) and enc.tokenizer.num_weight.grad is not None
+    assert all(p.grad is None for p in pre.teacher.parameters())
+    before = [p.detach().clone() for p in pre.teacher.parameters()]
+    m = pre.on_step(5)["ema_momentum"]
+    assert m == pytest.approx(0.996 + 0.004 * 0.5)
+    for b, t, s in zip(before, pre.teacher.parameters(), enc.parameters()):
+        assert torch.allclose(t, m * b + (1 - m) * s.detach(), atol=1e-6)
+    with pytest.raises(ValueError, match="no features"):
+        TJepaEncoder(TJepaConfig())
+
+
+def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
+    df = mixed_table(120)
+    df.to_csv(tmp_path / "train.csv", index=False)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({
+        "name": "tab-e2e", "modality": "tabular", "architecture": "t-jepa",
+        "encoder": {"dim": 16, "depth": 1, "heads": 2, "reg_tokens": 1},
+        "pretraining": {"context_ratio": 0.4, "target_ratio": 0.4},
+        "data": {"train": {"source": "file", "path": str(tmp_path / "train.csv"), "label": "label"}},
+        "train": {"steps": 3, "batch_size": 16, "warmup_steps": 1, "checkpoint_every": 3},
+        "evaluate": {"train": {"source": "file", "path": str(tmp_path / "train.csv"), "label": "label"},
+                     "test": {"source": "file", "path": str(tmp_path / "train.csv"), "label": "label"}, "knn_k": 3}}))
+    out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    model = tmp_path / "run" / "model"
+    enc, proc = zoo.AutoEncoder.from_pretrained(model), zoo.AutoProcessor.from_pretrained(model)
+    assert enc.config.num_numerical == 3 and list(enc.config.cardinalities) == proc.cardinalities
+    rows = df.drop(columns="label").head(5)
+    with torch.no_grad():
+        a = enc(proc.collate(proc.process(rows)[0])).pooled
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    out = zoo_cli("embed", str(model), str(tmp_path / "rows.csv"), "--output", str(tmp_path / "e.safetensors"))
+    assert out.returncode == 0, out.stderr
+    from safetensors.torch import load_file
+    assert torch.allclose(load_file(str(tmp_path / "e.safetensors"))["embeddings"], a, atol=1e-6)
+    rows.assign(extra=1).to_csv(tmp_path / "extra.csv", index=False)          # documented: extra ignored
+    assert zoo_cli("embed", str(model), str(tmp_path / "extra.csv")).returncode == 0
+    rows.drop(columns="city").to_csv(tmp_path / "missing.csv", index=False)   # documented: an error
+    out = zoo_cli("embed", str(model), str(tmp_path / "missing.csv"))
+    assert out.returncode == 2 and "missing column(s) ['city']" in out.stderr
+    out = zoo_cli("evaluate", str(model))
+    assert out.returncode == 0, out.stderr
