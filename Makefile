@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-DEMO_RECIPE ?= audio-wav2vec2-tiny
+DEMO_RECIPES ?= audio-wav2vec2-tiny tabular-tjepa-breast-cancer
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps test test-all demo bench lint clean
@@ -42,7 +42,7 @@ lint: $(STAMP)
 
 # The main job: synthesise the spoken digits, pretrain, evaluate, publish to demo/hub, reload, embed.
 demo: $(STAMP)
-	ZOO_CACHE=$${ZOO_CACHE:-demo/cache} $(PY) -m pipelines.demo $(DEMO_RECIPE) --output demo
+	ZOO_CACHE=$${ZOO_CACHE:-demo/cache} $(PY) -m pipelines.demo $(DEMO_RECIPES) --output demo
 
 bench: $(STAMP)
 	$(PY) -m bench

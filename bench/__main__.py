@@ -5,10 +5,10 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # tables, not progress bars
 
-from . import audio, audio_quality, core
+from . import audio, audio_quality, core, tabular
 
 if __name__ == "__main__":
-    tables = [core.main(), audio.main(), audio_quality.main()]
+    tables = [core.main(), audio.main(), audio_quality.main(), tabular.main()]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.md").write_text("\n\n".join(tables) + "\n")

@@ -52,12 +52,12 @@ def run(recipe_name: str, out: Path, *, org: str = "ssl-zoo", overrides: list[st
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("recipe")
+    p.add_argument("recipes", nargs="+")
     p.add_argument("--output", default="demo")
-    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--set", action="append", default=[], help="overrides applied to every recipe")
     args = p.parse_args()
-    result = run(args.recipe, Path(args.output), overrides=args.set)
-    (Path(args.output) / "demo_results.json").write_text(json.dumps(result["report"], indent=2) + "\n")
+    reports = {name: run(name, Path(args.output), overrides=args.set)["report"] for name in args.recipes}
+    (Path(args.output) / "demo_results.json").write_text(json.dumps(reports, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -161,3 +161,19 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
     assert out.returncode == 2 and "missing column(s) ['city']" in out.stderr
     out = zoo_cli("evaluate", str(model))
     assert out.returncode == 0, out.stderr
+
+
+def test_card_usage_snippet_for_tabular(tmp_path):
+    import subprocess
+    import sys
+
+    from zoo.cards import write_card
+    df = mixed_table()
+    proc = TabularProcessor(TabularProcessorConfig(exclude=["label"])).fit(df)
+    enc = TJepaEncoder(TJepaConfig(**proc.encoder_config(), dim=16, depth=1, heads=2))
+    enc.save_pretrained(tmp_path / "m", processor=proc)
+    card = write_card(tmp_path / "m", repo_id="acme/tab").read_text()
+    code = card.split("```python\n", 1)[1].split("```", 1)[0].replace("'acme/tab'", repr(str(tmp_path / "m")))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "torch.Size([1, 16])" in out.stdout

@@ -21,5 +21,7 @@ MODALITY = Modality(
     load_data=load_data,
     baselines={"raw features (standardised + one-hot)": raw_features},
     recipes=Path(__file__).parent / "recipes",
-    usage_example="example = {'mean radius': 14.1, 'mean texture': 19.3}  # one row: a dict column → value",
+    usage_example=("# one row: column → value (here a typical value for every column the model knows)\n"
+                   "example = {**{c: 0.0 for c in processor.numerical},\n"
+                   "           **{c: (processor.vocab[c] or [None])[0] for c in processor.categorical}}"),
 )
