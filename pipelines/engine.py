@@ -232,6 +232,8 @@ def fit(model: nn.Module, items: list[dict[str, torch.Tensor]], collate: Callabl
     output_dir = Path(output_dir)
     device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = setup_distributed(device.type)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed + info.rank)
     random.seed(cfg.seed + info.rank)
     np.random.seed(cfg.seed + info.rank)

@@ -38,6 +38,7 @@ class TrainConfig(Config):
     bf16: bool = True
     device: str = "auto"
     skip_bad: bool = False
+    deterministic: bool = True        # torch.use_deterministic_algorithms: bit-identical reruns
     stop_after: int | None = None
 
     def validate(self) -> None:

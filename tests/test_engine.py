@@ -143,3 +143,13 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(toy_plugin, tmp_path)
     a = load_file(str(tmp_path / "killed" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_runs_are_bit_identical(toy_recipe, tmp_path):
+    from pipelines.pretrain import pretrain
+    recipe = apply_overrides(toy_recipe, ["train.steps=6", "train.checkpoint_every=6"])
+    pretrain(recipe, tmp_path / "a")
+    pretrain(recipe, tmp_path / "b")
+    a = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
