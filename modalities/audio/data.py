@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import ExampleSet
+from zoo.paths import cache_dir, data_dir
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 # espeak-ng's own English voices (no MBROLA data needed); the last two are held out for testing.
@@ -23,12 +24,6 @@ SPEEDS = [140, 180]
 PITCHES = [35, 65]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "ssl-zoo"))
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("ZOO_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 
 
 def synthesize_digits(root: str | Path, *, accents: list[str] = ACCENTS, variants: list[str] = VARIANTS,

@@ -4,13 +4,13 @@ label column as integer labels."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zoo import ExampleSet
+from zoo.paths import data_dir
 
 from .processor import Rows, to_columns
 
@@ -18,9 +18,6 @@ ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "ma
                  "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country",
                  "income"]
 
-
-def data_dir() -> Path:
-    return Path(os.environ.get("ZOO_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 
 
 def _split(columns: dict[str, np.ndarray], label: str, spec: dict[str, Any], name: str) -> ExampleSet:
