@@ -60,11 +60,12 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup over ``warmup_steps`` then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(cfg.steps - cfg.warmup_steps, 1)
-    frac = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    """Linear warmup over ``warmup_steps`` (at most ``steps``) then cosine decay to ``min_lr_ratio * lr``."""
+    warmup = min(cfg.warmup_steps, cfg.steps)
+    if warmup and step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    span = max(cfg.steps - warmup, 1)
+    frac = min(max(step - warmup, 0) / span, 1.0)
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))
 

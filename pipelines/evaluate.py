@@ -129,12 +129,14 @@ def evaluate_model(model: str | Path, recipe: dict[str, Any] | None = None, *, o
         if not recipe:
             raise ValueError(f"{model} records no recipe: pass one with --recipe")
     spec = recipe.get("evaluate") or {}
-    if "train" not in spec or "test" not in spec:
-        raise ValueError(f"recipe {recipe.get('name')!r} has no evaluate.train / evaluate.test data")
     modality = get_modality(encoder.modality)
-    train, test = modality.load_data(spec["train"]), modality.load_data(spec["test"])
     out = Path(output_dir) if output_dir is not None else (Path(model) if Path(model).is_dir() else Path("."))
     out.mkdir(parents=True, exist_ok=True)
+    if "protocol" in spec:
+        return _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card)
+    if "train" not in spec or "test" not in spec:
+        raise ValueError(f"recipe {recipe.get('name')!r} has no evaluate.train / evaluate.test data")
+    train, test = modality.load_data(spec["train"]), modality.load_data(spec["test"])
     k = int(spec.get("knn_k", 20))
     report: dict[str, Any] = {"pretrained": probe_report(encoder, processor, train, test, knn_k=k,
                                                           png=out / "embedding_map.png", device=device,
@@ -160,6 +162,30 @@ def evaluate_model(model: str | Path, recipe: dict[str, Any] | None = None, *, o
                     "metric": "accuracy", "metric_name": name, "value": round(report["pretrained"][key], 4)}
                    for key, name in (("linear_probe", "linear probe accuracy"), ("knn", f"{k}-NN accuracy"))]
         write(model, repo_id=recipe.get("name"), results=results, comparison=comparison_markdown(report))
+    return report
+
+
+def _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card) -> dict[str, Any]:
+    """A modality's own evaluation protocol (e.g. node classification on one graph)."""
+    import json
+    name = spec["protocol"]
+    if name not in modality.evaluators:
+        raise ValueError(f"modality {modality.name!r} has no evaluation protocol {name!r}; "
+                         f"it has {sorted(modality.evaluators)}")
+    fn = modality.evaluators[name]
+    report: dict[str, Any] = {"protocol": name, "pretrained": fn(encoder, processor, spec)}
+    if baseline:
+        torch.manual_seed(0)
+        report["random_init"] = fn(type(encoder)(encoder.config), processor, spec)
+    (out / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
+    if write_card and Path(model).is_dir():
+        from zoo.cards import write_card as write
+        dataset = spec.get("dataset", "unknown")
+        results = [{"task": spec.get("task", "node-classification"), "task_name": f"{name} protocol",
+                    "dataset": dataset, "dataset_name": spec.get("dataset_name", dataset), "split": "test",
+                    "metric": "accuracy", "metric_name": k.replace("_", " "), "value": round(v, 4)}
+                   for k, v in report["pretrained"].items() if k not in ("val", "accuracy_std")]
+        write(model, repo_id=recipe.get("name"), results=results)
     return report
 
 

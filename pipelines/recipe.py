@@ -46,7 +46,7 @@ class TrainConfig(Config):
         self.check(self.batch_size >= 1, "batch_size", "must be >= 1")
         self.check(self.lr > 0, "lr", "must be > 0")
         self.check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must lie in [0, 1]")
-        self.check(0 <= self.warmup_steps <= self.steps, "warmup_steps", "must lie in [0, steps]")
+        self.check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0 (a warmup longer than the run is cut)")
         self.check(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 = off)")
         self.check(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
         self.check(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")

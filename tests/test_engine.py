@@ -38,7 +38,9 @@ def test_batch_indices_shard_without_overlap_and_cover_an_epoch():
 
 def test_train_config_validation():
     with pytest.raises(ConfigError, match="warmup_steps"):
-        TrainConfig.from_dict({"steps": 5, "warmup_steps": 6})
+        TrainConfig.from_dict({"steps": 5, "warmup_steps": -1})
+    short = TrainConfig.from_dict({"steps": 4, "warmup_steps": 10, "lr": 1.0})   # warmup cut to the run
+    assert [lr_at(s, short) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     with pytest.raises(ConfigError, match="unknown field"):
         TrainConfig.from_dict({"stepz": 5})
     r = apply_overrides({"train": {"steps": 3}}, ["train.steps=7", "train.betas=[0.9, 0.95]"])

@@ -224,7 +224,9 @@ class Modality:
     ``load_data(spec)`` turns a recipe's data section into an :class:`ExampleSet`; ``recipes`` is a folder
     of recipe YAML files; ``usage_example`` is Python that defines ``example``, one raw input, for cards;
     ``converters`` map a foreign checkpoint type (its ``model_type``) to ``fn(source, output_folder)``;
-    ``baselines`` name hand-crafted feature functions (raw examples → ``[N, F]``) the probe harness compares.
+    ``baselines`` name hand-crafted feature functions (raw examples → ``[N, F]``) the probe harness compares;
+    ``evaluators`` are protocols other than example-level probes (``fn(encoder, processor, spec) → metrics``),
+    chosen by a recipe's ``evaluate.protocol``.
     """
 
     name: str
@@ -236,6 +238,7 @@ class Modality:
     usage_example: str = ""
     converters: dict[str, Callable[[str, str], Any]] = field(default_factory=dict)
     baselines: dict[str, Callable[[Sequence[Any]], Tensor]] = field(default_factory=dict)
+    evaluators: dict[str, Callable[..., dict[str, float]]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def architecture(self, name: str) -> Architecture:

@@ -1,0 +1,28 @@
+"""Graph modality: GraphMAE (Hou et al. 2022) on torch-geometric."""
+
+from pathlib import Path
+
+from zoo import Architecture, Modality
+
+from .data import load_data
+from .evaluate import graph_cv, node_probe
+from .model import GraphMAEConfig, GraphMAEEncoder, GraphMAEPretrainer, GraphMAEPretrainingConfig
+from .processor import GraphProcessor, GraphProcessorConfig
+
+__all__ = ["MODALITY", "GraphMAEConfig", "GraphMAEEncoder", "GraphMAEPretrainer", "GraphMAEPretrainingConfig",
+           "GraphProcessor", "GraphProcessorConfig", "load_data"]
+
+MODALITY = Modality(
+    name="graph",
+    description="GraphMAE: masked node features, re-masked code, GNN decoder, scaled cosine error (PyG)",
+    processor=GraphProcessor,
+    architectures={"graphmae": Architecture("graphmae", GraphMAEConfig, GraphMAEEncoder, GraphMAEPretrainer,
+                                            GraphMAEPretrainingConfig)},
+    load_data=load_data,
+    evaluators={"node": lambda encoder, processor, spec: node_probe(encoder, processor, spec["data"]),
+                "graph-cv": lambda encoder, processor, spec: graph_cv(encoder, processor, spec["data"])},
+    recipes=Path(__file__).parent / "recipes",
+    usage_example=("import torch\n# one graph: node features [N, F] (F as the model expects) and edges [2, E]\n"
+                   "example = {'x': torch.randn(5, processor.config.num_features),\n"
+                   "           'edge_index': torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])}"),
+)
