@@ -10,8 +10,14 @@ import torch
 from torch_geometric.data import Data
 
 import zoo
-from modalities.graph import (GraphMAEConfig, GraphMAEEncoder, GraphMAEPretrainer, GraphMAEPretrainingConfig,
-                              GraphProcessor, load_data)
+from modalities.graph import (
+    GraphMAEConfig,
+    GraphMAEEncoder,
+    GraphMAEPretrainer,
+    GraphMAEPretrainingConfig,
+    GraphProcessor,
+    load_data,
+)
 
 from .conftest import zoo_cli
 

@@ -57,7 +57,11 @@ def get_modality(name: str) -> Modality:
         hint = PROVIDERS.get(name, f"a plugin package registering '{name}' under the '{GROUP}' entry points")
         raise UnknownModality(
             f"modality {name!r} is not installed (installed: {have}). It is provided by {hint}.")
-    obj = eps[name].load()
+    try:
+        obj = eps[name].load()
+    except ImportError as err:
+        hint = PROVIDERS.get(name, f"the package providing {name!r}")
+        raise ImportError(f"modality {name!r} is installed but needs {err.name or err}: install {hint}") from err
     modality = obj() if callable(obj) and not isinstance(obj, Modality) else obj
     if not isinstance(modality, Modality) or modality.name != name:
         raise TypeError(f"entry point {eps[name].value} must give a zoo.Modality named {name!r}")
