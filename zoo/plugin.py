@@ -23,6 +23,7 @@ __all__ = [
     "Architecture",
     "ExampleSet",
     "Modality",
+    "source_loader",
 ]
 
 
@@ -215,6 +216,18 @@ class ExampleSet:
 
     def __len__(self) -> int:
         return len(self.examples)
+
+
+def source_loader(modality: str, sources: dict[str, Callable[[dict[str, Any]], ExampleSet]],
+                  default: str) -> Callable[[dict[str, Any]], ExampleSet]:
+    """A ``load_data`` that dispatches a recipe's data spec on its ``source`` key (``default`` when absent)."""
+    def load_data(spec: dict[str, Any]) -> ExampleSet:
+        source = spec.get("source", default)
+        if source not in sources:
+            raise ValueError(f"unknown {modality} data source {source!r}; known: {sorted(sources)}")
+        return sources[source](spec)
+    load_data.__doc__ = f"Load {modality} data from one of the sources {sorted(sources)} (default {default!r})."
+    return load_data
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 
 from zoo import ExampleSet
 from zoo.paths import cache_dir, data_dir
+from zoo.plugin import source_loader
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 # espeak-ng's own English voices (no MBROLA data needed); the last two are held out for testing.
@@ -112,12 +113,7 @@ def _datasets(spec: dict[str, Any]) -> ExampleSet:
 
 SOURCES = {"espeak-digits": _espeak, "fsdd": _fsdd, "audiofolder": _datasets, "datasets": _datasets}
 
-
-def load_data(spec: dict[str, Any]) -> ExampleSet:
-    source = spec.get("source", "espeak-digits")
-    if source not in SOURCES:
-        raise ValueError(f"unknown audio data source {source!r}; known: {sorted(SOURCES)}")
-    return SOURCES[source](spec)
+load_data = source_loader("audio", SOURCES, "espeak-digits")
 
 
 if __name__ == "__main__":  # python -m modalities.audio.data OUT_DIR: synthesise the spoken-digit set

