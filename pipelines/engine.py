@@ -1,4 +1,4 @@
-"""The training engine: AdamW + warmup/cosine, clipping, bf16 on CUDA, atomic checkpoints with exact
+"""The training engine: AdamW (or Adam) + warmup/cosine, clipping, bf16 on CUDA, atomic checkpoints with exact
 resume, JSONL metrics, a loss curve, DDP through ``torchrun`` (gloo on CPU, nccl on GPU)."""
 
 from __future__ import annotations
@@ -244,7 +244,10 @@ def fit(model: nn.Module, items: list[dict[str, torch.Tensor]], collate: Callabl
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=find_unused_parameters)
-    opt = torch.optim.AdamW(_param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    if cfg.optimizer == "adam":   # L2 penalty on every parameter, as some papers' recipes specify
+        opt = torch.optim.Adam(raw.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(_param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     ckpt = Checkpointer(output_dir, cfg.keep_checkpoints, info)
     metrics_path = output_dir / "metrics.jsonl"
     start, resumed_from = 0, None

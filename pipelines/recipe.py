@@ -25,6 +25,7 @@ class TrainConfig(Config):
 
     steps: int = 100
     batch_size: int = 32
+    optimizer: str = "adamw"          # "adamw": decoupled decay on matrices; "adam": L2 decay on every parameter
     lr: float = 1e-3
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.05
@@ -45,6 +46,7 @@ class TrainConfig(Config):
         self.check(self.steps >= 1, "steps", "must be >= 1")
         self.check(self.batch_size >= 1, "batch_size", "must be >= 1")
         self.check(self.lr > 0, "lr", "must be > 0")
+        self.check(self.optimizer in ("adamw", "adam"), "optimizer", "must be 'adamw' or 'adam'")
         self.check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must lie in [0, 1]")
         self.check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0 (a warmup longer than the run is cut)")
         self.check(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 = off)")

@@ -43,6 +43,8 @@ def test_train_config_validation():
     assert [lr_at(s, short) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     with pytest.raises(ConfigError, match="unknown field"):
         TrainConfig.from_dict({"stepz": 5})
+    with pytest.raises(ConfigError, match="optimizer"):
+        TrainConfig.from_dict({"optimizer": "sgd"})
     r = apply_overrides({"train": {"steps": 3}}, ["train.steps=7", "train.betas=[0.9, 0.95]"])
     assert r["train"] == {"steps": 7, "betas": [0.9, 0.95]}
     with pytest.raises(ConfigError, match="unknown recipe section"):
@@ -59,9 +61,10 @@ def test_recipe_validation(toy_plugin, tmp_path):
         load_recipe(bad)
 
 
-def test_resume_after_stop_gives_identical_weights(toy_recipe, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "adam"])
+def test_resume_after_stop_gives_identical_weights(toy_recipe, tmp_path, optimizer):
     from pipelines.pretrain import pretrain
-    recipe = apply_overrides(toy_recipe, ["train.steps=10", "train.checkpoint_every=3"])
+    recipe = apply_overrides(toy_recipe, ["train.steps=10", "train.checkpoint_every=3", f"train.optimizer={optimizer}"])
     pretrain(recipe, tmp_path / "full")
     stopped = apply_overrides(recipe, ["train.stop_after=4"])
     summary = pretrain(stopped, tmp_path / "split")
