@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Row", "measure", "measure_pair", "machine", "print_table"]
+__all__ = ["Row", "measure_pair", "machine", "print_table"]
 
 
 @dataclass
@@ -24,18 +24,6 @@ class Row:
     @property
     def speedup(self) -> float:
         return self.ref_ms / self.ours_ms
-
-
-def measure(fn: Callable[[], object], *, warmup: int = 3, repeat: int = 30) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def measure_pair(ours: Callable[[], object], reference: Callable[[], object], *, warmup: int = 3,

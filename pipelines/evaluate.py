@@ -118,8 +118,6 @@ def evaluate_model(model: str | Path, recipe: dict[str, Any] | None = None, *, o
                    device: str = "cpu", baseline: bool = True, write_card: bool = True) -> dict[str, Any]:
     """Probe a zoo model on its recipe's ``evaluate`` data; with ``baseline`` also a randomly initialised
     encoder of the same configuration. A local folder's card gets the results in its ``model-index``."""
-    import json
-
     from zoo import AutoEncoder, AutoProcessor, get_modality
     from zoo.hub import load_config
     encoder = AutoEncoder.from_pretrained(model)
@@ -153,21 +151,16 @@ def evaluate_model(model: str | Path, recipe: dict[str, Any] | None = None, *, o
     if spec.get("layers", False):
         report["layers"] = layer_probes(encoder, processor, train, test, device=device)
     report["train_examples"], report["test_examples"] = len(train), len(test)
-    (out / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
-    if write_card and Path(model).is_dir():
-        from zoo.cards import write_card as write
-        dataset = spec.get("dataset", "synthetic")
-        results = [{"task": spec.get("task", "feature-extraction"), "task_name": "frozen-encoder probe",
-                    "dataset": dataset, "dataset_name": spec.get("dataset_name", dataset), "split": "test",
-                    "metric": "accuracy", "metric_name": name, "value": round(report["pretrained"][key], 4)}
-                   for key, name in (("linear_probe", "linear probe accuracy"), ("knn", f"{k}-NN accuracy"))]
-        write(model, repo_id=recipe.get("name"), results=results, comparison=comparison_markdown(report))
+    metrics = [("linear probe accuracy", report["pretrained"]["linear_probe"]),
+               (f"{k}-NN accuracy", report["pretrained"]["knn"])]
+    _record(model, recipe, spec, report, out, write_card, task="feature-extraction",
+            task_name="frozen-encoder probe", dataset="synthetic", metrics=metrics,
+            comparison=comparison_markdown(report))
     return report
 
 
 def _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card) -> dict[str, Any]:
     """A modality's own evaluation protocol (e.g. node classification on one graph)."""
-    import json
     name = spec["protocol"]
     if name not in modality.evaluators:
         raise ValueError(f"modality {modality.name!r} has no evaluation protocol {name!r}; "
@@ -177,16 +170,24 @@ def _protocol_report(model, encoder, processor, modality, recipe, spec, out, bas
     if baseline:
         torch.manual_seed(0)
         report["random_init"] = fn(type(encoder)(encoder.config), processor, spec)
+    metrics = [(k.replace("_", " "), v) for k, v in report["pretrained"].items() if k not in ("val", "accuracy_std")]
+    _record(model, recipe, spec, report, out, write_card, task="node-classification", task_name=f"{name} protocol",
+            dataset="unknown", metrics=metrics)
+    return report
+
+
+def _record(model, recipe, spec, report, out, write_card, *, task: str, task_name: str, dataset: str,
+            metrics: list[tuple[str, float]], comparison: str | None = None) -> None:
+    """Write ``eval_results.json`` and, for a local folder, the card with the metrics in its model-index."""
+    import json
     (out / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
     if write_card and Path(model).is_dir():
         from zoo.cards import write_card as write
-        dataset = spec.get("dataset", "unknown")
-        results = [{"task": spec.get("task", "node-classification"), "task_name": f"{name} protocol",
-                    "dataset": dataset, "dataset_name": spec.get("dataset_name", dataset), "split": "test",
-                    "metric": "accuracy", "metric_name": k.replace("_", " "), "value": round(v, 4)}
-                   for k, v in report["pretrained"].items() if k not in ("val", "accuracy_std")]
-        write(model, repo_id=recipe.get("name"), results=results)
-    return report
+        dataset = spec.get("dataset", dataset)
+        results = [{"task": spec.get("task", task), "task_name": task_name, "dataset": dataset,
+                    "dataset_name": spec.get("dataset_name", dataset), "split": "test", "metric": "accuracy",
+                    "metric_name": name, "value": round(value, 4)} for name, value in metrics]
+        write(model, repo_id=recipe.get("name"), results=results, comparison=comparison)
 
 
 def comparison_markdown(report: dict[str, Any]) -> str:
