@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from torch_geometric.data import Data
+from torch_geometric.nn import GATConv
 
 import zoo
 from modalities.graph import (
@@ -18,6 +19,10 @@ from modalities.graph import (
     GraphProcessor,
     load_data,
 )
+from modalities.graph.evaluate import node_probe
+from modalities.graph.model import gat_rows
+from zoo.masking import node_mask
+from zoo.objectives import scaled_cosine_error
 
 from .conftest import zoo_cli
 
@@ -37,6 +42,64 @@ def test_bad_graphs_are_clear_errors():
     no_x = GraphProcessor(zoo.get_modality("graph").processor.config_class(degree_features=3))
     out = no_x({"edge_index": torch.tensor([[0, 0, 0, 1], [1, 2, 3, 0]]), "num_nodes": 4})
     assert out["x"].tolist()[0] == [0, 0, 1] and out["x"].tolist()[2] == [1, 0, 0]   # degrees 3 (clipped), 0
+    row = GraphProcessor(zoo.get_modality("graph").processor.config_class(normalize="row"))
+    with pytest.raises(zoo.BadExample, match="'x': negative feature values"):
+        row({"x": -torch.ones(2, 2), "edge_index": torch.tensor([[0], [1]])}, name="g3")
+
+
+def test_row_normalisation_and_self_loops():
+    cfg = zoo.get_modality("graph").processor.config_class(normalize="row", self_loops=True)
+    p = GraphProcessor(cfg)
+    out = p({"x": torch.tensor([[1.0, 3.0], [0.0, 0.0], [0.5, 0.0]]),
+             "edge_index": torch.tensor([[0, 1, 2, 2], [1, 0, 2, 0]])})       # one self-loop already (2 → 2)
+    # rows divided by their sum when it exceeds 1 (PyG NormalizeFeatures): [.25, .75], zeros kept, [.5, 0] kept
+    assert out["x"].tolist() == [[0.25, 0.75], [0.0, 0.0], [0.5, 0.0]]
+    assert sorted(map(tuple, out["edge_index"].T.tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 2)]
+
+
+@pytest.mark.parametrize("heads,concat", [(1, False), (3, False), (2, True)])
+def test_gat_rows_equals_pyg_gatconv_at_those_rows(heads, concat):
+    torch.manual_seed(0)
+    conv = GATConv(16, 40, heads=heads, concat=concat, dropout=0.1).eval()
+    x = torch.randn(30, 16)
+    edges = torch.cat([torch.randint(0, 30, (2, 90)), torch.tensor([[3, 3], [3, 3]])], dim=1)   # with self-loops
+    rows = torch.tensor([0, 5, 7, 29, 3])
+    with torch.no_grad():
+        assert torch.allclose(gat_rows(conv, x, edges, rows), conv(x, edges)[rows], atol=1e-5)
+
+
+def test_gat_pretrainer_loss_is_sce_of_the_decoded_masked_nodes():
+    """The loss by hand: mask with the same generator, encode, re-mask, decode with PyG's GATConv on every node,
+    SCE on the masked rows only."""
+    data = load_data({"source": "sbm", "n": 60, "features": 12})
+    p = GraphProcessor().fit(data.examples)
+    torch.manual_seed(0)
+    enc = GraphMAEEncoder(GraphMAEConfig(**p.encoder_config(), gnn="gat", hidden=8, heads=2))
+    pre = GraphMAEPretrainer(enc, GraphMAEPretrainingConfig(mask_rate=0.5, replace_rate=0.2, gamma=2.0)).eval()
+    with torch.no_grad():
+        pre.mask_token.normal_()
+    batch = p.collate([p(data.examples[0])])
+    with torch.no_grad():
+        loss = pre(batch, torch.Generator().manual_seed(5)).loss
+        nm = node_mask(60, 0.5, 0.2, generator=torch.Generator().manual_seed(5))
+        assert int(nm.mask.sum()) == 30 and int(nm.noise.sum()) == 6 and int(nm.token.sum()) == 24
+        code = pre.to_decoder(enc.node_embeddings(batch, nm.apply(batch["x"], pre.mask_token)))
+        code[nm.mask] = 0.0
+        recon = pre.decoder(code, batch["edge_index"])
+        expected = scaled_cosine_error(recon[nm.mask], batch["x"][nm.mask], 2.0)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_node_probe_reads_the_split_and_beats_chance_on_sbm():
+    spec = {"source": "sbm", "n": 300, "seed": 0}
+    data = load_data(spec).examples[0]
+    assert (int(data.train_mask.sum()), int(data.val_mask.sum()), int(data.test_mask.sum())) == (30, 60, 210)
+    assert not (data.train_mask & data.test_mask).any() and not (data.val_mask & data.test_mask).any()
+    p = GraphProcessor().fit([data])
+    torch.manual_seed(0)
+    enc = GraphMAEEncoder(GraphMAEConfig(**p.encoder_config(), gnn="gat", hidden=16, heads=2))
+    result = node_probe(enc, p, spec, epochs=100)
+    assert result["linear_probe"] > 0.5 and 0 <= result["val"] <= 1          # 3 classes: chance is 1/3
 
 
 @pytest.mark.parametrize("gnn", ["gat", "gin"])
@@ -89,3 +152,63 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
     assert torch.equal(a, b)
     report = json.loads(zoo_cli("evaluate", str(model)).stdout)
     assert 0 <= report["pretrained"]["linear_probe"] <= 1
+
+
+def test_end_to_end_node_level_gat_on_sbm(tmp_path):
+    out = zoo_cli("pretrain", "graph-graphmae-sbm", "--output", str(tmp_path / "run"), "--set", "train.steps=4")
+    assert out.returncode == 0, out.stderr
+    model = tmp_path / "run" / "model"
+    enc, proc = zoo.AutoEncoder.from_pretrained(model), zoo.AutoProcessor.from_pretrained(model)
+    assert proc.config.normalize == "row" and enc.config.gnn == "gat"
+    batch = proc.collate([proc(load_data({"source": "sbm", "n": 300}).examples[0])])
+    with torch.no_grad():
+        a = enc.node_embeddings(batch)
+        b = zoo.AutoEncoder.from_pretrained(model).node_embeddings(batch)
+    assert a.shape == (300, 32) and torch.equal(a, b)
+    report = json.loads(zoo_cli("evaluate", str(model), "--no-baseline").stdout)
+    assert report["protocol"] == "node" and 0 <= report["pretrained"]["linear_probe"] <= 1
+
+
+def test_tables_source_reads_node_and_edge_tables_through_datasets(tmp_path):
+    import datasets
+    nodes = datasets.Dataset.from_dict({"id": ["a", "b", "c", "d", "e"], "graph": [0, 0, 0, 1, 1],
+                                        "f1": [1.0, 0.0, 2.0, 1.0, 1.0], "f2": [0.5, 0.5, 0.0, 3.0, 1.0],
+                                        "label": [1, 1, 1, 0, 0]})
+    edges = datasets.Dataset.from_dict({"source": ["a", "b", "d"], "target": ["b", "c", "e"], "graph": [0, 0, 1]})
+    nodes.to_csv(tmp_path / "nodes.csv")
+    edges.to_csv(tmp_path / "edges.csv")
+    spec = {"source": "tables", "nodes": str(tmp_path / "nodes.csv"), "edges": str(tmp_path / "edges.csv"),
+            "features": ["f1", "f2"], "graph_column": "graph", "label_column": "label"}
+    data = load_data(spec)
+    assert len(data) == 2 and data.labels == [1, 0] and data.names == ["0", "1"]
+    g0, g1 = data.examples
+    assert g0.x.tolist() == [[1.0, 0.5], [0.0, 0.5], [2.0, 0.0]] and g0.edge_index.tolist() == [[0, 1], [1, 2]]
+    assert g1.edge_index.tolist() == [[0], [1]]
+    one = load_data({"source": "tables", "nodes": nodes, "edges": edges, "features": ["f1", "f2"]})
+    assert len(one) == 1 and one.examples[0].edge_index.tolist() == [[0, 1, 3], [1, 2, 4]]
+    with pytest.raises(KeyError, match=r"nodes table: unknown column\(s\) \['f3'\]"):
+        load_data({**spec, "features": ["f1", "f3"]})
+    bad = datasets.Dataset.from_dict({"source": ["a"], "target": ["z"], "graph": [0]})
+    with pytest.raises(zoo.BadExample, match="graph 0.*'edges'.*'z', not in the nodes table"):
+        load_data({**spec, "edges": bad})
+
+
+def test_pyg_dataset_source():
+    graphs = load_data({"source": "motifs", "n": 4}).examples
+    for i, g in enumerate(graphs):
+        g.y = torch.tensor([i % 2])
+    data = load_data({"source": "pyg", "dataset": graphs})
+    assert len(data) == 4 and data.labels == [0, 1, 0, 1] and data.names[0] == "list[0]"
+
+
+def test_gat_layers_start_from_graphmae_init():
+    """Xavier-normal with the ReLU gain: std = sqrt(2) * sqrt(2 / (fan_in + fan_out))."""
+    torch.manual_seed(0)
+    enc = GraphMAEEncoder(GraphMAEConfig(in_dim=1000, hidden=512, heads=4, layers=2))
+    conv = enc.gnn.convs[0]
+    assert conv.lin.weight.std().item() == pytest.approx(2 ** 0.5 * (2 / (1000 + 512)) ** 0.5, rel=0.02)
+    assert conv.att_src.std().item() == pytest.approx(2 ** 0.5 * (2 / (512 + 128)) ** 0.5, rel=0.1)
+    assert conv.bias.abs().sum() == 0
+    pyg = GraphMAEEncoder(GraphMAEConfig(in_dim=1000, hidden=512, heads=4, layers=2, init="pyg"))
+    bound = (6 / (1000 + 512)) ** 0.5                                        # glorot uniform
+    assert pyg.gnn.convs[0].lin.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.02)

@@ -19,8 +19,10 @@ MODALITY = Modality(
     architectures={"graphmae": Architecture("graphmae", GraphMAEConfig, GraphMAEEncoder, GraphMAEPretrainer,
                                             GraphMAEPretrainingConfig)},
     load_data=load_data,
-    evaluators={"node": lambda encoder, processor, spec: node_probe(encoder, processor, spec["data"]),
-                "graph-cv": lambda encoder, processor, spec: graph_cv(encoder, processor, spec["data"])},
+    evaluators={"node": lambda encoder, processor, spec: node_probe(encoder, processor, spec["data"],
+                                                                     **spec.get("probe", {})),
+                "graph-cv": lambda encoder, processor, spec: graph_cv(encoder, processor, spec["data"],
+                                                                      **spec.get("probe", {}))},
     recipes=Path(__file__).parent / "recipes",
     usage_example=("import torch\n# one graph: node features [N, F] (F as the model expects) and edges [2, E]\n"
                    "example = {'x': torch.randn(5, processor.config.num_features),\n"

@@ -1,6 +1,7 @@
-"""Graph data: PyG's bundled KarateClub, generated graph-classification sets, Planetoid (Cora, CiteSeer)
+"""Graph data: PyG's bundled KarateClub, generated node- and graph-classification sets, Planetoid (Cora, CiteSeer)
 and TU sets (MUTAG, PROTEINS, IMDB-BINARY) read offline from ``$ZOO_DATA`` — copied into a writable cache
-first, because PyG writes ``processed/`` beside ``raw/``."""
+first, because PyG writes ``processed/`` beside ``raw/`` —, any PyG ``Dataset``, and node/edge tables through
+``datasets``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from zoo import ExampleSet
+from zoo import BadExample, ExampleSet
 from zoo.paths import cache_dir, data_dir
 from zoo.plugin import source_loader
 
@@ -72,6 +74,114 @@ def _motifs(spec: dict[str, Any]) -> ExampleSet:
     return ExampleSet(graphs, labels, [f"motif[{i}]" for i in range(len(graphs))], ["ring", "star", "path", "clique"])
 
 
-SOURCES = {"karate": _karate, "planetoid": _planetoid, "tu": _tu, "motifs": _motifs}
+def _sbm(spec: dict[str, Any]) -> ExampleSet:
+    """Generated node classification, shaped like a Planetoid split: a stochastic block model of ``n`` nodes
+    in ``classes`` blocks (edge probability ``p_in`` within a block, ``p_out`` across), sparse binary
+    bag-of-words features whose word distribution depends on the block, and train/val/test masks with
+    ``train_per_class`` training nodes per class and ``val`` validation nodes, all from ``seed``."""
+    from torch_geometric.data import Data
+    g = torch.Generator().manual_seed(int(spec.get("seed", 0)))
+    n, k = int(spec.get("n", 300)), int(spec.get("classes", 3))
+    p_in, p_out = float(spec.get("p_in", 0.05)), float(spec.get("p_out", 0.005))
+    words, per_class = int(spec.get("features", 64)), int(spec.get("train_per_class", 10))
+    y = torch.arange(n) % k
+    prob = torch.where(y[:, None] == y[None, :], p_in, p_out)
+    upper = torch.triu(torch.rand(n, n, generator=g) < prob, diagonal=1)
+    src, dst = upper.nonzero().T
+    edges = torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
+    topic = torch.rand(k, words, generator=g) ** 3                        # each block favours its own words
+    x = (torch.rand(n, words, generator=g) < 0.15 * topic[y] / topic.mean()).float()
+    order = torch.randperm(n, generator=g)
+    train = torch.cat([order[y[order] == c][:per_class] for c in range(k)])
+    rest = order[~torch.isin(order, train)]
+    n_val = int(spec.get("val", n // 5))
+    masks = [torch.zeros(n, dtype=torch.bool) for _ in range(3)]
+    for mask, idx in zip(masks, (train, rest[:n_val], rest[n_val:])):
+        mask[idx] = True
+    data = Data(x=x, edge_index=edges, y=y, train_mask=masks[0], val_mask=masks[1], test_mask=masks[2])
+    return ExampleSet([data], None, ["sbm"], None)
+
+
+def _pyg(spec: dict[str, Any]) -> ExampleSet:
+    """Any PyG ``Dataset`` (or list of ``Data``) passed in as ``dataset``; graph labels from ``y`` when each
+    graph has one scalar label."""
+    ds = spec["dataset"]
+    graphs = [ds[i] for i in range(len(ds))]
+    ys = [getattr(g, "y", None) for g in graphs]
+    labels = [int(y) for y in ys] if all(y is not None and y.numel() == 1 for y in ys) and len(graphs) > 1 else None
+    name = type(ds).__name__
+    return ExampleSet(graphs, labels, [f"{name}[{i}]" for i in range(len(graphs))], None)
+
+
+def _table(obj: Any, split: str):
+    """A ``datasets.Dataset`` as given, or loaded with ``datasets.load_dataset``: a csv/parquet/json file or
+    a dataset id."""
+    from datasets import Dataset, load_dataset
+    if isinstance(obj, Dataset):
+        return obj
+    suffix = Path(str(obj)).suffix.lstrip(".")
+    if suffix in ("csv", "parquet", "json", "jsonl"):
+        return load_dataset("json" if suffix == "jsonl" else suffix, data_files=str(obj), split="train")
+    return load_dataset(str(obj), split=split)
+
+
+def _columns(table, wanted: list[str], what: str) -> None:
+    missing = [c for c in wanted if c not in table.column_names]
+    if missing:
+        raise KeyError(f"{what} table: unknown column(s) {missing} (columns: {table.column_names})")
+
+
+def _tables(spec: dict[str, Any]) -> ExampleSet:
+    """Graphs from two ``datasets`` tables, one row per node and one per edge (the layout of graph data on the
+    Hub): ``nodes`` with an id column (``node_column``, default ``id``), feature columns (``features``: a list
+    of columns, or one column of lists) and optionally ``label_column``; ``edges`` with ``source_column`` and
+    ``target_column`` (default ``source``/``target``) naming node ids. With ``graph_column`` present in both
+    tables, each value is one graph (graph-level data; its label is the first node's ``graph_label_column``)."""
+    from torch_geometric.data import Data
+    split = spec.get("split", "train")
+    nodes, edges = _table(spec["nodes"], split), _table(spec["edges"], split)
+    node_col, src_col, dst_col = (spec.get("node_column", "id"), spec.get("source_column", "source"),
+                                  spec.get("target_column", "target"))
+    features = spec.get("features", "features")
+    features = [features] if isinstance(features, str) else list(features)
+    graph_col, label_col = spec.get("graph_column"), spec.get("label_column")
+    _columns(nodes, [node_col, *features] + [c for c in (graph_col, label_col) if c], "nodes")
+    _columns(edges, [src_col, dst_col] + ([graph_col] if graph_col else []), "edges")
+    import pandas as pd
+    nd, ed = nodes.to_pandas(), edges.to_pandas()
+    if len(features) == 1 and len(nd) and hasattr(nd[features[0]].iloc[0], "__len__"):
+        x_all = torch.tensor(np.stack(nd[features[0]].to_numpy()).astype("float32"))
+    else:
+        x_all = torch.tensor(nd[features].to_numpy(dtype="float32"))
+    n_graph = nd[graph_col] if graph_col else pd.Series(0, index=nd.index)
+    e_graph = ed[graph_col] if graph_col else pd.Series(0, index=ed.index)
+    keys = pd.MultiIndex.from_arrays([n_graph, nd[node_col]])
+    if not keys.is_unique:
+        raise BadExample("nodes", node_col, "node ids repeat within a graph")
+    local = torch.tensor(nd.groupby(n_graph.to_numpy(), sort=False).cumcount().to_numpy())  # row within its graph
+    ends = []
+    for col in (src_col, dst_col):
+        pos = keys.get_indexer(pd.MultiIndex.from_arrays([e_graph, ed[col]]))
+        if (pos < 0).any():
+            i = int(np.argmax(pos < 0))
+            raise BadExample(f"graph {e_graph.iloc[i]}", "edges",
+                             f"edge {i} names node {ed[col].iloc[i]!r}, not in the nodes table")
+        ends.append(local[torch.tensor(pos)])
+    node_rows, edge_rows = n_graph.groupby(n_graph.to_numpy()).indices, e_graph.groupby(e_graph.to_numpy()).indices
+    y_all = torch.tensor(nd[label_col].to_numpy()) if label_col else None
+    graphs, labels, names = [], [], []
+    for gid, rows in node_rows.items():
+        erows = torch.as_tensor(edge_rows.get(gid, np.zeros(0, dtype=np.int64)))
+        data = Data(x=x_all[rows], edge_index=torch.stack([ends[0][erows], ends[1][erows]]))
+        if y_all is not None:
+            data.y = y_all[rows][:1] if graph_col else y_all[rows]
+            labels.append(int(data.y[0]))
+        graphs.append(data)
+        names.append(str(gid))
+    return ExampleSet(graphs, labels if graph_col and label_col else None, names, None)
+
+
+SOURCES = {"karate": _karate, "planetoid": _planetoid, "tu": _tu, "motifs": _motifs, "sbm": _sbm, "pyg": _pyg,
+           "tables": _tables}
 
 load_data = source_loader("graph", SOURCES, "motifs")

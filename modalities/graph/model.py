@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GINConv, global_add_pool, global_max_pool, global_mean_pool
-from torch_geometric.utils import to_dense_batch
+from torch_geometric.utils import add_self_loops, remove_self_loops, softmax, to_dense_batch
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
 from zoo.masking import node_mask
@@ -35,14 +36,16 @@ class GraphMAEConfig(Config):
     residual: bool = False
     norm: str = "none"              # "none", "batchnorm" or "layernorm"
     pooling: str = "mean"
+    init: str = "xavier-relu"       # GAT weights: "xavier-relu" (GraphMAE's GAT) or "pyg" (GATConv's glorot)
 
     def validate(self) -> None:
         self.check(self.in_dim >= 0, "in_dim", "must be >= 0 (0 = from the processor)")
         self.check(self.gnn in ("gat", "gin"), "gnn", "must be 'gat' or 'gin'")
         self.check(self.gnn != "gat" or self.hidden % self.heads == 0, "hidden", "must be divisible by heads")
-        self.check(self.norm in ("none", "batchnorm", "layernorm"), "norm", "must be none, batchnorm or layernorm")
+        self.check(self.norm in NORMS, "norm", f"must be one of {sorted(NORMS)}")
         self.check(self.pooling in POOLS, "pooling", f"must be one of {sorted(POOLS)}")
         self.check(self.layers >= 1, "layers", "must be >= 1")
+        self.check(self.init in ("xavier-relu", "pyg"), "init", "must be 'xavier-relu' or 'pyg'")
 
 
 @dataclass
@@ -60,15 +63,61 @@ class GraphMAEPretrainingConfig(Config):
         self.check(self.decoder in ("gat", "gin"), "decoder", "must be 'gat' or 'gin'")
 
 
-def _gin_mlp(d_in: int, d_out: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.PReLU(), nn.Linear(d_out, d_out))
+NORMS = {"none": nn.Identity, "batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}
 
 
-def gnn_layer(kind: str, d_in: int, d_out: int, heads: int, attn_drop: float, negative_slope: float) -> nn.Module:
-    if kind == "gat":
-        return GATConv(d_in, d_out // heads, heads=heads, concat=True, dropout=attn_drop,
-                       negative_slope=negative_slope)
-    return GINConv(_gin_mlp(d_in, d_out), train_eps=False)
+def _gin_mlp(d_in: int, d_hidden: int, d_out: int, norm: str) -> nn.Module:
+    """GIN's update MLP (Xu et al. 2019): Linear → norm → PReLU → Linear."""
+    return nn.Sequential(nn.Linear(d_in, d_hidden), NORMS[norm](d_hidden), nn.PReLU(), nn.Linear(d_hidden, d_out))
+
+
+def gnn_layer(cfg: GraphMAEConfig, d_in: int, d_out: int) -> nn.Module:
+    if cfg.gnn == "gat":
+        return GATConv(d_in, d_out // cfg.heads, heads=cfg.heads, concat=True, dropout=cfg.attn_drop,
+                       negative_slope=cfg.negative_slope)
+    return GINConv(_gin_mlp(d_in, d_out, d_out, cfg.norm), train_eps=False)
+
+
+def init_gat(conv: GATConv) -> None:
+    """Initialise a GATConv as GraphMAE's GAT layers are: Xavier-normal projection and attention vectors with
+    the ReLU gain (fan-in/out of the attention vectors ``[1, H, C]`` taken as ``H*C`` and ``C``), zero bias.
+    Row-normalised inputs (Cora's features sum to 1) make the result sensitive to this scale: PyG's
+    glorot-uniform default gives 78.5% instead of 84.4% on Cora (seed 0, 1500 epochs)."""
+    gain = nn.init.calculate_gain("relu")
+    nn.init.xavier_normal_(conv.lin.weight, gain=gain)
+    for att in (conv.att_src, conv.att_dst):
+        nn.init.xavier_normal_(att, gain=gain)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
+def gat_rows(conv: GATConv, x: Tensor, edge_index: Tensor, rows: Tensor) -> Tensor:
+    """``conv(x, edge_index)[rows]``, computed by aggregating the inputs before projecting them.
+
+    A GAT output is linear in the projected inputs: ``sum_j a_ij W x_j = W sum_j a_ij x_j``, and each attention
+    logit ``att · W x`` equals ``(W^T att) · x``. So only the edges into ``rows`` carry messages, those messages
+    have the input's width instead of the output's, and only ``rows`` are projected. GraphMAE's decoder (512 →
+    1433 features on Cora, loss on the masked half of the nodes) gets several times cheaper; the values are the
+    same as PyG's (dropout on the attention draws differently).
+    """
+    heads, out = conv.heads, conv.out_channels
+    weight = conv.lin.weight.view(heads, out, -1)                            # [H, C, in]
+    att_src = torch.einsum("hc,hci->ih", conv.att_src[0], weight)            # [in, H]
+    att_dst = torch.einsum("hc,hci->ih", conv.att_dst[0], weight)
+    n = x.shape[0]
+    edges = add_self_loops(remove_self_loops(edge_index)[0], num_nodes=n)[0] if conv.add_self_loops else edge_index
+    slot = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    slot[rows] = torch.arange(rows.numel(), device=x.device)
+    src, dst = edges[0], slot[edges[1]]
+    keep = dst >= 0
+    src, dst = src[keep], dst[keep]
+    logits = F.leaky_relu((x @ att_src)[src] + (x[rows] @ att_dst)[dst], conv.negative_slope)   # [E, H]
+    alpha = F.dropout(softmax(logits, dst, num_nodes=rows.numel()), conv.dropout, conv.training)
+    messages = alpha[:, :, None] * x[src][:, None, :]                          # [E, H, in]
+    agg = torch.zeros(rows.numel(), heads, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, dst, messages)
+    h = torch.einsum("rhi,hci->rhc", agg, weight)
+    h = h.reshape(rows.numel(), heads * out) if conv.concat else h.mean(dim=1)
+    return h + conv.bias if conv.bias is not None else h
 
 
 class GNN(nn.Module):
@@ -77,15 +126,15 @@ class GNN(nn.Module):
     def __init__(self, cfg: GraphMAEConfig) -> None:
         super().__init__()
         dims = [cfg.in_dim] + [cfg.hidden] * cfg.layers
-        self.convs = nn.ModuleList(gnn_layer(cfg.gnn, a, b, cfg.heads, cfg.attn_drop, cfg.negative_slope)
-                                   for a, b in zip(dims[:-1], dims[1:]))
-        norm = {"none": nn.Identity, "batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}[cfg.norm]
-        self.norms = nn.ModuleList(norm(cfg.hidden) if cfg.norm != "none" else nn.Identity()
-                                   for _ in range(cfg.layers))
+        self.convs = nn.ModuleList(gnn_layer(cfg, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(NORMS[cfg.norm](cfg.hidden) for _ in range(cfg.layers))
         self.acts = nn.ModuleList(nn.PReLU() for _ in range(cfg.layers))
         self.res = nn.ModuleList(nn.Linear(a, b, bias=False) if cfg.residual and a != b else nn.Identity()
                                  for a, b in zip(dims[:-1], dims[1:])) if cfg.residual else None
         self.drop = nn.Dropout(cfg.in_drop)
+        if cfg.gnn == "gat" and cfg.init == "xavier-relu":
+            for conv in self.convs:
+                init_gat(conv)
 
     def forward(self, x: Tensor, edge_index: Tensor, *, return_hidden: bool = False
                 ) -> tuple[Tensor, list[Tensor]]:
@@ -137,11 +186,14 @@ class GraphMAEPretrainer(Pretrainer):
         cfg = encoder.config
         self.mask_token = nn.Parameter(torch.zeros(cfg.in_dim))
         self.to_decoder = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
+        self.decoder_drop = nn.Dropout(cfg.in_drop)       # the decoder drops its input like every encoder layer
         if config.decoder == "gat":
             self.decoder = GATConv(cfg.hidden, cfg.in_dim, heads=config.decoder_heads, concat=False,
                                    dropout=cfg.attn_drop, negative_slope=cfg.negative_slope)
+            if cfg.init == "xavier-relu":
+                init_gat(self.decoder)
         else:
-            self.decoder = GINConv(_gin_mlp(cfg.hidden, cfg.in_dim))
+            self.decoder = GINConv(_gin_mlp(cfg.hidden, cfg.hidden, cfg.in_dim, cfg.norm))
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator) -> PretrainOutput:
         x, edges = batch["x"], batch["edge_index"]
@@ -149,6 +201,10 @@ class GraphMAEPretrainer(Pretrainer):
                        device=x.device)
         h = self.encoder.node_embeddings(batch, nm.apply(x, self.mask_token))
         code = self.to_decoder(h).masked_fill(nm.mask[:, None], 0.0)          # re-mask
-        recon = self.decoder(code, edges)
-        loss = scaled_cosine_error(recon[nm.mask], x[nm.mask], self.config.gamma)
+        code = self.decoder_drop(code)
+        if isinstance(self.decoder, GATConv):                                    # only masked nodes are scored
+            recon = gat_rows(self.decoder, code, edges, nm.mask.nonzero().squeeze(1))
+        else:
+            recon = self.decoder(code, edges)[nm.mask]
+        loss = scaled_cosine_error(recon, x[nm.mask], self.config.gamma)
         return PretrainOutput(loss, {"masked_nodes": float(nm.mask.sum())})

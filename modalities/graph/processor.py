@@ -1,6 +1,9 @@
 """Graph processor: PyG ``Data`` (or ``{"x", "edge_index"}``) → validated tensors; batches of graphs as one
 disjoint union with a ``batch`` vector, as PyG does. Bad input (empty graph, edge index out of range,
-NaN features, a feature width other than the model's) gets a clear error naming the graph and field."""
+NaN features, a feature width other than the model's) gets a clear error naming the graph and field.
+
+The preprocessing GraphMAE (Hou et al. 2022) applies travels with the model: row-normalised features (PyG's
+``NormalizeFeatures``, for the citation graphs), one-hot degrees for graphs without features, and self-loops."""
 
 from __future__ import annotations
 
@@ -17,10 +20,14 @@ from zoo import BadExample, Config, Processor
 class GraphProcessorConfig(Config):
     num_features: int = 0          # learned by fit; 0 = not fitted yet
     degree_features: int = 0       # > 0: graphs without x get one-hot degrees (clipped) of this width
+    normalize: str = "none"        # "row": non-negative features divided by their row sum (if > 1), as PyG's
+                                   # NormalizeFeatures does
+    self_loops: bool = False       # replace any self-loops by exactly one per node
 
     def validate(self) -> None:
         self.check(self.num_features >= 0, "num_features", "must be >= 0")
         self.check(self.degree_features >= 0, "degree_features", "must be >= 0")
+        self.check(self.normalize in ("none", "row"), "normalize", "must be 'none' or 'row'")
 
 
 class GraphProcessor(Processor):
@@ -71,6 +78,12 @@ class GraphProcessor(Processor):
         if self.config.num_features and x.shape[1] != self.config.num_features:
             raise BadExample(name, "x", f"{x.shape[1]} features per node; the model expects "
                                         f"{self.config.num_features}")
+        if self.config.normalize == "row":
+            if bool((x < 0).any()):
+                raise BadExample(name, "x", "negative feature values cannot be row-normalised (normalize: row)")
+            x = x / x.sum(dim=1, keepdim=True).clamp(min=1.0)
+        if self.config.self_loops:
+            ei = torch.cat([ei[:, ei[0] != ei[1]], torch.arange(n).expand(2, n)], dim=1)
         return {"x": x, "edge_index": ei}
 
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
