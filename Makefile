@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-DEMO_RECIPES ?= audio-wav2vec2-tiny tabular-tjepa-breast-cancer
+DEMO_RECIPES ?= audio-wav2vec2-tiny tabular-tjepa-breast-cancer graph-graphmae-sbm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps test test-all demo bench lint clean

@@ -5,10 +5,12 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # tables, not progress bars
 
-from . import audio, audio_quality, core, tabular
+from . import audio, audio_quality, core, graph, tabular
+from .harness import print_table
 
 if __name__ == "__main__":
-    tables = [core.main(), audio.main(), audio_quality.main(), tabular.main()]
+    tables = [core.main(), audio.main(), audio_quality.main(), tabular.main(),
+              print_table("GraphMAE: step time", [graph.step_speed()]), graph.main()]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.md").write_text("\n\n".join(tables) + "\n")

@@ -31,20 +31,23 @@ def run(recipe_name: str, out: Path, *, org: str = "ssl-zoo", overrides: list[st
     sha = publish_to_cache(model, repo_id, hub)
     encoder = AutoEncoder.from_pretrained(repo_id, cache_dir=hub, local_files_only=True)
     processor = AutoProcessor.from_pretrained(repo_id, cache_dir=hub, local_files_only=True)
-    test = get_modality(recipe["modality"]).load_data(recipe["evaluate"]["test"])
+    spec = recipe["evaluate"]
+    test = get_modality(recipe["modality"]).load_data(spec["test"] if "test" in spec else spec["data"])
     with torch.no_grad():
         reloaded = encoder(processor.collate([processor(test.examples[0])])).pooled
         original = AutoEncoder.from_pretrained(model)(processor.collate([processor(test.examples[0])])).pooled
     same = bool(torch.equal(reloaded, original))
-    from .evaluate import comparison_markdown
+    from .evaluate import comparison_markdown, protocol_markdown
     print(f"\n## {recipe['name']}\n")
-    print(comparison_markdown(report))
+    print(protocol_markdown(report) if "protocol" in report else comparison_markdown(report))
     print(f"\npretrained {summary['steps']} steps in {summary['wall_seconds']:.1f} s on {summary['hardware']}")
     print(f"published to the local hub {hub} as {repo_id}@{sha[:8]}; reloaded by Hub id: "
           f"embedding of {test.names[0] if test.names else 'example 0'} {tuple(reloaded.shape)}, "
           f"identical to the saved folder: {same}")
-    print(f"card: {model / 'README.md'}; loss curve: {model.parent / 'loss_curve.png'}; "
-          f"embedding map: {model / 'embedding_map.png'}; total {time.perf_counter() - t0:.0f} s")
+    pictures = f"loss curve: {model.parent / 'loss_curve.png'}"
+    if (model / "embedding_map.png").is_file():
+        pictures += f"; embedding map: {model / 'embedding_map.png'}"
+    print(f"card: {model / 'README.md'}; {pictures}; total {time.perf_counter() - t0:.0f} s")
     if not same:
         raise SystemExit("the model reloaded from the hub differs from the saved folder")
     return {"summary": summary, "report": report, "repo_id": repo_id}

@@ -190,6 +190,18 @@ def _record(model, recipe, spec, report, out, write_card, *, task: str, task_nam
         write(model, repo_id=recipe.get("name"), results=results, comparison=comparison)
 
 
+def protocol_markdown(report: dict[str, Any]) -> str:
+    """A protocol report (e.g. node classification) as Markdown: each metric, pretrained vs random init."""
+    rows = [("this encoder (frozen)", report["pretrained"])]
+    if "random_init" in report:
+        rows.append(("same architecture, random init", report["random_init"]))
+    keys = [k for k in report["pretrained"] if not k.endswith("_std")]
+    lines = [f"Protocol `{report['protocol']}`:", "", "| features | " + " | ".join(k.replace("_", " ") for k in keys)
+             + " |", "| --- |" + " ---: |" * len(keys)]
+    lines += [f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |" for name, r in rows]
+    return "\n".join(lines)
+
+
 def comparison_markdown(report: dict[str, Any]) -> str:
     """The probe table of a report (pretrained vs random init vs baselines, per-layer) as Markdown."""
     from zoo.cards import COMPARISON_HEADING

@@ -212,3 +212,12 @@ def test_gat_layers_start_from_graphmae_init():
     pyg = GraphMAEEncoder(GraphMAEConfig(in_dim=1000, hidden=512, heads=4, layers=2, init="pyg"))
     bound = (6 / (1000 + 512)) ** 0.5                                        # glorot uniform
     assert pyg.gnn.convs[0].lin.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.02)
+
+
+def test_demo_publishes_the_node_level_model_and_reloads_it_by_hub_id(tmp_path, capsys):
+    from pipelines.demo import run
+    out = run("graph-graphmae-sbm", tmp_path, overrides=["train.steps=3"])
+    assert out["repo_id"] == "ssl-zoo/graph-graphmae-sbm" and out["report"]["protocol"] == "node"
+    printed = capsys.readouterr().out
+    assert "Protocol `node`" in printed and "identical to the saved folder: True" in printed
+    assert (tmp_path / "hub").is_dir()
