@@ -221,3 +221,14 @@ def test_demo_publishes_the_node_level_model_and_reloads_it_by_hub_id(tmp_path, 
     printed = capsys.readouterr().out
     assert "Protocol `node`" in printed and "identical to the saved folder: True" in printed
     assert (tmp_path / "hub").is_dir()
+
+
+def test_card_usage_example_runs_on_a_row_normalising_processor():
+    cfg = zoo.get_modality("graph").processor.config_class(num_features=6, normalize="row", self_loops=True)
+    processor = GraphProcessor(cfg)
+    encoder = GraphMAEEncoder(GraphMAEConfig(in_dim=6, hidden=8, heads=2)).eval()
+    scope = {"processor": processor}
+    exec(zoo.get_modality("graph").usage_example, scope)
+    with torch.no_grad():
+        out = encoder(processor.collate([processor(scope["example"])]))
+    assert out.pooled.shape == (1, 8) and out.tokens.shape == (1, 5, 8)

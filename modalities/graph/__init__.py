@@ -24,7 +24,7 @@ MODALITY = Modality(
                 "graph-cv": lambda encoder, processor, spec: graph_cv(encoder, processor, spec["data"],
                                                                       **spec.get("probe", {}))},
     recipes=Path(__file__).parent / "recipes",
-    usage_example=("import torch\n# one graph: node features [N, F] (F as the model expects) and edges [2, E]\n"
-                   "example = {'x': torch.randn(5, processor.config.num_features),\n"
+    usage_example=("import torch\n# one graph: non-negative features [N, F] (F as the model expects) + edges [2, E]\n"
+                   "example = {'x': torch.rand(5, processor.config.num_features),\n"
                    "           'edge_index': torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])}"),
 )
