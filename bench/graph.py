@@ -146,6 +146,7 @@ def write_zoo_card(r: dict, out: Path, cards: Path = CARDS) -> Path:
 
 
 def main(names=DEFAULT, seeds: int = 5, out: Path = OUT, cards: bool = False) -> str:
+    """Run ``names``; the rows of data sets not run now are kept from the previous ``results.json``."""
     results, skipped = [], {}
     for short in names:
         try:
@@ -156,6 +157,12 @@ def main(names=DEFAULT, seeds: int = 5, out: Path = OUT, cards: bool = False) ->
         if cards:
             write_zoo_card(results[-1], out)
         print(table(results, skipped) + "\n", flush=True)
+    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    ran = {r["recipe"] for r in results}
+    results += [r for r in previous.get("results", []) if r["recipe"] not in ran]
+    skipped.update({k: v for k, v in previous.get("skipped", {}).items() if k not in names})
+    order = list(PAPER)
+    results.sort(key=lambda r: order.index(r["recipe"].removeprefix("graph-graphmae-")))
     text = table(results, skipped)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text + "\n")
