@@ -105,7 +105,7 @@ def table(results: list[dict], skipped: dict[str, str]) -> str:
         lines.append(f"| {short} | {p_mean} ± {p_std} | {r['mean']:.2f} ± {r['std']:.2f} | {r['seeds']} | {ok} | "
                      f"{r['random_mean']:.2f} | {r['epoch_s']:.3f} | {r['peak_mib']:.0f} |")
     for short, why in skipped.items():
-        lines.append(f"| {short} | {PAPER[short][0]} ± {PAPER[short][1]} | skipped: {why} | | | | | |")
+        lines.append(f"| {short} | {PAPER[short][0]} ± {PAPER[short][1]} | not run: {why} | | | | | |")
     return "\n".join(lines)
 
 

@@ -232,3 +232,13 @@ def test_card_usage_example_runs_on_a_row_normalising_processor():
     with torch.no_grad():
         out = encoder(processor.collate([processor(scope["example"])]))
     assert out.pooled.shape == (1, 8) and out.tokens.shape == (1, 5, 8)
+
+
+def test_incomplete_planetoid_copy_names_the_missing_files(tmp_path, monkeypatch):
+    raw = tmp_path / "planetoid" / "PubMed" / "raw"
+    raw.mkdir(parents=True)
+    for part in ("x", "tx", "y", "ty", "ally", "graph", "test.index"):
+        (raw / f"ind.pubmed.{part}").write_bytes(b"")
+    monkeypatch.setenv("ZOO_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"planetoid/PubMed is incomplete .*missing ind\.pubmed\.allx$"):
+        load_data({"source": "planetoid", "name": "PubMed"})

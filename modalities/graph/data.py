@@ -35,8 +35,11 @@ def _karate(spec: dict[str, Any]) -> ExampleSet:
 def _planetoid(spec: dict[str, Any]) -> ExampleSet:
     from torch_geometric.datasets import Planetoid
     name = spec.get("name", "Cora")
-    if name.lower() == "pubmed":
-        raise FileNotFoundError("PubMed is skipped: the offline copy lacks ind.pubmed.allx and does not load")
+    src = data_dir() / "planetoid" / name / "raw"
+    parts = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+    missing = [f"ind.{name.lower()}.{p}" for p in parts if not (src / f"ind.{name.lower()}.{p}").is_file()]
+    if src.is_dir() and missing:
+        raise FileNotFoundError(f"planetoid/{name} is incomplete under {data_dir()}: missing {', '.join(missing)}")
     data = Planetoid(str(_writable_copy("planetoid", name)), name)[0]
     return ExampleSet([data], None, [name], None)
 
