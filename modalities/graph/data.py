@@ -17,10 +17,14 @@ from zoo.paths import cache_dir, data_dir
 from zoo.plugin import source_loader
 
 
-def _writable_copy(kind: str, name: str) -> Path:
+def _writable_copy(kind: str, name: str, required: tuple[str, ...] = ()) -> Path:
+    """The cache folder holding a copy of ``$ZOO_DATA/<kind>/<name>/raw``, which must hold ``required``."""
     src = data_dir() / kind / name / "raw"
     if not src.is_dir():
         raise FileNotFoundError(f"{kind}/{name} not found under {data_dir()} (set ZOO_DATA)")
+    missing = [f for f in required if not (src / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{kind}/{name} is incomplete under {data_dir()}: missing {', '.join(missing)}")
     root = cache_dir() / kind
     if not (root / name / "raw").is_dir():
         shutil.copytree(src, root / name / "raw")
@@ -35,12 +39,8 @@ def _karate(spec: dict[str, Any]) -> ExampleSet:
 def _planetoid(spec: dict[str, Any]) -> ExampleSet:
     from torch_geometric.datasets import Planetoid
     name = spec.get("name", "Cora")
-    src = data_dir() / "planetoid" / name / "raw"
-    parts = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
-    missing = [f"ind.{name.lower()}.{p}" for p in parts if not (src / f"ind.{name.lower()}.{p}").is_file()]
-    if src.is_dir() and missing:
-        raise FileNotFoundError(f"planetoid/{name} is incomplete under {data_dir()}: missing {', '.join(missing)}")
-    data = Planetoid(str(_writable_copy("planetoid", name)), name)[0]
+    raw = tuple(f"ind.{name.lower()}.{part}" for part in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index"))
+    data = Planetoid(str(_writable_copy("planetoid", name, raw)), name)[0]
     return ExampleSet([data], None, [name], None)
 
 
