@@ -22,7 +22,7 @@ def main(out: Path = Path(__file__).parent / "results" / "audio-fsdd") -> str:
     recipe = load_recipe("audio-wav2vec2-tiny-fsdd")
     summary = pretrain(recipe, out, resume=False)
     report = evaluate_model(Path(summary["model_dir"]), recipe)
-    text = "\n".join([f"### {recipe['name']}: speaker-disjoint probes", "", f"Machine: {machine()}; pretraining "
+    text = "\n".join([f"### {recipe.name}: speaker-disjoint probes", "", f"Machine: {machine()}; pretraining "
                       f"{summary['steps']} steps took {summary['wall_seconds']:.0f} s.", "",
                       comparison_markdown(report).replace("### Compared with baselines\n\n", "")])
     print(text + "\n")

@@ -44,7 +44,7 @@ def run(short: str, seeds: int, out: Path) -> dict:
         ours.append(100 * report["pretrained"][key])
         if seed == 0:
             random_init = 100 * report["random_init"][key]
-        per_epoch = max(1, summary["examples"] // recipe["train"]["batch_size"])
+        per_epoch = max(1, summary["examples"] // recipe.train.batch_size)
         epoch_s.append(summary["wall_seconds"] / (summary["steps"] / per_epoch))
     peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -61,31 +61,27 @@ def step_speed(name: str = "graph-graphmae-cora", repeat: int = 10) -> Row:
     import torch
 
     from modalities.graph.model import gat_rows
+    from pipelines.build import build
     from pipelines.recipe import load_recipe
-    from zoo import get_modality
     from zoo.masking import node_mask
     from zoo.objectives import scaled_cosine_error
 
-    recipe = load_recipe(name, [])
-    mod = get_modality("graph")
-    data = mod.load_data(recipe["data"]["train"])
-    proc = mod.processor(mod.processor.config_class.from_dict(recipe["processor"])).fit(data.examples)
-    arch = mod.architecture("graphmae")
-    enc = arch.encoder(arch.config.from_dict({**recipe["encoder"], **proc.encoder_config()}))
-    pre = arch.pretrainer(enc, arch.pretraining.from_dict(recipe["pretraining"]))
+    built = build(load_recipe(name, []))
+    data, proc, pre = built.data, built.processor, built.pretrainer
     batch = proc.collate([proc(data.examples[0])])
     x, edges, cfg = batch["x"], batch["edge_index"], pre.config
 
     def step(decode) -> None:
         nm = node_mask(x.shape[0], cfg.mask_rate, cfg.replace_rate, generator=torch.Generator().manual_seed(0))
-        code = pre.to_decoder(enc.node_embeddings(batch, nm.apply(x, pre.mask_token)))
+        code = pre.to_decoder(pre.encoder.node_embeddings(batch, nm.apply(x, pre.mask_token)))
         code = pre.decoder_drop(code.masked_fill(nm.mask[:, None], 0.0))
         scaled_cosine_error(decode(code, nm.mask), x[nm.mask], cfg.gamma).backward()
 
     ours = measure_pair(lambda: step(lambda c, m: gat_rows(pre.decoder, c, edges, m.nonzero().squeeze(1))),
                         lambda: step(lambda c, m: pre.decoder(c, edges)[m]), warmup=2, repeat=repeat)
     n, d = x.shape
-    return Row("GraphMAE step fwd+bwd", f"{data.names[0]}: N={n}, F={d}, hidden={enc.dim}, mask={cfg.mask_rate}",
+    return Row("GraphMAE step fwd+bwd",
+               f"{data.names[0]}: N={n}, F={d}, hidden={pre.encoder.dim}, mask={cfg.mask_rate}",
                ours[0], ours[1], "same model, PyG GATConv decoder on every node")
 
 

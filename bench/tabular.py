@@ -54,11 +54,11 @@ def table(name: str, out: Path) -> tuple[str, list[dict]]:
     """Pretrain one recipe, then compare downstream models on its held-out split; write its card."""
     recipe = load_recipe(name)
     summary = pretrain(recipe, out / name, resume=False)
-    rows_per_s = recipe["train"]["batch_size"] * summary["steps"] / summary["wall_seconds"]
+    rows_per_s = recipe.train.batch_size * summary["steps"] / summary["wall_seconds"]
     model = Path(summary["model_dir"])
     enc, proc = AutoEncoder.from_pretrained(model), AutoProcessor.from_pretrained(model)
     mod = get_modality("tabular")
-    train, test = mod.load_data(recipe["data"]["train"]), mod.load_data(recipe["evaluate"]["test"])
+    train, test = mod.load_data(recipe.data["train"]), mod.load_data(recipe.evaluate["test"])
     ytr, yte = np.asarray(train.labels), np.asarray(test.labels)
     ptr, ftr, _ = _embed(enc, proc, train.examples)
     pte, fte, embed_rate = _embed(enc, proc, test.examples)
@@ -71,9 +71,9 @@ def table(name: str, out: Path) -> tuple[str, list[dict]]:
     from sklearn.ensemble import HistGradientBoostingClassifier
     results["HistGradientBoostingClassifier (raw)"] = [
         float(HistGradientBoostingClassifier(random_state=s).fit(rtr, ytr).score(rte, yte)) for s in SEEDS]
-    spec = recipe["evaluate"]
+    spec = recipe.evaluate
     lines = [f"#### {name}: accuracy on {spec['dataset_name']} ({len(yte)} held-out rows)", "",
-             f"Pretraining: {summary['steps']} steps × {recipe['train']['batch_size']} rows in "
+             f"Pretraining: {summary['steps']} steps × {recipe.train.batch_size} rows in "
              f"{summary['wall_seconds']:.0f} s ({rows_per_s:.0f} rows/s); embedding: {embed_rate:.0f} rows/s.", "",
              f"| model | accuracy (mean ± std over {len(SEEDS)} seeds) |", "| --- | ---: |"]
     lines += [f"| {k} | {statistics.mean(v):.4f} ± {statistics.pstdev(v):.4f} |" for k, v in results.items()]
@@ -92,7 +92,7 @@ def main(out: Path = Path(__file__).parent / "results" / "tabular") -> str:
     tables = []
     for name in RECIPES:
         recipe = load_recipe(name)
-        if recipe["data"]["train"].get("source") == "adult" and not (data_dir() / "adult" / "adult.data").is_file():
+        if recipe.data["train"].get("source") == "adult" and not (data_dir() / "adult" / "adult.data").is_file():
             tables.append(f"#### {name}\n\nskipped: UCI Adult not found under {data_dir()} (set ZOO_DATA)")
             continue
         tables.append(table(name, out)[0])

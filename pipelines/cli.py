@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 __all__ = ["main"]
@@ -44,7 +45,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from .pretrain import pretrain
     from .recipe import load_recipe
     recipe = load_recipe(args.recipe, args.set)
-    out = Path(args.output or Path("runs") / recipe["name"])
+    out = Path(args.output or Path("runs") / recipe.name)
     summary = pretrain(recipe, out, resume=not args.no_resume)
     print(json.dumps(summary, indent=2))
     return 0
@@ -64,7 +65,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from .finetune import finetune
     from .recipe import load_recipe
     recipe = load_recipe(args.recipe, args.set)
-    out = Path(args.output or Path("runs") / f"{recipe['name']}-finetune")
+    out = Path(args.output or Path("runs") / f"{recipe.name}-finetune")
     print(json.dumps(finetune(args.model, recipe, out, resume=not args.no_resume, device=args.device), indent=2))
     return 0
 
@@ -72,23 +73,40 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
-    from zoo import AutoEncoder, AutoProcessor
+    from zoo import AutoEncoder, AutoProcessor, StreamSet
 
-    from .evaluate import embed
+    from .evaluate import embed_shards, load_shards
+
+    class Files(StreamSet):
+        """The examples of the input files, read lazily (a table file gives one example per row)."""
+
+        def records(self, part: int, parts: int, epoch: int):
+            i = 0
+            for path in args.inputs:
+                found = processor.read_many(path)
+                for j, ex in enumerate(found):
+                    if i % parts == part:
+                        yield ex, None, path if len(found) == 1 else f"{path}[{j}]"
+                    i += 1
+
     encoder = AutoEncoder.from_pretrained(args.model)
     processor = AutoProcessor.from_pretrained(args.model)
-    examples, names = [], []
-    for path in args.inputs:
-        found = processor.read_many(path)
-        examples += found
-        names += [path] if len(found) == 1 else [f"{path}[{i}]" for i in range(len(found))]
-    emb = embed(encoder, processor, examples, names=names, device=args.device)
-    if args.output:
-        save_file({"embeddings": emb.contiguous()}, args.output, metadata={"inputs": json.dumps(names)})
-        print(f"wrote {tuple(emb.shape)} embeddings to {args.output}")
-    for name, row in zip(names[:20], emb):
-        print(f"{name}\t[{', '.join(f'{v:.4f}' for v in row[:6].tolist())}{', …' if len(row) > 6 else ''}]"
-              f"\tdim={len(row)}")
+    files = Files()
+    out = Path(args.output) if args.output else None
+    folder = out if out is not None and out.suffix != ".safetensors" else Path(tempfile.mkdtemp(prefix="zoo-embed-"))
+    index = embed_shards(encoder, processor, files, folder, shard_size=args.shard_size, device=args.device,
+                         num_workers=args.num_workers, progress=True)
+    emb, _, names = load_shards(index) if out is None or out.suffix == ".safetensors" else (None, None, [])
+    if out is not None and out.suffix == ".safetensors":
+        save_file({"embeddings": emb.contiguous()}, str(out), metadata={"inputs": json.dumps(names)})
+        print(f"wrote {tuple(emb.shape)} embeddings to {out}")
+    elif out is not None:
+        meta = json.loads(index.read_text())
+        print(f"wrote {meta['rows']} embeddings in {len(meta['shards'])} shard(s) to {out} (index.json)")
+    if emb is not None:
+        for name, row in zip(names[:20], emb):
+            print(f"{name}\t[{', '.join(f'{v:.4f}' for v in row[:6].tolist())}{', …' if len(row) > 6 else ''}]"
+                  f"\tdim={len(row)}")
     return 0
 
 
@@ -173,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("embed", help="embed input files with a model")
     s.add_argument("model", help="model folder or Hub id")
     s.add_argument("inputs", nargs="+", help="input files")
-    s.add_argument("--output", help="write the embeddings to this .safetensors file")
+    s.add_argument("--output", help="a .safetensors file, or a folder for sharded output (any data size)")
+    s.add_argument("--shard-size", type=int, default=50_000, help="rows per shard file (default 50000)")
+    s.add_argument("--num-workers", type=int, default=0, help="DataLoader workers that read and process")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=_cmd_embed)
 

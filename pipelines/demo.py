@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from zoo import AutoEncoder, AutoProcessor, get_modality
+from zoo import AutoEncoder, AutoProcessor, ExampleSet, get_modality
 from zoo.hub import publish_to_cache
 
 from .evaluate import evaluate_model
@@ -21,28 +21,29 @@ from .recipe import load_recipe
 def run(recipe_name: str, out: Path, *, org: str = "ssl-zoo", overrides: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     recipe = load_recipe(recipe_name, overrides)
-    summary = pretrain(recipe, out / "run" / recipe["name"], resume=False)
+    summary = pretrain(recipe, out / "run" / recipe.name, resume=False)
     model = Path(summary["model_dir"])
     report = evaluate_model(model, recipe)
-    repo_id = f"{org}/{recipe['name']}"
+    repo_id = f"{org}/{recipe.name}"
     from zoo.cards import write_card
     write_card(model, repo_id=repo_id)  # the card names the Hub id it is published under
     hub = out / "hub"
     sha = publish_to_cache(model, repo_id, hub)
     encoder = AutoEncoder.from_pretrained(repo_id, cache_dir=hub, local_files_only=True)
     processor = AutoProcessor.from_pretrained(repo_id, cache_dir=hub, local_files_only=True)
-    spec = recipe["evaluate"]
-    test = get_modality(recipe["modality"]).load_data(spec["test"] if "test" in spec else spec["data"])
+    spec = recipe.evaluate
+    test = get_modality(recipe.modality).load_data(spec["test"] if "test" in spec else spec["data"])
+    first, _, first_name = test.record(0) if isinstance(test, ExampleSet) else test.head(1)[0]
     with torch.no_grad():
-        reloaded = encoder(processor.collate([processor(test.examples[0])])).pooled
-        original = AutoEncoder.from_pretrained(model)(processor.collate([processor(test.examples[0])])).pooled
+        reloaded = encoder(processor.collate([processor(first, name=first_name)])).pooled
+        original = AutoEncoder.from_pretrained(model)(processor.collate([processor(first, name=first_name)])).pooled
     same = bool(torch.equal(reloaded, original))
     from .evaluate import comparison_markdown, protocol_markdown
-    print(f"\n## {recipe['name']}\n")
+    print(f"\n## {recipe.name}\n")
     print(protocol_markdown(report) if "protocol" in report else comparison_markdown(report))
     print(f"\npretrained {summary['steps']} steps in {summary['wall_seconds']:.1f} s on {summary['hardware']}")
     print(f"published to the local hub {hub} as {repo_id}@{sha[:8]}; reloaded by Hub id: "
-          f"embedding of {test.names[0] if test.names else 'example 0'} {tuple(reloaded.shape)}, "
+          f"embedding of {first_name} {tuple(reloaded.shape)}, "
           f"identical to the saved folder: {same}")
     pictures = f"loss curve: {model.parent / 'loss_curve.png'}"
     if (model / "embedding_map.png").is_file():

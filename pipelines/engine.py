@@ -1,5 +1,8 @@
-"""The training engine: AdamW (or Adam) + warmup/cosine, clipping, bf16 on CUDA, atomic checkpoints with exact
-resume, JSONL metrics, a loss curve, DDP through ``torchrun`` (gloo on CPU, nccl on GPU)."""
+"""The training engine as small named steps (DESIGN §5): :func:`setup_run` (device, process group, seeds) →
+:func:`build_optimizer` → :func:`train_step` per batch, with :class:`Checkpointer` (atomic checkpoints: model,
+optimiser, RNG and data position of every rank) and :class:`MetricsLog` (JSONL + loss curve); :func:`train`
+puts them together around a :class:`~pipelines.data.TrainData`. AdamW (or Adam) + warmup/cosine, clipping,
+bf16 autocast on CUDA, DDP through ``torchrun`` (gloo on CPU, nccl on GPU)."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ import math
 import os
 import platform
 import random
+import resource
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +25,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import TrainData, batch_indices
 from .recipe import TrainConfig
 
-__all__ = ["DistInfo", "setup_distributed", "pick_device", "lr_at", "batch_indices", "Checkpointer",
-           "FitResult", "fit", "plot_curve", "hardware"]
+__all__ = ["DistInfo", "RunContext", "setup_distributed", "setup_run", "pick_device", "lr_at", "batch_indices",
+           "build_optimizer", "train_step", "Checkpointer", "MetricsLog", "TrainResult", "train", "plot_curve",
+           "hardware", "peak_rss_mib"]
 
 
 @dataclass
@@ -68,19 +73,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     frac = min(max(step - warmup, 0) / span, 1.0)
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))
-
-
-def batch_indices(n: int, step: int, batch: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
-    """Example indices of one rank at one step: a seeded permutation per epoch, cut into global batches of
-    ``batch * world`` and sharded across ranks without overlap. A pure function of the step, so the data
-    position after a resume is exact."""
-    per_step = batch * world
-    if n < per_step:
-        raise ValueError(f"{n} training examples cannot fill one global batch of {batch} x {world} ranks")
-    epoch, offset = divmod(step, n // per_step)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    start = offset * per_step + rank * batch
-    return perm[start:start + batch]
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -165,7 +157,9 @@ class Checkpointer:
         if self.info.world > 1:
             dist.barrier()
 
-    def save(self, step: int, model: nn.Module, opt: torch.optim.Optimizer, extra: dict[str, Any]) -> Path:
+    def save(self, step: int, model: nn.Module, opt: torch.optim.Optimizer, extra: dict[str, Any],
+             data_state: dict[str, Any] | None = None) -> Path:
+        """Every rank writes its RNG and data position; rank 0 the model, optimiser and ``state.json``."""
         final = self.root / f"step-{step:07d}"
         tmp = self.root / f"step-{step:07d}.tmp"
         if self.info.main:
@@ -175,6 +169,7 @@ class Checkpointer:
         rng_t, rng_meta = _rng_state()
         save_file(rng_t, str(tmp / f"rng-rank{self.info.rank}.safetensors"))
         (tmp / f"rng-rank{self.info.rank}.json").write_text(json.dumps(rng_meta))
+        (tmp / f"data-rank{self.info.rank}.json").write_text(json.dumps(data_state or {}))
         self._barrier()
         if self.info.main:
             state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
@@ -202,6 +197,8 @@ class Checkpointer:
                               json.loads((path / "optimizer.json").read_text()))
         _set_rng_state(load_file(str(path / f"rng-rank{self.info.rank}.safetensors")),
                        json.loads((path / f"rng-rank{self.info.rank}.json").read_text()))
+        data_file = path / f"data-rank{self.info.rank}.json"
+        state["data"] = json.loads(data_file.read_text()) if data_file.is_file() else {}
         return state
 
 
@@ -214,104 +211,198 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with decoupled decay on matrices, or Adam with an L2 penalty on every parameter (as some papers'
+    recipes specify)."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+
+
 @dataclass
-class FitResult:
+class RunContext:
+    """What every step needs: settings, device, this process's rank, the run folder."""
+
+    cfg: TrainConfig
+    device: torch.device
+    info: DistInfo
+    output_dir: Path
+
+    @property
+    def bf16(self) -> bool:
+        return self.cfg.bf16 and self.device.type == "cuda"
+
+
+def setup_run(cfg: TrainConfig, output_dir: str | Path) -> RunContext:
+    """Pick the device, join the process group under ``torchrun``, turn on deterministic algorithms, seed."""
+    device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    info = setup_distributed(device.type)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_all(cfg.seed + info.rank)
+    return RunContext(cfg, device, info, Path(output_dir))
+
+
+def seed_all(seed: int) -> None:
+    """The global generators (dropout and anything else that does not take a generator)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one row per logged step, written by rank 0) and its loss curve."""
+
+    def __init__(self, output_dir: Path, main: bool) -> None:
+        self.path, self.main = output_dir / "metrics.jsonl", main
+
+    def start(self, step: int) -> None:
+        """A fresh log at step 0; on resume, drop the rows logged after the checkpoint."""
+        if not self.main:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if step == 0 or not self.path.exists():
+            self.path.write_text("")
+            return
+        keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        self.path.write_text("".join(ln + "\n" for ln in keep))
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.main:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    def plot(self, title: str) -> Path | None:
+        return plot_curve(self.path, self.path.with_name("loss_curve.png"), title=title) if self.main else None
+
+
+@dataclass
+class StepResult:
+    loss: float
+    lr: float
+    grad_norm: float
+    metrics: dict[str, float]
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            if not k.startswith("_")}
+
+
+def train_step(ctx: RunContext, model: nn.Module, raw: nn.Module, opt: torch.optim.Optimizer,
+               batch: dict[str, Any], step: int) -> StepResult:
+    """One optimiser step: schedule, forward (bf16 autocast on CUDA) with the step's mask generator, backward,
+    clipping, update, the model's per-step hook; the loss averaged over ranks."""
+    cfg = ctx.cfg
+    lr = lr_at(step, cfg)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.bf16):
+        out = model(_to_device(batch, ctx.device), step_generator(cfg.seed, step, ctx.info.rank, ctx.device))
+    if not torch.isfinite(out.loss):
+        raise FloatingPointError(f"step {step}: the loss is {out.loss.item()} (metrics {out.metrics})")
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    # with clipping off, an infinite bound measures the norm without changing the gradients
+    grad_norm = nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    opt.step()
+    hook = raw.on_step(step + 1) if hasattr(raw, "on_step") else {}
+    loss = float(out.loss.detach())
+    if ctx.info.world > 1:
+        t = torch.tensor([loss], device=ctx.device)
+        dist.all_reduce(t)
+        loss = float(t) / ctx.info.world
+    return StepResult(loss, lr, float(grad_norm), {**{k: float(v) for k, v in out.metrics.items()}, **(hook or {})})
+
+
+def peak_rss_mib() -> dict[str, float]:
+    """Peak resident memory of this process and of its finished children (DataLoader workers), MiB."""
+    return {"main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+@dataclass
+class TrainResult:
     steps: int
     wall_seconds: float
     final_loss: float
     resumed_from: int | None
     device: str
     stopped_early: bool
-    seen_indices: list[list[int]] = field(default_factory=list)
+    skipped: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+    data_wait_seconds: float = 0.0
+    seen: list[list[str]] = field(default_factory=list)
 
 
-def fit(model: nn.Module, items: list[dict[str, torch.Tensor]], collate: Callable[[list], dict[str, Any]],
-        cfg: TrainConfig, output_dir: str | Path, *, resume: bool = True, labels: list[int] | None = None,
-        desc: str = "train", find_unused_parameters: bool = False) -> FitResult:
-    """Train ``model`` (whose ``forward(batch, generator)`` returns ``.loss`` and ``.metrics``) on
-    ``items``. Writes ``metrics.jsonl``, ``loss_curve.png`` and checkpoints under ``output_dir``."""
-    output_dir = Path(output_dir)
-    device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
-    info = setup_distributed(device.type)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.manual_seed(cfg.seed + info.rank)
-    random.seed(cfg.seed + info.rank)
-    np.random.seed(cfg.seed + info.rank)
+def _sum_over_ranks(ctx: RunContext, value: float) -> float:
+    if ctx.info.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t)
+    return float(t)
+
+
+def train(model: nn.Module, data: TrainData, cfg: TrainConfig, output_dir: str | Path, *, resume: bool = True,
+          desc: str = "train", find_unused_parameters: bool = False, ctx: RunContext | None = None,
+          record_seen: bool = False) -> TrainResult:
+    """Train ``model`` (``forward(batch, generator)`` → ``.loss``, ``.metrics``) on ``data`` for ``cfg.steps``
+    steps: setup → optimiser → resume (weights, optimiser, RNG, data position) → train steps with metrics and
+    checkpoints → loss curve. ``data_wait_s`` in ``metrics.jsonl`` is the time a step waited for its batch."""
+    ctx = ctx or setup_run(cfg, output_dir)
+    info, device = ctx.info, ctx.device
+    seed_all(cfg.seed + info.rank)      # after the model was built: training draws start from the seed
     model.to(device)
     raw = model
     if info.world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=find_unused_parameters)
-    if cfg.optimizer == "adam":   # L2 penalty on every parameter, as some papers' recipes specify
-        opt = torch.optim.Adam(raw.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.AdamW(_param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
-    ckpt = Checkpointer(output_dir, cfg.keep_checkpoints, info)
-    metrics_path = output_dir / "metrics.jsonl"
-    start, resumed_from = 0, None
+    opt = build_optimizer(raw, cfg)
+    ckpt = Checkpointer(ctx.output_dir, cfg.keep_checkpoints, info)
+    log = MetricsLog(ctx.output_dir, info.main)
+    start, resumed_from, data_state = 0, None, None
     last = ckpt.latest() if resume else None
     if last is not None:
         state = ckpt.load(last, raw, opt)
         start = resumed_from = state["step"]
-    if info.main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if start == 0:
-            metrics_path.write_text("")
-        elif metrics_path.exists():  # drop lines logged after the checkpoint we resume from
-            keep = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-            metrics_path.write_text("".join(ln + "\n" for ln in keep))
-    use_bf16 = cfg.bf16 and device.type == "cuda"
+        data_state = state["data"]
+    log.start(start)
     end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
-    seen: list[list[int]] = []
-    loss_value = float("nan")
+    batches = data.batches(data_state)
+    loss, waited, seen = float("nan"), 0.0, []
     t0 = time.perf_counter()
     quiet = not info.main or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
-    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=desc, disable=quiet, dynamic_ncols=True)
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=desc, disable=quiet, dynamic_ncols=True,
+               unit="step")
     model.train()
-    for step in bar:
-        idx = batch_indices(len(items), step, cfg.batch_size, cfg.seed, info.rank, info.world).tolist()
-        seen.append(idx)
-        batch = collate([items[i] for i in idx])
-        if labels is not None:
-            batch["labels"] = torch.tensor([labels[i] for i in idx])
-        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        lr = lr_at(step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            out = model(batch, step_generator(cfg.seed, step, info.rank, device))
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"step {step}: the loss is {out.loss.item()} (metrics {out.metrics})")
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        # with clipping off, an infinite bound measures the norm without changing the gradients
-        grad_norm = nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        opt.step()
-        hook = raw.on_step(step + 1) if hasattr(raw, "on_step") else {}
-        loss_value = float(out.loss.detach())
-        if info.world > 1:
-            t = torch.tensor([loss_value], device=device)
-            dist.all_reduce(t)
-            loss_value = float(t) / info.world
-        if info.main:
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+    try:
+        for step in bar:
+            t_wait = time.perf_counter()
+            batch = next(batches)
+            wait = time.perf_counter() - t_wait
+            waited += wait
+            if record_seen:
+                seen.append(list(batch["_names"]))
+            t_step = time.perf_counter()
+            res = train_step(ctx, model, raw, opt, batch, step)
+            loss = res.loss
+            rate = len(batch["_names"]) * info.world / max(time.perf_counter() - t_wait, 1e-9)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{res.lr:.2e}", ex_s=f"{rate:.0f}")
             if (step + 1) % cfg.log_every == 0 or step + 1 == end:
-                row = {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
-                       **{k: float(v) for k, v in out.metrics.items()}, **(hook or {}),
-                       "elapsed_s": round(time.perf_counter() - t0, 3)}
-                with metrics_path.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
-            ckpt.save(step + 1, raw, opt, {"data_position": {"next_step": step + 1, "examples": len(items)},
-                                           "loss": loss_value})
-    bar.close()
-    if info.main:
-        plot_curve(metrics_path, output_dir / "loss_curve.png", title=desc)
-    return FitResult(steps=end, wall_seconds=time.perf_counter() - t0, final_loss=loss_value,
-                     resumed_from=resumed_from, device=hardware(device), stopped_early=end < cfg.steps,
-                     seen_indices=seen)
+                log.write({"step": step + 1, "loss": loss, "lr": res.lr, "grad_norm": res.grad_norm, **res.metrics,
+                           "data_wait_s": round(wait, 5), "step_s": round(time.perf_counter() - t_step, 5),
+                           "examples": len(batch["_names"]), "elapsed_s": round(time.perf_counter() - t0, 3)})
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
+                ckpt.save(step + 1, raw, opt, {"loss": loss}, data.state())
+    finally:
+        bar.close()
+        batches.close()          # stops the DataLoader workers
+    log.plot(desc)
+    skipped = int(_sum_over_ranks(ctx, data.skipped))
+    return TrainResult(steps=end, wall_seconds=time.perf_counter() - t0, final_loss=loss, resumed_from=resumed_from,
+                       device=hardware(device), stopped_early=end < cfg.steps, skipped=skipped,
+                       skipped_examples=data.skipped_examples, data_wait_seconds=waited, seen=seen)
 
 
 def plot_curve(metrics_path: Path, png: Path, title: str = "") -> Path | None:

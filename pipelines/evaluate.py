@@ -3,7 +3,7 @@ embedding map coloured by label."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,36 +11,117 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo import Encoder, ExampleSet, Processor
+from zoo import Encoder, ExampleSet, Processor, StreamSet
 
-__all__ = ["embed", "linear_probe", "knn_accuracy", "embedding_map", "probe_report", "layer_probes",
+from .data import iter_batches
+from .recipe import Recipe, parse_recipe
+
+__all__ = ["embed", "iter_embeddings", "embed_shards", "load_shards",
+           "linear_probe", "knn_accuracy", "embedding_map", "probe_report", "layer_probes",
            "evaluate_model"]
 
 
 @torch.no_grad()
-def embed(encoder: Encoder, processor: Processor, examples: Sequence[Any], *, batch_size: int = 64,
-          names: Sequence[str] | None = None, layers: bool = False,
-          device: torch.device | str = "cpu") -> torch.Tensor | list[torch.Tensor]:
+def iter_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet | Sequence[Any], *,
+                    batch_size: int = 64, names: Sequence[str] | None = None, layers: bool = False,
+                    device: torch.device | str = "cpu", num_workers: int = 0
+                    ) -> Iterator[tuple[torch.Tensor | list[torch.Tensor], list[str], torch.Tensor | None]]:
+    """Embeddings batch by batch — ``(pooled [B, D] or one [B, D] per layer, names, labels or None)`` — with the
+    examples read, processed and collated in ``num_workers`` DataLoader workers: memory holds a few batches."""
+    from zoo.layers import masked_mean
+    if not isinstance(data, (ExampleSet, StreamSet)):
+        data = ExampleSet(data, None, names)
+    encoder = encoder.to(device).eval()
+    for batch in iter_batches(data, processor, batch_size=batch_size, num_workers=num_workers):
+        names_b, labels = batch.pop("_names"), batch.pop("labels", None)
+        batch.pop("_skipped", None)
+        out = encoder({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, return_hidden=layers)
+        if layers:
+            yield [masked_mean(h, out.padding_mask).float().cpu() for h in out.hidden], names_b, labels
+        else:
+            yield out.pooled.float().cpu(), names_b, labels
+
+
+def embed(encoder: Encoder, processor: Processor, examples: ExampleSet | StreamSet | Sequence[Any], *,
+          batch_size: int = 64, names: Sequence[str] | None = None, layers: bool = False,
+          device: torch.device | str = "cpu", num_workers: int = 0) -> torch.Tensor | list[torch.Tensor]:
     """Pooled embeddings ``[N, D]`` of raw examples (with ``layers``: one ``[N, D]`` per layer, mean-pooled
     over the non-padding tokens of every hidden state)."""
-    from zoo.layers import masked_mean
-    encoder = encoder.to(device).eval()
-    pooled: list[torch.Tensor] = []
-    per_layer: list[list[torch.Tensor]] = []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
-        chunk_names = names[start:start + batch_size] if names is not None else [
-            str(i) for i in range(start, start + len(chunk))]
-        batch = processor.collate([processor(ex, name=n) for ex, n in zip(chunk, chunk_names)])
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        out = encoder(batch, return_hidden=layers)
-        pooled.append(out.pooled.float().cpu())
-        if layers:
-            hs = [masked_mean(h, out.padding_mask).float().cpu() for h in out.hidden]
-            per_layer = [a + [h] for a, h in zip(per_layer, hs)] if per_layer else [[h] for h in hs]
+    parts = [e for e, _, _ in iter_embeddings(encoder, processor, examples, batch_size=batch_size, names=names,
+                                              layers=layers, device=device, num_workers=num_workers)]
     if layers:
-        return [torch.cat(x) for x in per_layer]
-    return torch.cat(pooled)
+        return [torch.cat(x) for x in zip(*parts)]
+    return torch.cat(parts)
+
+
+def embed_shards(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet | Sequence[Any],
+                 out_dir: str | Path, *, shard_size: int = 50_000, batch_size: int = 64,
+                 names: Sequence[str] | None = None, device: torch.device | str = "cpu", num_workers: int = 0,
+                 progress: bool = False) -> Path:
+    """Embed a data set of any size into ``out_dir/embeddings-00000.safetensors, …`` (``embeddings [n, D]``,
+    ``labels [n]`` when labelled; names in the metadata) and ``index.json``; returns ``index.json``."""
+    import json
+
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("embeddings-*.safetensors"):
+        old.unlink()
+    shards: list[dict[str, Any]] = []
+    buf: list[tuple[torch.Tensor, list[str], torch.Tensor | None]] = []
+    held = 0
+
+    def flush() -> None:
+        nonlocal buf, held
+        if not held:
+            return
+        emb = torch.cat([b[0] for b in buf])
+        tensors = {"embeddings": emb.contiguous()}
+        if all(b[2] is not None for b in buf):
+            tensors["labels"] = torch.cat([b[2] for b in buf])
+        shard_names = [n for b in buf for n in b[1]]
+        path = out_dir / f"embeddings-{len(shards):05d}.safetensors"
+        save_file(tensors, str(path), metadata={"names": json.dumps(shard_names)})
+        shards.append({"file": path.name, "rows": int(emb.shape[0])})
+        buf, held = [], 0
+
+    bar = tqdm(desc="embed", unit="ex", disable=not progress)
+    for emb, names_b, labels in iter_embeddings(encoder, processor, data, batch_size=batch_size, names=names,
+                                                device=device, num_workers=num_workers):
+        while emb.shape[0]:
+            room = shard_size - held
+            buf.append((emb[:room], names_b[:room], labels[:room] if labels is not None else None))
+            held += min(room, emb.shape[0])
+            bar.update(min(room, emb.shape[0]))
+            emb, names_b = emb[room:], names_b[room:]
+            labels = labels[room:] if labels is not None else None
+            if held == shard_size:
+                flush()
+    flush()
+    bar.close()
+    index = out_dir / "index.json"
+    index.write_text(json.dumps({"shards": shards, "rows": sum(s["rows"] for s in shards)}, indent=2) + "\n")
+    return index
+
+
+def load_shards(index: str | Path) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """Embeddings, labels (or None) and names from :func:`embed_shards`' ``index.json``."""
+    import json
+
+    from safetensors import safe_open
+    index = Path(index)
+    meta = json.loads(index.read_text())
+    embs, labels, names = [], [], []
+    for shard in meta["shards"]:
+        with safe_open(str(index.parent / shard["file"]), "pt") as fh:
+            embs.append(fh.get_tensor("embeddings"))
+            labels.append(fh.get_tensor("labels") if "labels" in fh.keys() else None)
+            names += json.loads(fh.metadata()["names"])
+    if not embs:
+        raise ValueError(f"{index}: no embeddings (the data set was empty or every example was skipped)")
+    lab = torch.cat(labels) if all(x is not None for x in labels) else None
+    return torch.cat(embs), lab, names
 
 
 def linear_probe(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor,
@@ -91,69 +172,101 @@ def embedding_map(x: torch.Tensor, y: Sequence[int], png: str | Path, *, title: 
     return Path(png)
 
 
-def probe_report(encoder: Encoder, processor: Processor, train: ExampleSet, test: ExampleSet, *,
-                 knn_k: int = 20, png: str | Path | None = None, title: str = "",
-                 batch_size: int = 64, device: str = "cpu") -> dict[str, float]:
-    """Linear-probe and k-NN accuracy of a frozen encoder on a labelled train/test pair."""
-    if train.labels is None or test.labels is None:
-        raise ValueError("evaluation needs labelled train and test data")
-    tr = embed(encoder, processor, train.examples, names=train.names, batch_size=batch_size, device=device)
-    te = embed(encoder, processor, test.examples, names=test.names, batch_size=batch_size, device=device)
-    report = {"linear_probe": linear_probe(tr, train.labels, te, test.labels),
-              "knn": knn_accuracy(tr, train.labels, te, test.labels, knn_k)}
+def _split_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet, out: Path | None,
+                      split: str, *, device: str, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings and labels of one split, streamed into shards under ``out/embeddings/<split>`` (or in memory
+    without ``out``); labels travel with the processed examples."""
+    if out is None:
+        parts = list(iter_embeddings(encoder, processor, data, device=device, num_workers=num_workers))
+        x, y = torch.cat([p[0] for p in parts]), [p[2] for p in parts]
+        labels = torch.cat(y) if all(v is not None for v in y) else None
+    else:
+        x, labels, _ = load_shards(embed_shards(encoder, processor, data, out / "embeddings" / split, device=device,
+                                                num_workers=num_workers))
+    if labels is None:
+        raise ValueError(f"evaluation needs labelled {split} data")
+    return x, labels
+
+
+def probe_report(encoder: Encoder, processor: Processor, train: ExampleSet | StreamSet, test: ExampleSet | StreamSet,
+                 *, knn_k: int = 20, png: str | Path | None = None, title: str = "", device: str = "cpu",
+                 shards: str | Path | None = None, num_workers: int = 0,
+                 label_names: Sequence[str] | None = None) -> dict[str, float]:
+    """Linear-probe and k-NN accuracy of a frozen encoder on a labelled train/test pair (embeddings written in
+    shards under ``shards`` when given)."""
+    out = Path(shards) if shards is not None else None
+    tr, ytr = _split_embeddings(encoder, processor, train, out, "train", device=device, num_workers=num_workers)
+    te, yte = _split_embeddings(encoder, processor, test, out, "test", device=device, num_workers=num_workers)
+    report = {"linear_probe": linear_probe(tr, ytr.tolist(), te, yte.tolist()),
+              "knn": knn_accuracy(tr, ytr.tolist(), te, yte.tolist(), knn_k)}
     if png is not None:
-        embedding_map(te, test.labels, png, title=title, label_names=test.label_names)
+        embedding_map(te, yte.tolist(), png, title=title, label_names=label_names or test.label_names)
     return report
 
 
-def layer_probes(encoder: Encoder, processor: Processor, train: ExampleSet, test: ExampleSet, *,
-                 device: str = "cpu") -> list[float]:
+def layer_probes(encoder: Encoder, processor: Processor, train: ExampleSet | StreamSet,
+                 test: ExampleSet | StreamSet, *, device: str = "cpu", num_workers: int = 0) -> list[float]:
     """Linear-probe accuracy of every hidden state (0 = the Transformer's input), mean-pooled."""
-    tr = embed(encoder, processor, train.examples, names=train.names, layers=True, device=device)
-    te = embed(encoder, processor, test.examples, names=test.names, layers=True, device=device)
-    return [linear_probe(a, train.labels, b, test.labels) for a, b in zip(tr, te)]
+    def run(data: ExampleSet | StreamSet) -> tuple[list[torch.Tensor], list[int]]:
+        parts = list(iter_embeddings(encoder, processor, data, layers=True, device=device, num_workers=num_workers))
+        return [torch.cat(x) for x in zip(*[p[0] for p in parts])], torch.cat([p[2] for p in parts]).tolist()
+    (tr, ytr), (te, yte) = run(train), run(test)
+    return [linear_probe(a, ytr, b, yte) for a, b in zip(tr, te)]
 
 
-def evaluate_model(model: str | Path, recipe: dict[str, Any] | None = None, *, output_dir: str | Path | None = None,
-                   device: str = "cpu", baseline: bool = True, write_card: bool = True) -> dict[str, Any]:
+def _as_recipe(recipe: Recipe | dict[str, Any]) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else parse_recipe(recipe, f"recipe {recipe.get('name')!r}")
+
+
+def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = None, *,
+                   output_dir: str | Path | None = None, device: str = "cpu", baseline: bool = True,
+                   write_card: bool = True, num_workers: int = 0) -> dict[str, Any]:
     """Probe a zoo model on its recipe's ``evaluate`` data; with ``baseline`` also a randomly initialised
-    encoder of the same configuration. A local folder's card gets the results in its ``model-index``."""
+    encoder of the same configuration. Embeddings are written in shards under ``<output>/embeddings``. A local
+    folder's card gets the results in its ``model-index``."""
     from zoo import AutoEncoder, AutoProcessor, get_modality
     from zoo.hub import load_config
     encoder = AutoEncoder.from_pretrained(model)
     processor = AutoProcessor.from_pretrained(model)
     if recipe is None:
-        recipe = load_config(model).get("pretraining", {}).get("recipe")
-        if not recipe:
+        recorded = load_config(model).get("pretraining", {}).get("recipe")
+        if not recorded:
             raise ValueError(f"{model} records no recipe: pass one with --recipe")
-    spec = recipe.get("evaluate") or {}
+        recipe = recorded
+    recipe = _as_recipe(recipe)
+    spec = recipe.evaluate
     modality = get_modality(encoder.modality)
     out = Path(output_dir) if output_dir is not None else (Path(model) if Path(model).is_dir() else Path("."))
     out.mkdir(parents=True, exist_ok=True)
     if "protocol" in spec:
         return _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card)
     if "train" not in spec or "test" not in spec:
-        raise ValueError(f"recipe {recipe.get('name')!r} has no evaluate.train / evaluate.test data")
+        raise ValueError(f"recipe {recipe.name!r} has no evaluate.train / evaluate.test data")
     train, test = modality.load_data(spec["train"]), modality.load_data(spec["test"])
     k = int(spec.get("knn_k", 20))
+    shards = out / "eval"
     report: dict[str, Any] = {"pretrained": probe_report(encoder, processor, train, test, knn_k=k,
                                                           png=out / "embedding_map.png", device=device,
-                                                          title=f"{recipe.get('name', '')} (pretrained)")}
+                                                          title=f"{recipe.name} (pretrained)", shards=shards,
+                                                          num_workers=num_workers)}
     if baseline:
         torch.manual_seed(0)
         random_enc = type(encoder)(encoder.config)
-        report["random_init"] = probe_report(random_enc, processor, train, test, knn_k=k, device=device)
-        for name, features in modality.baselines.items():
-            tr, te = features(train.examples), features(test.examples)
-            report.setdefault("baselines", {})[name] = {
-                "linear_probe": linear_probe(tr, train.labels, te, test.labels),
-                "knn": knn_accuracy(tr, train.labels, te, test.labels, k)}
+        report["random_init"] = probe_report(random_enc, processor, train, test, knn_k=k, device=device,
+                                             num_workers=num_workers)
+        if isinstance(train, ExampleSet) and isinstance(test, ExampleSet):   # hand-made features need random access
+            for name, features in modality.baselines.items():
+                tr, te = features(train.examples), features(test.examples)
+                report.setdefault("baselines", {})[name] = {
+                    "linear_probe": linear_probe(tr, train.labels, te, test.labels),
+                    "knn": knn_accuracy(tr, train.labels, te, test.labels, k)}
     if spec.get("layers", False):
-        report["layers"] = layer_probes(encoder, processor, train, test, device=device)
-    report["train_examples"], report["test_examples"] = len(train), len(test)
+        report["layers"] = layer_probes(encoder, processor, train, test, device=device, num_workers=num_workers)
+    report["train_examples"] = len(load_shards(shards / "embeddings" / "train" / "index.json")[2])
+    report["test_examples"] = len(load_shards(shards / "embeddings" / "test" / "index.json")[2])
     metrics = [("linear probe accuracy", report["pretrained"]["linear_probe"]),
                (f"{k}-NN accuracy", report["pretrained"]["knn"])]
-    _record(model, recipe, spec, report, out, write_card, task="feature-extraction",
+    _record(model, recipe, spec, report, out, write_card, task=modality.task,
             task_name="frozen-encoder probe", dataset="synthetic", metrics=metrics,
             comparison=comparison_markdown(report))
     return report
@@ -165,19 +278,19 @@ def _protocol_report(model, encoder, processor, modality, recipe, spec, out, bas
     if name not in modality.evaluators:
         raise ValueError(f"modality {modality.name!r} has no evaluation protocol {name!r}; "
                          f"it has {sorted(modality.evaluators)}")
-    fn = modality.evaluators[name]
-    report: dict[str, Any] = {"protocol": name, "pretrained": fn(encoder, processor, spec)}
+    protocol = modality.evaluators[name]
+    report: dict[str, Any] = {"protocol": name, "pretrained": protocol.fn(encoder, processor, spec)}
     if baseline:
         torch.manual_seed(0)
-        report["random_init"] = fn(type(encoder)(encoder.config), processor, spec)
-    metrics = [(k.replace("_", " "), v) for k, v in report["pretrained"].items() if k not in ("val", "accuracy_std")]
-    _record(model, recipe, spec, report, out, write_card, task="node-classification", task_name=f"{name} protocol",
-            dataset="unknown", metrics=metrics)
+        report["random_init"] = protocol.fn(type(encoder)(encoder.config), processor, spec)
+    metrics = [(k.replace("_", " "), v) for k, v in report["pretrained"].items() if k not in protocol.hidden]
+    _record(model, recipe, spec, report, out, write_card, task=protocol.task, task_name=f"{name} protocol",
+            dataset=spec.get("dataset", recipe.name), metrics=metrics, metric=protocol.metric)
     return report
 
 
 def _record(model, recipe, spec, report, out, write_card, *, task: str, task_name: str, dataset: str,
-            metrics: list[tuple[str, float]], comparison: str | None = None) -> None:
+            metrics: list[tuple[str, float]], comparison: str | None = None, metric: str = "accuracy") -> None:
     """Write ``eval_results.json`` and, for a local folder, the card with the metrics in its model-index."""
     import json
     (out / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -185,9 +298,9 @@ def _record(model, recipe, spec, report, out, write_card, *, task: str, task_nam
         from zoo.cards import write_card as write
         dataset = spec.get("dataset", dataset)
         results = [{"task": spec.get("task", task), "task_name": task_name, "dataset": dataset,
-                    "dataset_name": spec.get("dataset_name", dataset), "split": "test", "metric": "accuracy",
+                    "dataset_name": spec.get("dataset_name", dataset), "split": "test", "metric": metric,
                     "metric_name": name, "value": round(value, 4)} for name, value in metrics]
-        write(model, repo_id=recipe.get("name"), results=results, comparison=comparison)
+        write(model, repo_id=recipe.name, results=results, comparison=comparison)
 
 
 def protocol_markdown(report: dict[str, Any]) -> str:

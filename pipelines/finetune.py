@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from zoo import AutoEncoder, AutoProcessor, Encoder, PretrainOutput, get_modality
+from zoo import AutoEncoder, AutoProcessor, Encoder, ExampleSet, PretrainOutput, get_modality
 
-from .engine import fit
-from .recipe import TrainConfig
+from .data import TrainData, iter_batches
+from .engine import setup_run, train
+from .recipe import Recipe, TrainConfig
 
 __all__ = ["Classifier", "finetune"]
 
@@ -37,7 +38,7 @@ class Classifier(nn.Module):
         return PretrainOutput(loss, {"accuracy": float(acc)})
 
 
-def finetune(model: str | Path, recipe: dict[str, Any], output_dir: str | Path, *, resume: bool = True,
+def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
              device: str = "cpu") -> dict[str, Any]:
     """Fine-tune a zoo encoder on the recipe's labelled ``evaluate.train`` data (``finetune`` holds the
     engine settings) and report accuracy on ``evaluate.test``. Saves the encoder folder and the head."""
@@ -45,29 +46,35 @@ def finetune(model: str | Path, recipe: dict[str, Any], output_dir: str | Path, 
     encoder = AutoEncoder.from_pretrained(model)
     processor = AutoProcessor.from_pretrained(model)
     modality = get_modality(encoder.modality)
-    spec = recipe.get("evaluate", {})
+    spec = recipe.evaluate
     if "train" not in spec or "test" not in spec:
-        raise ValueError(f"recipe {recipe['name']!r} needs evaluate.train and evaluate.test data to fine-tune")
-    train, test = modality.load_data(spec["train"]), modality.load_data(spec["test"])
-    if train.labels is None:
-        raise ValueError("fine-tuning needs labelled data")
+        raise ValueError(f"recipe {recipe.name!r} needs evaluate.train and evaluate.test data to fine-tune")
+    train_set, test_set = modality.load_data(spec["train"]), modality.load_data(spec["test"])
+    if train_set.label_names is not None:
+        num_classes = len(train_set.label_names)
+    elif isinstance(train_set, ExampleSet) and train_set.labels is not None:
+        num_classes = int(max(train_set.labels)) + 1
+    else:
+        raise ValueError("fine-tuning needs labelled data (a label column, or label names for a stream)")
     cfg = TrainConfig.from_dict({"steps": 50, "lr": 1e-4, "warmup_steps": 5, "device": device,
-                                 **recipe.get("finetune", {})}, where="recipe:finetune")
-    items, _ = processor.process(train.examples, names=train.names)
-    clf = Classifier(encoder, int(max(train.labels)) + 1)
-    fit(clf, items, processor.collate, cfg, output_dir, resume=resume, labels=list(train.labels),
-        desc=f"finetune {recipe['name']}")
+                                 **recipe.finetune}, where="recipe:finetune")
+    ctx = setup_run(cfg, output_dir)
+    clf = Classifier(encoder, num_classes)
+    data = TrainData(train_set, processor, cfg, rank=ctx.info.rank, world=ctx.info.world)
+    train(clf, data, cfg, output_dir, resume=resume, desc=f"finetune {recipe.name}", ctx=ctx)
     clf.eval().cpu()
+    correct = total = 0
     with torch.no_grad():
-        test_items, _ = processor.process(test.examples, names=test.names)
-        preds = torch.cat([clf.logits(processor.collate(test_items[i:i + 64])).argmax(dim=1)
-                           for i in range(0, len(test_items), 64)])
-    acc = float((preds == torch.as_tensor(list(test.labels))).float().mean())
+        for batch in iter_batches(test_set, processor, batch_size=64, num_workers=cfg.num_workers):
+            labels = batch.pop("labels")
+            pred = clf.logits({k: v for k, v in batch.items() if not k.startswith("_")}).argmax(dim=1)
+            correct += int((pred == labels).sum())
+            total += len(labels)
     folder = output_dir / "model"
     clf.encoder.save_pretrained(folder, processor=processor,
-                                pretraining={"finetuned_from": str(model), "recipe": recipe["name"]})
+                                pretraining={"finetuned_from": str(model), "recipe": recipe.name})
     save_file({k: v.contiguous() for k, v in clf.head.state_dict().items()}, str(folder / "head.safetensors"))
-    result = {"test_accuracy": acc, "steps": cfg.steps, "num_classes": clf.head.out_features,
-              "label_names": list(train.label_names) if train.label_names else None}
+    result = {"test_accuracy": correct / max(total, 1), "steps": cfg.steps, "num_classes": clf.head.out_features,
+              "label_names": list(train_set.label_names) if train_set.label_names else None}
     (folder / "head.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,9 @@ import yaml
 from zoo import get_modality, installed
 from zoo.config import Config, ConfigError
 
-__all__ = ["TrainConfig", "load_recipe", "apply_overrides", "find_recipes", "RECIPE_KEYS"]
+__all__ = ["TrainConfig", "Recipe", "load_recipe", "parse_recipe", "apply_overrides", "find_recipes",
+           "RECIPE_KEYS"]
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
 RECIPE_KEYS = {"name", "modality", "architecture", "description", "encoder", "pretraining", "processor",
                "data", "train", "evaluate", "finetune"}
 
@@ -41,6 +41,11 @@ class TrainConfig(Config):
     skip_bad: bool = False
     deterministic: bool = True        # torch.use_deterministic_algorithms: bit-identical reruns
     stop_after: int | None = None
+    num_workers: int = 0              # DataLoader worker processes that decode, process and collate
+    prefetch_factor: int = 2          # batches each worker prepares ahead
+    shuffle_buffer: int = 1000        # streamed data: examples held by the seeded shuffle buffer (<= 1: off)
+    group_by_length: bool = False     # map-style data: batches from buckets of similar length
+    length_buckets: int = 64          # with group_by_length: global batches sorted together per bucket
 
     def validate(self) -> None:
         self.check(self.steps >= 1, "steps", "must be >= 1")
@@ -55,11 +60,44 @@ class TrainConfig(Config):
         self.check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
                    "must be auto, cpu, cuda or cuda:N")
         self.check(self.stop_after is None or self.stop_after >= 1, "stop_after", "must be >= 1")
+        self.check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        self.check(self.prefetch_factor >= 1, "prefetch_factor", "must be >= 1")
+        self.check(self.length_buckets >= 1, "length_buckets", "must be >= 1")
+
+
+@dataclass
+class Recipe:
+    """A recipe parsed once: the engine settings typed and validated, the modality's sections validated
+    against its config classes (they stay mappings: each modality owns its schema)."""
+
+    name: str
+    modality: str
+    architecture: str
+    train: TrainConfig
+    description: str = ""
+    encoder: dict[str, Any] = field(default_factory=dict)
+    pretraining: dict[str, Any] = field(default_factory=dict)
+    processor: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    evaluate: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as YAML would hold it (what a model's config.json records)."""
+        out = {"name": self.name, "modality": self.modality, "architecture": self.architecture,
+               "description": self.description, "encoder": self.encoder, "pretraining": self.pretraining,
+               "processor": self.processor, "data": self.data, "train": self.train.to_dict(),
+               "evaluate": self.evaluate, "finetune": self.finetune}
+        return copy.deepcopy({k: v for k, v in out.items() if v not in ({}, "")})
+
+    def with_overrides(self, overrides: list[str]) -> Recipe:
+        return parse_recipe(apply_overrides(self.to_dict(), overrides), self.path or self.name)
 
 
 def find_recipes() -> dict[str, Path]:
-    """Recipe names → files: the built-in ``pipelines/recipes`` and every installed plugin's recipes."""
-    found = {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+    """Recipe names → files: every installed modality's ``recipes`` folder (built-ins are plugins too)."""
+    found: dict[str, Path] = {}
     for name in installed():
         try:
             folder = get_modality(name).recipes
@@ -74,8 +112,11 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text) if text != "" else ""
 
 
-def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``key.sub=value`` overrides (values parsed as YAML: numbers, booleans, lists)."""
+def apply_overrides(recipe: dict[str, Any] | Recipe, overrides: list[str]) -> dict[str, Any] | Recipe:
+    """``key.sub=value`` overrides (values parsed as YAML: numbers, booleans, lists); a :class:`Recipe` comes
+    back parsed again."""
+    if isinstance(recipe, Recipe):
+        return recipe.with_overrides(overrides)
     recipe = copy.deepcopy(recipe)
     for item in overrides:
         if "=" not in item:
@@ -93,8 +134,8 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
     return recipe
 
 
-def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read a recipe by file path or by name (built-in or from a plugin), apply overrides, validate."""
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe by file path or by name (from an installed modality), apply overrides, parse it once."""
     path = Path(name_or_path)
     if not path.is_file():
         recipes = find_recipes()
@@ -103,20 +144,32 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
                                     f"{sorted(recipes) or 'the installed recipes (none)'}")
         path = recipes[str(name_or_path)]
     try:
-        recipe = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
-    recipe = apply_overrides(recipe, overrides or [])
-    unknown = sorted(set(recipe) - RECIPE_KEYS)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of sections, got {type(raw).__name__}")
+    return parse_recipe(apply_overrides(raw, overrides or []), str(path))
+
+
+def parse_recipe(raw: dict[str, Any], where: str = "recipe") -> Recipe:
+    """A recipe mapping → :class:`Recipe`, validated (unknown sections, the modality's config classes)."""
+    label = Path(where).name
+    unknown = sorted(set(raw) - RECIPE_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown recipe section(s) {unknown}; known: {sorted(RECIPE_KEYS)}")
+        raise ConfigError(f"{where}: unknown recipe section(s) {unknown}; known: {sorted(RECIPE_KEYS)}")
     for key in ("name", "modality", "architecture"):
-        if key not in recipe:
-            raise ConfigError(f"{path}: the recipe lacks {key!r}")
-    recipe.setdefault("data", {})
-    recipe["train"] = TrainConfig.from_dict(recipe.get("train"), where=f"{path.name}:train").to_dict()
-    arch = get_modality(recipe["modality"]).architecture(recipe["architecture"])
-    arch.config.from_dict(recipe.get("encoder"), where=f"{path.name}:encoder")
-    arch.pretraining.from_dict(recipe.get("pretraining"), where=f"{path.name}:pretraining")
-    recipe["_path"] = str(path)
-    return recipe
+        if key not in raw:
+            raise ConfigError(f"{where}: the recipe lacks {key!r}")
+    sections = {k: raw.get(k) or {} for k in ("encoder", "pretraining", "processor", "data", "evaluate", "finetune")}
+    for k, v in sections.items():
+        if not isinstance(v, dict):
+            raise ConfigError(f"{where}: section {k!r} must be a mapping, got {type(v).__name__}")
+    train = TrainConfig.from_dict(raw.get("train"), where=f"{label}:train")
+    modality = get_modality(raw["modality"])
+    arch = modality.architecture(raw["architecture"])
+    arch.config.from_dict(sections["encoder"], where=f"{label}:encoder")
+    arch.pretraining.from_dict(sections["pretraining"], where=f"{label}:pretraining")
+    modality.processor.config_class.from_dict(sections["processor"], where=f"{label}:processor")
+    return Recipe(name=str(raw["name"]), modality=raw["modality"], architecture=raw["architecture"], train=train,
+                  description=str(raw.get("description", "")), path=where, **copy.deepcopy(sections))

@@ -9,25 +9,23 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from pipelines.engine import fit
-from pipelines.pretrain import build_processor
-from pipelines.recipe import TrainConfig, load_recipe
-from zoo import get_modality
+from pipelines.build import build
+from pipelines.data import TrainData
+from pipelines.engine import setup_run, train
+from pipelines.recipe import load_recipe
 from zoo.objectives import info_nce
 
 out = Path(sys.argv[1])
-recipe = load_recipe("toyseq-tiny", ["train.steps=4", "train.batch_size=8", "train.checkpoint_every=2"])
-modality = get_modality("toyseq")
-arch = modality.architecture(recipe["architecture"])
-data = modality.load_data(recipe["data"]["train"])
-processor = build_processor(modality, recipe).fit(data.examples)
-items, _ = processor.process(data.examples)
-model = arch.pretrainer(arch.encoder(arch.config.from_dict(recipe["encoder"])),
-                        arch.pretraining.from_dict(recipe["pretraining"]), total_steps=4)
-result = fit(model, items, processor.collate, TrainConfig.from_dict(recipe["train"]), out / "run")
+recipe = load_recipe("toyseq-tiny", ["train.steps=4", "train.batch_size=8", "train.checkpoint_every=2",
+                                     "train.num_workers=2"])
+ctx = setup_run(recipe.train, out / "run")
+built = build(recipe)
+data = TrainData(built.data, built.processor, recipe.train, rank=ctx.info.rank, world=ctx.info.world)
+result = train(built.pretrainer, data, recipe.train, out / "run", ctx=ctx, record_seen=True)
+model = built.pretrainer
 rank, world = dist.get_rank(), dist.get_world_size()
 if rank == 0:
-    model.encoder.save_pretrained(out / "run" / "model", processor=processor)
+    model.encoder.save_pretrained(out / "run" / "model", processor=built.processor)
 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))
 
 # InfoNCE with gathered negatives vs the same loss computed on the full batch in one process
@@ -46,7 +44,7 @@ ref = info_nce(ar, br, 0.2)
 ref.backward()
 total = torch.tensor([loss.item()], dtype=torch.float64)
 dist.all_reduce(total)
-report = {"seen": result.seen_indices, "gathered_loss": total.item() / world, "reference_loss": ref.item(),
+report = {"seen": result.seen, "gathered_loss": total.item() / world, "reference_loss": ref.item(),
           "grad_matches": bool(torch.allclose(ga, ar.grad, atol=1e-10) and torch.allclose(gb, br.grad, atol=1e-10))}
 (out / f"rank{rank}.json").write_text(json.dumps(report))
 dist.destroy_process_group()

@@ -8,15 +8,18 @@ from .auto import AutoEncoder, AutoProcessor
 from .config import Config, ConfigError
 from .hub import FormatError, push_to_hub, save_pretrained
 from .plugin import (
-                     Architecture,
-                     BadExample,
-                     Encoder,
-                     EncoderOutput,
-                     ExampleSet,
-                     Modality,
-                     Pretrainer,
-                     PretrainOutput,
-                     Processor,
+    Architecture,
+    BadExample,
+    Encoder,
+    EncoderOutput,
+    ExampleSet,
+    Modality,
+    Pretrainer,
+    PretrainOutput,
+    Processor,
+    ProcessorConfig,
+    Protocol,
+    StreamSet,
 )
 from .registry import UnknownModality, get_modality, installed, register
 
@@ -25,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AutoEncoder", "AutoProcessor", "Architecture", "BadExample", "Config", "ConfigError", "Encoder",
     "EncoderOutput", "ExampleSet", "FormatError", "Modality", "PretrainOutput", "Pretrainer", "Processor",
+    "ProcessorConfig", "Protocol", "StreamSet",
     "UnknownModality", "get_modality", "installed", "layers", "masking", "objectives", "push_to_hub",
     "register", "save_pretrained", "__version__",
 ]

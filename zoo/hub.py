@@ -1,4 +1,6 @@
-"""The on-disk / Hub format (DESIGN §4): one folder = one Hub repo; safetensors only, strict loading."""
+"""The on-disk / Hub format (DESIGN §4): one folder = one Hub repo; safetensors only, strict loading.
+
+Folder and Hub I/O only: which class a config names is decided in :mod:`zoo.auto` (the factory)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .registry import get_modality
-
 if TYPE_CHECKING:
     from .plugin import Encoder, Processor
 
 __all__ = [
     "ZOO_FORMAT", "CONFIG_NAME", "WEIGHTS_NAME", "PREPROCESSOR_NAME", "CARD_NAME", "REPO_FILES",
-    "FormatError", "resolve_file", "load_config", "load_weights", "load_encoder", "load_processor_dict",
+    "FormatError", "resolve_file", "load_config", "load_weights", "build_encoder", "load_processor_dict",
     "save_pretrained", "push_to_hub", "publish_to_cache",
 ]
 
@@ -130,20 +130,9 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], w
     module.load_state_dict(state, strict=True)
 
 
-def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None,
-                 **hub_kwargs: Any) -> Encoder:
-    """Build the encoder a zoo folder/repo describes and load its weights strictly."""
-    from .plugin import Encoder
-    config = load_config(id_or_path, **hub_kwargs)
-    if expect is not None and expect is not Encoder:
-        if (config["modality"], config["architecture"]) != (expect.modality, expect.architecture):
-            raise FormatError(
-                f"{id_or_path} holds a {config['modality']}/{config['architecture']} model, not "
-                f"{expect.modality}/{expect.architecture}: load it with zoo.AutoEncoder")
-        cls = expect
-    else:
-        arch = get_modality(config["modality"]).architecture(config["architecture"])
-        cls = arch.encoder
+def build_encoder(cls: type[Encoder], config: dict[str, Any], id_or_path: str | Path,
+                  **hub_kwargs: Any) -> Encoder:
+    """Build ``cls`` from a loaded ``config.json`` and load the folder/repo's weights strictly."""
     weights = resolve_file(id_or_path, WEIGHTS_NAME, required=False, **hub_kwargs)
     if weights is None:
         pickles = _pickles_in(id_or_path, hub_kwargs)

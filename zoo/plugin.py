@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Config
+from .data import ExampleSet, StreamSet, hf_source
 
 __all__ = [
     "BadExample",
@@ -22,7 +24,10 @@ __all__ = [
     "Pretrainer",
     "Architecture",
     "ExampleSet",
+    "StreamSet",
     "Modality",
+    "Protocol",
+    "ProcessorConfig",
     "source_loader",
 ]
 
@@ -52,29 +57,53 @@ class PretrainOutput:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-class Processor:
+@dataclass
+class ProcessorConfig(Config):
+    """Base of every processor config. ``fit_examples``: :meth:`Processor.fit` sees at most this many training
+    examples (a seeded sample of a map-style set, the head of a stream), so fitting costs bounded memory."""
+
+    fit_examples: int = 1000
+
+    def validate(self) -> None:
+        self.check(self.fit_examples >= 1, "fit_examples", "must be >= 1")
+
+
+class Processor(ABC):
     """Raw example → tensors; ``collate`` pads a list into a batch; state saved as ``preprocessor.json``.
 
-    Subclasses set ``modality`` and implement ``__call__``, ``collate`` and, when they learn statistics,
-    ``fit`` and ``state``/``load_state``. ``__call__`` raises :class:`BadExample` on unusable input.
+    Subclasses implement ``__call__`` and ``collate`` and, when they learn statistics, ``fit`` and
+    ``state``/``load_state``. ``__call__`` raises :class:`BadExample` on unusable input. The modality name is
+    set by the :class:`Modality` that names the class.
     """
 
     modality: ClassVar[str] = ""
-    config_class: ClassVar[type[Config]] = Config
+    config_class: ClassVar[type[Config]] = ProcessorConfig
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config if config is not None else self.config_class()
 
     # --- what subclasses implement ---------------------------------------------------------
+    @abstractmethod
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """One raw example → tensors (runs in DataLoader workers)."""
 
+    @abstractmethod
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """Processed items → one batch with padding masks."""
 
     def fit(self, examples: Sequence[Any]) -> Processor:
-        """Learn what the processor needs from training data (statistics, vocabularies)."""
+        """Learn what the processor needs from training data (statistics, vocabularies); ``examples`` is a
+        bounded sample (``fit_examples``)."""
         return self
+
+    def process_batch(self, examples: Sequence[Any], names: Sequence[str]) -> list[dict[str, Tensor]]:
+        """Many examples at once (override to vectorise, e.g. a table's rows); raises :class:`BadExample`."""
+        return [self(ex, name=n) for ex, n in zip(examples, names)]
+
+    def length(self, example: Any) -> int | None:
+        """A cheap size of a raw example (e.g. samples after resampling) for length-grouped batches, read
+        without decoding; ``None`` when unknown."""
+        return None
 
     def read(self, path: str) -> Any:
         """Read one raw example from a file (used by ``zoo embed``)."""
@@ -137,8 +166,9 @@ class Processor:
         return cls.from_dict(load_processor_dict(id_or_path, **hub_kwargs))
 
 
-class Encoder(nn.Module):
-    """What users load and fine-tune: ``forward(batch) → EncoderOutput``."""
+class Encoder(nn.Module, metaclass=ABCMeta):
+    """What users load and fine-tune: ``forward(batch) → EncoderOutput``. ``modality`` and ``architecture`` are
+    set by the :class:`Modality` that lists the class."""
 
     modality: ClassVar[str] = ""
     architecture: ClassVar[str] = ""
@@ -149,12 +179,13 @@ class Encoder(nn.Module):
         self.config = config
 
     @property
+    @abstractmethod
     def dim(self) -> int:
         """Width of ``pooled``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False) -> EncoderOutput:
-        raise NotImplementedError
+        """A batch → ``EncoderOutput(tokens, padding_mask, pooled)``."""
 
     def save_pretrained(self, folder: str | Path, *, processor: Processor | None = None,
                         pretraining: dict[str, Any] | None = None) -> Path:
@@ -164,7 +195,7 @@ class Encoder(nn.Module):
     @classmethod
     def from_pretrained(cls, id_or_path: str | Path, **hub_kwargs: Any) -> Encoder:
         """Load a zoo folder or Hub repo; refuses a config of another architecture."""
-        from .hub import load_encoder
+        from .auto import load_encoder
         return load_encoder(id_or_path, expect=cls, **hub_kwargs)
 
     def push_to_hub(self, repo_id: str, *, processor: Processor | None = None, **kwargs: Any) -> Any:
@@ -179,15 +210,16 @@ class Encoder(nn.Module):
             return push_to_hub(tmp, repo_id, **kwargs)
 
 
-class Pretrainer(nn.Module):
+class Pretrainer(nn.Module, metaclass=ABCMeta):
     """The encoder plus its self-supervised heads. ``forward(batch, generator) → PretrainOutput``."""
 
     def __init__(self, encoder: Encoder, config: Config, total_steps: int = 1) -> None:
         super().__init__()
         self.encoder, self.config, self.total_steps = encoder, config, total_steps
 
+    @abstractmethod
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator) -> PretrainOutput:
-        raise NotImplementedError
+        """Loss and metrics of one batch; every mask is drawn from ``generator``."""
 
     def on_step(self, step: int) -> dict[str, float]:
         """Called after every optimiser step (EMA updates, temperature schedules); returns metrics."""
@@ -205,29 +237,33 @@ class Architecture:
     pretraining: type[Config]
 
 
-@dataclass
-class ExampleSet:
-    """Raw examples with optional integer labels, names for messages and label names."""
+def source_loader(modality: str, sources: dict[str, Callable[[dict[str, Any]], ExampleSet | StreamSet]],
+                  default: str, *, hf_input: str | None = None,
+                  hf_prepare: Callable[[Any, dict[str, Any]], Any] | None = None
+                  ) -> Callable[[dict[str, Any]], ExampleSet | StreamSet]:
+    """A ``load_data`` that dispatches a recipe's data spec on its ``source`` key (``default`` when absent).
+    Every modality also gets ``source: hf`` (:func:`zoo.data.hf_source`) with its default input column."""
+    sources = {**sources, "hf": lambda spec: hf_source(spec, input_column=hf_input, prepare=hf_prepare)}
 
-    examples: Sequence[Any]
-    labels: Sequence[int] | None = None
-    names: Sequence[str] | None = None
-    label_names: Sequence[str] | None = None
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-
-def source_loader(modality: str, sources: dict[str, Callable[[dict[str, Any]], ExampleSet]],
-                  default: str) -> Callable[[dict[str, Any]], ExampleSet]:
-    """A ``load_data`` that dispatches a recipe's data spec on its ``source`` key (``default`` when absent)."""
-    def load_data(spec: dict[str, Any]) -> ExampleSet:
+    def load_data(spec: dict[str, Any]) -> ExampleSet | StreamSet:
         source = spec.get("source", default)
         if source not in sources:
             raise ValueError(f"unknown {modality} data source {source!r}; known: {sorted(sources)}")
         return sources[source](spec)
     load_data.__doc__ = f"Load {modality} data from one of the sources {sorted(sources)} (default {default!r})."
     return load_data
+
+
+@dataclass
+class Protocol:
+    """An evaluation protocol other than the example-level probes: ``fn(encoder, processor, spec) → metrics``;
+    ``task`` is the Hugging Face task id the card records (e.g. ``node-classification``), ``metric`` the metric
+    the results table reports, ``hidden`` metrics left out of the card."""
+
+    fn: Callable[..., dict[str, float]]
+    task: str
+    metric: str = "accuracy"
+    hidden: tuple[str, ...] = ()
 
 
 @dataclass
@@ -238,8 +274,11 @@ class Modality:
     of recipe YAML files; ``usage_example`` is Python that defines ``example``, one raw input, for cards;
     ``converters`` map a foreign checkpoint type (its ``model_type``) to ``fn(source, output_folder)``;
     ``baselines`` name hand-crafted feature functions (raw examples → ``[N, F]``) the probe harness compares;
-    ``evaluators`` are protocols other than example-level probes (``fn(encoder, processor, spec) → metrics``),
-    chosen by a recipe's ``evaluate.protocol``.
+    ``evaluators`` are :class:`Protocol` s other than example-level probes, chosen by a recipe's
+    ``evaluate.protocol``; ``task`` is the Hugging Face task id of the example-level probes.
+
+    The name is stated here once: the processor class and every architecture's encoder class get their
+    ``modality`` (and ``architecture``) from this object.
     """
 
     name: str
@@ -251,8 +290,16 @@ class Modality:
     usage_example: str = ""
     converters: dict[str, Callable[[str, str], Any]] = field(default_factory=dict)
     baselines: dict[str, Callable[[Sequence[Any]], Tensor]] = field(default_factory=dict)
-    evaluators: dict[str, Callable[..., dict[str, float]]] = field(default_factory=dict)
+    evaluators: dict[str, Protocol] = field(default_factory=dict)
+    task: str = "feature-extraction"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.processor.modality = self.name
+        for key, arch in self.architectures.items():
+            if key != arch.name:
+                raise ValueError(f"modality {self.name!r}: architecture listed as {key!r} is named {arch.name!r}")
+            arch.encoder.modality, arch.encoder.architecture = self.name, arch.name
 
     def architecture(self, name: str) -> Architecture:
         if name not in self.architectures:

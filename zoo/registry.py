@@ -10,16 +10,6 @@ __all__ = ["GROUP", "UnknownModality", "installed", "get_modality", "register"]
 
 GROUP = "zoo.modalities"
 
-# Where the modalities this project plans come from, for the error message of a missing one.
-PROVIDERS = {
-    "audio": "ssl-zoo[audio] (built-in modality 'modalities.audio')",
-    "video": "ssl-zoo[video] (built-in modality 'modalities.video')",
-    "pointcloud": "ssl-zoo[pointcloud] (built-in modality 'modalities.pointcloud')",
-    "graph": "ssl-zoo[graph] (built-in modality 'modalities.graph')",
-    "tabular": "ssl-zoo[tabular] (built-in modality 'modalities.tabular')",
-    "events": "ssl-zoo[events] (built-in modality 'modalities.events')",
-}
-
 _registered: dict[str, Modality] = {}
 _loaded: dict[str, Modality] = {}
 
@@ -40,6 +30,16 @@ def installed() -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+def _provider(ep: EntryPoint, name: str) -> str:
+    """What to install for an entry point whose imports fail: its distribution, with the extra of the same
+    name when the distribution declares one (``ssl-zoo[audio]``)."""
+    dist = ep.dist
+    if dist is None:
+        return f"the package providing {ep.value}"
+    extras = dist.metadata.get_all("Provides-Extra") or []
+    return f"{dist.name}[{name}]" if name in extras else dist.name
+
+
 def register(modality: Modality) -> None:
     """Register a modality in this process only (an entry point is the way to ship one)."""
     _registered[modality.name] = modality
@@ -54,14 +54,14 @@ def get_modality(name: str) -> Modality:
     eps = _entry_points()
     if name not in eps:
         have = ", ".join(installed()) or "none"
-        hint = PROVIDERS.get(name, f"a plugin package registering '{name}' under the '{GROUP}' entry points")
         raise UnknownModality(
-            f"modality {name!r} is not installed (installed: {have}). It is provided by {hint}.")
+            f"modality {name!r} is not installed (installed: {have}). Install a plugin package that registers "
+            f"'{name}' under the '{GROUP}' entry points.")
     try:
         obj = eps[name].load()
     except ImportError as err:
-        hint = PROVIDERS.get(name, f"the package providing {name!r}")
-        raise ImportError(f"modality {name!r} is installed but needs {err.name or err}: install {hint}") from err
+        raise ImportError(f"modality {name!r} is installed but needs {err.name or err}: install "
+                          f"{_provider(eps[name], name)}") from err
     modality = obj() if callable(obj) and not isinstance(obj, Modality) else obj
     if not isinstance(modality, Modality) or modality.name != name:
         raise TypeError(f"entry point {eps[name].value} must give a zoo.Modality named {name!r}")

@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from zoo import ExampleSet
+from zoo import ExampleSet, StreamSet
+from zoo.data import hf_source
 from zoo.paths import cache_dir, data_dir
 from zoo.plugin import source_loader
 
@@ -94,26 +95,29 @@ def _fsdd(spec: dict[str, Any]) -> ExampleSet:
                       [str(i) for i in range(10)])
 
 
-def _datasets(spec: dict[str, Any]) -> ExampleSet:
-    """A Hugging Face ``datasets`` source: ``audiofolder`` with ``data_dir``, or any dataset id/path."""
-    from datasets import Audio, load_dataset
-    source = spec["source"]
-    path = "audiofolder" if source == "audiofolder" else spec["path"]
-    kwargs = {"data_dir": spec["data_dir"]} if "data_dir" in spec else {}
-    ds = load_dataset(path, split=spec.get("split", "train"), **kwargs)
-    audio_col, label_col = spec.get("audio_column", "audio"), spec.get("label_column", "label")
-    for col in (audio_col, label_col):
-        if col not in ds.column_names:
-            raise KeyError(f"column {col!r} not in the dataset (columns: {ds.column_names})")
-    ds = ds.cast_column(audio_col, Audio(decode=False))       # the processor decodes and resamples
-    names = ds.features[label_col].names if hasattr(ds.features[label_col], "names") else None
-    audio = ds[audio_col]
-    return ExampleSet(audio, list(ds[label_col]), [a.get("path") or str(i) for i, a in enumerate(audio)], names)
+def _prepare(ds: Any, spec: dict[str, Any]) -> Any:
+    """Keep the encoded audio (path/bytes): the processor decodes and resamples it in a DataLoader worker."""
+    from datasets import Audio
+    col = spec.get("input_column") or "audio"
+    return ds.cast_column(col, Audio(decode=False))
 
 
-SOURCES = {"espeak-digits": _espeak, "fsdd": _fsdd, "audiofolder": _datasets, "datasets": _datasets}
+def _audiofolder(spec: dict[str, Any]) -> ExampleSet | StreamSet:
+    """An audiofolder directory (``data_dir``; class subfolders or a metadata.csv) through ``source: hf``."""
+    rest = {k: v for k, v in spec.items() if k not in ("source", "path")}
+    return hf_source({"path": "audiofolder", "label_column": "label", **rest}, input_column="audio",
+                     prepare=_prepare)
 
-load_data = source_loader("audio", SOURCES, "espeak-digits")
+
+def _datasets(spec: dict[str, Any]) -> ExampleSet | StreamSet:
+    """Any ``datasets`` id or builder (kept for old recipes: ``source: hf`` is the same)."""
+    return hf_source({"label_column": "label", **{k: v for k, v in spec.items() if k != "source"}},
+                     input_column="audio", prepare=_prepare)
+
+
+SOURCES = {"espeak-digits": _espeak, "fsdd": _fsdd, "audiofolder": _audiofolder, "datasets": _datasets}
+
+load_data = source_loader("audio", SOURCES, "espeak-digits", hf_input="audio", hf_prepare=_prepare)
 
 
 if __name__ == "__main__":  # python -m modalities.audio.data OUT_DIR: synthesise the spoken-digit set

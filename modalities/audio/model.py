@@ -191,8 +191,6 @@ class PositionalConv(nn.Module):
 class Wav2Vec2Encoder(Encoder):
     """What users load: samples ``input_values [B, S]`` (+ ``padding_mask [B, S]``) → frame tokens."""
 
-    modality = "audio"
-    architecture = "wav2vec2"
     config_class = Wav2Vec2Config
 
     def __init__(self, config: Wav2Vec2Config) -> None:

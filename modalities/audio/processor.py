@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zoo import BadExample, Config, Processor
+from zoo import BadExample, Processor, ProcessorConfig
 
 
 @dataclass
-class AudioProcessorConfig(Config):
+class AudioProcessorConfig(ProcessorConfig):
     sample_rate: int = 16000
     normalize: bool = True
     max_seconds: float | None = None      # longer clips are cut to their first max_seconds
@@ -24,6 +24,7 @@ class AudioProcessorConfig(Config):
     resample: bool = True                 # False: a clip at another rate is an error
 
     def validate(self) -> None:
+        super().validate()
         self.check(self.sample_rate > 0, "sample_rate", "must be > 0")
         self.check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be > 0")
         self.check(self.min_samples >= 1, "min_samples", "must be >= 1")
@@ -56,7 +57,6 @@ class AudioProcessor(Processor):
     "sampling_rate"}``, ``{"path"}``/``{"bytes"}`` or a torchcodec decoder) or a bare array at the model
     rate. Returns ``{"input_values": [S]}``; :meth:`collate` pads to ``[B, S]`` with ``padding_mask``."""
 
-    modality = "audio"
     config_class = AudioProcessorConfig
 
     def _samples(self, example: Any, name: str) -> tuple[np.ndarray, int]:
@@ -129,3 +129,25 @@ class AudioProcessor(Processor):
 
     def read(self, path: str) -> Any:
         return path
+
+    def length(self, example: Any) -> int | None:
+        """Samples at the model rate after the ``max_seconds`` cut, from the file header (no decoding)."""
+        if isinstance(example, dict) and example.get("path") and not example.get("bytes"):
+            example = example["path"]
+        if isinstance(example, (str, Path)):
+            try:
+                import soundfile as sf
+                info = sf.info(str(example))
+                frames, sr = info.frames, info.samplerate
+            except Exception:
+                return None
+        elif isinstance(example, tuple) and len(example) == 2:
+            frames, sr = np.shape(example[0])[-1], int(example[1])
+        elif isinstance(example, dict) and example.get("array") is not None:
+            frames, sr = np.shape(example["array"])[-1], int(example.get("sampling_rate", self.config.sample_rate))
+        else:
+            return None
+        n = int(frames * self.config.sample_rate / sr)
+        if self.config.max_seconds is not None:
+            n = min(n, int(self.config.max_seconds * self.config.sample_rate))
+        return n

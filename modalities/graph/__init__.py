@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from zoo import Architecture, Modality
+from zoo import Architecture, Modality, Protocol
 
 from .data import load_data
 from .evaluate import graph_cv, node_probe
@@ -19,10 +19,13 @@ MODALITY = Modality(
     architectures={"graphmae": Architecture("graphmae", GraphMAEConfig, GraphMAEEncoder, GraphMAEPretrainer,
                                             GraphMAEPretrainingConfig)},
     load_data=load_data,
-    evaluators={"node": lambda encoder, processor, spec: node_probe(encoder, processor, spec["data"],
-                                                                     **spec.get("probe", {})),
-                "graph-cv": lambda encoder, processor, spec: graph_cv(encoder, processor, spec["data"],
-                                                                      **spec.get("probe", {}))},
+    evaluators={"node": Protocol(lambda encoder, processor, spec: node_probe(encoder, processor, spec["data"],
+                                                                              **spec.get("probe", {})),
+                                 task="node-classification", hidden=("val",)),
+                "graph-cv": Protocol(lambda encoder, processor, spec: graph_cv(encoder, processor, spec["data"],
+                                                                               **spec.get("probe", {})),
+                                     task="graph-classification", hidden=("accuracy_std",))},
+    task="graph-classification",
     recipes=Path(__file__).parent / "recipes",
     usage_example=("import torch\n# one graph: non-negative features [N, F] (F as the model expects) + edges [2, E]\n"
                    "example = {'x': torch.rand(5, processor.config.num_features),\n"

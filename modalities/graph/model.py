@@ -152,8 +152,6 @@ class GraphMAEEncoder(Encoder):
     """Node embeddings as ``tokens [B, N_max, D]`` (graphs padded, ``padding_mask`` True at padding) and a
     pooled graph vector; ``node_embeddings`` gives the flat ``[N, D]`` view PyG users expect."""
 
-    modality = "graph"
-    architecture = "graphmae"
     config_class = GraphMAEConfig
 
     def __init__(self, config: GraphMAEConfig) -> None:

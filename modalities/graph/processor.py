@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo import BadExample, Config, Processor
+from zoo import BadExample, Processor, ProcessorConfig
 
 
 @dataclass
-class GraphProcessorConfig(Config):
+class GraphProcessorConfig(ProcessorConfig):
     num_features: int = 0          # learned by fit; 0 = not fitted yet
     degree_features: int = 0       # > 0: graphs without x get one-hot degrees (clipped) of this width
     normalize: str = "none"        # "row": non-negative features divided by their row sum (if > 1), as PyG's
@@ -25,13 +25,13 @@ class GraphProcessorConfig(Config):
     self_loops: bool = False       # replace any self-loops by exactly one per node
 
     def validate(self) -> None:
+        super().validate()
         self.check(self.num_features >= 0, "num_features", "must be >= 0")
         self.check(self.degree_features >= 0, "degree_features", "must be >= 0")
         self.check(self.normalize in ("none", "row"), "normalize", "must be 'none' or 'row'")
 
 
 class GraphProcessor(Processor):
-    modality = "graph"
     config_class = GraphProcessorConfig
 
     def _fields(self, example: Any, name: str) -> tuple[Tensor | None, Tensor, int]:

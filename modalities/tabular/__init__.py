@@ -21,6 +21,7 @@ MODALITY = Modality(
     load_data=load_data,
     baselines={"raw features (standardised + one-hot)": raw_features},
     recipes=Path(__file__).parent / "recipes",
+    task="tabular-classification",
     usage_example=("# one row: column → value (here a typical value for every column the model knows)\n"
                    "example = {**{c: 0.0 for c in processor.numerical},\n"
                    "           **{c: (processor.vocab[c] or [None])[0] for c in processor.categorical}}"),

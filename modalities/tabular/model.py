@@ -87,8 +87,6 @@ class TJepaEncoder(Encoder):
     """Feature tokens (+ regularisation tokens) → the core Transformer. ``pooled`` is the mean of the
     feature tokens; ``tokens`` are the feature tokens only."""
 
-    modality = "tabular"
-    architecture = "t-jepa"
     config_class = TJepaConfig
 
     def __init__(self, config: TJepaConfig) -> None:

@@ -14,14 +14,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zoo import BadExample, Config, Processor
+from zoo import BadExample, Processor, ProcessorConfig
 
 MISSING, UNKNOWN = 0, 1   # reserved category ids; real categories start at 2
 MISSING_STRINGS = {"", "?", "na", "nan", "n/a", "null", "none"}
 
 
 @dataclass
-class TabularProcessorConfig(Config):
+class TabularProcessorConfig(ProcessorConfig):
+    fit_examples: int = 100_000              # rows the statistics and vocabularies are learned from
     numerical: list[str] | None = None       # overrides of the inferred schema
     categorical: list[str] | None = None
     exclude: list[str] = field(default_factory=list)   # e.g. the label column
@@ -32,6 +33,7 @@ class TabularProcessorConfig(Config):
     missing_columns: str = "error"           # columns the model needs but the input lacks: "error" or "missing"
 
     def validate(self) -> None:
+        super().validate()
         self.check(self.max_categories >= 1, "max_categories", "must be >= 1")
         self.check(self.unknown_category in ("unknown", "error"), "unknown_category", "must be 'unknown' or 'error'")
         self.check(self.extra_columns in ("ignore", "error"), "extra_columns", "must be 'ignore' or 'error'")
@@ -123,7 +125,6 @@ class TabularProcessor(Processor):
     0 = missing, 1 = unknown). Fit once on training data; the schema, statistics and vocabularies are
     saved as ``preprocessor.json``."""
 
-    modality = "tabular"
     config_class = TabularProcessorConfig
 
     def __init__(self, config: TabularProcessorConfig | None = None) -> None:
@@ -234,12 +235,17 @@ class TabularProcessor(Processor):
                               for k, v in example.items()}, [name or "input"])
         return {k: v[0] for k, v in out.items()}
 
+    def process_batch(self, examples: Any, names: Sequence[str]) -> list[dict[str, Tensor]]:
+        """A batch of rows (``Rows``, a list of dict rows, a ``datasets`` selection) transformed at once."""
+        out = self.transform(examples, list(names))
+        return [dict(zip(out, row)) for row in zip(*out.values())]
+
     def process(self, examples: Any, *, skip_bad: bool = False,
                 names: Sequence[str] | None = None) -> tuple[list[dict[str, Tensor]], list[str]]:
         if skip_bad:
             return super().process(examples, skip_bad=True, names=names)
-        out = self.transform(examples, names)
-        return [dict(zip(out, row)) for row in zip(*out.values())], []
+        names = names if names is not None else [f"row {i}" for i in range(len(examples))]
+        return self.process_batch(examples, names), []
 
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         return {k: torch.stack([it[k] for it in items]) for k in ("num", "num_missing", "cat")}

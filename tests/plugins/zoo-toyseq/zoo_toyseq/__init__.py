@@ -26,24 +26,26 @@ from zoo import (
     Pretrainer,
     PretrainOutput,
     Processor,
+    ProcessorConfig,
 )
 from zoo.layers import TransformerEncoder, masked_mean, sinusoidal_positions
 from zoo.masking import random_mask
 from zoo.objectives import masked_mse
+from zoo.plugin import source_loader
 
 
 @dataclass
-class ToyProcessorConfig(Config):
+class ToyProcessorConfig(ProcessorConfig):
     features: int = 4
     max_len: int = 64
 
     def validate(self) -> None:
+        super().validate()
         self.check(self.features >= 1, "features", "must be >= 1")
         self.check(self.max_len >= 1, "max_len", "must be >= 1")
 
 
 class ToyProcessor(Processor):
-    modality = "toyseq"
     config_class = ToyProcessorConfig
 
     def __init__(self, config: ToyProcessorConfig | None = None) -> None:
@@ -70,6 +72,9 @@ class ToyProcessor(Processor):
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
         x = self._check(example, name or "input")[: self.config.max_len]
         return {"values": (x - self.mean) / self.std}
+
+    def length(self, example: Any) -> int | None:
+        return min(len(example), self.config.max_len)
 
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         lengths = torch.tensor([it["values"].shape[0] for it in items])
@@ -108,8 +113,6 @@ class ToyPretrainingConfig(Config):
 
 
 class ToyEncoder(Encoder):
-    modality = "toyseq"
-    architecture = "toyseq-mae"
     config_class = ToyEncoderConfig
 
     def __init__(self, config: ToyEncoderConfig) -> None:
@@ -149,10 +152,8 @@ class ToyPretrainer(Pretrainer):
         return PretrainOutput(loss, {"masked": float(mask.sum())})
 
 
-def load_data(spec: dict[str, Any]) -> ExampleSet:
+def synthetic(spec: dict[str, Any]) -> ExampleSet:
     """``{source: synthetic, n, seed, min_len, max_len}``: 3 classes of noisy sines of rising frequency."""
-    if spec.get("source", "synthetic") != "synthetic":
-        raise ValueError(f"toyseq knows only source 'synthetic', got {spec.get('source')!r}")
     n, seed = int(spec.get("n", 64)), int(spec.get("seed", 0))
     lo, hi = int(spec.get("min_len", 16)), int(spec.get("max_len", 40))
     rng = np.random.default_rng(seed)
@@ -167,6 +168,9 @@ def load_data(spec: dict[str, Any]) -> ExampleSet:
         labels.append(label)
     return ExampleSet(examples, labels, [f"synthetic[{i}]" for i in range(n)], ["slow", "medium", "fast"])
 
+
+# ``source: hf`` (parquet, csv, a Hub id…) reads the sequence from a ``values`` column of [length, features]
+load_data = source_loader("toyseq", {"synthetic": synthetic}, "synthetic", hf_input="values")
 
 MODALITY = Modality(
     name="toyseq",

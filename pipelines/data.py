@@ -1,0 +1,320 @@
+"""The data path (DESIGN §5): raw examples → processor → batches in ``torch.utils.data.DataLoader`` workers,
+sharded per rank and per worker, with a position that every checkpoint records and a resume restores exactly.
+
+- Map-style data (:class:`zoo.ExampleSet`): a seeded permutation per epoch cut into global batches of
+  ``batch_size × world`` (the remainder of an epoch is left to the next permutation, as ``drop_last`` does),
+  each rank taking its slice; a worker processes and collates a whole batch. The position is the number of
+  batches consumed, so resuming is one integer. With ``group_by_length`` the batches of an epoch come from
+  buckets of similar length (the processor's cheap ``length``), which cuts padding.
+- Streamed data (:class:`zoo.StreamSet`): rank ``r`` of ``R`` and worker ``w`` of ``W`` read part
+  ``r·W + w`` of ``R·W`` disjoint parts (``split_dataset_by_node`` for ``datasets``), shuffled through a seeded
+  buffer of ``shuffle_buffer`` examples, pass after pass. Each batch carries its worker's position (epoch,
+  examples read); a resume replays the raw records up to it — no decoding — so the shuffle buffer comes back
+  exactly (``datasets``' own ``state_dict`` drops the buffer's contents, which would change the order), and
+  the worker that was due next starts first.
+
+Bad examples (:class:`zoo.BadExample`) are caught in the worker: with ``skip_bad`` they are dropped from the
+batch and counted, otherwise the run stops with the example and field named.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
+
+from zoo import BadExample, ExampleSet, Processor, StreamSet
+from zoo.data import Record, take
+
+__all__ = ["batch_indices", "grouped_batches", "EpochBatches", "TrainData", "iter_batches", "process_records",
+           "padded_share"]
+
+
+# --- batching a list of records ------------------------------------------------------------------------
+def process_records(processor: Processor, examples: Sequence[Any], labels: Sequence[int | None],
+                    names: Sequence[str], skip_bad: bool) -> dict[str, Any]:
+    """Process and collate one batch. Returns the batch with ``labels`` (when every record has one) and a
+    ``_meta`` entry: names of the kept examples, messages of skipped ones, the first bad one when not skipping."""
+    meta: dict[str, Any] = {"names": list(names), "skipped": [], "bad": None}
+    try:
+        items = processor.process_batch(examples, list(names))
+        keep = list(range(len(items)))
+    except BadExample as err:
+        if not skip_bad:
+            meta["bad"] = (str(err.example), err.field, err.reason)
+            return {"_meta": {**meta, "names": []}}
+        items, keep = [], []
+        for i, name in enumerate(names):    # find the bad ones: one example at a time
+            try:
+                items.append(processor(examples[i], name=name))
+                keep.append(i)
+            except BadExample as e:
+                meta["skipped"].append(str(e))
+    meta["names"] = [names[i] for i in keep]
+    if not items:
+        return {"_meta": meta}
+    batch = processor.collate(items)
+    kept = [labels[i] for i in keep]
+    if kept and all(lab is not None for lab in kept):
+        batch["labels"] = torch.tensor(kept, dtype=torch.long)
+    batch["_meta"] = meta
+    return batch
+
+
+def padded_share(batch: dict[str, Any]) -> float | None:
+    """Share of padded positions in a batch with a ``padding_mask`` (``True`` = padding)."""
+    pad = batch.get("padding_mask")
+    return float(pad.float().mean()) if torch.is_tensor(pad) and pad.numel() else None
+
+
+# --- map-style: which examples a rank gets at each step -------------------------------------------------
+def _epoch_perm(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def batch_indices(n: int, step: int, batch: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Example indices of one rank at one step: a seeded permutation per epoch, cut into global batches of
+    ``batch * world`` and sharded across ranks without overlap. A pure function of the step."""
+    per_step = batch * world
+    if n < per_step:
+        raise ValueError(f"{n} training examples cannot fill one global batch of {batch} x {world} ranks")
+    epoch, offset = divmod(step, n // per_step)
+    start = offset * per_step + rank * batch
+    return _epoch_perm(n, seed, epoch)[start:start + batch]
+
+
+def grouped_batches(lengths: torch.Tensor, per_step: int, seed: int, epoch: int, buckets: int) -> torch.Tensor:
+    """One epoch of global batches ``[steps, per_step]`` grouped by length: the epoch's permutation is cut into
+    chunks of ``buckets`` global batches, each chunk sorted by length and cut into batches, and the batches of
+    the epoch shuffled (seeded). Every example still appears once per epoch."""
+    n = len(lengths)
+    steps = n // per_step
+    perm = _epoch_perm(n, seed, epoch)[: steps * per_step]
+    chunk = per_step * buckets
+    parts = []
+    for c in range(0, len(perm), chunk):
+        part = perm[c:c + chunk]
+        parts.append(part[torch.argsort(lengths[part], descending=True, stable=True)])
+    out = torch.cat(parts).view(steps, per_step)
+    order = torch.randperm(steps, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7919))
+    return out[order]
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Batch sampler of one rank from batch ``start`` on (endless: the engine counts steps)."""
+
+    def __init__(self, n: int, batch: int, seed: int, rank: int, world: int, start: int = 0,
+                 lengths: torch.Tensor | None = None, buckets: int = 64) -> None:
+        if n < batch * world:
+            raise ValueError(f"{n} training examples cannot fill one global batch of {batch} x {world} ranks")
+        self.n, self.batch, self.seed, self.rank, self.world, self.start = n, batch, seed, rank, world, start
+        self.lengths, self.buckets = lengths, buckets
+        self._epoch: tuple[int, torch.Tensor] | None = None
+
+    def indices(self, k: int) -> list[int]:
+        if self.lengths is None:
+            return batch_indices(self.n, k, self.batch, self.seed, self.rank, self.world).tolist()
+        per_step = self.batch * self.world
+        epoch, offset = divmod(k, self.n // per_step)
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, grouped_batches(self.lengths, per_step, self.seed, epoch, self.buckets))
+        row = self._epoch[1][offset]
+        return row[self.rank * self.batch:(self.rank + 1) * self.batch].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k = self.start
+        while True:
+            yield self.indices(k)
+            k += 1
+
+
+class _MapBatches(Dataset):
+    """``__getitems__`` makes a whole batch in the worker (processed and collated in one go, so a processor can
+    vectorise over the batch, e.g. a table's rows)."""
+
+    def __init__(self, data: ExampleSet, processor: Processor, skip_bad: bool) -> None:
+        self.data, self.processor, self.skip_bad = data, processor, skip_bad
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.__getitems__([i])
+
+    def __getitems__(self, idx: list[int]) -> dict[str, Any]:
+        d = self.data
+        return process_records(self.processor, take(d.examples, idx), [d.label(i) for i in idx],
+                               [d.name(i) for i in idx], self.skip_bad)
+
+
+# --- streamed: parts per rank and worker, a seeded buffer, positions ------------------------------------
+def _buffered(records: Iterator[Record], size: int, rng: random.Random) -> Iterator[Record]:
+    """A bounded shuffle: hold ``size`` records, emit a random one as each new record arrives."""
+    if size <= 1:
+        yield from records
+        return
+    buf: list[Record] = []
+    for rec in records:
+        if len(buf) < size:
+            buf.append(rec)
+            continue
+        j = rng.randrange(size)
+        yield buf[j]
+        buf[j] = rec
+    rng.shuffle(buf)
+    yield from buf
+
+
+class _StreamBatches(IterableDataset):
+    """Batches of one rank's part of a stream; each DataLoader worker reads its own part (its *role*)."""
+
+    def __init__(self, stream: StreamSet, processor: Processor, *, batch: int, seed: int, rank: int, world: int,
+                 buffer: int, skip_bad: bool, positions: dict[int, tuple[int, int]] | None = None,
+                 rotation: int = 0, epochs: int | None = None) -> None:
+        self.stream, self.processor, self.batch, self.seed = stream, processor, batch, seed
+        self.rank, self.world, self.buffer, self.skip_bad = rank, world, buffer, skip_bad
+        self.positions, self.rotation, self.epochs = positions or {}, rotation, epochs
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        workers, wid = (info.num_workers, info.id) if info is not None else (1, 0)
+        role = (wid + self.rotation) % workers
+        part, parts = self.rank * workers + role, self.world * workers
+        epoch, done = self.positions.get(role, (0, 0))
+        while self.epochs is None or epoch < self.epochs:
+            rng = random.Random((self.seed * 1_000_003 + epoch) * 65_537 + part)
+            records = _buffered(self.stream.records(part, parts, epoch), self.buffer, rng)
+            seen, pending = 0, []
+            for rec in records:
+                seen += 1
+                if seen <= done:            # replay up to the resumed position (raw records only)
+                    continue
+                pending.append(rec)
+                if len(pending) == self.batch:
+                    yield self._make(pending, role, epoch, seen)
+                    pending = []
+            if pending:                     # the last batch of a pass may be smaller
+                yield self._make(pending, role, epoch, seen)
+            if seen == 0:                   # an empty part: this worker has nothing to give
+                return
+            epoch, done = epoch + 1, 0
+
+    def _make(self, recs: list[Record], role: int, epoch: int, done: int) -> dict[str, Any]:
+        examples, labels, names = zip(*recs)
+        out = process_records(self.processor, list(examples), list(labels), list(names), self.skip_bad)
+        out["_meta"]["position"] = (role, epoch, done)
+        return out
+
+
+# --- what the engine and the evaluation iterate ---------------------------------------------------------
+def _loader(dataset: Any, *, workers: int, prefetch: int, pin: bool, batch_sampler: Any = None) -> DataLoader:
+    """A DataLoader whose dataset makes whole batches (no collation here)."""
+    extra: dict[str, Any] = {"prefetch_factor": prefetch} if workers > 0 else {}
+    if batch_sampler is not None:
+        extra["batch_sampler"] = batch_sampler
+    else:
+        extra["batch_size"] = None
+    return DataLoader(dataset, num_workers=workers, collate_fn=_identity, pin_memory=pin, **extra)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+class TrainData:
+    """Training batches of one rank, endless, with the position to checkpoint (:meth:`state`) and the counts of
+    skipped examples. ``batches(state)`` starts from a checkpointed position."""
+
+    def __init__(self, data: ExampleSet | StreamSet, processor: Processor, cfg: Any, *, rank: int = 0,
+                 world: int = 1, pin_memory: bool = False) -> None:
+        self.data, self.processor, self.cfg, self.rank, self.world = data, processor, cfg, rank, world
+        self.pin = pin_memory
+        self.streamed = isinstance(data, StreamSet)
+        self.skipped = 0
+        self.skipped_examples: list[str] = []
+        self._position: dict[str, Any] = {}
+        self.lengths: torch.Tensor | None = None
+        if not self.streamed and cfg.group_by_length:
+            lengths = [processor.length(data.examples[i]) for i in range(len(data))]
+            if any(n is None for n in lengths):
+                raise ValueError(f"train.group_by_length: the {processor.modality} processor cannot tell the length "
+                                 "of these examples without decoding them")
+            self.lengths = torch.tensor(lengths)
+
+    @property
+    def size(self) -> int | None:
+        return None if self.streamed else len(self.data)
+
+    def state(self) -> dict[str, Any]:
+        return {**self._position, "skipped": self.skipped, "skipped_examples": self.skipped_examples[:20]}
+
+    def batches(self, state: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        cfg, workers = self.cfg, self.cfg.num_workers
+        state = state or {}
+        self.skipped = int(state.get("skipped", 0))
+        self.skipped_examples = list(state.get("skipped_examples", []))
+        if self.streamed:
+            if state and state.get("workers", workers) != max(workers, 1):
+                raise RuntimeError(f"this streamed run was checkpointed with {state['workers']} data workers per "
+                                   f"rank; resume it with train.num_workers={state['workers']}")
+            w = max(workers, 1)
+            positions = {int(k): tuple(v) for k, v in state.get("positions", {}).items()}
+            rotation = int(state.get("next_role", 0))
+            ds = _StreamBatches(self.data, self.processor, batch=cfg.batch_size, seed=cfg.seed, rank=self.rank,
+                                world=self.world, buffer=cfg.shuffle_buffer, skip_bad=cfg.skip_bad,
+                                positions=positions, rotation=rotation)
+            self._position = {"kind": "stream", "workers": w, "positions": {str(k): list(v) for k, v in
+                                                                             positions.items()},
+                              "next_role": rotation}
+            loader = _loader(ds, workers=workers, prefetch=cfg.prefetch_factor, pin=self.pin)
+        else:
+            start = int(state.get("batches", 0))
+            sampler = EpochBatches(len(self.data), cfg.batch_size, cfg.seed, self.rank, self.world, start,
+                                   self.lengths, cfg.length_buckets)
+            self._position = {"kind": "map", "batches": start}
+            loader = _loader(_MapBatches(self.data, self.processor, cfg.skip_bad), workers=workers,
+                             prefetch=cfg.prefetch_factor, pin=self.pin, batch_sampler=sampler)
+        return self._consume(iter(loader), workers)
+
+    def _consume(self, it: Iterator[dict[str, Any]], workers: int) -> Iterator[dict[str, Any]]:
+        for batch in it:
+            meta = batch.pop("_meta")
+            if self.streamed:
+                role, epoch, done = meta["position"]
+                self._position["positions"][str(role)] = [epoch, done]
+                self._position["next_role"] = (role + 1) % max(workers, 1)
+            else:
+                self._position["batches"] += 1
+            self.skipped += len(meta["skipped"])
+            self.skipped_examples += meta["skipped"][: max(0, 20 - len(self.skipped_examples))]
+            if meta["bad"] is not None:
+                raise BadExample(*meta["bad"])
+            if not meta["names"]:
+                continue                     # every example of this batch was skipped
+            batch["_names"] = meta["names"]
+            yield batch
+
+
+def iter_batches(data: ExampleSet | StreamSet, processor: Processor, *, batch_size: int = 64, num_workers: int = 0,
+                 skip_bad: bool = False) -> Iterator[dict[str, Any]]:
+    """One pass in order (map-style) or one pass of every part (streamed), processed in ``num_workers`` workers;
+    each batch has ``_names`` (and ``labels`` when labelled). Memory holds a few batches, not the data set."""
+    if isinstance(data, StreamSet):
+        ds = _StreamBatches(data, processor, batch=batch_size, seed=0, rank=0, world=1, buffer=0,
+                            skip_bad=skip_bad, epochs=1)
+        loader = _loader(ds, workers=num_workers, prefetch=2, pin=False)
+    else:
+        chunks = [list(range(i, min(i + batch_size, len(data)))) for i in range(0, len(data), batch_size)]
+        loader = _loader(_MapBatches(data, processor, skip_bad), workers=num_workers, prefetch=2, pin=False,
+                         batch_sampler=chunks)
+    for batch in loader:
+        meta = batch.pop("_meta")
+        if meta["bad"] is not None:
+            raise BadExample(*meta["bad"])
+        if meta["names"]:
+            batch["_names"] = meta["names"]
+            batch["_skipped"] = meta["skipped"]
+            yield batch

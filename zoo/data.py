@@ -1,0 +1,210 @@
+"""Data sources as modalities return them (DESIGN §5): raw examples read on demand, never decoded here.
+
+- :class:`ExampleSet` — map-style: random access and a length (a file list, a memory-mapped Hugging Face
+  ``Dataset``, a table's rows), with labels and names looked up per index.
+- :class:`StreamSet` — iterable: examples read in order (a ``datasets.IterableDataset`` with
+  ``streaming=True``, sharded parquet), split into disjoint parts per rank and worker.
+- :func:`hf_source` — the generic ``source: hf`` every modality accepts, through ``datasets.load_dataset``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ExampleSet", "StreamSet", "HFStream", "Record", "take", "hf_source", "HF_KEYS"]
+
+Record = tuple[Any, "int | None", str]     # (raw example, label or None, name for messages)
+
+
+@dataclass
+class ExampleSet:
+    """Map-style raw examples with optional integer labels, names for messages and label names. ``examples``,
+    ``labels`` and ``names`` may be lazy sequences: only ``len`` and indexing are used."""
+
+    examples: Sequence[Any]
+    labels: Sequence[int] | None = None
+    names: Sequence[str] | None = None
+    label_names: Sequence[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def name(self, i: int) -> str:
+        return str(self.names[i]) if self.names is not None else f"example {i}"
+
+    def label(self, i: int) -> int | None:
+        return int(self.labels[i]) if self.labels is not None else None
+
+    def record(self, i: int) -> Record:
+        return self.examples[i], self.label(i), self.name(i)
+
+    def subset(self, idx: Sequence[int]) -> ExampleSet:
+        """The examples at ``idx`` (a table stays a table: see :func:`take`)."""
+        return ExampleSet(take(self.examples, idx), [self.labels[i] for i in idx] if self.labels is not None else None,
+                          [self.name(i) for i in idx], self.label_names)
+
+
+def take(examples: Sequence[Any], idx: Sequence[int]) -> Sequence[Any]:
+    """``examples[idx]``: through ``select`` where the sequence has one (tables, ``datasets.Dataset``) so that a
+    processor can work on a batch of rows at once, else a list."""
+    idx = [int(i) for i in idx]
+    if hasattr(examples, "select"):
+        return examples.select(idx)
+    return [examples[i] for i in idx]
+
+
+class StreamSet:
+    """Raw examples read in order. ``records(part, parts, epoch)`` yields the ``part``-th of ``parts`` disjoint
+    parts of one pass (no example in two parts, none in no part); the union of all parts is the whole set."""
+
+    label_names: Sequence[str] | None = None
+    description: str = "stream"
+
+    def records(self, part: int, parts: int, epoch: int) -> Iterator[Record]:
+        raise NotImplementedError
+
+    def head(self, n: int) -> list[Record]:
+        """The first ``n`` records of epoch 0 (the processor's fit sample)."""
+        out = []
+        for rec in self.records(0, 1, 0):
+            if len(out) >= n:
+                break
+            out.append(rec)
+        return out
+
+
+class IterableStream(StreamSet):
+    """Any re-iterable of raw examples (``factory()`` starts a pass); parts are every ``parts``-th example."""
+
+    def __init__(self, factory: Callable[[], Iterable[Any]], *, labels: Callable[[Any], int | None] | None = None,
+                 name: str = "stream", label_names: Sequence[str] | None = None) -> None:
+        self.factory, self.labels, self.description, self.label_names = factory, labels, name, label_names
+
+    def records(self, part: int, parts: int, epoch: int) -> Iterator[Record]:
+        for i, ex in enumerate(self.factory()):
+            if i % parts == part:
+                yield ex, (self.labels(ex) if self.labels else None), f"{self.description}[{i}]"
+
+
+class HFStream(StreamSet):
+    """A ``datasets.IterableDataset``: each part is ``split_dataset_by_node(rank=part, world_size=parts)`` (whole
+    shards when their count divides ``parts``, else every ``parts``-th example), iterated with ``.iter`` so that
+    ``datasets`` does not split it a second time by DataLoader worker; ``set_epoch`` reorders the shards."""
+
+    def __init__(self, dataset: Any, to_record: Callable[[dict[str, Any], str], Record], *, name: str,
+                 label_names: Sequence[str] | None = None, read_batch: int = 64) -> None:
+        self.dataset, self.to_record, self.description = dataset, to_record, name
+        self.label_names, self.read_batch = label_names, read_batch
+
+    def records(self, part: int, parts: int, epoch: int) -> Iterator[Record]:
+        from datasets.distributed import split_dataset_by_node
+        ds = self.dataset
+        ds.set_epoch(epoch)
+        if parts > 1:
+            ds = split_dataset_by_node(ds, rank=part, world_size=parts)
+        k = 0
+        for batch in ds.iter(batch_size=self.read_batch):
+            cols = list(batch)
+            for i in range(len(batch[cols[0]]) if cols else 0):
+                yield self.to_record({c: batch[c][i] for c in cols},
+                                     f"{self.description} part {part}/{parts} epoch {epoch} row {k}")
+                k += 1
+
+
+class _Column(Sequence):
+    """One column of a ``datasets.Dataset``, read row by row (nothing materialised)."""
+
+    def __init__(self, ds: Any, column: str | None, drop: Sequence[str] = (), mapping: dict | None = None) -> None:
+        self.ds, self.column, self.drop, self.mapping = ds, column, set(drop), mapping
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def _value(self, row: dict[str, Any]) -> Any:
+        if self.column is None:
+            return {k: v for k, v in row.items() if k not in self.drop}
+        v = row[self.column]
+        return self.mapping[v] if self.mapping is not None else v
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        return self._value(self.ds[int(i)])
+
+    def select(self, idx: Sequence[int]) -> list[Any]:
+        cols = self.ds[list(idx)]
+        keys = list(cols)
+        return [self._value({k: cols[k][j] for k in keys}) for j in range(len(idx))]
+
+
+HF_KEYS = {"source", "path", "name", "data_files", "data_dir", "split", "streaming", "input_column", "label_column",
+           "name_column", "label_names", "read_batch", "limit"}
+
+
+def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
+              prepare: Callable[[Any, dict[str, Any]], Any] | None = None) -> ExampleSet | StreamSet:
+    """``source: hf`` — any data set ``datasets.load_dataset`` reads: ``path`` (a Hub id or a builder such as
+    ``parquet``, ``csv``, ``json``, ``audiofolder``), ``name``, ``data_files`` / ``data_dir``, ``split``
+    (default ``train``), ``streaming`` (an ``IterableDataset``: nothing is read before training) and the columns:
+    ``input_column`` (the raw example; absent: the whole row without the label and name columns, as tables
+    want), ``label_column`` (optional; class names from a ``ClassLabel`` feature, ``label_names`` or, map-style,
+    the column's sorted unique values), ``name_column`` (what errors call the example). ``prepare(ds, spec)``
+    is the modality's hook, e.g. audio keeps the encoded bytes (``Audio(decode=False)``) for its processor."""
+    from datasets import load_dataset
+    unknown = sorted(set(spec) - HF_KEYS)
+    if unknown:
+        raise KeyError(f"source hf: unknown key(s) {unknown}; known: {sorted(HF_KEYS)}")
+    if "path" not in spec:
+        raise KeyError("source hf needs 'path': a Hub id or a builder such as parquet, csv, json, audiofolder")
+    kwargs = {k: spec[k] for k in ("name", "data_files", "data_dir") if spec.get(k) is not None}
+    streaming = bool(spec.get("streaming", False))
+    ds = load_dataset(spec["path"], split=spec.get("split", "train"), streaming=streaming, **kwargs)
+    columns = list(ds.column_names or ds.features or [])
+    inp = spec.get("input_column", input_column)
+    label_col, name_col = spec.get("label_column"), spec.get("name_column")
+    for what, col in (("input_column", inp), ("label_column", label_col), ("name_column", name_col)):
+        if col is not None and columns and col not in columns:
+            raise KeyError(f"source hf {spec['path']}: {what} {col!r} is not a column (columns: {columns})")
+    if prepare is not None:
+        ds = prepare(ds, {**spec, "input_column": inp})
+    label_names = spec.get("label_names")
+    feature = ds.features.get(label_col) if (label_col and ds.features) else None
+    if label_names is None and hasattr(feature, "names"):
+        label_names = list(feature.names)
+    mapping = None
+    if label_col and label_names is None and not streaming:
+        values = sorted(ds.unique(label_col), key=str)
+        if not all(isinstance(v, int) for v in values):
+            label_names = [str(v) for v in values]
+    if label_names is not None and not hasattr(feature, "names"):
+        mapping = {v: i for i, v in enumerate(label_names)}
+    drop = [c for c in (label_col, name_col) if c]
+    title = spec.get("data_dir") or spec.get("data_files") or spec["path"]
+    if streaming:
+        def to_record(row: dict[str, Any], where: str) -> Record:
+            example = row[inp] if inp is not None else {k: v for k, v in row.items() if k not in drop}
+            label = None
+            if label_col is not None:
+                v = row[label_col]
+                label = int(mapping[str(v)] if mapping is not None else v)
+            return example, label, str(row[name_col]) if name_col else where
+        if mapping is not None:
+            mapping = {str(k): v for k, v in mapping.items()}
+        return HFStream(ds, to_record, name=f"{spec['path']}:{title}", label_names=label_names,
+                        read_batch=int(spec.get("read_batch", 64)))
+    if "limit" in spec:
+        ds = ds.select(range(min(int(spec["limit"]), len(ds))))
+    names = _Column(ds, name_col) if name_col else _Names(f"{spec['path']}[{{}}]", len(ds))
+    labels = _Column(ds, label_col, mapping=mapping) if label_col else None
+    return ExampleSet(_Column(ds, inp, drop), labels, names, label_names)
+
+
+class _Names(Sequence):
+    def __init__(self, pattern: str, n: int) -> None:
+        self.pattern, self.n = pattern, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> str:  # type: ignore[override]
+        return self.pattern.format(int(i))
