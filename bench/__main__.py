@@ -5,11 +5,11 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # tables, not progress bars
 
-from . import audio, audio_quality, core, graph, tabular
+from . import audio, audio_quality, core, graph, pipeline, tabular
 from .harness import print_table
 
 if __name__ == "__main__":
-    tables = [core.main(), audio.main(), audio_quality.main(), tabular.main(),
+    tables = [core.main(), pipeline.main(), audio.main(), audio_quality.main(), tabular.main(),
               print_table("GraphMAE: step time", [graph.step_speed()]), graph.main()]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

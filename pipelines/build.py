@@ -3,18 +3,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from zoo import Architecture, Encoder, ExampleSet, Modality, Pretrainer, Processor, StreamSet, get_modality
+from zoo import (
+    Architecture,
+    BadExample,
+    Encoder,
+    ExampleSet,
+    Modality,
+    Pretrainer,
+    Processor,
+    StreamSet,
+    get_modality,
+)
 from zoo.config import Config
 from zoo.data import take
 
 from .recipe import Recipe
 
-__all__ = ["Built", "build", "build_processor", "fit_sample"]
+__all__ = ["Built", "build", "build_processor", "fit_sample", "fit_processor"]
 
 
 @dataclass
@@ -34,15 +45,49 @@ def build_processor(modality: Modality, section: dict[str, Any] | None) -> Proce
     return proc_cls(proc_cls.config_class.from_dict(section, where="recipe:processor"))
 
 
-def fit_sample(data: ExampleSet | StreamSet, limit: int, seed: int) -> Any:
-    """What ``Processor.fit`` sees: all examples of a map-style set up to ``limit``, else a seeded sample of
-    ``limit`` (in index order); the first ``limit`` examples of a stream."""
+def fit_sample(data: ExampleSet | StreamSet, limit: int, seed: int) -> tuple[Any, list[str]]:
+    """What ``Processor.fit`` sees, and the examples' names: all examples of a map-style set up to ``limit``,
+    else a seeded sample of ``limit`` (in index order); the first ``limit`` examples of a stream."""
     if isinstance(data, StreamSet):
-        return [rec[0] for rec in data.head(limit)]
+        head = data.head(limit)
+        return [rec[0] for rec in head], [rec[2] for rec in head]
     if len(data) <= limit:
-        return data.examples
-    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-    return take(data.examples, idx.tolist())
+        return data.examples, _Names(data)
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:limit].sort().values.tolist()
+    return take(data.examples, idx), [data.name(i) for i in idx]
+
+
+class _Names(Sequence):
+    def __init__(self, data: ExampleSet) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> str:  # type: ignore[override]
+        return self.data.name(i)
+
+
+def fit_processor(processor: Processor, data: ExampleSet | StreamSet, seed: int, skip_bad: bool) -> Processor:
+    """``processor.fit`` on the bounded sample. A bad example in it is named (the sample's own index means
+    nothing to a user); with ``skip_bad`` the bad ones — those ``fit`` refuses on their own — are left out."""
+    sample, names = fit_sample(data, int(getattr(processor.config, "fit_examples", 1000)), seed)
+    try:
+        return processor.fit(sample)
+    except BadExample as err:
+        first = err
+    bad = []
+    for i in range(len(sample)):
+        try:
+            processor.fit(take(sample, [i]))
+        except BadExample as err:
+            bad.append(i)
+            if not skip_bad:
+                raise BadExample(names[i], err.field, f"{err.reason} (in the processor's fit sample)") from None
+    if not bad:
+        raise first
+    keep = [i for i in range(len(sample)) if i not in set(bad)]
+    return processor.fit(take(sample, keep))
 
 
 def build(recipe: Recipe, *, data: ExampleSet | StreamSet | None = None) -> Built:
@@ -54,9 +99,8 @@ def build(recipe: Recipe, *, data: ExampleSet | StreamSet | None = None) -> Buil
         if "train" not in recipe.data:
             raise ValueError(f"recipe {recipe.name!r} has no data.train section")
         data = modality.load_data(recipe.data["train"])
-    processor = build_processor(modality, recipe.processor)
-    limit = int(getattr(processor.config, "fit_examples", 1000))
-    processor.fit(fit_sample(data, limit, recipe.train.seed))
+    processor = fit_processor(build_processor(modality, recipe.processor), data, recipe.train.seed,
+                              recipe.train.skip_bad)
     torch.manual_seed(recipe.train.seed)
     enc_cfg = {**recipe.encoder, **processor.encoder_config()}
     encoder = arch.encoder(arch.config.from_dict(enc_cfg, where="recipe:encoder"))

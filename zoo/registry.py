@@ -40,6 +40,17 @@ def _provider(ep: EntryPoint, name: str) -> str:
     return f"{dist.name}[{name}]" if name in extras else dist.name
 
 
+def _extras_named(name: str) -> list[str]:
+    """``dist[name]`` for every installed plugin distribution that declares an extra called ``name``."""
+    from importlib.metadata import distributions
+    out = []
+    for dist in distributions():
+        if any(ep.group == GROUP for ep in dist.entry_points) and name in (dist.metadata.get_all("Provides-Extra")
+                                                                            or []):
+            out.append(f"{dist.metadata['Name']}[{name}]")
+    return sorted(set(out))
+
+
 def register(modality: Modality) -> None:
     """Register a modality in this process only (an entry point is the way to ship one)."""
     _registered[modality.name] = modality
@@ -54,9 +65,10 @@ def get_modality(name: str) -> Modality:
     eps = _entry_points()
     if name not in eps:
         have = ", ".join(installed()) or "none"
-        raise UnknownModality(
-            f"modality {name!r} is not installed (installed: {have}). Install a plugin package that registers "
-            f"'{name}' under the '{GROUP}' entry points.")
+        extras = _extras_named(name)
+        hint = (f"It may be provided by {' or '.join(extras)}." if extras else
+                f"Install a plugin package that registers '{name}' under the '{GROUP}' entry points.")
+        raise UnknownModality(f"modality {name!r} is not installed (installed: {have}). {hint}")
     try:
         obj = eps[name].load()
     except ImportError as err:
