@@ -88,7 +88,7 @@ def _padded(recipe, grouped: bool, batches: int) -> float:
     return sum(shares) / len(shares)
 
 
-def _memory(tmp: Path, n: int = 150, seconds: float = 1.5) -> dict[str, float]:
+def _memory(tmp: Path, n: int = 200, seconds: float = 2.0) -> dict[str, float]:
     from tests.test_pipeline import _write_clips
     peaks = {}
     for label, count in (("N", n), ("8N", 8 * n)):
@@ -133,7 +133,7 @@ def main() -> str:
     lines += ["", "| batches (first 60 of the run) | padded share |", "| --- | ---: |",
               f"| random batches | {100 * padded[False]:.1f}% |",
               f"| group_by_length (buckets of {recipe.train.length_buckets} batches) | {100 * padded[True]:.1f}% |", "",
-              f"| same recipe (20 steps, 2 workers) on generated 1.5 s clips | N = {memory['clips']} | "
+              f"| same recipe (20 steps, 2 workers) on generated 2 s clips | N = {memory['clips']} | "
               f"8N = {8 * memory['clips']} |", "| --- | ---: | ---: |",
               f"| peak RSS, main process (MiB) | {memory['N']:.0f} | {memory['8N']:.0f} |",
               f"| peak RSS, largest worker (MiB) | {memory['N workers']:.0f} | {memory['8N workers']:.0f} |",

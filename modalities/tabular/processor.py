@@ -79,7 +79,7 @@ def to_columns(table: Any) -> dict[str, np.ndarray]:
             raise ValueError(f"{path}: unsupported table file (use .csv or .parquet)")
         extra = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
         table = load_dataset(kind, data_files=str(path), split="train", **extra)
-    if hasattr(table, "select") and not hasattr(table, "to_pandas"):     # a lazy sequence of rows (source: hf)
+    if hasattr(table, "select") and not hasattr(table, "to_pandas") and not hasattr(table, "iloc"):  # lazy rows
         table = table.select(list(range(len(table))))
     if hasattr(table, "to_pandas") and not hasattr(table, "iloc"):      # datasets.Dataset, pyarrow.Table
         table = table.to_pandas()
