@@ -237,3 +237,24 @@ def test_linear_probe_hand_cases():
     assert linear_probe(x, [0, 0, 1, 1], torch.tensor([[-3.0], [3.0]]), [0, 1]) == 1.0
     assert linear_probe(x, [0, 0, 1, 1], torch.tensor([[-3.0], [3.0]]), [1, 0]) == 0.0
     assert linear_probe(x, [0, 0, 1, 1], torch.tensor([[-3.0], [0.5], [3.0], [-0.5]]), [0, 1, 1, 1]) == 0.75
+
+
+def test_embed_writes_shards_equal_to_one_file(toy_model, tmp_path):
+    from pipelines.evaluate import load_shards
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(5):
+        np.save(tmp_path / f"x{i}.npy", rng.standard_normal((10 + i, 4)).astype(np.float32))
+        files.append(str(tmp_path / f"x{i}.npy"))
+    out = zoo_cli("embed", str(toy_model), *files, "--output", str(tmp_path / "shards"), "--shard-size", "2",
+                  "--num-workers", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    index = json.loads((tmp_path / "shards" / "index.json").read_text())
+    assert [s["rows"] for s in index["shards"]] == [2, 2, 1] and index["rows"] == 5
+    emb, labels, names = load_shards(tmp_path / "shards" / "index.json")
+    assert labels is None and sorted(names) == sorted(files)
+    out = zoo_cli("embed", str(toy_model), *files, "--output", str(tmp_path / "one.safetensors"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    one = load_file(str(tmp_path / "one.safetensors"))["embeddings"]
+    order = [files.index(n) for n in names]
+    assert torch.allclose(emb, one[order], atol=1e-6)
