@@ -213,6 +213,9 @@ class _StreamBatches(IterableDataset):
 def _loader(dataset: Any, *, workers: int, prefetch: int, pin: bool, batch_sampler: Any = None) -> DataLoader:
     """A DataLoader whose dataset makes whole batches (no collation here)."""
     extra: dict[str, Any] = {"prefetch_factor": prefetch} if workers > 0 else {}
+    # its own generator: a DataLoader otherwise draws its base seed from the global RNG, which would shift the
+    # dropout draws of training (and change results against runs that decoded up front)
+    extra["generator"] = torch.Generator().manual_seed(0)
     if batch_sampler is not None:
         extra["batch_sampler"] = batch_sampler
     else:
