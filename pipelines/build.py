@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,20 +51,9 @@ def fit_sample(data: ExampleSet | StreamSet, limit: int, seed: int) -> tuple[Any
         head = data.head(limit)
         return [rec[0] for rec in head], [rec[2] for rec in head]
     if len(data) <= limit:
-        return data.examples, _Names(data)
+        return data.examples, [data.name(i) for i in range(len(data))]
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:limit].sort().values.tolist()
     return take(data.examples, idx), [data.name(i) for i in idx]
-
-
-class _Names(Sequence):
-    def __init__(self, data: ExampleSet) -> None:
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> str:  # type: ignore[override]
-        return self.data.name(i)
 
 
 def fit_processor(processor: Processor, data: ExampleSet | StreamSet, seed: int, skip_bad: bool) -> Processor:

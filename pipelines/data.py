@@ -64,6 +64,14 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
     return batch
 
 
+def _unpack(batch: dict[str, Any]) -> dict[str, Any]:
+    """Take a worker's ``_meta`` off its batch; a bad example (skipping off) stops here, named."""
+    meta = batch.pop("_meta")
+    if meta["bad"] is not None:
+        raise BadExample(*meta["bad"])
+    return meta
+
+
 def padded_share(batch: dict[str, Any]) -> float | None:
     """Share of padded positions in a batch with a ``padding_mask`` (``True`` = padding)."""
     pad = batch.get("padding_mask")
@@ -284,7 +292,7 @@ class TrainData:
 
     def _consume(self, it: Iterator[dict[str, Any]], workers: int) -> Iterator[dict[str, Any]]:
         for batch in it:
-            meta = batch.pop("_meta")
+            meta = _unpack(batch)
             if self.streamed:
                 role, epoch, done = meta["position"]
                 self._position["positions"][str(role)] = [epoch, done]
@@ -293,8 +301,6 @@ class TrainData:
                 self._position["batches"] += 1
             self.skipped += len(meta["skipped"])
             self.skipped_examples += meta["skipped"][: max(0, 20 - len(self.skipped_examples))]
-            if meta["bad"] is not None:
-                raise BadExample(*meta["bad"])
             if not meta["names"]:
                 continue                     # every example of this batch was skipped
             batch["_names"] = meta["names"]
@@ -314,9 +320,7 @@ def iter_batches(data: ExampleSet | StreamSet, processor: Processor, *, batch_si
         loader = _loader(_MapBatches(data, processor, skip_bad), workers=num_workers, prefetch=2, pin=False,
                          batch_sampler=chunks)
     for batch in loader:
-        meta = batch.pop("_meta")
-        if meta["bad"] is not None:
-            raise BadExample(*meta["bad"])
+        meta = _unpack(batch)
         if meta["names"]:
             batch["_names"] = meta["names"]
             batch["_skipped"] = meta["skipped"]

@@ -262,8 +262,9 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
                     "knn": knn_accuracy(tr, train.labels, te, test.labels, k)}
     if spec.get("layers", False):
         report["layers"] = layer_probes(encoder, processor, train, test, device=device, num_workers=num_workers)
-    report["train_examples"] = len(load_shards(shards / "embeddings" / "train" / "index.json")[2])
-    report["test_examples"] = len(load_shards(shards / "embeddings" / "test" / "index.json")[2])
+    import json
+    for split in ("train", "test"):
+        report[f"{split}_examples"] = json.loads((shards / "embeddings" / split / "index.json").read_text())["rows"]
     metrics = [("linear probe accuracy", report["pretrained"]["linear_probe"]),
                (f"{k}-NN accuracy", report["pretrained"]["knn"])]
     _record(model, recipe, spec, report, out, write_card, task=modality.task,

@@ -8,7 +8,7 @@ from typing import Any
 
 from .build import build, build_processor
 from .data import TrainData
-from .engine import peak_rss_mib, pick_device, setup_run, train
+from .engine import peak_rss_mib, setup_run, train
 from .recipe import Recipe, TrainConfig
 
 __all__ = ["pretrain", "build_processor", "training_facts"]
@@ -42,7 +42,7 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True) -> 
             from zoo.cards import write_card
             write_card(output_dir / "model", repo_id=recipe.name)
     summary["model_dir"] = str(output_dir / "model")
-    summary["device"] = str(pick_device(cfg.device))
+    summary["device"] = str(ctx.device)
     return summary
 
 

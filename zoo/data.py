@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +40,6 @@ class ExampleSet:
     def record(self, i: int) -> Record:
         return self.examples[i], self.label(i), self.name(i)
 
-    def subset(self, idx: Sequence[int]) -> ExampleSet:
-        """The examples at ``idx`` (a table stays a table: see :func:`take`)."""
-        return ExampleSet(take(self.examples, idx), [self.labels[i] for i in idx] if self.labels is not None else None,
-                          [self.name(i) for i in idx], self.label_names)
 
 
 def take(examples: Sequence[Any], idx: Sequence[int]) -> Sequence[Any]:
@@ -73,19 +69,6 @@ class StreamSet:
                 break
             out.append(rec)
         return out
-
-
-class IterableStream(StreamSet):
-    """Any re-iterable of raw examples (``factory()`` starts a pass); parts are every ``parts``-th example."""
-
-    def __init__(self, factory: Callable[[], Iterable[Any]], *, labels: Callable[[Any], int | None] | None = None,
-                 name: str = "stream", label_names: Sequence[str] | None = None) -> None:
-        self.factory, self.labels, self.description, self.label_names = factory, labels, name, label_names
-
-    def records(self, part: int, parts: int, epoch: int) -> Iterator[Record]:
-        for i, ex in enumerate(self.factory()):
-            if i % parts == part:
-                yield ex, (self.labels(ex) if self.labels else None), f"{self.description}[{i}]"
 
 
 class HFStream(StreamSet):

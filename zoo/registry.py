@@ -33,22 +33,21 @@ def installed() -> dict[str, str]:
 def _provider(ep: EntryPoint, name: str) -> str:
     """What to install for an entry point whose imports fail: its distribution, with the extra of the same
     name when the distribution declares one (``ssl-zoo[audio]``)."""
-    dist = ep.dist
-    if dist is None:
+    if ep.dist is None:
         return f"the package providing {ep.value}"
-    extras = dist.metadata.get_all("Provides-Extra") or []
-    return f"{dist.name}[{name}]" if name in extras else dist.name
+    return _with_extra(ep.dist, name) or ep.dist.name
+
+
+def _with_extra(dist, name: str) -> str | None:
+    """``dist[name]`` when the distribution declares an extra called ``name``."""
+    return f"{dist.metadata['Name']}[{name}]" if name in (dist.metadata.get_all("Provides-Extra") or []) else None
 
 
 def _extras_named(name: str) -> list[str]:
     """``dist[name]`` for every installed plugin distribution that declares an extra called ``name``."""
     from importlib.metadata import distributions
-    out = []
-    for dist in distributions():
-        if any(ep.group == GROUP for ep in dist.entry_points) and name in (dist.metadata.get_all("Provides-Extra")
-                                                                            or []):
-            out.append(f"{dist.metadata['Name']}[{name}]")
-    return sorted(set(out))
+    found = (_with_extra(d, name) for d in distributions() if any(ep.group == GROUP for ep in d.entry_points))
+    return sorted({f for f in found if f})
 
 
 def register(modality: Modality) -> None:
