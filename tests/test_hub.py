@@ -121,6 +121,27 @@ def test_pickle_checkpoints_are_refused_never_unpickled(toy_model, tmp_path, mon
     assert not (tmp_path / "PWNED").exists()
 
 
+def test_safetensors_whose_header_length_starts_with_0x80_load(tmp_path):
+    """A safetensors file starts with its header length: 128 mod 256 gives a first byte 0x80, as a pickle's."""
+    from safetensors.torch import save_file
+
+    from zoo.hub import load_weights
+    state = {"w": torch.arange(6.0).view(2, 3)}
+    for pad in range(0, 512):
+        save_file(state, str(tmp_path / "a.safetensors"), metadata={"pad": "x" * pad})
+        if (tmp_path / "a.safetensors").read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no padding gave a header length of 128 mod 256")
+    assert torch.equal(load_weights(tmp_path / "a.safetensors")["w"], state["w"])
+    (tmp_path / "b.safetensors").write_bytes(b"\x80" + bytes(20))
+    with pytest.raises(FormatError, match="refusing to unpickle"):
+        load_weights(tmp_path / "b.safetensors")
+    (tmp_path / "c.safetensors").write_bytes(b"hello world, not a model")
+    with pytest.raises(FormatError, match="not a safetensors file"):
+        load_weights(tmp_path / "c.safetensors")
+
+
 def test_mismatched_weight_keys_are_errors(toy_model, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(toy_model, folder)

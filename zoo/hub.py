@@ -101,12 +101,34 @@ def load_config(id_or_path: str | Path, **hub_kwargs: Any) -> dict[str, Any]:
     return config
 
 
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its JSON header's length (little-endian u64), then the header: decided by
+    parsing that header, never by sniffing one byte (a header length of 128 mod 256 starts with 0x80, as pickles do)."""
+    import json
+    import struct
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return False
+        (n,) = struct.unpack("<Q", head)
+        if n < 2 or n > min(size - 8, 100 * 2 ** 20):
+            return False
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError:
+            return False
+    return isinstance(header, dict)
+
+
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file; anything that looks like a pickle is refused, never unpickled."""
     path = Path(path)
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    if not _is_safetensors(path):
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head[:2] != b"PK" and head[:1] != b"\x80":
+            raise FormatError(f"{path} is not a safetensors file (its header does not parse)")
         raise FormatError(f"{path} is a pickle/zip checkpoint, not safetensors: refusing to unpickle it "
                           "(convert it with safetensors in a trusted environment)")
     try:

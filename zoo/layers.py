@@ -123,13 +123,15 @@ class TransformerEncoder(nn.Module):
 
 def sinusoidal_positions(length: int, dim: int, *, base: float = 10000.0,
                          device: torch.device | str | None = None) -> Tensor:
-    """Fixed sine/cosine positions of Vaswani et al. 2017, ``[length, dim]`` (sines on even channels)."""
-    pos = torch.arange(length, dtype=torch.float32, device=device)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=device) * (-math.log(base) / dim))
-    out = torch.zeros(length, dim, device=device)
+    """Fixed sine/cosine positions of Vaswani et al. 2017, ``[length, dim]`` float32 (sines on even channels).
+
+    Computed in float64 and rounded once: in float32 the angle of position 1500 is off by about 1e-4."""
+    pos = torch.arange(length, dtype=torch.float64, device=device)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64, device=device) * (-math.log(base) / dim))
+    out = torch.zeros(length, dim, dtype=torch.float64, device=device)
     out[:, 0::2] = torch.sin(pos * freq)
     out[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return out
+    return out.float()
 
 
 class LearnedPositions(nn.Module):

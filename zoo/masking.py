@@ -135,12 +135,16 @@ def tube_mask(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Tube masking of VideoMAE (Tong et al. 2022): one spatial mask shared by every time step.
+    """Tube masking of VideoMAE (Tong et al. 2022, §3.3): one spatial mask shared by every time step.
 
     Returns ``[batch, frames * patches_per_frame]`` bool in time-major token order, hiding exactly
-    ``round(ratio * patches_per_frame)`` patches in every frame.
+    ``int(ratio * patches_per_frame)`` patches in every frame of every clip (rounded down, as the reference's
+    ``TubeMaskingGenerator``: 90% of 196 hides 176), so every clip keeps the same number of visible tokens.
     """
-    spatial = random_mask(batch, patches_per_frame, ratio, generator=generator, device=device)
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
+    count = int(ratio * patches_per_frame)
+    spatial = random_mask(batch, patches_per_frame, count=count, generator=generator, device=device)
     return spatial[:, None, :].expand(batch, frames, patches_per_frame).reshape(batch, -1)
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "wav2vec_contrastive",
     "codebook_perplexity",
     "diversity_loss",
+    "channel_norm_targets",
     "masked_mse",
     "scaled_cosine_error",
     "chamfer_l2",
@@ -141,15 +142,28 @@ def _normalise_last(x: Tensor, eps: float) -> Tensor:
     return (x - mean) / (var + eps).sqrt()
 
 
+def channel_norm_targets(target: Tensor, channels: int, eps: float = 1e-6) -> Tensor:
+    """Normalised pixel targets of VideoMAE (Tong et al. 2022): ``target [..., P]`` holds a tubelet's pixels
+    channel-last (``P = positions · channels``); each colour channel is normalised within its tubelet,
+    ``(x − mean) / (std + eps)`` with the unbiased standard deviation, as the reference computes it."""
+    if target.shape[-1] % channels:
+        raise ValueError(f"patch size {target.shape[-1]} is not a multiple of {channels} channels")
+    x = target.unflatten(-1, (target.shape[-1] // channels, channels))
+    x = (x - x.mean(dim=-2, keepdim=True)) / (x.std(dim=-2, keepdim=True) + eps)
+    return x.flatten(-2)
+
+
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor, *, norm_targets: bool = True,
-               eps: float = 1e-6) -> Tensor:
+               eps: float = 1e-6, channels: int | None = None) -> Tensor:
     """Masked reconstruction MSE of MAE / VideoMAE (He et al. 2022; Tong et al. 2022).
 
     ``pred``/``target [B, N, P]``; the loss is the mean squared error over the hidden tokens
-    (``mask [B, N]``). With ``norm_targets`` each target patch is normalised by its own mean and variance.
+    (``mask [B, N]``). With ``norm_targets`` each target patch is normalised by its own mean and variance
+    (MAE); with ``channels`` as well, each channel of a channel-last patch is normalised on its own
+    (VideoMAE, :func:`channel_norm_targets`).
     """
     if norm_targets:
-        target = _normalise_last(target, eps)
+        target = channel_norm_targets(target, channels, eps) if channels else _normalise_last(target, eps)
     per_token = ((pred - target) ** 2).mean(dim=-1)
     m = mask.to(per_token.dtype)
     return (per_token * m).sum() / m.sum().clamp(min=1.0)

@@ -1,0 +1,224 @@
+"""Video processor: decode only the frames a clip needs with torchcodec (FFmpeg), sample them as VideoMAE trains
+(Tong et al. 2022: dense sampling with a temporal stride, segment sampling for short clips), resize the short side,
+centre-crop, normalise per channel. Bad input gets :class:`BadExample` naming the file and the field.
+
+Fewer frames than asked: ``short_clip`` decides (documented policy): ``repeat`` (default) spreads the clip's
+frames evenly over the asked count, each frame held for a few steps (segment sampling, as the reference samples
+short clips); ``loop`` plays the clip again from its start; ``pad`` holds the last frame; ``reject`` raises.
+The processor is deterministic (the centre clip, the centre crop): the same file always gives the same tensor,
+so a killed run resumes bit for bit. The paper's random temporal jitter and multi-scale crops are not applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from zoo import BadExample, Processor, ProcessorConfig
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+SAMPLING = ("auto", "dense", "segment")
+SHORT_CLIP = ("repeat", "loop", "pad", "reject")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".gif")
+
+
+@dataclass
+class VideoProcessorConfig(ProcessorConfig):
+    """``num_frames`` frames per clip. ``sampling``: ``dense`` takes every ``frame_stride``-th frame of the centre
+    ``(num_frames − 1)·frame_stride + 1`` frames (Kinetics); ``segment`` takes the middle frame of each of
+    ``num_frames`` equal segments (Something-Something); ``auto`` is dense when the clip is long enough, else
+    segment. ``image_size``: side of the square centre crop after the short side is resized to ``resize``
+    (default ``image_size``); ``None`` keeps the native size. ``mean``/``std`` per channel on ``[0, 1]`` pixels
+    (ImageNet, as VideoMAE), refitted on the training clips when ``fit_statistics``."""
+
+    num_frames: int = 16
+    frame_stride: int = 4
+    sampling: str = "auto"
+    short_clip: str = "repeat"
+    image_size: int | None = 224
+    resize: int | None = None
+    channels: int = 3
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    fit_statistics: bool = False
+    seek_mode: str = "exact"
+    fit_examples: int = 200
+
+    def validate(self) -> None:
+        super().validate()
+        self.check(self.num_frames >= 1, "num_frames", "must be >= 1")
+        self.check(self.frame_stride >= 1, "frame_stride", "must be >= 1")
+        self.check(self.sampling in SAMPLING, "sampling", f"must be one of {SAMPLING}")
+        self.check(self.short_clip in SHORT_CLIP, "short_clip", f"must be one of {SHORT_CLIP}")
+        self.check(self.image_size is None or self.image_size >= 1, "image_size", "must be >= 1 or null")
+        self.check(self.resize is None or (self.image_size is not None and self.resize >= self.image_size),
+                   "resize", "needs image_size and must be >= image_size")
+        self.check(self.channels >= 1, "channels", "must be >= 1")
+        self.check(len(self.mean) == self.channels and len(self.std) == self.channels, "mean",
+                   f"mean and std need one value per channel ({self.channels})")
+        self.check(all(s > 0 for s in self.std), "std", "must be > 0")
+        self.check(self.seek_mode in ("exact", "approximate"), "seek_mode", "must be 'exact' or 'approximate'")
+
+
+def frame_indices(total: int, config: VideoProcessorConfig, name: str) -> np.ndarray:
+    """The indices of the frames a clip of ``total`` frames contributes (see :class:`VideoProcessorConfig`)."""
+    n, stride = config.num_frames, config.frame_stride
+    if total < 1:
+        raise BadExample(name, "frames", "the clip has zero frames")
+    span = (n - 1) * stride + 1
+    dense = config.sampling == "dense" or (config.sampling == "auto" and total >= span)
+    need = span if dense else n
+    if total < need and config.short_clip == "reject":
+        raise BadExample(name, "frames", f"{total} frames; {need} are needed ({n} frames"
+                                         + (f" at stride {stride})" if dense else ")") + " and short_clip is 'reject'")
+    if dense:
+        idx = max(0, (total - span) // 2) + np.arange(n) * stride
+    elif total >= n or config.short_clip == "repeat":
+        idx = np.floor((np.arange(n) + 0.5) * total / n).astype(np.int64)
+    else:
+        idx = np.arange(n)
+    if idx[-1] >= total:                                   # short: the clip's own policy
+        if config.short_clip == "loop":
+            idx = idx % total
+        elif config.short_clip == "pad":
+            idx = np.minimum(idx, total - 1)
+        else:                                              # repeat: stretch the clip over the asked span
+            idx = np.floor((np.arange(n) + 0.5) * total / n).astype(np.int64)
+    return idx.astype(np.int64)
+
+
+class VideoProcessor(Processor):
+    """Accepts a file path (anything FFmpeg reads), a ``datasets`` Video value (a torchcodec ``VideoDecoder``, or
+    ``{"path"}``/``{"bytes"}`` when not decoded), or frames ``[T, H, W, C]`` (uint8, or float in ``[0, 1]``).
+    Returns ``{"pixel_values": [T, C, H, W]}`` float32; :meth:`collate` stacks to ``[B, T, C, H, W]``."""
+
+    config_class = VideoProcessorConfig
+
+    # --- decoding ----------------------------------------------------------------------------
+    def _decode(self, source: Any, name: str) -> Tensor:
+        """Only the sampled frames of a file/bytes/decoder, ``[T, C, H, W]`` uint8."""
+        from torchcodec.decoders import VideoDecoder
+        if isinstance(source, VideoDecoder) or hasattr(source, "get_frames_at"):
+            decoder = source
+        else:
+            if isinstance(source, (str, Path)):
+                p = Path(source)
+                if not p.is_file():
+                    raise BadExample(name, "path", "no such file")
+                if p.stat().st_size == 0:
+                    raise BadExample(name, "path", "empty file")
+                source = str(p)
+            elif not source:
+                raise BadExample(name, "bytes", "empty video bytes")
+            try:
+                decoder = VideoDecoder(source, seek_mode=self.config.seek_mode, dimension_order="NCHW")
+            except Exception as err:
+                raise BadExample(name, "path" if isinstance(source, str) else "bytes",
+                                 f"cannot decode video: {str(err).splitlines()[-1][-200:]}") from None
+        total = len(decoder)
+        idx = frame_indices(total, self.config, name)
+        unique, inverse = np.unique(idx, return_inverse=True)
+        try:
+            frames = decoder.get_frames_at(indices=unique.tolist()).data
+        except Exception as err:
+            raise BadExample(name, "frames", f"cannot decode frames {unique.tolist()}: "
+                                             f"{str(err).splitlines()[-1][-200:]}") from None
+        if frames.shape[1] != self.config.channels:
+            raise BadExample(name, "channels", f"{frames.shape[1]} channels decoded; the model expects "
+                                               f"{self.config.channels}")
+        return frames[torch.as_tensor(inverse)]
+
+    def _array(self, x: Any, name: str) -> Tensor:
+        """Frames ``[T, H, W, C]`` → the sampled frames ``[T', C, H, W]`` float in ``[0, 1]``."""
+        t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+        if t.dim() != 4:
+            raise BadExample(name, "frames", f"expected frames [T, H, W, C], got shape {tuple(t.shape)}")
+        if t.shape[-1] != self.config.channels:
+            kind = {1: "grey (1 channel)", 4: "four-channel (RGBA?)"}.get(int(t.shape[-1]), f"{t.shape[-1]}-channel")
+            hint = " Frames are [T, H, W, C], channels last." if t.shape[1] == self.config.channels else ""
+            raise BadExample(name, "channels", f"{kind} frames of shape {tuple(t.shape)}; the model expects "
+                                               f"{self.config.channels} channels (convert to RGB first).{hint}")
+        if t.shape[0] == 0 or t.numel() == 0:
+            raise BadExample(name, "frames", f"the clip has zero frames (shape {tuple(t.shape)})")
+        if t.dtype == torch.uint8:
+            t = t.float() / 255.0
+        elif t.is_floating_point():
+            t = t.float()
+            if not bool(torch.isfinite(t).all()):
+                raise BadExample(name, "frames", f"{int((~torch.isfinite(t)).sum())} NaN/inf values")
+            lo, hi = float(t.min()), float(t.max())
+            if lo < -1e-3 or hi > 1.0 + 1e-3:
+                raise BadExample(name, "frames", f"float frames must lie in [0, 1], got [{lo:g}, {hi:g}] "
+                                                 "(pass uint8, or divide by 255)")
+        else:
+            raise BadExample(name, "frames", f"unsupported dtype {t.dtype}: pass uint8 or float frames")
+        idx = frame_indices(int(t.shape[0]), self.config, name)
+        return t[torch.as_tensor(idx)].permute(0, 3, 1, 2)
+
+    def frames(self, example: Any, name: str) -> Tensor:
+        """Sampled frames ``[T, C, H, W]`` float in ``[0, 1]``, before resizing."""
+        if isinstance(example, dict):
+            if example.get("bytes"):
+                return self._decode(example["bytes"], example.get("path") or name).float() / 255.0
+            if example.get("path"):
+                return self._decode(example["path"], example["path"]).float() / 255.0
+            raise BadExample(name, "video", f"unrecognised video dict with keys {sorted(example)}")
+        if isinstance(example, (str, Path)) or hasattr(example, "get_frames_at") or isinstance(example, bytes):
+            return self._decode(example, name).float() / 255.0
+        if isinstance(example, (np.ndarray, Tensor, list)):
+            return self._array(example, name)
+        raise BadExample(name, "video", f"unsupported input type {type(example).__name__}")
+
+    def _resize_crop(self, x: Tensor) -> Tensor:
+        size = self.config.image_size
+        if size is None:
+            return x
+        short = self.config.resize or size
+        h, w = x.shape[-2:]
+        scale = short / min(h, w)
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        return x[..., top:top + size, left:left + size]
+
+    def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
+        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+        x = self._resize_crop(self.frames(example, name))
+        mean = torch.tensor(self.config.mean)[None, :, None, None]
+        std = torch.tensor(self.config.std)[None, :, None, None]
+        return {"pixel_values": ((x - mean) / std).contiguous()}
+
+    def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        shapes = {tuple(it["pixel_values"].shape) for it in items}
+        if len(shapes) > 1:
+            raise ValueError(f"clips of different shapes {sorted(shapes)} cannot share a batch: set image_size")
+        return {"pixel_values": torch.stack([it["pixel_values"] for it in items])}
+
+    def fit(self, examples: Any) -> VideoProcessor:
+        """With ``fit_statistics``: per-channel mean and std of the (resized) training clips' pixels."""
+        if not self.config.fit_statistics:
+            return self
+        total = torch.zeros(self.config.channels, dtype=torch.float64)
+        sq, count = torch.zeros_like(total), 0
+        for i, ex in enumerate(examples):
+            x = self._resize_crop(self.frames(ex, str(ex) if isinstance(ex, (str, Path)) else f"example {i}"))
+            total += x.double().sum(dim=(0, 2, 3))
+            sq += x.double().pow(2).sum(dim=(0, 2, 3))
+            count += x.shape[0] * x.shape[2] * x.shape[3]
+        if count == 0:
+            raise ValueError("fit_statistics needs at least one training clip")
+        mean = total / count
+        std = (sq / count - mean ** 2).clamp(min=1e-8).sqrt()
+        self.config.mean, self.config.std = mean.tolist(), std.tolist()
+        return self
+
+    def read(self, path: str) -> Any:
+        return path
