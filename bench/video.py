@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from pathlib import Path
 import torch
 
 from .harness import machine
+
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 CONFIGS = {
     "ViT-S/16 (paper)": (dict(image_size=224, patch_size=16, num_frames=16, tubelet_size=2, hidden_size=384,
@@ -103,11 +106,14 @@ def step_table() -> str:
              "| config | ours (clips/s) | transformers VideoMAEForPreTraining (clips/s) | ratio | loss ours / ref |",
              "| --- | ---: | ---: | ---: | --- |"]
     for name, (_, batch, desc) in CONFIGS.items():
-        res = {}
-        for kind in ("ours", "transformers"):
-            out = subprocess.run([sys.executable, "-m", "bench.video", kind, name], capture_output=True, text=True,
-                                 check=True)
-            res[kind] = json.loads(out.stdout.strip().splitlines()[-1])
+        res: dict[str, dict] = {}
+        for _ in range(2):                    # alternated, each in a fresh process; the faster run of each counts
+            for kind in ("ours", "transformers"):
+                out = subprocess.run([sys.executable, "-m", "bench.video", kind, name], capture_output=True,
+                                     text=True, check=True)
+                run = json.loads(out.stdout.strip().splitlines()[-1])
+                if kind not in res or run["step_s"] < res[kind]["step_s"]:
+                    res[kind] = run
         ours, ref = res["ours"], res["transformers"]
         lines.append(f"| {name}: {desc} | {batch / ours['step_s']:.2f} | {batch / ref['step_s']:.2f} | "
                      f"**{ref['step_s'] / ours['step_s']:.2f}x** | {ours['loss']:.5f} / {ref['loss']:.5f} |")
@@ -208,6 +214,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] in ("ours", "transformers"):
         print(json.dumps(_run(sys.argv[1], sys.argv[2])))
     elif len(sys.argv) > 1:
-        print({"step": step_table, "decode": decode_table, "probe": probe_table}[sys.argv[1]]())
+        {"step": step_table, "decode": decode_table, "probe": probe_table}[sys.argv[1]]()
     else:
         main()

@@ -128,7 +128,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         with open(path, "rb") as fh:
             head = fh.read(2)
         if head[:2] != b"PK" and head[:1] != b"\x80":
-            raise FormatError(f"{path} is not a safetensors file (its header does not parse)")
+            raise FormatError(f"{path} is not a valid safetensors file (its header does not parse)")
         raise FormatError(f"{path} is a pickle/zip checkpoint, not safetensors: refusing to unpickle it "
                           "(convert it with safetensors in a trusted environment)")
     try:
