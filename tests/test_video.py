@@ -156,7 +156,7 @@ def test_processor_arrays_files_and_bad_input(tmp_path):
     assert (from_file - from_array).abs().mean() < 0.1                          # H.264 is lossy, not different
     assert torch.equal(p({"bytes": path.read_bytes(), "path": "a.mp4"})["pixel_values"], from_file)
     assert torch.equal(p(torch.from_numpy(clip).float() / 255)["pixel_values"], from_array)
-    from torchcodec.decoders import VideoDecoder                 # a decoded ``datasets`` Video value
+    from torchcodec.decoders import VideoDecoder  # a decoded ``datasets`` Video value
     assert torch.equal(p(VideoDecoder(str(path)), name="a.mp4")["pixel_values"], from_file)
     batch = p.collate([p(clip), p(clip)])
     assert batch["pixel_values"].shape == (2, 4, 3, 32, 32)
