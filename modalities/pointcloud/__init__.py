@@ -1,0 +1,31 @@
+"""Point-cloud modality: Point-MAE (Pang et al. 2022) in pure PyTorch on CPU and GPU, with open3d for files."""
+
+from pathlib import Path
+
+from zoo import Architecture, Modality, Protocol
+
+from .baselines import fpfh_features
+from .data import load_data, make_shapes
+from .evaluate import linear_svm
+from .model import PointMAEConfig, PointMAEEncoder, PointMAEPretrainer, PointMAEPretrainingConfig
+from .processor import PointCloudProcessor, PointCloudProcessorConfig
+
+__all__ = ["MODALITY", "PointCloudProcessor", "PointCloudProcessorConfig", "PointMAEConfig", "PointMAEEncoder",
+           "PointMAEPretrainer", "PointMAEPretrainingConfig", "load_data", "make_shapes"]
+
+MODALITY = Modality(
+    name="pointcloud",
+    description="Point-MAE: FPS + kNN patches, mini-PointNet tokens, 60% patch masking, Chamfer L2 (pure PyTorch)",
+    processor=PointCloudProcessor,
+    architectures={"point-mae": Architecture("point-mae", PointMAEConfig, PointMAEEncoder, PointMAEPretrainer,
+                                             PointMAEPretrainingConfig)},
+    load_data=load_data,
+    recipes=Path(__file__).parent / "recipes",
+    usage_example=("import numpy as np\n# a cloud: points [N, 3] (or a path to a ply/pcd/xyz/off/obj/stl file)\n"
+                   "example = np.random.randn(2048, 3).astype('float32')"),
+    baselines={"FPFH mean+std (open3d)": fpfh_features},
+    evaluators={"linear-svm": Protocol(lambda encoder, processor, spec: linear_svm(encoder, processor, spec,
+                                                                                  **spec.get("svm", {})),
+                                       task="object-classification")},
+    task="object-classification",
+)
