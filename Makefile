@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-DEMO_RECIPES ?= audio-wav2vec2-tiny tabular-tjepa-breast-cancer graph-graphmae-sbm video-videomae-tiny
+DEMO_RECIPES ?= audio-wav2vec2-tiny tabular-tjepa-breast-cancer graph-graphmae-sbm video-videomae-tiny \
+                pointcloud-pointmae-tiny
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps test test-all demo bench lint clean
@@ -40,7 +41,7 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check zoo modalities pipelines tests bench
 
-# The main job: synthesise the spoken digits and the moving-digit mp4s, pretrain, evaluate, publish to demo/hub,
+# The main job: synthesise the spoken digits, the moving-digit mp4s and the shapes, pretrain, evaluate, publish to demo/hub,
 # reload, embed.
 demo: $(STAMP)
 	ZOO_CACHE=$${ZOO_CACHE:-demo/cache} $(PY) -m pipelines.demo $(DEMO_RECIPES) --output demo

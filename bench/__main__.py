@@ -5,12 +5,13 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # tables, not progress bars
 
-from . import audio, audio_quality, core, graph, pipeline, tabular, video
+from . import audio, audio_quality, core, graph, pipeline, pointcloud, tabular, video
 from .harness import print_table
 
 if __name__ == "__main__":
     tables = [core.main(), pipeline.main(), audio.main(), audio_quality.main(), tabular.main(),
-              print_table("GraphMAE: step time", [graph.step_speed()]), graph.main(), video.main()]
+              print_table("GraphMAE: step time", [graph.step_speed()]), graph.main(), video.main(),
+              pointcloud.main()]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.md").write_text("\n\n".join(tables) + "\n")

