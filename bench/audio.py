@@ -11,11 +11,10 @@ import json
 import resource
 import subprocess
 import sys
-import time
 
 import torch
 
-from .harness import machine
+from .harness import machine, train_step_times
 
 CPU_PEAK_GFLOPS = 175.0  # 2048² fp32 matmul on this machine's 2 threads (ENVIRONMENT.md)
 CONV = [(128, 10, 5)] + [(128, 3, 2)] * 4 + [(128, 2, 2)] * 2
@@ -69,24 +68,14 @@ def _run(kind: str) -> dict:
         def step():
             return model(x, mask_time_indices=mask, sampled_negative_indices=flat).loss
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
-    for i in range(WARMUP + STEPS):
-        t0 = time.perf_counter()
-        loss = step()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i >= WARMUP:
-            times.append(time.perf_counter() - t0)
+    times = train_step_times(model, step, warmup=WARMUP, steps=STEPS)
     flops = 0
     if kind == "ours":
         from torch.utils.flop_counter import FlopCounterMode
         with FlopCounterMode(display=False) as fc:
             step().backward()
         flops = fc.get_total_flops()
-    times.sort()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
     return {"step_s": times[len(times) // 2], "peak_mib": peak / 1024, "flops": flops}
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Row", "measure_pair", "machine", "print_table"]
+__all__ = ["Row", "measure_pair", "machine", "print_table", "train_step_times"]
 
 
 @dataclass
@@ -39,6 +39,22 @@ def measure_pair(ours: Callable[[], object], reference: Callable[[], object], *,
             fn()
             acc.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(a), statistics.median(b)
+
+
+def train_step_times(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], *, warmup: int,
+                     steps: int, lr: float = 1e-4) -> list[float]:
+    """Seconds of each of ``steps`` AdamW training steps (forward, backward, update) after ``warmup``, sorted."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return sorted(times)
 
 
 def machine() -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .harness import machine, measure_pair
+from .harness import machine, measure_pair, train_step_times
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 CARDS = Path(__file__).resolve().parents[1] / "model_cards"
@@ -63,24 +63,15 @@ def _step(points: int) -> dict:
     from modalities.pointcloud import PointMAEConfig, PointMAEEncoder, PointMAEPretrainer, PointMAEPretrainingConfig
     torch.manual_seed(0)
     model = PointMAEPretrainer(PointMAEEncoder(PointMAEConfig(num_points=points)), PointMAEPretrainingConfig())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
     batch = {"points": torch.rand(8, points, 3, generator=g) * 2 - 1}
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
-    for i in range(8):
-        t0 = time.perf_counter()
-        loss = model(batch, g).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
+    times = train_step_times(model, lambda: model(batch, g).loss, warmup=2, steps=6)
     t0 = time.perf_counter()
     model.encoder.patches(batch["points"])
     group = time.perf_counter() - t0
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    return {"step_s": sorted(times)[len(times) // 2], "group_s": group, "peak_mib": peak}
+    return {"step_s": times[len(times) // 2], "group_s": group, "peak_mib": peak}
 
 
 def step_table() -> str:

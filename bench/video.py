@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .harness import machine
+from .harness import machine, train_step_times
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -81,21 +81,11 @@ def _run(kind: str, name: str) -> dict:
 
         def step():
             return model(x, bool_masked_pos=mask).loss
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     with torch.no_grad():
         model.eval()
         first = float(step())
     model.train()
-    times = []
-    for i in range(WARMUP + STEPS):
-        t0 = time.perf_counter()
-        loss = step()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i >= WARMUP:
-            times.append(time.perf_counter() - t0)
-    times.sort()
+    times = train_step_times(model, step, warmup=WARMUP, steps=STEPS)
     return {"step_s": times[len(times) // 2], "loss": first}
 
 

@@ -54,3 +54,23 @@ def zoo_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> sub
     exe = Path(sys.executable).parent / "zoo"
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
                           cwd=cwd, timeout=600)
+
+
+def check_saved_model(run: Path, example: str, tmp_path: Path, *, step: int) -> tuple:
+    """The end-to-end promise of every modality: ``zoo embed`` on a file gives exactly the embedding of the folder
+    loaded with ``AutoEncoder``/``AutoProcessor``, and the folder holds the last checkpoint's encoder weights.
+    Returns ``(encoder, processor, cli_embeddings)``."""
+    import torch
+    from safetensors.torch import load_file
+
+    import zoo
+    model = run / "model"
+    out = zoo_cli("embed", str(model), example, "--output", str(tmp_path / "e.safetensors"))
+    assert out.returncode == 0, out.stderr
+    cli = load_file(str(tmp_path / "e.safetensors"))["embeddings"]
+    enc, proc = zoo.AutoEncoder.from_pretrained(model), zoo.AutoProcessor.from_pretrained(model)
+    with torch.no_grad():
+        assert torch.equal(enc(proc.collate([proc(example)])).pooled, cli)
+    ckpt = load_file(str(run / "checkpoints" / f"step-{step:07d}" / "model.safetensors"))
+    assert all(torch.equal(ckpt["encoder." + k], v) for k, v in enc.state_dict().items())
+    return enc, proc, cli

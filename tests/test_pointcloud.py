@@ -25,7 +25,7 @@ from zoo import BadExample
 from zoo.objectives import chamfer_l2
 from zoo.points import farthest_point_sample, group_patches, knn, square_distances
 
-from .conftest import zoo_cli
+from .conftest import check_saved_model, zoo_cli
 
 TINY = {"num_points": 128, "num_patches": 16, "patch_size": 16, "dim": 32, "depth": 2, "heads": 4,
         "drop_path": 0.0, "pointnet_dims": [16, 32, 64]}
@@ -183,16 +183,8 @@ def test_end_to_end_pretrain_cli_on_ply_save_reload_identical_embeddings(tmp_pat
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"
     ply = str(next((root / "test").rglob("*.ply")))
-    out = zoo_cli("embed", str(model), ply, "--output", str(tmp_path / "e.safetensors"))
-    assert out.returncode == 0, out.stderr
-    from safetensors.torch import load_file
-    cli = load_file(str(tmp_path / "e.safetensors"))["embeddings"]
-    enc, proc = zoo.AutoEncoder.from_pretrained(model), zoo.AutoProcessor.from_pretrained(model)
-    assert isinstance(enc, PointMAEEncoder) and cli.shape == (1, 64)
-    with torch.no_grad():
-        assert torch.equal(enc.eval()(proc.collate([proc(ply)])).pooled, cli)
-    ckpt = load_file(str(tmp_path / "run" / "checkpoints" / "step-0000003" / "model.safetensors"))
-    assert all(torch.equal(ckpt["encoder." + k], v) for k, v in enc.state_dict().items())
+    enc, proc, cli = check_saved_model(tmp_path / "run", ply, tmp_path, step=3)
+    assert isinstance(enc, PointMAEEncoder) and cli.shape == (1, 64) and not enc.training
     out = zoo_cli("evaluate", str(model))
     assert out.returncode == 0, out.stderr
     svm = zoo.get_modality("pointcloud").evaluators["linear-svm"]

@@ -137,6 +137,21 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise FormatError(f"{path} is not a valid safetensors file: {err}") from None
 
 
+def foreign_checkpoint(source: str | Path, model_type: str) -> tuple[dict, Path]:
+    """The ``config.json`` and ``model.safetensors`` of a Hugging Face transformers folder holding a ``model_type``
+    model (for importers); pickled weights beside them are named and refused, never loaded."""
+    source = Path(source)
+    hf = json.loads((source / "config.json").read_text())
+    if hf.get("model_type") != model_type:
+        raise FormatError(f"{source} holds a {hf.get('model_type')!r} model, not {model_type}")
+    weights = source / "model.safetensors"
+    if not weights.is_file():
+        pickles = sorted(p.name for p in source.glob("*.bin"))
+        raise FileNotFoundError(f"{weights} not found" + (f"; {pickles} are pickles and are never loaded: "
+                                                          "re-save the model with safetensors" if pickles else ""))
+    return hf, weights
+
+
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     own = module.state_dict()
     missing = sorted(set(own) - set(state))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["data_dir", "cache_dir"]
+__all__ = ["data_dir", "cache_dir", "fresh_folder"]
 
 
 def data_dir() -> Path:
@@ -17,3 +20,15 @@ def data_dir() -> Path:
 def cache_dir() -> Path:
     """Data the project generates (e.g. synthesised audio): ``$ZOO_CACHE``, default ``~/.cache/ssl-zoo``."""
     return Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "ssl-zoo"))
+
+
+@contextmanager
+def fresh_folder(root: str | Path) -> Iterator[Path]:
+    """Build a generated data set in ``<root>.partial`` (emptied first) and move it to ``root`` only once the block
+    completes, so that a killed generation never leaves a half-written set that looks finished."""
+    root = Path(root)
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    os.replace(tmp, root)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.hub import FormatError, load_state_strict, load_weights
+from zoo.hub import FormatError, foreign_checkpoint, load_state_strict, load_weights
 
 from .model import Wav2Vec2Config, Wav2Vec2Encoder, Wav2Vec2PretrainingConfig
 from .processor import AudioProcessor, AudioProcessorConfig
@@ -89,14 +89,7 @@ def map_state_dict(state: dict[str, torch.Tensor], config: Wav2Vec2Config) -> di
 def convert_transformers(source: str | Path, output: str | Path) -> Path:
     """Convert a transformers wav2vec 2.0 folder (config.json + model.safetensors) into a zoo folder."""
     source, output = Path(source), Path(output)
-    hf = json.loads((source / "config.json").read_text())
-    if hf.get("model_type") != "wav2vec2":
-        raise FormatError(f"{source} holds a {hf.get('model_type')!r} model, not wav2vec2")
-    weights = source / "model.safetensors"
-    if not weights.is_file():
-        pickles = sorted(p.name for p in source.glob("*.bin"))
-        raise FileNotFoundError(f"{weights} not found" + (f"; {pickles} are pickles and are never loaded: "
-                                                          "re-save the model with safetensors" if pickles else ""))
+    hf, weights = foreign_checkpoint(source, "wav2vec2")
     enc_cfg, pre_cfg = config_from_transformers(hf)
     encoder = Wav2Vec2Encoder(enc_cfg)
     load_state_strict(encoder, map_state_dict(load_weights(weights), enc_cfg), str(source))

@@ -5,7 +5,6 @@ values) with integer labels; the processor decodes."""
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,7 @@ from typing import Any
 
 from zoo import ExampleSet, StreamSet
 from zoo.data import hf_source
-from zoo.paths import cache_dir, data_dir
+from zoo.paths import cache_dir, data_dir, fresh_folder
 from zoo.plugin import source_loader
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -38,8 +37,13 @@ def synthesize_digits(root: str | Path, *, accents: list[str] = ACCENTS, variant
     root = Path(root)
     if (root / "metadata.csv").is_file():
         return root
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    with fresh_folder(root) as tmp:
+        _synthesize(tmp, exe, accents, variants, speeds, pitches, workers)
+    return root
+
+
+def _synthesize(tmp: Path, exe: str, accents: list[str], variants: list[str], speeds: list[int],
+                pitches: list[int], workers: int) -> None:
     jobs = []
     for label, word in enumerate(DIGITS):
         (tmp / str(label)).mkdir(parents=True, exist_ok=True)
@@ -62,8 +66,6 @@ def synthesize_digits(root: str | Path, *, accents: list[str] = ACCENTS, variant
         w.writerow(["file_name", "label", "accent", "variant", "speed", "pitch", "split"])
         for rel, label, accent, variant, speed, pitch, _ in jobs:
             w.writerow([rel, label, accent, variant, speed, pitch, "test" if accent in TEST_ACCENTS else "train"])
-    os.replace(tmp, root)
-    return root
 
 
 def _espeak(spec: dict[str, Any]) -> ExampleSet:

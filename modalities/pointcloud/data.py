@@ -6,15 +6,13 @@ class subfolders; Hugging Face ``datasets`` with a column of point lists."""
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zoo import ExampleSet
-from zoo.paths import cache_dir
+from zoo.paths import cache_dir, fresh_folder
 from zoo.plugin import source_loader
 
 SHAPES = ["box", "cylinder", "cone", "torus", "sphere", "capsule", "arrow"]
@@ -62,12 +60,16 @@ def make_shapes(root: str | Path, *, train: int = 420, test: int = 140, points: 
     """Write ``root/<split>/<shape>/<index>.ply`` (sampled points, a random planar crop of up to 25%, Gaussian noise)
     or, for every third shape, ``.off`` (the rotated mesh itself, sampled by the processor), and ``metadata.csv``.
     Train and test clouds are drawn from disjoint random streams; the same seed gives the same files."""
-    import open3d as o3d
     root = Path(root)
     if (root / "metadata.csv").is_file():
         return root
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    with fresh_folder(root) as tmp:
+        _write_shapes(tmp, train, test, points, seed)
+    return root
+
+
+def _write_shapes(tmp: Path, train: int, test: int, points: int, seed: int) -> None:
+    import open3d as o3d
     rows = []
     for s, (split, count) in enumerate((("train", train), ("test", test))):
         for i in range(count):
@@ -96,8 +98,6 @@ def make_shapes(root: str | Path, *, train: int = 420, test: int = 140, points: 
         w = csv.writer(fh)
         w.writerow(["file_name", "shape", "split"])
         w.writerows(rows)
-    os.replace(tmp, root)
-    return root
 
 
 def _shapes(spec: dict[str, Any]) -> ExampleSet:

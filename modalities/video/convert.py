@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from zoo.hub import FormatError, load_state_strict, load_weights
+from zoo.hub import FormatError, foreign_checkpoint, load_state_strict, load_weights
 
 from .model import VideoMAEConfig, VideoMAEEncoder, VideoMAEPretrainingConfig
 from .processor import VideoProcessor, VideoProcessorConfig
@@ -132,14 +132,7 @@ def processor_from_transformers(source: Path, enc: VideoMAEConfig) -> VideoProce
 def convert_transformers(source: str | Path, output: str | Path) -> Path:
     """Convert a transformers VideoMAE folder (config.json + model.safetensors) into a zoo folder."""
     source, output = Path(source), Path(output)
-    hf = json.loads((source / "config.json").read_text())
-    if hf.get("model_type") != "videomae":
-        raise FormatError(f"{source} holds a {hf.get('model_type')!r} model, not videomae")
-    weights = source / "model.safetensors"
-    if not weights.is_file():
-        pickles = sorted(p.name for p in source.glob("*.bin"))
-        raise FileNotFoundError(f"{weights} not found" + (f"; {pickles} are pickles and are never loaded: "
-                                                          "re-save the model with safetensors" if pickles else ""))
+    hf, weights = foreign_checkpoint(source, "videomae")
     enc_cfg, pre_cfg = config_from_transformers(hf)
     encoder = VideoMAEEncoder(enc_cfg)
     load_state_strict(encoder, map_state_dict(load_weights(weights), enc_cfg), str(source))

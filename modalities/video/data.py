@@ -5,8 +5,6 @@ same decoder a user's files go through), videofolder directories and Hugging Fac
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import numpy as np
 
 from zoo import ExampleSet, StreamSet
 from zoo.data import hf_source
-from zoo.paths import cache_dir
+from zoo.paths import cache_dir, fresh_folder
 from zoo.plugin import source_loader
 
 DIRECTIONS = ["right", "left", "down", "up"]
@@ -78,8 +76,13 @@ def make_moving_digits(root: str | Path, *, train: int = 800, test: int = 200, f
     if (root / "metadata.csv").is_file():
         return root
     images, targets = _digit_images()
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    with fresh_folder(root) as tmp:
+        _write_clips(tmp, images, targets, train, test, frames, size, seed, workers)
+    return root
+
+
+def _write_clips(tmp: Path, images: np.ndarray, targets: np.ndarray, train: int, test: int, frames: int, size: int,
+                 seed: int, workers: int) -> None:
     jobs = []
     for s, (split, count, pool) in enumerate((("train", train, np.arange(0, 1400)),
                                               ("test", test, np.arange(1400, len(images))))):
@@ -102,8 +105,6 @@ def make_moving_digits(root: str | Path, *, train: int = 800, test: int = 200, f
         w = csv.writer(fh)
         w.writerow(["file_name", "digit", "direction", "split"])
         w.writerows(rows)
-    os.replace(tmp, root)
-    return root
 
 
 def _moving_digits(spec: dict[str, Any]) -> ExampleSet:
