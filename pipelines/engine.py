@@ -14,6 +14,7 @@ import random
 import resource
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,8 +265,25 @@ class MetricsLog:
         if step == 0 or not self.path.exists():
             self.path.write_text("")
             return
-        keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        keep = [ln for ln in self._rows() if json.loads(ln)["step"] <= step]
         self.path.write_text("".join(ln + "\n" for ln in keep))
+
+    def _rows(self) -> list[str]:
+        """The log's lines. A last line that does not parse is a write cut short (a kill or a full disk mid-row):
+        it is dropped with a warning; an unparseable line before it is an error naming the file and line."""
+        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+        for i, ln in enumerate(lines):
+            try:
+                row = json.loads(ln)
+                if not isinstance(row, dict) or "step" not in row:
+                    raise ValueError("no 'step'")
+            except ValueError as err:
+                if i == len(lines) - 1:
+                    warnings.warn(f"{self.path}: dropping a torn last line ({ln[:40]!r}): a write was cut short",
+                                  stacklevel=3)
+                    return lines[:-1]
+                raise ValueError(f"{self.path}, line {i + 1}: not a metrics row ({err}): {ln[:80]!r}") from None
+        return lines
 
     def write(self, row: dict[str, Any]) -> None:
         if self.main:

@@ -158,3 +158,22 @@ def test_two_runs_are_bit_identical(toy_recipe, tmp_path):
     a = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_metrics_log_survives_a_torn_last_line(tmp_path):
+    """A kill or a full disk mid-write leaves half a row: resume drops it (with a warning); damage elsewhere is an
+    error naming the file and the line (#15, class 4)."""
+    import json as _json
+
+    import pytest as _pytest
+
+    from pipelines.engine import MetricsLog
+    log = MetricsLog(tmp_path, main=True)
+    rows = "".join(_json.dumps({"step": i, "loss": 1.0 / i}) + "\n" for i in range(1, 5))
+    log.path.write_text(rows + '{"step":')
+    with _pytest.warns(UserWarning, match="torn last line"):
+        log.start(3)
+    assert [_json.loads(x)["step"] for x in log.path.read_text().splitlines()] == [1, 2, 3]
+    log.path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
+    with _pytest.raises(ValueError, match=r"metrics.jsonl, line 2: not a metrics row"):
+        log.start(3)
