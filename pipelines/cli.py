@@ -89,10 +89,16 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                         yield ex, None, path if len(found) == 1 else f"{path}[{j}]"
                     i += 1
 
+    out = Path(args.output) if args.output else None
+    model_dir = Path(args.model)
+    if out is not None and model_dir.is_dir():
+        inside = out.resolve() == model_dir.resolve() or model_dir.resolve() in out.resolve().parents
+        if inside:
+            raise ValueError(f"--output {out} lies inside the model folder {model_dir}: it could overwrite the "
+                             "model's own files; write the embeddings elsewhere")
     encoder = AutoEncoder.from_pretrained(args.model)
     processor = AutoProcessor.from_pretrained(args.model)
     files = Files()
-    out = Path(args.output) if args.output else None
     folder = out if out is not None and out.suffix != ".safetensors" else Path(tempfile.mkdtemp(prefix="zoo-embed-"))
     index = embed_shards(encoder, processor, files, folder, shard_size=args.shard_size, device=args.device,
                          num_workers=args.num_workers, progress=True)

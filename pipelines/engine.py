@@ -342,8 +342,8 @@ def peak_rss_mib() -> dict[str, float]:
 @dataclass
 class TrainResult:
     steps: int
-    wall_seconds: float
-    final_loss: float
+    wall_seconds: float                 # the whole run's, across resumes
+    final_loss: float | None            # None when not finite (JSON has no NaN)
     resumed_from: int | None
     device: str
     stopped_early: bool
@@ -361,13 +361,97 @@ def _sum_over_ranks(ctx: RunContext, value: float) -> float:
     return float(t)
 
 
+RUN_ARTEFACTS = ("checkpoints", "metrics.jsonl", "loss_curve.png", "train_summary.json", "model")
+RESUMABLE_CHANGES = ("train.steps", "train.stop_after", "train.checkpoint_every", "train.keep_checkpoints",
+                     "train.log_every", "train.device", "train.prefetch_factor", "description")
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``<output>/.lock``, ``flock``) held by rank 0 for the whole run: a second
+    run into the same folder stops at once, naming the process that holds it, instead of interleaving metrics and
+    clobbering checkpoints. Released when the process ends, however it ends."""
+
+    def __init__(self, output_dir: Path, main: bool) -> None:
+        self.path, self.main, self.fh = Path(output_dir) / ".lock", main, None
+
+    def __enter__(self) -> RunLock:
+        if not self.main:
+            return self
+        import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise RuntimeError(f"run folder {self.path.parent} is in use by {holder}: wait for it to finish or "
+                               "write to another --output") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} on {platform.node()}\n")
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+def clear_run(output_dir: Path) -> None:
+    """``--no-resume``: remove an older run's checkpoints, metrics, summary and model from the folder (and nothing
+    else), so that none of them can be resumed or published under the new run's name."""
+    for name in RUN_ARTEFACTS:
+        path = Path(output_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def fingerprint_mismatch(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
+    """The dotted keys whose values differ between a checkpoint's run fingerprint and this run's, leaving out those a
+    resume may change (:data:`RESUMABLE_CHANGES`)."""
+    if saved is None or current is None:
+        return []
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix[:-1]: d}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}."))
+        return out
+    a, b = flat(saved), flat(json.loads(json.dumps(current)))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                  and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES))
+
+
 def train(model: nn.Module, data: TrainData, cfg: TrainConfig, output_dir: str | Path, *, resume: bool = True,
           desc: str = "train", find_unused_parameters: bool = False, ctx: RunContext | None = None,
-          record_seen: bool = False) -> TrainResult:
+          record_seen: bool = False, fingerprint: dict[str, Any] | None = None) -> TrainResult:
+    """Train under an exclusive lock on the run folder (see :func:`_train`). ``fingerprint`` (the recipe) is saved
+    in every checkpoint; a checkpoint whose fingerprint differs in a key a resume may not change is refused."""
+    ctx = ctx or setup_run(cfg, output_dir)
+    with RunLock(ctx.output_dir, ctx.info.main):
+        if not resume and ctx.info.main:
+            clear_run(ctx.output_dir)
+        if ctx.info.world > 1:
+            dist.barrier()
+        return _train(model, data, cfg, output_dir, resume=resume, desc=desc,
+                      find_unused_parameters=find_unused_parameters, ctx=ctx, record_seen=record_seen,
+                      fingerprint=fingerprint)
+
+
+def _train(model: nn.Module, data: TrainData, cfg: TrainConfig, output_dir: str | Path, *, resume: bool,
+           desc: str, find_unused_parameters: bool, ctx: RunContext, record_seen: bool,
+           fingerprint: dict[str, Any] | None) -> TrainResult:
     """Train ``model`` (``forward(batch, generator)`` → ``.loss``, ``.metrics``) on ``data`` for ``cfg.steps``
     steps: setup → optimiser → resume (weights, optimiser, RNG, data position) → train steps with metrics and
     checkpoints → loss curve. ``data_wait_s`` in ``metrics.jsonl`` is the time a step waited for its batch."""
-    ctx = ctx or setup_run(cfg, output_dir)
     info, device = ctx.info, ctx.device
     seed_all(cfg.seed + info.rank)      # after the model was built: training draws start from the seed
     model.to(device)
@@ -379,16 +463,23 @@ def train(model: nn.Module, data: TrainData, cfg: TrainConfig, output_dir: str |
     opt = build_optimizer(raw, cfg)
     ckpt = Checkpointer(ctx.output_dir, cfg.keep_checkpoints, info)
     log = MetricsLog(ctx.output_dir, info.main)
-    start, resumed_from, data_state = 0, None, None
+    start, resumed_from, data_state, before, loss = 0, None, None, 0.0, float("nan")
     last = ckpt.latest() if resume else None
     if last is not None:
+        saved = json.loads((last / "state.json").read_text()).get("fingerprint")
+        differ = fingerprint_mismatch(saved, fingerprint)
+        if differ:
+            shown = ", ".join(differ[:8]) + (" …" if len(differ) > 8 else "")
+            raise RuntimeError(f"{last} was written by a run with other settings ({shown}); a resume may change only "
+                               f"{', '.join(RESUMABLE_CHANGES)}. Start over with --no-resume or use another --output")
         state = ckpt.load(last, raw, opt)
         start = resumed_from = state["step"]
         data_state = state["data"]
+        before, loss = float(state.get("wall_seconds", 0.0)), float(state.get("loss", float("nan")))
     log.start(start)
     end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
     batches = data.batches(data_state)
-    loss, waited, seen = float("nan"), 0.0, []
+    waited, seen = 0.0, []
     t0 = time.perf_counter()
     quiet = not info.main or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=desc, disable=quiet, dynamic_ncols=True,
@@ -412,13 +503,15 @@ def train(model: nn.Module, data: TrainData, cfg: TrainConfig, output_dir: str |
                            "data_wait_s": round(wait, 5), "step_s": round(time.perf_counter() - t_step, 5),
                            "examples": len(batch["_names"]), "elapsed_s": round(time.perf_counter() - t0, 3)})
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
-                ckpt.save(step + 1, raw, opt, {"loss": loss}, data.state())
+                ckpt.save(step + 1, raw, opt, {"loss": loss, "wall_seconds": before + time.perf_counter() - t0,
+                                               "fingerprint": fingerprint}, data.state())
     finally:
         bar.close()
         batches.close()          # stops the DataLoader workers
     log.plot(desc)
     skipped = int(_sum_over_ranks(ctx, data.skipped))
-    return TrainResult(steps=end, wall_seconds=time.perf_counter() - t0, final_loss=loss, resumed_from=resumed_from,
+    return TrainResult(steps=end, wall_seconds=before + time.perf_counter() - t0,
+                       final_loss=loss if math.isfinite(loss) else None, resumed_from=resumed_from,
                        device=hardware(device), stopped_early=end < cfg.steps, skipped=skipped,
                        skipped_examples=data.skipped_examples, data_wait_seconds=waited, seen=seen)
 

@@ -23,7 +23,8 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True) -> 
     built = build(recipe)
     data = TrainData(built.data, built.processor, cfg, rank=ctx.info.rank, world=ctx.info.world,
                      pin_memory=ctx.device.type == "cuda")
-    result = train(built.pretrainer, data, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx)
+    result = train(built.pretrainer, data, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx,
+                   fingerprint=recipe.to_dict())
     rss = peak_rss_mib()
     summary = {"recipe": recipe.name, "steps": result.steps, "stopped_early": result.stopped_early,
                "resumed_from": result.resumed_from, "wall_seconds": round(result.wall_seconds, 2),

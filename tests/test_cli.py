@@ -63,6 +63,12 @@ def test_pretrain_save_load_same_embeddings_through_the_cli(toy_plugin, tmp_path
     with torch.no_grad():
         ours = enc(proc.collate([proc(x)])).pooled
     assert torch.equal(cli_emb, ours)
+    # #15 class 8: an output inside the model folder (e.g. its own model.safetensors) is refused, the model intact
+    before = (model / "model.safetensors").read_bytes()
+    for target in (model / "model.safetensors", model / "emb"):
+        out = zoo_cli("embed", str(model), str(tmp_path / "x.npy"), "--output", str(target))
+        assert out.returncode == 2 and "inside the model folder" in out.stderr
+    assert (model / "model.safetensors").read_bytes() == before and not (model / "emb").exists()
     # the trained weights are the pretrainer's encoder: reload them and compare with the checkpoint
     ckpt = load_file(str(run / "checkpoints" / "step-0000003" / "model.safetensors"))
     for k, v in enc.state_dict().items():

@@ -177,3 +177,48 @@ def test_metrics_log_survives_a_torn_last_line(tmp_path):
     log.path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
     with _pytest.raises(ValueError, match=r"metrics.jsonl, line 2: not a metrics row"):
         log.start(3)
+
+
+def test_resume_only_a_matching_run_and_start_over_cleanly(toy_recipe, tmp_path):
+    """#15 class 3: a rerun with a changed seed or lr is refused with the keys that differ (steps may change); a
+    --no-resume run into a folder holding an older, longer run publishes the new run's weights; the card's wall
+    time is the whole run's after a resume and final_loss is valid JSON (class 3)."""
+    from pipelines.pretrain import pretrain
+    recipe = apply_overrides(toy_recipe, ["train.steps=8", "train.checkpoint_every=2"])
+    pretrain(apply_overrides(recipe, ["train.stop_after=4"]), tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "step-0000004" / "state.json").read_text())
+    with pytest.raises(RuntimeError, match=r"other settings \(train\.lr, train\.seed\).*--no-resume"):
+        pretrain(apply_overrides(recipe, ["train.seed=1", "train.lr=0.01"]), tmp_path / "run")
+    longer = pretrain(apply_overrides(recipe, ["train.steps=10"]), tmp_path / "run")   # steps may change
+    assert longer["resumed_from"] == 4 and longer["steps"] == 10
+    assert saved["wall_seconds"] > 0 and longer["wall_seconds"] > saved["wall_seconds"]   # the first part counts
+    again = pretrain(apply_overrides(recipe, ["train.steps=10"]), tmp_path / "run")    # nothing left to run
+    text = (tmp_path / "run" / "train_summary.json").read_text()
+    assert "NaN" not in text and again["final_loss"] == pytest.approx(longer["final_loss"])
+    # --no-resume with another seed: the old step-10 checkpoints are gone, the model is the new run's
+    fresh = pretrain(apply_overrides(recipe, ["train.seed=1"]), tmp_path / "run", resume=False)
+    pretrain(apply_overrides(recipe, ["train.seed=1"]), tmp_path / "alone")
+    assert fresh["resumed_from"] is None
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-0000006", "step-0000008"]
+    a = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "alone" / "model" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    card = (tmp_path / "run" / "model" / "config.json").read_text()
+    assert json.loads(card)["pretraining"]["recipe"]["train"]["seed"] == 1
+
+
+def test_a_second_run_into_a_busy_folder_stops_at_once(toy_recipe, tmp_path):
+    """#15 class 3: the run folder is locked for the whole run; a second run names the holder."""
+    import fcntl
+
+    from pipelines.pretrain import pretrain
+    (tmp_path / "run").mkdir()
+    with open(tmp_path / "run" / ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fh.write("process 4242 on elsewhere\n")
+        fh.flush()
+        with pytest.raises(RuntimeError, match="is in use by process 4242 on elsewhere"):
+            pretrain(apply_overrides(toy_recipe, ["train.steps=2"]), tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    summary = pretrain(apply_overrides(toy_recipe, ["train.steps=2"]), tmp_path / "run")    # released: runs
+    assert summary["steps"] == 2
