@@ -36,6 +36,12 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True) -> 
     if ctx.info.main:
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if not result.stopped_early:
+            from zoo.hub import non_finite
+            bad = non_finite(built.encoder.state_dict())
+            if bad or result.final_loss is None:
+                raise RuntimeError(f"training diverged (final loss {result.final_loss}, non-finite weights in "
+                                   f"{bad[:5]}): the model is not published; lower train.lr or check the data. "
+                                   f"Checkpoints and metrics are in {output_dir}")
             built.encoder.save_pretrained(output_dir / "model", processor=built.processor,
                                           pretraining={"recipe": recipe.to_dict(),
                                                        "objective": built.pretraining.to_dict(),

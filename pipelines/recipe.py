@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,21 @@ __all__ = ["TrainConfig", "Recipe", "load_recipe", "parse_recipe", "apply_overri
 RECIPE_KEYS = {"name", "modality", "architecture", "description", "encoder", "pretraining", "processor",
                "data", "train", "evaluate", "finetune"}
 
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` and ``5E+2`` are numbers (YAML 1.1 wants ``1.0e-3``
+    and reads ``1e-3`` as a string, and every user writes learning rates that way)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
 
 @dataclass
 class TrainConfig(Config):
@@ -109,7 +125,7 @@ def find_recipes() -> dict[str, Path]:
 
 
 def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
+    return yaml.load(text, Loader=_Loader) if text != "" else ""
 
 
 def apply_overrides(recipe: dict[str, Any] | Recipe, overrides: list[str]) -> dict[str, Any] | Recipe:
@@ -144,7 +160,7 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
                                     f"{sorted(recipes) or 'the installed recipes (none)'}")
         path = recipes[str(name_or_path)]
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
     if not isinstance(raw, dict):

@@ -49,6 +49,9 @@ def test_train_config_validation():
     assert r["train"] == {"steps": 7, "betas": [0.9, 0.95]}
     with pytest.raises(ConfigError, match="unknown recipe section"):
         apply_overrides({}, ["trian.steps=7"])
+    # #15 class 9: learning rates as users write them (YAML 1.1 would read 1e-3 as a string)
+    assert apply_overrides({"train": {}}, ["train.lr=1e-3", "train.weight_decay=5E-2"])["train"] == \
+        {"lr": 0.001, "weight_decay": 0.05}
 
 
 def test_recipe_validation(toy_plugin, tmp_path):
@@ -222,3 +225,39 @@ def test_a_second_run_into_a_busy_folder_stops_at_once(toy_recipe, tmp_path):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
     summary = pretrain(apply_overrides(toy_recipe, ["train.steps=2"]), tmp_path / "run")    # released: runs
     assert summary["steps"] == 2
+
+
+def test_a_diverged_run_is_not_published(toy_recipe, tmp_path, monkeypatch):
+    """#15 class 6: a run whose last update left NaN weights (its last loss, computed before that update, was
+    finite) is not written as the model folder; checkpoints and metrics stay for inspection. (A NaN loss already
+    stops training at its step.)"""
+    import pipelines.pretrain as pre
+    real = pre.train
+
+    def last_update_diverges(model, *args, **kwargs):
+        result = real(model, *args, **kwargs)
+        with torch.no_grad():
+            next(model.encoder.parameters()).view(-1)[0] = float("nan")
+        return result
+    monkeypatch.setattr(pre, "train", last_update_diverges)
+    with pytest.raises(RuntimeError, match="training diverged.*not published"):
+        pre.pretrain(apply_overrides(toy_recipe, ["train.steps=2"]), tmp_path / "run")
+    assert not (tmp_path / "run" / "model").exists() and (tmp_path / "run" / "checkpoints").is_dir()
+
+
+def test_nan_weights_are_refused_on_load(toy_model, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    import zoo
+    from zoo import FormatError
+    folder = tmp_path / "m"
+    shutil.copytree(toy_model, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    name = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(FormatError, match=rf"NaN/inf values in \['{name}'\]"):
+        zoo.AutoEncoder.from_pretrained(folder)

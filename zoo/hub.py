@@ -177,8 +177,18 @@ def build_encoder(cls: type[Encoder], config: dict[str, Any], id_or_path: str | 
         raise FileNotFoundError(f"{WEIGHTS_NAME} not found in {id_or_path}{found}")
     enc_config = cls.config_class.from_dict(config["encoder"], where=f"{id_or_path}:config.json:encoder")
     encoder = cls(enc_config)
-    load_state_strict(encoder, load_weights(weights), str(id_or_path))
+    state = load_weights(weights)
+    bad = non_finite(state)
+    if bad:
+        raise FormatError(f"{id_or_path}: weights hold NaN/inf values in {bad[:5]}{' …' if len(bad) > 5 else ''} "
+                          "(a diverged training run?): refusing to load them")
+    load_state_strict(encoder, state, str(id_or_path))
     return encoder.eval()
+
+
+def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` that hold NaN or inf values."""
+    return sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
 
 
 def load_processor_dict(id_or_path: str | Path, **hub_kwargs: Any) -> dict[str, Any]:
