@@ -34,6 +34,21 @@ __all__ = ["batch_indices", "grouped_batches", "EpochBatches", "TrainData", "ite
 
 
 # --- batching a list of records ------------------------------------------------------------------------
+INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError)
+
+
+def process_one(processor: Processor, example: Any, name: str) -> dict[str, Any]:
+    """One example through the processor; an input the processor did not anticipate (a ValueError, TypeError,
+    KeyError or IndexError from inside it, e.g. a sample rate of ``"abc"`` or a ragged array) becomes a
+    :class:`BadExample` naming the example, so that ``skip_bad`` skips it and an error names it either way."""
+    try:
+        return processor(example, name=name)
+    except BadExample:
+        raise
+    except INPUT_ERRORS as err:
+        raise BadExample(name, "input", f"{type(err).__name__}: {err}") from err
+
+
 def process_records(processor: Processor, examples: Sequence[Any], labels: Sequence[int | None],
                     names: Sequence[str], skip_bad: bool) -> dict[str, Any]:
     """Process and collate one batch. Returns the batch with ``labels`` (when every record has one) and a
@@ -42,17 +57,19 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
     try:
         items = processor.process_batch(examples, list(names))
         keep = list(range(len(items)))
-    except BadExample as err:
-        if not skip_bad:
-            meta["bad"] = (str(err.example), err.field, err.reason)
-            return {"_meta": {**meta, "names": []}}
+    except (BadExample, *INPUT_ERRORS) as first:
         items, keep = [], []
         for i, name in enumerate(names):    # find the bad ones: one example at a time
             try:
-                items.append(processor(examples[i], name=name))
+                items.append(process_one(processor, examples[i], name))
                 keep.append(i)
             except BadExample as e:
+                if not skip_bad:
+                    meta["bad"] = (str(e.example), e.field, e.reason)
+                    return {"_meta": {**meta, "names": []}}
                 meta["skipped"].append(str(e))
+        if not meta["skipped"] and len(items) == len(names) and not isinstance(first, BadExample):
+            raise first                     # the batch failed though every example alone is fine: a real bug
     meta["names"] = [names[i] for i in keep]
     if not items:
         return {"_meta": meta}

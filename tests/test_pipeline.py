@@ -258,3 +258,23 @@ def test_embed_writes_shards_equal_to_one_file(toy_model, tmp_path):
     one = load_file(str(tmp_path / "one.safetensors"))["embeddings"]
     order = [files.index(n) for n in names]
     assert torch.allclose(emb, one[order], atol=1e-6)
+
+
+def test_unanticipated_input_errors_are_bad_examples_and_skippable():
+    """#15 class 7: an input a processor did not anticipate (a sample rate of "abc", a ragged array) raises inside it
+    a ValueError/TypeError; the pipeline turns it into BadExample naming the example, so skip_bad skips it."""
+    import numpy as np
+
+    from modalities.audio import AudioProcessor
+    from pipelines.data import process_records
+    proc = AudioProcessor()
+    good = (np.zeros(8000, np.float32) + 0.1 * np.sin(np.arange(8000)), 16000)
+    examples = [good, (good[0], "abc"), [[0.1, 0.2], [0.3]], good]
+    names = ["ok-1", "rate-abc", "ragged", "ok-2"]
+    batch = process_records(proc, examples, [0, 1, 0, 1], names, skip_bad=True)
+    meta = batch["_meta"]
+    assert meta["names"] == ["ok-1", "ok-2"] and batch["input_values"].shape[0] == 2
+    assert len(meta["skipped"]) == 2 and "rate-abc" in meta["skipped"][0] and "'input'" in meta["skipped"][0]
+    assert "ragged" in meta["skipped"][1]
+    stopped = process_records(proc, examples, [0, 1, 0, 1], names, skip_bad=False)["_meta"]
+    assert stopped["bad"][0] == "rate-abc" and stopped["bad"][1] == "input" and "ValueError" in stopped["bad"][2]
