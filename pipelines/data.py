@@ -68,7 +68,7 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
                     meta["bad"] = (str(e.example), e.field, e.reason)
                     return {"_meta": {**meta, "names": []}}
                 meta["skipped"].append(str(e))
-        if not meta["skipped"] and len(items) == len(names) and not isinstance(first, BadExample):
+        if not meta["skipped"] and not isinstance(first, BadExample):
             raise first                     # the batch failed though every example alone is fine: a real bug
     meta["names"] = [names[i] for i in keep]
     if not items:

@@ -187,8 +187,16 @@ class Checkpointer:
         self._barrier()
         return final
 
-    def load(self, path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    def load(self, path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+             fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Restore a checkpoint, refusing one written by a run of other settings (see :func:`fingerprint_mismatch`)
+        or by another number of processes, before anything is loaded."""
         state = json.loads((path / "state.json").read_text())
+        differ = fingerprint_mismatch(state.get("fingerprint"), fingerprint)
+        if differ:
+            shown = ", ".join(differ[:8]) + (" …" if len(differ) > 8 else "")
+            raise RuntimeError(f"{path} was written by a run with other settings ({shown}); a resume may change only "
+                               f"{', '.join(RESUMABLE_CHANGES)}. Start over with --no-resume or use another --output")
         if state["world"] != self.info.world:
             raise RuntimeError(f"{path} was written by {state['world']} processes; resume it with as many "
                                f"(this run has {self.info.world})")
@@ -441,12 +449,12 @@ def train(model: nn.Module, data: TrainData, cfg: TrainConfig, output_dir: str |
             clear_run(ctx.output_dir)
         if ctx.info.world > 1:
             dist.barrier()
-        return _train(model, data, cfg, output_dir, resume=resume, desc=desc,
+        return _train(model, data, cfg, resume=resume, desc=desc,
                       find_unused_parameters=find_unused_parameters, ctx=ctx, record_seen=record_seen,
                       fingerprint=fingerprint)
 
 
-def _train(model: nn.Module, data: TrainData, cfg: TrainConfig, output_dir: str | Path, *, resume: bool,
+def _train(model: nn.Module, data: TrainData, cfg: TrainConfig, *, resume: bool,
            desc: str, find_unused_parameters: bool, ctx: RunContext, record_seen: bool,
            fingerprint: dict[str, Any] | None) -> TrainResult:
     """Train ``model`` (``forward(batch, generator)`` → ``.loss``, ``.metrics``) on ``data`` for ``cfg.steps``
@@ -466,13 +474,7 @@ def _train(model: nn.Module, data: TrainData, cfg: TrainConfig, output_dir: str 
     start, resumed_from, data_state, before, loss = 0, None, None, 0.0, float("nan")
     last = ckpt.latest() if resume else None
     if last is not None:
-        saved = json.loads((last / "state.json").read_text()).get("fingerprint")
-        differ = fingerprint_mismatch(saved, fingerprint)
-        if differ:
-            shown = ", ".join(differ[:8]) + (" …" if len(differ) > 8 else "")
-            raise RuntimeError(f"{last} was written by a run with other settings ({shown}); a resume may change only "
-                               f"{', '.join(RESUMABLE_CHANGES)}. Start over with --no-resume or use another --output")
-        state = ckpt.load(last, raw, opt)
+        state = ckpt.load(last, raw, opt, fingerprint)
         start = resumed_from = state["step"]
         data_state = state["data"]
         before, loss = float(state.get("wall_seconds", 0.0)), float(state.get("loss", float("nan")))

@@ -104,7 +104,6 @@ def load_config(id_or_path: str | Path, **hub_kwargs: Any) -> dict[str, Any]:
 def _is_safetensors(path: Path) -> bool:
     """A safetensors file starts with its JSON header's length (little-endian u64), then the header: decided by
     parsing that header, never by sniffing one byte (a header length of 128 mod 256 starts with 0x80, as pickles do)."""
-    import json
     import struct
     size = path.stat().st_size
     with open(path, "rb") as fh:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["square_distances", "farthest_point_sample", "knn", "gather_points", "group_patches"]
+__all__ = ["square_distances", "farthest_point_sample", "farthest_from_centroid", "knn", "gather_points",
+           "group_patches"]
 
 
 def square_distances(a: Tensor, b: Tensor) -> Tensor:
@@ -28,6 +29,13 @@ def gather_points(points: Tensor, idx: Tensor) -> Tensor:
     return out.view(*idx.shape, points.shape[-1])
 
 
+def farthest_from_centroid(points: Tensor) -> Tensor:
+    """Index ``[B]`` of the point of each cloud ``[B, N, 3]`` farthest from its centroid: a start for farthest point
+    sampling that does not depend on the order of the points."""
+    pts = points.detach().float()
+    return (pts - pts.mean(dim=1, keepdim=True)).pow(2).sum(-1).argmax(dim=1)
+
+
 def farthest_point_sample(points: Tensor, k: int, *, start: int | str | Tensor | None = 0,
                           generator: torch.Generator | None = None) -> Tensor:
     """Farthest point sampling (Eldar et al. 1997; PointNet++): indices ``[B, k]`` of ``points [B, N, 3]``.
@@ -43,8 +51,7 @@ def farthest_point_sample(points: Tensor, k: int, *, start: int | str | Tensor |
     if isinstance(start, str):
         if start != "centroid":
             raise ValueError(f"start must be an index, 'centroid' or None, got {start!r}")
-        pts = points.detach().float()
-        current = (pts - pts.mean(dim=1, keepdim=True)).pow(2).sum(-1).argmax(dim=1)
+        current = farthest_from_centroid(points)
     elif start is None:
         current = torch.randint(0, n, (b,), generator=generator, device=generator.device if generator else device)
         current = current.to(device)

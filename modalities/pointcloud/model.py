@@ -93,11 +93,17 @@ def _positional(dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, dim))
 
 
-def _run(blocks: TransformerEncoder, x: Tensor, pos: Tensor) -> Tensor:
-    """Point-MAE adds the positions before every block; the stack's LayerNorm ends it."""
+def _run(blocks: TransformerEncoder, x: Tensor, pos: Tensor, hidden: list[Tensor] | None = None) -> Tensor:
+    """Point-MAE adds the positions before every block; the stack's LayerNorm ends it. ``hidden`` collects every
+    block's input and the final output."""
     for layer in blocks.layers:
+        if hidden is not None:
+            hidden.append(x)
         x = layer(x + pos)
-    return blocks.norm(x)
+    x = blocks.norm(x)
+    if hidden is not None:
+        hidden.append(x)
+    return x
 
 
 class PointMAEEncoder(Encoder):
@@ -133,29 +139,21 @@ class PointMAEEncoder(Encoder):
         return group_patches(points, c.num_patches, c.patch_size)
 
     def encode(self, centres: Tensor, patches: Tensor, mask: Tensor | None = None,
-               return_hidden: bool = False) -> tuple[Tensor, Tensor, list[Tensor] | None]:
-        """Visible tokens, their positions, and (with ``return_hidden``) every block's input."""
+               return_hidden: bool = False) -> tuple[Tensor, list[Tensor] | None]:
+        """Visible tokens and (with ``return_hidden``) every block's input and the output."""
         b, g, k, ch = patches.shape
         if mask is not None:
             keep = ~mask
             centres, patches = centres[keep].view(b, -1, 3), patches[keep].view(b, -1, k, ch)
         n = patches.shape[1]
         x = self.patch_embed(patches.reshape(b * n, k, ch)).view(b, n, -1)
-        pos = self.pos_embed(centres)
         hidden = [] if return_hidden else None
-        for layer in self.transformer.layers:
-            if hidden is not None:
-                hidden.append(x)
-            x = layer(x + pos)
-        x = self.transformer.norm(x)
-        if hidden is not None:
-            hidden.append(x)
-        return x, pos, hidden
+        return _run(self.transformer, x, self.pos_embed(centres), hidden), hidden
 
     def forward(self, batch: dict[str, Tensor], *, mask: Tensor | None = None,
                 return_hidden: bool = False) -> EncoderOutput:
         centres, patches = self.patches(batch["points"])
-        tokens, _, hidden = self.encode(centres, patches, mask, return_hidden)
+        tokens, hidden = self.encode(centres, patches, mask, return_hidden)
         pad = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         pooled = torch.cat([tokens.max(dim=1).values, tokens.mean(dim=1)], dim=-1)
         return EncoderOutput(tokens=tokens, padding_mask=pad, pooled=pooled, hidden=hidden)
@@ -199,7 +197,7 @@ class PointMAEPretrainer(Pretrainer):
 
     def loss(self, centres: Tensor, patches: Tensor, mask: Tensor) -> PretrainOutput:
         b, g, k, _ = patches.shape
-        visible, _, _ = self.encoder.encode(centres, patches, mask)
+        visible, _ = self.encoder.encode(centres, patches, mask)
         hidden_centres = centres[mask].view(b, -1, 3)
         m = hidden_centres.shape[1]
         pos = torch.cat([self.decoder_pos_embed(centres[~mask].view(b, -1, 3)),

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.points import farthest_point_sample
+from zoo.points import farthest_from_centroid, farthest_point_sample
 
 MESH_SUFFIXES = (".off", ".obj", ".stl", ".gltf", ".glb")
 CLOUD_SUFFIXES = (".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts")
@@ -163,7 +163,7 @@ class PointCloudProcessor(Processor):
         :func:`zoo.points.farthest_point_sample` with ``start="centroid"``, from the point farthest from the
         centroid."""
         import open3d as o3d
-        start = int((xyz - xyz.mean(dim=0)).pow(2).sum(dim=1).argmax())
+        start = int(farthest_from_centroid(xyz[None])[0])
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz.double().numpy()))
         out = torch.as_tensor(np.asarray(cloud.farthest_point_down_sample(k, start).points), dtype=torch.float32)
         return out[torch.arange(total) % k].contiguous()

@@ -157,12 +157,16 @@ class VideoMAEEncoder(Encoder):
                              f"width), got {tuple(pixels.shape)}: set the processor's num_frames/image_size")
 
     def tubelets(self, pixels: Tensor) -> Tensor:
+        """``pixel_values`` of the configured shape → tubelets ``[B, N, P]`` (:func:`patchify`)."""
+        self._check(pixels)
         return patchify(pixels, self.config.tubelet_size, self.config.patch_size)
 
     def embed(self, pixels: Tensor, mask: Tensor | None = None) -> Tensor:
         """Tubelet embeddings plus positions, keeping the visible tokens only when ``mask`` is given."""
-        self._check(pixels)
-        x = self.patch_embed(self.tubelets(pixels).to(self.patch_embed.weight.dtype)) + self.positions.to(pixels.dtype)
+        return self._embed_tubelets(self.tubelets(pixels), mask)
+
+    def _embed_tubelets(self, tubelets: Tensor, mask: Tensor | None) -> Tensor:
+        x = self.patch_embed(tubelets.to(self.patch_embed.weight.dtype)) + self.positions.to(tubelets.dtype)
         if mask is not None:
             b, _, d = x.shape
             x = x[~mask].view(b, -1, d)
@@ -170,7 +174,11 @@ class VideoMAEEncoder(Encoder):
 
     def forward(self, batch: dict[str, Tensor], *, mask: Tensor | None = None,
                 return_hidden: bool = False) -> EncoderOutput:
-        x = self.embed(batch["pixel_values"], mask)
+        return self.encode(self.tubelets(batch["pixel_values"]), mask, return_hidden=return_hidden)
+
+    def encode(self, tubelets: Tensor, mask: Tensor | None = None, *, return_hidden: bool = False) -> EncoderOutput:
+        """The encoder on already cut tubelets ``[B, N, P]`` (the pretrainer cuts them once for input and target)."""
+        x = self._embed_tubelets(tubelets, mask)
         if return_hidden:
             tokens, hidden = self.transformer(x, return_hidden=True)
         else:
@@ -205,9 +213,11 @@ class VideoMAEPretrainer(Pretrainer):
 
     def reconstruct(self, pixels: Tensor, mask: Tensor) -> Tensor:
         """Predicted pixels of the hidden tubelets ``[B, M, P]``, in token order."""
-        b = pixels.shape[0]
-        visible = self.encoder(pixels_batch(pixels), mask=mask).tokens
-        x = self.encoder_to_decoder(visible)
+        return self._reconstruct(self.encoder.tubelets(pixels), mask)
+
+    def _reconstruct(self, tubelets: Tensor, mask: Tensor) -> Tensor:
+        b = tubelets.shape[0]
+        x = self.encoder_to_decoder(self.encoder.encode(tubelets, mask).tokens)
         pos = self.decoder_positions.to(x.dtype).expand(b, -1, -1)
         d = x.shape[-1]
         hidden_pos = pos[mask].view(b, -1, d)
@@ -222,16 +232,14 @@ class VideoMAEPretrainer(Pretrainer):
         return self.loss(pixels, mask)
 
     def loss(self, pixels: Tensor, mask: Tensor) -> PretrainOutput:
-        """The objective on given masks (the benchmark feeds the reference the same ones)."""
-        pred = self.reconstruct(pixels, mask)
+        """The objective on given masks (the benchmark feeds the reference the same ones). The tubelets are cut
+        once: the encoder's input and the targets."""
+        tubelets = self.encoder.tubelets(pixels)
+        pred = self._reconstruct(tubelets, mask)
         b, p = pred.shape[0], pred.shape[-1]
         with torch.no_grad():
-            target = self.encoder.tubelets(pixels)[mask].view(b, -1, p).float()
+            target = tubelets[mask].view(b, -1, p).float()
         hidden = torch.ones(pred.shape[:2], dtype=torch.bool, device=pred.device)
         loss = masked_mse(pred.float(), target, hidden, norm_targets=self.config.norm_targets,
                           channels=self.encoder.config.channels)
         return PretrainOutput(loss=loss, metrics={"visible_tokens": float((~mask[0]).sum())})
-
-
-def pixels_batch(pixels: Tensor) -> dict[str, Tensor]:
-    return {"pixel_values": pixels}

@@ -78,19 +78,18 @@ def frame_indices(total: int, config: VideoProcessorConfig, name: str) -> np.nda
     if total < need and config.short_clip == "reject":
         raise BadExample(name, "frames", f"{total} frames; {need} are needed ({n} frames"
                                          + (f" at stride {stride})" if dense else ")") + " and short_clip is 'reject'")
+    segments = np.floor((np.arange(n) + 0.5) * total / n).astype(np.int64)      # the middle of n equal segments
     if dense:
         idx = max(0, (total - span) // 2) + np.arange(n) * stride
-    elif total >= n or config.short_clip == "repeat":
-        idx = np.floor((np.arange(n) + 0.5) * total / n).astype(np.int64)
     else:
-        idx = np.arange(n)
+        idx = segments if total >= n else np.arange(n)
     if idx[-1] >= total:                                   # short: the clip's own policy
         if config.short_clip == "loop":
             idx = idx % total
         elif config.short_clip == "pad":
             idx = np.minimum(idx, total - 1)
         else:                                              # repeat: stretch the clip over the asked span
-            idx = np.floor((np.arange(n) + 0.5) * total / n).astype(np.int64)
+            idx = segments
     return idx.astype(np.int64)
 
 
