@@ -66,13 +66,16 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup over ``warmup_steps`` (at most ``steps``) then cosine decay to ``min_lr_ratio * lr``."""
+    """Linear warmup over ``warmup_steps`` (at most ``steps``) then decay to ``min_lr_ratio * lr``: cosine, or
+    with ``schedule: linear`` a straight line (fairseq's polynomial decay of power 1, as wav2vec 2.0)."""
     warmup = min(cfg.warmup_steps, cfg.steps)
     if warmup and step < warmup:
         return cfg.lr * (step + 1) / warmup
     span = max(cfg.steps - warmup, 1)
     frac = min(max(step - warmup, 0) / span, 1.0)
     floor = cfg.lr * cfg.min_lr_ratio
+    if cfg.schedule == "linear":
+        return floor + (cfg.lr - floor) * (1.0 - frac)
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 

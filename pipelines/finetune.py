@@ -39,17 +39,21 @@ class Classifier(nn.Module):
 
 
 def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
-             device: str = "cpu") -> dict[str, Any]:
+             device: str = "cpu", train_set: ExampleSet | None = None, test_set: ExampleSet | None = None,
+             from_scratch: bool = False, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fine-tune a zoo encoder on the recipe's labelled ``evaluate.train`` data (``finetune`` holds the
-    engine settings) and report accuracy on ``evaluate.test``. Saves the encoder folder and the head."""
+    engine settings, ``settings`` overrides them) and report accuracy on ``evaluate.test``; ``train_set`` /
+    ``test_set`` replace the recipe's data. ``from_scratch`` trains the same architecture from a random
+    initialisation (seeded by the run's seed) instead. Saves the encoder folder and the head."""
     output_dir = Path(output_dir)
     encoder = AutoEncoder.from_pretrained(model)
     processor = AutoProcessor.from_pretrained(model)
     modality = get_modality(encoder.modality)
     spec = recipe.evaluate
-    if "train" not in spec or "test" not in spec:
+    if (train_set is None and "train" not in spec) or (test_set is None and "test" not in spec):
         raise ValueError(f"recipe {recipe.name!r} needs evaluate.train and evaluate.test data to fine-tune")
-    train_set, test_set = modality.load_data(spec["train"]), modality.load_data(spec["test"])
+    train_set = train_set if train_set is not None else modality.load_data(spec["train"])
+    test_set = test_set if test_set is not None else modality.load_data(spec["test"])
     if train_set.label_names is not None:
         num_classes = len(train_set.label_names)
     elif isinstance(train_set, ExampleSet) and train_set.labels is not None:
@@ -57,7 +61,10 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
     else:
         raise ValueError("fine-tuning needs labelled data (a label column, or label names for a stream)")
     cfg = TrainConfig.from_dict({"steps": 50, "lr": 1e-4, "warmup_steps": 5, "device": device,
-                                 **recipe.finetune}, where="recipe:finetune")
+                                 **recipe.finetune, **(settings or {})}, where="recipe:finetune")
+    if from_scratch:
+        torch.manual_seed(cfg.seed)
+        encoder = type(encoder)(encoder.config)
     ctx = setup_run(cfg, output_dir)
     clf = Classifier(encoder, num_classes)
     data = TrainData(train_set, processor, cfg, rank=ctx.info.rank, world=ctx.info.world)

@@ -47,6 +47,7 @@ class TrainConfig(Config):
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_steps: int = 10
+    schedule: str = "cosine"          # decay after warmup: "cosine" or "linear"
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 50
@@ -68,6 +69,7 @@ class TrainConfig(Config):
         self.check(self.batch_size >= 1, "batch_size", "must be >= 1")
         self.check(self.lr > 0, "lr", "must be > 0")
         self.check(self.optimizer in ("adamw", "adam"), "optimizer", "must be 'adamw' or 'adam'")
+        self.check(self.schedule in ("cosine", "linear"), "schedule", "must be 'cosine' or 'linear'")
         self.check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must lie in [0, 1]")
         self.check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0 (a warmup longer than the run is cut)")
         self.check(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 = off)")

@@ -28,7 +28,7 @@ from modalities.audio.model import GumbelQuantizer, conv_output_lengths
 from .conftest import zoo_cli
 
 TINY = dict(conv_layers=[(16, 10, 5), (16, 3, 2), (16, 3, 2)], dim=32, depth=2, heads=2, pos_conv_kernel=8,
-            pos_conv_groups=4, dropout=0.0, attn_dropout=0.0)
+            pos_conv_groups=4, dropout=0.0, attn_dropout=0.0, layerdrop=0.0)
 
 
 def test_registered_through_the_entry_point():
@@ -141,11 +141,61 @@ def test_quantizer_perplexity_and_diversity_on_hand_made_logits():
 
 
 def test_gumbel_temperature_schedule():
-    pre = Wav2Vec2Pretrainer(Wav2Vec2Encoder(Wav2Vec2Config(**TINY)), Wav2Vec2PretrainingConfig(), total_steps=100)
+    enc = Wav2Vec2Encoder(Wav2Vec2Config(**TINY))
+    pre = Wav2Vec2Pretrainer(enc, Wav2Vec2PretrainingConfig(), total_steps=100)
+    # the paper: 2 * 0.999995**n per update, floor 0.5, whatever the run's length
     assert pre.gumbel_temperature(0) == pytest.approx(2.0)
-    assert pre.gumbel_temperature(50) == pytest.approx(1.0)
-    assert pre.gumbel_temperature(100) == pytest.approx(0.5) and pre.gumbel_temperature(500) == pytest.approx(0.5)
-    assert pre.on_step(50)["gumbel_tau"] == pytest.approx(1.0)
+    assert pre.gumbel_temperature(100) == pytest.approx(2 * 0.999995 ** 100)                # 1.999000
+    assert pre.gumbel_temperature(200_000) == pytest.approx(2 * math.exp(200_000 * math.log(0.999995)))  # 0.7358
+    assert pre.gumbel_temperature(200_000) == pytest.approx(0.73576, abs=1e-5)
+    assert pre.gumbel_temperature(277_258) == pytest.approx(0.5, abs=1e-5)                  # ln 4 / -ln 0.999995
+    assert pre.gumbel_temperature(400_000) == pytest.approx(0.5)
+    assert pre.on_step(100)["gumbel_tau"] == pytest.approx(1.999000, abs=1e-6)
+    # the run-length schedule, kept as a setting: 0.5 at the run's end
+    run = Wav2Vec2Pretrainer(enc, Wav2Vec2PretrainingConfig(gumbel_schedule="run"), total_steps=100)
+    assert run.gumbel_temperature(50) == pytest.approx(1.0)
+    assert run.gumbel_temperature(100) == pytest.approx(0.5) and run.gumbel_temperature(500) == pytest.approx(0.5)
+    with pytest.raises(zoo.ConfigError, match="gumbel_schedule"):
+        Wav2Vec2PretrainingConfig(gumbel_schedule="epoch").validate()
+
+
+def test_base_defaults_layerdrop_activation_dropout_and_kaiming_conv_init():
+    cfg = Wav2Vec2Config()
+    assert (cfg.layerdrop, cfg.activation_dropout, cfg.dropout, cfg.attn_dropout) == (0.05, 0.0, 0.1, 0.1)
+    torch.manual_seed(0)
+    enc = Wav2Vec2Encoder(Wav2Vec2Config(**{**TINY, "conv_layers": [(256, 10, 5), (256, 3, 2)]}))
+    assert enc.transformer.layerdrop == 0.0 and enc.transformer.layers[0].act_drop.p == 0.0
+    for layer, fan_in in zip(enc.feature_encoder.layers, (10, 256 * 3)):
+        w = layer.conv.weight.detach()                       # Kaiming normal: N(0, 2 / fan_in)
+        assert float(w.std()) == pytest.approx(math.sqrt(2 / fan_in), rel=0.05)
+        assert abs(float(w.mean())) < 0.05 * math.sqrt(2 / fan_in) * 10
+    pre = Wav2Vec2PretrainingConfig()
+    assert pre.require_same_masks and pre.gumbel_schedule == "update" and pre.gumbel_decay == 0.999995
+
+
+def test_pretraining_masks_hide_as_many_frames_in_every_row():
+    enc = Wav2Vec2Encoder(Wav2Vec2Config(**TINY))
+    pre = Wav2Vec2Pretrainer(enc, Wav2Vec2PretrainingConfig(mask_length=2, num_negatives=4, codevectors_per_group=8,
+                                                            codevector_dim=16, proj_dim=16), total_steps=10)
+    x = torch.randn(3, 4000)
+    pad = torch.zeros(3, 4000, dtype=torch.bool)
+    pad[1, 2500:] = True
+    pad[2, 1500:] = True
+    seen = {}
+
+    def spy(b, t, p, span, **kw):
+        seen["mask"] = zoo.masking.span_mask(b, t, p, span, **kw)
+        return seen["mask"]
+
+    import modalities.audio.model as audio_model
+    original = audio_model.span_mask
+    audio_model.span_mask = spy
+    try:
+        out = pre({"input_values": x, "padding_mask": pad}, torch.Generator().manual_seed(0))
+    finally:
+        audio_model.span_mask = original
+    counts = seen["mask"].sum(dim=1)
+    assert torch.isfinite(out.loss) and len(set(counts.tolist())) == 1 and int(counts[0]) > 0
 
 
 def test_processor_inputs_resampling_and_bad_input(tmp_path):

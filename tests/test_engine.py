@@ -23,6 +23,8 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(2, cfg) == pytest.approx(1.0)
     assert lr_at(6, cfg) == pytest.approx(0.1 + 0.9 * 0.5)   # half way through the cosine
     assert lr_at(10, cfg) == pytest.approx(0.1)
+    lin = TrainConfig(steps=10, lr=1.0, warmup_steps=2, schedule="linear")       # wav2vec 2.0's decay
+    assert [lr_at(s, lin) for s in (0, 1, 2, 4, 6, 10)] == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.0])
 
 
 def test_batch_indices_shard_without_overlap_and_cover_an_epoch():

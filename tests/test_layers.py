@@ -77,3 +77,36 @@ def test_ema_teacher_update_values():
     assert torch.allclose(teacher.module.weight, torch.full((1, 2), 0.1 * 0.95 + 0.05))
     with pytest.raises(ValueError):
         EMATeacher(student, 0.99, 0.9)
+
+
+def test_layerdrop_skips_whole_layers_while_training_only():
+    torch.manual_seed(0)
+    enc = TransformerEncoder(16, 4, 2, dropout=0.0, layerdrop=0.5)
+    x = torch.randn(2, 5, 16)
+    torch.manual_seed(7)
+    skip = (torch.rand(4) < 0.5).tolist()
+    assert 0 < sum(skip) < 4                                   # this seed skips some layers, not all
+    expected = x
+    for layer, s in zip(enc.layers, skip):
+        expected = expected if s else layer(expected)
+    torch.manual_seed(7)
+    out, hidden = enc.train()(x, return_hidden=True)
+    assert torch.allclose(out, enc.norm(expected), atol=1e-6)
+    assert len(hidden) == 5                                     # one entry a layer, skipped or not
+    assert torch.allclose(enc.eval()(x), enc.norm(_run_all(enc, x)), atol=1e-6)
+
+
+def _run_all(enc: TransformerEncoder, x: torch.Tensor) -> torch.Tensor:
+    for layer in enc.layers:
+        x = layer(x)
+    return x
+
+
+def test_activation_dropout_is_its_own_setting():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16)
+    quiet = TransformerEncoder(16, 1, 2, dropout=0.0, activation_dropout=0.0).train()
+    assert torch.equal(quiet(x), quiet.eval()(x))
+    noisy = TransformerEncoder(16, 1, 2, dropout=0.0, activation_dropout=0.5).train()
+    assert not torch.allclose(noisy(x), noisy.eval()(x))
+    assert TransformerEncoder(16, 1, 2, dropout=0.2).layers[0].act_drop.p == 0.2   # default: as dropout

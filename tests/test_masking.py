@@ -34,11 +34,12 @@ def test_random_mask_is_uniform():
 
 def test_span_mask_spans_inside_valid_lengths():
     lengths = torch.tensor([100, 50, 23, 5, 0])
-    m = masking.span_mask(5, 100, 0.65, 10, generator=gen(3), valid_lengths=lengths)
+    m = masking.span_mask(5, 100, 0.65, 10, generator=gen(3), valid_lengths=lengths, min_spans=2)
     assert not m[~masking.valid_mask(lengths, 100)].any()
-    assert m[3].sum() == 0 and m[4].sum() == 0                # shorter than one span
-    # every hidden run is at least one span long (spans may merge)
-    for row, length in zip(m, lengths.tolist()):
+    # too short for its spans: starts {0, 1, 2} (range widened), frames 1-4 always hidden
+    assert m[3, 1:5].all() and m[3].sum() >= 4 and m[4].sum() == 0
+    # every hidden run is at least one span long (spans may merge) unless cut by the row's end
+    for row, length in zip(m[:3], lengths[:3].tolist()):
         runs, run = [], 0
         for v in row[:length].tolist() + [False]:
             if v:
@@ -60,13 +61,41 @@ def test_span_mask_number_of_spans_is_floor_p_l_over_span_plus_u():
     assert (m1.sum(dim=1) == 5).all()
 
 
+def test_span_mask_start_range_is_the_references():
+    # L = 10, span 3: starts are drawn from [0, L - span - 1] = [0, 6] (fairseq's choice(sz - min_len)),
+    # so frame 9 is never hidden, frame 8 only by a span starting at 6
+    m = masking.span_mask(4000, 10, 0.3, 3, generator=gen(11))        # 0.3 * 10 / 3 = 1: one span a row
+    assert (m.sum(dim=1) == 3).all()
+    starts = m.float().argmax(dim=1)
+    assert set(starts.tolist()) == set(range(7))
+    assert not m[:, 9].any() and m[:, 8].any()
+    # too many spans for the range: widened to [0, n] as the reference does. L = 5, span 3, n = 2:
+    # range [0, 1] holds only 2 starts, so starts come from {0, 1, 2}: hidden {0..3}, {0..4} or {1..4}
+    m = masking.span_mask(3000, 5, 0.0, 3, generator=gen(12), min_spans=2)
+    patterns = {tuple(r) for r in m.int().tolist()}
+    assert patterns == {(1, 1, 1, 1, 0), (1, 1, 1, 1, 1), (0, 1, 1, 1, 1)}
+
+
+def test_span_mask_same_count_cuts_every_row_to_the_fewest():
+    lengths = torch.tensor([60, 40, 25, 60])
+    free = masking.span_mask(4, 60, 0.65, 5, generator=gen(13), valid_lengths=lengths, min_spans=2)
+    same = masking.span_mask(4, 60, 0.65, 5, generator=gen(13), valid_lengths=lengths, min_spans=2,
+                             same_count=True)
+    fewest = int(free.sum(dim=1).min())
+    assert len(set(free.sum(dim=1).tolist())) > 1
+    assert (same.sum(dim=1) == fewest).all()                         # equal counts: the batch's smallest
+    assert not (same & ~free).any()                                  # a subset of each row's own spans
+    assert not same[~masking.valid_mask(lengths, 60)].any()
+
+
 def test_span_mask_min_spans_and_hand_case():
     m = masking.span_mask(4, 12, 0.0, 3, generator=gen(6), min_spans=2)
     # two distinct starts, span 3 → between 4 and 6 hidden frames
     assert ((m.sum(dim=1) >= 4) & (m.sum(dim=1) <= 6)).all()
-    # L == span: exactly one start position available → the whole row hidden
-    m = masking.span_mask(2, 3, 1.0, 3, generator=gen(7))
-    assert m.all()
+    # L == span, one span: the range [0, -1] is empty, widened to [0, 1]; a span at 0 hides the whole row,
+    # one at 1 hides frames 1-2
+    m = masking.span_mask(200, 3, 1.0, 3, generator=gen(7))
+    assert {tuple(r) for r in m.int().tolist()} == {(1, 1, 1), (0, 1, 1)}
 
 
 def test_tube_mask_shares_spatial_mask_over_time():

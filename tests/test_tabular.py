@@ -114,9 +114,10 @@ def test_encoder_and_pretrainer_shapes_masks_and_ema():
              "cat": torch.randint(0, 4, (6, 2))}
     out = enc(batch)
     assert out.tokens.shape == (6, 5, 16) and out.pooled.shape == (6, 16) and not out.padding_mask.any()
-    pre = TJepaPretrainer(enc, TJepaPretrainingConfig(context_ratio=0.4, target_ratio=0.4), total_steps=10)
-    assert pre.target_size == 2 and pre.context_size == 2
+    pre = TJepaPretrainer(enc, TJepaPretrainingConfig(context_share=[0.4, 0.4], target_share=[0.4, 0.4]),
+                          total_steps=10)
     res = pre(batch, torch.Generator().manual_seed(0))
+    assert res.metrics["context_size"] == 2 and res.metrics["target_size"] == 2
     res.loss.backward()
     assert torch.isfinite(res.loss) and enc.tokenizer.num_weight.grad is not None
     assert all(p.grad is None for p in pre.teacher.parameters())
@@ -136,7 +137,7 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
     recipe.write_text(json.dumps({
         "name": "tab-e2e", "modality": "tabular", "architecture": "t-jepa",
         "encoder": {"dim": 16, "depth": 1, "heads": 2, "reg_tokens": 1},
-        "pretraining": {"context_ratio": 0.4, "target_ratio": 0.4},
+        "pretraining": {"context_share": [0.4, 0.4], "target_share": [0.4, 0.4]},
         "data": {"train": {"source": "file", "path": str(tmp_path / "train.csv"), "label": "label"}},
         "train": {"steps": 3, "batch_size": 16, "warmup_steps": 1, "checkpoint_every": 3},
         "evaluate": {"train": {"source": "file", "path": str(tmp_path / "train.csv"), "label": "label"},
@@ -177,3 +178,62 @@ def test_card_usage_snippet_for_tabular(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "torch.Size([1, 16])" in out.stdout
+
+
+def test_tjepa_defaults_are_the_references_and_sizes_are_drawn_per_batch():
+    cfg = TJepaPretrainingConfig()
+    assert (cfg.context_share, cfg.target_share, cfg.num_targets) == ([0.2, 0.4], [0.2, 0.4], 4)
+    assert cfg.overlapping_targets and cfg.target_norm == "none"
+    # 14 features (Adult): round(14 * 0.2) = 3 .. round(14 * 0.4) = 6 for both; one draw is 3 + round(3 u)
+    g = torch.Generator().manual_seed(5)
+    u = torch.rand(2, generator=torch.Generator().manual_seed(5)).tolist()
+    assert zoo.masking.subset_sizes(14, (0.2, 0.4), (0.2, 0.4), generator=g) == (3 + round(3 * u[0]),
+                                                                                  3 + round(3 * u[1]))
+    g = torch.Generator().manual_seed(0)
+    sizes = [zoo.masking.subset_sizes(14, (0.2, 0.4), (0.2, 0.4), generator=g) for _ in range(400)]
+    assert {c for c, _ in sizes} == {3, 4, 5, 6} and {t for _, t in sizes} == {3, 4, 5, 6}
+    # a draw that does not fit is drawn again: context [5, 8] + target [5, 8] of 10 features
+    sizes = [zoo.masking.subset_sizes(10, (0.5, 0.8), (0.5, 0.8), generator=g) for _ in range(200)]
+    assert all(c + t <= 10 for c, t in sizes) and {c for c, _ in sizes} == {5}
+    with pytest.raises(ValueError, match="do not fit"):
+        zoo.masking.subset_sizes(10, (0.6, 0.8), (0.5, 0.8))
+
+
+def test_tjepa_targets_come_from_the_non_context_pool_and_may_overlap():
+    s = zoo.masking.feature_subsets(500, 14, num_targets=4, target_size=5, context_size=6, overlapping_targets=True,
+                                    generator=torch.Generator().manual_seed(1))
+    context = ~s.context_hidden
+    assert (context.sum(dim=1) == 6).all() and (s.targets.sum(dim=2) == 5).all()
+    assert not (s.targets & context[:, None, :]).any()                     # never a context feature
+    assert (s.targets.sum(dim=1) > 1).any()                                  # target sets overlap one another
+    assert s.targets.any(dim=1).sum(dim=1).max() == 8                        # and cover the whole pool of 8
+    # each target is uniform over the pool: every non-context feature is picked about 5/8 of the time
+    share = (s.targets.float().sum(dim=(0, 1)) / (500 * 4)) / (~context).float().mean(dim=0)
+    assert torch.allclose(share, torch.full((14,), 5 / 8), atol=0.05)
+
+
+def test_tjepa_targets_are_the_teachers_outputs_as_they_are():
+    torch.manual_seed(0)
+    enc = TJepaEncoder(TJepaConfig(num_numerical=6, cardinalities=[], dim=16, depth=1, heads=2, reg_tokens=1))
+    batch = {"num": torch.randn(8, 6) * 3, "num_missing": torch.zeros(8, 6, dtype=torch.bool),
+             "cat": torch.zeros(8, 0, dtype=torch.long)}
+    with torch.no_grad():
+        enc.body.norm.weight.fill_(2.0)                      # as if training had scaled the final norm
+    for norm in ("none", "layer"):
+        pre = TJepaPretrainer(enc, TJepaPretrainingConfig(num_targets=1, target_norm=norm), total_steps=10).eval()
+        out = pre(batch, torch.Generator().manual_seed(3))
+        # recompute by hand with the same draws
+        g = torch.Generator().manual_seed(3)
+        c, t = zoo.masking.subset_sizes(6, (0.2, 0.4), (0.2, 0.4), num_targets=1, generator=g)
+        sets = zoo.masking.feature_subsets(8, 6, 1, t, c, overlapping_targets=True, generator=g)
+        with torch.no_grad():
+            full, _ = pre.teacher.module.encode_tokens(pre.teacher.module.tokenizer(batch))
+            if norm == "layer":
+                full = torch.nn.functional.layer_norm(full, (16,))
+            ctx, _ = enc.encode_tokens(enc.tokenizer(batch), sets.context_hidden)
+            pred = pre.predictor(ctx, sets.context_hidden, sets.targets[:, 0])
+        m = sets.targets[:, 0]
+        expected = ((pred - full) ** 2).mean(dim=-1)[m].mean()
+        assert float(out.loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+        # "none" regresses the teacher's scaled outputs, "layer" re-normalises them to unit scale
+        assert float(full.std()) == pytest.approx(2.0 if norm == "none" else 1.0, rel=0.05)

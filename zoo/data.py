@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ExampleSet", "StreamSet", "HFStream", "Record", "take", "hf_source", "HF_KEYS"]
+__all__ = ["ExampleSet", "StreamSet", "HFStream", "Record", "take", "stratified_indices", "hf_source", "HF_KEYS"]
 
 Record = tuple[Any, "int | None", str]     # (raw example, label or None, name for messages)
 
@@ -39,6 +39,27 @@ class ExampleSet:
 
     def record(self, i: int) -> Record:
         return self.examples[i], self.label(i), self.name(i)
+
+    def subset(self, idx: Sequence[int]) -> ExampleSet:
+        """The examples at ``idx``, with their labels and names."""
+        idx = [int(i) for i in idx]
+        return ExampleSet(take(self.examples, idx), [self.labels[i] for i in idx] if self.labels is not None
+                          else None, [self.name(i) for i in idx], self.label_names)
+
+
+def stratified_indices(labels: Sequence[int], fraction: float, seed: int = 0) -> list[int]:
+    """A seeded, stratified sample: ``max(1, round(fraction * n_c))`` random indices of every class ``c``
+    (all of them at ``fraction`` 1), returned in ascending order."""
+    import numpy as np
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    y = np.asarray(list(labels))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        keep.append(rng.choice(members, max(1, round(fraction * len(members))), replace=False))
+    return sorted(int(i) for i in np.concatenate(keep))
 
 
 

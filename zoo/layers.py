@@ -61,7 +61,7 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
                  attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-5,
-                 norm_first: bool = True) -> None:
+                 norm_first: bool = True, activation_dropout: float | None = None) -> None:
         super().__init__()
         self.norm_first = norm_first
         hidden = int(dim * mlp_ratio)
@@ -71,10 +71,12 @@ class EncoderLayer(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(dropout)
+        # dropout after the MLP's activation (fairseq's activation_dropout); None = the same as dropout
+        self.act_drop = nn.Dropout(dropout if activation_dropout is None else activation_dropout)
         self.drop_path = DropPath(drop_path)
 
     def _mlp(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+        return self.drop(self.fc2(self.act_drop(F.gelu(self.fc1(x)))))
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         if self.norm_first:
@@ -88,18 +90,21 @@ class TransformerEncoder(nn.Module):
     """A stack of blocks; ``padding_mask [B, N]`` is ``True`` at padding. Pre-norm stacks end with a
     LayerNorm; post-norm stacks (``norm_first=False``) apply that LayerNorm to the input instead.
 
-    Drop-path rates rise linearly from 0 to ``drop_path`` over the depth. Padded positions never serve as
-    keys; their outputs are returned as computed and should be ignored by the caller.
+    Drop-path rates rise linearly from 0 to ``drop_path`` over the depth. ``layerdrop`` (Fan et al. 2020,
+    as wav2vec 2.0) skips each whole layer with that probability per training batch. Padded positions never
+    serve as keys; their outputs are returned as computed and should be ignored by the caller.
     """
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
                  attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-5,
-                 norm_first: bool = True) -> None:
+                 norm_first: bool = True, activation_dropout: float | None = None,
+                 layerdrop: float = 0.0) -> None:
         super().__init__()
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
-        self.norm_first = norm_first
+        self.norm_first, self.layerdrop = norm_first, layerdrop
         self.layers = nn.ModuleList(
-            EncoderLayer(dim, heads, mlp_ratio, dropout, attn_dropout, r, eps, norm_first) for r in rates)
+            EncoderLayer(dim, heads, mlp_ratio, dropout, attn_dropout, r, eps, norm_first, activation_dropout)
+            for r in rates)
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.input_drop = nn.Dropout(dropout)
 
@@ -113,8 +118,10 @@ class TransformerEncoder(nn.Module):
             attn_mask = ~padding_mask[:, None, None, :]          # SDPA: True = may attend
         x = self.input_drop(x if self.norm_first else self.norm(x))
         hidden = [x]
-        for layer in self.layers:
-            x = layer(x, attn_mask)
+        skip = (torch.rand(len(self.layers)) < self.layerdrop).tolist() if self.training and self.layerdrop else None
+        for i, layer in enumerate(self.layers):
+            if not (skip and skip[i]):
+                x = layer(x, attn_mask)
             hidden.append(x)
         if self.norm_first:
             x = self.norm(x)

@@ -17,6 +17,7 @@ __all__ = [
     "span_mask",
     "tube_mask",
     "feature_subsets",
+    "subset_sizes",
     "block_masks_1d",
     "node_mask",
     "subsequence_slices",
@@ -48,10 +49,10 @@ def valid_mask(lengths: Tensor, length: int) -> Tensor:
 
 
 def _ranks(scores: Tensor) -> Tensor:
-    """Rank of each entry of every row under ascending order (a random permutation for random scores)."""
-    order = scores.argsort(dim=1)
-    ar = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
-    return torch.empty_like(order).scatter_(1, order, ar)
+    """Rank of each entry along the last dim under ascending order (a random permutation for random scores)."""
+    order = scores.argsort(dim=-1)
+    ar = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, ar)
 
 
 def _choose(eligible: Tensor, counts: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -99,15 +100,21 @@ def span_mask(
     generator: torch.Generator | None = None,
     valid_lengths: Tensor | None = None,
     min_spans: int = 0,
+    same_count: bool = False,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Span masking of wav2vec 2.0 (Baevski et al. 2020, §3.2).
+    """Span masking of wav2vec 2.0 (Baevski et al. 2020, §3.2), as fairseq's ``compute_mask_indices``.
 
-    Each row of valid length ``L`` draws ``n = floor(mask_prob * L / span + u)`` span starts
-    (``u ~ U[0, 1)`` for probabilistic rounding), at least ``min_spans``, at most ``L - span + 1``,
-    uniformly without replacement from ``[0, L - span]``. Each start hides ``span`` frames; spans
-    may overlap, so about ``mask_prob`` of the frames are hidden before overlap. Frames past ``L``
-    are never hidden; a row shorter than ``span`` is left unmasked. Returns ``[batch, length]`` bool.
+    Each row of valid length ``L`` draws ``n = max(min_spans, floor(mask_prob * L / span + u))`` span starts
+    (``u ~ U[0, 1)`` for probabilistic rounding) uniformly without replacement from ``[0, L - span - 1]``;
+    when that range holds ``n`` or fewer starts it is widened to ``[0, n]``, as the reference does. Each
+    start hides ``span`` frames, cut at ``L``; spans may overlap, so about ``mask_prob`` of the frames are
+    hidden before overlap. Frames past ``L`` are never hidden. A row too short for its spans may end up
+    hidden entirely; fairseq raises "the entire sequence is masked" there, we keep the row.
+
+    ``same_count`` (fairseq's ``require_same_masks``): every row then keeps a random subset of its hidden
+    frames of the size of the batch's smallest count, so all rows hide the same number of frames.
+    Returns ``[batch, length]`` bool.
     """
     if span < 1:
         raise ValueError(f"span must be >= 1, got {span}")
@@ -115,15 +122,20 @@ def span_mask(
         raise ValueError(f"mask_prob must lie in [0, 1], got {mask_prob}")
     device = _device(device, generator)
     lengths = _lengths(batch, length, valid_lengths, device)
-    starts_available = (lengths - span + 1).clamp(min=0)
     u = torch.rand(batch, generator=generator, device=device)
     counts = torch.floor(mask_prob * lengths / span + u).long().clamp(min=min_spans)
-    counts = torch.minimum(counts, starts_available)
-    starts = _choose(valid_mask(starts_available, length), counts, generator)
+    room = lengths - span                                       # starts 0 .. L - span - 1
+    room = torch.where(room <= counts, counts + 1, room)
+    width = max(length, int(room.max())) if batch else length
+    starts = _choose(valid_mask(room, width), counts, generator)
     # A frame t is hidden when a span starts in (t - span, t]: a windowed sum of the start indicators.
     csum = starts.cumsum(dim=1)
-    shifted = torch.nn.functional.pad(csum, (span, 0))[:, :length]
-    return (csum - shifted) > 0
+    shifted = torch.nn.functional.pad(csum, (span, 0))[:, :width]
+    hidden = ((csum - shifted) > 0)[:, :length] & valid_mask(lengths, length)
+    if same_count and batch:
+        fewest = hidden.sum(dim=1).min()
+        hidden = _choose(hidden, fewest.expand(batch), generator)
+    return hidden
 
 
 def tube_mask(
@@ -153,7 +165,7 @@ class FeatureSubsets:
     """JEPA context and target sets over ``F`` positions (features or tokens).
 
     ``context_hidden [B, F]``: ``True`` = hidden from the context encoder (the convention of this module).
-    ``targets [B, M, F]``: ``True`` = position belongs to target set ``m``; disjoint from the context.
+    ``targets [B, M, F]``: ``True`` = position belongs to target set ``m``; never in the context.
     """
 
     context_hidden: Tensor
@@ -167,26 +179,54 @@ def feature_subsets(
     target_size: int,
     context_size: int,
     *,
+    overlapping_targets: bool = False,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> FeatureSubsets:
-    """Disjoint context and target feature sets for tabular JEPA (Thimonier et al. 2025).
+    """Context and target feature sets for tabular JEPA (Thimonier et al. 2025, ``src/mask.py``).
 
-    Per row, a random permutation of the features gives ``num_targets`` disjoint target sets of exactly
-    ``target_size`` features followed by a context of exactly ``context_size`` features.
+    Per row, a random context of exactly ``context_size`` features; then ``num_targets`` target sets of
+    exactly ``target_size`` features from the features outside the context. With ``overlapping_targets``
+    (the reference) each target set is drawn anew from that whole remaining pool, so target sets may
+    overlap one another; otherwise they are disjoint.
     """
-    need = num_targets * target_size + context_size
-    if min(num_targets, target_size, context_size) < 1 or need > num_features:
+    pooled = target_size if overlapping_targets else num_targets * target_size
+    if min(num_targets, target_size, context_size) < 1 or context_size + pooled > num_features:
         raise ValueError(
-            f"{num_targets} targets x {target_size} + context {context_size} = {need} must be in "
-            f"[3, num_features={num_features}] with every size >= 1")
+            f"context {context_size} + targets {pooled if overlapping_targets else f'{num_targets} x {target_size}'}"
+            f" must fit in num_features={num_features} with every size >= 1")
     device = _device(device, generator)
     ranks = _ranks(torch.rand(batch, num_features, generator=generator, device=device))
-    lo = torch.arange(num_targets, device=device)[None, :, None] * target_size
-    targets = (ranks[:, None, :] >= lo) & (ranks[:, None, :] < lo + target_size)
-    start = num_targets * target_size
-    context = (ranks >= start) & (ranks < start + context_size)
+    context = ranks < context_size
+    if overlapping_targets:
+        scores = torch.rand(batch, num_targets, num_features, generator=generator, device=device)
+        targets = _ranks(scores.masked_fill(context[:, None, :], 2.0)) < target_size
+    else:
+        lo = context_size + torch.arange(num_targets, device=device)[None, :, None] * target_size
+        targets = (ranks[:, None, :] >= lo) & (ranks[:, None, :] < lo + target_size)
     return FeatureSubsets(context_hidden=~context, targets=targets)
+
+
+def subset_sizes(num_features: int, context_share: tuple[float, float], target_share: tuple[float, float], *,
+                 overlapping_targets: bool = True, num_targets: int = 1,
+                 generator: torch.Generator | None = None) -> tuple[int, int]:
+    """One batch's ``(context_size, target_size)`` as T-JEPA's mask collator: each ``lo + round((hi - lo) * u)``
+    with ``lo, hi = round(F * share)``, drawn again until they fit in ``F`` (``lo`` at least 1: the reference
+    refuses tables so small that a share rounds to 0)."""
+    (c_lo, c_hi), (t_lo, t_hi) = [(max(1, round(num_features * a)), max(1, round(num_features * b)))
+                                  for a, b in (context_share, target_share)]
+    if c_lo > c_hi or t_lo > t_hi:
+        raise ValueError(f"shares {context_share} / {target_share} of {num_features} features give sizes "
+                         f"[{c_lo}, {c_hi}] / [{t_lo}, {t_hi}]: each needs min <= max")
+    per_target = 1 if overlapping_targets else num_targets
+    if c_lo + per_target * t_lo > num_features:
+        raise ValueError(f"the smallest context ({c_lo}) and targets ({per_target} x {t_lo}) do not fit in "
+                         f"{num_features} features")
+    while True:
+        u = torch.rand(2, generator=generator, device=generator.device if generator else None).tolist()
+        c, t = c_lo + round((c_hi - c_lo) * u[0]), t_lo + round((t_hi - t_lo) * u[1])
+        if c + per_target * t <= num_features:
+            return c, t
 
 
 def block_masks_1d(

@@ -47,6 +47,7 @@ def config_from_transformers(hf: dict) -> tuple[Wav2Vec2Config, Wav2Vec2Pretrain
         conv_norm=hf.get("feat_extract_norm", "group"), conv_bias=hf.get("conv_bias", False), dim=hidden,
         depth=hf["num_hidden_layers"], heads=heads, mlp_ratio=hf["intermediate_size"] / hidden,
         dropout=hf.get("hidden_dropout", 0.1), attn_dropout=hf.get("attention_dropout", 0.1),
+        activation_dropout=hf.get("activation_dropout", 0.1), layerdrop=hf.get("layerdrop", 0.1),
         feat_dropout=hf.get("feat_proj_dropout", 0.0), pos_conv_kernel=hf["num_conv_pos_embeddings"],
         pos_conv_groups=hf["num_conv_pos_embedding_groups"], norm_first=hf.get("do_stable_layer_norm", False),
         eps=hf.get("layer_norm_eps", 1e-5))

@@ -36,8 +36,10 @@ class Wav2Vec2Config(Config):
     mlp_ratio: float = 4.0
     dropout: float = 0.1
     attn_dropout: float = 0.1
+    activation_dropout: float = 0.0   # after the MLP's GELU (fairseq activation_dropout; BASE 0.0)
     feat_dropout: float = 0.0
     drop_path: float = 0.0
+    layerdrop: float = 0.05           # skip a whole layer with this probability while training (BASE 0.05)
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
     norm_first: bool = False          # BASE is post-norm; large "stable" models are pre-norm
@@ -52,6 +54,8 @@ class Wav2Vec2Config(Config):
         self.check(self.dim % self.heads == 0, "dim", "must be divisible by heads")
         self.check(self.dim % self.pos_conv_groups == 0, "pos_conv_groups", "must divide dim")
         self.check(self.sample_rate > 0, "sample_rate", "must be > 0")
+        for name in ("dropout", "attn_dropout", "activation_dropout", "feat_dropout", "layerdrop"):
+            self.check(0.0 <= getattr(self, name) < 1.0, name, "must lie in [0, 1)")
 
 
 @dataclass
@@ -69,6 +73,9 @@ class Wav2Vec2PretrainingConfig(Config):
     temperature: float = 0.1
     gumbel_max: float = 2.0
     gumbel_min: float = 0.5
+    gumbel_decay: float = 0.999995    # per update, as the paper: tau_n = max(gumbel_max * decay**n, gumbel_min)
+    gumbel_schedule: str = "update"   # "update" (the paper) or "run": reach gumbel_min at the run's last step
+    require_same_masks: bool = True   # every row of a batch hides as many frames as its least-masked row
     diversity_weight: float = 0.1
     feature_penalty: float = 10.0
     feature_grad_mult: float = 0.1
@@ -81,6 +88,8 @@ class Wav2Vec2PretrainingConfig(Config):
         self.check(self.codevector_dim % self.codevector_groups == 0, "codevector_dim",
                    "must be divisible by codevector_groups")
         self.check(0 < self.gumbel_min <= self.gumbel_max, "gumbel_min", "need 0 < gumbel_min <= gumbel_max")
+        self.check(0 < self.gumbel_decay <= 1, "gumbel_decay", "must lie in (0, 1]")
+        self.check(self.gumbel_schedule in ("update", "run"), "gumbel_schedule", "must be 'update' or 'run'")
         self.check(self.temperature > 0, "temperature", "must be > 0")
         self.check(self.crop_seconds is None or self.crop_seconds > 0, "crop_seconds", "must be > 0")
 
@@ -130,6 +139,7 @@ class ConvLayer(nn.Module):
                  eps: float) -> None:
         super().__init__()
         self.conv = nn.Conv1d(c_in, c_out, kernel, stride, bias=bias)
+        nn.init.kaiming_normal_(self.conv.weight)   # as fairseq's ConvFeatureExtractionModel
         self.kind = norm
         if norm == "group":
             self.norm = MaskedGroupNorm(c_out, c_out, eps=eps, affine=True)
@@ -204,7 +214,9 @@ class Wav2Vec2Encoder(Encoder):
         self.pos_conv = PositionalConv(config.dim, config.pos_conv_kernel, config.pos_conv_groups)
         self.transformer = TransformerEncoder(config.dim, config.depth, config.heads, config.mlp_ratio,
                                               config.dropout, config.attn_dropout, config.drop_path,
-                                              config.eps, norm_first=config.norm_first)
+                                              config.eps, norm_first=config.norm_first,
+                                              activation_dropout=config.activation_dropout,
+                                              layerdrop=config.layerdrop)
 
     @property
     def dim(self) -> int:
@@ -303,10 +315,15 @@ class Wav2Vec2Pretrainer(Pretrainer):
         self.project_q = nn.Linear(config.codevector_dim, config.proj_dim)
         self.project_hid = nn.Linear(encoder.dim, config.proj_dim)
         self.register_buffer("tau", torch.tensor(config.gumbel_max), persistent=True)
-        self.decay = (config.gumbel_min / config.gumbel_max) ** (1.0 / max(total_steps, 1))
+        if config.gumbel_schedule == "run":
+            self.decay = (config.gumbel_min / config.gumbel_max) ** (1.0 / max(total_steps, 1))
+        else:
+            self.decay = config.gumbel_decay
 
     def gumbel_temperature(self, step: int) -> float:
-        """Exponential decay from ``gumbel_max`` to ``gumbel_min`` over the run."""
+        """Temperature after ``step`` updates: ``max(gumbel_max * decay**step, gumbel_min)``, with the paper's
+        per-update ``gumbel_decay`` (2 → 0.5 by 0.999995, the floor reached after 277k updates) or, with
+        ``gumbel_schedule: run``, the decay that reaches ``gumbel_min`` at the run's last step."""
         return max(self.config.gumbel_max * self.decay ** step, self.config.gumbel_min)
 
     def on_step(self, step: int) -> dict[str, float]:
@@ -340,7 +357,8 @@ class Wav2Vec2Pretrainer(Pretrainer):
             mask = batch["time_mask"] & valid
         else:
             mask = span_mask(b, t, cfg.mask_prob, cfg.mask_length, generator=generator,
-                             valid_lengths=valid.sum(dim=1), min_spans=cfg.min_masks, device=pad.device)
+                             valid_lengths=valid.sum(dim=1), min_spans=cfg.min_masks,
+                             same_count=cfg.require_same_masks, device=pad.device)
         out = enc.contextualise(hidden, pad, mask)
         context = self.project_hid(out.tokens)
         q, avg_probs = self.quantizer(enc.feat_dropout(normed), mask, float(self.tau), generator)

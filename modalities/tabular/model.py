@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
 from zoo.layers import EMATeacher, TransformerEncoder
-from zoo.masking import feature_subsets
+from zoo.masking import feature_subsets, subset_sizes
 from zoo.objectives import latent_regression
 
 
@@ -42,18 +42,25 @@ class TJepaConfig(Config):
 
 @dataclass
 class TJepaPretrainingConfig(Config):
-    context_ratio: float = 0.5        # share of the features the context encoder sees
-    target_ratio: float = 0.25        # share of the features in each target set
-    num_targets: int = 1
+    """Defaults are the reference's (``jose-melo/t-jepa``, ``src/configs.py`` and ``src/mask.py``)."""
+
+    context_share: list[float] = field(default_factory=lambda: [0.2, 0.4])  # [min, max] share the context sees
+    target_share: list[float] = field(default_factory=lambda: [0.2, 0.4])   # [min, max] share of each target set
+    num_targets: int = 4
+    overlapping_targets: bool = True  # target sets drawn anew from the non-context pool (may overlap each other)
+    target_norm: str = "none"         # "none": the teacher's outputs as they are; "layer": a non-affine layer norm
     predictor_depth: int = 2
     ema_start: float = 0.996
     ema_end: float = 1.0
     loss: str = "mse"
 
     def validate(self) -> None:
-        self.check(0 < self.context_ratio < 1, "context_ratio", "must lie in (0, 1)")
-        self.check(0 < self.target_ratio < 1, "target_ratio", "must lie in (0, 1)")
+        for name in ("context_share", "target_share"):
+            lo_hi = getattr(self, name)
+            self.check(isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2, name, "must be [min, max]")
+            self.check(0 < lo_hi[0] <= lo_hi[1] < 1, name, "need 0 < min <= max < 1")
         self.check(self.num_targets >= 1, "num_targets", "must be >= 1")
+        self.check(self.target_norm in ("none", "layer"), "target_norm", "must be 'none' or 'layer'")
         self.check(0 <= self.ema_start <= self.ema_end <= 1, "ema_start", "need 0 <= ema_start <= ema_end <= 1")
 
 
@@ -149,8 +156,10 @@ class TJepaPretrainer(Pretrainer):
         self.teacher = EMATeacher(encoder, config.ema_start, config.ema_end, total_steps)
         self.predictor = Predictor(encoder.dim, config.predictor_depth, encoder.config.heads, encoder.num_features)
         f = encoder.num_features
-        self.target_size = max(1, round(config.target_ratio * f))
-        self.context_size = max(1, min(round(config.context_ratio * f), f - config.num_targets * self.target_size))
+        # fail at construction, not at the first step, when the shares cannot fit this table
+        subset_sizes(f, tuple(config.context_share), tuple(config.target_share),
+                     overlapping_targets=config.overlapping_targets, num_targets=config.num_targets,
+                     generator=torch.Generator().manual_seed(0))
 
     def on_step(self, step: int) -> dict[str, float]:
         return {"ema_momentum": self.teacher.update(self.encoder, step)}
@@ -159,12 +168,16 @@ class TJepaPretrainer(Pretrainer):
         enc: TJepaEncoder = self.encoder  # type: ignore[assignment]
         cfg = self.config
         b, f = batch["cat"].shape[0], enc.num_features
-        sets = feature_subsets(b, f, cfg.num_targets, self.target_size, self.context_size, generator=generator,
-                               device=batch["cat"].device)
+        c_size, t_size = subset_sizes(f, tuple(cfg.context_share), tuple(cfg.target_share),
+                                      overlapping_targets=cfg.overlapping_targets, num_targets=cfg.num_targets,
+                                      generator=generator)
+        sets = feature_subsets(b, f, cfg.num_targets, t_size, c_size, overlapping_targets=cfg.overlapping_targets,
+                               generator=generator, device=batch["cat"].device)
         with torch.no_grad():
             teacher = self.teacher.module
             full, _ = teacher.encode_tokens(teacher.tokenizer(batch))
-            full = nn.functional.layer_norm(full, full.shape[-1:])
+            if cfg.target_norm == "layer":
+                full = nn.functional.layer_norm(full, full.shape[-1:])
         context, _ = enc.encode_tokens(enc.tokenizer(batch), sets.context_hidden)
         losses = []
         for m in range(cfg.num_targets):
@@ -174,4 +187,5 @@ class TJepaPretrainer(Pretrainer):
         loss = torch.stack(losses).mean()
         with torch.no_grad():
             spread = full.float().std(dim=0).mean()
-        return PretrainOutput(loss, {"target_std": float(spread)})
+        return PretrainOutput(loss, {"target_std": float(spread), "context_size": float(c_size),
+                                     "target_size": float(t_size)})
