@@ -42,15 +42,14 @@ def run(out: Path, seeds: int = 3) -> str:
     base = load_recipe("tabular-tjepa-adult")
     train, test = mod.load_data(base.evaluate["train"]), mod.load_data(base.evaluate["test"])
     ytr, yte = np.asarray(train.labels), np.asarray(test.labels)
-    results: dict[str, list[float]] = {}
     log = out / "ablation.jsonl"
     done = {}
     if log.is_file():                                   # a killed run picks up where it stopped
         for line in log.read_text().splitlines():
             r = json.loads(line)
             done[(r["variant"], r["seed"])] = r["accuracy"]
-    for i, (name, change) in enumerate(VARIANTS.items()):
-        for seed in range(seeds):
+    for seed in range(seeds):                            # seed-major: every variant has seed 0 first
+        for i, (name, change) in enumerate(VARIANTS.items()):
             if (name, seed) not in done:
                 pre = {**OURS, **change}
                 sets = [f"pretraining.{k}={json.dumps(v)}" for k, v in pre.items()] + [f"train.seed={seed}"]
@@ -63,7 +62,8 @@ def run(out: Path, seeds: int = 3) -> str:
                 done[(name, seed)] = _mlp(ftr.numpy(), ytr, fte.numpy(), yte, seed)
                 with open(log, "a") as fh:
                     fh.write(json.dumps({"variant": name, "seed": seed, "accuracy": done[(name, seed)]}) + "\n")
-            results.setdefault(name, []).append(done[(name, seed)])
+    results = {name: [done[(name, seed)] for seed in range(seeds)] for name in VARIANTS}
+    proc = AutoProcessor.from_pretrained(out / "v0-s0" / "model")
     rtr, rte = raw_features(train.examples, proc).numpy(), raw_features(test.examples, proc).numpy()
     raw = [_mlp(rtr, ytr, rte, yte, s) for s in range(seeds)]
     lines = ["### T-JEPA on Adult: ablation of the differences from the reference", "",

@@ -159,7 +159,7 @@ def test_gumbel_temperature_schedule():
         Wav2Vec2PretrainingConfig(gumbel_schedule="epoch").validate()
 
 
-def test_base_defaults_layerdrop_activation_dropout_and_kaiming_conv_init():
+def test_base_defaults_layerdrop_activation_dropout_and_reference_init():
     cfg = Wav2Vec2Config()
     assert (cfg.layerdrop, cfg.activation_dropout, cfg.dropout, cfg.attn_dropout) == (0.05, 0.0, 0.1, 0.1)
     torch.manual_seed(0)
@@ -169,6 +169,9 @@ def test_base_defaults_layerdrop_activation_dropout_and_kaiming_conv_init():
         w = layer.conv.weight.detach()                       # Kaiming normal: N(0, 2 / fan_in)
         assert float(w.std()) == pytest.approx(math.sqrt(2 / fan_in), rel=0.05)
         assert abs(float(w.mean())) < 0.05 * math.sqrt(2 / fan_in) * 10
+    for m in enc.transformer.modules():                      # BERT init of the Transformer's linear layers
+        if isinstance(m, torch.nn.Linear) and m.weight.numel() >= 1000:
+            assert float(m.weight.std()) == pytest.approx(0.02, rel=0.1) and not m.bias.any()
     pre = Wav2Vec2PretrainingConfig()
     assert pre.require_same_masks and pre.gumbel_schedule == "update" and pre.gumbel_decay == 0.999995
 

@@ -237,3 +237,44 @@ def test_tjepa_targets_are_the_teachers_outputs_as_they_are():
         assert float(out.loss.detach()) == pytest.approx(float(expected), rel=1e-5)
         # "none" regresses the teacher's scaled outputs, "layer" re-normalises them to unit scale
         assert float(full.std()) == pytest.approx(2.0 if norm == "none" else 1.0, rel=0.05)
+
+
+def test_a_stray_string_does_not_turn_a_numeric_column_categorical(tmp_path, caplog):
+    # #15 class 2: "abc" in one of 120 cells used to make the column a 64-value vocabulary, silently
+    df = mixed_table(120)
+    df["income"] = df["income"].astype(object)
+    df.loc[7, "income"] = "abc"
+    df.to_csv(tmp_path / "t.csv", index=False)
+    rows = zoo.get_modality("tabular").load_data({"source": "file", "path": str(tmp_path / "t.csv"),
+                                                  "label": "label"})
+    with caplog.at_level("WARNING"):
+        p = TabularProcessor().fit(rows.examples)
+    assert "income" in p.numerical and p.unparseable == {"income": [(7, "abc")]}
+    assert "1 of 120 values are not numbers (row 7: 'abc')" in caplog.text
+    present = pd.to_numeric(df["income"], errors="coerce").dropna()
+    assert p.mean[p.numerical.index("income")] == pytest.approx(present.mean())
+    with pytest.raises(zoo.BadExample, match="row 7.*'income'.*expected a number, got 'abc'"):
+        p.process(rows.examples, names=[f"row {i}" for i in range(120)])
+    items, skipped = p.process(rows.examples, skip_bad=True, names=[f"row {i}" for i in range(120)])
+    assert len(items) == 119 and len(skipped) == 1 and "row 7" in skipped[0]
+    # a column that is mostly text stays categorical; the share is a setting
+    words = pd.DataFrame({"x": ["a", "b", "1", "c"] * 10, "y": [1.0, 2.0, 3.0, 4.0] * 10})
+    assert TabularProcessor().fit(words).categorical == ["x"]
+    assert TabularProcessor(TabularProcessorConfig(numeric_share=0.25)).fit(words).numerical == ["x", "y"]
+
+
+def test_statistics_are_finite_and_bad_ones_are_refused_on_load(tmp_path):
+    # #15 class 6: 1e300 used to save std Infinity and zero the column; std 0 / NaN / < 0 used to load
+    df = pd.DataFrame({"x": [1e300, -1e300, 5e299, 0.0], "y": [1.0, 2.0, 3.0, 4.0]})
+    p = TabularProcessor().fit(df)
+    assert all(np.isfinite(p.std)) and p.std[0] == pytest.approx(np.std([1.0, -1.0, 0.5, 0.0]) * 1e300)
+    assert p.transform(df)["num"][:, 0].abs().max() > 0.5                     # the column is not zeroed
+    p.save_pretrained(tmp_path)
+    state = json.loads((tmp_path / "preprocessor.json").read_text())
+    for bad in (0.0, -1.0, float("nan")):
+        broken = {**state, "state": {**state["state"], "std": [bad, 1.0]}}
+        with pytest.raises(ValueError, match="column 'x' has mean .* and std"):
+            TabularProcessor.from_dict(json.loads(json.dumps(broken)))
+    broken = {**state, "state": {**state["state"], "mean": [float("nan"), 0.0]}}
+    with pytest.raises(ValueError, match="the mean must be finite"):
+        TabularProcessor.from_dict(json.loads(json.dumps(broken)))

@@ -217,6 +217,10 @@ class Wav2Vec2Encoder(Encoder):
                                               config.eps, norm_first=config.norm_first,
                                               activation_dropout=config.activation_dropout,
                                               layerdrop=config.layerdrop)
+        for m in self.transformer.modules():      # fairseq's init_bert_params on the Transformer: N(0, 0.02)
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                nn.init.zeros_(m.bias)
 
     @property
     def dim(self) -> int:

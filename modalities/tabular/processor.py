@@ -4,6 +4,7 @@ and category vocabularies, represents missing values explicitly, and travels wit
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
 
+logger = logging.getLogger(__name__)
+
 MISSING, UNKNOWN = 0, 1   # reserved category ids; real categories start at 2
 MISSING_STRINGS = {"", "?", "na", "nan", "n/a", "null", "none"}
 
@@ -27,6 +30,7 @@ class TabularProcessorConfig(ProcessorConfig):
     categorical: list[str] | None = None
     exclude: list[str] = field(default_factory=list)   # e.g. the label column
     max_categories: int = 64                 # most frequent kept; the rest map to the unknown bucket
+    numeric_share: float = 0.95              # a text column is numerical when this share of its values parse
     min_frequency: int = 1
     unknown_category: str = "unknown"        # "unknown": map to the unknown bucket; "error"
     extra_columns: str = "ignore"            # columns the model does not know: "ignore" or "error"
@@ -35,6 +39,7 @@ class TabularProcessorConfig(ProcessorConfig):
     def validate(self) -> None:
         super().validate()
         self.check(self.max_categories >= 1, "max_categories", "must be >= 1")
+        self.check(0 < self.numeric_share <= 1, "numeric_share", "must lie in (0, 1]")
         self.check(self.unknown_category in ("unknown", "error"), "unknown_category", "must be 'unknown' or 'error'")
         self.check(self.extra_columns in ("ignore", "error"), "extra_columns", "must be 'ignore' or 'error'")
         self.check(self.missing_columns in ("error", "missing"), "missing_columns", "must be 'error' or 'missing'")
@@ -102,20 +107,41 @@ def _is_missing(values: np.ndarray) -> np.ndarray:
                      or (isinstance(v, str) and v.strip().lower() in MISSING_STRINGS) for v in values], dtype=bool)
 
 
-def _as_float(values: np.ndarray, column: str, names: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+def _parse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(floats, missing, unparseable)``: unparseable = present but not a number (0 in ``floats``)."""
     missing = _is_missing(values)
     if values.dtype.kind in "fiub":
-        return values.astype(np.float64), missing
-    out = np.zeros(len(values))
+        return values.astype(np.float64), missing, np.zeros(len(values), dtype=bool)
+    out, bad = np.zeros(len(values)), np.zeros(len(values), dtype=bool)
     for i, v in enumerate(values):
         if missing[i]:
             continue
         try:
             out[i] = float(v)
         except (TypeError, ValueError):
-            where = names[i] if names is not None else f"row {i}"
-            raise BadExample(where, column, f"expected a number, got {v!r}") from None
+            bad[i] = True
+    return out, missing, bad
+
+
+def _as_float(values: np.ndarray, column: str, names: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    out, missing, bad = _parse(values)
+    if bad.any():
+        i = int(bad.nonzero()[0][0])
+        where = names[i] if names is not None else f"row {i}"
+        raise BadExample(where, column, f"expected a number, got {values[i]!r}")
     return out, missing
+
+
+def _spread(x: np.ndarray, column: str) -> tuple[float, float]:
+    """Mean and standard deviation without overflow (values near 1e300 square to inf); 1.0 for a constant."""
+    if not len(x):
+        return 0.0, 1.0
+    scale = float(np.abs(x).max()) or 1.0
+    y = x / scale
+    mean, std = float(y.mean()) * scale, float(y.std()) * scale
+    if not (np.isfinite(mean) and np.isfinite(std)):
+        raise ValueError(f"column {column!r}: its values overflow float64 statistics")
+    return mean, std if std > 0 else 1.0
 
 
 def _key(v: Any) -> str:
@@ -131,6 +157,7 @@ class TabularProcessor(Processor):
 
     def __init__(self, config: TabularProcessorConfig | None = None) -> None:
         super().__init__(config)
+        self.unparseable: dict[str, list[tuple[int, Any]]] = {}   # fit: non-numbers in numerical columns
         self.numerical: list[str] = []
         self.categorical: list[str] = []
         self.mean: list[float] = []
@@ -163,21 +190,27 @@ class TabularProcessor(Processor):
                 num.add(c)
             elif v.dtype.kind == "b":
                 cat.add(c)
-            else:                                  # object columns holding numbers are numerical
-                present = v[~_is_missing(v)]
-                try:
-                    [float(x) for x in present[:1000]]
-                    num.add(c)
-                except (TypeError, ValueError):
-                    cat.add(c)
+            else:        # text columns: numerical when numeric_share of the present values are numbers
+                _, miss, bad = _parse(v)
+                present = int((~miss).sum())
+                (num if present and 1 - bad.sum() / present >= cfg.numeric_share else cat).add(c)
         self.numerical = [c for c in names if c in num]
         self.categorical = [c for c in names if c in cat]
-        self.mean, self.std = [], []
+        self.mean, self.std, self.unparseable = [], [], {}
         for c in self.numerical:
-            x, miss = _as_float(cols[c], c, None)
-            x = x[~miss]
-            self.mean.append(float(x.mean()) if len(x) else 0.0)
-            self.std.append(float(x.std()) if len(x) and x.std() > 0 else 1.0)
+            x, miss, bad = _parse(cols[c])
+            if bad.any():                         # a few stray cells do not flip the column: report them
+                rows = bad.nonzero()[0]
+                self.unparseable[c] = [(int(i), cols[c][i]) for i in rows[:5]]
+                logger.warning("column %r: %d of %d values are not numbers (%s); it stays numerical "
+                               "(numeric_share %.2f) and those rows raise BadExample (skip_bad skips them)", c,
+                               len(rows), len(x), ", ".join(f"row {i}: {v!r}" for i, v in self.unparseable[c]),
+                               cfg.numeric_share)
+            if np.isinf(x).any():
+                raise BadExample(f"row {int(np.isinf(x).nonzero()[0][0])}", c, "infinite value")
+            mean, std = _spread(x[~miss & ~bad], c)
+            self.mean.append(mean)
+            self.std.append(std)
         self.vocab = {}
         for c in self.categorical:
             v = cols[c]
@@ -272,3 +305,8 @@ class TabularProcessor(Processor):
         self.vocab = {k: list(v) for k, v in state["vocab"].items()}
         if len(self.mean) != len(self.numerical) or set(self.vocab) != set(self.categorical):
             raise ValueError("preprocessor.json: statistics do not match the schema")
+        for c, m, s in zip(self.numerical, self.mean, self.std):
+            if not (isinstance(m, (int, float)) and isinstance(s, (int, float)) and np.isfinite(m)
+                    and np.isfinite(s) and s > 0):
+                raise ValueError(f"preprocessor.json: column {c!r} has mean {m!r} and std {s!r}; "
+                                 "the mean must be finite and the std finite and > 0")
