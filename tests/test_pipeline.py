@@ -274,7 +274,17 @@ def test_unanticipated_input_errors_are_bad_examples_and_skippable():
     batch = process_records(proc, examples, [0, 1, 0, 1], names, skip_bad=True)
     meta = batch["_meta"]
     assert meta["names"] == ["ok-1", "ok-2"] and batch["input_values"].shape[0] == 2
-    assert len(meta["skipped"]) == 2 and "rate-abc" in meta["skipped"][0] and "'input'" in meta["skipped"][0]
+    assert len(meta["skipped"]) == 2 and "rate-abc" in meta["skipped"][0] and "'sampling_rate'" in meta["skipped"][0]
     assert "ragged" in meta["skipped"][1]
-    stopped = process_records(proc, examples, [0, 1, 0, 1], names, skip_bad=False)["_meta"]
-    assert stopped["bad"][0] == "rate-abc" and stopped["bad"][1] == "input" and "ValueError" in stopped["bad"][2]
+
+    class Fragile(AudioProcessor):         # a processor that lets a raw error escape: the pipeline catches it
+        def __call__(self, example, *, name=None):
+            if isinstance(example, dict):
+                return {"input_values": example["missing-key"]}
+            return super().__call__(example, name=name)
+
+    odd = [good, {"array": 1}, good]
+    batch = process_records(Fragile(), odd, [0, 1, 0], ["ok-1", "odd", "ok-2"], skip_bad=True)
+    assert batch["_meta"]["names"] == ["ok-1", "ok-2"] and "'input'" in batch["_meta"]["skipped"][0]
+    stopped = process_records(Fragile(), odd, [0, 1, 0], ["ok-1", "odd", "ok-2"], skip_bad=False)["_meta"]
+    assert stopped["bad"][0] == "odd" and stopped["bad"][1] == "input" and "KeyError" in stopped["bad"][2]

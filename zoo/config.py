@@ -91,6 +91,8 @@ class Config:
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str | None = None) -> C:
         where = where or cls.__name__
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__} {data!r}")
         data = dict(data or {})
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
@@ -102,5 +104,23 @@ class Config:
             obj = cls(**kwargs)
         except TypeError as err:
             raise ConfigError(f"{where}: {err}") from None
-        obj.validate()
+        try:
+            obj.validate()
+        except ZeroDivisionError:              # e.g. ``dim % heads`` with heads 0: name the divisor
+            raise ConfigError(f"{where}: {' or '.join(obj._zero_divisors()) or 'a field'} must not be 0 "
+                              "(it divides another setting)") from None
         return obj
+
+    def _zero_divisors(self) -> list[str]:
+        """The integer fields equal to 0 whose replacement by 1 or 2 makes :meth:`validate` pass."""
+        found = []
+        for f in dataclasses.fields(self):
+            if type(getattr(self, f.name)) is int and getattr(self, f.name) == 0:
+                for value in (1, 2):
+                    try:
+                        dataclasses.replace(self, **{f.name: value}).validate()
+                    except (ZeroDivisionError, ConfigError):
+                        continue
+                    found.append(f.name)
+                    break
+        return found

@@ -86,12 +86,22 @@ def resolve_file(id_or_path: str | Path, filename: str, *, revision: str | None 
         return None
 
 
-def load_config(id_or_path: str | Path, **hub_kwargs: Any) -> dict[str, Any]:
-    path = resolve_file(id_or_path, CONFIG_NAME, **hub_kwargs)
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object from ``path``; anything else (binary, invalid JSON, a list) is a FormatError naming it."""
     try:
-        config = json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FormatError(f"{path}: not a text file (expected JSON)") from None
     except json.JSONDecodeError as err:
         raise FormatError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def load_config(id_or_path: str | Path, **hub_kwargs: Any) -> dict[str, Any]:
+    path = resolve_file(id_or_path, CONFIG_NAME, **hub_kwargs)
+    config = read_json(path)
     for key in ("zoo_format", "modality", "architecture", "encoder"):
         if key not in config:
             raise FormatError(f"{path}: missing key {key!r} (a zoo config has zoo_format, modality, "
@@ -140,7 +150,7 @@ def foreign_checkpoint(source: str | Path, model_type: str) -> tuple[dict, Path]
     """The ``config.json`` and ``model.safetensors`` of a Hugging Face transformers folder holding a ``model_type``
     model (for importers); pickled weights beside them are named and refused, never loaded."""
     source = Path(source)
-    hf = json.loads((source / "config.json").read_text())
+    hf = read_json(source / "config.json")
     if hf.get("model_type") != model_type:
         raise FormatError(f"{source} holds a {hf.get('model_type')!r} model, not {model_type}")
     weights = source / "model.safetensors"
@@ -175,6 +185,7 @@ def build_encoder(cls: type[Encoder], config: dict[str, Any], id_or_path: str | 
         found = f"; found pickle checkpoint(s) {pickles}, which are never loaded" if pickles else ""
         raise FileNotFoundError(f"{WEIGHTS_NAME} not found in {id_or_path}{found}")
     enc_config = cls.config_class.from_dict(config["encoder"], where=f"{id_or_path}:config.json:encoder")
+    check_shapes(cls, enc_config, weights, str(id_or_path))
     encoder = cls(enc_config)
     state = load_weights(weights)
     bad = non_finite(state)
@@ -185,17 +196,35 @@ def build_encoder(cls: type[Encoder], config: dict[str, Any], id_or_path: str | 
     return encoder.eval()
 
 
+def check_shapes(cls: type[Encoder], config: Any, weights: Path, where: str) -> None:
+    """Compare the tensor shapes ``config`` implies (the model built on the ``meta`` device: no memory) with
+    the shapes in the weights file's header, before anything is allocated: a ``config.json`` asking for
+    ``in_dim: 10**9`` is refused here instead of allocating terabytes."""
+    if not _is_safetensors(weights):
+        return                                      # load_weights names the problem
+    try:
+        with torch.device("meta"):
+            probe = cls(config)
+    except Exception:                               # a class that cannot be built on meta: checked at load
+        return
+    from safetensors import safe_open
+    with safe_open(str(weights), framework="pt") as fh:
+        stored = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    wanted = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    differ = [f"{k}: config {wanted[k]} vs weights {stored[k]}" for k in wanted if k in stored
+              and wanted[k] != stored[k]]
+    if differ:
+        raise FormatError(f"{where}: config.json does not match model.safetensors ({len(differ)} tensor(s) differ: "
+                          f"{'; '.join(differ[:3])}{' …' if len(differ) > 3 else ''})")
+
+
 def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors of ``state`` that hold NaN or inf values."""
     return sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
 
 
 def load_processor_dict(id_or_path: str | Path, **hub_kwargs: Any) -> dict[str, Any]:
-    path = resolve_file(id_or_path, PREPROCESSOR_NAME, **hub_kwargs)
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise FormatError(f"{path}: not valid JSON ({err})") from None
+    return read_json(resolve_file(id_or_path, PREPROCESSOR_NAME, **hub_kwargs))
 
 
 def save_pretrained(encoder: Encoder, folder: str | Path, *, processor: Processor | None = None,

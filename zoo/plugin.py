@@ -17,6 +17,7 @@ from .data import ExampleSet, StreamSet, hf_source
 
 __all__ = [
     "BadExample",
+    "numeric_array",
     "EncoderOutput",
     "PretrainOutput",
     "Processor",
@@ -38,6 +39,32 @@ class BadExample(ValueError):
     def __init__(self, example: Any, field: str, reason: str) -> None:
         self.example, self.field, self.reason = example, field, reason
         super().__init__(f"example {example!s}: field {field!r}: {reason}")
+
+
+def numeric_array(value: Any, example: Any, field: str, *, integer: bool = False) -> torch.Tensor:
+    """``value`` as a real tensor (float32, or int64 with ``integer``), else :class:`BadExample` naming the
+    field: ragged lists, strings and objects, complex numbers (never cast to real) and, with ``integer``,
+    non-integral values (never truncated, e.g. float edge indices ``1.7``)."""
+    import numpy as np
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except ValueError as err:                       # ragged nested lists
+        raise BadExample(example, field, f"not a rectangular array ({err})") from None
+    if arr.dtype.kind == "c":
+        raise BadExample(example, field, "complex values (a real array is expected; take .real or abs() first)")
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise BadExample(example, field, f"not an array of numbers (dtype {arr.dtype})") from None
+    if integer:
+        if arr.dtype.kind == "f":
+            if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+                raise BadExample(example, field, "non-integer values where indices are expected")
+        return torch.from_numpy(arr.astype(np.int64))
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
 @dataclass
@@ -237,6 +264,50 @@ class Architecture:
     pretraining: type[Config]
 
 
+class _ReadKeys(dict):
+    """A data spec that remembers which keys its source read (passing the whole spec on counts as reading
+    every key), so that a key no source reads is an error rather than silently ignored."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+    def _all(self) -> None:
+        self.read.update(super().keys())
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._all()
+        return super().__iter__()
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        self._all()
+        return super().keys()
+
+    def items(self):  # type: ignore[no-untyped-def]
+        self._all()
+        return super().items()
+
+    def values(self):  # type: ignore[no-untyped-def]
+        self._all()
+        return super().values()
+
+    def copy(self) -> dict[str, Any]:
+        self._all()
+        return dict(super().items())
+
+
 def source_loader(modality: str, sources: dict[str, Callable[[dict[str, Any]], ExampleSet | StreamSet]],
                   default: str, *, hf_input: str | None = None,
                   hf_prepare: Callable[[Any, dict[str, Any]], Any] | None = None
@@ -249,7 +320,13 @@ def source_loader(modality: str, sources: dict[str, Callable[[dict[str, Any]], E
         source = spec.get("source", default)
         if source not in sources:
             raise ValueError(f"unknown {modality} data source {source!r}; known: {sorted(sources)}")
-        return sources[source](spec)
+        tracked = _ReadKeys(spec)
+        data = sources[source](tracked)
+        unread = sorted(set(spec) - tracked.read - {"source"})
+        if unread:
+            raise ValueError(f"{modality} data source {source!r} does not take the key(s) {unread} "
+                             f"(it read {sorted(tracked.read - {'source'}) or 'none'}): a misspelling?")
+        return data
     load_data.__doc__ = f"Load {modality} data from one of the sources {sorted(sources)} (default {default!r})."
     return load_data
 

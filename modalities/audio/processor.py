@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
+from zoo.plugin import numeric_array
 
 
 @dataclass
@@ -52,6 +53,23 @@ def _decode_file(path: str) -> tuple[np.ndarray, int]:
                 from None
 
 
+MIN_RATE, MAX_RATE = 1_000, 1_000_000     # Hz: outside, a declared rate is taken as corrupt, not resampled
+
+
+def _rate(sr: Any, name: str) -> int:
+    """The sampling rate as an int within [MIN_RATE, MAX_RATE] Hz, else BadExample naming the field: a header
+    claiming 1 Hz would otherwise make a 320 KB file a 44-hour clip at 16 kHz (10 GB)."""
+    try:
+        rate = int(sr)
+        if rate != sr:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise BadExample(name, "sampling_rate", f"expected an integer rate in Hz, got {sr!r}") from None
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise BadExample(name, "sampling_rate", f"{rate} Hz is outside [{MIN_RATE}, {MAX_RATE}] Hz")
+    return rate
+
+
 class AudioProcessor(Processor):
     """Accepts a file path, ``(array, sample_rate)``, a ``datasets`` Audio value (``{"array",
     "sampling_rate"}``, ``{"path"}``/``{"bytes"}`` or a torchcodec decoder) or a bare array at the model
@@ -69,7 +87,7 @@ class AudioProcessor(Processor):
             if example.get("array") is not None:
                 if "sampling_rate" not in example:
                     raise BadExample(name, "sampling_rate", "an audio dict with 'array' needs 'sampling_rate'")
-                return np.asarray(example["array"], dtype=np.float32), int(example["sampling_rate"])
+                return example["array"], example["sampling_rate"]
             if example.get("bytes"):
                 import io
 
@@ -83,16 +101,18 @@ class AudioProcessor(Processor):
                 return _decode_file(example["path"])
             raise BadExample(name, "audio", f"unrecognised audio dict with keys {sorted(example)}")
         if isinstance(example, tuple) and len(example) == 2:
-            return np.asarray(example[0], dtype=np.float32), int(example[1])
+            return example[0], example[1]
         if isinstance(example, (np.ndarray, torch.Tensor, list)):
-            arr = example.numpy() if isinstance(example, torch.Tensor) else np.asarray(example, dtype=np.float32)
-            return arr.astype(np.float32), self.config.sample_rate
+            return example.numpy() if isinstance(example, torch.Tensor) else example, self.config.sample_rate
         raise BadExample(name, "audio", f"unsupported input type {type(example).__name__}")
 
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
         name = name or (str(example) if isinstance(example, (str, Path)) else "input")
         data, sr = self._samples(example, name)
-        x = torch.as_tensor(data, dtype=torch.float32)
+        sr = _rate(sr, name)
+        x = numeric_array(data, name, "audio")
+        if x.numel() == 0:                     # before the channel logic: a header-only file is [1, 0]
+            raise BadExample(name, "audio", "zero-length clip")
         if x.dim() == 2:
             if x.shape[0] > x.shape[1]:                        # [S, C] → [C, S]
                 x = x.T
@@ -110,6 +130,8 @@ class AudioProcessor(Processor):
             if not self.config.resample:
                 raise BadExample(name, "sampling_rate", f"{sr} Hz, the model expects {self.config.sample_rate} Hz "
                                                         "(resample is off)")
+            if self.config.max_seconds is not None:     # cut before resampling: the work follows the kept part
+                x = x[: int(np.ceil(self.config.max_seconds * sr)) + 1]
             import torchaudio.functional as AF
             x = AF.resample(x, sr, self.config.sample_rate)
         if self.config.max_seconds is not None:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
+from zoo.plugin import numeric_array
 
 
 @dataclass
@@ -23,6 +24,7 @@ class GraphProcessorConfig(ProcessorConfig):
     normalize: str = "none"        # "row": non-negative features divided by their row sum (if > 1), as PyG's
                                    # NormalizeFeatures does
     self_loops: bool = False       # replace any self-loops by exactly one per node
+    max_nodes: int = 10_000_000    # a declared node count above this is refused before anything is allocated
 
     def validate(self) -> None:
         super().validate()
@@ -41,12 +43,25 @@ class GraphProcessor(Processor):
             x, ei, n = getattr(example, "x", None), getattr(example, "edge_index", None), example.num_nodes
         if ei is None:
             raise BadExample(name, "edge_index", "missing")
-        ei = torch.as_tensor(ei).long()
+        ei = numeric_array(ei, name, "edge_index", integer=True)
         if ei.dim() != 2 or ei.shape[0] != 2:
             raise BadExample(name, "edge_index", f"expected shape [2, E], got {tuple(ei.shape)}")
+        if x is not None:
+            x = numeric_array(x, name, "x")
+            if x.dim() != 2:
+                raise BadExample(name, "x", f"expected node features [N, F], got shape {tuple(x.shape)}")
         if n is None:
             n = x.shape[0] if x is not None else (int(ei.max()) + 1 if ei.numel() else 0)
-        return (torch.as_tensor(x).float() if x is not None else None), ei, int(n)
+        try:
+            n = int(n)
+        except (TypeError, ValueError):
+            raise BadExample(name, "num_nodes", f"expected an integer, got {n!r}") from None
+        if x is not None and n != x.shape[0]:        # before any per-node allocation
+            raise BadExample(name, "x", f"{x.shape[0]} feature rows for {n} nodes")
+        if n > self.config.max_nodes:
+            raise BadExample(name, "num_nodes", f"{n} nodes exceeds max_nodes={self.config.max_nodes} "
+                                                "(raise it in the processor config for graphs this large)")
+        return x, ei, n
 
     def _features(self, x: Tensor | None, ei: Tensor, n: int, name: str) -> Tensor:
         if x is None:

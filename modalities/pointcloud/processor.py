@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
+from zoo.plugin import numeric_array
 from zoo.points import farthest_from_centroid, farthest_point_sample
 
 MESH_SUFFIXES = (".off", ".obj", ".stl", ".gltf", ".glb")
@@ -112,10 +113,7 @@ class PointCloudProcessor(Processor):
             arr = example["points"]
         else:
             arr = example
-        try:
-            t = torch.as_tensor(np.asarray(arr, dtype=np.float32))
-        except (TypeError, ValueError) as err:
-            raise BadExample(name, "points", f"not a numeric array: {err}") from None
+        t = numeric_array(arr, name, "points")
         if t.dim() != 2 or t.shape[1] < 3:
             raise BadExample(name, "points", f"expected points [N, 3] or [N, 3 + C], got shape {tuple(t.shape)}")
         return t

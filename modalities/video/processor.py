@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
+from zoo.plugin import numeric_array
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -136,7 +137,11 @@ class VideoProcessor(Processor):
 
     def _array(self, x: Any, name: str) -> Tensor:
         """Frames ``[T, H, W, C]`` → the sampled frames ``[T', C, H, W]`` float in ``[0, 1]``."""
-        t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+        raw = x if isinstance(x, Tensor) else np.asarray(x) if not isinstance(x, list) else x
+        if getattr(raw, "dtype", None) in (torch.uint8, np.uint8):
+            t = torch.as_tensor(raw)
+        else:                      # complex, text, ragged frames are refused, never cast
+            t = numeric_array(raw, name, "frames")
         if t.dim() != 4:
             raise BadExample(name, "frames", f"expected frames [T, H, W, C], got shape {tuple(t.shape)}")
         if t.shape[-1] != self.config.channels:
