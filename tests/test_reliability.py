@@ -101,3 +101,86 @@ def test_a_data_key_no_source_reads_is_an_error():
         zoo.get_modality("tabular").load_data({"source": "sklearn", "name": "breast_cancer", "splt": "test"})
     with pytest.raises(ValueError, match="does not take the key\\(s\\) \\['sed'\\]"):
         zoo.get_modality("graph").load_data({"source": "sbm", "sed": 3})
+
+
+def _random_configs(rng: np.random.Generator) -> list[tuple[str, str, dict]]:
+    """Small random configurations of every architecture (widths, depths, heads, feature counts vary)."""
+    def width(heads: int) -> int:
+        return heads * int(rng.integers(1, 9))
+    out = []
+    for _ in range(6):
+        h = int(rng.integers(1, 4))
+        out.append(("audio", "wav2vec2", {
+            "conv_layers": [[int(rng.integers(3, 20)), int(rng.integers(2, 6)), int(rng.integers(1, 3))]
+                            for _ in range(int(rng.integers(1, 3)))],
+            "dim": 4 * width(h), "heads": h, "depth": int(rng.integers(1, 3)),
+            "pos_conv_kernel": int(rng.integers(2, 9)), "pos_conv_groups": 4,
+            "conv_norm": str(rng.choice(["group", "layer"])), "conv_bias": bool(rng.integers(0, 2))}))
+        cards = [int(rng.integers(2, 12)) for _ in range(int(rng.integers(0, 4)))]
+        out.append(("tabular", "t-jepa", {"num_numerical": int(rng.integers(2 - min(len(cards), 2), 7)),
+                                          "cardinalities": cards, "dim": width(h), "heads": h,
+                                          "depth": int(rng.integers(1, 3)), "reg_tokens": int(rng.integers(0, 4))}))
+        out.append(("graph", "graphmae", {"in_dim": int(rng.integers(1, 40)), "hidden": width(h), "heads": h,
+                                          "layers": int(rng.integers(1, 4)), "gnn": str(rng.choice(["gat", "gin"])),
+                                          "norm": str(rng.choice(["none", "batchnorm", "layernorm"]))}))
+        p = int(rng.choice([4, 8]))
+        out.append(("video", "videomae", {"image_size": p * int(rng.integers(1, 4)), "patch_size": p,
+                                          "num_frames": 2 * int(rng.integers(1, 3)), "tubelet_size": 2,
+                                          "dim": 6 * width(h), "heads": h, "depth": int(rng.integers(1, 3)),
+                                          "positions": str(rng.choice(["1d", "3d"]))}))
+        points = int(rng.integers(16, 80))
+        out.append(("pointcloud", "point-mae", {
+            "num_points": points, "num_patches": int(rng.integers(1, 9)), "patch_size": int(rng.integers(2, 16)),
+            "dim": width(h), "heads": h, "depth": int(rng.integers(1, 3)), "in_channels": int(rng.integers(3, 7)),
+            "pointnet_dims": [int(rng.integers(2, 20)) for _ in range(3)]}))
+    return out
+
+
+def test_every_saved_model_loads_back(tmp_path):
+    # class 1, as a property: random configurations of every architecture save and load back bit for bit
+    # (the safetensors header length, and so its first byte, varies with the configuration)
+    first_bytes = set()
+    for i, (modality, arch, settings) in enumerate(_random_configs(np.random.default_rng(0))):
+        cls = zoo.get_modality(modality).architecture(arch).encoder
+        torch.manual_seed(i)
+        enc = cls(cls.config_class.from_dict(settings, where=f"{arch} #{i}"))
+        enc.save_pretrained(tmp_path / str(i))
+        first_bytes.add((tmp_path / str(i) / "model.safetensors").read_bytes()[0])
+        back = zoo.AutoEncoder.from_pretrained(tmp_path / str(i))
+        assert type(back) is cls and back.config == enc.config
+        saved, loaded = enc.state_dict(), back.state_dict()
+        assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved), (arch, i)
+    assert len(first_bytes) > 10                      # many header lengths, 0x80 among the possible ones
+
+
+HOSTILE = [None, 0, 1.5, "", "no/such/file.bin", b"\x00\x01", [], [[]], {}, {"x": 1}, np.zeros(0),
+           np.full((8, 3), np.nan), np.full((8, 3), np.inf), np.array(["a", "b"]), np.zeros((2, 2, 2, 2, 2)),
+           np.zeros(5, np.complex64), [[1.0, 2.0], [3.0]], np.zeros((10**9, 0)), object()]
+
+
+def _processors(tmp_path):
+    from modalities.tabular.processor import TabularProcessor
+    from modalities.video.processor import VideoProcessor
+    tab = TabularProcessor().fit({"a": np.arange(10.0), "b": np.array(["u", "v"] * 5, dtype=object)})
+    return {"audio": AudioProcessor(), "tabular": tab, "graph": GraphProcessor(GraphProcessorConfig(num_features=3)),
+            "video": VideoProcessor(), "pointcloud": PointCloudProcessor()}
+
+
+def test_processors_answer_hostile_inputs_with_bad_example(tmp_path):
+    # the fuzz list: empty, NaN/inf, wrong dtype, wrong rank, huge declared sizes, objects of no kind at all
+    hostile = HOSTILE + [{"x": np.zeros((3, 3)), "edge_index": [[0], [1]], "num_nodes": 10**12},
+                         {"points": np.zeros((10**6, 3)) + np.nan}, {"array": np.zeros(10), "sampling_rate": -5},
+                         {"a": float("inf"), "b": "u"}, {"a": "abc", "b": "u"}]
+    failures = []
+    for modality, proc in _processors(tmp_path).items():
+        for i, bad in enumerate(hostile):
+            try:
+                proc(bad, name=f"hostile-{i}")
+            except zoo.BadExample as err:          # named by the caller's name, or by the path it was given
+                if f"hostile-{i}" not in str(err) and not (isinstance(bad, str) and f"example {bad}:" in str(err)):
+                    failures.append(f"{modality} #{i}: names neither: {err}")
+            except Exception as err:               # noqa: BLE001 - the point: nothing but BadExample
+                failures.append(f"{modality} #{i} {bad!r:.60}: {type(err).__name__}: {str(err)[:120]}")
+            else:
+                failures.append(f"{modality} accepted #{i}: {bad!r:.60}")
+    assert not failures, "\n".join(failures)

@@ -40,6 +40,9 @@ class BadExample(ValueError):
         self.example, self.field, self.reason = example, field, reason
         super().__init__(f"example {example!s}: field {field!r}: {reason}")
 
+    def __str__(self) -> str:          # also for subclasses that are KeyErrors (which would quote the text)
+        return str(self.args[0])
+
 
 def numeric_array(value: Any, example: Any, field: str, *, integer: bool = False) -> torch.Tensor:
     """``value`` as a real tensor (float32, or int64 with ``integer``), else :class:`BadExample` naming the

@@ -39,8 +39,11 @@ class GraphProcessor(Processor):
     def _fields(self, example: Any, name: str) -> tuple[Tensor | None, Tensor, int]:
         if isinstance(example, dict):
             x, ei, n = example.get("x"), example.get("edge_index"), example.get("num_nodes")
+        elif hasattr(example, "edge_index") and hasattr(example, "num_nodes"):      # a PyG Data
+            x, ei, n = getattr(example, "x", None), example.edge_index, example.num_nodes
         else:
-            x, ei, n = getattr(example, "x", None), getattr(example, "edge_index", None), example.num_nodes
+            raise BadExample(name, "graph", f"expected a PyG Data or a dict with 'edge_index' (and 'x'), got "
+                                            f"{type(example).__name__}")
         if ei is None:
             raise BadExample(name, "edge_index", "missing")
         ei = numeric_array(ei, name, "edge_index", integer=True)

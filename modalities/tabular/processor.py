@@ -98,6 +98,10 @@ def to_columns(table: Any) -> dict[str, np.ndarray]:
     raise TypeError(f"unsupported table type {type(table).__name__}")
 
 
+class ColumnError(BadExample, KeyError):
+    """A column the model needs is absent, or one it does not know is present (a BadExample and a KeyError)."""
+
+
 def _is_missing(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind in "fc":
         return np.isnan(values)
@@ -227,13 +231,16 @@ class TabularProcessor(Processor):
         cols = to_columns(table)
         cfg = self.config
         known = set(self.numerical) | set(self.categorical) | set(cfg.exclude)
+        where = names[0] if names is not None and len(names) == 1 else "table"
         extra = sorted(set(cols) - known)
         if extra and cfg.extra_columns == "error":
-            raise KeyError(f"unknown column(s) {extra}: the model was trained on {self.numerical + self.categorical}")
+            raise ColumnError(where, extra[0], f"unknown column(s) {extra}: the model was trained on "
+                                               f"{self.numerical + self.categorical}")
         needed = self.numerical + self.categorical
         absent = [c for c in needed if c not in cols]
         if absent and cfg.missing_columns == "error":
-            raise KeyError(f"missing column(s) {absent} (set missing_columns: missing to treat them as missing)")
+            raise ColumnError(where, absent[0], f"missing column(s) {absent} (set missing_columns: missing to "
+                                                "treat them as missing)")
         n = len(next(iter(cols.values()))) if cols else 0
         num = torch.zeros(n, len(self.numerical))
         num_missing = torch.ones(n, len(self.numerical), dtype=torch.bool)

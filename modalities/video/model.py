@@ -53,7 +53,8 @@ class VideoMAEConfig(Config):
                    f"must be a multiple of tubelet_size {self.tubelet_size}")
         self.check(self.dim % self.heads == 0, "dim", "must be divisible by heads")
         self.check(self.positions in POSITIONS, "positions", f"must be one of {POSITIONS}")
-        self.check(self.positions == "1d" or self.dim % 2 == 0, "dim", "must be even for 3d positions")
+        self.check(self.positions == "1d" or (self.dim % 2 == 0 and self.dim >= 6), "dim",
+                   "must be even and at least 6 for 3d positions (a pair of channels per axis)")
         self.check(self.channels >= 1 and self.depth >= 1, "depth", "depth and channels must be >= 1")
 
     @property
