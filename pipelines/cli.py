@@ -124,14 +124,13 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from zoo import AutoEncoder
-    from zoo.hub import CARD_NAME, REPO_FILES, push_to_hub
+    from zoo.hub import check_publishable, push_to_hub
     folder = Path(args.folder)
-    AutoEncoder.from_pretrained(folder)  # refuse to publish what does not load
-    if not (folder / CARD_NAME).is_file():
-        print(f"{folder} has no {CARD_NAME}: run `zoo card {folder}` first", file=sys.stderr)
+    try:                                  # the same checks with --dry-run: an id, a model that loads, a card
+        files = check_publishable(folder, args.repo_id)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"publish: {err}", file=sys.stderr)
         return 2
-    files = [n for n in REPO_FILES if (folder / n).is_file()]
     if args.dry_run:
         print(f"would upload to {args.repo_id}: {', '.join(files)}")
         return 0

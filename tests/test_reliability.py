@@ -184,3 +184,22 @@ def test_processors_answer_hostile_inputs_with_bad_example(tmp_path):
             else:
                 failures.append(f"{modality} accepted #{i}: {bad!r:.60}")
     assert not failures, "\n".join(failures)
+
+
+def test_publish_checks_the_repo_id_and_the_card_even_on_a_dry_run(tmp_path):
+    # class 10: `publish --dry-run` accepted --repo-id "", ../../x and a card whose YAML does not parse
+    from pipelines.cli import main
+    from zoo.cards import write_card
+    enc = GraphMAEEncoder(GraphMAEConfig(in_dim=5, hidden=8, layers=1, heads=2))
+    enc.save_pretrained(tmp_path / "m")
+    write_card(tmp_path / "m", repo_id="org/m")
+    assert main(["publish", str(tmp_path / "m"), "--repo-id", "org/m", "--dry-run"]) == 0
+    for bad in ("", "../../x", "a/b/c"):
+        with pytest.raises(ValueError, match="invalid repo id"):
+            zoo.hub.check_publishable(tmp_path / "m", bad)
+        assert main(["publish", str(tmp_path / "m"), "--repo-id", bad, "--dry-run"]) == 2
+    card = tmp_path / "m" / "README.md"
+    card.write_text("---\nlicense: [unclosed\n---\n# card\n")
+    with pytest.raises(FormatError, match="README.md: the card's YAML metadata does not parse"):
+        zoo.hub.check_publishable(tmp_path / "m", "org/m")
+    assert main(["publish", str(tmp_path / "m"), "--repo-id", "org/m", "--dry-run"]) == 2

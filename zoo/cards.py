@@ -98,9 +98,18 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
         limits=limits or "Trained on the data named above only; check the results on your own data.")
 
 
+def load_card(path: str | Path) -> ModelCard:
+    """A model card, or a FormatError naming the file when its YAML front matter does not parse."""
+    from .hub import FormatError
+    try:
+        return ModelCard.load(str(path))
+    except Exception as err:        # yaml.YAMLError, ValueError: huggingface_hub wraps both loosely
+        raise FormatError(f"{path}: the card's YAML metadata does not parse ({str(err).splitlines()[0]})") from None
+
+
 def _existing_name(folder: Path) -> str | None:
     path = folder / CARD_NAME
-    return ModelCard.load(str(path)).data.model_name if path.is_file() else None
+    return load_card(path).data.model_name if path.is_file() else None
 
 
 COMPARISON_HEADING = "### Compared with baselines"
@@ -122,7 +131,7 @@ def existing_results(folder: str | Path) -> list[dict[str, Any]]:
     path = Path(folder) / CARD_NAME
     if not path.is_file():
         return []
-    card = ModelCard.load(str(path))
+    card = load_card(path)
     return [{"task": r.task_type, "task_name": r.task_name, "dataset": r.dataset_type,
              "dataset_name": r.dataset_name, "split": r.dataset_split, "metric": r.metric_type,
              "metric_name": r.metric_name, "value": r.metric_value}

@@ -242,11 +242,37 @@ def save_pretrained(encoder: Encoder, folder: str | Path, *, processor: Processo
     return folder
 
 
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` as the Hub accepts it (``name`` or ``namespace/name``), else a ValueError saying why:
+    never an empty id or a path such as ``../../x``."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"invalid repo id {repo_id!r}: {str(err).splitlines()[0]}") from None
+    return repo_id
+
+
+def check_publishable(folder: str | Path, repo_id: str) -> list[str]:
+    """What ``publish`` checks before anything goes up: a valid repo id, a model that loads, a card whose
+    metadata parses. Returns the files that would be uploaded."""
+    from .auto import AutoEncoder
+    from .cards import load_card
+    check_repo_id(repo_id)
+    folder = Path(folder)
+    AutoEncoder.from_pretrained(folder)
+    if not (folder / CARD_NAME).is_file():
+        raise FileNotFoundError(f"{folder} has no {CARD_NAME}: run `zoo card {folder}` first")
+    load_card(folder / CARD_NAME)
+    return [n for n in REPO_FILES if (folder / n).is_file()]
+
+
 def publish_to_cache(folder: str | Path, repo_id: str, cache_dir: str | Path) -> str:
     """Lay a zoo folder out as a ``huggingface_hub`` cache entry (``models--org--name/{blobs,refs/main,
     snapshots/<sha>}``) so that the Hub id resolves offline: a local folder acting as the Hub.
     Returns the revision hash (of the repo files' contents)."""
     import hashlib
+    check_repo_id(repo_id)
     folder = Path(folder)
     files = [folder / n for n in REPO_FILES if (folder / n).is_file()]
     if not any(f.name == WEIGHTS_NAME for f in files):
@@ -276,6 +302,7 @@ def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, p
                 create_pr: bool = False, endpoint: str | None = None) -> Any:
     """Upload exactly the repo files of a zoo folder (config, weights, preprocessor, card)."""
     from huggingface_hub import HfApi
+    check_repo_id(repo_id)
     folder = Path(folder)
     present = [name for name in REPO_FILES if (folder / name).is_file()]
     missing = sorted(set(REPO_FILES[:2]) - set(present))
