@@ -49,6 +49,8 @@ def embed(encoder: Encoder, processor: Processor, examples: ExampleSet | StreamS
     over the non-padding tokens of every hidden state)."""
     parts = [e for e, _, _ in iter_embeddings(encoder, processor, examples, batch_size=batch_size, names=names,
                                               layers=layers, device=device, num_workers=num_workers)]
+    if not parts:
+        raise ValueError("nothing to embed: the data holds no examples (or every one was skipped)")
     if layers:
         return [torch.cat(x) for x in zip(*parts)]
     return torch.cat(parts)

@@ -203,3 +203,37 @@ def test_publish_checks_the_repo_id_and_the_card_even_on_a_dry_run(tmp_path):
     with pytest.raises(FormatError, match="README.md: the card's YAML metadata does not parse"):
         zoo.hub.check_publishable(tmp_path / "m", "org/m")
     assert main(["publish", str(tmp_path / "m"), "--repo-id", "org/m", "--dry-run"]) == 2
+
+
+def test_an_empty_table_is_a_clear_error():
+    # class 9: used to fit silently (mean 0, std 1, no categories) and fail later in torch.cat
+    import pandas as pd
+
+    from modalities.tabular.model import TJepaConfig, TJepaEncoder
+    from modalities.tabular.processor import TabularProcessor
+    from pipelines.evaluate import embed
+    df = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})
+    with pytest.raises(ValueError, match="empty table \\(2 columns, 0 rows\\)"):
+        TabularProcessor().fit(df.iloc[:0])
+    proc = TabularProcessor().fit(df)
+    enc = TJepaEncoder(TJepaConfig(**proc.encoder_config(), dim=8, depth=1, heads=2))
+    with pytest.raises(ValueError, match="nothing to embed: the data holds no examples"):
+        embed(enc, proc, df.iloc[:0])
+
+
+def test_a_processor_that_does_not_fit_its_encoder_is_refused(tmp_path):
+    # class 9: a preprocessor.json from another table (5 numbers instead of 1) used to fail at the first batch
+    # with a raw matmul shape error
+    import pandas as pd
+
+    from modalities.tabular.model import TJepaConfig, TJepaEncoder
+    from modalities.tabular.processor import TabularProcessor
+    proc = TabularProcessor().fit(pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]}))
+    enc = TJepaEncoder(TJepaConfig(**proc.encoder_config(), dim=8, depth=1, heads=2))
+    enc.save_pretrained(tmp_path / "m", processor=proc)
+    assert zoo.AutoProcessor.from_pretrained(tmp_path / "m").numerical == ["a"]
+    other = TabularProcessor().fit(pd.DataFrame({c: [1.0, 2.0] for c in "pqrst"} | {"b": ["x", "y"]}))
+    other.save_pretrained(tmp_path / "m")
+    with pytest.raises(FormatError, match="preprocessor.json does not fit config.json: num_numerical is 5 in the "
+                                          "processor, 1 in the encoder"):
+        zoo.AutoProcessor.from_pretrained(tmp_path / "m")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -51,4 +52,12 @@ class AutoProcessor:
     def from_pretrained(id_or_path: str | Path, **hub_kwargs: Any) -> Processor:
         config = load_config(id_or_path, **hub_kwargs)
         modality = get_modality(config["modality"])
-        return modality.processor.from_dict(load_processor_dict(id_or_path, **hub_kwargs))
+        processor = modality.processor.from_dict(load_processor_dict(id_or_path, **hub_kwargs))
+        # what fit learned must be what the encoder was built for (else a raw shape error at the first batch)
+        implied = json.loads(json.dumps(processor.encoder_config()))
+        differ = {k: (v, config["encoder"].get(k)) for k, v in implied.items() if config["encoder"].get(k) != v}
+        if differ:
+            raise FormatError(f"{id_or_path}: preprocessor.json does not fit config.json: "
+                              + "; ".join(f"{k} is {a!r} in the processor, {b!r} in the encoder"
+                                          for k, (a, b) in differ.items()))
+        return processor

@@ -180,6 +180,8 @@ class TabularProcessor(Processor):
     def fit(self, examples: Any) -> TabularProcessor:
         cols = to_columns(examples)
         cfg = self.config
+        if not cols or len(next(iter(cols.values()))) == 0:
+            raise ValueError(f"cannot fit the table schema on an empty table ({len(cols)} columns, 0 rows)")
         names = [c for c in cols if c not in set(cfg.exclude)]
         num = set(cfg.numerical or [])
         cat = set(cfg.categorical or [])
