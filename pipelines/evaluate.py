@@ -3,6 +3,7 @@ embedding map coloured by label."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,6 @@ def embed_shards(encoder: Encoder, processor: Processor, data: ExampleSet | Stre
                  progress: bool = False) -> Path:
     """Embed a data set of any size into ``out_dir/embeddings-00000.safetensors, …`` (``embeddings [n, D]``,
     ``labels [n]`` when labelled; names in the metadata) and ``index.json``; returns ``index.json``."""
-    import json
 
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -109,7 +109,6 @@ def embed_shards(encoder: Encoder, processor: Processor, data: ExampleSet | Stre
 
 def load_shards(index: str | Path) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     """Embeddings, labels (or None) and names from :func:`embed_shards`' ``index.json``."""
-    import json
 
     from safetensors import safe_open
     index = Path(index)
@@ -230,8 +229,12 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     from zoo.hub import load_config
     encoder = AutoEncoder.from_pretrained(model)
     processor = AutoProcessor.from_pretrained(model)
-    if recipe is None:
+    if recipe is None:       # the run folder's own record (local paths) first, else the portable one in config.json
+        local = Path(model).parent / "recipe.json" if Path(model).is_dir() else None
         recorded = load_config(model).get("pretraining", {}).get("recipe")
+        if local is not None and local.is_file() and recorded and \
+                json.loads(local.read_text()).get("name") == recorded.get("name"):
+            recorded = json.loads(local.read_text())
         if not recorded:
             raise ValueError(f"{model} records no recipe: pass one with --recipe")
         recipe = recorded
@@ -264,7 +267,6 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
                     "knn": knn_accuracy(tr, train.labels, te, test.labels, k)}
     if spec.get("layers", False):
         report["layers"] = layer_probes(encoder, processor, train, test, device=device, num_workers=num_workers)
-    import json
     for split in ("train", "test"):
         report[f"{split}_examples"] = json.loads((shards / "embeddings" / split / "index.json").read_text())["rows"]
     metrics = [("linear probe accuracy", report["pretrained"]["linear_probe"]),
@@ -295,7 +297,6 @@ def _protocol_report(model, encoder, processor, modality, recipe, spec, out, bas
 def _record(model, recipe, spec, report, out, write_card, *, task: str, task_name: str, dataset: str,
             metrics: list[tuple[str, float]], comparison: str | None = None, metric: str = "accuracy") -> None:
     """Write ``eval_results.json`` and, for a local folder, the card with the metrics in its model-index."""
-    import json
     (out / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
     if write_card and Path(model).is_dir():
         from zoo.cards import write_card as write

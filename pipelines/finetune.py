@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from zoo import AutoEncoder, AutoProcessor, Encoder, ExampleSet, PretrainOutput, get_modality
+from zoo.paths import portable
 
 from .data import TrainData, iter_batches
 from .engine import setup_run, train
@@ -79,7 +80,8 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
             total += len(labels)
     folder = output_dir / "model"
     clf.encoder.save_pretrained(folder, processor=processor,
-                                pretraining={"finetuned_from": str(model), "recipe": recipe.name})
+                                pretraining={"finetuned_from": portable(str(Path(model).resolve()))
+                                             if Path(model).exists() else str(model), "recipe": recipe.name})
     save_file({k: v.contiguous() for k, v in clf.head.state_dict().items()}, str(folder / "head.safetensors"))
     result = {"test_accuracy": correct / max(total, 1), "steps": cfg.steps, "num_classes": clf.head.out_features,
               "label_names": list(train_set.label_names) if train_set.label_names else None}

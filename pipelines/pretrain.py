@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from zoo.paths import portable
+
 from .build import build, build_processor
 from .data import TrainData
 from .engine import peak_rss_mib, setup_run, train
@@ -42,8 +44,10 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True) -> 
                 raise RuntimeError(f"training diverged (final loss {result.final_loss}, non-finite weights in "
                                    f"{bad[:5]}): the model is not published; lower train.lr or check the data. "
                                    f"Checkpoints and metrics are in {output_dir}")
+            # config.json (published) records the recipe with portable paths; the run folder keeps it as run
+            (output_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
             built.encoder.save_pretrained(output_dir / "model", processor=built.processor,
-                                          pretraining={"recipe": recipe.to_dict(),
+                                          pretraining={"recipe": portable(recipe.to_dict()),
                                                        "objective": built.pretraining.to_dict(),
                                                        "training": training_facts(summary, cfg)})
             from zoo.cards import write_card

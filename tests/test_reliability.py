@@ -237,3 +237,25 @@ def test_a_processor_that_does_not_fit_its_encoder_is_refused(tmp_path):
     with pytest.raises(FormatError, match="preprocessor.json does not fit config.json: num_numerical is 5 in the "
                                           "processor, 1 in the encoder"):
         zoo.AutoProcessor.from_pretrained(tmp_path / "m")
+
+
+def test_recorded_paths_are_portable(tmp_path, monkeypatch):
+    # class 11: config.json recorded absolute local paths (/home/…/my_data.csv) and publish would upload them
+    from zoo.paths import expand, portable
+    monkeypatch.setenv("ZOO_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path / ".")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    recipe = {"data": {"train": {"path": str(tmp_path / "data" / "adult" / "adult.data"), "limit": 5,
+                                 "files": [str(tmp_path / "cache" / "x.csv"), str(tmp_path / "work" / "t.csv")]},
+                       "test": {"data_dir": str(tmp_path / "home" / "mine" / "set"), "root": "/srv/secret/d.csv",
+                                "name": "relative/stays"}}}
+    out = portable(recipe)
+    assert out == {"data": {"train": {"path": "$ZOO_DATA/adult/adult.data", "limit": 5,
+                                      "files": ["$ZOO_CACHE/x.csv", "t.csv"]},
+                            "test": {"data_dir": "~/mine/set", "root": "<local>/d.csv", "name": "relative/stays"}}}
+    back = expand(out)
+    assert back["data"]["train"]["path"] == recipe["data"]["train"]["path"]
+    assert back["data"]["test"]["data_dir"] == recipe["data"]["test"]["data_dir"]

@@ -160,8 +160,12 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
     rows.drop(columns="city").to_csv(tmp_path / "missing.csv", index=False)   # documented: an error
     out = zoo_cli("embed", str(model), str(tmp_path / "missing.csv"))
     assert out.returncode == 2 and "missing column(s) ['city']" in out.stderr
-    out = zoo_cli("evaluate", str(model))
+    out = zoo_cli("evaluate", str(model))                 # from the run folder's own recipe.json
     assert out.returncode == 0, out.stderr
+    # #15 class 11: what is published records no path of this machine
+    published = (model / "config.json").read_text()
+    assert str(tmp_path) not in published and "<local>/train.csv" in published
+    assert str(tmp_path / "train.csv") in (tmp_path / "run" / "recipe.json").read_text()   # the run keeps it
 
 
 def test_card_usage_snippet_for_tabular(tmp_path):

@@ -7,8 +7,9 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["data_dir", "cache_dir", "fresh_folder"]
+__all__ = ["data_dir", "cache_dir", "fresh_folder", "portable", "expand"]
 
 
 def data_dir() -> Path:
@@ -32,3 +33,51 @@ def fresh_folder(root: str | Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     yield tmp
     os.replace(tmp, root)
+
+
+LOCAL = "<local>/"
+
+
+def _under(path: Path, root: Path) -> str | None:
+    try:
+        return path.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def portable(value: Any) -> Any:
+    """``value`` (a recipe, nested dicts and lists) with every absolute path rewritten so that it reproduces the
+    run without exposing the machine: under ``$ZOO_DATA`` / ``$ZOO_CACHE`` → ``$ZOO_DATA/…`` / ``$ZOO_CACHE/…``;
+    under the working directory → relative; under the home directory → ``~/…``; elsewhere → ``<local>/name``."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    if not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    path = Path(value).resolve()
+    for token, root in (("$ZOO_DATA", data_dir()), ("$ZOO_CACHE", cache_dir())):
+        rel = _under(path, root)
+        if rel is not None:
+            return f"{token}/{rel}"
+    for prefix, root in (("", Path.cwd()), ("~/", Path.home())):
+        rel = _under(path, root)
+        if rel is not None and root != Path("/"):
+            return f"{prefix}{rel}" if rel != "." or prefix else "."
+    return LOCAL + path.name
+
+
+def expand(value: Any) -> Any:
+    """The inverse where it exists: ``$ZOO_DATA/…``, ``$ZOO_CACHE/…`` and ``~/…`` back to this machine's paths
+    (``<local>/…`` stays as it is: the file was on the machine that trained the model)."""
+    if isinstance(value, dict):
+        return {k: expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand(v) for v in value]
+    if isinstance(value, str):
+        for token, root in (("$ZOO_DATA/", data_dir), ("$ZOO_CACHE/", cache_dir)):
+            if value.startswith(token):
+                return str(root() / value[len(token):])
+        if value.startswith("~/"):
+            return str(Path.home() / value[2:])
+    return value

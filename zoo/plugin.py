@@ -320,6 +320,8 @@ def source_loader(modality: str, sources: dict[str, Callable[[dict[str, Any]], E
     sources = {**sources, "hf": lambda spec: hf_source(spec, input_column=hf_input, prepare=hf_prepare)}
 
     def load_data(spec: dict[str, Any]) -> ExampleSet | StreamSet:
+        from .paths import expand
+        spec = expand(dict(spec))                    # $ZOO_DATA/…, $ZOO_CACHE/…, ~/… as recorded by portable()
         source = spec.get("source", default)
         if source not in sources:
             raise ValueError(f"unknown {modality} data source {source!r}; known: {sorted(sources)}")
