@@ -259,3 +259,14 @@ def test_recorded_paths_are_portable(tmp_path, monkeypatch):
     back = expand(out)
     assert back["data"]["train"]["path"] == recipe["data"]["train"]["path"]
     assert back["data"]["test"]["data_dir"] == recipe["data"]["test"]["data_dir"]
+
+
+def test_video_statistics_must_be_finite_and_positive():
+    # class 6 for the video processor's per-channel statistics (the tabular ones: tests/test_tabular.py)
+    from modalities.video.processor import VideoProcessorConfig
+    for mean, std, msg in (([0.5, float("nan"), 0.5], [0.2] * 3, "must be finite"),
+                           ([0.5] * 3, [0.2, float("inf"), 0.2], "must be finite"),
+                           ([0.5] * 3, [0.2, 0.0, 0.2], "std: must be > 0"),
+                           ([0.5] * 3, [0.2, -1.0, 0.2], "std: must be > 0")):
+        with pytest.raises(zoo.ConfigError, match=msg):
+            VideoProcessorConfig.from_dict({"mean": mean, "std": std})

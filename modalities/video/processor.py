@@ -11,6 +11,7 @@ so a killed run resumes bit for bit. The paper's random temporal jitter and mult
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ class VideoProcessorConfig(ProcessorConfig):
         self.check(len(self.mean) == self.channels and len(self.std) == self.channels, "mean",
                    f"mean and std need one value per channel ({self.channels})")
         self.check(all(s > 0 for s in self.std), "std", "must be > 0")
+        self.check(all(math.isfinite(v) for v in [*self.mean, *self.std]), "mean", "mean and std must be finite")
         self.check(self.seek_mode in ("exact", "approximate"), "seek_mode", "must be 'exact' or 'approximate'")
 
 
