@@ -7,7 +7,6 @@ regression; accuracy on the held-out speaker, mean ± std over seeds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -21,7 +20,7 @@ from pipelines.recipe import load_recipe
 from zoo import AutoProcessor, get_modality
 from zoo.data import stratified_indices
 
-from .harness import machine
+from .harness import machine, publish_table, seeded_main
 
 FRACTIONS = (0.01, 0.1, 1.0)
 SETTINGS = {"batch_size": 16, "lr": 5e-4, "warmup_steps": 30, "weight_decay": 0.01, "checkpoint_every": 10**6}
@@ -78,22 +77,8 @@ def run(out: Path, seeds: int = 3, steps: int = 300) -> str:
         cells = [f"{statistics.mean(rows[(kind, f)]):.3f} ± {statistics.pstdev(rows[(kind, f)]):.3f}"
                  for f in FRACTIONS]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines)
-    print(text + "\n")
-    (out / "label_efficiency.md").write_text(text + "\n")
-    return text
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("out", nargs="?", default=str(Path(__file__).parent / "results" / "audio-label-efficiency"))
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=300)
-    args = p.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    run(out, args.seeds, args.steps)
+    return publish_table(lines, out / "label_efficiency.md")
 
 
 if __name__ == "__main__":
-    main()
+    seeded_main(__doc__, "audio-label-efficiency", run, seeds=3, steps=300)

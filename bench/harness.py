@@ -7,10 +7,11 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-__all__ = ["Row", "measure_pair", "machine", "print_table", "train_step_times"]
+__all__ = ["Row", "measure_pair", "machine", "print_table", "publish_table", "seeded_main", "train_step_times"]
 
 
 @dataclass
@@ -80,3 +81,24 @@ def print_table(title: str, rows: list[Row]) -> str:
     text = "\n".join(lines)
     print(text + "\n")
     return text
+
+
+def publish_table(lines: list[str], path: Path) -> str:
+    """Print a benchmark's markdown table and keep it beside its runs."""
+    text = "\n".join(lines)
+    print(text + "\n")
+    path.write_text(text + "\n")
+    return text
+
+
+def seeded_main(doc: str | None, results: str, run: Callable[..., str], **options: int) -> None:
+    """``python -m bench.<name> [OUT] [--option N ...]``: the results folder, then ``run(out, **options)``."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("out", nargs="?", default=str(Path(__file__).parent / "results" / results))
+    for name, default in options.items():
+        p.add_argument(f"--{name}", type=int, default=default)
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run(out, **{name: getattr(args, name) for name in options})

@@ -5,7 +5,6 @@ the pretraining seed), mean ± std over the seeds. ``python -m bench.tabular_abl
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -18,7 +17,7 @@ from pipelines.pretrain import pretrain
 from pipelines.recipe import load_recipe
 from zoo import AutoEncoder, AutoProcessor, get_modality
 
-from .harness import machine
+from .harness import machine, publish_table, seeded_main
 from .tabular import _embed, _mlp
 
 OURS = {"context_share": [0.43, 0.43], "target_share": [0.25, 0.25], "num_targets": 2,
@@ -75,21 +74,8 @@ def run(out: Path, seeds: int = 3) -> str:
     lines += [f"| MLP on the raw features (no pretraining) | {statistics.mean(raw):.4f} ± "
               f"{statistics.pstdev(raw):.4f} |", "",
               "Paper (Thimonier et al. 2025, Adult): MLP 0.825, MLP + T-JEPA 0.866."]
-    text = "\n".join(lines)
-    print(text + "\n")
-    (out / "ablation.md").write_text(text + "\n")
-    return text
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("out", nargs="?", default=str(Path(__file__).parent / "results" / "tabular-ablation"))
-    p.add_argument("--seeds", type=int, default=3)
-    args = p.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    run(out, args.seeds)
+    return publish_table(lines, out / "ablation.md")
 
 
 if __name__ == "__main__":
-    main()
+    seeded_main(__doc__, "tabular-ablation", run, seeds=3)
