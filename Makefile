@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-DEMO_RECIPES ?= audio-wav2vec2-tiny tabular-tjepa-breast-cancer graph-graphmae-sbm video-videomae-tiny \
+DEMO_RECIPES ?= audio-wav2vec2-tiny tabular-tjepa-mlc-churn graph-graphmae-sbm video-videomae-tiny \
                 pointcloud-pointmae-tiny
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -5,11 +5,28 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # tables, not progress bars
 
-from . import audio, audio_quality, core, graph, pipeline, pointcloud, tabular, video
+from . import (
+    audio,
+    audio_label_efficiency,
+    audio_quality,
+    core,
+    graph,
+    pipeline,
+    pointcloud,
+    tabular,
+    tabular_ablation,
+    video,
+)
 from .harness import print_table
 
 if __name__ == "__main__":
-    tables = [core.main(), pipeline.main(), audio.main(), audio_quality.main(), tabular.main(),
+    results = Path(__file__).parent / "results"
+    seeded = []
+    for module, name in ((audio_label_efficiency, "audio-label-efficiency"), (tabular_ablation, "tabular-ablation")):
+        (results / name).mkdir(parents=True, exist_ok=True)
+        seeded.append(module.run(results / name))
+    tables = [core.main(), pipeline.main(), audio.main(), audio_quality.main(), *seeded[:1], tabular.main(),
+              *seeded[1:],
               print_table("GraphMAE: step time", [graph.step_speed()]), graph.main(), video.main(),
               pointcloud.main()]
     out = Path(__file__).parent / "results"
