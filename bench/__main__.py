@@ -17,16 +17,12 @@ from . import (
     tabular_ablation,
     video,
 )
-from .harness import print_table
+from .harness import print_table, results_dir
 
 if __name__ == "__main__":
-    results = Path(__file__).parent / "results"
-    seeded = []
-    for module, name in ((audio_label_efficiency, "audio-label-efficiency"), (tabular_ablation, "tabular-ablation")):
-        (results / name).mkdir(parents=True, exist_ok=True)
-        seeded.append(module.run(results / name))
-    tables = [core.main(), pipeline.main(), audio.main(), audio_quality.main(), *seeded[:1], tabular.main(),
-              *seeded[1:],
+    tables = [core.main(), pipeline.main(), audio.main(), audio_quality.main(),
+              audio_label_efficiency.run(results_dir("audio-label-efficiency")), tabular.main(),
+              tabular_ablation.run(results_dir("tabular-ablation")),
               print_table("GraphMAE: step time", [graph.step_speed()]), graph.main(), video.main(),
               pointcloud.main()]
     out = Path(__file__).parent / "results"

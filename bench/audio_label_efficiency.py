@@ -7,7 +7,6 @@ regression; accuracy on the held-out speaker, mean ± std over seeds.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from pipelines.recipe import load_recipe
 from zoo import AutoProcessor, get_modality
 from zoo.data import stratified_indices
 
-from .harness import machine, publish_table, seeded_main
+from .harness import ResultLog, machine, publish_table, seeded_main
 
 FRACTIONS = (0.01, 0.1, 1.0)
 SETTINGS = {"batch_size": 16, "lr": 5e-4, "warmup_steps": 30, "weight_decay": 0.01, "checkpoint_every": 10**6}
@@ -38,11 +37,7 @@ def run(out: Path, seeds: int = 3, steps: int = 300) -> str:
     test = mod.load_data(spec["test"])
     proc = AutoProcessor.from_pretrained(model)
     mfcc_train, mfcc_test = mfcc_features(train.examples, proc), mfcc_features(test.examples, proc)
-    log, done = out / "runs.jsonl", {}
-    if log.is_file():                                   # a killed run picks up where it stopped
-        for line in log.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["features"], r["fraction"], r["seed"])] = r["accuracy"]
+    log = ResultLog(out / "runs.jsonl", ("features", "fraction", "seed"))
     rows: dict[tuple[str, float], list[float]] = {}
     sizes = {}
     for frac in FRACTIONS:
@@ -52,7 +47,7 @@ def run(out: Path, seeds: int = 3, steps: int = 300) -> str:
             subset = train.subset(idx)
             for kind in ("pretrained, fine-tuned", "from scratch", "MFCC + logistic regression"):
                 key = (kind, frac, seed)
-                if key not in done:
+                if key not in log.done:
                     if kind.startswith("MFCC"):
                         acc = linear_probe(mfcc_train[idx], subset.labels, mfcc_test, test.labels, seed=seed)
                     else:
@@ -61,10 +56,8 @@ def run(out: Path, seeds: int = 3, steps: int = 300) -> str:
                                        from_scratch=kind == "from scratch",
                                        settings={**SETTINGS, "steps": steps, "seed": seed})
                         acc = res["test_accuracy"]
-                    done[key] = acc
-                    with open(log, "a") as fh:
-                        fh.write(json.dumps({"features": kind, "fraction": frac, "seed": seed, "accuracy": acc}) + "\n")
-                rows.setdefault((kind, frac), []).append(done[key])
+                    log.add(key, acc)
+                rows.setdefault((kind, frac), []).append(log.done[key])
     head = " | ".join(f"{f:.0%} ({sizes[f]} clips)" for f in FRACTIONS)
     lines = ["### wav2vec 2.0 on FSDD: label efficiency (held-out speaker)", "",
              f"Machine: {machine()}. Pretraining `{recipe.name}` ({summary['steps']} steps, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Row", "measure_pair", "machine", "print_table", "publish_table", "seeded_main", "train_step_times"]
+__all__ = ["ResultLog", "Row", "measure_pair", "machine", "print_table", "publish_table", "results_dir",
+           "seeded_main", "train_step_times"]
 
 
 @dataclass
@@ -91,14 +93,37 @@ def publish_table(lines: list[str], path: Path) -> str:
     return text
 
 
+def results_dir(name: str) -> Path:
+    """``bench/results/<name>``, created."""
+    out = Path(__file__).parent / "results" / name
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+class ResultLog:
+    """A seeded benchmark's finished runs, one JSON line each (``keys`` name the run, ``accuracy`` its score),
+    so that a killed benchmark picks up where it stopped."""
+
+    def __init__(self, path: Path, keys: tuple[str, ...]) -> None:
+        self.path, self.keys = path, keys
+        rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+        self.done = {tuple(r[k] for k in keys): r["accuracy"] for r in rows}
+
+    def add(self, key: tuple, accuracy: float) -> float:
+        self.done[key] = accuracy
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({**dict(zip(self.keys, key)), "accuracy": accuracy}) + "\n")
+        return accuracy
+
+
 def seeded_main(doc: str | None, results: str, run: Callable[..., str], **options: int) -> None:
     """``python -m bench.<name> [OUT] [--option N ...]``: the results folder, then ``run(out, **options)``."""
     import argparse
     p = argparse.ArgumentParser(description=doc)
-    p.add_argument("out", nargs="?", default=str(Path(__file__).parent / "results" / results))
+    p.add_argument("out", nargs="?", default=None, help=f"default: bench/results/{results}")
     for name, default in options.items():
         p.add_argument(f"--{name}", type=int, default=default)
     args = p.parse_args()
-    out = Path(args.out)
+    out = Path(args.out) if args.out else results_dir(results)
     out.mkdir(parents=True, exist_ok=True)
     run(out, **{name: getattr(args, name) for name in options})

@@ -17,7 +17,7 @@ from pipelines.pretrain import pretrain
 from pipelines.recipe import load_recipe
 from zoo import AutoEncoder, AutoProcessor, get_modality
 
-from .harness import machine, publish_table, seeded_main
+from .harness import ResultLog, machine, publish_table, seeded_main
 from .tabular import _embed, _mlp
 
 OURS = {"context_share": [0.43, 0.43], "target_share": [0.25, 0.25], "num_targets": 2,
@@ -41,15 +41,10 @@ def run(out: Path, seeds: int = 3) -> str:
     base = load_recipe("tabular-tjepa-adult")
     train, test = mod.load_data(base.evaluate["train"]), mod.load_data(base.evaluate["test"])
     ytr, yte = np.asarray(train.labels), np.asarray(test.labels)
-    log = out / "ablation.jsonl"
-    done = {}
-    if log.is_file():                                   # a killed run picks up where it stopped
-        for line in log.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["variant"], r["seed"])] = r["accuracy"]
+    log = ResultLog(out / "ablation.jsonl", ("variant", "seed"))
     for seed in range(seeds):                            # seed-major: every variant has seed 0 first
         for i, (name, change) in enumerate(VARIANTS.items()):
-            if (name, seed) not in done:
+            if (name, seed) not in log.done:
                 pre = {**OURS, **change}
                 sets = [f"pretraining.{k}={json.dumps(v)}" for k, v in pre.items()] + [f"train.seed={seed}"]
                 recipe = load_recipe("tabular-tjepa-adult", sets)
@@ -58,10 +53,8 @@ def run(out: Path, seeds: int = 3) -> str:
                 enc, proc = AutoEncoder.from_pretrained(model), AutoProcessor.from_pretrained(model)
                 _, ftr, _ = _embed(enc, proc, train.examples)
                 _, fte, _ = _embed(enc, proc, test.examples)
-                done[(name, seed)] = _mlp(ftr.numpy(), ytr, fte.numpy(), yte, seed)
-                with open(log, "a") as fh:
-                    fh.write(json.dumps({"variant": name, "seed": seed, "accuracy": done[(name, seed)]}) + "\n")
-    results = {name: [done[(name, seed)] for seed in range(seeds)] for name in VARIANTS}
+                log.add((name, seed), _mlp(ftr.numpy(), ytr, fte.numpy(), yte, seed))
+    results = {name: [log.done[(name, seed)] for seed in range(seeds)] for name in VARIANTS}
     proc = AutoProcessor.from_pretrained(out / "v0-s0" / "model")
     rtr, rte = raw_features(train.examples, proc).numpy(), raw_features(test.examples, proc).numpy()
     raw = [_mlp(rtr, ytr, rte, yte, s) for s in range(seeds)]

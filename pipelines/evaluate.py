@@ -232,9 +232,9 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     if recipe is None:       # the run folder's own record (local paths) first, else the portable one in config.json
         local = Path(model).parent / "recipe.json" if Path(model).is_dir() else None
         recorded = load_config(model).get("pretraining", {}).get("recipe")
-        if local is not None and local.is_file() and recorded and \
-                json.loads(local.read_text()).get("name") == recorded.get("name"):
-            recorded = json.loads(local.read_text())
+        as_run = json.loads(local.read_text()) if local is not None and local.is_file() else None
+        if as_run and recorded and as_run.get("name") == recorded.get("name"):
+            recorded = as_run
         if not recorded:
             raise ValueError(f"{model} records no recipe: pass one with --recipe")
         recipe = recorded

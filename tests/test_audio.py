@@ -25,7 +25,7 @@ from modalities.audio import (
 )
 from modalities.audio.model import GumbelQuantizer, conv_output_lengths
 
-from .conftest import zoo_cli
+from .conftest import check_saved_model, zoo_cli
 
 TINY = dict(conv_layers=[(16, 10, 5), (16, 3, 2), (16, 3, 2)], dim=32, depth=2, heads=2, pos_conv_kernel=8,
             pos_conv_groups=4, dropout=0.0, attn_dropout=0.0, layerdrop=0.0)
@@ -299,16 +299,7 @@ def test_end_to_end_pretrain_cli_save_reload_identical_embeddings(tmp_path):
     out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"
-    wav = str(root / "train" / "1" / "3.wav")
-    out = zoo_cli("embed", str(model), wav, "--output", str(tmp_path / "e.safetensors"))
-    assert out.returncode == 0, out.stderr
-    from safetensors.torch import load_file
-    cli = load_file(str(tmp_path / "e.safetensors"))["embeddings"]
-    enc, proc = zoo.AutoEncoder.from_pretrained(model), zoo.AutoProcessor.from_pretrained(model)
-    with torch.no_grad():
-        assert torch.equal(enc(proc.collate([proc(wav)])).pooled, cli)
-    ckpt = load_file(str(tmp_path / "run" / "checkpoints" / "step-0000003" / "model.safetensors"))
-    assert all(torch.equal(ckpt["encoder." + k], v) for k, v in enc.state_dict().items())
+    check_saved_model(tmp_path / "run", str(root / "train" / "1" / "3.wav"), tmp_path, step=3)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(math.isfinite(r["loss"]) and "gumbel_tau" in r for r in rows)
     out = zoo_cli("evaluate", str(model))

@@ -63,7 +63,7 @@ def portable(value: Any) -> Any:
     for prefix, root in (("", Path.cwd()), ("~/", Path.home())):
         rel = _under(path, root)
         if rel is not None and root != Path("/"):
-            return f"{prefix}{rel}" if rel != "." or prefix else "."
+            return f"{prefix}{rel}"
     return LOCAL + path.name
 
 

@@ -188,6 +188,7 @@ class TabularProcessor(Processor):
         unknown = sorted((num | cat) - set(names))
         if unknown:
             raise KeyError(f"schema override names unknown column(s) {unknown}; the table has {names}")
+        parsed = {}                               # text columns parsed once, for the schema and the statistics
         for c in names:
             if c in num or c in cat:
                 continue
@@ -197,14 +198,14 @@ class TabularProcessor(Processor):
             elif v.dtype.kind == "b":
                 cat.add(c)
             else:        # text columns: numerical when numeric_share of the present values are numbers
-                _, miss, bad = _parse(v)
+                _, miss, bad = parsed[c] = _parse(v)
                 present = int((~miss).sum())
                 (num if present and 1 - bad.sum() / present >= cfg.numeric_share else cat).add(c)
         self.numerical = [c for c in names if c in num]
         self.categorical = [c for c in names if c in cat]
         self.mean, self.std, self.unparseable = [], [], {}
         for c in self.numerical:
-            x, miss, bad = _parse(cols[c])
+            x, miss, bad = parsed[c] if c in parsed else _parse(cols[c])
             if bad.any():                         # a few stray cells do not flip the column: report them
                 rows = bad.nonzero()[0]
                 self.unparseable[c] = [(int(i), cols[c][i]) for i in rows[:5]]

@@ -139,7 +139,10 @@ class VideoProcessor(Processor):
 
     def _array(self, x: Any, name: str) -> Tensor:
         """Frames ``[T, H, W, C]`` → the sampled frames ``[T', C, H, W]`` float in ``[0, 1]``."""
-        raw = x if isinstance(x, Tensor) else np.asarray(x) if not isinstance(x, list) else x
+        try:
+            raw = x if isinstance(x, Tensor) else np.asarray(x)
+        except ValueError:         # ragged frames: numeric_array names the field
+            raw = x
         if getattr(raw, "dtype", None) in (torch.uint8, np.uint8):
             t = torch.as_tensor(raw)
         else:                      # complex, text, ragged frames are refused, never cast
