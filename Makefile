@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_RECIPES ?= audio-wav2vec2-tiny tabular-tjepa-mlc-churn graph-graphmae-sbm video-videomae-tiny \
-                pointcloud-pointmae-tiny
+                pointcloud-pointmae-tiny events-coles-tiny
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps test test-all demo bench lint clean

@@ -261,7 +261,8 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
                                              num_workers=num_workers)
         if isinstance(train, ExampleSet) and isinstance(test, ExampleSet):   # hand-made features need random access
             for name, features in modality.baselines.items():
-                tr, te = features(train.examples), features(test.examples)
+                # the model's own fitted processor: train and test encoded alike (vocabularies, statistics)
+                tr, te = features(train.examples, processor), features(test.examples, processor)
                 report.setdefault("baselines", {})[name] = {
                     "linear_probe": linear_probe(tr, train.labels, te, test.labels),
                     "knn": knn_accuracy(tr, train.labels, te, test.labels, k)}

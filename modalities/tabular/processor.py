@@ -4,11 +4,8 @@ and category vocabularies, represents missing values explicitly, and travels wit
 
 from __future__ import annotations
 
-import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,11 +13,9 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
+from zoo.schema import MISSING, UNKNOWN, ColumnError, ColumnSchema, Rows, to_columns
 
-logger = logging.getLogger(__name__)
-
-MISSING, UNKNOWN = 0, 1   # reserved category ids; real categories start at 2
-MISSING_STRINGS = {"", "?", "na", "nan", "n/a", "null", "none"}
+__all__ = ["MISSING", "UNKNOWN", "ColumnError", "Rows", "TabularProcessor", "TabularProcessorConfig", "to_columns"]
 
 
 @dataclass
@@ -45,113 +40,6 @@ class TabularProcessorConfig(ProcessorConfig):
         self.check(self.missing_columns in ("error", "missing"), "missing_columns", "must be 'error' or 'missing'")
 
 
-class Rows(Sequence):
-    """A table as a sequence of rows: ``rows[i]`` is a dict, ``rows[a:b]`` is again ``Rows``; the
-    processor reads the columns directly (vectorised)."""
-
-    def __init__(self, columns: dict[str, np.ndarray]) -> None:
-        lengths = {len(v) for v in columns.values()}
-        if len(lengths) > 1:
-            raise ValueError(f"columns of different lengths: {sorted(lengths)}")
-        self.columns = columns
-        self.n = lengths.pop() if lengths else 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int | slice) -> Any:
-        if isinstance(i, slice):
-            return Rows({k: v[i] for k, v in self.columns.items()})
-        return {k: v[i] for k, v in self.columns.items()}
-
-    def select(self, idx: Sequence[int]) -> Rows:
-        idx = np.asarray(idx)
-        return Rows({k: v[idx] for k, v in self.columns.items()})
-
-
-def to_columns(table: Any) -> dict[str, np.ndarray]:
-    """pandas / pyarrow / ``datasets`` / CSV or parquet path / dict of columns / list of dict rows →
-    a dict of numpy column arrays."""
-    if isinstance(table, Rows):
-        return table.columns
-    if isinstance(table, (str, Path)):
-        path = Path(table)
-        if not path.is_file():
-            raise FileNotFoundError(f"no table file {path}")
-        from datasets import load_dataset
-        kind = {".csv": "csv", ".parquet": "parquet", ".tsv": "csv"}.get(path.suffix)
-        if kind is None:
-            raise ValueError(f"{path}: unsupported table file (use .csv or .parquet)")
-        extra = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
-        table = load_dataset(kind, data_files=str(path), split="train", **extra)
-    if hasattr(table, "select") and not hasattr(table, "to_pandas") and not hasattr(table, "iloc"):  # lazy rows
-        table = table.select(list(range(len(table))))
-    if hasattr(table, "to_pandas") and not hasattr(table, "iloc"):      # datasets.Dataset, pyarrow.Table
-        table = table.to_pandas()
-    if hasattr(table, "iloc"):                                           # pandas DataFrame
-        return {str(c): table[c].to_numpy() for c in table.columns}
-    if isinstance(table, dict):
-        return {str(k): np.asarray(v) if not isinstance(v, np.ndarray) else v for k, v in table.items()}
-    if isinstance(table, (list, tuple)) and all(isinstance(r, dict) for r in table):
-        keys = list(dict.fromkeys(k for r in table for k in r))
-        return {k: np.asarray([r.get(k) for r in table], dtype=object) for k in keys}
-    raise TypeError(f"unsupported table type {type(table).__name__}")
-
-
-class ColumnError(BadExample, KeyError):
-    """A column the model needs is absent, or one it does not know is present (a BadExample and a KeyError)."""
-
-
-def _is_missing(values: np.ndarray) -> np.ndarray:
-    if values.dtype.kind in "fc":
-        return np.isnan(values)
-    if values.dtype.kind in "iub":
-        return np.zeros(len(values), dtype=bool)
-    return np.array([v is None or (isinstance(v, float) and np.isnan(v))
-                     or (isinstance(v, str) and v.strip().lower() in MISSING_STRINGS) for v in values], dtype=bool)
-
-
-def _parse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(floats, missing, unparseable)``: unparseable = present but not a number (0 in ``floats``)."""
-    missing = _is_missing(values)
-    if values.dtype.kind in "fiub":
-        return values.astype(np.float64), missing, np.zeros(len(values), dtype=bool)
-    out, bad = np.zeros(len(values)), np.zeros(len(values), dtype=bool)
-    for i, v in enumerate(values):
-        if missing[i]:
-            continue
-        try:
-            out[i] = float(v)
-        except (TypeError, ValueError):
-            bad[i] = True
-    return out, missing, bad
-
-
-def _as_float(values: np.ndarray, column: str, names: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    out, missing, bad = _parse(values)
-    if bad.any():
-        i = int(bad.nonzero()[0][0])
-        where = names[i] if names is not None else f"row {i}"
-        raise BadExample(where, column, f"expected a number, got {values[i]!r}")
-    return out, missing
-
-
-def _spread(x: np.ndarray, column: str) -> tuple[float, float]:
-    """Mean and standard deviation without overflow (values near 1e300 square to inf); 1.0 for a constant."""
-    if not len(x):
-        return 0.0, 1.0
-    scale = float(np.abs(x).max()) or 1.0
-    y = x / scale
-    mean, std = float(y.mean()) * scale, float(y.std()) * scale
-    if not (np.isfinite(mean) and np.isfinite(std)):
-        raise ValueError(f"column {column!r}: its values overflow float64 statistics")
-    return mean, std if std > 0 else 1.0
-
-
-def _key(v: Any) -> str:
-    return str(v).strip()
-
-
 class TabularProcessor(Processor):
     """Rows → ``num [F_num]`` (normalised, 0 where missing), ``num_missing [F_num]``, ``cat [F_cat]`` (ids;
     0 = missing, 1 = unknown). Fit once on training data; the schema, statistics and vocabularies are
@@ -161,21 +49,17 @@ class TabularProcessor(Processor):
 
     def __init__(self, config: TabularProcessorConfig | None = None) -> None:
         super().__init__(config)
-        self.unparseable: dict[str, list[tuple[int, Any]]] = {}   # fit: non-numbers in numerical columns
-        self.numerical: list[str] = []
-        self.categorical: list[str] = []
-        self.mean: list[float] = []
-        self.std: list[float] = []
-        self.vocab: dict[str, list[str]] = {}
+        self.schema = ColumnSchema()
 
-    @property
-    def fitted(self) -> bool:
-        return bool(self.numerical or self.categorical)
-
-    @property
-    def cardinalities(self) -> list[int]:
-        """Embedding-table sizes per categorical column (missing + unknown + vocabulary)."""
-        return [len(self.vocab[c]) + 2 for c in self.categorical]
+    # the schema's fields, read as before (``processor.numerical`` etc.)
+    numerical = property(lambda self: self.schema.numerical)
+    categorical = property(lambda self: self.schema.categorical)
+    mean = property(lambda self: self.schema.mean)
+    std = property(lambda self: self.schema.std)
+    vocab = property(lambda self: self.schema.vocab)
+    unparseable = property(lambda self: self.schema.unparseable)
+    fitted = property(lambda self: self.schema.fitted)
+    cardinalities = property(lambda self: self.schema.cardinalities)
 
     def fit(self, examples: Any) -> TabularProcessor:
         cols = to_columns(examples)
@@ -183,48 +67,9 @@ class TabularProcessor(Processor):
         if not cols or len(next(iter(cols.values()))) == 0:
             raise ValueError(f"cannot fit the table schema on an empty table ({len(cols)} columns, 0 rows)")
         names = [c for c in cols if c not in set(cfg.exclude)]
-        num = set(cfg.numerical or [])
-        cat = set(cfg.categorical or [])
-        unknown = sorted((num | cat) - set(names))
-        if unknown:
-            raise KeyError(f"schema override names unknown column(s) {unknown}; the table has {names}")
-        parsed = {}                               # text columns parsed once, for the schema and the statistics
-        for c in names:
-            if c in num or c in cat:
-                continue
-            v = cols[c]
-            if v.dtype.kind in "fiu":
-                num.add(c)
-            elif v.dtype.kind == "b":
-                cat.add(c)
-            else:        # text columns: numerical when numeric_share of the present values are numbers
-                _, miss, bad = parsed[c] = _parse(v)
-                present = int((~miss).sum())
-                (num if present and 1 - bad.sum() / present >= cfg.numeric_share else cat).add(c)
-        self.numerical = [c for c in names if c in num]
-        self.categorical = [c for c in names if c in cat]
-        self.mean, self.std, self.unparseable = [], [], {}
-        for c in self.numerical:
-            x, miss, bad = parsed[c] if c in parsed else _parse(cols[c])
-            if bad.any():                         # a few stray cells do not flip the column: report them
-                rows = bad.nonzero()[0]
-                self.unparseable[c] = [(int(i), cols[c][i]) for i in rows[:5]]
-                logger.warning("column %r: %d of %d values are not numbers (%s); it stays numerical "
-                               "(numeric_share %.2f) and those rows raise BadExample (skip_bad skips them)", c,
-                               len(rows), len(x), ", ".join(f"row {i}: {v!r}" for i, v in self.unparseable[c]),
-                               cfg.numeric_share)
-            if np.isinf(x).any():
-                raise BadExample(f"row {int(np.isinf(x).nonzero()[0][0])}", c, "infinite value")
-            mean, std = _spread(x[~miss & ~bad], c)
-            self.mean.append(mean)
-            self.std.append(std)
-        self.vocab = {}
-        for c in self.categorical:
-            v = cols[c]
-            counts = Counter(_key(x) for x, m in zip(v, _is_missing(v)) if not m)
-            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            keep = [k for k, n in ranked if n >= self.config.min_frequency]
-            self.vocab[c] = keep[: self.config.max_categories]
+        self.schema = ColumnSchema.infer(cols, names, numerical=cfg.numerical, categorical=cfg.categorical,
+                                         max_categories=cfg.max_categories, numeric_share=cfg.numeric_share,
+                                         min_frequency=cfg.min_frequency)
         return self
 
     def transform(self, table: Any, names: Sequence[str] | None = None) -> dict[str, Tensor]:
@@ -245,32 +90,8 @@ class TabularProcessor(Processor):
             raise ColumnError(where, absent[0], f"missing column(s) {absent} (set missing_columns: missing to "
                                                 "treat them as missing)")
         n = len(next(iter(cols.values()))) if cols else 0
-        num = torch.zeros(n, len(self.numerical))
-        num_missing = torch.ones(n, len(self.numerical), dtype=torch.bool)
-        for j, c in enumerate(self.numerical):
-            if c not in cols:
-                continue
-            x, miss = _as_float(cols[c], c, names)
-            if np.isinf(x).any():
-                i = int(np.isinf(x).nonzero()[0][0])
-                raise BadExample(names[i] if names is not None else f"row {i}", c, "infinite value")
-            z = (x - self.mean[j]) / self.std[j]
-            z[miss] = 0.0
-            num[:, j] = torch.from_numpy(z).float()
-            num_missing[:, j] = torch.from_numpy(miss)
-        cat = torch.zeros(n, len(self.categorical), dtype=torch.long)
-        for j, c in enumerate(self.categorical):
-            if c not in cols:
-                continue
-            lookup = {k: i + 2 for i, k in enumerate(self.vocab[c])}
-            v = cols[c]
-            miss = _is_missing(v)
-            ids = np.array([MISSING if m else lookup.get(_key(x), UNKNOWN) for x, m in zip(v, miss)], dtype=np.int64)
-            if cfg.unknown_category == "error" and (ids == UNKNOWN).any():
-                i = int((ids == UNKNOWN).nonzero()[0][0])
-                raise BadExample(names[i] if names is not None else f"row {i}", c,
-                                 f"unseen category {v[i]!r} (known: {self.vocab[c][:10]}…)")
-            cat[:, j] = torch.from_numpy(ids)
+        num, num_missing = self.schema.encode_numerical(cols, n, names)
+        cat = self.schema.encode_categorical(cols, n, names, unknown=cfg.unknown_category)
         return {"num": num, "num_missing": num_missing, "cat": cat}
 
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
@@ -306,17 +127,7 @@ class TabularProcessor(Processor):
         return {"num_numerical": len(self.numerical), "cardinalities": self.cardinalities}
 
     def state(self) -> dict[str, Any]:
-        return {"numerical": self.numerical, "categorical": self.categorical, "mean": self.mean, "std": self.std,
-                "vocab": self.vocab}
+        return self.schema.state()
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.numerical, self.categorical = list(state["numerical"]), list(state["categorical"])
-        self.mean, self.std = list(state["mean"]), list(state["std"])
-        self.vocab = {k: list(v) for k, v in state["vocab"].items()}
-        if len(self.mean) != len(self.numerical) or set(self.vocab) != set(self.categorical):
-            raise ValueError("preprocessor.json: statistics do not match the schema")
-        for c, m, s in zip(self.numerical, self.mean, self.std):
-            if not (isinstance(m, (int, float)) and isinstance(s, (int, float)) and np.isfinite(m)
-                    and np.isfinite(s) and s > 0):
-                raise ValueError(f"preprocessor.json: column {c!r} has mean {m!r} and std {s!r}; "
-                                 "the mean must be finite and the std finite and > 0")
+        self.schema = ColumnSchema.from_state(state)

@@ -1,0 +1,242 @@
+"""Event histories → tensors. One raw example is one entity's history: a mapping of column → values (a dict of
+arrays, a pandas DataFrame, a ``datasets`` row group) holding a time column and the event fields. Events are
+sorted by time (stable: ties keep their order); a history longer than ``max_events`` keeps its most recent
+``max_events`` events. The column schema (numerical vs categorical fields, statistics, vocabularies with a
+missing id and an unknown bucket) comes from the core (:class:`zoo.schema.ColumnSchema`), as for tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zoo import BadExample, Processor, ProcessorConfig
+from zoo.schema import ColumnError, ColumnSchema, is_missing, shown, to_columns
+
+TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+@dataclass
+class EventProcessorConfig(ProcessorConfig):
+    entity_column: str = "entity"
+    time_column: str = "time"
+    fit_examples: int = 1000                 # histories the schema, statistics and vocabularies are learned from
+    numerical: list[str] | None = None       # overrides of the inferred schema
+    categorical: list[str] | None = None
+    exclude: list[str] = field(default_factory=list)   # columns that are not event fields (labels, ids)
+    max_categories: int = 128                # most frequent kept per field; the rest map to the unknown bucket
+    numeric_share: float = 0.95
+    min_frequency: int = 1
+    max_events: int = 1000                   # a longer history keeps its most recent max_events events
+    time_unit: str = "s"                     # unit of a numerical time column (datetimes and date strings parse)
+    time_scale: float = 3600.0               # seconds; the time feature is log(1 + Δt / time_scale)
+    missing_values: str = "error"            # a NaN/None in a numerical field: "error" or "missing" (own flag)
+    unknown_category: str = "unknown"        # "unknown": map to the unknown bucket; "error"
+
+    def validate(self) -> None:
+        super().validate()
+        self.check(bool(self.entity_column), "entity_column", "must name a column")
+        self.check(bool(self.time_column), "time_column", "must name a column")
+        self.check(self.entity_column != self.time_column, "time_column", "must differ from entity_column")
+        self.check(self.max_categories >= 1, "max_categories", "must be >= 1")
+        self.check(0 < self.numeric_share <= 1, "numeric_share", "must lie in (0, 1]")
+        self.check(self.max_events >= 1, "max_events", "must be >= 1")
+        self.check(self.time_unit in TIME_UNITS, "time_unit", f"must be one of {sorted(TIME_UNITS)}")
+        self.check(self.time_scale > 0, "time_scale", "must be > 0")
+        self.check(self.missing_values in ("error", "missing"), "missing_values", "must be 'error' or 'missing'")
+        self.check(self.unknown_category in ("unknown", "error"), "unknown_category", "must be 'unknown' or 'error'")
+
+
+class _EventNames(Sequence):
+    """``names[i]`` = "<entity> event i" without building the strings of a long history up front."""
+
+    def __init__(self, entity: str, n: int, order: np.ndarray) -> None:
+        self.entity, self.n, self.order = entity, n, order
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> str:      # type: ignore[override]
+        return f"{self.entity} (event {int(self.order[i])})"
+
+
+def history_columns(example: Any, name: str) -> dict[str, np.ndarray]:
+    """A raw history → a dict of equal-length numpy columns; anything else is a :class:`BadExample`."""
+    if hasattr(example, "iloc") or hasattr(example, "to_pandas"):
+        cols = to_columns(example)
+    elif isinstance(example, Mapping):
+        cols = {}
+        for k, v in example.items():
+            if torch.is_tensor(v):
+                v = v.tolist()
+            arr = v if isinstance(v, np.ndarray) else np.asarray(v)
+            if arr.dtype.kind in "USO" and not isinstance(v, np.ndarray):    # text: keep the values as given
+                arr = np.empty(len(v), dtype=object) if arr.ndim == 1 else arr
+                if arr.ndim == 1:
+                    arr[:] = list(v)
+            if arr.ndim != 1:
+                raise BadExample(name, str(k), f"expected one value per event, got shape {arr.shape}")
+            cols[str(k)] = arr
+    else:
+        raise BadExample(name, "history", f"expected a mapping of columns (dict, DataFrame), got "
+                                          f"{type(example).__name__}")
+    lengths = {k: len(v) for k, v in cols.items()}
+    if len(set(lengths.values())) > 1:
+        raise BadExample(name, "history", f"columns of different lengths {lengths}")
+    return cols
+
+
+def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.ndarray:
+    """Timestamps → float64 seconds: numbers in ``unit``, numpy/pandas datetimes, or date strings (ISO 8601 and
+    what ``pandas.to_datetime`` reads). A missing or unparseable one is a :class:`BadExample` naming the event."""
+    if values.dtype.kind in "iuf":
+        secs = values.astype(np.float64) * TIME_UNITS[unit]
+        bad = ~np.isfinite(secs)
+        if bad.any():
+            i = int(bad.nonzero()[0][0])
+            raise BadExample(where, column, f"event {i}: timestamp {shown(values[i])} is not a finite number")
+        return secs
+    if values.dtype.kind == "M":
+        stamps = values.astype("datetime64[ns]")
+    else:
+        import pandas as pd
+        missing = is_missing(values)
+        if missing.any():
+            i = int(missing.nonzero()[0][0])
+            raise BadExample(where, column, f"event {i}: missing timestamp {shown(values[i])}")
+        try:
+            stamps = pd.to_datetime(pd.Series(values), utc=True, format="mixed").dt.tz_localize(None).to_numpy()
+        except (ValueError, TypeError, OverflowError):
+            for i, v in enumerate(values):       # name the first value that does not parse
+                try:
+                    pd.to_datetime(v, utc=True)
+                except (ValueError, TypeError, OverflowError):
+                    raise BadExample(where, column, f"event {i}: unparseable timestamp {shown(v)}") from None
+            raise
+        stamps = stamps.astype("datetime64[ns]")
+    nat = np.isnat(stamps)
+    if nat.any():
+        i = int(nat.nonzero()[0][0])
+        raise BadExample(where, column, f"event {i}: missing timestamp {shown(values[i])}")
+    return stamps.astype(np.int64).astype(np.float64) * 1e-9
+
+
+class EventProcessor(Processor):
+    """One history → ``cat [T, F_cat]`` (ids; 0 missing, 1 unknown), ``num [T, F_num]`` (normalised; 0 where
+    missing), ``num_missing [T, F_num]``, ``dt [T]`` = log(1 + Δt / time_scale) since the previous event (0 for
+    the first), time-ordered, the most recent ``max_events`` events. ``collate`` pads to the longest history
+    with ``padding_mask`` (``True`` = padding) and ``lengths``."""
+
+    config_class = EventProcessorConfig
+
+    def __init__(self, config: EventProcessorConfig | None = None) -> None:
+        super().__init__(config)
+        self.schema = ColumnSchema()
+
+    @property
+    def fields(self) -> list[str]:
+        return self.schema.columns
+
+    def _not_fields(self) -> set[str]:
+        cfg = self.config
+        return {cfg.entity_column, cfg.time_column, *cfg.exclude}
+
+    def fit(self, examples: Any) -> EventProcessor:
+        """Infer the event fields and fit statistics and vocabularies on the events of a sample of histories."""
+        parts: dict[str, list[np.ndarray]] = {}
+        count = 0
+        for i in range(len(examples)):
+            cols = history_columns(examples[i], f"history {i}")
+            if self.config.time_column not in cols:
+                raise ColumnError(f"history {i}", self.config.time_column,
+                                  f"no time column {self.config.time_column!r} (columns: {sorted(cols)})")
+            for k, v in cols.items():
+                parts.setdefault(k, []).append(v)
+            count += 1
+        if not count or not any(len(v) for p in parts.values() for v in p):
+            raise ValueError("cannot fit the event schema on no events (0 histories or only empty ones)")
+        cols = {k: np.concatenate(v) if len(v) == count else None for k, v in parts.items()}
+        ragged = sorted(k for k, v in cols.items() if v is None)
+        if ragged:
+            raise ValueError(f"column(s) {ragged} appear in some histories only: every history needs the same columns")
+        names = [c for c in cols if c not in self._not_fields()]
+        if not names:
+            raise ValueError(f"the histories have no event fields besides {sorted(self._not_fields() & set(cols))}")
+        cfg = self.config
+        self.schema = ColumnSchema.infer(cols, names, numerical=cfg.numerical, categorical=cfg.categorical,
+                                         max_categories=cfg.max_categories, numeric_share=cfg.numeric_share,
+                                         min_frequency=cfg.min_frequency)
+        return self
+
+    def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
+        if not self.schema.fitted:
+            raise RuntimeError("the processor is not fitted: call fit(histories) first")
+        cfg = self.config
+        name = name or "history"
+        cols = history_columns(example, name)
+        if cfg.time_column not in cols:
+            raise ColumnError(name, cfg.time_column, f"no time column {cfg.time_column!r} (columns: {sorted(cols)})")
+        absent = [c for c in self.fields if c not in cols]
+        if absent:
+            raise ColumnError(name, absent[0], f"missing event field(s) {absent}")
+        if cfg.entity_column in cols and len(cols[cfg.entity_column]):
+            ent = cols[cfg.entity_column]
+            if not (ent == ent[0]).all():
+                raise BadExample(name, cfg.entity_column, f"a history holds several entities "
+                                                          f"({sorted({str(e) for e in ent})[:5]})")
+        t = parse_times(cols[cfg.time_column], cfg.time_unit, name, cfg.time_column)
+        n = len(t)
+        if n == 0:
+            raise BadExample(name, cfg.time_column, "the entity has no events (zero-length history)")
+        order = np.argsort(t, kind="stable")[-cfg.max_events:]    # time order; the most recent max_events
+        t = t[order]
+        fields = {c: cols[c][order] for c in self.fields}
+        names = _EventNames(name, len(order), order)
+        num, num_missing = self.schema.encode_numerical(fields, len(order), names, missing=cfg.missing_values)
+        cat = self.schema.encode_categorical(fields, len(order), names, unknown=cfg.unknown_category)
+        dt = np.zeros(len(t))
+        dt[1:] = np.log1p(np.diff(t) / cfg.time_scale)
+        return {"cat": cat, "num": num, "num_missing": num_missing, "dt": torch.from_numpy(dt).float()}
+
+    def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        lengths = torch.tensor([len(it["dt"]) for it in items])
+        longest = int(lengths.max())
+        pad = torch.arange(longest)[None, :] >= lengths[:, None]
+
+        def stack(key: str) -> Tensor:
+            first = items[0][key]
+            out = first.new_zeros((len(items), longest, *first.shape[1:]))
+            for i, it in enumerate(items):
+                out[i, : len(it[key])] = it[key]
+            return out
+        return {"cat": stack("cat"), "num": stack("num"), "num_missing": stack("num_missing"), "dt": stack("dt"),
+                "padding_mask": pad, "lengths": lengths}
+
+    def length(self, example: Any) -> int | None:
+        try:
+            return min(len(example[self.config.time_column]), self.config.max_events)
+        except (KeyError, TypeError, IndexError):
+            return None
+
+    def read(self, path: str) -> Any:
+        """A file holding one entity's events (CSV/parquet)."""
+        return to_columns(path)
+
+    def read_many(self, path: str) -> list[Any]:
+        """Every entity's history in an event table file (CSV/parquet), grouped by the entity column."""
+        from .data import group_events
+        return list(group_events(to_columns(path), self.config.entity_column))
+
+    def encoder_config(self) -> dict[str, Any]:
+        return {"num_numerical": len(self.schema.numerical), "cardinalities": self.schema.cardinalities}
+
+    def state(self) -> dict[str, Any]:
+        return self.schema.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.schema = ColumnSchema.from_state(state)
