@@ -8,7 +8,7 @@ DEMO_RECIPES ?= audio-wav2vec2-tiny tabular-tjepa-mlc-churn graph-graphmae-sbm v
                 pointcloud-pointmae-tiny events-coles-tiny
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps test test-all demo bench lint clean
+.PHONY: install system-deps test test-all demo bench bench-ptls-env lint clean
 
 install: $(STAMP)
 
@@ -46,8 +46,19 @@ lint: $(STAMP)
 demo: $(STAMP)
 	ZOO_CACHE=$${ZOO_CACHE:-demo/cache} $(PY) -m pipelines.demo $(DEMO_RECIPES) --output demo
 
-bench: $(STAMP)
+bench: $(STAMP) bench-ptls-env
 	$(PY) -m bench
 
+# pytorch-lifestream for bench/events.py's peer run: its own venv (Lightning, Hydra, spaCy pins) that reuses the
+# project's torch through a .pth file instead of installing a second one.
+PTLS_VENV := .venv-ptls
+bench-ptls-env: $(PTLS_VENV)/.installed-stamp
+$(PTLS_VENV)/.installed-stamp: $(STAMP) bench/ptls-requirements.txt
+	$(PYTHON) -m venv $(PTLS_VENV)
+	$(PY) -c "import site; print(site.getsitepackages()[0])" > \
+	    "$$($(PTLS_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/zoo-base.pth"
+	$(PTLS_VENV)/bin/pip install -q -r bench/ptls-requirements.txt
+	touch $@
+
 clean:
-	rm -rf demo runs bench/results .pytest_cache
+	rm -rf demo runs bench/results .pytest_cache $(PTLS_VENV)
