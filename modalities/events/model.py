@@ -33,6 +33,8 @@ class CoLESConfig(Config):
     heads: int = 4
     dropout: float = 0.0
     use_time: bool = True                   # the log time gap as an event feature
+    time_mean: float = 0.0                  # its statistics (from the fitted processor): standardised inside
+    time_std: float = 1.0
     normalize: bool = True                  # L2-normalise the pooled embedding (the paper's)
 
     def validate(self) -> None:
@@ -44,6 +46,7 @@ class CoLESConfig(Config):
         self.check(self.backbone != "transformer" or self.hidden % self.heads == 0, "hidden",
                    "must be divisible by heads for the Transformer")
         self.check(0 <= self.dropout < 1, "dropout", "must lie in [0, 1)")
+        self.check(self.time_std > 0, "time_std", "must be > 0")
 
 
 @dataclass
@@ -64,11 +67,13 @@ class CoLESPretrainingConfig(Config):
 
 
 class EventEmbedding(nn.Module):
-    """An event → ``[E_1(c_1) … E_k(c_k), x_num, missing flags, log Δt]`` (the ptls ``TrxEncoder`` layout: the
-    GRU reads the concatenation)."""
+    """An event → ``[E_1(c_1) … E_k(c_k), x_num, missing flags, standardised log Δt]`` (the ptls ``TrxEncoder``
+    layout: the GRU reads the concatenation)."""
 
-    def __init__(self, num_numerical: int, cardinalities: list[int], embed_dim: int, use_time: bool) -> None:
+    def __init__(self, num_numerical: int, cardinalities: list[int], embed_dim: int, use_time: bool,
+                 time_mean: float = 0.0, time_std: float = 1.0) -> None:
         super().__init__()
+        self.time_mean, self.time_std = time_mean, time_std
         offsets = torch.tensor([0] + list(cardinalities[:-1])).cumsum(0) if cardinalities else torch.zeros(0)
         self.register_buffer("offsets", offsets.long(), persistent=False)
         self.embed = nn.Embedding(max(sum(cardinalities), 1), embed_dim)
@@ -83,7 +88,7 @@ class EventEmbedding(nn.Module):
         if self.num_numerical:
             parts += [batch["num"], batch["num_missing"].to(batch["num"].dtype)]
         if self.use_time:
-            parts.append(batch["dt"][..., None])
+            parts.append(((batch["dt"] - self.time_mean) / self.time_std)[..., None])
         return torch.cat(parts, dim=-1)
 
 
@@ -98,7 +103,7 @@ class CoLESEncoder(Encoder):
         if config.num_numerical + len(config.cardinalities) < 1:
             raise ValueError("CoLESConfig has no event fields: build it from a fitted processor's encoder_config()")
         self.events = EventEmbedding(config.num_numerical, list(config.cardinalities), config.embed_dim,
-                                     config.use_time)
+                                     config.use_time, config.time_mean, config.time_std)
         if config.backbone == "gru":
             self.rnn = nn.GRU(self.events.width, config.hidden, num_layers=config.depth, batch_first=True,
                               dropout=config.dropout if config.depth > 1 else 0.0)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.schema import ColumnError, ColumnSchema, is_missing, shown, to_columns
+from zoo.schema import ColumnError, ColumnSchema, is_missing, shown, spread, to_columns
 
 TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -129,14 +129,16 @@ def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.nd
 class EventProcessor(Processor):
     """One history → ``cat [T, F_cat]`` (ids; 0 missing, 1 unknown), ``num [T, F_num]`` (normalised; 0 where
     missing), ``num_missing [T, F_num]``, ``dt [T]`` = log(1 + Δt / time_scale) since the previous event (0 for
-    the first), time-ordered, the most recent ``max_events`` events. ``collate`` pads to the longest history
-    with ``padding_mask`` (``True`` = padding) and ``lengths``."""
+    the first; the encoder standardises it with the fitted ``time_mean``/``time_std``), time-ordered, the most
+    recent ``max_events`` events. ``collate`` pads to the longest history with ``padding_mask`` (``True`` =
+    padding) and ``lengths``."""
 
     config_class = EventProcessorConfig
 
     def __init__(self, config: EventProcessorConfig | None = None) -> None:
         super().__init__(config)
         self.schema = ColumnSchema()
+        self.time_mean, self.time_std = 0.0, 1.0     # of log(1 + Δt / time_scale) over the fitted histories
 
     @property
     def fields(self) -> list[str]:
@@ -171,6 +173,13 @@ class EventProcessor(Processor):
         self.schema = ColumnSchema.infer(cols, names, numerical=cfg.numerical, categorical=cfg.categorical,
                                          max_categories=cfg.max_categories, numeric_share=cfg.numeric_share,
                                          min_frequency=cfg.min_frequency)
+        gaps = []                                # the time feature's statistics, as the numerical fields have
+        for i in range(len(examples)):
+            t = np.sort(parse_times(history_columns(examples[i], f"history {i}")[cfg.time_column], cfg.time_unit,
+                                    f"history {i}", cfg.time_column))[-cfg.max_events:]
+            gaps.append(np.log1p(np.diff(t) / cfg.time_scale))
+        gaps = np.concatenate(gaps) if gaps else np.zeros(0)
+        self.time_mean, self.time_std = spread(gaps, cfg.time_column) if len(gaps) else (0.0, 1.0)
         return self
 
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
@@ -233,10 +242,19 @@ class EventProcessor(Processor):
         return list(group_events(to_columns(path), self.config.entity_column))
 
     def encoder_config(self) -> dict[str, Any]:
-        return {"num_numerical": len(self.schema.numerical), "cardinalities": self.schema.cardinalities}
+        """What the encoder is built for: the fields, and the time feature's statistics (the encoder standardises
+        Δt itself, so that a subsequence can start at Δt = 0 as a history does)."""
+        return {"num_numerical": len(self.schema.numerical), "cardinalities": self.schema.cardinalities,
+                "time_mean": self.time_mean, "time_std": self.time_std}
 
     def state(self) -> dict[str, Any]:
-        return self.schema.state()
+        return {**self.schema.state(), "time_mean": self.time_mean, "time_std": self.time_std}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        mean, std = state.pop("time_mean", 0.0), state.pop("time_std", 1.0)
+        if not (isinstance(mean, (int, float)) and isinstance(std, (int, float)) and np.isfinite(mean)
+                and np.isfinite(std) and std > 0):
+            raise ValueError(f"preprocessor.json: time_mean {mean!r} / time_std {std!r} must be finite, the std > 0")
         self.schema = ColumnSchema.from_state(state)
+        self.time_mean, self.time_std = float(mean), float(std)
