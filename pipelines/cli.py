@@ -1,4 +1,4 @@
-"""The ``zoo`` command line: list, pretrain, evaluate, finetune, embed, convert, card, publish."""
+"""The ``zoo`` command line: list, pretrain, evaluate, finetune, predict, embed, convert, card, publish."""
 
 from __future__ import annotations
 
@@ -61,12 +61,54 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+FINETUNE_FLAGS = {"steps": "steps", "lr": "lr", "batch_size": "batch_size", "mode": "mode",
+                  "top_layers": "top_layers", "layer_decay": "layer_decay", "class_weights": "class_weights",
+                  "eval_every": "eval_every", "patience": "patience", "test_fraction": "test_fraction",
+                  "seed": "seed"}
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .evaluate import recorded_recipe
     from .finetune import finetune
-    from .recipe import load_recipe
-    recipe = load_recipe(args.recipe, args.set)
-    out = Path(args.output or Path("runs") / f"{recipe.name}-finetune")
-    print(json.dumps(finetune(args.model, recipe, out, resume=not args.no_resume, device=args.device), indent=2))
+    from .recipe import apply_overrides, load_recipe, parse_recipe
+    read = ("finetune.",) if args.data else ("finetune.", "evaluate.")
+    unread = [s.split("=", 1)[0] for s in args.set if not s.startswith(read)]
+    if unread:
+        hint = {k: "finetune." + k.split(".", 1)[-1] for k in unread if k.startswith("train.")}
+        raise ValueError(f"this fine-tuning run does not read {unread}: it reads {', '.join(r + '*' for r in read)}"
+                         + (f" (did you mean {sorted(hint.values())}?)" if hint else ""))
+    from .finetune import check_setting_names
+    check_setting_names([s.split("=", 1)[0].split(".", 1)[1] for s in args.set if s.startswith("finetune.")],
+                        where="--set")                # a misspelt setting stops here, before any loading
+    if args.recipe:
+        recipe = load_recipe(args.recipe, args.set)
+    else:
+        recorded = recorded_recipe(args.model)
+        recipe = parse_recipe(apply_overrides(recorded, args.set), f"the recipe recorded by {args.model}")
+    settings = {key: getattr(args, flag) for flag, key in FINETUNE_FLAGS.items() if getattr(args, flag) is not None}
+    name = recipe.name if not args.data else Path(args.data).name or recipe.name
+    out = Path(args.output or Path("runs") / f"{name}-finetune")
+    result = finetune(args.model, recipe, out, resume=not args.no_resume, device=args.device, settings=settings,
+                      data=args.data, label_column=args.label_column, split=args.split, test_split=args.test_split,
+                      repo_id=args.repo_id)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from zoo import AutoClassifier
+    clf = AutoClassifier.from_pretrained(args.model)
+    examples, names = [], []
+    for path in args.inputs:
+        found = clf.processor.read_many(path)
+        examples += found
+        names += [path] if len(found) == 1 else [f"{path}[{j}]" for j in range(len(found))]
+    out = clf.predict(examples, names=names, top_k=args.top_k)
+    for name, labels in zip(names, out):
+        if args.json:
+            print(json.dumps({"input": name, "predictions": labels}))
+        else:
+            print(f"{name}\t" + "\t".join(f"{p['label']} {p['score']:.4f}" for p in labels))
     return 0
 
 
@@ -185,13 +227,38 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_args(s)
     s.set_defaults(func=_cmd_evaluate)
 
-    s = sub.add_parser("finetune", help="fine-tune an encoder with a classification head")
+    s = sub.add_parser("finetune", help="fine-tune an encoder into a classifier (your own data with --data)")
     s.add_argument("model", help="model folder or Hub id")
-    s.add_argument("recipe", help="recipe whose evaluate section holds the labelled data")
-    s.add_argument("--output", help="run folder (default: runs/<recipe>-finetune)")
+    s.add_argument("recipe", nargs="?", help="recipe whose evaluate section holds the labelled data and whose "
+                                             "finetune section the settings (default: the one the model records)")
+    s.add_argument("--data", help="your labelled data: a folder with one subfolder per class, a CSV/parquet "
+                                  "table (with --label-column) or a Hugging Face dataset id")
+    s.add_argument("--label-column", help="the label column of a table or dataset")
+    s.add_argument("--split", help="the training split of a dataset (default: train)")
+    s.add_argument("--test-split", help="the test split (default: a folder's test/, else a held-out share)")
+    s.add_argument("--test-fraction", type=float, help="held out for testing when there is no test split (0.2)")
+    s.add_argument("--mode", choices=["full", "partial", "frozen"], help="what trains (default: full)")
+    s.add_argument("--top-layers", type=int, help="partial: how many layer groups from the top train")
+    s.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay (1.0: off)")
+    s.add_argument("--class-weights", choices=["none", "balanced"])
+    s.add_argument("--eval-every", type=int, help="validate every N steps; the best checkpoint is kept")
+    s.add_argument("--patience", type=int, help="validations without improvement before stopping early")
+    s.add_argument("--steps", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--seed", type=int, help="seeds the splits, the head and the order")
+    s.add_argument("--repo-id", help="the name the classifier's card gives it")
+    s.add_argument("--output", help="run folder (default: runs/<data or recipe>-finetune)")
     s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     recipe_args(s)
     s.set_defaults(func=_cmd_finetune)
+
+    s = sub.add_parser("predict", help="labels and probabilities from a fine-tuned classifier")
+    s.add_argument("model", help="classifier folder or Hub id (from zoo finetune)")
+    s.add_argument("inputs", nargs="+", help="input files (a table gives one prediction per row or entity)")
+    s.add_argument("--top-k", type=int, default=1)
+    s.add_argument("--json", action="store_true", help="one JSON line per input")
+    s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("embed", help="embed input files with a model")
     s.add_argument("model", help="model folder or Hub id")

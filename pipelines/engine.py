@@ -225,10 +225,14 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with decoupled decay on matrices, or Adam with an L2 penalty on every parameter (as some papers'
-    recipes specify)."""
+    recipes specify). A model with ``optimizer_groups(weight_decay)`` names its own groups; a group's ``lr_scale``
+    multiplies the scheduled learning rate (layer-wise decay in fine-tuning); frozen parameters are left out."""
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+        return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas,
+                                weight_decay=cfg.weight_decay)
+    groups = model.optimizer_groups(cfg.weight_decay) if hasattr(model, "optimizer_groups") else \
+        _param_groups(model, cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
 @dataclass
@@ -325,7 +329,7 @@ def train_step(ctx: RunContext, model: nn.Module, raw: nn.Module, opt: torch.opt
     cfg = ctx.cfg
     lr = lr_at(step, cfg)
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.bf16):
         out = model(_to_device(batch, ctx.device), step_generator(cfg.seed, step, ctx.info.rank, ctx.device))
     if not torch.isfinite(out.loss):

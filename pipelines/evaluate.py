@@ -219,6 +219,20 @@ def _as_recipe(recipe: Recipe | dict[str, Any]) -> Recipe:
     return recipe if isinstance(recipe, Recipe) else parse_recipe(recipe, f"recipe {recipe.get('name')!r}")
 
 
+def recorded_recipe(model: str | Path) -> dict[str, Any]:
+    """The recipe a model was trained with: the run folder's own record (``recipe.json``, local paths) first, else
+    the portable one in ``config.json``."""
+    from zoo.hub import load_config
+    local = Path(model).parent / "recipe.json" if Path(model).is_dir() else None
+    recorded = load_config(model).get("pretraining", {}).get("recipe")
+    as_run = json.loads(local.read_text()) if local is not None and local.is_file() else None
+    if as_run and recorded and as_run.get("name") == recorded.get("name"):
+        recorded = as_run
+    if not recorded:
+        raise ValueError(f"{model} records no recipe: name one")
+    return recorded
+
+
 def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = None, *,
                    output_dir: str | Path | None = None, device: str = "cpu", baseline: bool = True,
                    write_card: bool = True, num_workers: int = 0) -> dict[str, Any]:
@@ -226,18 +240,10 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     encoder of the same configuration. Embeddings are written in shards under ``<output>/embeddings``. A local
     folder's card gets the results in its ``model-index``."""
     from zoo import AutoEncoder, AutoProcessor, get_modality
-    from zoo.hub import load_config
     encoder = AutoEncoder.from_pretrained(model)
     processor = AutoProcessor.from_pretrained(model)
-    if recipe is None:       # the run folder's own record (local paths) first, else the portable one in config.json
-        local = Path(model).parent / "recipe.json" if Path(model).is_dir() else None
-        recorded = load_config(model).get("pretraining", {}).get("recipe")
-        as_run = json.loads(local.read_text()) if local is not None and local.is_file() else None
-        if as_run and recorded and as_run.get("name") == recorded.get("name"):
-            recorded = as_run
-        if not recorded:
-            raise ValueError(f"{model} records no recipe: pass one with --recipe")
-        recipe = recorded
+    if recipe is None:
+        recipe = recorded_recipe(model)
     recipe = _as_recipe(recipe)
     spec = recipe.evaluate
     modality = get_modality(encoder.modality)

@@ -18,7 +18,7 @@ import zoo
 from .conftest import zoo_cli
 from .hub_server import RecordingHub
 
-COMMANDS = ["list", "pretrain", "evaluate", "finetune", "embed", "card", "publish"]
+COMMANDS = ["list", "pretrain", "evaluate", "finetune", "predict", "embed", "card", "publish"]
 
 
 def test_imports_and_help():

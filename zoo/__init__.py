@@ -5,6 +5,7 @@
 
 from . import layers, masking, objectives
 from .auto import AutoEncoder, AutoProcessor
+from .classifier import AutoClassifier, Classifier
 from .config import Config, ConfigError
 from .hub import FormatError, push_to_hub, save_pretrained
 from .plugin import (
@@ -26,7 +27,8 @@ from .registry import UnknownModality, get_modality, installed, register
 __version__ = "0.1.0"
 
 __all__ = [
-    "AutoEncoder", "AutoProcessor", "Architecture", "BadExample", "Config", "ConfigError", "Encoder",
+    "AutoClassifier", "AutoEncoder", "AutoProcessor", "Architecture", "BadExample", "Classifier", "Config",
+    "ConfigError", "Encoder",
     "EncoderOutput", "ExampleSet", "FormatError", "Modality", "PretrainOutput", "Pretrainer", "Processor",
     "ProcessorConfig", "Protocol", "StreamSet",
     "UnknownModality", "get_modality", "installed", "layers", "masking", "objectives", "push_to_hub",

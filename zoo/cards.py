@@ -75,10 +75,15 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
     except Exception:
         example = ""
     example = example or "example = ...  # one raw input of this modality"
-    usage = (f"import zoo\n\nencoder = zoo.AutoEncoder.from_pretrained({name!r})\n"
-             f"processor = zoo.AutoProcessor.from_pretrained({name!r})\n{example}\n"
-             "out = encoder(processor.collate([processor(example)]))\n"
-             "print(out.pooled.shape)  # also out.tokens [B, N, D] and out.padding_mask [B, N]")
+    if (folder / "classifier.json").is_file():          # a fine-tuned classifier (zoo finetune)
+        usage = (f"import zoo\n\nclassifier = zoo.AutoClassifier.from_pretrained({name!r})\n"
+                 f"processor = classifier.processor\n{example}\n"
+                 "print(classifier.predict([example], top_k=3))  # [[{'label': ..., 'score': ...}, ...]]")
+    else:
+        usage = (f"import zoo\n\nencoder = zoo.AutoEncoder.from_pretrained({name!r})\n"
+                 f"processor = zoo.AutoProcessor.from_pretrained({name!r})\n{example}\n"
+                 "out = encoder(processor.collate([processor(example)]))\n"
+                 "print(out.pooled.shape)  # also out.tokens [B, N, D] and out.padding_mask [B, N]")
     training_table = "\n".join(f"| {k} | {v} |" for k, v in training.items()) or "| (not recorded) | |"
     recorded = config.get("pretraining", {}).get("recipe", {})
     recipe = recorded.get("name", "(not recorded)")

@@ -20,6 +20,7 @@ MODALITY = Modality(
     architectures={"wav2vec2": Architecture("wav2vec2", Wav2Vec2Config, Wav2Vec2Encoder, Wav2Vec2Pretrainer,
                                             Wav2Vec2PretrainingConfig)},
     load_data=load_data,
+    folder_source="audiofolder",
     recipes=Path(__file__).parent / "recipes",
     usage_example="import numpy as np\nexample = (np.random.randn(16000).astype('float32'), 16000)  # 1 s at 16 kHz",
     converters={"wav2vec2": convert_transformers},

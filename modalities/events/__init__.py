@@ -21,6 +21,8 @@ MODALITY = Modality(
     architectures={"coles": Architecture("coles", CoLESConfig, CoLESEncoder, CoLESPretrainer,
                                          CoLESPretrainingConfig)},
     load_data=load_data,
+    table_source=lambda path, label, processor: {"source": "table", "path": path, "label": label,
+                                                 "entity": processor.config.entity_column},
     recipes=Path(__file__).parent / "recipes",
     usage_example=("# one entity's history: a time column and the event fields the model knows (a dict of columns\n"
                    "# or a pandas DataFrame); here three events with typical values\n"

@@ -20,6 +20,7 @@ MODALITY = Modality(
     architectures={"point-mae": Architecture("point-mae", PointMAEConfig, PointMAEEncoder, PointMAEPretrainer,
                                              PointMAEPretrainingConfig)},
     load_data=load_data,
+    folder_source="folder",
     recipes=Path(__file__).parent / "recipes",
     usage_example=("import numpy as np\n# a cloud: points [N, 3] (or a path to a ply/pcd/xyz/off/obj/stl file)\n"
                    "example = np.random.randn(2048, 3).astype('float32')"),

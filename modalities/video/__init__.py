@@ -20,6 +20,7 @@ MODALITY = Modality(
     architectures={"videomae": Architecture("videomae", VideoMAEConfig, VideoMAEEncoder, VideoMAEPretrainer,
                                             VideoMAEPretrainingConfig)},
     load_data=load_data,
+    folder_source="videofolder",
     recipes=Path(__file__).parent / "recipes",
     usage_example=("import numpy as np\n# a clip: frames [T, H, W, 3] uint8 (or a path to any file FFmpeg reads)\n"
                    "example = np.random.randint(0, 256, (32, 96, 128, 3), dtype=np.uint8)"),

@@ -1,0 +1,119 @@
+"""A fine-tuned classifier: a zoo encoder plus a linear head on its pooled output, saved as one Hub-ready folder
+(the encoder's ``config.json``/``model.safetensors``/``preprocessor.json``, ``head.safetensors`` and
+``classifier.json`` with the label names). ``zoo.AutoClassifier.from_pretrained`` loads it; ``predict`` gives
+labels by name with their probabilities (the ``pipeline("…-classification")`` shape of Hugging Face)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from .hub import FormatError, load_state_strict, load_weights, read_json, resolve_file
+from .plugin import Encoder, PretrainOutput, Processor
+
+__all__ = ["AutoClassifier", "Classifier", "CLASSIFIER_NAME", "HEAD_NAME"]
+
+CLASSIFIER_NAME, HEAD_NAME = "classifier.json", "head.safetensors"
+
+
+class Classifier(nn.Module):
+    """``encoder`` → pooled ``[B, D]`` → dropout → ``Linear(D, C)``. ``forward(batch)`` is the training loss
+    (cross-entropy with optional class weights) for the engine; ``logits``/``predict`` are inference."""
+
+    def __init__(self, encoder: Encoder, label_names: Sequence[str], *, dropout: float = 0.0,
+                 class_weights: Tensor | None = None, processor: Processor | None = None) -> None:
+        super().__init__()
+        if len(label_names) < 2:
+            raise ValueError(f"a classifier needs at least 2 labels, got {list(label_names)}")
+        self.encoder, self.processor = encoder, processor
+        self.label_names = [str(n) for n in label_names]
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.dim, len(self.label_names))
+        self.register_buffer("class_weights", class_weights.float() if class_weights is not None else None,
+                             persistent=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.head(self.dropout(self.encoder(batch).pooled))
+
+    def forward(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> PretrainOutput:
+        logits = self.logits(batch).float()
+        weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        loss = F.cross_entropy(logits, batch["labels"], weight=weight)
+        acc = (logits.argmax(dim=1) == batch["labels"]).float().mean()
+        return PretrainOutput(loss, {"accuracy": float(acc)})
+
+    @torch.no_grad()
+    def predict_proba(self, examples: Sequence[Any], *, names: Sequence[str] | None = None,
+                      batch_size: int = 64) -> Tensor:
+        """Class probabilities ``[N, C]`` of raw examples (through the saved processor), the model in eval mode."""
+        if self.processor is None:
+            raise ValueError("this classifier has no processor: load it with AutoClassifier.from_pretrained")
+        self.eval()
+        device = self.head.weight.device
+        out = []
+        for lo in range(0, len(examples), batch_size):
+            items = [self.processor(examples[i], name=names[i] if names is not None else f"example {i}")
+                     for i in range(lo, min(lo + batch_size, len(examples)))]
+            batch = {k: v.to(device) for k, v in self.processor.collate(items).items()}
+            out.append(self.logits(batch).float().softmax(dim=1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.num_classes)
+
+    def predict(self, examples: Sequence[Any], *, names: Sequence[str] | None = None, top_k: int = 1,
+                batch_size: int = 64) -> list[list[dict[str, Any]]]:
+        """For every example the ``top_k`` labels by name with their probabilities, most likely first."""
+        probs = self.predict_proba(examples, names=names, batch_size=batch_size)
+        k = min(top_k, self.num_classes)
+        values, idx = probs.topk(k, dim=1)
+        return [[{"label": self.label_names[int(j)], "score": float(v)} for v, j in zip(vs, js)]
+                for vs, js in zip(values, idx)]
+
+    def save_pretrained(self, folder: str | Path, *, pretraining: dict[str, Any] | None = None,
+                        finetuning: dict[str, Any] | None = None) -> Path:
+        """The encoder folder plus ``head.safetensors`` and ``classifier.json`` (labels, head shape, results)."""
+        folder = Path(folder)
+        self.encoder.save_pretrained(folder, processor=self.processor, pretraining=pretraining)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  str(folder / HEAD_NAME), metadata={"format": "pt"})
+        (folder / CLASSIFIER_NAME).write_text(json.dumps({
+            "task": "classification", "label_names": self.label_names, "num_classes": self.num_classes,
+            "in_features": self.encoder.dim, "finetuning": finetuning or {}}, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, id_or_path: str | Path, **hub_kwargs: Any) -> Classifier:
+        from .auto import AutoEncoder, AutoProcessor
+        meta_path = resolve_file(id_or_path, CLASSIFIER_NAME, **hub_kwargs)
+        meta = read_json(meta_path)
+        names = meta.get("label_names")
+        if not isinstance(names, list) or len(names) < 2 or len(set(map(str, names))) != len(names):
+            raise FormatError(f"{meta_path}: label_names must be a list of at least 2 distinct names")
+        encoder = AutoEncoder.from_pretrained(id_or_path, **hub_kwargs)
+        processor = AutoProcessor.from_pretrained(id_or_path, **hub_kwargs)
+        clf = cls(encoder, names, processor=processor)
+        head = load_weights(resolve_file(id_or_path, HEAD_NAME, **hub_kwargs))
+        load_state_strict(clf.head, head, f"{id_or_path}/{HEAD_NAME}")
+        return clf.eval()
+
+
+class AutoClassifier:
+    """``AutoClassifier.from_pretrained(id_or_path)`` → a fine-tuned :class:`Classifier` with its processor."""
+
+    def __init__(self) -> None:
+        raise TypeError("use AutoClassifier.from_pretrained(id_or_path)")
+
+    @staticmethod
+    def from_pretrained(id_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,
+                        local_files_only: bool = False, token: str | bool | None = None) -> Classifier:
+        return Classifier.from_pretrained(id_or_path, revision=revision, cache_dir=cache_dir,
+                                          local_files_only=local_files_only, token=token)
