@@ -64,7 +64,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 FINETUNE_FLAGS = {"steps": "steps", "lr": "lr", "batch_size": "batch_size", "mode": "mode",
                   "top_layers": "top_layers", "layer_decay": "layer_decay", "class_weights": "class_weights",
                   "eval_every": "eval_every", "patience": "patience", "test_fraction": "test_fraction",
-                  "seed": "seed"}
+                  "seed": "seed", "task": "task"}
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -108,7 +108,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"input": name, "predictions": labels}))
         else:
-            print(f"{name}\t" + "\t".join(f"{p['label']} {p['score']:.4f}" for p in labels))
+            print(f"{name}\t" + "\t".join(f"{p['label']} {p['value']:.6g}" if "value" in p
+                                           else f"{p['label']} {p['score']:.4f}" for p in labels))
     return 0
 
 
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", help="the training split of a dataset (default: train)")
     s.add_argument("--test-split", help="the test split (default: a folder's test/, else a held-out share)")
     s.add_argument("--test-fraction", type=float, help="held out for testing when there is no test split (0.2)")
+    s.add_argument("--task", choices=["auto", "classification", "regression"],
+                   help="regression: a numeric target (auto: a table column of numbers with more than 20 values)")
     s.add_argument("--mode", choices=["full", "partial", "frozen"], help="what trains (default: full)")
     s.add_argument("--top-layers", type=int, help="partial: how many layer groups from the top train")
     s.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay (1.0: off)")

@@ -76,7 +76,8 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
     batch = processor.collate(items)
     kept = [labels[i] for i in keep]
     if kept and all(lab is not None for lab in kept):
-        batch["labels"] = torch.tensor(kept, dtype=torch.long)
+        floats = any(isinstance(lab, float) for lab in kept)            # regression targets
+        batch["labels"] = torch.tensor(kept, dtype=torch.float32 if floats else torch.long)
     batch["_meta"] = meta
     return batch
 

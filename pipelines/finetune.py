@@ -47,7 +47,8 @@ class FinetuneSettings(Config):
     head_dropout: float = 0.0
     eval_every: int = 0                # validate every N steps (0: once, at the end)
     patience: int = 0                  # validations without improvement before stopping (0: never)
-    metric: str = "accuracy"           # what validation ranks: "accuracy" or "macro_f1"
+    metric: str = "auto"               # what validation ranks: accuracy | macro_f1 | rmse | mae (auto: accuracy/rmse)
+    task: str = "auto"                 # classification | regression (auto: a numeric table column with > 20 values)
     validation_fraction: float = 0.1   # of the training data, stratified (0: no validation, the last step wins)
     test_fraction: float = 0.2         # held out when the data has no test split
     min_per_class: int = 2             # training examples a class needs
@@ -59,7 +60,10 @@ class FinetuneSettings(Config):
         self.check(self.class_weights in ("none", "balanced"), "class_weights", "must be 'none' or 'balanced'")
         self.check(0 <= self.head_dropout < 1, "head_dropout", "must lie in [0, 1)")
         self.check(self.eval_every >= 0 and self.patience >= 0, "eval_every", "eval_every, patience must be >= 0")
-        self.check(self.metric in ("accuracy", "macro_f1"), "metric", "must be 'accuracy' or 'macro_f1'")
+        self.check(self.metric in ("auto", "accuracy", "macro_f1", "rmse", "mae"), "metric",
+                   "must be 'auto', 'accuracy', 'macro_f1', 'rmse' or 'mae'")
+        self.check(self.task in ("auto", "classification", "regression"), "task",
+                   "must be 'auto', 'classification' or 'regression'")
         self.check(0 <= self.validation_fraction < 1, "validation_fraction", "must lie in [0, 1)")
         self.check(0 < self.test_fraction < 1, "test_fraction", "must lie in (0, 1)")
         self.check(self.min_per_class >= 1, "min_per_class", "must be >= 1")
@@ -124,9 +128,10 @@ class FinetuneModel(Classifier):
     decay (the engine scales each group's learning rate by its ``lr_scale``); a frozen encoder stays in eval mode."""
 
     def __init__(self, encoder: Encoder, label_names: list[str], settings: FinetuneSettings,
-                 class_weights: torch.Tensor | None = None, processor: Processor | None = None) -> None:
+                 class_weights: torch.Tensor | None = None, processor: Processor | None = None,
+                 task: str = "classification", target_mean: float = 0.0, target_std: float = 1.0) -> None:
         super().__init__(encoder, label_names, dropout=settings.head_dropout, class_weights=class_weights,
-                         processor=processor)
+                         processor=processor, task=task, target_mean=target_mean, target_std=target_std)
         self.settings = settings
         groups = layer_groups(encoder)
         trainable = {"full": len(groups), "partial": min(settings.top_layers, len(groups)), "frozen": 0}[settings.mode]
@@ -157,8 +162,26 @@ class FinetuneModel(Classifier):
 
 
 # --- data: one's own, checked, split -----------------------------------------------------------------------
+def table_task(path: str | Path, label_column: str) -> str:
+    """``regression`` when a table's label column holds numbers with more than 20 distinct values, else
+    ``classification`` (class names, or a few class ids)."""
+    import pandas as pd
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        col = pd.read_parquet(path, columns=[label_column])[label_column]
+    elif path.suffix.lower() in (".json", ".jsonl"):
+        col = pd.read_json(path, lines=path.suffix.lower() == ".jsonl")[label_column]
+    else:
+        header = pd.read_csv(path, nrows=0, sep=None if path.suffix.lower() == ".tsv" else ",").columns
+        if label_column not in header:
+            raise KeyError(f"{path}: --label-column {label_column!r} is not a column (columns: {list(header)})")
+        col = pd.read_csv(path, usecols=[label_column])[label_column]
+    numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+    return "regression" if numeric and col.nunique() > 20 else "classification"
+
+
 def own_data(modality: Any, data: str, *, label_column: str | None, split: str | None,
-             processor: Processor) -> dict[str, Any]:
+             processor: Processor, task: str = "classification") -> dict[str, Any]:
     """The data spec of ``--data``: a folder → the modality's class-folder source; a CSV/parquet/JSON file → the
     modality's table source (or ``datasets``' builder, every column but the label an input); else a ``datasets``
     id or builder name with ``--label-column``."""
@@ -166,6 +189,8 @@ def own_data(modality: Any, data: str, *, label_column: str | None, split: str |
     if path.is_dir():
         if modality.folder_source is None:
             raise ValueError(f"modality {modality.name!r} reads no class folders: give a table or a datasets id")
+        if callable(modality.folder_source):                  # a folder laid out its own way (graphs: tables)
+            return modality.folder_source(str(path), label_column or "label", split)
         return {"source": modality.folder_source, "data_dir": str(path), "split": split or "train"}
     if path.is_file():
         if label_column is None:
@@ -176,10 +201,12 @@ def own_data(modality: Any, data: str, *, label_column: str | None, split: str |
             path.suffix.lower())
         if builder is None:
             raise ValueError(f"{path}: unsupported table file (use .csv, .parquet or .json)")
-        return {"source": "hf", "path": builder, "data_files": str(path), "label_column": label_column}
+        return {"source": "hf", "path": builder, "data_files": str(path), "label_column": label_column,
+                "problem_type": task}
     if path.suffix or data.startswith((".", "/", "~")):
         raise FileNotFoundError(f"--data {data}: no such file or folder")
-    return {"source": "hf", "path": data, "split": split or "train", "label_column": label_column or "label"}
+    return {"source": "hf", "path": data, "split": split or "train", "label_column": label_column or "label",
+            "problem_type": task}
 
 
 def _names(data: ExampleSet | StreamSet) -> list[str]:
@@ -211,10 +238,15 @@ def check_label_spaces(train: ExampleSet | StreamSet, test: ExampleSet | StreamS
 
 
 def held_out_split(data: ExampleSet, fraction: float, seed: int) -> tuple[ExampleSet, ExampleSet]:
-    """A seeded, stratified split: ``max(1, round(fraction · n_c))`` examples of every class ``c`` held out."""
+    """A seeded, stratified split: ``max(1, round(fraction · n_c))`` examples of every class ``c`` held out (a
+    regression target: of every quintile of the target)."""
     if not isinstance(data, ExampleSet) or data.labels is None:
         raise ValueError("a held-out split needs map-style labelled data (a streamed set needs --test-split)")
-    held = set(stratified_indices(list(data.labels), fraction, seed))
+    labels = list(data.labels)
+    if data.regression:                       # strata: the target's quintiles
+        y = np.asarray(labels, dtype=float)
+        labels = np.digitize(y, np.quantile(y, [0.2, 0.4, 0.6, 0.8])).tolist() if len(y) >= 5 else [0] * len(y)
+    held = set(stratified_indices(labels, fraction, seed))
     rest = [i for i in range(len(data)) if i not in held]
     return data.subset(rest), data.subset(sorted(held))
 
@@ -237,17 +269,30 @@ def classification_metrics(y: np.ndarray, pred: np.ndarray, label_names: list[st
                               "support": int(cm[i].sum())} for i, n in enumerate(label_names)}}
 
 
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """Mean absolute error, root mean squared error and R² (1 − SSE / the target's sum of squares)."""
+    y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+    err = pred - y
+    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+            "r2": 1.0 - float((err ** 2).sum()) / total if total > 0 else 0.0}
+
+
+LOWER_IS_BETTER = {"rmse", "mae"}
+
+
 @torch.no_grad()
 def predict_set(clf: Classifier, processor: Processor, data: ExampleSet | StreamSet, *, num_workers: int = 0,
                 device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``(true labels, probabilities [N, C], names)`` of a labelled set, read through the DataLoader workers."""
+    """``(true labels, probabilities [N, C] or values [N], names)`` of a labelled set, read through the
+    DataLoader workers."""
     clf.eval().to(device)
     ys, probs, names = [], [], []
     for batch in iter_batches(data, processor, batch_size=64, num_workers=num_workers):
         labels = batch.pop("labels")
         names += list(batch.pop("_names"))
         batch.pop("_skipped", None)
-        probs.append(clf.logits({k: v.to(device) for k, v in batch.items()}).float().softmax(1).cpu())
+        probs.append(clf.outputs({k: v.to(device) for k, v in batch.items()}).cpu())
         ys.append(labels)
     if not ys:
         raise ValueError("nothing to evaluate: the set holds no examples")
@@ -271,6 +316,24 @@ def confusion_png(cm: list[list[int]], label_names: list[str], path: Path, title
             for j in range(len(m)):
                 ax.text(j, i, str(m[i, j]), ha="center", va="center",
                         color="white" if m[i, j] > m.max() / 2 else "black", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def scatter_png(y: np.ndarray, pred: np.ndarray, path: Path, title: str) -> Path:
+    """Predicted against true values, with the diagonal."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(y, pred, s=6, alpha=0.5)
+    lo, hi = float(min(np.min(y), np.min(pred))), float(max(np.max(y), np.max(pred)))
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -305,13 +368,21 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
                                      **(settings or {})}, where="finetune")
     cfg = TrainConfig.from_dict({**engine_cfg, "device": device}, where="finetune")
     spec = recipe.evaluate
+    task = ft.task
     if data is not None:
-        train_spec = own_data(modality, data, label_column=label_column, split=split, processor=processor)
+        is_table = Path(data).is_file() and modality.table_source is None
+        if task == "auto":
+            task = table_task(data, label_column) if is_table and label_column else "classification"
+        if task == "regression" and not (is_table or not Path(data).exists()):
+            raise ValueError(f"regression targets are read from a table's label column; {data} is not one")
+        train_spec = own_data(modality, data, label_column=label_column, split=split, processor=processor,
+                              task=task)
         train_set = modality.load_data(train_spec)
         if test_split is not None:
             test_set = modality.load_data({**train_spec, "split": test_split})
         elif Path(data).is_dir() and (Path(data) / "test").is_dir():
-            test_set = modality.load_data({**train_spec, "split": "test"})
+            test_set = modality.load_data(own_data(modality, data, label_column=label_column, split="test",
+                                                   processor=processor))
         else:
             train_set, test_set = held_out_split(train_set, ft.test_fraction, cfg.seed)
     else:
@@ -319,16 +390,41 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
             raise ValueError(f"recipe {recipe.name!r} has no evaluate.train / evaluate.test data: give --data")
         train_set = train_set if train_set is not None else modality.load_data(spec["train"])
         test_set = test_set if test_set is not None else modality.load_data(spec["test"])
-    label_names = check_label_spaces(train_set, test_set, ft.min_per_class)
+        found = "regression" if getattr(train_set, "regression", False) else "classification"
+        if task not in ("auto", found):
+            raise ValueError(f"finetune.task is {task!r} but the data's labels are for {found}")
+        task = found
+    metric = ft.metric if ft.metric != "auto" else ("rmse" if task == "regression" else "accuracy")
+    if (metric in LOWER_IS_BETTER) != (task == "regression"):
+        raise ValueError(f"finetune.metric {metric!r} does not rank {task}: use "
+                         + ("rmse or mae" if task == "regression" else "accuracy or macro_f1"))
+    if task == "regression":
+        label_names = [label_column or "target"]
+        for what, part in (("train", train_set), ("test", test_set)):
+            if getattr(part, "regression", False) is not True:
+                raise ValueError(f"the {what} set's labels are class ids, not regression targets")
+        if ft.class_weights != "none":
+            raise ValueError("finetune.class_weights: a regression target has no classes to weigh")
+    else:
+        label_names = check_label_spaces(train_set, test_set, ft.min_per_class)
     val_set = None
     if ft.validation_fraction > 0 and (ft.eval_every > 0 or ft.patience > 0):
         train_set, val_set = held_out_split(train_set, ft.validation_fraction, cfg.seed + 1)
+    stats: dict[str, float] = {}
+    if task == "regression":
+        y = np.asarray(list(train_set.labels), dtype=float) if isinstance(train_set, ExampleSet) else None
+        if y is None:
+            raise ValueError("regression fine-tuning needs map-style training data (the target's statistics)")
+        if not np.isfinite(y).all():
+            bad = int(np.argmax(~np.isfinite(y)))
+            raise ValueError(f"{train_set.name(bad)}: field {label_names[0]!r}: the target is {y[bad]} (NaN/inf)")
+        stats = {"target_mean": float(y.mean()), "target_std": float(y.std()) if y.std() > 0 else 1.0}
     if from_scratch:
         torch.manual_seed(cfg.seed)
         encoder = type(encoder)(encoder.config)
     torch.manual_seed(cfg.seed)
-    clf = FinetuneModel(encoder, label_names, ft, _class_weights(train_set, len(label_names), ft.class_weights),
-                        processor=processor)
+    weights = _class_weights(train_set, len(label_names), ft.class_weights) if task == "classification" else None
+    clf = FinetuneModel(encoder, label_names, ft, weights, processor=processor, task=task, **stats)
     ctx = setup_run(cfg, output_dir)
     trainer_data = TrainData(train_set, processor, cfg, rank=ctx.info.rank, world=ctx.info.world)
     desc = f"finetune {recipe.name}"
@@ -352,9 +448,10 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
         step = res.steps
         if val_set is not None:
             y, p, _ = predict_set(clf, processor, val_set, num_workers=cfg.num_workers, device=ctx.device)
-            score = classification_metrics(y, p.argmax(1), label_names)[ft.metric]
-            best = max((h["score"] for h in history), default=-math.inf)
-            row = {"step": step, "score": score, "metric": ft.metric, "best": score > best}
+            score = _metrics(task, y, p, label_names)[metric]
+            sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+            best = max((sign * h["score"] for h in history), default=-math.inf)
+            row = {"step": step, "score": score, "metric": metric, "best": sign * score > best}
             history.append(row)
             with open(history_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
@@ -367,30 +464,45 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
     if val_set is not None and (best_dir / "head.safetensors").is_file():
         clf.load_state_dict(Classifier.from_pretrained(best_dir).state_dict())
     y, probs, names = predict_set(clf, processor, test_set, num_workers=cfg.num_workers, device=ctx.device)
-    pred = probs.argmax(1)
-    metrics = classification_metrics(y, pred, label_names)
+    metrics = _metrics(task, y, probs, label_names)
+    headline = ("mae", "rmse", "r2") if task == "regression" else ("accuracy", "macro_f1")
     folder = output_dir / "model"
     origin = portable(str(Path(model).resolve())) if Path(model).exists() else str(model)
-    best_row = max(history, key=lambda h: h["score"]) if history else None
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    best_row = max(history, key=lambda h: sign * h["score"]) if history else None
     facts = {"finetuned_from": origin, "recipe": recipe.name, "mode": ft.mode, "steps": step,
              "stopped_early_at": stopped_at, "best_step": best_row["step"] if best_row else step,
              "validation": history, "settings": {**engine_cfg, **ft.to_dict()}, "from_scratch": from_scratch,
-             "data": data or "recipe", "test_examples": int(len(y)),
-             "test": {k: metrics[k] for k in ("accuracy", "macro_f1")}}
+             "data": data or "recipe", "test_examples": int(len(y)), "task": task,
+             "test": {k: metrics[k] for k in headline}}
     clf.save_pretrained(folder, pretraining={"finetuned_from": origin, "recipe": portable(recipe.to_dict())},
                         finetuning=facts)
     with open(folder / "predictions.jsonl", "w") as fh:
         for name, t, row in zip(names, y, probs):
+            if task == "regression":
+                fh.write(json.dumps({"name": name, "label": float(t), "predicted": float(row)}) + "\n")
+                continue
             fh.write(json.dumps({"name": name, "label": label_names[int(t)],
                                  "predicted": label_names[int(row.argmax())],
                                  "probabilities": {n: round(float(v), 6) for n, v in zip(label_names, row)}}) + "\n")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    confusion_png(metrics["confusion_matrix"], label_names, folder / "confusion_matrix.png",
-                  f"{recipe.name}: test accuracy {metrics['accuracy']:.3f}")
+    if task == "regression":
+        scatter_png(y, probs, folder / "predicted_vs_true.png",
+                    f"{recipe.name}: {label_names[0]}, test RMSE {metrics['rmse']:.4g}")
+    else:
+        confusion_png(metrics["confusion_matrix"], label_names, folder / "confusion_matrix.png",
+                      f"{recipe.name}: test accuracy {metrics['accuracy']:.3f}")
     _card(folder, repo_id or f"{recipe.name}-finetuned", modality, metrics, label_names, facts, data or recipe.name)
-    return {"test_accuracy": metrics["accuracy"], "test_macro_f1": metrics["macro_f1"], "steps": step,
-            "best_step": facts["best_step"], "stopped_early_at": stopped_at, "num_classes": len(label_names),
-            "label_names": label_names, "model_dir": str(folder)}
+    out = {f"test_{k}": metrics[k] for k in headline}
+    return {**out, "task": task, "steps": step, "best_step": facts["best_step"], "stopped_early_at": stopped_at,
+            "num_classes": len(label_names) if task == "classification" else 0, "label_names": label_names,
+            "model_dir": str(folder)}
+
+
+def _metrics(task: str, y: np.ndarray, out: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    if task == "regression":
+        return regression_metrics(y, out)
+    return classification_metrics(y, out.argmax(1), label_names)
 
 
 def _stretch(cfg: TrainConfig, output_dir: Path, end: int, fresh: bool) -> TrainConfig:
@@ -406,15 +518,24 @@ def _stretch(cfg: TrainConfig, output_dir: Path, end: int, fresh: bool) -> Train
 def _card(folder: Path, repo_id: str, modality: Any, metrics: dict[str, Any], label_names: list[str],
           facts: dict[str, Any], dataset: str) -> None:
     from zoo.cards import write_card
-    task = modality.task if modality.task != "feature-extraction" else "classification"
-    results = [{"task": task, "task_name": "fine-tuned classifier", "dataset": str(dataset), "dataset_name":
-                str(dataset), "split": "test", "metric": m, "metric_name": name, "value": round(metrics[m], 4)}
-               for m, name in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))]
-    rows = "\n".join(f"| {n} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
-                     for n, r in metrics["per_class"].items())
-    comparison = (f"### Fine-tuning\n\nLabels ({len(label_names)}): {', '.join(label_names)}. Mode `{facts['mode']}`, "
-                  f"{facts['steps']} steps (best validation at step {facts['best_step']}"
-                  + (f", stopped early at {facts['stopped_early_at']}" if facts["stopped_early_at"] else "")
-                  + f"); {facts['test_examples']} test examples.\n\n| label | precision | recall | F1 | support |\n"
-                  "| --- | ---: | ---: | ---: | ---: |\n" + rows + "\n\n![confusion matrix](confusion_matrix.png)")
+    head = (f"Mode `{facts['mode']}`, {facts['steps']} steps (best validation at step {facts['best_step']}"
+            + (f", stopped early at {facts['stopped_early_at']}" if facts["stopped_early_at"] else "")
+            + f"); {facts['test_examples']} test examples.")
+    if facts["task"] == "regression":
+        task, shown = "tabular-regression", (("mae", "MAE"), ("rmse", "RMSE"))
+        comparison = (f"### Fine-tuning\n\nTarget: `{label_names[0]}` (regression). {head}\n\n| MAE | RMSE | R² |\n"
+                      f"| ---: | ---: | ---: |\n| {metrics['mae']:.4g} | {metrics['rmse']:.4g} | {metrics['r2']:.3f} |"
+                      "\n\n![predicted against true](predicted_vs_true.png)")
+    else:
+        task = modality.task if modality.task != "feature-extraction" else "classification"
+        shown = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
+        rows = "\n".join(f"| {n} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+                         for n, r in metrics["per_class"].items())
+        comparison = (f"### Fine-tuning\n\nLabels ({len(label_names)}): {', '.join(label_names)}. {head}\n\n"
+                      "| label | precision | recall | F1 | support |\n| --- | ---: | ---: | ---: | ---: |\n" + rows
+                      + "\n\n![confusion matrix](confusion_matrix.png)")
+    kind = "regressor" if facts["task"] == "regression" else "classifier"
+    results = [{"task": task, "task_name": f"fine-tuned {kind}",
+                "dataset": str(dataset), "dataset_name": str(dataset), "split": "test", "metric": m,
+                "metric_name": name, "value": round(metrics[m], 4)} for m, name in shown]
     write_card(folder, repo_id=repo_id, results=results, comparison=comparison)

@@ -84,6 +84,36 @@ def test_tabular_csv_with_a_label_column(tmp_path):
     assert result["steps"] == 6 and (tmp_path / "ft" / "validation.jsonl").is_file()
 
 
+def test_tabular_regression_target_reports_mae_and_rmse(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 150
+    df = pd.DataFrame({"x": rng.normal(size=n), "city": rng.choice(["a", "b"], n)})
+    df["price"] = 100 + 20 * df.x + rng.normal(size=n)
+    df.to_csv(tmp_path / "homes.csv", index=False)
+    model = model_folder(tmp_path, "tabular-tjepa-mlc-churn", df.drop(columns="price"),
+                         encoder={"dim": 16, "depth": 1, "heads": 2})
+    result = run_finetune(model, tmp_path / "homes.csv", tmp_path / "ft", "--label-column", "price",
+                          "--lr", "0.01")
+    assert result["task"] == "regression" and result["label_names"] == ["price"]
+    folder = tmp_path / "ft" / "model"
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    err = np.array([r["predicted"] - r["label"] for r in rows])
+    assert len(rows) == 30                                   # the held-out fifth
+    assert result["test_mae"] == pytest.approx(np.abs(err).mean(), rel=1e-5)
+    assert result["test_rmse"] == pytest.approx(np.sqrt((err ** 2).mean()), rel=1e-5)
+    assert result["test_rmse"] < df.price.std()             # better than predicting the mean
+    reg = zoo.AutoClassifier.from_pretrained(folder)
+    assert reg.task == "regression" and reg.target_std > 0
+    from zoo.cards import load_card
+    assert {r.metric_type for r in load_card(folder / "README.md").data.eval_results} == {"mae", "rmse"}
+    df.drop(columns="price").head(3).to_csv(tmp_path / "new.csv", index=False)
+    res = zoo_cli("predict", str(folder), str(tmp_path / "new.csv"), "--json")
+    assert res.returncode == 0, res.stderr
+    values = [json.loads(line)["predictions"][0]["value"] for line in res.stdout.splitlines()]
+    assert len(values) == 3 and all(np.isfinite(values))
+    assert (folder / "predicted_vs_true.png").is_file()
+
+
 def test_audio_class_folders(tmp_path):
     import soundfile as sf
     root = tmp_path / "own"
@@ -128,6 +158,42 @@ def test_point_cloud_class_folders(tmp_path):
                                   "heads": 2, "pointnet_dims": [16, 32, 32]})
     result = run_finetune(model, root, tmp_path / "ft")
     check_classifier(tmp_path / "ft", result, [str(root / "ball" / "0.xyz")], ["ball", "stick"])
+
+
+def test_video_class_folders(tmp_path):
+    from modalities.video.data import _digit_images, render_clip, write_mp4
+    images, _ = _digit_images()
+    rng = np.random.RandomState(2)
+    root = tmp_path / "own"
+    for label in ("left", "up"):
+        (root / label).mkdir(parents=True)
+        for i in range(6):
+            write_mp4(render_clip(images[i], label, rng, frames=8, size=32), root / label / f"{i}.mp4")
+    model = model_folder(tmp_path, "video-videomae-tiny", None,
+                         processor={"num_frames": 4, "image_size": 32, "fit_statistics": False},
+                         encoder={"image_size": 32, "patch_size": 8, "num_frames": 4, "tubelet_size": 2, "dim": 32,
+                                  "depth": 2, "heads": 4})
+    result = run_finetune(model, root, tmp_path / "ft", "--mode", "partial", "--top-layers", "1")
+    check_classifier(tmp_path / "ft", result, [str(root / "up" / "0.mp4")], ["left", "up"])
+
+
+def test_graph_folder_of_node_and_edge_tables(tmp_path):
+    rng = np.random.default_rng(3)
+    nodes, edges = [], []
+    for g in range(24):
+        shape, n = ("ring", "star")[g % 2], int(rng.integers(5, 9))
+        pairs = [(i, (i + 1) % n) for i in range(n)] if shape == "ring" else [(0, i) for i in range(1, n)]
+        nodes += [{"graph": f"g{g}", "id": i, "f0": 1.0, "f1": float(rng.random()), "label": shape} for i in range(n)]
+        edges += [{"graph": f"g{g}", "source": a, "target": b} for a, b in pairs + [(b, a) for a, b in pairs]]
+    root = tmp_path / "graphs"
+    root.mkdir()
+    pd.DataFrame(nodes).to_csv(root / "nodes.csv", index=False)
+    pd.DataFrame(edges).to_csv(root / "edges.csv", index=False)
+    graphs = [{"x": torch.ones(3, 2), "edge_index": torch.tensor([[0, 1], [1, 2]])}]
+    model = model_folder(tmp_path, "graph-graphmae-motifs", graphs, encoder={"hidden": 16})
+    result = run_finetune(model, root, tmp_path / "ft", "--test-fraction", "0.25")
+    check_classifier(tmp_path / "ft", result, [str(root)], ["ring", "star"])
+    assert result["num_classes"] == 2
 
 
 def test_mismatched_labels_stop_naming_both_lists_and_few_examples_are_named():
@@ -177,6 +243,17 @@ def test_modes_and_layer_wise_decay():
     assert not any(p.requires_grad for p in frozen.encoder.parameters())
     frozen.train()
     assert frozen.head.training and not frozen.encoder.training
+
+
+def test_regression_metrics_and_split_by_hand():
+    from pipelines.finetune import regression_metrics
+    m = regression_metrics(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 3.0, 3.0, 2.0]))
+    assert m["mae"] == pytest.approx(3 / 4) and m["rmse"] == pytest.approx(np.sqrt(5 / 4))
+    assert m["r2"] == pytest.approx(1 - 5 / 5)                # SSE 5, the target's sum of squares 5
+    y = np.arange(100, dtype=float)
+    data = ExampleSet(list(range(100)), list(y), [f"r{i}" for i in range(100)], None, regression=True)
+    _, test = held_out_split(data, 0.2, seed=0)
+    assert np.bincount(np.digitize(test.labels, [20, 40, 60, 80])).tolist() == [4, 4, 4, 4, 4]   # per quintile
 
 
 def test_metrics_by_hand():

@@ -78,7 +78,9 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
     if (folder / "classifier.json").is_file():          # a fine-tuned classifier (zoo finetune)
         usage = (f"import zoo\n\nclassifier = zoo.AutoClassifier.from_pretrained({name!r})\n"
                  f"processor = classifier.processor\n{example}\n"
-                 "print(classifier.predict([example], top_k=3))  # [[{'label': ..., 'score': ...}, ...]]")
+                 + ("print(classifier.predict([example]))  # [[{'label': target, 'value': ...}]]"
+                    if '"regression"' in (folder / "classifier.json").read_text()
+                    else "print(classifier.predict([example], top_k=3))  # [[{'label': ..., 'score': ...}, ...]]"))
     else:
         usage = (f"import zoo\n\nencoder = zoo.AutoEncoder.from_pretrained({name!r})\n"
                  f"processor = zoo.AutoProcessor.from_pretrained({name!r})\n{example}\n"

@@ -6,6 +6,7 @@ labels by name with their probabilities (the ``pipeline("…-classification")`` 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,26 @@ CLASSIFIER_NAME, HEAD_NAME = "classifier.json", "head.safetensors"
 
 class Classifier(nn.Module):
     """``encoder`` → pooled ``[B, D]`` → dropout → ``Linear(D, C)``. ``forward(batch)`` is the training loss
-    (cross-entropy with optional class weights) for the engine; ``logits``/``predict`` are inference."""
+    (cross-entropy with optional class weights) for the engine; ``logits``/``predict`` are inference.
+
+    ``task="regression"`` (a table's numeric target): one output, trained with the MSE on the target standardised
+    by ``target_mean``/``target_std`` (the training set's, saved in ``classifier.json``); ``label_names`` is
+    then the target's name and ``predict`` gives values in the target's units."""
 
     def __init__(self, encoder: Encoder, label_names: Sequence[str], *, dropout: float = 0.0,
-                 class_weights: Tensor | None = None, processor: Processor | None = None) -> None:
+                 class_weights: Tensor | None = None, processor: Processor | None = None,
+                 task: str = "classification", target_mean: float = 0.0, target_std: float = 1.0) -> None:
         super().__init__()
-        if len(label_names) < 2:
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        if task == "classification" and len(label_names) < 2:
             raise ValueError(f"a classifier needs at least 2 labels, got {list(label_names)}")
-        self.encoder, self.processor = encoder, processor
+        if task == "regression" and (len(label_names) != 1 or not target_std > 0):
+            raise ValueError(f"a regressor has one target name and target_std > 0, got {list(label_names)}, "
+                             f"{target_std}")
+        self.encoder, self.processor, self.task = encoder, processor, task
         self.label_names = [str(n) for n in label_names]
+        self.target_mean, self.target_std = float(target_mean), float(target_std)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.dim, len(self.label_names))
         self.register_buffer("class_weights", class_weights.float() if class_weights is not None else None,
@@ -48,17 +60,26 @@ class Classifier(nn.Module):
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> PretrainOutput:
         logits = self.logits(batch).float()
+        if self.task == "regression":
+            target = (batch["labels"].float() - self.target_mean) / self.target_std
+            loss = F.mse_loss(logits[:, 0], target)
+            return PretrainOutput(loss, {"mae": float((logits[:, 0] - target).abs().mean() * self.target_std)})
         weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
         loss = F.cross_entropy(logits, batch["labels"], weight=weight)
         acc = (logits.argmax(dim=1) == batch["labels"]).float().mean()
         return PretrainOutput(loss, {"accuracy": float(acc)})
 
+    def outputs(self, batch: dict[str, Tensor]) -> Tensor:
+        """Class probabilities ``[B, C]`` or, for regression, values ``[B]`` in the target's units."""
+        logits = self.logits(batch).float()
+        if self.task == "regression":
+            return logits[:, 0] * self.target_std + self.target_mean
+        return logits.softmax(dim=1)
+
     @torch.no_grad()
-    def predict_proba(self, examples: Sequence[Any], *, names: Sequence[str] | None = None,
-                      batch_size: int = 64) -> Tensor:
-        """Class probabilities ``[N, C]`` of raw examples (through the saved processor), the model in eval mode."""
+    def _run(self, examples: Sequence[Any], names: Sequence[str] | None, batch_size: int) -> Tensor:
         if self.processor is None:
-            raise ValueError("this classifier has no processor: load it with AutoClassifier.from_pretrained")
+            raise ValueError("this model has no processor: load it with AutoClassifier.from_pretrained")
         self.eval()
         device = self.head.weight.device
         out = []
@@ -66,12 +87,32 @@ class Classifier(nn.Module):
             items = [self.processor(examples[i], name=names[i] if names is not None else f"example {i}")
                      for i in range(lo, min(lo + batch_size, len(examples)))]
             batch = {k: v.to(device) for k, v in self.processor.collate(items).items()}
-            out.append(self.logits(batch).float().softmax(dim=1).cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.num_classes)
+            out.append(self.outputs(batch).cpu())
+        if out:
+            return torch.cat(out)
+        return torch.zeros(0) if self.task == "regression" else torch.zeros(0, self.num_classes)
+
+    def predict_proba(self, examples: Sequence[Any], *, names: Sequence[str] | None = None,
+                      batch_size: int = 64) -> Tensor:
+        """Class probabilities ``[N, C]`` of raw examples (through the saved processor), the model in eval mode."""
+        if self.task == "regression":
+            raise ValueError("a regressor has no class probabilities: use predict_values")
+        return self._run(examples, names, batch_size)
+
+    def predict_values(self, examples: Sequence[Any], *, names: Sequence[str] | None = None,
+                       batch_size: int = 64) -> Tensor:
+        """A regressor's predictions ``[N]`` in the target's units."""
+        if self.task != "regression":
+            raise ValueError("a classifier predicts labels: use predict or predict_proba")
+        return self._run(examples, names, batch_size)
 
     def predict(self, examples: Sequence[Any], *, names: Sequence[str] | None = None, top_k: int = 1,
                 batch_size: int = 64) -> list[list[dict[str, Any]]]:
-        """For every example the ``top_k`` labels by name with their probabilities, most likely first."""
+        """For every example the ``top_k`` labels by name with their probabilities, most likely first (a
+        regressor: one ``{"label": target name, "value": v}``)."""
+        if self.task == "regression":
+            values = self.predict_values(examples, names=names, batch_size=batch_size)
+            return [[{"label": self.label_names[0], "value": float(v)}] for v in values]
         probs = self.predict_proba(examples, names=names, batch_size=batch_size)
         k = min(top_k, self.num_classes)
         values, idx = probs.topk(k, dim=1)
@@ -80,14 +121,17 @@ class Classifier(nn.Module):
 
     def save_pretrained(self, folder: str | Path, *, pretraining: dict[str, Any] | None = None,
                         finetuning: dict[str, Any] | None = None) -> Path:
-        """The encoder folder plus ``head.safetensors`` and ``classifier.json`` (labels, head shape, results)."""
+        """The encoder folder plus ``head.safetensors`` and ``classifier.json`` (task, labels or target and its
+        statistics, head shape, results)."""
         folder = Path(folder)
         self.encoder.save_pretrained(folder, processor=self.processor, pretraining=pretraining)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   str(folder / HEAD_NAME), metadata={"format": "pt"})
-        (folder / CLASSIFIER_NAME).write_text(json.dumps({
-            "task": "classification", "label_names": self.label_names, "num_classes": self.num_classes,
-            "in_features": self.encoder.dim, "finetuning": finetuning or {}}, indent=2) + "\n")
+        meta: dict[str, Any] = {"task": self.task, "label_names": self.label_names, "num_classes": self.num_classes,
+                                "in_features": self.encoder.dim}
+        if self.task == "regression":
+            meta.update(num_classes=0, target_mean=self.target_mean, target_std=self.target_std)
+        (folder / CLASSIFIER_NAME).write_text(json.dumps({**meta, "finetuning": finetuning or {}}, indent=2) + "\n")
         return folder
 
     @classmethod
@@ -95,12 +139,23 @@ class Classifier(nn.Module):
         from .auto import AutoEncoder, AutoProcessor
         meta_path = resolve_file(id_or_path, CLASSIFIER_NAME, **hub_kwargs)
         meta = read_json(meta_path)
-        names = meta.get("label_names")
-        if not isinstance(names, list) or len(names) < 2 or len(set(map(str, names))) != len(names):
-            raise FormatError(f"{meta_path}: label_names must be a list of at least 2 distinct names")
+        task, names = meta.get("task", "classification"), meta.get("label_names")
+        if task not in ("classification", "regression"):
+            raise FormatError(f"{meta_path}: task must be 'classification' or 'regression', got {task!r}")
+        want = 1 if task == "regression" else 2
+        if not isinstance(names, list) or len(names) < want or len(set(map(str, names))) != len(names) or (
+                task == "regression" and len(names) != 1):
+            raise FormatError(f"{meta_path}: label_names must be a list of at least 2 distinct names (a regressor: "
+                              "its one target name)")
+        stats = {}
+        if task == "regression":
+            mean, std = meta.get("target_mean"), meta.get("target_std")
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (mean, std)) or not std > 0:
+                raise FormatError(f"{meta_path}: target_mean and target_std must be finite numbers, std > 0")
+            stats = {"target_mean": float(mean), "target_std": float(std)}
         encoder = AutoEncoder.from_pretrained(id_or_path, **hub_kwargs)
         processor = AutoProcessor.from_pretrained(id_or_path, **hub_kwargs)
-        clf = cls(encoder, names, processor=processor)
+        clf = cls(encoder, names, processor=processor, task=task, **stats)
         head = load_weights(resolve_file(id_or_path, HEAD_NAME, **hub_kwargs))
         load_state_strict(clf.head, head, f"{id_or_path}/{HEAD_NAME}")
         return clf.eval()

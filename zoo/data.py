@@ -27,6 +27,7 @@ class ExampleSet:
     labels: Sequence[int] | None = None
     names: Sequence[str] | None = None
     label_names: Sequence[str] | None = None
+    regression: bool = False               # labels are numbers to predict (floats), not class ids
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -34,8 +35,10 @@ class ExampleSet:
     def name(self, i: int) -> str:
         return str(self.names[i]) if self.names is not None else f"example {i}"
 
-    def label(self, i: int) -> int | None:
-        return int(self.labels[i]) if self.labels is not None else None
+    def label(self, i: int) -> int | float | None:
+        if self.labels is None:
+            return None
+        return float(self.labels[i]) if self.regression else int(self.labels[i])
 
     def record(self, i: int) -> Record:
         return self.examples[i], self.label(i), self.name(i)
@@ -44,7 +47,7 @@ class ExampleSet:
         """The examples at ``idx``, with their labels and names."""
         idx = [int(i) for i in idx]
         return ExampleSet(take(self.examples, idx), [self.labels[i] for i in idx] if self.labels is not None
-                          else None, [self.name(i) for i in idx], self.label_names)
+                          else None, [self.name(i) for i in idx], self.label_names, self.regression)
 
 
 def stratified_indices(labels: Sequence[int], fraction: float, seed: int = 0) -> list[int]:
@@ -142,7 +145,7 @@ class _Column(Sequence):
 
 
 HF_KEYS = {"source", "path", "name", "data_files", "data_dir", "split", "streaming", "input_column", "label_column",
-           "name_column", "label_names", "read_batch", "limit"}
+           "name_column", "label_names", "read_batch", "limit", "problem_type"}
 
 
 def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
@@ -152,7 +155,8 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
     (default ``train``), ``streaming`` (an ``IterableDataset``: nothing is read before training) and the columns:
     ``input_column`` (the raw example; absent: the whole row without the label and name columns, as tables
     want), ``label_column`` (optional; class names from a ``ClassLabel`` feature, ``label_names`` or, map-style,
-    the column's sorted unique values), ``name_column`` (what errors call the example). ``prepare(ds, spec)``
+    the column's sorted unique values; with ``problem_type: regression`` the column's numbers as they are),
+    ``name_column`` (what errors call the example). ``prepare(ds, spec)``
     is the modality's hook, e.g. audio keeps the encoded bytes (``Audio(decode=False)``) for its processor."""
     from datasets import load_dataset
     unknown = sorted(set(spec) - HF_KEYS)
@@ -171,12 +175,16 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
             raise KeyError(f"source hf {spec['path']}: {what} {col!r} is not a column (columns: {columns})")
     if prepare is not None:
         ds = prepare(ds, {**spec, "input_column": inp})
-    label_names = spec.get("label_names")
-    feature = ds.features.get(label_col) if (label_col and ds.features) else None
+    problem = spec.get("problem_type", "classification")
+    if problem not in ("classification", "regression"):
+        raise ValueError(f"source hf: problem_type must be 'classification' or 'regression', got {problem!r}")
+    regression = problem == "regression" and label_col is not None
+    label_names = spec.get("label_names") if not regression else None
+    feature = ds.features.get(label_col) if (label_col and ds.features and not regression) else None
     if label_names is None and hasattr(feature, "names"):
         label_names = list(feature.names)
     mapping = None
-    if label_col and label_names is None and not streaming:
+    if label_col and label_names is None and not streaming and not regression:
         values = sorted(ds.unique(label_col), key=str)
         if not all(isinstance(v, int) for v in values):
             label_names = [str(v) for v in values]
@@ -190,7 +198,7 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
             label = None
             if label_col is not None:
                 v = row[label_col]
-                label = int(mapping[str(v)] if mapping is not None else v)
+                label = float(v) if regression else int(mapping[str(v)] if mapping is not None else v)
             return example, label, str(row[name_col]) if name_col else where
         if mapping is not None:
             mapping = {str(k): v for k, v in mapping.items()}
@@ -200,7 +208,7 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
         ds = ds.select(range(min(int(spec["limit"]), len(ds))))
     names = _Column(ds, name_col) if name_col else _Names(f"{spec['path']}[{{}}]", len(ds))
     labels = _Column(ds, label_col, mapping=mapping) if label_col else None
-    return ExampleSet(_Column(ds, inp, drop), labels, names, label_names)
+    return ExampleSet(_Column(ds, inp, drop), labels, names, label_names, regression)
 
 
 class _Names(Sequence):

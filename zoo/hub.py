@@ -27,7 +27,7 @@ WEIGHTS_NAME = "model.safetensors"
 PREPROCESSOR_NAME = "preprocessor.json"
 CARD_NAME = "README.md"
 REPO_FILES = (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, CARD_NAME, "head.safetensors", "classifier.json",
-              "confusion_matrix.png")   # the last three: a fine-tuned classifier (zoo.classifier)
+              "confusion_matrix.png", "predicted_vs_true.png")   # the last four: a fine-tuned classifier or regressor
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 

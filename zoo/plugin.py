@@ -374,7 +374,7 @@ class Modality:
     baselines: dict[str, Callable[[Sequence[Any]], Tensor]] = field(default_factory=dict)
     evaluators: dict[str, Protocol] = field(default_factory=dict)
     task: str = "feature-extraction"
-    folder_source: str | None = None
+    folder_source: str | Callable[[str, str | None, str | None], dict[str, Any]] | None = None
     table_source: Callable[[str, str, Processor], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from zoo import Architecture, Modality, Protocol
 
-from .data import load_data
+from .data import graph_folder, load_data
 from .evaluate import graph_cv, node_probe
 from .model import GraphMAEConfig, GraphMAEEncoder, GraphMAEPretrainer, GraphMAEPretrainingConfig
 from .processor import GraphProcessor, GraphProcessorConfig
@@ -26,6 +26,7 @@ MODALITY = Modality(
                                                                                **spec.get("probe", {})),
                                      task="graph-classification", hidden=("accuracy_std",))},
     task="graph-classification",
+    folder_source=graph_folder,
     recipes=Path(__file__).parent / "recipes",
     usage_example=("import torch\n# one graph: non-negative features [N, F] (F as the model expects) + edges [2, E]\n"
                    "example = {'x': torch.rand(5, processor.config.num_features),\n"

@@ -171,7 +171,12 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
                              f"edge {i} names node {ed[col].iloc[i]!r}, not in the nodes table")
         ends.append(local[torch.tensor(pos)])
     node_rows, edge_rows = n_graph.groupby(n_graph.to_numpy()).indices, e_graph.groupby(e_graph.to_numpy()).indices
-    y_all = torch.tensor(nd[label_col].to_numpy()) if label_col else None
+    label_names = None
+    if label_col and not pd.api.types.is_integer_dtype(nd[label_col]):
+        label_names = sorted({str(v) for v in nd[label_col]})          # names (strings) → ids in sorted order
+        y_all = torch.tensor(nd[label_col].astype(str).map({n: i for i, n in enumerate(label_names)}).to_numpy())
+    else:
+        y_all = torch.tensor(nd[label_col].to_numpy()) if label_col else None
     graphs, labels, names = [], [], []
     for gid, rows in node_rows.items():
         erows = torch.as_tensor(edge_rows.get(gid, np.zeros(0, dtype=np.int64)))
@@ -181,7 +186,48 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
             labels.append(int(data.y[0]))
         graphs.append(data)
         names.append(str(gid))
-    return ExampleSet(graphs, labels if graph_col and label_col else None, names, None)
+    return ExampleSet(graphs, labels if graph_col and label_col else None, names,
+                      label_names if graph_col else None)
+
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".json", ".jsonl")
+GRAPH_COLUMNS = ("id", "graph", "source", "target")
+
+
+def _folder_file(folder: Path, stem: str) -> Path:
+    found = [folder / f"{stem}{suffix}" for suffix in TABLE_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+    if not found:
+        raise FileNotFoundError(f"{folder}: no {stem}.csv / .parquet / .json (a graph folder holds a nodes table "
+                                "and an edges table)")
+    return found[0]
+
+
+def graph_folder(path: str | Path, label_column: str | None = None, split: str | None = None) -> dict[str, Any]:
+    """The ``tables`` spec of a folder of graphs as a user hands them over: ``nodes.csv`` (columns ``graph``,
+    ``id``, the label column and the numeric node features: every other column) and ``edges.csv`` (``graph``,
+    ``source``, ``target``), or ``train/`` and ``test/`` subfolders holding both; parquet/JSON work too. Each
+    ``graph`` value is one graph, labelled by its nodes' ``label_column``."""
+    import pandas as pd
+    folder, want = Path(path), split or "train"
+    if (folder / want).is_dir():
+        folder = folder / want
+    elif want != "train":
+        raise FileNotFoundError(f"{path}: no {want}/ subfolder")
+    nodes, edges = _folder_file(folder, "nodes"), _folder_file(folder, "edges")
+    if nodes.suffix == ".csv":
+        columns = list(pd.read_csv(nodes, nrows=0).columns)
+    elif nodes.suffix == ".parquet":
+        columns = list(pd.read_parquet(nodes).columns)
+    else:
+        columns = list(pd.read_json(nodes, lines=nodes.suffix == ".jsonl").columns)
+    features = [c for c in columns if c not in GRAPH_COLUMNS and c not in (label_column, "label")]
+    if not features:
+        raise ValueError(f"{nodes}: no feature columns besides {columns}")
+    spec: dict[str, Any] = {"source": "tables", "nodes": str(nodes), "edges": str(edges), "graph_column": "graph",
+                            "features": features}
+    if label_column:
+        spec["label_column"] = label_column
+    return spec
 
 
 SOURCES = {"karate": _karate, "planetoid": _planetoid, "tu": _tu, "motifs": _motifs, "sbm": _sbm, "pyg": _pyg,

@@ -8,6 +8,7 @@ The preprocessing GraphMAE (Hou et al. 2022) applies travels with the model: row
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -103,6 +104,14 @@ class GraphProcessor(Processor):
         if self.config.self_loops:
             ei = torch.cat([ei[:, ei[0] != ei[1]], torch.arange(n).expand(2, n)], dim=1)
         return {"x": x, "edge_index": ei}
+
+    def read_many(self, path: str) -> list[Any]:
+        """Every graph of a graph folder (``nodes`` and ``edges`` tables with a ``graph`` column, as
+        :func:`~modalities.graph.data.graph_folder` describes; a ``label`` column is not a feature)."""
+        from .data import graph_folder, load_data
+        if not Path(path).is_dir():
+            raise ValueError(f"{path}: graphs are read from a folder holding nodes.csv and edges.csv")
+        return list(load_data(graph_folder(path)).examples)
 
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         sizes = torch.tensor([it["x"].shape[0] for it in items])
