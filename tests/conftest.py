@@ -56,6 +56,22 @@ def zoo_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> sub
                           cwd=cwd, timeout=600)
 
 
+def zoo_main(*args: str) -> subprocess.CompletedProcess:
+    """The ``zoo`` command line run in this process (``pipelines.cli.main``: the same code as the console script,
+    without starting an interpreter); output and exit status as :func:`zoo_cli` gives them."""
+    import contextlib
+    import io
+
+    from pipelines.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as stop:                      # argparse's usage errors
+            code = stop.code if isinstance(stop.code, int) else 2
+    return subprocess.CompletedProcess(["zoo", *args], code, out.getvalue(), err.getvalue())
+
+
 def check_saved_model(run: Path, example: str, tmp_path: Path, *, step: int) -> tuple:
     """The end-to-end promise of every modality: ``zoo embed`` on a file gives exactly the embedding of the folder
     loaded with ``AutoEncoder``/``AutoProcessor``, and the folder holds the last checkpoint's encoder weights.

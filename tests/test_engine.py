@@ -133,7 +133,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(toy_plugin, tmp_path)
     import time
 
     from .conftest import zoo_cli
-    args = ["--set", "train.steps=150", "--set", "train.checkpoint_every=5", "--set", "train.keep_checkpoints=50"]
+    args = ["--set", "train.steps=60", "--set", "train.checkpoint_every=5", "--set", "train.keep_checkpoints=50"]
     exe = Path(sys.executable).parent / "zoo"
     proc = subprocess.Popen([str(exe), "pretrain", "toyseq-tiny", "--output", str(tmp_path / "killed"), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -144,7 +144,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(toy_plugin, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = sorted(p.name for p in ckpts.iterdir() if not p.name.endswith(".tmp"))
-    assert done and done[-1] < "step-0000150" and not (tmp_path / "killed" / "model").exists()
+    assert done and done[-1] < "step-0000060" and not (tmp_path / "killed" / "model").exists()
     out = zoo_cli("pretrain", "toyseq-tiny", "--output", str(tmp_path / "killed"), *args)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["resumed_from"] >= 10

@@ -22,7 +22,7 @@ from pipelines.finetune import (
     layer_groups,
 )
 from pipelines.recipe import load_recipe
-from tests.conftest import zoo_cli
+from tests.conftest import zoo_cli, zoo_main
 from zoo import ExampleSet, get_modality
 
 
@@ -42,14 +42,14 @@ def model_folder(tmp: Path, recipe_name: str, fit_on, encoder: dict | None = Non
     return folder
 
 
-def run_finetune(model: Path, data: Path, out: Path, *extra: str) -> dict:
-    res = zoo_cli("finetune", str(model), "--data", str(data), "--output", str(out), "--steps", "6",
+def run_finetune(model: Path, data: Path, out: Path, *extra: str, cli=zoo_main) -> dict:
+    res = cli("finetune", str(model), "--data", str(data), "--output", str(out), "--steps", "6",
                   "--batch-size", "8", "--eval-every", "3", *extra)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout[res.stdout.index("{"):])
 
 
-def check_classifier(out: Path, result: dict, inputs: list[str], labels: list[str]) -> None:
+def check_classifier(out: Path, result: dict, inputs: list[str], labels: list[str], cli=zoo_main) -> None:
     """The folder loads as a classifier; the reported test accuracy is the saved predictions' accuracy; `zoo
     predict` prints label names."""
     folder = out / "model"
@@ -62,11 +62,11 @@ def check_classifier(out: Path, result: dict, inputs: list[str], labels: list[st
     card = load_card(folder / "README.md")
     assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "macro_f1"}
     assert "AutoClassifier" in (folder / "README.md").read_text()
-    res = zoo_cli("predict", str(folder), *inputs, "--json")
+    res = cli("predict", str(folder), *inputs, "--json")
     assert res.returncode == 0, res.stderr
     preds = [json.loads(line) for line in res.stdout.splitlines()]
     assert preds and all(p["predictions"][0]["label"] in labels for p in preds)
-    assert zoo_cli("publish", str(folder), "--repo-id", "me/clf", "--dry-run").returncode == 0
+    assert cli("publish", str(folder), "--repo-id", "me/clf", "--dry-run").returncode == 0
 
 
 def test_tabular_csv_with_a_label_column(tmp_path):
@@ -78,9 +78,9 @@ def test_tabular_csv_with_a_label_column(tmp_path):
     model = model_folder(tmp_path, "tabular-tjepa-mlc-churn", df.drop(columns="label"),
                          encoder={"dim": 16, "depth": 1, "heads": 2})
     result = run_finetune(model, tmp_path / "own.csv", tmp_path / "ft", "--label-column", "label",
-                          "--mode", "partial", "--top-layers", "1")
+                          "--mode", "partial", "--top-layers", "1", cli=zoo_cli)       # the installed `zoo`
     df.drop(columns="label").head(4).to_csv(tmp_path / "rows.csv", index=False)
-    check_classifier(tmp_path / "ft", result, [str(tmp_path / "rows.csv")], ["high", "low"])
+    check_classifier(tmp_path / "ft", result, [str(tmp_path / "rows.csv")], ["high", "low"], cli=zoo_cli)
     assert result["steps"] == 6 and (tmp_path / "ft" / "validation.jsonl").is_file()
 
 
@@ -107,11 +107,32 @@ def test_tabular_regression_target_reports_mae_and_rmse(tmp_path):
     from zoo.cards import load_card
     assert {r.metric_type for r in load_card(folder / "README.md").data.eval_results} == {"mae", "rmse"}
     df.drop(columns="price").head(3).to_csv(tmp_path / "new.csv", index=False)
-    res = zoo_cli("predict", str(folder), str(tmp_path / "new.csv"), "--json")
+    res = zoo_main("predict", str(folder), str(tmp_path / "new.csv"), "--json")
     assert res.returncode == 0, res.stderr
     values = [json.loads(line)["predictions"][0]["value"] for line in res.stdout.splitlines()]
     assert len(values) == 3 and all(np.isfinite(values))
     assert (folder / "predicted_vs_true.png").is_file()
+
+
+def test_a_streamed_training_set_fine_tunes(tmp_path):
+    """A labelled set read as a stream (larger than memory): the engine reads it through the streaming pipeline."""
+    from pipelines.finetune import finetune
+    rng = np.random.default_rng(5)
+    n = 96
+    df = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n)})
+    df["label"] = np.where(df.x > 0, "high", "low")
+    df.to_parquet(tmp_path / "train.parquet")
+    df.head(32).to_parquet(tmp_path / "test.parquet")
+    model = model_folder(tmp_path, "tabular-tjepa-mlc-churn", df.drop(columns="label"),
+                         encoder={"dim": 16, "depth": 1, "heads": 2})
+    mod = get_modality("tabular")
+    spec = {"source": "hf", "path": "parquet", "label_column": "label", "label_names": ["high", "low"]}
+    train = mod.load_data({**spec, "data_files": str(tmp_path / "train.parquet"), "streaming": True})
+    test = mod.load_data({**spec, "data_files": str(tmp_path / "test.parquet")})
+    assert isinstance(train, zoo.StreamSet)
+    result = finetune(model, load_recipe("tabular-tjepa-mlc-churn"), tmp_path / "ft", train_set=train, test_set=test,
+                      settings={"steps": 4, "batch_size": 8, "validation_fraction": 0.0})
+    assert result["steps"] == 4 and result["label_names"] == ["high", "low"] and 0 <= result["test_accuracy"] <= 1
 
 
 def test_audio_class_folders(tmp_path):
@@ -221,10 +242,10 @@ def test_held_out_split_is_stratified_and_seeded():
 
 
 def test_an_override_the_run_does_not_read_is_refused(tmp_path):
-    res = zoo_cli("finetune", str(tmp_path / "m"), "--data", str(tmp_path), "--set", "train.steps=20")
+    res = zoo_main("finetune", str(tmp_path / "m"), "--data", str(tmp_path), "--set", "train.steps=20")
     assert res.returncode == 2
     assert "does not read ['train.steps']" in res.stderr and "finetune.steps" in res.stderr
-    res = zoo_cli("finetune", str(tmp_path / "m"), "--data", str(tmp_path), "--set", "finetune.stepz=20")
+    res = zoo_main("finetune", str(tmp_path / "m"), "--data", str(tmp_path), "--set", "finetune.stepz=20")
     assert res.returncode == 2 and "stepz" in res.stderr
 
 
