@@ -6,24 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
-from zoo import Encoder, ExampleSet, Processor
+from zoo import Encoder, Processor
+from zoo.embedding import pooled_features
 
 from .baselines import aggregate_features
-
-
-@torch.no_grad()
-def pooled_features(encoder: Encoder, processor: Processor, data: ExampleSet, batch_size: int = 64) -> np.ndarray:
-    """``[N, D]`` pooled embeddings of every history, in order (the encoder in eval mode)."""
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    out = []
-    for lo in range(0, len(data), batch_size):
-        items = [processor(data.examples[i], name=data.name(i)) for i in range(lo, min(lo + batch_size, len(data)))]
-        batch = {k: v.to(device) for k, v in processor.collate(items).items()}
-        out.append(encoder(batch).pooled.float().cpu())
-    return torch.cat(out).numpy()
 
 
 def boosting_scores(train: dict[str, np.ndarray], test: dict[str, np.ndarray], ytr: list[int], yte: list[int], *,

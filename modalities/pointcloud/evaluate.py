@@ -5,23 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import torch
-
-from zoo import Encoder, ExampleSet, Processor
-
-
-@torch.no_grad()
-def pooled_features(encoder: Encoder, processor: Processor, data: ExampleSet, batch_size: int = 32) -> np.ndarray:
-    """``[N, 2D]`` pooled features of every example, in order (the encoder in eval mode)."""
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    out = []
-    for lo in range(0, len(data), batch_size):
-        items = [processor(data.examples[i], name=data.name(i)) for i in range(lo, min(lo + batch_size, len(data)))]
-        batch = {k: v.to(device) for k, v in processor.collate(items).items()}
-        out.append(encoder(batch).pooled.float().cpu())
-    return torch.cat(out).numpy()
+from zoo import Encoder, Processor
+from zoo.embedding import pooled_features
 
 
 def linear_svm(encoder: Encoder, processor: Processor, spec: dict[str, Any], c: float = 0.01) -> dict[str, float]:
