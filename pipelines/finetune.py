@@ -98,29 +98,28 @@ def layer_groups(encoder: nn.Module) -> list[list[tuple[str, nn.Parameter]]]:
     stacks = [(n, m) for n, m in encoder.named_modules() if isinstance(m, nn.ModuleList) and len(m) >= 1]
     if stacks:
         prefix, stack = max(stacks, key=lambda nm: sum(p.numel() for p in nm[1].parameters()))
-        groups: list[list[tuple[str, nn.Parameter]]] = [[] for _ in range(len(stack) + 1)]
-        seen_stack = False
-        for name, p in named:
-            m = re.match(re.escape(prefix) + r"\.(\d+)\.", name) if prefix else re.match(r"(\d+)\.", name)
-            if m:
-                groups[int(m.group(1)) + 1].append((name, p))
-                seen_stack = True
-            else:
-                groups[-1 if seen_stack else 0].append((name, p))
-        return [g for g in groups if g]
+        pattern = re.escape(prefix) + r"\.(\d+)\." if prefix else r"(\d+)\."
+        return _bucket(named, lambda name: re.match(pattern, name), len(stack))
     rnn_layer = [re.search(r"_l(\d+)(_reverse)?$", n) for n, _ in named]
     if any(rnn_layer):
         depth = max(int(m.group(1)) for m in rnn_layer if m) + 1
-        groups = [[] for _ in range(depth + 1)]
-        seen = False
-        for (name, p), m in zip(named, rnn_layer):
-            if m:
-                groups[int(m.group(1)) + 1].append((name, p))
-                seen = True
-            else:
-                groups[-1 if seen else 0].append((name, p))
-        return [g for g in groups if g]
+        return _bucket(named, lambda name: re.search(r"_l(\d+)(_reverse)?$", name), depth)
     return [named]
+
+
+def _bucket(named: list[tuple[str, nn.Parameter]], layer_of: Any, depth: int) -> list[list[tuple[str, nn.Parameter]]]:
+    """Parameters into ``depth + 1`` groups: those whose name ``layer_of`` matches go to their layer's group,
+    the others before the first layer to the bottom group and after it to the top layer's."""
+    groups: list[list[tuple[str, nn.Parameter]]] = [[] for _ in range(depth + 1)]
+    seen = False
+    for name, p in named:
+        m = layer_of(name)
+        if m:
+            groups[int(m.group(1)) + 1].append((name, p))
+            seen = True
+        else:
+            groups[-1 if seen else 0].append((name, p))
+    return [g for g in groups if g]
 
 
 class FinetuneModel(Classifier):
