@@ -214,10 +214,10 @@ class Checkpointer:
         return state
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only (not on biases, norms, embeddings' 1-D parameters)."""
+def param_groups(params: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (not on biases, norms, embeddings' 1-D parameters); frozen ones left out."""
     decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    for p in params:
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -231,7 +231,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas,
                                 weight_decay=cfg.weight_decay)
     groups = model.optimizer_groups(cfg.weight_decay) if hasattr(model, "optimizer_groups") else \
-        _param_groups(model, cfg.weight_decay)
+        param_groups(model.parameters(), cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 

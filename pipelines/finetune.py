@@ -29,7 +29,7 @@ from zoo.data import stratified_indices
 from zoo.paths import portable
 
 from .data import TrainData, iter_batches
-from .engine import setup_run, train
+from .engine import param_groups, setup_run, train
 from .recipe import Recipe, TrainConfig
 
 __all__ = ["FinetuneSettings", "finetune", "layer_groups", "check_label_spaces", "held_out_split", "own_data",
@@ -151,13 +151,8 @@ class FinetuneModel(Classifier):
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW groups: decay on matrices only; the head at the full rate, encoder layers at their scale."""
-        out = []
-        for params, scale in [(list(self.head.parameters()), 1.0), *self.scales]:
-            for decay in (True, False):
-                chosen = [p for p in params if p.requires_grad and (p.dim() >= 2) == decay]
-                if chosen:
-                    out.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale})
-        return out
+        return [{**group, "lr_scale": scale} for params, scale in [(list(self.head.parameters()), 1.0), *self.scales]
+                for group in param_groups(params, weight_decay) if group["params"]]
 
 
 # --- data: one's own, checked, split -----------------------------------------------------------------------

@@ -79,7 +79,7 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
         usage = (f"import zoo\n\nclassifier = zoo.AutoClassifier.from_pretrained({name!r})\n"
                  f"processor = classifier.processor\n{example}\n"
                  + ("print(classifier.predict([example]))  # [[{'label': target, 'value': ...}]]"
-                    if '"regression"' in (folder / "classifier.json").read_text()
+                    if json.loads((folder / "classifier.json").read_text()).get("task") == "regression"
                     else "print(classifier.predict([example], top_k=3))  # [[{'label': ..., 'score': ...}, ...]]"))
     else:
         usage = (f"import zoo\n\nencoder = zoo.AutoEncoder.from_pretrained({name!r})\n"

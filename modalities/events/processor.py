@@ -150,15 +150,19 @@ class EventProcessor(Processor):
 
     def fit(self, examples: Any) -> EventProcessor:
         """Infer the event fields and fit statistics and vocabularies on the events of a sample of histories."""
+        cfg = self.config
         parts: dict[str, list[np.ndarray]] = {}
+        gaps = []                                # the time feature's statistics, as the numerical fields have
         count = 0
         for i in range(len(examples)):
             cols = history_columns(examples[i], f"history {i}")
-            if self.config.time_column not in cols:
-                raise ColumnError(f"history {i}", self.config.time_column,
-                                  f"no time column {self.config.time_column!r} (columns: {sorted(cols)})")
+            if cfg.time_column not in cols:
+                raise ColumnError(f"history {i}", cfg.time_column,
+                                  f"no time column {cfg.time_column!r} (columns: {sorted(cols)})")
             for k, v in cols.items():
                 parts.setdefault(k, []).append(v)
+            t = parse_times(cols[cfg.time_column], cfg.time_unit, f"history {i}", cfg.time_column)
+            gaps.append(self._log_gaps(np.sort(t)[-cfg.max_events:]))
             count += 1
         if not count or not any(len(v) for p in parts.values() for v in p):
             raise ValueError("cannot fit the event schema on no events (0 histories or only empty ones)")
@@ -169,18 +173,16 @@ class EventProcessor(Processor):
         names = [c for c in cols if c not in self._not_fields()]
         if not names:
             raise ValueError(f"the histories have no event fields besides {sorted(self._not_fields() & set(cols))}")
-        cfg = self.config
         self.schema = ColumnSchema.infer(cols, names, numerical=cfg.numerical, categorical=cfg.categorical,
                                          max_categories=cfg.max_categories, numeric_share=cfg.numeric_share,
                                          min_frequency=cfg.min_frequency)
-        gaps = []                                # the time feature's statistics, as the numerical fields have
-        for i in range(len(examples)):
-            t = np.sort(parse_times(history_columns(examples[i], f"history {i}")[cfg.time_column], cfg.time_unit,
-                                    f"history {i}", cfg.time_column))[-cfg.max_events:]
-            gaps.append(np.log1p(np.diff(t) / cfg.time_scale))
-        gaps = np.concatenate(gaps) if gaps else np.zeros(0)
+        gaps = np.concatenate(gaps)
         self.time_mean, self.time_std = spread(gaps, cfg.time_column) if len(gaps) else (0.0, 1.0)
         return self
+
+    def _log_gaps(self, t: np.ndarray) -> np.ndarray:
+        """``log(1 + Δt / time_scale)`` between consecutive events of time-ordered ``t`` (one fewer than ``t``)."""
+        return np.log1p(np.diff(t) / self.config.time_scale)
 
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
         if not self.schema.fitted:
@@ -209,7 +211,7 @@ class EventProcessor(Processor):
         num, num_missing = self.schema.encode_numerical(fields, len(order), names, missing=cfg.missing_values)
         cat = self.schema.encode_categorical(fields, len(order), names, unknown=cfg.unknown_category)
         dt = np.zeros(len(t))
-        dt[1:] = np.log1p(np.diff(t) / cfg.time_scale)
+        dt[1:] = self._log_gaps(t)
         return {"cat": cat, "num": num, "num_missing": num_missing, "dt": torch.from_numpy(dt).float()}
 
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -116,15 +116,18 @@ def _pyg(spec: dict[str, Any]) -> ExampleSet:
     return ExampleSet(graphs, labels, [f"{name}[{i}]" for i in range(len(graphs))], None)
 
 
+TABLE_SUFFIXES = (".csv", ".parquet", ".json", ".jsonl")
+
+
 def _table(obj: Any, split: str):
     """A ``datasets.Dataset`` as given, or loaded with ``datasets.load_dataset``: a csv/parquet/json file or
     a dataset id."""
     from datasets import Dataset, load_dataset
     if isinstance(obj, Dataset):
         return obj
-    suffix = Path(str(obj)).suffix.lstrip(".")
-    if suffix in ("csv", "parquet", "json", "jsonl"):
-        return load_dataset("json" if suffix == "jsonl" else suffix, data_files=str(obj), split="train")
+    suffix = Path(str(obj)).suffix
+    if suffix in TABLE_SUFFIXES:
+        return load_dataset("json" if suffix == ".jsonl" else suffix[1:], data_files=str(obj), split="train")
     return load_dataset(str(obj), split=split)
 
 
@@ -190,7 +193,6 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
                       label_names if graph_col else None)
 
 
-TABLE_SUFFIXES = (".csv", ".parquet", ".json", ".jsonl")
 GRAPH_COLUMNS = ("id", "graph", "source", "target")
 
 
@@ -207,19 +209,13 @@ def graph_folder(path: str | Path, label_column: str | None = None, split: str |
     ``id``, the label column and the numeric node features: every other column) and ``edges.csv`` (``graph``,
     ``source``, ``target``), or ``train/`` and ``test/`` subfolders holding both; parquet/JSON work too. Each
     ``graph`` value is one graph, labelled by its nodes' ``label_column``."""
-    import pandas as pd
     folder, want = Path(path), split or "train"
     if (folder / want).is_dir():
         folder = folder / want
     elif want != "train":
         raise FileNotFoundError(f"{path}: no {want}/ subfolder")
     nodes, edges = _folder_file(folder, "nodes"), _folder_file(folder, "edges")
-    if nodes.suffix == ".csv":
-        columns = list(pd.read_csv(nodes, nrows=0).columns)
-    elif nodes.suffix == ".parquet":
-        columns = list(pd.read_parquet(nodes).columns)
-    else:
-        columns = list(pd.read_json(nodes, lines=nodes.suffix == ".jsonl").columns)
+    columns = _table(nodes, "train").column_names             # the reader _tables uses (datasets caches it)
     features = [c for c in columns if c not in GRAPH_COLUMNS and c not in (label_column, "label")]
     if not features:
         raise ValueError(f"{nodes}: no feature columns besides {columns}")
