@@ -156,24 +156,6 @@ class FinetuneModel(Classifier):
 
 
 # --- data: one's own, checked, split -----------------------------------------------------------------------
-def table_task(path: str | Path, label_column: str) -> str:
-    """``regression`` when a table's label column holds numbers with more than 20 distinct values, else
-    ``classification`` (class names, or a few class ids)."""
-    import pandas as pd
-    path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        col = pd.read_parquet(path, columns=[label_column])[label_column]
-    elif path.suffix.lower() in (".json", ".jsonl"):
-        col = pd.read_json(path, lines=path.suffix.lower() == ".jsonl")[label_column]
-    else:
-        header = pd.read_csv(path, nrows=0, sep=None if path.suffix.lower() == ".tsv" else ",").columns
-        if label_column not in header:
-            raise KeyError(f"{path}: --label-column {label_column!r} is not a column (columns: {list(header)})")
-        col = pd.read_csv(path, usecols=[label_column])[label_column]
-    numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
-    return "regression" if numeric and col.nunique() > 20 else "classification"
-
-
 def own_data(modality: Any, data: str, *, label_column: str | None, split: str | None,
              processor: Processor, task: str = "classification") -> dict[str, Any]:
     """The data spec of ``--data``: a folder → the modality's class-folder source; a CSV/parquet/JSON file → the
@@ -365,13 +347,16 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
     task = ft.task
     if data is not None:
         is_table = Path(data).is_file() and modality.table_source is None
-        if task == "auto":
-            task = table_task(data, label_column) if is_table and label_column else "classification"
+        if task == "auto" and not (is_table and label_column):
+            task = "classification"
         if task == "regression" and not (is_table or not Path(data).exists()):
             raise ValueError(f"regression targets are read from a table's label column; {data} is not one")
         train_spec = own_data(modality, data, label_column=label_column, split=split, processor=processor,
-                              task=task)
+                              task=task)                # "auto": the source decides from the column's values
         train_set = modality.load_data(train_spec)
+        if task == "auto":
+            task = "regression" if getattr(train_set, "regression", False) else "classification"
+            train_spec["problem_type"] = task
         if test_split is not None:
             test_set = modality.load_data({**train_spec, "split": test_split})
         elif Path(data).is_dir() and (Path(data) / "test").is_dir():

@@ -155,7 +155,8 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
     (default ``train``), ``streaming`` (an ``IterableDataset``: nothing is read before training) and the columns:
     ``input_column`` (the raw example; absent: the whole row without the label and name columns, as tables
     want), ``label_column`` (optional; class names from a ``ClassLabel`` feature, ``label_names`` or, map-style,
-    the column's sorted unique values; with ``problem_type: regression`` the column's numbers as they are),
+    the column's sorted unique values; with ``problem_type: regression`` the column's numbers as they are;
+    ``auto``: regression when they are numbers with more than 20 distinct values),
     ``name_column`` (what errors call the example). ``prepare(ds, spec)``
     is the modality's hook, e.g. audio keeps the encoded bytes (``Audio(decode=False)``) for its processor."""
     from datasets import load_dataset
@@ -176,8 +177,14 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
     if prepare is not None:
         ds = prepare(ds, {**spec, "input_column": inp})
     problem = spec.get("problem_type", "classification")
-    if problem not in ("classification", "regression"):
-        raise ValueError(f"source hf: problem_type must be 'classification' or 'regression', got {problem!r}")
+    if problem not in ("classification", "regression", "auto"):
+        raise ValueError(f"source hf: problem_type must be 'classification', 'regression' or 'auto', got {problem!r}")
+    uniques = None
+    if problem == "auto":                     # numbers with more than 20 distinct values: a regression target
+        uniques = ds.unique(label_col) if label_col and not streaming else None
+        given = [v for v in uniques or [] if v is not None and v == v]           # not None, not NaN
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in given)
+        problem = "regression" if uniques is not None and numeric and len(given) > 20 else "classification"
     regression = problem == "regression" and label_col is not None
     label_names = spec.get("label_names") if not regression else None
     feature = ds.features.get(label_col) if (label_col and ds.features and not regression) else None
@@ -185,7 +192,7 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
         label_names = list(feature.names)
     mapping = None
     if label_col and label_names is None and not streaming and not regression:
-        values = sorted(ds.unique(label_col), key=str)
+        values = sorted(uniques if uniques is not None else ds.unique(label_col), key=str)
         if not all(isinstance(v, int) for v in values):
             label_names = [str(v) for v in values]
     if label_names is not None and not hasattr(feature, "names"):
