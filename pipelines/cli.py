@@ -61,10 +61,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-FINETUNE_FLAGS = {"steps": "steps", "lr": "lr", "batch_size": "batch_size", "mode": "mode",
-                  "top_layers": "top_layers", "layer_decay": "layer_decay", "class_weights": "class_weights",
-                  "eval_every": "eval_every", "patience": "patience", "test_fraction": "test_fraction",
-                  "seed": "seed", "task": "task"}
+FINETUNE_FLAGS = ("steps", "lr", "batch_size", "mode", "top_layers", "layer_decay", "class_weights", "eval_every",
+                  "patience", "test_fraction", "seed", "task")     # flags named as the settings they set
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -85,7 +83,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     else:
         recorded = recorded_recipe(args.model)
         recipe = parse_recipe(apply_overrides(recorded, args.set), f"the recipe recorded by {args.model}")
-    settings = {key: getattr(args, flag) for flag, key in FINETUNE_FLAGS.items() if getattr(args, flag) is not None}
+    settings = {key: getattr(args, key) for key in FINETUNE_FLAGS if getattr(args, key) is not None}
     name = recipe.name if not args.data else Path(args.data).name or recipe.name
     out = Path(args.output or Path("runs") / f"{name}-finetune")
     result = finetune(args.model, recipe, out, resume=not args.no_resume, device=args.device, settings=settings,
