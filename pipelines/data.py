@@ -19,6 +19,7 @@ batch and counted, otherwise the run stops with the example and field named.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -236,6 +237,19 @@ class _StreamBatches(IterableDataset):
 
 
 # --- what the engine and the evaluation iterate ---------------------------------------------------------
+MAIN_ONLY_FDS: set[int] = set()      # descriptors a forked worker must not keep open (the run folder's lock)
+
+
+def _close_main_only(worker_id: int) -> None:
+    """In each worker: close the inherited run-folder lock, so that a SIGKILLed run's orphaned workers do not hold
+    it while they notice their parent is gone (``flock`` lasts while any copy of the descriptor is open)."""
+    for fd in MAIN_ONLY_FDS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def _loader(dataset: Any, *, workers: int, prefetch: int, pin: bool, batch_sampler: Any = None) -> DataLoader:
     """A DataLoader whose dataset makes whole batches (no collation here)."""
     extra: dict[str, Any] = {"prefetch_factor": prefetch} if workers > 0 else {}
@@ -246,6 +260,8 @@ def _loader(dataset: Any, *, workers: int, prefetch: int, pin: bool, batch_sampl
         extra["batch_sampler"] = batch_sampler
     else:
         extra["batch_size"] = None
+    if workers > 0:
+        extra["worker_init_fn"] = _close_main_only
     return DataLoader(dataset, num_workers=workers, collate_fn=_identity, pin_memory=pin, **extra)
 
 

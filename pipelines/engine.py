@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import TrainData, batch_indices
+from .data import MAIN_ONLY_FDS, TrainData, batch_indices
 from .recipe import TrainConfig
 
 __all__ = ["DistInfo", "RunContext", "setup_distributed", "setup_run", "pick_device", "lr_at", "batch_indices",
@@ -408,10 +408,12 @@ class RunLock:
         fh.write(f"process {os.getpid()} on {platform.node()}\n")
         fh.flush()
         self.fh = fh
+        MAIN_ONLY_FDS.add(fh.fileno())
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.fh is not None:
+            MAIN_ONLY_FDS.discard(self.fh.fileno())
             self.fh.close()
             self.fh = None
 
