@@ -42,13 +42,29 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from .pretrain import pretrain
+    from .pretrain import pretrain, with_own_data
     from .recipe import load_recipe
     recipe = load_recipe(args.recipe, args.set)
+    if args.data:
+        recipe = with_own_data(recipe, args.data, label_column=args.label_column, split=args.split)
+    elif args.label_column or args.split:
+        raise ValueError("--label-column and --split describe --data: give --data too")
     out = Path(args.output or Path("runs") / recipe.name)
-    summary = pretrain(recipe, out, resume=not args.no_resume)
+    summary = pretrain(recipe, out, resume=not args.no_resume,
+                       command=_command("pretrain", args.recipe, args.data, args.label_column, args.split, args.set))
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _command(verb: str, target: str, data: str | None, label_column: str | None, split: str | None,
+             sets: list[str]) -> str:
+    """The command that reproduces a run, naming local files by their name only."""
+    from .data_spec import describe_data
+    parts = [f"zoo {verb}", describe_data(target)]
+    for flag, value in (("--data", data), ("--label-column", label_column), ("--split", split)):
+        if value is not None:
+            parts += [flag, describe_data(value) if flag == "--data" else value]
+    return " ".join(parts + [f"--set {s}" for s in sets])
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -95,12 +111,14 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from zoo import AutoClassifier
+    from zoo.classifier import CLASSIFIER_NAME
+    model = Path(args.model)
+    if model.is_dir() and not (model / CLASSIFIER_NAME).is_file() and (model / "config.json").is_file():
+        raise ValueError(f"{model} is an encoder, not a fine-tuned classifier (no {CLASSIFIER_NAME}): fine-tune it "
+                         f"first (zoo finetune {model} --data ...), or embed with zoo embed")
     clf = AutoClassifier.from_pretrained(args.model)
-    examples, names = [], []
-    for path in args.inputs:
-        found = clf.processor.read_many(path)
-        examples += found
-        names += [path] if len(found) == 1 else [f"{path}[{j}]" for j in range(len(found))]
+    named = [item for path in args.inputs for item in clf.processor.read_named(path)]
+    names, examples = [n for n, _ in named], [ex for _, ex in named]
     out = clf.predict(examples, names=names, top_k=args.top_k)
     for name, labels in zip(names, out):
         if args.json:
@@ -124,10 +142,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         def records(self, part: int, parts: int, epoch: int):
             i = 0
             for path in args.inputs:
-                found = processor.read_many(path)
-                for j, ex in enumerate(found):
+                for name, ex in processor.read_named(path):
                     if i % parts == part:
-                        yield ex, None, path if len(found) == 1 else f"{path}[{j}]"
+                        yield ex, None, name
                     i += 1
 
     out = Path(args.output) if args.output else None
@@ -213,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("pretrain", help="pretrain an encoder from a recipe (resumes a killed run)")
     s.add_argument("recipe", help="recipe name (see `zoo list`) or YAML path")
+    s.add_argument("--data", help="your own (unlabelled) data instead of the recipe's: a folder of files, a "
+                                  "CSV/parquet table or a Hugging Face dataset id")
+    s.add_argument("--label-column", help="a column of --data that is a label (never an input; left out)")
+    s.add_argument("--split", help="the split of --data to pretrain on (a folder's subfolder, a dataset split)")
     s.add_argument("--output", help="run folder (default: runs/<recipe name>)")
     set_arg(s)
     s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")

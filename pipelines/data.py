@@ -237,20 +237,27 @@ class _StreamBatches(IterableDataset):
 
 
 # --- what the engine and the evaluation iterate ---------------------------------------------------------
-MAIN_ONLY_FDS: set[int] = set()      # descriptors a forked worker must not keep open (the run folder's lock)
+class _CloseInWorkers:
+    """A worker_init_fn: in each worker, close the descriptors only the main process may hold (the run folder's
+    lock), so that a SIGKILLed run's orphaned workers do not hold it while they notice their parent is gone."""
+
+    def __init__(self, fds: tuple[int, ...]) -> None:
+        self.fds = fds
+
+    def __call__(self, worker_id: int) -> None:
+        _close(self.fds)
 
 
-def _close_main_only(worker_id: int) -> None:
-    """In each worker: close the inherited run-folder lock, so that a SIGKILLed run's orphaned workers do not hold
-    it while they notice their parent is gone (``flock`` lasts while any copy of the descriptor is open)."""
-    for fd in MAIN_ONLY_FDS:
+def _close(fds: tuple[int, ...]) -> None:
+    for fd in fds:
         try:
             os.close(fd)
         except OSError:
             pass
 
 
-def _loader(dataset: Any, *, workers: int, prefetch: int, pin: bool, batch_sampler: Any = None) -> DataLoader:
+def _loader(dataset: Any, *, workers: int, prefetch: int, pin: bool, batch_sampler: Any = None,
+            close_fds: tuple[int, ...] = ()) -> DataLoader:
     """A DataLoader whose dataset makes whole batches (no collation here)."""
     extra: dict[str, Any] = {"prefetch_factor": prefetch} if workers > 0 else {}
     # its own generator: a DataLoader otherwise draws its base seed from the global RNG, which would shift the
@@ -261,7 +268,7 @@ def _loader(dataset: Any, *, workers: int, prefetch: int, pin: bool, batch_sampl
     else:
         extra["batch_size"] = None
     if workers > 0:
-        extra["worker_init_fn"] = _close_main_only
+        extra["worker_init_fn"] = _CloseInWorkers(close_fds)
     return DataLoader(dataset, num_workers=workers, collate_fn=_identity, pin_memory=pin, **extra)
 
 
@@ -296,7 +303,8 @@ class TrainData:
     def state(self) -> dict[str, Any]:
         return {**self._position, "skipped": self.skipped, "skipped_examples": self.skipped_examples[:20]}
 
-    def batches(self, state: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    def batches(self, state: dict[str, Any] | None = None, close_fds: tuple[int, ...] = ()) -> Iterator[dict[str, Any]]:
+        """Endless batches from the checkpointed position ``state``; ``close_fds`` are closed in the workers."""
         cfg, workers = self.cfg, self.cfg.num_workers
         state = state or {}
         self.skipped = int(state.get("skipped", 0))
@@ -314,14 +322,14 @@ class TrainData:
             self._position = {"kind": "stream", "workers": w, "positions": {str(k): list(v) for k, v in
                                                                              positions.items()},
                               "next_role": rotation}
-            loader = _loader(ds, workers=workers, prefetch=cfg.prefetch_factor, pin=self.pin)
+            loader = _loader(ds, workers=workers, prefetch=cfg.prefetch_factor, pin=self.pin, close_fds=close_fds)
         else:
             start = int(state.get("batches", 0))
             sampler = EpochBatches(len(self.data), cfg.batch_size, cfg.seed, self.rank, self.world, start,
                                    self.lengths, cfg.length_buckets)
             self._position = {"kind": "map", "batches": start}
             loader = _loader(_MapBatches(self.data, self.processor, cfg.skip_bad), workers=workers,
-                             prefetch=cfg.prefetch_factor, pin=self.pin, batch_sampler=sampler)
+                             prefetch=cfg.prefetch_factor, pin=self.pin, batch_sampler=sampler, close_fds=close_fds)
         return self._consume(iter(loader), workers)
 
     def _consume(self, it: Iterator[dict[str, Any]], workers: int) -> Iterator[dict[str, Any]]:

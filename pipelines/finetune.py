@@ -1,22 +1,23 @@
-"""Fine-tuning a zoo encoder on labelled data, one's own or a recipe's, through the same engine as pretraining.
+"""Fine-tuning a zoo encoder on labelled data — one's own or a recipe's — as a thin recipe over the engine's one
+loop (docs/architecture.md, "Fine-tuning"): **setup** (the model, the labelled data decided once, the settings
+parsed once) → **run** (one :func:`~pipelines.engine.train` with a validation hook: the best checkpoint, early
+stopping) → **report** (test metrics, predictions, plots, the card, through :mod:`pipelines.report`).
 
-``zoo finetune MODEL --data PATH_OR_HF_ID`` builds the run from the model's own recipe and processor: a folder
-with class subfolders (audio, video, point clouds), a CSV/parquet table with a label column (tables, event logs),
-or a Hugging Face dataset id. The label spaces of train and test are checked; without a test split a seeded,
-stratified share is held out; a validation share of the training data picks the best checkpoint and stops the
-run early. Frozen (linear probe), partial (top ``k`` layer groups) or full fine-tuning, layer-wise learning-rate
-decay (Clark et al. 2020, ELECTRA; BEiT), class weights. The result is a :class:`zoo.Classifier` folder that
-``zoo.AutoClassifier.from_pretrained`` loads, with its card, predictions, per-class table and confusion matrix.
+Frozen (linear probe), partial (top ``k`` layer groups) or full fine-tuning, layer-wise learning-rate decay
+(Clark et al. 2020, ELECTRA; BEiT), class weights; BatchNorm statistics recomputed under the final weights before
+every validation and before saving (:mod:`pipelines.batchnorm`). The result is a :class:`zoo.Classifier` folder
+that ``zoo.AutoClassifier.from_pretrained`` loads.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import shutil
-from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,27 @@ import torch
 from torch import nn
 
 from zoo import AutoEncoder, AutoProcessor, Classifier, Config, Encoder, ExampleSet, Processor, StreamSet, get_modality
-from zoo.data import stratified_indices
 from zoo.paths import portable
 
+from .batchnorm import recompute_batchnorm
 from .data import TrainData, iter_batches
-from .engine import param_groups, setup_run, train
+from .engine import Hook, Loop, param_groups, setup_run, train
+from .labelled import LabelledData, load_labelled
 from .recipe import Recipe, TrainConfig
+from .report import (
+    LOWER_IS_BETTER,
+    confusion_png,
+    finetune_card,
+    predict_set,
+    scatter_png,
+    task_metrics,
+    write_predictions,
+)
 
-__all__ = ["FinetuneSettings", "finetune", "layer_groups", "check_label_spaces", "held_out_split", "own_data",
-           "classification_metrics"]
+__all__ = ["FinetuneSettings", "finetune", "layer_groups", "FinetuneModel", "ValidationHook"]
+
+logger = logging.getLogger(__name__)
+BN_BATCHES = 50                      # training batches the BatchNorm statistics are recomputed over
 
 
 @dataclass
@@ -155,176 +168,81 @@ class FinetuneModel(Classifier):
                 for group in param_groups(params, weight_decay) if group["params"]]
 
 
-# --- data: one's own, checked, split -----------------------------------------------------------------------
-def own_data(modality: Any, data: str, *, label_column: str | None, split: str | None,
-             processor: Processor, task: str = "classification") -> dict[str, Any]:
-    """The data spec of ``--data``: a folder → the modality's class-folder source; a CSV/parquet/JSON file → the
-    modality's table source (or ``datasets``' builder, every column but the label an input); else a ``datasets``
-    id or builder name with ``--label-column``."""
-    path = Path(data)
-    if path.is_dir():
-        if modality.folder_source is None:
-            raise ValueError(f"modality {modality.name!r} reads no class folders: give a table or a datasets id")
-        if callable(modality.folder_source):                  # a folder laid out its own way (graphs: tables)
-            return modality.folder_source(str(path), label_column or "label", split)
-        return {"source": modality.folder_source, "data_dir": str(path), "split": split or "train"}
-    if path.is_file():
-        if label_column is None:
-            raise ValueError(f"{path}: a table needs --label-column (the column holding the labels)")
-        if modality.table_source is not None:
-            return modality.table_source(str(path), label_column, processor)
-        builder = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".json": "json", ".jsonl": "json"}.get(
-            path.suffix.lower())
-        if builder is None:
-            raise ValueError(f"{path}: unsupported table file (use .csv, .parquet or .json)")
-        return {"source": "hf", "path": builder, "data_files": str(path), "label_column": label_column,
-                "problem_type": task}
-    if path.suffix or data.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--data {data}: no such file or folder")
-    return {"source": "hf", "path": data, "split": split or "train", "label_column": label_column or "label",
-            "problem_type": task}
+# --- hooks ------------------------------------------------------------------------------------------------------
+def _bn_batches(clf: Classifier, data: LabelledData, batch_size: int) -> Any:
+    """Recompute the classifier's BatchNorm statistics over (at most :data:`BN_BATCHES`) training batches."""
+    device = clf.head.weight.device
+
+    def forward(batch: dict[str, Any]) -> None:
+        clf.encoder({k: v.to(device) for k, v in batch.items() if torch.is_tensor(v) and k != "labels"})
+    batches = islice(iter_batches(data.train, clf.processor, batch_size=batch_size), BN_BATCHES)
+    return recompute_batchnorm(clf, forward, batches)
 
 
-def _names(data: ExampleSet | StreamSet) -> list[str]:
-    if data.label_names is not None:
-        return [str(n) for n in data.label_names]
-    if isinstance(data, ExampleSet) and data.labels is not None:
-        return [str(i) for i in range(int(max(data.labels)) + 1)]
-    raise ValueError("fine-tuning needs labelled data (a label column, class folders, or label names for a stream)")
+class PreciseBatchNorm(Hook):
+    """At the last step (before the final checkpoint): BatchNorm statistics under the final weights."""
+
+    def __init__(self, data: LabelledData, batch_size: int) -> None:
+        self.data, self.batch_size = data, batch_size
+
+    def on_interval(self, run: Loop, step: int) -> bool:
+        _bn_batches(run.model, self.data, self.batch_size)
+        run.model.train()
+        return False
 
 
-def check_label_spaces(train: ExampleSet | StreamSet, test: ExampleSet | StreamSet,
-                       min_per_class: int = 2) -> list[str]:
-    """The label names both sets share, in order; different names or counts stop the run naming both lists, and
-    classes with fewer than ``min_per_class`` training examples are named."""
-    a, b = _names(train), _names(test)
-    if a != b:
-        only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-        raise ValueError(f"train and test label sets differ: train has {len(a)} labels {a}, test has {len(b)} "
-                         f"labels {b}" + (f"; only in train: {only_a}" if only_a else "")
-                         + (f"; only in test: {only_b}" if only_b else "")
-                         + ("" if only_a or only_b else "; the same names in another order"))
-    if isinstance(train, ExampleSet):
-        counts = Counter(int(y) for y in train.labels)
-        few = {a[i]: counts.get(i, 0) for i in range(len(a)) if counts.get(i, 0) < min_per_class}
-        if few:
-            raise ValueError(f"classes with fewer than {min_per_class} training examples: {few} "
-                             "(add examples, or drop these classes)")
-    return a
+class ValidationHook(Hook):
+    """Every ``eval_every`` steps (and at the last): BatchNorm statistics recomputed, the validation set scored,
+    ``validation.jsonl`` appended, the best classifier kept in ``best/``, and after ``patience`` validations
+    without improvement the run stopped. Its history is part of every checkpoint (an exact resume)."""
+
+    def __init__(self, data: LabelledData, ft: FinetuneSettings, metric: str, output_dir: Path,
+                 batch_size: int) -> None:
+        self.data, self.ft, self.metric, self.batch_size = data, ft, metric, batch_size
+        self.every = ft.eval_every
+        self.path, self.best_dir = output_dir / "validation.jsonl", output_dir / "best"
+        self.sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        self.history: list[dict[str, Any]] = []
+
+    def state(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.history = list(state.get("history", []))
+
+    def on_interval(self, run: Loop, step: int) -> bool:
+        clf = run.model
+        _bn_batches(clf, self.data, self.batch_size)
+        y, out, _ = predict_set(clf, clf.processor, self.data.validation, device=run.ctx.device)
+        score = task_metrics(self.data.task, y, out, self.data.label_names)[self.metric]
+        best = max((self.sign * h["score"] for h in self.history), default=-math.inf)
+        row = {"step": step, "score": score, "metric": self.metric, "best": self.sign * score > best}
+        self.history.append(row)
+        if run.ctx.info.main:
+            self.path.write_text("".join(json.dumps(h) + "\n" for h in self.history))
+            if row["best"]:
+                clf.save_pretrained(self.best_dir)
+        clf.train()
+        since = len(self.history) - 1 - max(i for i, h in enumerate(self.history) if h["best"])
+        return bool(self.ft.patience and since >= self.ft.patience and step < run.cfg.steps)
+
+    def best_step(self) -> int | None:
+        return max(self.history, key=lambda h: self.sign * h["score"])["step"] if self.history else None
 
 
-def held_out_split(data: ExampleSet, fraction: float, seed: int) -> tuple[ExampleSet, ExampleSet]:
-    """A seeded, stratified split: ``max(1, round(fraction · n_c))`` examples of every class ``c`` held out (a
-    regression target: of every quintile of the target)."""
-    if not isinstance(data, ExampleSet) or data.labels is None:
-        raise ValueError("a held-out split needs map-style labelled data (a streamed set needs --test-split)")
-    labels = list(data.labels)
-    if data.regression:                       # strata: the target's quintiles
-        y = np.asarray(labels, dtype=float)
-        labels = np.digitize(y, np.quantile(y, [0.2, 0.4, 0.6, 0.8])).tolist() if len(y) >= 5 else [0] * len(y)
-    held = set(stratified_indices(labels, fraction, seed))
-    rest = [i for i in range(len(data)) if i not in held]
-    return data.subset(rest), data.subset(sorted(held))
+# --- the recipe: setup → run → report ---------------------------------------------------------------------------
+@dataclass
+class Setup:
+    """A fine-tuning run's inputs, decided once."""
 
-
-# --- metrics ---------------------------------------------------------------------------------------------------
-def classification_metrics(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, the confusion matrix (rows: true, columns: predicted) and per-class precision,
-    recall, F1 and support."""
-    c = len(label_names)
-    cm = np.zeros((c, c), dtype=np.int64)
-    np.add.at(cm, (y, pred), 1)
-    tp = np.diag(cm).astype(float)
-    precision = np.divide(tp, cm.sum(0), out=np.zeros(c), where=cm.sum(0) > 0)
-    recall = np.divide(tp, cm.sum(1), out=np.zeros(c), where=cm.sum(1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(c), where=precision + recall > 0)
-    present = cm.sum(1) > 0
-    return {"accuracy": float(tp.sum() / max(cm.sum(), 1)), "macro_f1": float(f1[present].mean()) if present.any()
-            else 0.0, "confusion_matrix": cm.tolist(),
-            "per_class": {n: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                              "support": int(cm[i].sum())} for i, n in enumerate(label_names)}}
-
-
-def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """Mean absolute error, root mean squared error and R² (1 − SSE / the target's sum of squares)."""
-    y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
-    err = pred - y
-    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
-    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
-            "r2": 1.0 - float((err ** 2).sum()) / total if total > 0 else 0.0}
-
-
-LOWER_IS_BETTER = {"rmse", "mae"}
-
-
-@torch.no_grad()
-def predict_set(clf: Classifier, processor: Processor, data: ExampleSet | StreamSet, *, num_workers: int = 0,
-                device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``(true labels, probabilities [N, C] or values [N], names)`` of a labelled set, read through the
-    DataLoader workers."""
-    clf.eval().to(device)
-    ys, probs, names = [], [], []
-    for batch in iter_batches(data, processor, batch_size=64, num_workers=num_workers):
-        labels = batch.pop("labels")
-        names += list(batch.pop("_names"))
-        batch.pop("_skipped", None)
-        probs.append(clf.outputs({k: v.to(device) for k, v in batch.items()}).cpu())
-        ys.append(labels)
-    if not ys:
-        raise ValueError("nothing to evaluate: the set holds no examples")
-    return torch.cat(ys).numpy(), torch.cat(probs).numpy(), names
-
-
-def confusion_png(cm: list[list[int]], label_names: list[str], path: Path, title: str) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    m = np.asarray(cm)
-    size = max(4.0, 0.45 * len(label_names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(label_names)), label_names, rotation=90 if len(label_names) > 6 else 0)
-    ax.set_yticks(range(len(label_names)), label_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if len(label_names) <= 20:
-        for i in range(len(m)):
-            for j in range(len(m)):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center",
-                        color="white" if m[i, j] > m.max() / 2 else "black", fontsize=8)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def scatter_png(y: np.ndarray, pred: np.ndarray, path: Path, title: str) -> Path:
-    """Predicted against true values, with the diagonal."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(y, pred, s=6, alpha=0.5)
-    lo, hi = float(min(np.min(y), np.min(pred))), float(max(np.max(y), np.max(pred)))
-    ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
-    ax.set_xlabel("true")
-    ax.set_ylabel("predicted")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-# --- the run -------------------------------------------------------------------------------------------------
-def _class_weights(data: ExampleSet | StreamSet, c: int, kind: str) -> torch.Tensor | None:
-    if kind == "none":
-        return None
-    if not isinstance(data, ExampleSet):
-        raise ValueError("class_weights: balanced needs map-style data (the class counts)")
-    counts = np.bincount(np.asarray(list(data.labels), dtype=np.int64), minlength=c).astype(float)
-    return torch.tensor(counts.sum() / (c * np.maximum(counts, 1.0)), dtype=torch.float32)
+    clf: FinetuneModel
+    data: LabelledData
+    cfg: TrainConfig
+    ft: FinetuneSettings
+    metric: str
+    origin: str
+    fingerprint: dict[str, Any]
+    command: str
 
 
 def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
@@ -333,188 +251,154 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
              settings: dict[str, Any] | None = None, data: str | None = None, label_column: str | None = None,
              split: str | None = None, test_split: str | None = None, repo_id: str | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` and report test metrics. Data: ``data`` (one's own: a folder, a table or a datasets
-    id; ``test_split`` or a held-out share for testing), else ``train_set``/``test_set``, else the recipe's
-    ``evaluate.train``/``evaluate.test``. Settings: the recipe's ``finetune`` section, then ``settings``.
-    ``from_scratch`` trains the same architecture from a seeded random initialisation. Writes
-    ``<output>/model`` (a classifier folder with card, ``predictions.jsonl``, ``confusion_matrix.png``)."""
+    id), else ``train_set``/``test_set``, else the recipe's ``evaluate.train``/``evaluate.test``. Settings: the
+    recipe's ``finetune`` section, then ``settings``. ``from_scratch``: the same architecture, seeded random
+    weights. Writes ``<output>/model`` (a classifier folder with card, ``predictions.jsonl`` and plots)."""
     output_dir = Path(output_dir)
+    s = setup(model, recipe, device=device, settings=settings, data=data, label_column=label_column, split=split,
+              test_split=test_split, train_set=train_set, test_set=test_set, from_scratch=from_scratch)
+    ctx = setup_run(s.cfg, output_dir)
+    hooks: tuple[Hook, ...] = (PreciseBatchNorm(s.data, s.cfg.batch_size),)
+    validation = None
+    if s.data.validation is not None:
+        validation = ValidationHook(s.data, s.ft, s.metric, output_dir, s.cfg.batch_size)
+        hooks = (validation,)
+    if not resume:
+        shutil.rmtree(output_dir / "best", ignore_errors=True)
+        (output_dir / "validation.jsonl").unlink(missing_ok=True)
+    result = train(s.clf, TrainData(s.data.train, s.clf.processor, s.cfg, rank=ctx.info.rank, world=ctx.info.world),
+                   s.cfg, output_dir, resume=resume, desc=f"finetune {recipe.name}", hooks=hooks, ctx=ctx,
+                   fingerprint=s.fingerprint)
+    if result.steps == 0:
+        raise RuntimeError("no training step ran: nothing is saved (a head that did not train is never published)")
+    if validation is not None and (output_dir / "best" / "head.safetensors").is_file():
+        s.clf.load_state_dict(Classifier.from_pretrained(output_dir / "best").state_dict())
+    return report(s, recipe, output_dir, result, validation, ctx.device, repo_id)
+
+
+DEFAULTS = {"steps": 50, "lr": 1e-4, "warmup_steps": 5}
+
+
+def setup(model: str | Path, recipe: Recipe, *, device: str, settings: dict[str, Any] | None, data: str | None,
+          label_column: str | None, split: str | None, test_split: str | None,
+          train_set: ExampleSet | StreamSet | None, test_set: ExampleSet | StreamSet | None,
+          from_scratch: bool) -> Setup:
+    """Load the model, decide the labelled data and the settings once, build the classifier."""
     encoder, processor = AutoEncoder.from_pretrained(model), AutoProcessor.from_pretrained(model)
     modality = get_modality(encoder.modality)
-    engine_cfg, ft = split_settings({"steps": 50, "lr": 1e-4, "warmup_steps": 5, **recipe.finetune,
-                                     **(settings or {})}, where="finetune")
+    engine_cfg, ft = split_settings({**DEFAULTS, **recipe.finetune, **(settings or {})}, where="finetune")
     cfg = TrainConfig.from_dict({**engine_cfg, "device": device}, where="finetune")
-    spec = recipe.evaluate
-    task = ft.task
-    if data is not None:
-        is_table = Path(data).is_file() and modality.table_source is None
-        if task == "auto" and not (is_table and label_column):
-            task = "classification"
-        if task == "regression" and not (is_table or not Path(data).exists()):
-            raise ValueError(f"regression targets are read from a table's label column; {data} is not one")
-        train_spec = own_data(modality, data, label_column=label_column, split=split, processor=processor,
-                              task=task)                # "auto": the source decides from the column's values
-        train_set = modality.load_data(train_spec)
-        if task == "auto":
-            task = "regression" if getattr(train_set, "regression", False) else "classification"
-            train_spec["problem_type"] = task
-        if test_split is not None:
-            test_set = modality.load_data({**train_spec, "split": test_split})
-        elif Path(data).is_dir() and (Path(data) / "test").is_dir():
-            test_set = modality.load_data(own_data(modality, data, label_column=label_column, split="test",
-                                                   processor=processor))
-        else:
-            train_set, test_set = held_out_split(train_set, ft.test_fraction, cfg.seed)
-    else:
-        if (train_set is None and "train" not in spec) or (test_set is None and "test" not in spec):
-            raise ValueError(f"recipe {recipe.name!r} has no evaluate.train / evaluate.test data: give --data")
-        train_set = train_set if train_set is not None else modality.load_data(spec["train"])
-        test_set = test_set if test_set is not None else modality.load_data(spec["test"])
-        found = "regression" if getattr(train_set, "regression", False) else "classification"
-        if task not in ("auto", found):
-            raise ValueError(f"finetune.task is {task!r} but the data's labels are for {found}")
-        task = found
-    metric = ft.metric if ft.metric != "auto" else ("rmse" if task == "regression" else "accuracy")
-    if (metric in LOWER_IS_BETTER) != (task == "regression"):
-        raise ValueError(f"finetune.metric {metric!r} does not rank {task}: use "
-                         + ("rmse or mae" if task == "regression" else "accuracy or macro_f1"))
-    if task == "regression":
-        label_names = [label_column or "target"]
-        for what, part in (("train", train_set), ("test", test_set)):
-            if getattr(part, "regression", False) is not True:
-                raise ValueError(f"the {what} set's labels are class ids, not regression targets")
-        if ft.class_weights != "none":
-            raise ValueError("finetune.class_weights: a regression target has no classes to weigh")
-    else:
-        label_names = check_label_spaces(train_set, test_set, ft.min_per_class)
-    val_set = None
-    if ft.validation_fraction > 0 and (ft.eval_every > 0 or ft.patience > 0):
-        train_set, val_set = held_out_split(train_set, ft.validation_fraction, cfg.seed + 1)
-    stats: dict[str, float] = {}
-    if task == "regression":
-        y = np.asarray(list(train_set.labels), dtype=float) if isinstance(train_set, ExampleSet) else None
-        if y is None:
-            raise ValueError("regression fine-tuning needs map-style training data (the target's statistics)")
-        if not np.isfinite(y).all():
-            bad = int(np.argmax(~np.isfinite(y)))
-            raise ValueError(f"{train_set.name(bad)}: field {label_names[0]!r}: the target is {y[bad]} (NaN/inf)")
-        stats = {"target_mean": float(y.mean()), "target_std": float(y.std()) if y.std() > 0 else 1.0}
+    labelled = load_labelled(modality, processor, ft, cfg.seed, data=data, label_column=label_column, split=split,
+                             test_split=test_split, recipe_eval=recipe.evaluate, train_set=train_set,
+                             test_set=test_set)
+    metric = ft.metric if ft.metric != "auto" else ("rmse" if labelled.task == "regression" else "accuracy")
+    if (metric in LOWER_IS_BETTER) != (labelled.task == "regression"):
+        raise ValueError(f"finetune.metric {metric!r} does not rank {labelled.task}: use "
+                         + ("rmse or mae" if labelled.task == "regression" else "accuracy or macro_f1"))
+    cfg = _fit_batch(cfg, labelled.train)
     if from_scratch:
         torch.manual_seed(cfg.seed)
         encoder = type(encoder)(encoder.config)
     torch.manual_seed(cfg.seed)
-    weights = _class_weights(train_set, len(label_names), ft.class_weights) if task == "classification" else None
-    clf = FinetuneModel(encoder, label_names, ft, weights, processor=processor, task=task, **stats)
-    ctx = setup_run(cfg, output_dir)
-    trainer_data = TrainData(train_set, processor, cfg, rank=ctx.info.rank, world=ctx.info.world)
-    desc = f"finetune {recipe.name}"
-    history_path = output_dir / "validation.jsonl"
-    history = [json.loads(x) for x in history_path.read_text().splitlines()] if resume and history_path.is_file() \
-        else []
-    best_dir = output_dir / "best"
-    if not resume:
-        history_path.unlink(missing_ok=True)
-        shutil.rmtree(best_dir, ignore_errors=True)
-    every = ft.eval_every if val_set is not None and ft.eval_every > 0 else cfg.steps
-    stopped_at = None
-    step = 0
-    for chunk_end in list(range(every, cfg.steps, every)) + [cfg.steps]:
-        if history and history[-1]["step"] >= chunk_end:
-            step = chunk_end
-            continue                                     # done before a resume
-        fresh = not (resume or step > 0)
-        res = train(clf, trainer_data, _stretch(cfg, output_dir, chunk_end, fresh), output_dir, resume=not fresh,
-                    desc=desc, ctx=ctx)
-        step = res.steps
-        if val_set is not None:
-            y, p, _ = predict_set(clf, processor, val_set, num_workers=cfg.num_workers, device=ctx.device)
-            score = _metrics(task, y, p, label_names)[metric]
-            sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-            best = max((sign * h["score"] for h in history), default=-math.inf)
-            row = {"step": step, "score": score, "metric": metric, "best": sign * score > best}
-            history.append(row)
-            with open(history_path, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            if row["best"]:
-                clf.save_pretrained(best_dir)
-            since = len(history) - 1 - max(i for i, h in enumerate(history) if h["best"])
-            if ft.patience and since >= ft.patience and step < cfg.steps:
-                stopped_at = step
-                break
-    if val_set is not None and (best_dir / "head.safetensors").is_file():
-        clf.load_state_dict(Classifier.from_pretrained(best_dir).state_dict())
-    y, probs, names = predict_set(clf, processor, test_set, num_workers=cfg.num_workers, device=ctx.device)
-    metrics = _metrics(task, y, probs, label_names)
+    clf = FinetuneModel(encoder, labelled.label_names, ft, _class_weights(labelled, ft.class_weights),
+                        processor=processor, task=labelled.task, **_target_stats(labelled))
+    local = Path(str(model)).exists()
+    origin = portable(str(Path(model).resolve())) if local else str(model)
+    fingerprint = {"model": str(Path(model).resolve()) if local else str(model),
+                   "data": str(Path(data).resolve()) if data and Path(data).exists() else data,
+                   "label_column": label_column, "split": split, "test_split": test_split,
+                   "from_scratch": from_scratch, "train": {**cfg.to_dict(), "device": None}, "finetune": ft.to_dict()}
+    return Setup(clf, labelled, cfg, ft, metric, origin, fingerprint,
+                 _command(model, data, label_column, split, test_split, settings))
+
+
+def _command(model: str | Path, data: str | None, label_column: str | None, split: str | None,
+             test_split: str | None, settings: dict[str, Any] | None) -> str:
+    """The ``zoo finetune`` command that reproduces the run, without local paths (names only)."""
+    from .data_spec import describe_data
+    parts = ["zoo finetune", describe_data(model)]
+    for flag, value in (("--data", data), ("--label-column", label_column), ("--split", split),
+                        ("--test-split", test_split)):
+        if value is not None:
+            parts += [flag, describe_data(value) if flag == "--data" else str(value)]
+    for key, value in (settings or {}).items():
+        parts += [f"--{key.replace('_', '-')}", str(value)]
+    return " ".join(parts)
+
+
+def _fit_batch(cfg: TrainConfig, train: ExampleSet | StreamSet) -> TrainConfig:
+    """A map-style training set smaller than one global batch trains with batches of all of it (said so)."""
+    import torch.distributed as dist
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if isinstance(train, ExampleSet) and len(train) < cfg.batch_size * world:
+        fitted = max(1, len(train) // world)
+        logger.warning("finetune: %d training examples cannot fill a batch of %d x %d ranks: batches of %d",
+                       len(train), cfg.batch_size, world, fitted)
+        return replace(cfg, batch_size=fitted)
+    return cfg
+
+
+def _class_weights(data: LabelledData, kind: str) -> torch.Tensor | None:
+    if kind == "none":
+        return None
+    if data.task == "regression":
+        raise ValueError("finetune.class_weights: a regression target has no classes to weigh")
+    if not isinstance(data.train, ExampleSet):
+        raise ValueError("class_weights: balanced needs map-style data (the class counts)")
+    c = len(data.label_names)
+    counts = np.bincount(np.asarray(list(data.train.labels), dtype=np.int64), minlength=c).astype(float)
+    return torch.tensor(counts.sum() / (c * np.maximum(counts, 1.0)), dtype=torch.float32)
+
+
+def _target_stats(data: LabelledData) -> dict[str, float]:
+    """A regression target's mean and std on the training set (the head predicts it standardised)."""
+    if data.task != "regression":
+        return {}
+    if not isinstance(data.train, ExampleSet):
+        raise ValueError("regression fine-tuning needs map-style training data (the target's statistics)")
+    y = np.asarray(list(data.train.labels), dtype=float)
+    if not np.isfinite(y).all():
+        bad = int(np.argmax(~np.isfinite(y)))
+        raise ValueError(f"{data.train.name(bad)}: field {data.label_names[0]!r}: the target is {y[bad]} (NaN/inf)")
+    return {"target_mean": float(y.mean()), "target_std": float(y.std()) if y.std() > 0 else 1.0}
+
+
+def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: ValidationHook | None,
+           device: torch.device, repo_id: str | None) -> dict[str, Any]:
+    """Test metrics, the classifier folder with its predictions, plots and card."""
+    task, names_ = s.data.task, s.data.label_names
+    y, out, names = predict_set(s.clf, s.clf.processor, s.data.test, num_workers=s.cfg.num_workers, device=device)
+    metrics = task_metrics(task, y, out, names_)
     headline = ("mae", "rmse", "r2") if task == "regression" else ("accuracy", "macro_f1")
+    history = validation.history if validation is not None else []
+    stopped = result.steps if result.steps < s.cfg.steps else None
+    best = validation.best_step() if validation is not None else None
+    sizes = [len(d) if isinstance(d, ExampleSet) else "streamed" for d in (s.data.train, s.data.validation)
+             if d is not None]
+    facts = {"finetuned_from": s.origin, "recipe": recipe.name, "mode": s.ft.mode, "steps": result.steps,
+             "stopped_early_at": stopped, "best_step": best or result.steps, "validation": history,
+             "settings": {**s.cfg.to_dict(), **s.ft.to_dict()}, "data": s.data.description,
+             "test_examples": int(len(y)), "task": task, "command": s.command,
+             "test": {k: metrics[k] for k in headline},
+             "training": {"data": s.data.description, "fine-tuned from": s.origin, "mode": s.ft.mode,
+                          "steps": result.steps, "batch size": s.cfg.batch_size, "learning rate": s.cfg.lr,
+                          "examples (train / validation / test)": " / ".join(map(str, [*sizes, len(y)])),
+                          "wall time (s)": round(result.wall_seconds, 2), "hardware": result.device,
+                          "seed": s.cfg.seed}}
     folder = output_dir / "model"
-    origin = portable(str(Path(model).resolve())) if Path(model).exists() else str(model)
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    best_row = max(history, key=lambda h: sign * h["score"]) if history else None
-    facts = {"finetuned_from": origin, "recipe": recipe.name, "mode": ft.mode, "steps": step,
-             "stopped_early_at": stopped_at, "best_step": best_row["step"] if best_row else step,
-             "validation": history, "settings": {**engine_cfg, **ft.to_dict()}, "from_scratch": from_scratch,
-             "data": data or "recipe", "test_examples": int(len(y)), "task": task,
-             "test": {k: metrics[k] for k in headline}}
-    clf.save_pretrained(folder, pretraining={"finetuned_from": origin, "recipe": portable(recipe.to_dict())},
-                        finetuning=facts)
-    with open(folder / "predictions.jsonl", "w") as fh:
-        for name, t, row in zip(names, y, probs):
-            if task == "regression":
-                fh.write(json.dumps({"name": name, "label": float(t), "predicted": float(row)}) + "\n")
-                continue
-            fh.write(json.dumps({"name": name, "label": label_names[int(t)],
-                                 "predicted": label_names[int(row.argmax())],
-                                 "probabilities": {n: round(float(v), 6) for n, v in zip(label_names, row)}}) + "\n")
+    s.clf.save_pretrained(folder, pretraining={"finetuned_from": s.origin, "recipe": portable(recipe.to_dict())},
+                          finetuning=facts)
+    write_predictions(folder / "predictions.jsonl", task, names, y, out, names_)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if task == "regression":
-        scatter_png(y, probs, folder / "predicted_vs_true.png",
-                    f"{recipe.name}: {label_names[0]}, test RMSE {metrics['rmse']:.4g}")
+        scatter_png(y, out, folder / "predicted_vs_true.png",
+                    f"{recipe.name}: {names_[0]}, test RMSE {metrics['rmse']:.4g}")
     else:
-        confusion_png(metrics["confusion_matrix"], label_names, folder / "confusion_matrix.png",
+        confusion_png(metrics["confusion_matrix"], names_, folder / "confusion_matrix.png",
                       f"{recipe.name}: test accuracy {metrics['accuracy']:.3f}")
-    _card(folder, repo_id or f"{recipe.name}-finetuned", modality, metrics, label_names, facts, data or recipe.name)
-    out = {f"test_{k}": metrics[k] for k in headline}
-    return {**out, "task": task, "steps": step, "best_step": facts["best_step"], "stopped_early_at": stopped_at,
-            "num_classes": len(label_names) if task == "classification" else 0, "label_names": label_names,
+    finetune_card(folder, repo_id or f"{recipe.name}-finetuned", get_modality(s.clf.encoder.modality), metrics,
+                  names_, facts, s.data.description)
+    return {**{f"test_{k}": metrics[k] for k in headline}, "task": task, "steps": result.steps,
+            "best_step": facts["best_step"], "stopped_early_at": stopped,
+            "num_classes": len(names_) if task == "classification" else 0, "label_names": names_,
             "model_dir": str(folder)}
-
-
-def _metrics(task: str, y: np.ndarray, out: np.ndarray, label_names: list[str]) -> dict[str, Any]:
-    if task == "regression":
-        return regression_metrics(y, out)
-    return classification_metrics(y, out.argmax(1), label_names)
-
-
-def _stretch(cfg: TrainConfig, output_dir: Path, end: int, fresh: bool) -> TrainConfig:
-    """The engine settings of one stretch between validations: the whole run's schedule, stopping at step ``end``
-    (the engine writes a checkpoint there, from which the next stretch resumes)."""
-    from dataclasses import replace
-    steps = [int(p.name.split("-")[1]) for p in (output_dir / "checkpoints").glob("step-*")
-             if p.is_dir() and p.name.split("-")[1].isdigit()] if not fresh else []
-    start = max(steps, default=0)
-    return replace(cfg, stop_after=None if end >= cfg.steps else max(end - start, 0))
-
-
-def _card(folder: Path, repo_id: str, modality: Any, metrics: dict[str, Any], label_names: list[str],
-          facts: dict[str, Any], dataset: str) -> None:
-    from zoo.cards import write_card
-    head = (f"Mode `{facts['mode']}`, {facts['steps']} steps (best validation at step {facts['best_step']}"
-            + (f", stopped early at {facts['stopped_early_at']}" if facts["stopped_early_at"] else "")
-            + f"); {facts['test_examples']} test examples.")
-    if facts["task"] == "regression":
-        task, shown = "tabular-regression", (("mae", "MAE"), ("rmse", "RMSE"))
-        comparison = (f"### Fine-tuning\n\nTarget: `{label_names[0]}` (regression). {head}\n\n| MAE | RMSE | R² |\n"
-                      f"| ---: | ---: | ---: |\n| {metrics['mae']:.4g} | {metrics['rmse']:.4g} | {metrics['r2']:.3f} |"
-                      "\n\n![predicted against true](predicted_vs_true.png)")
-    else:
-        task = modality.task if modality.task != "feature-extraction" else "classification"
-        shown = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
-        rows = "\n".join(f"| {n} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
-                         for n, r in metrics["per_class"].items())
-        comparison = (f"### Fine-tuning\n\nLabels ({len(label_names)}): {', '.join(label_names)}. {head}\n\n"
-                      "| label | precision | recall | F1 | support |\n| --- | ---: | ---: | ---: | ---: |\n" + rows
-                      + "\n\n![confusion matrix](confusion_matrix.png)")
-    kind = "regressor" if facts["task"] == "regression" else "classifier"
-    results = [{"task": task, "task_name": f"fine-tuned {kind}",
-                "dataset": str(dataset), "dataset_name": str(dataset), "split": "test", "metric": m,
-                "metric_name": name, "value": round(metrics[m], 4)} for m, name in shown]
-    write_card(folder, repo_id=repo_id, results=results, comparison=comparison)

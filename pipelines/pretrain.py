@@ -10,13 +10,37 @@ from zoo.paths import portable
 
 from .build import build, build_processor
 from .data import TrainData
-from .engine import peak_rss_mib, setup_run, train
+from .distributed import peak_rss_mib
+from .engine import setup_run, train
 from .recipe import Recipe, TrainConfig
 
-__all__ = ["pretrain", "build_processor", "training_facts"]
+__all__ = ["pretrain", "build_processor", "training_facts", "with_own_data"]
 
 
-def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True) -> dict[str, Any]:
+def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None, split: str | None = None) -> Recipe:
+    """The recipe pretraining on ``--data`` instead of its own data (the spec from :func:`data_spec`, as
+    fine-tuning reads it). A ``label_column`` is left out of the inputs (a processor's ``exclude``)."""
+    from dataclasses import fields
+
+    from zoo import get_modality
+
+    from .data_spec import data_spec
+    from .recipe import parse_recipe
+    modality = get_modality(recipe.modality)
+    proc_fields = {f.name: f for f in fields(modality.processor.config_class)}
+    entity = recipe.processor.get("entity_column", getattr(proc_fields.get("entity_column"), "default", None))
+    raw = recipe.to_dict()
+    raw["data"] = {"train": data_spec(modality, data, label_column=label_column, split=split, entity_column=entity)}
+    if label_column and "exclude" in proc_fields:
+        raw["processor"] = {**raw.get("processor", {}),
+                            "exclude": sorted({*raw.get("processor", {}).get("exclude", []), label_column})}
+    raw.pop("evaluate", None)                    # the recipe's evaluation data is not the user's
+    raw["description"] = ""
+    return parse_recipe(raw, recipe.path or recipe.name)
+
+
+def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
+             command: str | None = None) -> dict[str, Any]:
     """Pretrain from a parsed recipe. Writes ``<output>/model`` (config, weights, preprocessor, card),
     ``metrics.jsonl``, ``loss_curve.png``, ``checkpoints/`` and ``train_summary.json``."""
     output_dir = Path(output_dir)
@@ -46,10 +70,13 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True) -> 
                                    f"Checkpoints and metrics are in {output_dir}")
             # config.json (published) records the recipe with portable paths; the run folder keeps it as run
             (output_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+            own = _own_data_name(recipe)
             built.encoder.save_pretrained(output_dir / "model", processor=built.processor,
                                           pretraining={"recipe": portable(recipe.to_dict()),
                                                        "objective": built.pretraining.to_dict(),
-                                                       "training": training_facts(summary, cfg)})
+                                                       "training": training_facts(summary, cfg, own),
+                                                       "command": command or f"zoo pretrain {recipe.name}",
+                                                       **({"data": own} if own else {})})
             from zoo.cards import write_card
             write_card(output_dir / "model", repo_id=recipe.name)
     summary["model_dir"] = str(output_dir / "model")
@@ -57,9 +84,20 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True) -> 
     return summary
 
 
-def training_facts(summary: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+def _own_data_name(recipe: Recipe) -> str | None:
+    """The name of the user's data a recipe was pointed at (``--data``), or None for the recipe's own."""
+    from .data_spec import describe_data
+    spec = recipe.data.get("train", {})
+    if spec.get("source") in ("folder", "table", "hf") and spec.get("path"):
+        return describe_data(spec["path"])
+    return None
+
+
+def training_facts(summary: dict[str, Any], cfg: TrainConfig, data_name: str | None = None) -> dict[str, Any]:
     examples = summary["examples"]
     data = f"{examples} examples" if isinstance(examples, int) else "a streamed data set"
+    if data_name:
+        data = f"{data_name}: {data}"
     return {"data": f"{data} ({summary['skipped']} skipped)", "steps": summary["steps"],
             "batch size": cfg.batch_size, "learning rate": cfg.lr, "wall time (s)": summary["wall_seconds"],
             "hardware": summary["hardware"], "seed": summary["seed"], "processes": summary["world_size"]}

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipelines.engine import batch_indices, lr_at
+from pipelines.data import batch_indices
+from pipelines.schedule import lr_at
 from pipelines.recipe import TrainConfig, apply_overrides, load_recipe
 from zoo.config import ConfigError
 
@@ -172,7 +173,7 @@ def test_metrics_log_survives_a_torn_last_line(tmp_path):
 
     import pytest as _pytest
 
-    from pipelines.engine import MetricsLog
+    from pipelines.metrics_log import MetricsLog
     log = MetricsLog(tmp_path, main=True)
     rows = "".join(_json.dumps({"step": i, "loss": 1.0 / i}) + "\n" for i in range(1, 5))
     log.path.write_text(rows + '{"step":')

@@ -55,7 +55,9 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
         "name") or folder.name
     if results is None:
         results = existing_results(folder)
-    training = training or config.get("pretraining", {}).get("training", {})
+    pretraining = config.get("pretraining", {})
+    finetuning = _finetuning(folder)
+    training = training or finetuning.get("training") or pretraining.get("training", {})
     evals = [EvalResult(task_type=r["task"], task_name=r.get("task_name", r["task"]),
                         dataset_type=r["dataset"], dataset_name=r.get("dataset_name", r["dataset"]),
                         dataset_split=r.get("split"), metric_type=r["metric"],
@@ -87,8 +89,14 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
                  "out = encoder(processor.collate([processor(example)]))\n"
                  "print(out.pooled.shape)  # also out.tokens [B, N, D] and out.padding_mask [B, N]")
     training_table = "\n".join(f"| {k} | {v} |" for k, v in training.items()) or "| (not recorded) | |"
-    recorded = config.get("pretraining", {}).get("recipe", {})
+    recorded = pretraining.get("recipe", {})
     recipe = recorded.get("name", "(not recorded)")
+    reproduce = finetuning.get("command") or pretraining.get("command") or f"zoo pretrain {recipe}"
+    own = finetuning.get("data") or pretraining.get("data")
+    if own and not summary:                       # the recipe's own description names the recipe's data
+        verb = "fine-tuned" if finetuning else "pretrained"
+        summary = (f"A {config['modality']} {'classifier' if finetuning else 'encoder'} (`{config['architecture']}`)"
+                   f" {verb} with ssl-zoo on `{own}`, from the recipe `{recipe}`.")
     if not method:
         try:
             method = get_modality(config["modality"]).description
@@ -100,9 +108,15 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
         architecture=config["architecture"], parameters=_count_parameters(folder),
         summary=summary or f"A self-supervised {config['modality']} encoder trained with ssl-zoo.",
         method=method, usage=usage, results_table=table,
-        training_table=training_table, recipe=recipe,
+        training_table=training_table, recipe=recipe, reproduce=reproduce,
         comparison=comparison if comparison is not None else _existing_comparison(folder),
         limits=limits or "Trained on the data named above only; check the results on your own data.")
+
+
+def _finetuning(folder: Path) -> dict[str, Any]:
+    """What ``classifier.json`` records of the fine-tuning run (empty for an encoder folder)."""
+    path = folder / "classifier.json"
+    return json.loads(path.read_text()).get("finetuning", {}) if path.is_file() else {}
 
 
 def load_card(path: str | Path) -> ModelCard:

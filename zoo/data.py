@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ExampleSet", "StreamSet", "HFStream", "Record", "take", "stratified_indices", "hf_source", "HF_KEYS"]
+__all__ = ["ExampleSet", "StreamSet", "HFStream", "Record", "take", "stratified_indices", "hf_source", "HF_KEYS",
+           "folder_source"]
 
 Record = tuple[Any, "int | None", str]     # (raw example, label or None, name for messages)
 
@@ -227,3 +228,32 @@ class _Names(Sequence):
 
     def __getitem__(self, i: int) -> str:  # type: ignore[override]
         return self.pattern.format(int(i))
+
+
+def folder_source(spec: dict[str, Any], suffixes: Sequence[str], kind: str) -> ExampleSet:
+    """``source: folder`` — the files of ``path`` whose suffix is one of ``suffixes`` (``kind`` names them in
+    messages), labelled by their class subfolder (``path/<class>/...``; files directly in ``path`` make an
+    unlabelled set). ``split`` picks ``path/<split>`` when that folder exists (``train``, the default, may be the
+    folder itself). Examples are the file paths, named by their path as given."""
+    from pathlib import Path
+    root, split = Path(spec["path"]).expanduser(), spec.get("split")
+    if not root.is_dir():
+        raise FileNotFoundError(f"{kind} folder {root} not found")
+    other_splits: set[Path] = set()
+    if split is not None and (root / str(split)).is_dir():
+        root = root / str(split)
+    elif split not in (None, "train"):
+        raise FileNotFoundError(f"{root}: no {split}/ subfolder")
+    else:                                   # the folder itself is the training data: its test/ is not
+        other_splits = {root / s for s in ("test", "validation")}
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                   and not any(d in p.parents for d in other_splits))
+    if not files:
+        others = sorted({p.suffix.lower() or p.name for p in root.rglob("*") if p.is_file()})
+        raise FileNotFoundError(f"no {kind} files ({', '.join(suffixes)}) under {root}"
+                                + (f"; it holds {', '.join(others[:8])} files: data of another kind?" if others
+                                   else ": the folder is empty"))
+    classes = sorted({p.relative_to(root).parts[0] for p in files if p.parent != root})
+    labelled = bool(classes) and all(p.parent != root for p in files)
+    labels = [classes.index(p.relative_to(root).parts[0]) for p in files] if labelled else None
+    return ExampleSet([str(p) for p in files], labels, [str(p) for p in files], classes if labelled else None)

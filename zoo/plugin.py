@@ -30,6 +30,7 @@ __all__ = [
     "Protocol",
     "ProcessorConfig",
     "source_loader",
+    "SampleData",
 ]
 
 
@@ -142,6 +143,17 @@ class Processor(ABC):
     def read_many(self, path: str) -> list[Any]:
         """Every example a file holds (one for a clip; every row for a table)."""
         return [self.read(path)]
+
+    def read_named(self, path: str) -> list[tuple[str, Any]]:
+        """Every example a file holds with its name, as predictions and embeddings name it: the path of a file
+        of one example, ``path[row]`` for a table's rows (event logs and graphs: their entity or graph ids)."""
+        found = self.read_many(path)
+        return [(path, found[0])] if len(found) == 1 else [(f"{path}[{j}]", ex) for j, ex in enumerate(found)]
+
+    def input_columns(self) -> list[str] | None:
+        """The named columns a fitted processor reads as inputs (tables, event logs); ``None`` where examples
+        have no columns. Fine-tuning refuses a label column found here."""
+        return None
 
     def encoder_config(self) -> dict[str, Any]:
         """Encoder config values that follow from what ``fit`` learned (e.g. a table's feature counts)."""
@@ -311,12 +323,20 @@ class _ReadKeys(dict):
         return dict(super().items())
 
 
+#: The one data vocabulary (docs/architecture.md, "Data"): names some sources once used, refused with today's.
+RENAMED_KEYS = {"data_dir": "path", "label": "label_column", "entity": "entity_column"}
+RENAMED_SOURCES = {"audiofolder": "folder", "videofolder": "folder", "file": "table",
+                   "datasets": "hf"}
+
+
 def source_loader(modality: str, sources: dict[str, Callable[[dict[str, Any]], ExampleSet | StreamSet]],
                   default: str, *, hf_input: str | None = None,
                   hf_prepare: Callable[[Any, dict[str, Any]], Any] | None = None
                   ) -> Callable[[dict[str, Any]], ExampleSet | StreamSet]:
     """A ``load_data`` that dispatches a recipe's data spec on its ``source`` key (``default`` when absent).
-    Every modality also gets ``source: hf`` (:func:`zoo.data.hf_source`) with its default input column."""
+    Every modality also gets ``source: hf`` (:func:`zoo.data.hf_source`) with its default input column. Every
+    source uses the same key names (``path``, ``label_column``, ``entity_column``, ``split``); an old name
+    (``data_dir``, ``label``, ``entity``; ``audiofolder``, ``file``, ...) is refused naming the new one."""
     sources = {**sources, "hf": lambda spec: hf_source(spec, input_column=hf_input, prepare=hf_prepare)}
 
     def load_data(spec: dict[str, Any]) -> ExampleSet | StreamSet:
@@ -324,7 +344,13 @@ def source_loader(modality: str, sources: dict[str, Callable[[dict[str, Any]], E
         spec = expand(dict(spec))                    # $ZOO_DATA/…, $ZOO_CACHE/…, ~/… as recorded by portable()
         source = spec.get("source", default)
         if source not in sources:
-            raise ValueError(f"unknown {modality} data source {source!r}; known: {sorted(sources)}")
+            hint = f"; {source!r} is now {RENAMED_SOURCES[source]!r}" if RENAMED_SOURCES.get(source) in sources \
+                else ""
+            raise ValueError(f"unknown {modality} data source {source!r}{hint}; known: {sorted(sources)}")
+        old = sorted(k for k in spec if k in RENAMED_KEYS and not (source == "hf" and k == "data_dir"))
+        if old:
+            raise ValueError(f"{modality} data source {source!r}: the key(s) {old} are now called "
+                             f"{[RENAMED_KEYS[k] for k in old]} (one vocabulary for every modality)")
         tracked = _ReadKeys(spec)
         data = sources[source](tracked)
         unread = sorted(set(spec) - tracked.read - {"source"})
@@ -349,6 +375,24 @@ class Protocol:
 
 
 @dataclass
+class SampleData:
+    """A tiny labelled set of a modality's own kind, written to disk by ``Modality.sample_data(root)``: what the
+    conformance suite pretrains on (``zoo pretrain recipe --data data``), fine-tunes on (``zoo finetune --data``)
+    and predicts (``zoo predict`` on ``predict_inputs``, expecting ``predict_names`` in its output). Its classes
+    are ones a linear model tells apart, so a working pipeline scores well above chance."""
+
+    data: Path                                   # a folder of class folders, a table file, ...
+    recipe: str                                  # the recipe the suite pretrains with
+    num_classes: int
+    predict_inputs: list[Path]                   # files ``zoo predict`` gets
+    predict_names: list[str]                     # names it must print (a file path, an entity id)
+    label_column: str | None = None              # tables and event logs
+    pretrain_overrides: list[str] = field(default_factory=list)   # --set values that keep it small and fast
+    finetune_args: list[str] = field(default_factory=list)        # extra ``zoo finetune`` flags (e.g. --lr)
+    predict_all: list[Path] | None = None        # inputs holding every example (default: ``[data]``)
+
+
+@dataclass
 class Modality:
     """What a plugin registers under the ``zoo.modalities`` entry-point group.
 
@@ -357,7 +401,8 @@ class Modality:
     ``converters`` map a foreign checkpoint type (its ``model_type``) to ``fn(source, output_folder)``;
     ``baselines`` name hand-crafted feature functions (raw examples → ``[N, F]``) the probe harness compares;
     ``evaluators`` are :class:`Protocol` s other than example-level probes, chosen by a recipe's
-    ``evaluate.protocol``; ``task`` is the Hugging Face task id of the example-level probes.
+    ``evaluate.protocol``; ``task`` is the Hugging Face task id of the example-level probes; ``sample_data(root)``
+    writes a tiny labelled set of the modality's own kind (:class:`SampleData`) for the conformance suite.
 
     The name is stated here once: the processor class and every architecture's encoder class get their
     ``modality`` (and ``architecture``) from this object.
@@ -374,8 +419,9 @@ class Modality:
     baselines: dict[str, Callable[[Sequence[Any]], Tensor]] = field(default_factory=dict)
     evaluators: dict[str, Protocol] = field(default_factory=dict)
     task: str = "feature-extraction"
-    folder_source: str | Callable[[str, str | None, str | None], dict[str, Any]] | None = None
-    table_source: Callable[[str, str, Processor], dict[str, Any]] | None = None
+    folder_source: str | None = None         # the source that reads ``--data FOLDER`` (e.g. "folder")
+    table_source: str | None = None          # the source that reads ``--data TABLE_FILE`` (e.g. "table")
+    sample_data: Callable[[Path], SampleData] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

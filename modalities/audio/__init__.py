@@ -9,6 +9,7 @@ from .convert import convert_transformers
 from .data import load_data
 from .model import Wav2Vec2Config, Wav2Vec2Encoder, Wav2Vec2Pretrainer, Wav2Vec2PretrainingConfig
 from .processor import AudioProcessor, AudioProcessorConfig
+from .sample import sample_data
 
 __all__ = ["MODALITY", "AudioProcessor", "AudioProcessorConfig", "Wav2Vec2Config", "Wav2Vec2Encoder",
            "Wav2Vec2Pretrainer", "Wav2Vec2PretrainingConfig", "convert_transformers", "load_data"]
@@ -20,8 +21,9 @@ MODALITY = Modality(
     architectures={"wav2vec2": Architecture("wav2vec2", Wav2Vec2Config, Wav2Vec2Encoder, Wav2Vec2Pretrainer,
                                             Wav2Vec2PretrainingConfig)},
     load_data=load_data,
-    folder_source="audiofolder",
+    folder_source="folder",
     recipes=Path(__file__).parent / "recipes",
+    sample_data=sample_data,
     usage_example="import numpy as np\nexample = (np.random.randn(16000).astype('float32'), 16000)  # 1 s at 16 kHz",
     converters={"wav2vec2": convert_transformers},
     baselines={"MFCC mean+std (librosa)": mfcc_features},

@@ -1,5 +1,5 @@
 """Audio data: the embedded spoken-digit set synthesised with espeak-ng, the Free Spoken Digit Dataset,
-audiofolder directories and Hugging Face ``datasets``. Every source returns file paths (or decoded
+folders of audio files and Hugging Face ``datasets`` (``source: hf``). Every source returns file paths (or decoded
 values) with integer labels; the processor decodes."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from zoo import ExampleSet, StreamSet
-from zoo.data import hf_source
+from zoo import ExampleSet
+from zoo.data import folder_source
 from zoo.paths import cache_dir, data_dir, fresh_folder
 from zoo.plugin import source_loader
 
@@ -104,20 +104,15 @@ def _prepare(ds: Any, spec: dict[str, Any]) -> Any:
     return ds.cast_column(col, Audio(decode=False))
 
 
-def _audiofolder(spec: dict[str, Any]) -> ExampleSet | StreamSet:
-    """An audiofolder directory (``data_dir``; class subfolders or a metadata.csv) through ``source: hf``."""
-    rest = {k: v for k, v in spec.items() if k not in ("source", "path")}
-    return hf_source({"path": "audiofolder", "label_column": "label", **rest}, input_column="audio",
-                     prepare=_prepare)
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".wma")
 
 
-def _datasets(spec: dict[str, Any]) -> ExampleSet | StreamSet:
-    """Any ``datasets`` id or builder (kept for old recipes: ``source: hf`` is the same)."""
-    return hf_source({"label_column": "label", **{k: v for k, v in spec.items() if k != "source"}},
-                     input_column="audio", prepare=_prepare)
+def _folder(spec: dict[str, Any]) -> ExampleSet:
+    """``path``: a folder of audio files, in one subfolder per class (``split`` picks ``path/<split>``)."""
+    return folder_source(spec, AUDIO_SUFFIXES, "audio")
 
 
-SOURCES = {"espeak-digits": _espeak, "fsdd": _fsdd, "audiofolder": _audiofolder, "datasets": _datasets}
+SOURCES = {"espeak-digits": _espeak, "fsdd": _fsdd, "folder": _folder}
 
 load_data = source_loader("audio", SOURCES, "espeak-digits", hf_input="audio", hf_prepare=_prepare)
 

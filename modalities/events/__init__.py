@@ -10,6 +10,7 @@ from .data import EventStream, Histories, group_events, load_data, make_cardhold
 from .evaluate import boosting
 from .model import CoLESConfig, CoLESEncoder, CoLESPretrainer, CoLESPretrainingConfig
 from .processor import EventProcessor, EventProcessorConfig
+from .sample import sample_data
 
 __all__ = ["MODALITY", "CoLESConfig", "CoLESEncoder", "CoLESPretrainer", "CoLESPretrainingConfig", "EventProcessor",
            "EventProcessorConfig", "EventStream", "Histories", "group_events", "load_data", "make_cardholders"]
@@ -21,9 +22,9 @@ MODALITY = Modality(
     architectures={"coles": Architecture("coles", CoLESConfig, CoLESEncoder, CoLESPretrainer,
                                          CoLESPretrainingConfig)},
     load_data=load_data,
-    table_source=lambda path, label, processor: {"source": "table", "path": path, "label": label,
-                                                 "entity": processor.config.entity_column},
+    table_source="table",
     recipes=Path(__file__).parent / "recipes",
+    sample_data=sample_data,
     usage_example=("# one entity's history: a time column and the event fields the model knows (a dict of columns\n"
                    "# or a pandas DataFrame); here three events with typical values\n"
                    "cfg = processor.config\n"

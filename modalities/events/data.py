@@ -110,18 +110,23 @@ def _split(histories: Histories, spec: dict[str, Any], label: str | None, name: 
         idx = idx[: int(spec["limit"])]
     part = histories.select(idx)
     return ExampleSet(part, [labels[i] for i in idx] if labels is not None else None,
-                      [f"{name}:{e}" for e in part.entities], label_names)
+                      [str(e) for e in part.entities], label_names)
 
 
 def _table(spec: dict[str, Any]) -> ExampleSet:
+    """``path``: an event table (CSV/parquet file, or a ``datasets`` id), one row per event, grouped into one
+    history per ``entity_column`` value; ``label_column`` (optional) gives each entity its label. Histories are
+    named by their entity id, as ``zoo predict`` names them."""
     path = spec["path"]
     if Path(str(path)).suffix in (".csv", ".tsv", ".parquet"):
         table = to_columns(path)
     else:                                               # a Hugging Face dataset id or builder
         from datasets import load_dataset
         table = load_dataset(str(path), spec.get("name"), split=spec.get("hf_split", "train"))
-    histories = group_events(table, spec.get("entity", "entity"))
-    return _split(histories, spec, spec.get("label"), Path(str(path)).stem)
+    if spec.get("problem_type", "classification") == "regression":
+        raise ValueError("event logs: entity-level regression is not supported (classification only)")
+    histories = group_events(table, spec.get("entity_column", "entity"))
+    return _split(histories, spec, spec.get("label_column"), Path(str(path)).stem)
 
 
 def flights_table(label: str = "carrier") -> tuple[dict[str, np.ndarray], str]:
@@ -149,7 +154,7 @@ def flights_table(label: str = "carrier") -> tuple[dict[str, np.ndarray], str]:
 
 
 def _flights(spec: dict[str, Any]) -> ExampleSet:
-    table, label = flights_table(spec.get("label", "carrier"))
+    table, label = flights_table(spec.get("label_column", "carrier"))
     histories = group_events(table, "tailnum")
     labels, names = entity_labels(histories, label)
     min_count = int(spec.get("min_class_size", 0))         # e.g. manufacturers with a handful of aircraft
@@ -287,9 +292,10 @@ def _stream(spec: dict[str, Any]) -> EventStream:
     if not files:
         raise FileNotFoundError(f"no parquet files in {raw}")
     names = spec.get("label_names")
-    if spec.get("label") and not names:
+    if spec.get("label_column") and not names:
         raise ValueError("a labelled event stream needs label_names (a stream is not read twice to find them)")
-    return EventStream(files, spec.get("entity", "entity"), spec.get("label"), list(names) if names else None,
+    return EventStream(files, spec.get("entity_column", "entity"), spec.get("label_column"),
+                       list(names) if names else None,
                        int(spec.get("read_batch", 65536)))
 
 

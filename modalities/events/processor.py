@@ -243,6 +243,15 @@ class EventProcessor(Processor):
         from .data import group_events
         return list(group_events(to_columns(path), self.config.entity_column))
 
+    def read_named(self, path: str) -> list[tuple[str, Any]]:
+        """Every entity's history, named by its entity id."""
+        from .data import group_events
+        histories = group_events(to_columns(path), self.config.entity_column)
+        return [(str(e), histories[i]) for i, e in enumerate(histories.entities)]
+
+    def input_columns(self) -> list[str] | None:
+        return list(self.schema.numerical) + list(self.schema.categorical)
+
     def encoder_config(self) -> dict[str, Any]:
         """What the encoder is built for: the fields, and the time feature's statistics (the encoder standardises
         Δt itself, so that a subsequence can start at Δt = 0 as a history does)."""

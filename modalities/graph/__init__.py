@@ -4,10 +4,11 @@ from pathlib import Path
 
 from zoo import Architecture, Modality, Protocol
 
-from .data import graph_folder, load_data
+from .data import load_data
 from .evaluate import graph_cv, node_probe
 from .model import GraphMAEConfig, GraphMAEEncoder, GraphMAEPretrainer, GraphMAEPretrainingConfig
 from .processor import GraphProcessor, GraphProcessorConfig
+from .sample import sample_data
 
 __all__ = ["MODALITY", "GraphMAEConfig", "GraphMAEEncoder", "GraphMAEPretrainer", "GraphMAEPretrainingConfig",
            "GraphProcessor", "GraphProcessorConfig", "load_data"]
@@ -26,8 +27,9 @@ MODALITY = Modality(
                                                                                **spec.get("probe", {})),
                                      task="graph-classification", hidden=("accuracy_std",))},
     task="graph-classification",
-    folder_source=graph_folder,
+    folder_source="folder",
     recipes=Path(__file__).parent / "recipes",
+    sample_data=sample_data,
     usage_example=("import torch\n# one graph: non-negative features [N, F] (F as the model expects) + edges [2, E]\n"
                    "example = {'x': torch.rand(5, processor.config.num_features),\n"
                    "           'edge_index': torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])}"),

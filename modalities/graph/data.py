@@ -204,7 +204,8 @@ def _folder_file(folder: Path, stem: str) -> Path:
     return found[0]
 
 
-def graph_folder(path: str | Path, label_column: str | None = None, split: str | None = None) -> dict[str, Any]:
+def graph_folder(path: str | Path, label_column: str | None = None, split: str | None = None,
+                 exclude: Any = ()) -> dict[str, Any]:
     """The ``tables`` spec of a folder of graphs as a user hands them over: ``nodes.csv`` (columns ``graph``,
     ``id``, the label column and the numeric node features: every other column) and ``edges.csv`` (``graph``,
     ``source``, ``target``), or ``train/`` and ``test/`` subfolders holding both; parquet/JSON work too. Each
@@ -215,8 +216,11 @@ def graph_folder(path: str | Path, label_column: str | None = None, split: str |
     elif want != "train":
         raise FileNotFoundError(f"{path}: no {want}/ subfolder")
     nodes, edges = _folder_file(folder, "nodes"), _folder_file(folder, "edges")
-    columns = _table(nodes, "train").column_names             # the reader _tables uses (datasets caches it)
-    features = [c for c in columns if c not in GRAPH_COLUMNS and c not in (label_column, "label")]
+    table = _table(nodes, "train")                            # the reader _tables uses (datasets caches it)
+    columns = table.column_names
+    numeric = {c for c, f in table.features.items() if getattr(f, "dtype", "").startswith(("int", "uint", "float"))}
+    features = [c for c in columns if c not in GRAPH_COLUMNS and c not in (label_column, "label", *exclude)
+                and c in numeric]                              # text columns (names, labels) are not features
     if not features:
         raise ValueError(f"{nodes}: no feature columns besides {columns}")
     spec: dict[str, Any] = {"source": "tables", "nodes": str(nodes), "edges": str(edges), "graph_column": "graph",
@@ -226,7 +230,13 @@ def graph_folder(path: str | Path, label_column: str | None = None, split: str |
     return spec
 
 
+def _folder(spec: dict[str, Any]) -> ExampleSet:
+    """``path``: a graph folder as :func:`graph_folder` describes (``label_column`` optional: pretraining needs
+    none; never a feature)."""
+    return _tables(graph_folder(spec["path"], spec.get("label_column"), spec.get("split")))
+
+
 SOURCES = {"karate": _karate, "planetoid": _planetoid, "tu": _tu, "motifs": _motifs, "sbm": _sbm, "pyg": _pyg,
-           "tables": _tables}
+           "tables": _tables, "folder": _folder}
 
 load_data = source_loader("graph", SOURCES, "motifs")

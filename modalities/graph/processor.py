@@ -113,6 +113,14 @@ class GraphProcessor(Processor):
             raise ValueError(f"{path}: graphs are read from a folder holding nodes.csv and edges.csv")
         return list(load_data(graph_folder(path)).examples)
 
+    def read_named(self, path: str) -> list[tuple[str, Any]]:
+        """Every graph of a graph folder, named by its graph id."""
+        from .data import graph_folder, load_data
+        if not Path(path).is_dir():
+            raise ValueError(f"{path}: graphs are read from a folder holding nodes.csv and edges.csv")
+        data = load_data(graph_folder(path))
+        return [(data.name(i), data.examples[i]) for i in range(len(data))]
+
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         sizes = torch.tensor([it["x"].shape[0] for it in items])
         offsets = torch.cumsum(sizes, 0) - sizes

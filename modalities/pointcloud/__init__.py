@@ -9,6 +9,7 @@ from .data import load_data, make_shapes
 from .evaluate import linear_svm
 from .model import PointMAEConfig, PointMAEEncoder, PointMAEPretrainer, PointMAEPretrainingConfig
 from .processor import PointCloudProcessor, PointCloudProcessorConfig
+from .sample import sample_data
 
 __all__ = ["MODALITY", "PointCloudProcessor", "PointCloudProcessorConfig", "PointMAEConfig", "PointMAEEncoder",
            "PointMAEPretrainer", "PointMAEPretrainingConfig", "load_data", "make_shapes"]
@@ -22,6 +23,7 @@ MODALITY = Modality(
     load_data=load_data,
     folder_source="folder",
     recipes=Path(__file__).parent / "recipes",
+    sample_data=sample_data,
     usage_example=("import numpy as np\n# a cloud: points [N, 3] (or a path to a ply/pcd/xyz/off/obj/stl file)\n"
                    "example = np.random.randn(2048, 3).astype('float32')"),
     baselines={"FPFH mean+std (open3d)": fpfh_features},

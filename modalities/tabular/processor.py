@@ -123,6 +123,13 @@ class TabularProcessor(Processor):
         rows = self.read(path)
         return [rows[i] for i in range(len(rows))]
 
+    def read_named(self, path: str) -> list[tuple[str, Any]]:
+        """Every row, named ``path[row]`` (as fine-tuning's predictions name a table's rows)."""
+        return [(f"{path}[{j}]", row) for j, row in enumerate(self.read_many(path))]
+
+    def input_columns(self) -> list[str] | None:
+        return list(self.numerical) + list(self.categorical)
+
     def encoder_config(self) -> dict[str, Any]:
         return {"num_numerical": len(self.numerical), "cardinalities": self.cardinalities}
 

@@ -9,6 +9,7 @@ from .convert import convert_transformers
 from .data import load_data, make_moving_digits
 from .model import VideoMAEConfig, VideoMAEEncoder, VideoMAEPretrainer, VideoMAEPretrainingConfig
 from .processor import VideoProcessor, VideoProcessorConfig
+from .sample import sample_data
 
 __all__ = ["MODALITY", "VideoMAEConfig", "VideoMAEEncoder", "VideoMAEPretrainer", "VideoMAEPretrainingConfig",
            "VideoProcessor", "VideoProcessorConfig", "convert_transformers", "load_data", "make_moving_digits"]
@@ -20,8 +21,9 @@ MODALITY = Modality(
     architectures={"videomae": Architecture("videomae", VideoMAEConfig, VideoMAEEncoder, VideoMAEPretrainer,
                                             VideoMAEPretrainingConfig)},
     load_data=load_data,
-    folder_source="videofolder",
+    folder_source="folder",
     recipes=Path(__file__).parent / "recipes",
+    sample_data=sample_data,
     usage_example=("import numpy as np\n# a clip: frames [T, H, W, 3] uint8 (or a path to any file FFmpeg reads)\n"
                    "example = np.random.randint(0, 256, (32, 96, 128, 3), dtype=np.uint8)"),
     converters={"videomae": convert_transformers},

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from zoo import ExampleSet, StreamSet
-from zoo.data import hf_source
+from zoo import ExampleSet
+from zoo.data import folder_source
 from zoo.paths import cache_dir, fresh_folder
 from zoo.plugin import source_loader
 
@@ -108,16 +108,16 @@ def _write_clips(tmp: Path, images: np.ndarray, targets: np.ndarray, train: int,
 
 
 def _moving_digits(spec: dict[str, Any]) -> ExampleSet:
-    """The embedded set; ``split`` train/test/all, ``label`` direction (needs motion), digit (needs appearance)
+    """The embedded set; ``split`` train/test/all, ``label_column`` direction (needs motion), digit (needs appearance)
     or digit-direction (40 classes); ``clips``/``frames``/``size``/``seed`` pick a generated variant."""
     gen = {k: int(spec[k]) for k in ("frames", "size", "seed") if k in spec}
     train, test = int(spec.get("clips", 1000)) * 4 // 5, int(spec.get("clips", 1000)) // 5
     variant = "moving-digits" if not gen and "clips" not in spec else \
         "moving-digits-" + "-".join(f"{k}{v}" for k, v in sorted({**gen, "clips": train + test}.items()))
     root = make_moving_digits(spec.get("root") or cache_dir() / variant, train=train, test=test, **gen)
-    label = spec.get("label", "direction")
+    label = spec.get("label_column", "direction")
     if label not in LABELS:
-        raise ValueError(f"moving-digits label {label!r}: use one of {LABELS}")
+        raise ValueError(f"moving-digits label_column {label!r}: use one of {LABELS}")
     split = spec.get("split", "train")
     rows = [r for r in csv.DictReader(open(root / "metadata.csv")) if split == "all" or r["split"] == split]
     if "limit" in spec:
@@ -138,14 +138,13 @@ def _prepare(ds: Any, spec: dict[str, Any]) -> Any:
     return ds.cast_column(spec.get("input_column") or "video", Video(decode=False))
 
 
-def _videofolder(spec: dict[str, Any]) -> ExampleSet | StreamSet:
-    """A videofolder directory (``data_dir``; class subfolders or a metadata.csv) through ``source: hf``."""
-    rest = {k: v for k, v in spec.items() if k not in ("source", "path")}
-    return hf_source({"path": "videofolder", "label_column": "label", **rest}, input_column="video",
-                     prepare=_prepare)
+def _folder(spec: dict[str, Any]) -> ExampleSet:
+    """``path``: a folder of video files, in one subfolder per class (``split`` picks ``path/<split>``)."""
+    from .processor import VIDEO_SUFFIXES
+    return folder_source(spec, VIDEO_SUFFIXES, "video")
 
 
-SOURCES = {"moving-digits": _moving_digits, "videofolder": _videofolder}
+SOURCES = {"moving-digits": _moving_digits, "folder": _folder}
 
 load_data = source_loader("video", SOURCES, "moving-digits", hf_input="video", hf_prepare=_prepare)
 

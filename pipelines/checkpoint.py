@@ -1,0 +1,161 @@
+"""Checkpoints (docs/architecture.md, "Run lifecycle"): model, optimiser, RNG and data position of every rank,
+written atomically as safetensors + JSON, with the run's fingerprint so that a resume under other settings is
+refused naming the keys that differ."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .distributed import DistInfo
+
+__all__ = ["Checkpointer", "fingerprint_mismatch", "RESUMABLE_CHANGES"]
+
+RESUMABLE_CHANGES = ("train.steps", "train.stop_after", "train.checkpoint_every", "train.keep_checkpoints",
+                     "train.log_every", "train.device", "train.prefetch_factor", "description")
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    py = random.getstate()
+    np_state = np.random.get_state()
+    meta = {"python": [py[0], list(py[1]), py[2]],
+            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]),
+                      float(np_state[4])]}
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    py = meta["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                          meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+class Checkpointer:
+    """Atomic checkpoints under ``<output>/checkpoints/step-NNNNNNN``: written to a temporary folder, then
+    renamed, so a run killed mid-write leaves the previous checkpoint intact. Only safetensors and JSON."""
+
+    def __init__(self, output_dir: Path, keep: int, info: DistInfo) -> None:
+        self.root = Path(output_dir) / "checkpoints"
+        self.keep, self.info = keep, info
+
+    def latest(self) -> Path | None:
+        done = sorted(p for p in self.root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
+                      and (p / "state.json").is_file())
+        return done[-1] if done else None
+
+    def _barrier(self) -> None:
+        if self.info.world > 1:
+            dist.barrier()
+
+    def save(self, step: int, model: nn.Module, opt: torch.optim.Optimizer, extra: dict[str, Any],
+             data_state: dict[str, Any] | None = None) -> Path:
+        """Every rank writes its RNG and data position; rank 0 the model, optimiser and ``state.json``."""
+        final = self.root / f"step-{step:07d}"
+        tmp = self.root / f"step-{step:07d}.tmp"
+        if self.info.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self._barrier()
+        rng_t, rng_meta = _rng_state()
+        save_file(rng_t, str(tmp / f"rng-rank{self.info.rank}.safetensors"))
+        (tmp / f"rng-rank{self.info.rank}.json").write_text(json.dumps(rng_meta))
+        (tmp / f"data-rank{self.info.rank}.json").write_text(json.dumps(data_state or {}))
+        self._barrier()
+        if self.info.main:
+            state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(tmp / "model.safetensors"))
+            opt_t, opt_meta = _optimizer_state(opt)
+            save_file(opt_t, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
+            (tmp / "state.json").write_text(json.dumps({"step": step, "world": self.info.world, **extra},
+                                                       indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in sorted(p for p in self.root.glob("step-*") if not p.name.endswith(".tmp"))[:-self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        self._barrier()
+        return final
+
+    def load(self, path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+             fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Restore a checkpoint, refusing one written by a run of other settings (see :func:`fingerprint_mismatch`)
+        or by another number of processes, before anything is loaded."""
+        state = json.loads((path / "state.json").read_text())
+        differ = fingerprint_mismatch(state.get("fingerprint"), fingerprint)
+        if differ:
+            shown = ", ".join(differ[:8]) + (" …" if len(differ) > 8 else "")
+            raise RuntimeError(f"{path} was written by a run with other settings ({shown}); a resume may change only "
+                               f"{', '.join(RESUMABLE_CHANGES)}. Start over with --no-resume or use another --output")
+        if state["world"] != self.info.world:
+            raise RuntimeError(f"{path} was written by {state['world']} processes; resume it with as many "
+                               f"(this run has {self.info.world})")
+        weights = load_file(str(path / "model.safetensors"))
+        model.load_state_dict(weights, strict=True)
+        _load_optimizer_state(opt, load_file(str(path / "optimizer.safetensors")),
+                              json.loads((path / "optimizer.json").read_text()))
+        _set_rng_state(load_file(str(path / f"rng-rank{self.info.rank}.safetensors")),
+                       json.loads((path / f"rng-rank{self.info.rank}.json").read_text()))
+        data_file = path / f"data-rank{self.info.rank}.json"
+        state["data"] = json.loads(data_file.read_text()) if data_file.is_file() else {}
+        return state
+
+
+def fingerprint_mismatch(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
+    """The dotted keys whose values differ between a checkpoint's run fingerprint and this run's, leaving out those a
+    resume may change (:data:`RESUMABLE_CHANGES`)."""
+    if saved is None or current is None:
+        return []
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix[:-1]: d}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}."))
+        return out
+    a, b = flat(saved), flat(json.loads(json.dumps(current)))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                  and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES))
+
+

@@ -1,0 +1,53 @@
+"""What ``--data PATH_OR_HF_ID`` means, decided once for ``zoo pretrain`` and ``zoo finetune`` alike
+(docs/architecture.md, "Data"): a folder → the modality's folder source, a table file → its table source, anything
+else → a Hugging Face ``datasets`` id (``source: hf``). Every source reads the same key names: ``path``,
+``label_column``, ``entity_column``, ``split``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from zoo import Modality
+
+__all__ = ["data_spec", "describe_data"]
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
+
+
+def data_spec(modality: Modality, data: str | Path, *, label_column: str | None = None, split: str | None = None,
+              entity_column: str | None = None) -> dict[str, Any]:
+    """The data spec of ``--data``: ``{"source": ..., "path": ..., [label_column, split, entity_column]}``."""
+    path = Path(str(data)).expanduser()
+    if path.is_dir():
+        if modality.folder_source is None:
+            raise ValueError(f"modality {modality.name!r} reads no folders: give a table file or a datasets id")
+        spec: dict[str, Any] = {"source": modality.folder_source, "path": str(path)}
+    elif path.is_file():
+        if modality.table_source is not None:
+            spec = {"source": modality.table_source, "path": str(path)}
+        elif modality.folder_source is not None:
+            raise ValueError(f"--data {data}: a {modality.name} model reads a folder of files (one subfolder per "
+                             "class), not a single file")
+        else:
+            raise ValueError(f"--data {data}: modality {modality.name!r} reads no table files")
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise ValueError(f"--data {data}: not a table file ({', '.join(TABLE_SUFFIXES)}): data of another kind?")
+    elif path.suffix or str(data).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"--data {data}: no such file or folder")
+    else:
+        spec = {"source": "hf", "path": str(data)}
+    if label_column:
+        spec["label_column"] = label_column
+    if split:
+        spec["split"] = split
+    if entity_column and spec["source"] != modality.folder_source:
+        spec["entity_column"] = entity_column
+    return spec
+
+
+def describe_data(data: str | Path) -> str:
+    """What a card and ``config.json`` say about ``--data``: a Hub id as it is, a local file or folder by its name
+    only (nothing published names a local path)."""
+    path = Path(str(data)).expanduser()
+    return path.name if path.exists() else str(data)

@@ -1,0 +1,140 @@
+"""The labelled data of a fine-tuning run, decided once (docs/architecture.md, "Fine-tuning"): the training,
+validation and test sets, the task (classification or regression) and the label names, checked — label spaces
+of train and test, classes with too few examples, a label or id column that the model would read as an input."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo import ExampleSet, Modality, Processor, StreamSet
+from zoo.data import stratified_indices
+
+from .data_spec import data_spec, describe_data
+
+__all__ = ["LabelledData", "load_labelled", "check_label_spaces", "held_out_split", "check_not_an_input"]
+
+Data = ExampleSet | StreamSet
+
+
+@dataclass
+class LabelledData:
+    """What fine-tuning trains on, validates on and reports on, with its task and label names."""
+
+    train: Data
+    test: Data
+    validation: Data | None
+    task: str                                # "classification" or "regression"
+    label_names: list[str]                   # a regression: the one target name
+    description: str                         # what cards and config.json name (never a local path)
+    spec: dict[str, Any] | None = None       # the training data's spec (own data)
+
+
+def _names(data: Data) -> list[str]:
+    if data.label_names is not None:
+        return [str(n) for n in data.label_names]
+    if isinstance(data, ExampleSet) and data.labels is not None:
+        return [str(v) for v in sorted({int(y) for y in data.labels})]
+    raise ValueError("fine-tuning needs labelled data (a label column, class folders, or label names for a stream)")
+
+
+def check_label_spaces(train: Data, test: Data, min_per_class: int = 2) -> list[str]:
+    """The label names both sets share, in order; different names stop the run naming both lists, and classes
+    with fewer than ``min_per_class`` training examples are named."""
+    a, b = _names(train), _names(test)
+    if a != b:
+        only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+        raise ValueError(f"train and test label sets differ: train has {len(a)} labels {a}, test has {len(b)} "
+                         f"labels {b}" + (f"; only in train: {only_a}" if only_a else "")
+                         + (f"; only in test: {only_b}" if only_b else "")
+                         + ("" if only_a or only_b else "; the same names in another order"))
+    if len(a) < 2:
+        raise ValueError(f"the labels hold {len(a)} class ({a}): a classifier needs at least 2")
+    if isinstance(train, ExampleSet):
+        counts = Counter(int(y) for y in train.labels)
+        few = {a[i]: counts.get(i, 0) for i in range(len(a)) if counts.get(i, 0) < min_per_class}
+        if few:
+            raise ValueError(f"classes with fewer than {min_per_class} training examples: {few} "
+                             "(add examples, or drop these classes)")
+    return a
+
+
+def held_out_split(data: Data, fraction: float, seed: int) -> tuple[ExampleSet, ExampleSet]:
+    """A seeded, stratified split: ``max(1, round(fraction · n_c))`` examples of every class ``c`` held out (a
+    regression target: of every quintile of the target)."""
+    if not isinstance(data, ExampleSet) or data.labels is None:
+        raise ValueError("a held-out split needs map-style labelled data (a streamed set needs --test-split)")
+    labels = list(data.labels)
+    if data.regression:                       # strata: the target's quintiles
+        y = np.asarray(labels, dtype=float)
+        labels = np.digitize(y, np.quantile(y, [0.2, 0.4, 0.6, 0.8])).tolist() if len(y) >= 5 else [0] * len(y)
+    held = set(stratified_indices(labels, fraction, seed))
+    rest = [i for i in range(len(data)) if i not in held]
+    return data.subset(rest), data.subset(sorted(held))
+
+
+def check_not_an_input(processor: Processor, columns: dict[str, str | None]) -> None:
+    """A label column (or an id column) is never an input: refuse a model whose processor reads one of
+    ``columns`` (role → column name) as a field, naming it and the remedy."""
+    inputs = set(processor.input_columns() or ())
+    for role, column in columns.items():
+        if column and column in inputs:
+            raise ValueError(f"the {role} column {column!r} is an input field of this model's processor (it was "
+                             f"pretrained on a table holding it): fine-tuning would learn from the {role} itself. "
+                             f"Pretrain again without it (zoo pretrain RECIPE --data ... --label-column {column}, "
+                             f"or --set processor.exclude=[{column}])")
+
+
+def load_labelled(modality: Modality, processor: Processor, ft: Any, seed: int, *, data: str | None = None,
+                  label_column: str | None = None, split: str | None = None, test_split: str | None = None,
+                  recipe_eval: dict[str, Any] | None = None, train_set: Data | None = None,
+                  test_set: Data | None = None) -> LabelledData:
+    """The run's labelled data from one place: ``data`` (one's own: a folder, a table, a datasets id; the test
+    set from ``test_split``, a folder's ``test/`` or a seeded held-out share), else the given sets, else the
+    recipe's ``evaluate.train``/``evaluate.test``. ``ft`` holds task, fractions and ``min_per_class``."""
+    spec = None
+    if data is not None:
+        entity = getattr(processor.config, "entity_column", None)
+        check_not_an_input(processor, {"label": label_column})
+        spec = data_spec(modality, data, label_column=label_column, split=split, entity_column=entity)
+        if spec["source"] != modality.folder_source and not label_column:
+            raise ValueError(f"{data}: a table needs --label-column (the column holding the labels)")
+        if spec["source"] in ("hf", modality.table_source):
+            spec["problem_type"] = ft.task        # "auto": the source decides from the column's values
+        train_set = modality.load_data(spec)
+        folder_test = spec["source"] == modality.folder_source and (Path(data) / "test").is_dir()
+        if test_split is not None or folder_test:
+            test_set = modality.load_data({**spec, "split": test_split or "test"})
+        else:
+            train_set, test_set = held_out_split(train_set, ft.test_fraction, seed)
+        description = describe_data(data)
+    else:
+        recipe_eval = recipe_eval or {}
+        if (train_set is None and "train" not in recipe_eval) or (test_set is None and "test" not in recipe_eval):
+            raise ValueError("the recipe has no evaluate.train / evaluate.test data: give --data")
+        train_set = train_set if train_set is not None else modality.load_data(recipe_eval["train"])
+        test_set = test_set if test_set is not None else modality.load_data(recipe_eval["test"])
+        description = str(recipe_eval.get("dataset", "the recipe's data"))
+    task = _task(train_set, test_set, ft.task)
+    names = [label_column or "target"] if task == "regression" else \
+        check_label_spaces(train_set, test_set, ft.min_per_class)
+    validation = None
+    if ft.validation_fraction > 0 and (ft.eval_every > 0 or ft.patience > 0):
+        train_set, validation = held_out_split(train_set, ft.validation_fraction, seed + 1)
+    return LabelledData(train_set, test_set, validation, task, names, description, spec)
+
+
+def _task(train: Data, test: Data, wanted: str) -> str:
+    """The task the labels are for; ``wanted`` (``auto``, ``classification``, ``regression``) must agree."""
+    found = "regression" if getattr(train, "regression", False) else "classification"
+    if wanted not in ("auto", found):
+        raise ValueError(f"finetune.task is {wanted!r} but the data's labels are for {found}"
+                         + (" (regression targets are read from a table's numeric label column)"
+                            if wanted == "regression" else ""))
+    if bool(getattr(test, "regression", False)) != (found == "regression"):
+        raise ValueError("the train and test sets' labels are not of one kind (class ids vs regression targets)")
+    return found

@@ -1,0 +1,156 @@
+"""Reporting shared by fine-tuning and evaluation: predictions of a labelled set (one batch loop), metrics
+(accuracy, macro-F1, confusion matrix; MAE, RMSE, R²), the confusion-matrix and predicted-vs-true plots,
+``predictions.jsonl`` and the fine-tuned model's card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo import Classifier, ExampleSet, Processor, StreamSet
+
+from .data import iter_batches
+
+__all__ = ["classification_metrics", "regression_metrics", "task_metrics", "predict_set", "confusion_png",
+           "scatter_png", "write_predictions", "finetune_card", "LOWER_IS_BETTER"]
+
+
+def classification_metrics(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, the confusion matrix (rows: true, columns: predicted) and per-class precision,
+    recall, F1 and support."""
+    c = len(label_names)
+    cm = np.zeros((c, c), dtype=np.int64)
+    np.add.at(cm, (y, pred), 1)
+    tp = np.diag(cm).astype(float)
+    precision = np.divide(tp, cm.sum(0), out=np.zeros(c), where=cm.sum(0) > 0)
+    recall = np.divide(tp, cm.sum(1), out=np.zeros(c), where=cm.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(c), where=precision + recall > 0)
+    present = cm.sum(1) > 0
+    return {"accuracy": float(tp.sum() / max(cm.sum(), 1)), "macro_f1": float(f1[present].mean()) if present.any()
+            else 0.0, "confusion_matrix": cm.tolist(),
+            "per_class": {n: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                              "support": int(cm[i].sum())} for i, n in enumerate(label_names)}}
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """Mean absolute error, root mean squared error and R² (1 − SSE / the target's sum of squares)."""
+    y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+    err = pred - y
+    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+            "r2": 1.0 - float((err ** 2).sum()) / total if total > 0 else 0.0}
+
+
+LOWER_IS_BETTER = {"rmse", "mae"}
+
+
+@torch.no_grad()
+def predict_set(clf: Classifier, processor: Processor, data: ExampleSet | StreamSet, *, num_workers: int = 0,
+                device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(true labels, probabilities [N, C] or values [N], names)`` of a labelled set, read through the
+    DataLoader workers."""
+    clf.eval().to(device)
+    ys, probs, names = [], [], []
+    for batch in iter_batches(data, processor, batch_size=64, num_workers=num_workers):
+        labels = batch.pop("labels")
+        names += list(batch.pop("_names"))
+        batch.pop("_skipped", None)
+        probs.append(clf.outputs({k: v.to(device) for k, v in batch.items()}).cpu())
+        ys.append(labels)
+    if not ys:
+        raise ValueError("nothing to evaluate: the set holds no examples")
+    return torch.cat(ys).numpy(), torch.cat(probs).numpy(), names
+
+
+def task_metrics(task: str, y: np.ndarray, out: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    """The metrics of a task: classification from probabilities ``[N, C]``, regression from values ``[N]``."""
+    if task == "regression":
+        return regression_metrics(y, out)
+    return classification_metrics(y, out.argmax(1), label_names)
+
+
+def write_predictions(path: Path, task: str, names: list[str], y: np.ndarray, out: np.ndarray,
+                      label_names: list[str]) -> None:
+    """``predictions.jsonl``: one row per example, named, with its label and prediction (and probabilities)."""
+    with open(path, "w") as fh:
+        for name, t, row in zip(names, y, out):
+            if task == "regression":
+                fh.write(json.dumps({"name": name, "label": float(t), "predicted": float(row)}) + "\n")
+                continue
+            fh.write(json.dumps({"name": name, "label": label_names[int(t)],
+                                 "predicted": label_names[int(row.argmax())],
+                                 "probabilities": {n: round(float(v), 6) for n, v in zip(label_names, row)}}) + "\n")
+
+
+def confusion_png(cm: list[list[int]], label_names: list[str], path: Path, title: str) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    m = np.asarray(cm)
+    size = max(4.0, 0.45 * len(label_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(label_names)), label_names, rotation=90 if len(label_names) > 6 else 0)
+    ax.set_yticks(range(len(label_names)), label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(label_names) <= 20:
+        for i in range(len(m)):
+            for j in range(len(m)):
+                ax.text(j, i, str(m[i, j]), ha="center", va="center",
+                        color="white" if m[i, j] > m.max() / 2 else "black", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def scatter_png(y: np.ndarray, pred: np.ndarray, path: Path, title: str) -> Path:
+    """Predicted against true values, with the diagonal."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(y, pred, s=6, alpha=0.5)
+    lo, hi = float(min(np.min(y), np.min(pred))), float(max(np.max(y), np.max(pred)))
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def finetune_card(folder: Path, repo_id: str, modality: Any, metrics: dict[str, Any], label_names: list[str],
+          facts: dict[str, Any], dataset: str) -> None:
+    from zoo.cards import write_card
+    checked = (f" (best validation at step {facts['best_step']}"
+               + (f", stopped early at {facts['stopped_early_at']}" if facts["stopped_early_at"] else "") + ")"
+               if facts.get("validation") else " (no validation)")
+    head = (f"Mode `{facts['mode']}`, {facts['steps']} steps{checked}; {facts['test_examples']} test examples. "
+            f"Reproduce with `{facts['command']}`.")
+    if facts["task"] == "regression":
+        task, shown = "tabular-regression", (("mae", "MAE"), ("rmse", "RMSE"))
+        comparison = (f"### Fine-tuning\n\nTarget: `{label_names[0]}` (regression). {head}\n\n| MAE | RMSE | R² |\n"
+                      f"| ---: | ---: | ---: |\n| {metrics['mae']:.4g} | {metrics['rmse']:.4g} | {metrics['r2']:.3f} |"
+                      "\n\n![predicted against true](predicted_vs_true.png)")
+    else:
+        task = modality.task if modality.task != "feature-extraction" else "classification"
+        shown = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
+        rows = "\n".join(f"| {n} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+                         for n, r in metrics["per_class"].items())
+        comparison = (f"### Fine-tuning\n\nLabels ({len(label_names)}): {', '.join(label_names)}. {head}\n\n"
+                      "| label | precision | recall | F1 | support |\n| --- | ---: | ---: | ---: | ---: |\n" + rows
+                      + "\n\n![confusion matrix](confusion_matrix.png)")
+    kind = "regressor" if facts["task"] == "regression" else "classifier"
+    results = [{"task": task, "task_name": f"fine-tuned {kind}",
+                "dataset": str(dataset), "dataset_name": str(dataset), "split": "test", "metric": m,
+                "metric_name": name, "value": round(metrics[m], 4)} for m, name in shown]
+    write_card(folder, repo_id=repo_id, results=results, comparison=comparison)

@@ -1,0 +1,136 @@
+"""The conformance suite: every installed modality — built-in or plugin, found through ``zoo.installed()`` — goes
+through the user's path on a tiny labelled set of its own kind (``Modality.sample_data``):
+
+own files → ``zoo pretrain RECIPE --data`` → ``zoo finetune MODEL --data`` (full mode, settings other than the
+defaults) → held-out accuracy well above chance → the classifier reloaded with ``AutoClassifier`` in eval mode
+predicts what the run reported → ``zoo predict`` names the files or entities → the card tells the truth → the
+fitted processor answers hostile inputs with ``BadExample``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from tests.conftest import zoo_main
+
+MODALITIES = sorted(zoo.installed())
+
+
+@pytest.fixture(scope="module", params=MODALITIES)
+def run(request, tmp_path_factory) -> dict:
+    """Pretrain and fine-tune once per modality; the tests below read what the run left."""
+    name = request.param
+    mod = zoo.get_modality(name)
+    assert mod.sample_data is not None, f"modality {name!r} supplies no sample_data (the conformance suite needs it)"
+    root = tmp_path_factory.mktemp(f"conf-{name}")
+    sample = mod.sample_data(root / "data")
+    label = ["--label-column", sample.label_column] if sample.label_column else []
+    sets = [a for o in sample.pretrain_overrides for a in ("--set", o)]
+    pre = zoo_main("pretrain", sample.recipe, "--data", str(sample.data), *label, *sets,
+                   "--output", str(root / "pre"))
+    assert pre.returncode == 0, pre.stderr
+    ft = zoo_main("finetune", str(root / "pre" / "model"), "--data", str(sample.data), *label, "--mode", "full",
+                  "--steps", "30", "--eval-every", "10", "--batch-size", "8", "--seed", "1", *sample.finetune_args,
+                  "--output", str(root / "ft"))
+    assert ft.returncode == 0, ft.stderr
+    result = json.loads(ft.stdout[ft.stdout.index("{"):])
+    return {"name": name, "modality": mod, "sample": sample, "root": root, "result": result,
+            "model": root / "ft" / "model", "pretrained": root / "pre" / "model"}
+
+
+def _predictions(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_fine_tuned_accuracy_is_well_above_chance(run):
+    chance = 1.0 / run["sample"].num_classes
+    acc = run["result"]["test_accuracy"]
+    rows = _predictions(run["model"])
+    assert acc == pytest.approx(np.mean([r["label"] == r["predicted"] for r in rows]))
+    assert acc >= chance + 0.35, f"{run['name']}: held-out accuracy {acc:.3f} (chance {chance:.3f}): {rows}"
+    assert len({r["predicted"] for r in rows}) > 1, f"{run['name']}: one class predicted for every example"
+
+
+def test_reloaded_classifier_in_eval_mode_predicts_what_the_run_reported(run):
+    """``zoo predict`` over the whole data (the installed path: AutoClassifier in eval mode) gives every held-out
+    example the label and probabilities that the run's predictions.jsonl records, under the same name."""
+    clf = zoo.AutoClassifier.from_pretrained(run["model"])
+    assert not clf.training
+    inputs = [str(p) for p in run["sample"].predict_all or [run["sample"].data]]
+    res = zoo_main("predict", str(run["model"]), *inputs, "--json", "--top-k", str(run["sample"].num_classes))
+    assert res.returncode == 0, res.stderr
+    predicted = {}
+    for line in res.stdout.splitlines():
+        row = json.loads(line)
+        predicted[row["input"]] = {p["label"]: p["score"] for p in row["predictions"]}
+    reported = _predictions(run["model"])
+    missing = [r["name"] for r in reported if r["name"] not in predicted]
+    assert not missing, f"held-out names not among zoo predict's: {missing[:3]} vs {sorted(predicted)[:3]}"
+    for r in reported:
+        got = predicted[r["name"]]
+        assert max(got, key=got.get) == r["predicted"], r["name"]
+        for label, p in r["probabilities"].items():
+            assert got[label] == pytest.approx(p, abs=1e-4), (r["name"], label)
+
+
+def test_predict_names_the_files_or_entities(run):
+    sample = run["sample"]
+    if not sample.predict_inputs:
+        pytest.skip(f"{run['name']}: no separate inputs to predict (the whole data set is predicted above)")
+    res = zoo_main("predict", str(run["model"]), *map(str, sample.predict_inputs), "--json")
+    assert res.returncode == 0, res.stderr
+    names = sorted(json.loads(line)["input"] for line in res.stdout.splitlines())
+    assert names == sorted(sample.predict_names)
+
+
+def test_the_cards_tell_the_truth(run):
+    """The data actually used (a file or folder name, never a local path) and the command that reproduces it."""
+    data = Path(run["sample"].data)
+    for folder in (run["pretrained"], run["model"]):
+        card = (folder / "README.md").read_text()
+        config = (folder / "config.json").read_text()
+        assert str(run["root"]) not in card and str(run["root"]) not in config, folder
+        assert data.name in card, f"{folder}: the card does not name the data {data.name}"
+    pre = (run["pretrained"] / "README.md").read_text()
+    assert f"--data {data.name}" in pre and run["sample"].pretrain_overrides[0] in pre
+    ft = (run["model"] / "README.md").read_text()
+    assert "(not recorded)" not in ft and "--mode full" in ft
+
+
+HOSTILE = [None, 0, 1.5, "", "no/such/file.bin", b"\x00\x01", [], [[]], {}, {"x": 1}, np.zeros(0),
+           np.full((8, 3), np.nan), np.full((8, 3), np.inf), np.array(["a", "b"]), np.zeros((2, 2, 2, 2, 2)),
+           np.zeros(5, np.complex64), [[1.0, 2.0], [3.0]], np.zeros((10**9, 0)), object(),
+           {"x": np.zeros((3, 3)), "edge_index": [[0], [1]], "num_nodes": 10**12},
+           {"points": np.zeros((10**6, 3)) + np.nan}, {"array": np.zeros(10), "sampling_rate": -5},
+           {"a": float("inf"), "b": "u"}, {"a": "abc", "b": "u"}, {"time": [], "amount": []},
+           {"time": [1.0, float("nan")], "amount": [1.0, 2.0]}, {"time": ["2399-01-01"], "amount": [1e300]},
+           torch.full((16, 3), float("nan")), np.full((4, 4), 1e300)]
+
+
+def test_the_fitted_processor_answers_hostile_inputs(run, tmp_path):
+    """Every hostile input gets ``BadExample`` naming the example, or — where the processor accepts it — finite
+    tensors. Also a file of another kind (a wav for video, an mp4 for audio, text for everything)."""
+    proc = zoo.AutoProcessor.from_pretrained(run["pretrained"])
+    (tmp_path / "notes.txt").write_text("not data\n")
+    hostile = [*HOSTILE, str(tmp_path / "notes.txt")]
+    failures = []
+    for i, bad in enumerate(hostile):
+        try:
+            out = proc(bad, name=f"hostile-{i}")
+        except zoo.BadExample as err:
+            if f"hostile-{i}" not in str(err) and not (isinstance(bad, str) and bad in str(err)):
+                failures.append(f"#{i}: names neither the example nor the file: {err}")
+        except Exception as err:  # noqa: BLE001 - the point: nothing but BadExample
+            failures.append(f"#{i} {bad!r:.60}: {type(err).__name__}: {str(err)[:160]}")
+        else:
+            bad_out = [k for k, v in out.items() if torch.is_tensor(v) and v.is_floating_point()
+                       and not torch.isfinite(v).all()]
+            if bad_out:
+                failures.append(f"#{i} {bad!r:.60}: accepted with non-finite {bad_out}")
+    assert not failures, f"{run['name']}:\n" + "\n".join(failures)
