@@ -7,6 +7,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -109,6 +110,19 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _named_inputs(processor, path: str) -> list[tuple[str, object]]:
+    """The examples of one input with their names: a folder through the modality's folder source (every file of
+    its kind, named by path), a file through the processor (a table's rows, an event log's entities)."""
+    from zoo import get_modality
+
+    from .data_spec import data_spec
+    modality = get_modality(processor.modality)
+    if Path(path).is_dir() and modality.folder_source is not None:
+        data = modality.load_data(data_spec(modality, path))
+        return [(data.name(i), data.examples[i]) for i in range(len(data))]
+    return processor.read_named(path)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from zoo import AutoClassifier
     from zoo.classifier import CLASSIFIER_NAME
@@ -117,7 +131,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"{model} is an encoder, not a fine-tuned classifier (no {CLASSIFIER_NAME}): fine-tune it "
                          f"first (zoo finetune {model} --data ...), or embed with zoo embed")
     clf = AutoClassifier.from_pretrained(args.model)
-    named = [item for path in args.inputs for item in clf.processor.read_named(path)]
+    named = [item for path in args.inputs for item in _named_inputs(clf.processor, path)]
     names, examples = [n for n, _ in named], [ex for _, ex in named]
     out = clf.predict(examples, names=names, top_k=args.top_k)
     for name, labels in zip(names, out):
@@ -142,7 +156,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         def records(self, part: int, parts: int, epoch: int):
             i = 0
             for path in args.inputs:
-                for name, ex in processor.read_named(path):
+                for name, ex in _named_inputs(processor, path):
                     if i % parts == part:
                         yield ex, None, name
                     i += 1
@@ -157,16 +171,18 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     encoder = AutoEncoder.from_pretrained(args.model)
     processor = AutoProcessor.from_pretrained(args.model)
     files = Files()
-    folder = out if out is not None and out.suffix != ".safetensors" else Path(tempfile.mkdtemp(prefix="zoo-embed-"))
-    index = embed_shards(encoder, processor, files, folder, shard_size=args.shard_size, device=args.device,
-                         num_workers=args.num_workers, progress=True)
-    emb, _, names = load_shards(index) if out is None or out.suffix == ".safetensors" else (None, None, [])
-    if out is not None and out.suffix == ".safetensors":
-        save_file({"embeddings": emb.contiguous()}, str(out), metadata={"inputs": json.dumps(names)})
-        print(f"wrote {tuple(emb.shape)} embeddings to {out}")
-    elif out is not None:
-        meta = json.loads(index.read_text())
-        print(f"wrote {meta['rows']} embeddings in {len(meta['shards'])} shard(s) to {out} (index.json)")
+    with tempfile.TemporaryDirectory(prefix="zoo-embed-") as tmp:      # removed however the command ends
+        folder = out if out is not None and out.suffix != ".safetensors" else Path(tmp)
+        index = embed_shards(encoder, processor, files, folder, shard_size=args.shard_size, device=args.device,
+                             num_workers=args.num_workers, progress=True)
+        emb, _, names = load_shards(index) if out is None or out.suffix == ".safetensors" else (None, None, [])
+        if out is not None and out.suffix == ".safetensors":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"embeddings": emb.contiguous()}, str(out), metadata={"names": json.dumps(names)})
+            print(f"wrote {tuple(emb.shape)} embeddings to {out}")
+        elif out is not None:
+            meta = json.loads(index.read_text())
+            print(f"wrote {meta['rows']} embeddings in {len(meta['shards'])} shard(s) to {out} (index.json)")
     if emb is not None:
         for name, row in zip(names[:20], emb):
             print(f"{name}\t[{', '.join(f'{v:.4f}' for v in row[:6].tolist())}{', …' if len(row) > 6 else ''}]"
@@ -182,7 +198,8 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from zoo.hub import check_publishable, push_to_hub
+    from zoo.hub import push_to_hub
+    from zoo.publish import check_publishable
     folder = Path(args.folder)
     try:                                  # the same checks with --dry-run: an id, a model that loads, a card
         files = check_publishable(folder, args.repo_id)
@@ -213,21 +230,22 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     raise ValueError(f"no installed modality converts model_type {model_type!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="zoo", description="ssl-zoo: self-supervised encoders for non-image data.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _set_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set train.steps=10 (repeatable)")
 
+
+def _recipe_args(s: argparse.ArgumentParser) -> None:
+    _set_arg(s)
+    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+
+
+def _add_list(sub: Any) -> None:
     s = sub.add_parser("list", help="installed modalities, recipes and zoo entries")
     s.set_defaults(func=_cmd_list)
 
-    def set_arg(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a recipe value, e.g. --set train.steps=10 (repeatable)")
 
-    def recipe_args(s: argparse.ArgumentParser) -> None:
-        set_arg(s)
-        s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-
+def _add_pretrain(sub: Any) -> None:
     s = sub.add_parser("pretrain", help="pretrain an encoder from a recipe (resumes a killed run)")
     s.add_argument("recipe", help="recipe name (see `zoo list`) or YAML path")
     s.add_argument("--data", help="your own (unlabelled) data instead of the recipe's: a folder of files, a "
@@ -235,18 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label-column", help="a column of --data that is a label (never an input; left out)")
     s.add_argument("--split", help="the split of --data to pretrain on (a folder's subfolder, a dataset split)")
     s.add_argument("--output", help="run folder (default: runs/<recipe name>)")
-    set_arg(s)
+    _set_arg(s)
     s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     s.set_defaults(func=_cmd_pretrain)
 
+
+def _add_evaluate(sub: Any) -> None:
     s = sub.add_parser("evaluate", help="linear probe and k-NN of a frozen encoder (vs random init)")
     s.add_argument("model", help="model folder or Hub id")
     s.add_argument("--recipe", help="recipe with the evaluate section (default: the one the model records)")
     s.add_argument("--output", help="where to write eval_results.json and the embedding map")
     s.add_argument("--no-baseline", action="store_true", help="skip the randomly initialised baseline")
-    recipe_args(s)
+    _recipe_args(s)
     s.set_defaults(func=_cmd_evaluate)
 
+
+def _add_finetune(sub: Any) -> None:
     s = sub.add_parser("finetune", help="fine-tune an encoder into a classifier (your own data with --data)")
     s.add_argument("model", help="model folder or Hub id")
     s.add_argument("recipe", nargs="?", help="recipe whose evaluate section holds the labelled data and whose "
@@ -272,9 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repo-id", help="the name the classifier's card gives it")
     s.add_argument("--output", help="run folder (default: runs/<data or recipe>-finetune)")
     s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
-    recipe_args(s)
+    _recipe_args(s)
     s.set_defaults(func=_cmd_finetune)
 
+
+def _add_predict(sub: Any) -> None:
     s = sub.add_parser("predict", help="labels and probabilities from a fine-tuned classifier")
     s.add_argument("model", help="classifier folder or Hub id (from zoo finetune)")
     s.add_argument("inputs", nargs="+", help="input files (a table gives one prediction per row or entity)")
@@ -282,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON line per input")
     s.set_defaults(func=_cmd_predict)
 
+
+def _add_embed(sub: Any) -> None:
     s = sub.add_parser("embed", help="embed input files with a model")
     s.add_argument("model", help="model folder or Hub id")
     s.add_argument("inputs", nargs="+", help="input files")
@@ -291,16 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=_cmd_embed)
 
+
+def _add_convert(sub: Any) -> None:
     s = sub.add_parser("convert", help="import a foreign checkpoint folder (e.g. transformers wav2vec2)")
     s.add_argument("source", help="folder with config.json and model.safetensors")
     s.add_argument("output", help="zoo model folder to write")
     s.set_defaults(func=_cmd_convert)
 
+
+def _add_card(sub: Any) -> None:
     s = sub.add_parser("card", help="(re)write the model card README.md of a model folder")
     s.add_argument("folder")
     s.add_argument("--repo-id", help="name to show in the card (default: the folder name)")
     s.set_defaults(func=_cmd_card)
 
+
+def _add_publish(sub: Any) -> None:
     s = sub.add_parser("publish", help="upload a model folder to the Hugging Face Hub")
     s.add_argument("folder")
     s.add_argument("--repo-id", required=True)
@@ -308,6 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--private", action="store_true")
     s.add_argument("--dry-run", action="store_true", help="check the folder and list what would go up")
     s.set_defaults(func=_cmd_publish)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zoo", description="ssl-zoo: self-supervised encoders for non-image data.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_list, _add_pretrain, _add_evaluate, _add_finetune, _add_predict, _add_embed, _add_convert,
+                _add_card, _add_publish):
+        add(sub)
     return p
 
 

@@ -1,5 +1,6 @@
-"""The data path (DESIGN §5): raw examples → processor → batches in ``torch.utils.data.DataLoader`` workers,
-sharded per rank and per worker, with a position that every checkpoint records and a resume restores exactly.
+"""The data path (docs/architecture.md, "Data"): raw examples → processor → batches in
+``torch.utils.data.DataLoader`` workers, sharded per rank and per worker, with a position that every checkpoint
+records and a resume restores exactly.
 
 - Map-style data (:class:`zoo.ExampleSet`): a seeded permutation per epoch cut into global batches of
   ``batch_size × world`` (the remainder of an epoch is left to the next permutation, as ``drop_last`` does),
@@ -19,12 +20,15 @@ batch and counted, otherwise the run stops with the example and field named.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from zoo import BadExample, ExampleSet, Processor, StreamSet
@@ -274,6 +278,21 @@ def _loader(dataset: Any, *, workers: int, prefetch: int, pin: bool, batch_sampl
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def fit_batch(cfg: Any, data: ExampleSet | StreamSet, what: str) -> Any:
+    """``cfg`` with a batch that a small map-style set can fill: fewer training examples than one global batch
+    train with batches of all of them, said in the log (instead of stopping the run)."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if isinstance(data, ExampleSet) and 0 < len(data) < cfg.batch_size * world:
+        fitted = max(1, len(data) // world)
+        logger.warning("%s: %d training examples cannot fill a batch of %d x %d ranks: "
+                                            "batches of %d", what, len(data), cfg.batch_size, world, fitted)
+        return dataclasses.replace(cfg, batch_size=fitted)
+    return cfg
+
+
+logger = logging.getLogger(__name__)
 
 
 class TrainData:

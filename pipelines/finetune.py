@@ -16,7 +16,7 @@ import logging
 import math
 import re
 import shutil
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from zoo import AutoEncoder, AutoProcessor, Classifier, Config, Encoder, Example
 from zoo.paths import portable
 
 from .batchnorm import recompute_batchnorm
-from .data import TrainData, iter_batches
+from .data import TrainData, fit_batch, iter_batches
 from .engine import Hook, Loop, param_groups, setup_run, train
 from .labelled import LabelledData, load_labelled
 from .recipe import Recipe, TrainConfig
@@ -295,7 +295,7 @@ def setup(model: str | Path, recipe: Recipe, *, device: str, settings: dict[str,
     if (metric in LOWER_IS_BETTER) != (labelled.task == "regression"):
         raise ValueError(f"finetune.metric {metric!r} does not rank {labelled.task}: use "
                          + ("rmse or mae" if labelled.task == "regression" else "accuracy or macro_f1"))
-    cfg = _fit_batch(cfg, labelled.train)
+    cfg = fit_batch(cfg, labelled.train, "finetune")
     if from_scratch:
         torch.manual_seed(cfg.seed)
         encoder = type(encoder)(encoder.config)
@@ -324,18 +324,6 @@ def _command(model: str | Path, data: str | None, label_column: str | None, spli
     for key, value in (settings or {}).items():
         parts += [f"--{key.replace('_', '-')}", str(value)]
     return " ".join(parts)
-
-
-def _fit_batch(cfg: TrainConfig, train: ExampleSet | StreamSet) -> TrainConfig:
-    """A map-style training set smaller than one global batch trains with batches of all of it (said so)."""
-    import torch.distributed as dist
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    if isinstance(train, ExampleSet) and len(train) < cfg.batch_size * world:
-        fitted = max(1, len(train) // world)
-        logger.warning("finetune: %d training examples cannot fill a batch of %d x %d ranks: batches of %d",
-                       len(train), cfg.batch_size, world, fitted)
-        return replace(cfg, batch_size=fitted)
-    return cfg
 
 
 def _class_weights(data: LabelledData, kind: str) -> torch.Tensor | None:

@@ -9,7 +9,7 @@ from typing import Any
 from zoo.paths import portable
 
 from .build import build, build_processor
-from .data import TrainData
+from .data import TrainData, fit_batch
 from .distributed import peak_rss_mib
 from .engine import setup_run, train
 from .recipe import Recipe, TrainConfig
@@ -44,9 +44,9 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
     """Pretrain from a parsed recipe. Writes ``<output>/model`` (config, weights, preprocessor, card),
     ``metrics.jsonl``, ``loss_curve.png``, ``checkpoints/`` and ``train_summary.json``."""
     output_dir = Path(output_dir)
-    cfg = recipe.train
-    ctx = setup_run(cfg, output_dir)
+    ctx = setup_run(recipe.train, output_dir)
     built = build(recipe)
+    cfg = fit_batch(recipe.train, built.data, "pretrain")
     data = TrainData(built.data, built.processor, cfg, rank=ctx.info.rank, world=ctx.info.world,
                      pin_memory=ctx.device.type == "cuda")
     result = train(built.pretrainer, data, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx,

@@ -233,12 +233,12 @@ def test_processor_inputs_resampling_and_bad_input(tmp_path):
     assert len(items) == 1 and len(skipped) == 1 and "junk.wav" in skipped[0]
 
 
-def test_audiofolder_through_datasets(tmp_path):
+def test_a_folder_of_audio_class_folders(tmp_path):
     for label in ("0", "1"):
         (tmp_path / "train" / label).mkdir(parents=True)
         for i in range(3):
             sf.write(tmp_path / "train" / label / f"{i}.wav", np.random.randn(4000).astype(np.float32) * 0.1, 8000)
-    data = zoo.get_modality("audio").load_data({"source": "audiofolder", "data_dir": str(tmp_path)})
+    data = zoo.get_modality("audio").load_data({"source": "folder", "path": str(tmp_path)})
     assert len(data) == 6 and sorted(set(data.labels)) == [0, 1] and list(data.label_names) == ["0", "1"]
     proc = AudioProcessor()
     assert proc(data.examples[0])["input_values"].shape == (8000,)
@@ -292,10 +292,10 @@ def test_end_to_end_pretrain_cli_save_reload_identical_embeddings(tmp_path):
         "encoder": {**TINY, "conv_layers": [[16, 10, 5], [16, 3, 2], [16, 3, 2]]},
         "pretraining": {"mask_length": 3, "num_negatives": 5, "codevectors_per_group": 8, "codevector_dim": 16,
                         "proj_dim": 16, "crop_seconds": 0.5},
-        "data": {"train": {"source": "audiofolder", "data_dir": str(root)}},
+        "data": {"train": {"source": "folder", "path": str(root)}},
         "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 3},
-        "evaluate": {"train": {"source": "audiofolder", "data_dir": str(root)},
-                     "test": {"source": "audiofolder", "data_dir": str(root)}, "knn_k": 3}}))
+        "evaluate": {"train": {"source": "folder", "path": str(root)},
+                     "test": {"source": "folder", "path": str(root)}, "knn_k": 3}}))
     out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"

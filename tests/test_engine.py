@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from pipelines.data import batch_indices
-from pipelines.schedule import lr_at
 from pipelines.recipe import TrainConfig, apply_overrides, load_recipe
+from pipelines.schedule import lr_at
 from zoo.config import ConfigError
 
 

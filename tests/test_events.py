@@ -194,7 +194,7 @@ def test_stream_source_reads_clustered_parquet_one_history_at_a_time(tmp_path):
     df = pd.DataFrame(table).sort_values("entity", kind="stable")
     df["segment"] = [["commuter", "family", "traveller", "student"][seg[int(e[6:])]] for e in df["entity"]]
     df.to_parquet(tmp_path / "a.parquet", row_group_size=50)
-    stream = load_data({"source": "stream", "path": str(tmp_path), "label": "segment",
+    stream = load_data({"source": "stream", "path": str(tmp_path), "label_column": "segment",
                         "label_names": ["commuter", "family", "student", "traveller"], "read_batch": 17})
     recs = list(stream.records(0, 1, 0))
     grouped = group_events(df, "entity")
@@ -213,7 +213,7 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
     df["segment"] = [seg[int(e[6:])] for e in df["entity"]]
     df.to_csv(tmp_path / "log.csv", index=False)
     recipe = tmp_path / "r.yaml"
-    data = {"source": "table", "path": str(tmp_path / "log.csv"), "entity": "entity", "label": "segment"}
+    data = {"source": "table", "path": str(tmp_path / "log.csv"), "entity_column": "entity", "label_column": "segment"}
     recipe.write_text(json.dumps({
         "name": "events-e2e", "modality": "events", "architecture": "coles",
         "encoder": {"hidden": 16, "embed_dim": 4}, "pretraining": {"split_count": 3, "cnt_min": 5, "cnt_max": 20},

@@ -13,15 +13,10 @@ import torch
 
 import zoo
 from pipelines.build import build_processor
-from pipelines.finetune import (
-    FinetuneModel,
-    FinetuneSettings,
-    check_label_spaces,
-    classification_metrics,
-    held_out_split,
-    layer_groups,
-)
+from pipelines.finetune import FinetuneModel, FinetuneSettings, layer_groups
+from pipelines.labelled import check_label_spaces, held_out_split
 from pipelines.recipe import load_recipe
+from pipelines.report import classification_metrics
 from tests.conftest import zoo_cli, zoo_main
 from zoo import ExampleSet, get_modality
 
@@ -267,7 +262,7 @@ def test_modes_and_layer_wise_decay():
 
 
 def test_regression_metrics_and_split_by_hand():
-    from pipelines.finetune import regression_metrics
+    from pipelines.report import regression_metrics
     m = regression_metrics(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 3.0, 3.0, 2.0]))
     assert m["mae"] == pytest.approx(3 / 4) and m["rmse"] == pytest.approx(np.sqrt(5 / 4))
     assert m["r2"] == pytest.approx(1 - 5 / 5)                # SSE 5, the target's sum of squares 5

@@ -15,6 +15,7 @@ from modalities.graph.processor import GraphProcessor, GraphProcessorConfig
 from modalities.pointcloud.processor import PointCloudProcessor
 from pipelines.recipe import parse_recipe
 from zoo.hub import FormatError
+from zoo.publish import check_publishable
 
 BASE = {"name": "r", "modality": "audio", "architecture": "wav2vec2"}
 
@@ -196,12 +197,12 @@ def test_publish_checks_the_repo_id_and_the_card_even_on_a_dry_run(tmp_path):
     assert main(["publish", str(tmp_path / "m"), "--repo-id", "org/m", "--dry-run"]) == 0
     for bad in ("", "../../x", "a/b/c"):
         with pytest.raises(ValueError, match="invalid repo id"):
-            zoo.hub.check_publishable(tmp_path / "m", bad)
+            check_publishable(tmp_path / "m", bad)
         assert main(["publish", str(tmp_path / "m"), "--repo-id", bad, "--dry-run"]) == 2
     card = tmp_path / "m" / "README.md"
     card.write_text("---\nlicense: [unclosed\n---\n# card\n")
     with pytest.raises(FormatError, match="README.md: the card's YAML metadata does not parse"):
-        zoo.hub.check_publishable(tmp_path / "m", "org/m")
+        check_publishable(tmp_path / "m", "org/m")
     assert main(["publish", str(tmp_path / "m"), "--repo-id", "org/m", "--dry-run"]) == 2
 
 

@@ -102,7 +102,7 @@ def test_table_sources(tmp_path):
                    str(tmp_path / "t.parquet"), df.to_dict("records")):
         p = TabularProcessor(TabularProcessorConfig(exclude=["label"])).fit(source)
         assert p.numerical[:2] == ["age", "income"] and "city" in p.categorical, type(source)
-    data = zoo.get_modality("tabular").load_data({"source": "file", "path": str(tmp_path / "t.csv"), "label": "label"})
+    data = zoo.get_modality("tabular").load_data({"source": "table", "path": str(tmp_path / "t.csv"), "label_column": "label"})
     assert isinstance(data.examples, Rows) and len(data) == 40 and "label" not in data.examples.columns
 
 
@@ -138,10 +138,10 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
         "name": "tab-e2e", "modality": "tabular", "architecture": "t-jepa",
         "encoder": {"dim": 16, "depth": 1, "heads": 2, "reg_tokens": 1},
         "pretraining": {"context_share": [0.4, 0.4], "target_share": [0.4, 0.4]},
-        "data": {"train": {"source": "file", "path": str(tmp_path / "train.csv"), "label": "label"}},
+        "data": {"train": {"source": "table", "path": str(tmp_path / "train.csv"), "label_column": "label"}},
         "train": {"steps": 3, "batch_size": 16, "warmup_steps": 1, "checkpoint_every": 3},
-        "evaluate": {"train": {"source": "file", "path": str(tmp_path / "train.csv"), "label": "label"},
-                     "test": {"source": "file", "path": str(tmp_path / "train.csv"), "label": "label"}, "knn_k": 3}}))
+        "evaluate": {"train": {"source": "table", "path": str(tmp_path / "train.csv"), "label_column": "label"},
+                     "test": {"source": "table", "path": str(tmp_path / "train.csv"), "label_column": "label"}, "knn_k": 3}}))
     out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"
@@ -249,8 +249,8 @@ def test_a_stray_string_does_not_turn_a_numeric_column_categorical(tmp_path, cap
     df["income"] = df["income"].astype(object)
     df.loc[7, "income"] = "abc"
     df.to_csv(tmp_path / "t.csv", index=False)
-    rows = zoo.get_modality("tabular").load_data({"source": "file", "path": str(tmp_path / "t.csv"),
-                                                  "label": "label"})
+    rows = zoo.get_modality("tabular").load_data({"source": "table", "path": str(tmp_path / "t.csv"),
+                                                  "label_column": "label"})
     with caplog.at_level("WARNING"):
         p = TabularProcessor().fit(rows.examples)
     assert "income" in p.numerical and p.unparseable == {"income": [(7, "abc")]}

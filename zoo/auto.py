@@ -16,15 +16,10 @@ __all__ = ["AutoEncoder", "AutoProcessor", "load_encoder"]
 def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None, **hub_kwargs: Any) -> Encoder:
     """The class lookup (timm's ``_factory``): ``config.json`` names modality and architecture, the registry
     gives the class; with ``expect``, a config of another architecture is refused."""
-    config = load_config(id_or_path, **hub_kwargs)
     if expect is not None and expect is not Encoder:
-        if (config["modality"], config["architecture"]) != (expect.modality, expect.architecture):
-            raise FormatError(
-                f"{id_or_path} holds a {config['modality']}/{config['architecture']} model, not "
-                f"{expect.modality}/{expect.architecture}: load it with zoo.AutoEncoder")
-        cls = expect
-    else:
-        cls = get_modality(config["modality"]).architecture(config["architecture"]).encoder
+        return expect.from_pretrained(id_or_path, **hub_kwargs)
+    config = load_config(id_or_path, **hub_kwargs)
+    cls = get_modality(config["modality"]).architecture(config["architecture"]).encoder
     return build_encoder(cls, config, id_or_path, **hub_kwargs)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from .hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, FormatError
 from .registry import get_modality
 
 __all__ = ["template_path", "render_card", "write_card", "existing_results"]
@@ -121,7 +121,6 @@ def _finetuning(folder: Path) -> dict[str, Any]:
 
 def load_card(path: str | Path) -> ModelCard:
     """A model card, or a FormatError naming the file when its YAML front matter does not parse."""
-    from .hub import FormatError
     try:
         return ModelCard.load(str(path))
     except Exception as err:        # yaml.YAMLError, ValueError: huggingface_hub wraps both loosely

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from .auto import AutoEncoder, AutoProcessor
 from .hub import FormatError, load_state_strict, load_weights, read_json, resolve_file
 from .plugin import Encoder, PretrainOutput, Processor
 
@@ -59,7 +60,11 @@ class Classifier(nn.Module):
         return self.head(self.dropout(self.encoder(batch).pooled))
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> PretrainOutput:
+        """The training loss and metrics; without ``labels`` in the batch no loss (``None``), as Hugging Face
+        models do, and the logits in ``metrics["logits"]``."""
         logits = self.logits(batch).float()
+        if "labels" not in batch:
+            return PretrainOutput(None, {"logits": logits})
         if self.task == "regression":
             target = (batch["labels"].float() - self.target_mean) / self.target_std
             loss = F.mse_loss(logits[:, 0], target)
@@ -136,7 +141,6 @@ class Classifier(nn.Module):
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | Path, **hub_kwargs: Any) -> Classifier:
-        from .auto import AutoEncoder, AutoProcessor
         meta_path = resolve_file(id_or_path, CLASSIFIER_NAME, **hub_kwargs)
         meta = read_json(meta_path)
         task, names = meta.get("task", "classification"), meta.get("label_names")

@@ -1,4 +1,5 @@
-"""Data sources as modalities return them (DESIGN §5): raw examples read on demand, never decoded here.
+"""Data sources as modalities return them (docs/architecture.md, "Data"): raw examples read on demand, never
+decoded here.
 
 - :class:`ExampleSet` — map-style: random access and a length (a file list, a memory-mapped Hugging Face
   ``Dataset``, a table's rows), with labels and names looked up per index.
@@ -239,6 +240,8 @@ def folder_source(spec: dict[str, Any], suffixes: Sequence[str], kind: str) -> E
     root, split = Path(spec["path"]).expanduser(), spec.get("split")
     if not root.is_dir():
         raise FileNotFoundError(f"{kind} folder {root} not found")
+    if split is None and (root / "train").is_dir():
+        split = "train"
     other_splits: set[Path] = set()
     if split is not None and (root / str(split)).is_dir():
         root = root / str(split)

@@ -1,24 +1,25 @@
-"""The on-disk / Hub format (DESIGN §4): one folder = one Hub repo; safetensors only, strict loading.
+"""The on-disk / Hub format (docs/architecture.md, "On-disk format"): one folder = one Hub repo; safetensors
+only, strict loading.
 
-Folder and Hub I/O only: which class a config names is decided in :mod:`zoo.auto` (the factory)."""
+Folder and Hub I/O only: which class a config names is decided in :mod:`zoo.auto` (the factory), and what must
+hold before a folder is published in :mod:`zoo.publish`. Nothing here imports another ``zoo`` module: encoders and
+processors are taken as they are (any module with ``config``, ``modality``, ``architecture``; any object with
+``to_dict``)."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-if TYPE_CHECKING:
-    from .plugin import Encoder, Processor
-
 __all__ = [
     "ZOO_FORMAT", "CONFIG_NAME", "WEIGHTS_NAME", "PREPROCESSOR_NAME", "CARD_NAME", "REPO_FILES",
     "FormatError", "resolve_file", "load_config", "load_weights", "build_encoder", "load_processor_dict",
-    "save_pretrained", "push_to_hub", "publish_to_cache",
+    "save_pretrained", "save_processor", "push_to_hub", "publish_to_cache", "check_repo_id",
 ]
 
 ZOO_FORMAT = 1
@@ -177,8 +178,8 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], w
     module.load_state_dict(state, strict=True)
 
 
-def build_encoder(cls: type[Encoder], config: dict[str, Any], id_or_path: str | Path,
-                  **hub_kwargs: Any) -> Encoder:
+def build_encoder(cls: type[torch.nn.Module], config: dict[str, Any], id_or_path: str | Path,
+                  **hub_kwargs: Any) -> Any:
     """Build ``cls`` from a loaded ``config.json`` and load the folder/repo's weights strictly."""
     weights = resolve_file(id_or_path, WEIGHTS_NAME, required=False, **hub_kwargs)
     if weights is None:
@@ -197,7 +198,7 @@ def build_encoder(cls: type[Encoder], config: dict[str, Any], id_or_path: str | 
     return encoder.eval()
 
 
-def check_shapes(cls: type[Encoder], config: Any, weights: Path, where: str) -> None:
+def check_shapes(cls: type[torch.nn.Module], config: Any, weights: Path, where: str) -> None:
     """Compare the tensor shapes ``config`` implies (the model built on the ``meta`` device: no memory) with
     the shapes in the weights file's header, before anything is allocated: a ``config.json`` asking for
     ``in_dim: 10**9`` is refused here instead of allocating terabytes."""
@@ -228,7 +229,7 @@ def load_processor_dict(id_or_path: str | Path, **hub_kwargs: Any) -> dict[str, 
     return read_json(resolve_file(id_or_path, PREPROCESSOR_NAME, **hub_kwargs))
 
 
-def save_pretrained(encoder: Encoder, folder: str | Path, *, processor: Processor | None = None,
+def save_pretrained(encoder: Any, folder: str | Path, *, processor: Any | None = None,
                     pretraining: dict[str, Any] | None = None) -> Path:
     """Write config.json, model.safetensors and preprocessor.json (the card is written by zoo.cards)."""
     folder = Path(folder)
@@ -239,8 +240,16 @@ def save_pretrained(encoder: Encoder, folder: str | Path, *, processor: Processo
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "zoo_format": str(ZOO_FORMAT)})
     if processor is not None:
-        processor.save_pretrained(folder)
+        save_processor(processor, folder)
     return folder
+
+
+def save_processor(processor: Any, folder: str | Path) -> Path:
+    """``preprocessor.json``: what ``processor.to_dict()`` holds."""
+    path = Path(folder) / PREPROCESSOR_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(processor.to_dict(), indent=2) + "\n")
+    return path
 
 
 def check_repo_id(repo_id: str) -> str:
@@ -252,20 +261,6 @@ def check_repo_id(repo_id: str) -> str:
     except HFValidationError as err:
         raise ValueError(f"invalid repo id {repo_id!r}: {str(err).splitlines()[0]}") from None
     return repo_id
-
-
-def check_publishable(folder: str | Path, repo_id: str) -> list[str]:
-    """What ``publish`` checks before anything goes up: a valid repo id, a model that loads, a card whose
-    metadata parses. Returns the files that would be uploaded."""
-    from .auto import AutoEncoder
-    from .cards import load_card
-    check_repo_id(repo_id)
-    folder = Path(folder)
-    AutoEncoder.from_pretrained(folder)
-    if not (folder / CARD_NAME).is_file():
-        raise FileNotFoundError(f"{folder} has no {CARD_NAME}: run `zoo card {folder}` first")
-    load_card(folder / CARD_NAME)
-    return [n for n in REPO_FILES if (folder / n).is_file()]
 
 
 def publish_to_cache(folder: str | Path, repo_id: str, cache_dir: str | Path) -> str:

@@ -7,6 +7,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from .points import square_distances
+
 __all__ = [
     "gather_with_grad",
     "info_nce",
@@ -184,7 +186,6 @@ def chamfer_l2(a: Tensor, b: Tensor) -> Tensor:
     other set, summed over both directions, averaged over the batch. Distances are exact (from coordinate
     differences, :func:`zoo.points.square_distances`): no matrix-multiply shortcut that loses near neighbours.
     """
-    from .points import square_distances
     d = square_distances(a.float(), b.float())                  # [B, N, M]
     return (d.min(dim=2).values.mean(dim=1) + d.min(dim=1).values.mean(dim=1)).mean()
 

@@ -1,8 +1,8 @@
-"""The modality contract (DESIGN §3): Processor, Encoder, Pretrainer, Config, bundled in a ``Modality``."""
+"""The modality contract (docs/architecture.md, "The modality contract"): Processor, Encoder, Pretrainer,
+Config, bundled in a ``Modality``."""
 
 from __future__ import annotations
 
-import json
 from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,8 +12,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from . import hub
 from .config import Config
 from .data import ExampleSet, StreamSet, hf_source
+from .paths import expand
 
 __all__ = [
     "BadExample",
@@ -84,7 +86,7 @@ class EncoderOutput:
 
 @dataclass
 class PretrainOutput:
-    loss: Tensor
+    loss: Tensor | None
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -196,16 +198,11 @@ class Processor(ABC):
         return proc
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        from .hub import PREPROCESSOR_NAME
-        path = Path(folder) / PREPROCESSOR_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return hub.save_processor(self, folder)
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | Path, **hub_kwargs: Any) -> Processor:
-        from .hub import load_processor_dict
-        return cls.from_dict(load_processor_dict(id_or_path, **hub_kwargs))
+        return cls.from_dict(hub.load_processor_dict(id_or_path, **hub_kwargs))
 
 
 class Encoder(nn.Module, metaclass=ABCMeta):
@@ -231,25 +228,20 @@ class Encoder(nn.Module, metaclass=ABCMeta):
 
     def save_pretrained(self, folder: str | Path, *, processor: Processor | None = None,
                         pretraining: dict[str, Any] | None = None) -> Path:
-        from .hub import save_pretrained
-        return save_pretrained(self, folder, processor=processor, pretraining=pretraining)
+        """``config.json``, ``model.safetensors`` and (with ``processor``) ``preprocessor.json``; the card is
+        written by :mod:`zoo.cards`, the upload by :func:`zoo.push_to_hub`."""
+        return hub.save_pretrained(self, folder, processor=processor, pretraining=pretraining)
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | Path, **hub_kwargs: Any) -> Encoder:
-        """Load a zoo folder or Hub repo; refuses a config of another architecture."""
-        from .auto import load_encoder
-        return load_encoder(id_or_path, expect=cls, **hub_kwargs)
-
-    def push_to_hub(self, repo_id: str, *, processor: Processor | None = None, **kwargs: Any) -> Any:
-        """Save to a temporary folder with a card and upload it (kwargs go to :func:`zoo.push_to_hub`)."""
-        import tempfile
-
-        from .cards import write_card
-        from .hub import push_to_hub
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp, processor=processor)
-            write_card(tmp, repo_id=repo_id)
-            return push_to_hub(tmp, repo_id, **kwargs)
+        """Load a zoo folder or Hub repo of this class's architecture (another is refused: use
+        ``zoo.AutoEncoder``, the factory, to load any)."""
+        config = hub.load_config(id_or_path, **hub_kwargs)
+        if (config["modality"], config["architecture"]) != (cls.modality, cls.architecture):
+            raise hub.FormatError(
+                f"{id_or_path} holds a {config['modality']}/{config['architecture']} model, not "
+                f"{cls.modality}/{cls.architecture}: load it with zoo.AutoEncoder")
+        return hub.build_encoder(cls, config, id_or_path, **hub_kwargs)
 
 
 class Pretrainer(nn.Module, metaclass=ABCMeta):
@@ -340,7 +332,6 @@ def source_loader(modality: str, sources: dict[str, Callable[[dict[str, Any]], E
     sources = {**sources, "hf": lambda spec: hf_source(spec, input_column=hf_input, prepare=hf_prepare)}
 
     def load_data(spec: dict[str, Any]) -> ExampleSet | StreamSet:
-        from .paths import expand
         spec = expand(dict(spec))                    # $ZOO_DATA/…, $ZOO_CACHE/…, ~/… as recorded by portable()
         source = spec.get("source", default)
         if source not in sources:

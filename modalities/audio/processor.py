@@ -49,8 +49,13 @@ def _decode_file(path: str) -> tuple[np.ndarray, int]:
             samples = AudioDecoder(str(p)).get_all_samples()
             return samples.data.numpy().astype(np.float32), int(samples.sample_rate)
         except Exception as tc_err:
-            raise BadExample(path, "path", f"cannot decode audio (soundfile: {sf_err}; torchcodec: {tc_err})") \
-                from None
+            from .data import AUDIO_SUFFIXES
+            if p.suffix.lower() not in AUDIO_SUFFIXES:
+                raise BadExample(path, "path", f"cannot decode audio: a {p.suffix or 'suffix-less'} file is not an "
+                                               f"audio format ({', '.join(AUDIO_SUFFIXES)}): data of another kind?"
+                                 ) from None
+            raise BadExample(path, "path", f"cannot decode audio (soundfile: {sf_err}; torchcodec: "
+                                           f"{str(tc_err).splitlines()[0][:200]})") from None
 
 
 MIN_RATE, MAX_RATE = 1_000, 1_000_000     # Hz: outside, a declared rate is taken as corrupt, not resampled

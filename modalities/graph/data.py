@@ -225,6 +225,7 @@ def graph_folder(path: str | Path, label_column: str | None = None, split: str |
         raise ValueError(f"{nodes}: no feature columns besides {columns}")
     spec: dict[str, Any] = {"source": "tables", "nodes": str(nodes), "edges": str(edges), "graph_column": "graph",
                             "features": features}
+    label_column = label_column or ("label" if "label" in columns else None)     # a "label" column labels
     if label_column:
         spec["label_column"] = label_column
     return spec

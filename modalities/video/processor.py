@@ -122,8 +122,13 @@ class VideoProcessor(Processor):
             try:
                 decoder = VideoDecoder(source, seek_mode=self.config.seek_mode, dimension_order="NCHW")
             except Exception as err:
+                if isinstance(source, str) and Path(source).suffix.lower() not in VIDEO_SUFFIXES:
+                    raise BadExample(name, "path", f"cannot decode video: a {Path(source).suffix or 'suffix-less'} "
+                                                   f"file is not a video format ({', '.join(VIDEO_SUFFIXES)}): "
+                                                   "data of another kind?") from None
+                reason = next((ln for ln in str(err).splitlines() if ln.strip() and "github.com" not in ln), "")
                 raise BadExample(name, "path" if isinstance(source, str) else "bytes",
-                                 f"cannot decode video: {str(err).splitlines()[-1][-200:]}") from None
+                                 f"cannot decode video: {reason[-200:]}") from None
         total = len(decoder)
         idx = frame_indices(total, self.config, name)
         unique, inverse = np.unique(idx, return_inverse=True)
