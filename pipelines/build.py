@@ -92,6 +92,6 @@ def build(recipe: Recipe, *, data: ExampleSet | StreamSet | None = None) -> Buil
     torch.manual_seed(recipe.train.seed)
     enc_cfg = {**recipe.encoder, **processor.encoder_config()}
     encoder = arch.encoder(arch.config.from_dict(enc_cfg, where="recipe:encoder"))
-    pre_cfg = arch.pretraining.from_dict(recipe.pretraining, where="recipe:pretraining")
+    pre_cfg = recipe.objective            # parsed once, with the recipe
     pretrainer = arch.pretrainer(encoder, pre_cfg, total_steps=recipe.train.steps)
     return Built(recipe, modality, arch, data, processor, encoder, pretrainer, pre_cfg)

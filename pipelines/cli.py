@@ -73,7 +73,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .recipe import load_recipe
     recipe = load_recipe(args.recipe, args.set) if args.recipe else None
     report = evaluate_model(args.model, recipe, output_dir=args.output, device=args.device,
-                            baseline=not args.no_baseline)
+                            baseline=not args.no_baseline, num_workers=args.num_workers)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -207,8 +207,10 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         print(f"publish: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
-        print(f"would upload to {args.repo_id}: {', '.join(files)}")
+        print(f"would upload to {args.repo_id}: {', '.join(files)} (the card re-rendered for {args.repo_id})")
         return 0
+    from zoo.cards import write_card
+    write_card(folder, repo_id=args.repo_id)          # the card's name and "How to use" name the repo it goes to
     info = push_to_hub(folder, args.repo_id, private=args.private, revision=args.revision)
     print(f"uploaded {', '.join(files)} to {args.repo_id}: {getattr(info, 'commit_url', info)}")
     return 0
@@ -264,6 +266,7 @@ def _add_evaluate(sub: Any) -> None:
     s.add_argument("--recipe", help="recipe with the evaluate section (default: the one the model records)")
     s.add_argument("--output", help="where to write eval_results.json and the embedding map")
     s.add_argument("--no-baseline", action="store_true", help="skip the randomly initialised baseline")
+    s.add_argument("--num-workers", type=int, default=0, help="DataLoader workers that read and process (default 0)")
     _recipe_args(s)
     s.set_defaults(func=_cmd_evaluate)
 

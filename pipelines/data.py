@@ -34,6 +34,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_
 from zoo import BadExample, ExampleSet, Processor, StreamSet
 from zoo.data import Record, take
 
+from .recipe import TrainConfig
+
 __all__ = ["batch_indices", "grouped_batches", "EpochBatches", "TrainData", "iter_batches", "process_records",
            "padded_share"]
 
@@ -280,7 +282,7 @@ def _identity(x: Any) -> Any:
     return x
 
 
-def fit_batch(cfg: Any, data: ExampleSet | StreamSet, what: str) -> Any:
+def fit_batch(cfg: TrainConfig, data: ExampleSet | StreamSet, what: str) -> TrainConfig:
     """``cfg`` with a batch that a small map-style set can fill: fewer training examples than one global batch
     train with batches of all of them, said in the log (instead of stopping the run)."""
     world = dist.get_world_size() if dist.is_initialized() else 1
@@ -299,7 +301,7 @@ class TrainData:
     """Training batches of one rank, endless, with the position to checkpoint (:meth:`state`) and the counts of
     skipped examples. ``batches(state)`` starts from a checkpointed position."""
 
-    def __init__(self, data: ExampleSet | StreamSet, processor: Processor, cfg: Any, *, rank: int = 0,
+    def __init__(self, data: ExampleSet | StreamSet, processor: Processor, cfg: TrainConfig, *, rank: int = 0,
                  world: int = 1, pin_memory: bool = False) -> None:
         self.data, self.processor, self.cfg, self.rank, self.world = data, processor, cfg, rank, world
         self.pin = pin_memory

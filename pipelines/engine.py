@@ -69,12 +69,13 @@ class RunContext:
 
 
 def setup_run(cfg: TrainConfig, output_dir: str | Path) -> RunContext:
-    """Pick the device, join the process group under ``torchrun``, turn on deterministic algorithms, seed."""
+    """Pick the device, join the process group under ``torchrun``, turn on deterministic algorithms. (The global
+    generators are seeded once, when the loop starts: :class:`Loop`; model weights draw from the seed set where the
+    model is built.)"""
     device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = setup_distributed(device.type)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    seed_all(cfg.seed + info.rank)
     return RunContext(cfg, device, info, Path(output_dir))
 
 

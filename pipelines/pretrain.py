@@ -73,7 +73,6 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
             own = _own_data_name(recipe)
             built.encoder.save_pretrained(output_dir / "model", processor=built.processor,
                                           pretraining={"recipe": portable(recipe.to_dict()),
-                                                       "objective": built.pretraining.to_dict(),
                                                        "training": training_facts(summary, cfg, own),
                                                        "command": command or f"zoo pretrain {recipe.name}",
                                                        **({"data": own} if own else {})})

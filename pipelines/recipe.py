@@ -100,11 +100,13 @@ class Recipe:
     evaluate: dict[str, Any] = field(default_factory=dict)
     finetune: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    objective: Config | None = None    # the ``pretraining`` section parsed once (the architecture's config class)
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as YAML would hold it (what a model's config.json records)."""
+        pretraining = self.objective.to_dict() if self.objective is not None else self.pretraining
         out = {"name": self.name, "modality": self.modality, "architecture": self.architecture,
-               "description": self.description, "encoder": self.encoder, "pretraining": self.pretraining,
+               "description": self.description, "encoder": self.encoder, "pretraining": pretraining,
                "processor": self.processor, "data": self.data, "train": self.train.to_dict(),
                "evaluate": self.evaluate, "finetune": self.finetune}
         return copy.deepcopy({k: v for k, v in out.items() if v not in ({}, "")})
@@ -187,7 +189,8 @@ def parse_recipe(raw: dict[str, Any], where: str = "recipe") -> Recipe:
     modality = get_modality(raw["modality"])
     arch = modality.architecture(raw["architecture"])
     arch.config.from_dict(sections["encoder"], where=f"{label}:encoder")
-    arch.pretraining.from_dict(sections["pretraining"], where=f"{label}:pretraining")
+    objective = arch.pretraining.from_dict(sections["pretraining"], where=f"{label}:pretraining")
     modality.processor.config_class.from_dict(sections["processor"], where=f"{label}:processor")
     return Recipe(name=str(raw["name"]), modality=raw["modality"], architecture=raw["architecture"], train=train,
-                  description=str(raw.get("description", "")), path=where, **copy.deepcopy(sections))
+                  description=str(raw.get("description", "")), path=where, objective=objective,
+                  **copy.deepcopy(sections))

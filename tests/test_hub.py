@@ -244,7 +244,7 @@ def test_push_to_hub_commits_exactly_the_repo_files(toy_model, tmp_path):
     with RecordingHub() as hub:
         zoo.push_to_hub(folder, "acme/toy", token="hf_test", endpoint=hub.url)
         enc = zoo.AutoEncoder.from_pretrained(folder)
-        enc.push_to_hub("acme/toy2", processor=zoo.AutoProcessor.from_pretrained(folder), token="hf_test",
+        zoo.push_to_hub(enc, "acme/toy2", processor=zoo.AutoProcessor.from_pretrained(folder), token="hf_test",
                         endpoint=hub.url)
     assert hub.unknown == []
     assert [c["name"] for c in hub.created] == ["toy", "toy2"]

@@ -102,7 +102,8 @@ def test_table_sources(tmp_path):
                    str(tmp_path / "t.parquet"), df.to_dict("records")):
         p = TabularProcessor(TabularProcessorConfig(exclude=["label"])).fit(source)
         assert p.numerical[:2] == ["age", "income"] and "city" in p.categorical, type(source)
-    data = zoo.get_modality("tabular").load_data({"source": "table", "path": str(tmp_path / "t.csv"), "label_column": "label"})
+    data = zoo.get_modality("tabular").load_data({"source": "table", "path": str(tmp_path / "t.csv"),
+                                                  "label_column": "label"})
     assert isinstance(data.examples, Rows) and len(data) == 40 and "label" not in data.examples.columns
 
 
@@ -141,7 +142,8 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
         "data": {"train": {"source": "table", "path": str(tmp_path / "train.csv"), "label_column": "label"}},
         "train": {"steps": 3, "batch_size": 16, "warmup_steps": 1, "checkpoint_every": 3},
         "evaluate": {"train": {"source": "table", "path": str(tmp_path / "train.csv"), "label_column": "label"},
-                     "test": {"source": "table", "path": str(tmp_path / "train.csv"), "label_column": "label"}, "knn_k": 3}}))
+                     "test": {"source": "table", "path": str(tmp_path / "train.csv"), "label_column": "label"},
+                     "knn_k": 3}}))
     out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"

@@ -7,7 +7,7 @@ from . import layers, masking, objectives
 from .auto import AutoEncoder, AutoProcessor
 from .classifier import AutoClassifier, Classifier
 from .config import Config, ConfigError
-from .hub import FormatError, push_to_hub, save_pretrained
+from .hub import FormatError, save_pretrained
 from .plugin import (
     Architecture,
     BadExample,
@@ -22,6 +22,7 @@ from .plugin import (
     Protocol,
     StreamSet,
 )
+from .publish import push_to_hub
 from .registry import UnknownModality, get_modality, installed, register
 
 __version__ = "0.1.0"

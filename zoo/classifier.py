@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from .auto import AutoEncoder, AutoProcessor
+from .embedding import map_batches
 from .hub import FormatError, load_state_strict, load_weights, read_json, resolve_file
 from .plugin import Encoder, PretrainOutput, Processor
 
@@ -81,18 +82,12 @@ class Classifier(nn.Module):
             return logits[:, 0] * self.target_std + self.target_mean
         return logits.softmax(dim=1)
 
-    @torch.no_grad()
     def _run(self, examples: Sequence[Any], names: Sequence[str] | None, batch_size: int) -> Tensor:
         if self.processor is None:
             raise ValueError("this model has no processor: load it with AutoClassifier.from_pretrained")
         self.eval()
-        device = self.head.weight.device
-        out = []
-        for lo in range(0, len(examples), batch_size):
-            items = [self.processor(examples[i], name=names[i] if names is not None else f"example {i}")
-                     for i in range(lo, min(lo + batch_size, len(examples)))]
-            batch = {k: v.to(device) for k, v in self.processor.collate(items).items()}
-            out.append(self.outputs(batch).cpu())
+        out = list(map_batches(self.outputs, self.processor, examples, names=names, batch_size=batch_size,
+                               device=self.head.weight.device))
         if out:
             return torch.cat(out)
         return torch.zeros(0) if self.task == "regression" else torch.zeros(0, self.num_classes)

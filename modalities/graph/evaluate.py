@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from zoo.embedding import pooled_features
+
 from .data import load_data
 
 
@@ -52,9 +54,7 @@ def graph_cv(encoder, processor, spec: dict[str, Any], *, folds: int = 10, seed:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
     data = load_data(spec)
-    encoder.eval()
-    emb = torch.cat([encoder(processor.collate([processor(g) for g in data.examples[i:i + 128]])).pooled
-                     for i in range(0, len(data), 128)]).numpy()
+    emb = pooled_features(encoder, processor, data, batch_size=128)
     steps = [StandardScaler()] if scale else []
     svm = GridSearchCV(make_pipeline(*steps, SVC()), {"svc__C": [1e-3, 1e-2, 1e-1, 1, 10]}, cv=5)
     scores = cross_val_score(svm, emb, data.labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))

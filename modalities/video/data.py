@@ -1,6 +1,6 @@
 """Video data: the embedded moving-digits set (scikit-learn's bundled 8×8 digits, enlarged and coloured, moving in
 one of four directions, written as real H.264 mp4 files with FFmpeg through torchcodec and read back through the
-same decoder a user's files go through), videofolder directories and Hugging Face ``datasets``."""
+same decoder a user's files go through), folders of video files and Hugging Face ``datasets``."""
 
 from __future__ import annotations
 
