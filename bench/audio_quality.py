@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from modalities.audio.data import data_dir
-from pipelines.evaluate import comparison_markdown, evaluate_model
+from pipelines.evaluate import evaluate_model
 from pipelines.pretrain import pretrain
 from pipelines.recipe import load_recipe
+from pipelines.report import comparison_markdown
 
 from .harness import machine
 

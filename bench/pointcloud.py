@@ -92,9 +92,10 @@ def step_table() -> str:
 
 def probe_table(out: Path = Path(__file__).parent / "results" / "pointcloud-shapes") -> str:
     from modalities.pointcloud.evaluate import linear_svm
-    from pipelines.evaluate import comparison_markdown, evaluate_model
+    from pipelines.evaluate import evaluate_model
     from pipelines.pretrain import pretrain
     from pipelines.recipe import load_recipe
+    from pipelines.report import comparison_markdown
     from zoo import AutoEncoder, AutoProcessor
     recipe = load_recipe("pointcloud-pointmae-tiny")
     summary = pretrain(recipe, out, resume=False)

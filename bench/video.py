@@ -159,9 +159,10 @@ CARDS = Path(__file__).resolve().parents[1] / "model_cards"
 
 
 def probe_table(out: Path = Path(__file__).parent / "results" / "video-moving-digits") -> str:
-    from pipelines.evaluate import comparison_markdown, evaluate_model
+    from pipelines.evaluate import evaluate_model
     from pipelines.pretrain import pretrain
     from pipelines.recipe import load_recipe
+    from pipelines.report import comparison_markdown
     recipe = load_recipe("video-videomae-tiny")
     summary = pretrain(recipe, out, resume=False)
     report = evaluate_model(Path(summary["model_dir"]), recipe)

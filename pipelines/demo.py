@@ -38,7 +38,7 @@ def run(recipe_name: str, out: Path, *, org: str = "ssl-zoo", overrides: list[st
         reloaded = encoder(processor.collate([processor(first, name=first_name)])).pooled
         original = AutoEncoder.from_pretrained(model)(processor.collate([processor(first, name=first_name)])).pooled
     same = bool(torch.equal(reloaded, original))
-    from .evaluate import comparison_markdown, protocol_markdown
+    from .report import comparison_markdown, protocol_markdown
     print(f"\n## {recipe.name}\n")
     print(protocol_markdown(report) if "protocol" in report else comparison_markdown(report))
     print(f"\npretrained {summary['steps']} steps in {summary['wall_seconds']:.1f} s on {summary['hardware']}")

@@ -16,6 +16,7 @@ from zoo import Encoder, ExampleSet, Processor, StreamSet
 
 from .data import iter_batches
 from .recipe import Recipe, parse_recipe
+from .report import comparison_markdown, embedding_map, record_evaluation
 
 __all__ = ["embed", "iter_embeddings", "embed_shards", "load_shards",
            "linear_probe", "knn_accuracy", "embedding_map", "probe_report", "layer_probes",
@@ -149,30 +150,6 @@ def knn_accuracy(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Te
     return float((pred == torch.as_tensor(list(test_y))).float().mean())
 
 
-def embedding_map(x: torch.Tensor, y: Sequence[int], png: str | Path, *, title: str = "",
-                  label_names: Sequence[str] | None = None) -> Path:
-    """A 2-D PCA map of the embeddings coloured by label."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    xc = x.float() - x.float().mean(dim=0)
-    _, _, v = torch.linalg.svd(xc, full_matrices=False)
-    xy = (xc @ v[:2].T).numpy()
-    y = np.asarray(y)
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    for lab in np.unique(y):
-        name = label_names[lab] if label_names is not None else str(lab)
-        ax.scatter(xy[y == lab, 0], xy[y == lab, 1], s=8, label=name, alpha=0.7)
-    ax.legend(fontsize=7, markerscale=2, loc="best")
-    ax.set_title(title or "embeddings (PCA)")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return Path(png)
-
-
 def _split_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet, out: Path | None,
                       split: str, *, device: str, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings and labels of one split, streamed into shards under ``out/embeddings/<split>`` (or in memory
@@ -278,9 +255,9 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
         report[f"{split}_examples"] = json.loads((shards / "embeddings" / split / "index.json").read_text())["rows"]
     metrics = [("linear probe accuracy", report["pretrained"]["linear_probe"]),
                (f"{k}-NN accuracy", report["pretrained"]["knn"])]
-    _record(model, recipe, spec, report, out, write_card, task=modality.task,
-            task_name="frozen-encoder probe", dataset="synthetic", metrics=metrics,
-            comparison=comparison_markdown(report))
+    record_evaluation(model, recipe.name, spec, report, out, write_card, task=modality.task,
+                      task_name="frozen-encoder probe", dataset="synthetic", metrics=metrics,
+                      comparison=comparison_markdown(report))
     return report
 
 
@@ -296,49 +273,7 @@ def _protocol_report(model, encoder, processor, modality, recipe, spec, out, bas
         torch.manual_seed(0)
         report["random_init"] = protocol.fn(type(encoder)(encoder.config), processor, spec)
     metrics = [(k.replace("_", " "), v) for k, v in report["pretrained"].items() if k not in protocol.hidden]
-    _record(model, recipe, spec, report, out, write_card, task=protocol.task, task_name=f"{name} protocol",
-            dataset=spec.get("dataset", recipe.name), metrics=metrics, metric=protocol.metric)
+    record_evaluation(model, recipe.name, spec, report, out, write_card, task=protocol.task,
+                      task_name=f"{name} protocol", dataset=spec.get("dataset", recipe.name), metrics=metrics,
+                      metric=protocol.metric)
     return report
-
-
-def _record(model, recipe, spec, report, out, write_card, *, task: str, task_name: str, dataset: str,
-            metrics: list[tuple[str, float]], comparison: str | None = None, metric: str = "accuracy") -> None:
-    """Write ``eval_results.json`` and, for a local folder, the card with the metrics in its model-index."""
-    (out / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
-    if write_card and Path(model).is_dir():
-        from zoo.cards import write_card as write
-        dataset = spec.get("dataset", dataset)
-        results = [{"task": spec.get("task", task), "task_name": task_name, "dataset": dataset,
-                    "dataset_name": spec.get("dataset_name", dataset), "split": "test", "metric": metric,
-                    "metric_name": name, "value": round(value, 4)} for name, value in metrics]
-        write(model, repo_id=recipe.name, results=results, comparison=comparison)
-
-
-def protocol_markdown(report: dict[str, Any]) -> str:
-    """A protocol report (e.g. node classification) as Markdown: each metric, pretrained vs random init."""
-    rows = [("this encoder (frozen)", report["pretrained"])]
-    if "random_init" in report:
-        rows.append(("same architecture, random init", report["random_init"]))
-    keys = [k for k in report["pretrained"] if not k.endswith("_std")]
-    lines = [f"Protocol `{report['protocol']}`:", "", "| features | " + " | ".join(k.replace("_", " ") for k in keys)
-             + " |", "| --- |" + " ---: |" * len(keys)]
-    lines += [f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |" for name, r in rows]
-    return "\n".join(lines)
-
-
-def comparison_markdown(report: dict[str, Any]) -> str:
-    """The probe table of a report (pretrained vs random init vs baselines, per-layer) as Markdown."""
-    from zoo.cards import COMPARISON_HEADING
-    rows = [("this encoder (frozen)", report["pretrained"])]
-    if "random_init" in report:
-        rows.append(("same architecture, random init", report["random_init"]))
-    rows += [(name, r) for name, r in report.get("baselines", {}).items()]
-    lines = [COMPARISON_HEADING, "",
-             f"Held-out test set of {report.get('test_examples', '?')} examples, probes trained on "
-             f"{report.get('train_examples', '?')}.", "",
-             "| features | linear probe | k-NN |", "| --- | ---: | ---: |"]
-    lines += [f"| {name} | {r['linear_probe']:.3f} | {r['knn']:.3f} |" for name, r in rows]
-    if "layers" in report:
-        lines += ["", "Linear probe per layer (0 = Transformer input): " + ", ".join(
-            f"{i}: {a:.3f}" for i, a in enumerate(report["layers"]))]
-    return "\n".join(lines)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,14 @@ import numpy as np
 import torch
 
 from zoo import Classifier, ExampleSet, Processor, StreamSet
+from zoo.cards import COMPARISON_HEADING
+from zoo.cards import write_card as write_card_file
 
 from .data import iter_batches
 
 __all__ = ["classification_metrics", "regression_metrics", "task_metrics", "predict_set", "confusion_png",
-           "scatter_png", "write_predictions", "finetune_card", "LOWER_IS_BETTER"]
+           "scatter_png", "embedding_map", "write_predictions", "finetune_card", "record_evaluation",
+           "protocol_markdown", "comparison_markdown", "LOWER_IS_BETTER"]
 
 
 def classification_metrics(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict[str, Any]:
@@ -130,7 +134,6 @@ def scatter_png(y: np.ndarray, pred: np.ndarray, path: Path, title: str) -> Path
 
 def finetune_card(folder: Path, repo_id: str, modality: Any, metrics: dict[str, Any], label_names: list[str],
           facts: dict[str, Any], dataset: str) -> None:
-    from zoo.cards import write_card
     checked = (f" (best validation at step {facts['best_step']}"
                + (f", stopped early at {facts['stopped_early_at']}" if facts["stopped_early_at"] else "") + ")"
                if facts.get("validation") else " (no validation)")
@@ -153,4 +156,70 @@ def finetune_card(folder: Path, repo_id: str, modality: Any, metrics: dict[str, 
     results = [{"task": task, "task_name": f"fine-tuned {kind}",
                 "dataset": str(dataset), "dataset_name": str(dataset), "split": "test", "metric": m,
                 "metric_name": name, "value": round(metrics[m], 4)} for m, name in shown]
-    write_card(folder, repo_id=repo_id, results=results, comparison=comparison)
+    write_card_file(folder, repo_id=repo_id, results=results, comparison=comparison)
+
+
+def embedding_map(x: torch.Tensor, y: Sequence[int], png: str | Path, *, title: str = "",
+                  label_names: Sequence[str] | None = None) -> Path:
+    """A 2-D PCA map of the embeddings coloured by label."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    xc = x.float() - x.float().mean(dim=0)
+    _, _, v = torch.linalg.svd(xc, full_matrices=False)
+    xy = (xc @ v[:2].T).numpy()
+    y = np.asarray(y)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for lab in np.unique(y):
+        name = label_names[lab] if label_names is not None else str(lab)
+        ax.scatter(xy[y == lab, 0], xy[y == lab, 1], s=8, label=name, alpha=0.7)
+    ax.legend(fontsize=7, markerscale=2, loc="best")
+    ax.set_title(title or "embeddings (PCA)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return Path(png)
+
+
+def record_evaluation(model: str | Path, name: str, spec: dict[str, Any], report: dict[str, Any], out: Path,
+                      write_card: bool, *, task: str, task_name: str, dataset: str, metrics: list[tuple[str, float]],
+                      comparison: str | None = None, metric: str = "accuracy") -> None:
+    """Write ``eval_results.json`` and, for a local folder, the card with the metrics in its model-index."""
+    (out / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
+    if write_card and Path(model).is_dir():
+        dataset = spec.get("dataset", dataset)
+        results = [{"task": spec.get("task", task), "task_name": task_name, "dataset": dataset,
+                    "dataset_name": spec.get("dataset_name", dataset), "split": "test", "metric": metric,
+                    "metric_name": name, "value": round(value, 4)} for name, value in metrics]
+        write_card_file(model, repo_id=name, results=results, comparison=comparison)
+
+
+def protocol_markdown(report: dict[str, Any]) -> str:
+    """A protocol report (e.g. node classification) as Markdown: each metric, pretrained vs random init."""
+    rows = [("this encoder (frozen)", report["pretrained"])]
+    if "random_init" in report:
+        rows.append(("same architecture, random init", report["random_init"]))
+    keys = [k for k in report["pretrained"] if not k.endswith("_std")]
+    lines = [f"Protocol `{report['protocol']}`:", "", "| features | " + " | ".join(k.replace("_", " ") for k in keys)
+             + " |", "| --- |" + " ---: |" * len(keys)]
+    lines += [f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |" for name, r in rows]
+    return "\n".join(lines)
+
+
+def comparison_markdown(report: dict[str, Any]) -> str:
+    """The probe table of a report (pretrained vs random init vs baselines, per-layer) as Markdown."""
+    rows = [("this encoder (frozen)", report["pretrained"])]
+    if "random_init" in report:
+        rows.append(("same architecture, random init", report["random_init"]))
+    rows += [(name, r) for name, r in report.get("baselines", {}).items()]
+    lines = [COMPARISON_HEADING, "",
+             f"Held-out test set of {report.get('test_examples', '?')} examples, probes trained on "
+             f"{report.get('train_examples', '?')}.", "",
+             "| features | linear probe | k-NN |", "| --- | ---: | ---: |"]
+    lines += [f"| {name} | {r['linear_probe']:.3f} | {r['knn']:.3f} |" for name, r in rows]
+    if "layers" in report:
+        lines += ["", "Linear probe per layer (0 = Transformer input): " + ", ".join(
+            f"{i}: {a:.3f}" for i, a in enumerate(report["layers"]))]
+    return "\n".join(lines)

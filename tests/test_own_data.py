@@ -227,3 +227,20 @@ def test_embed_writes_where_asked_names_inputs_and_leaves_nothing_behind(shapes,
     batch = clf.processor.collate([clf.processor(str(data / "box" / "box_0.ply"))])
     out = clf(batch)
     assert out.loss is None and out.metrics["logits"].shape == (1, 3)
+
+
+def test_publish_renders_the_card_for_the_repo_it_uploads_to(shapes, tmp_path, monkeypatch):
+    """Item 5: the card's "How to use" named the run folder, not the --repo-id given to publish."""
+    import shutil
+
+    import zoo.hub
+    data, model = shapes
+    folder = tmp_path / "m"
+    shutil.copytree(model, folder)
+    sent = {}
+    monkeypatch.setattr(zoo.hub, "push_to_hub", lambda f, repo, **kw: sent.update(
+        repo=repo, card=(Path(f) / "README.md").read_text()) or "ok")
+    res = zoo_main("publish", str(folder), "--repo-id", "me/my-scans")
+    assert res.returncode == 0, res.stderr
+    assert sent["repo"] == "me/my-scans" and "from_pretrained('me/my-scans')" in sent["card"]
+    assert "shapes" in sent["card"] and str(tmp_path) not in sent["card"]
