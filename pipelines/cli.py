@@ -114,13 +114,14 @@ def _named_inputs(processor, path: str) -> list[tuple[str, object]]:
     """The examples of one input with their names: a folder through the modality's folder source (every file of
     its kind, named by path), a file through the processor (a table's rows, an event log's entities)."""
     from zoo import get_modality
+    from zoo.plugin import read_examples
 
     from .data_spec import data_spec
     modality = get_modality(processor.modality)
     if Path(path).is_dir() and modality.folder_source is not None:
         data = modality.load_data(data_spec(modality, path))
         return [(data.name(i), data.examples[i]) for i in range(len(data))]
-    return processor.read_named(path)
+    return read_examples(processor, path)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -143,6 +144,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _never_into_the_model(out: Path, model: str) -> None:
+    """``--output`` must not lie in the model's folder — a local one, or the Hub cache snapshot a Hub id resolves
+    to — nor anywhere in the Hub cache: it could overwrite the model's own files."""
+    from huggingface_hub import constants
+
+    from zoo.hub import CONFIG_NAME, resolve_file
+    target = out.expanduser().resolve()
+    folder = Path(resolve_file(model, CONFIG_NAME)).parent
+    for root in (folder, folder.resolve(), Path(constants.HF_HUB_CACHE).expanduser().resolve()):
+        if target == root or root in target.parents:
+            raise ValueError(f"--output {out} lies inside {root} (the model's folder or the Hub cache): it could "
+                             "overwrite a model's files; write the embeddings elsewhere")
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
@@ -162,13 +177,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                     i += 1
 
     out = Path(args.output) if args.output else None
-    model_dir = Path(args.model)
-    if out is not None and model_dir.is_dir():
-        inside = out.resolve() == model_dir.resolve() or model_dir.resolve() in out.resolve().parents
-        if inside:
-            raise ValueError(f"--output {out} lies inside the model folder {model_dir}: it could overwrite the "
-                             "model's own files; write the embeddings elsewhere")
     encoder = AutoEncoder.from_pretrained(args.model)
+    if out is not None:
+        _never_into_the_model(out, args.model)
     processor = AutoProcessor.from_pretrained(args.model)
     files = Files()
     with tempfile.TemporaryDirectory(prefix="zoo-embed-") as tmp:      # removed however the command ends

@@ -41,18 +41,15 @@ __all__ = ["batch_indices", "grouped_batches", "EpochBatches", "TrainData", "ite
 
 
 # --- batching a list of records ------------------------------------------------------------------------
-INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError)
-
-
 def process_one(processor: Processor, example: Any, name: str) -> dict[str, Any]:
-    """One example through the processor; an input the processor did not anticipate (a ValueError, TypeError,
-    KeyError or IndexError from inside it, e.g. a sample rate of ``"abc"`` or a ragged array) becomes a
-    :class:`BadExample` naming the example, so that ``skip_bad`` skips it and an error names it either way."""
+    """One example through the processor. Whatever the processor raises on it — a ValueError, a RuntimeError from
+    a tensor op, a KeyError: decided by where the error comes from (this input, alone), not by its type — becomes
+    a :class:`BadExample` naming the example, so that ``skip_bad`` skips it and an error names it either way."""
     try:
         return processor(example, name=name)
     except BadExample:
         raise
-    except INPUT_ERRORS as err:
+    except Exception as err:                  # noqa: BLE001 - this one input made the processor fail
         raise BadExample(name, "input", f"{type(err).__name__}: {err}") from err
 
 
@@ -64,7 +61,7 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
     try:
         items = processor.process_batch(examples, list(names))
         keep = list(range(len(items)))
-    except (BadExample, *INPUT_ERRORS) as first:
+    except Exception as first:                # noqa: BLE001 - which example? tried one at a time below
         items, keep = [], []
         for i, name in enumerate(names):    # find the bad ones: one example at a time
             try:

@@ -205,6 +205,10 @@ class Loop:
         if last is None:
             return None, None
         state = self.ckpt.load(last, self.model, self.opt, self.fingerprint)
+        if state["step"] > self.cfg.steps:
+            raise RuntimeError(f"{last} holds {state['step']} steps of training, more than train.steps="
+                               f"{self.cfg.steps}: its weights are not those of a {self.cfg.steps}-step run. "
+                               "Start over with --no-resume or use another --output")
         self.step, self.stopped = state["step"], bool(state.get("stopped", False))
         self.before, self.loss = float(state.get("wall_seconds", 0.0)), float(state.get("loss", float("nan")))
         for hook, saved in zip(self.hooks, state.get("hooks", [])):

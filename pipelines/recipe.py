@@ -115,6 +115,29 @@ class Recipe:
         return parse_recipe(apply_overrides(self.to_dict(), overrides), self.path or self.name)
 
 
+EVALUATE_KEYS = {"dataset", "dataset_name", "task", "train", "test", "knn_k", "layers", "protocol",
+                 "data", "probe", "svm", "boosting"}     # the last four: the protocols' own settings
+
+
+def _check_data_sections(sections: dict[str, Any], modality: Any, label: str) -> None:
+    """Data specs are mappings (``--set data.train=5`` is an error here, not a TypeError later); the evaluate
+    section holds only keys the evaluation reads, and a protocol the modality has (checked before pretraining,
+    not at ``zoo evaluate``)."""
+    for section, keys in (("data", ("train",)), ("evaluate", ("train", "test", "data"))):
+        for key in keys:
+            value = sections[section].get(key)
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{label}:{section}.{key}: a data spec is a mapping (source, path, ...), got "
+                                  f"{type(value).__name__} {value!r}")
+    unknown = sorted(set(sections["evaluate"]) - EVALUATE_KEYS)
+    if unknown:
+        raise ConfigError(f"{label}:evaluate: unknown key(s) {unknown}; known: {sorted(EVALUATE_KEYS)}")
+    protocol = sections["evaluate"].get("protocol")
+    if protocol is not None and protocol not in modality.evaluators:
+        raise ConfigError(f"{label}:evaluate.protocol: {protocol!r} is not a protocol of {modality.name!r} "
+                          f"(it has {sorted(modality.evaluators) or 'none'})")
+
+
 def find_recipes() -> dict[str, Path]:
     """Recipe names → files: every installed modality's ``recipes`` folder (built-ins are plugins too)."""
     found: dict[str, Path] = {}
@@ -187,6 +210,7 @@ def parse_recipe(raw: dict[str, Any], where: str = "recipe") -> Recipe:
             raise ConfigError(f"{where}: section {k!r} must be a mapping, got {type(v).__name__}")
     train = TrainConfig.from_dict(raw.get("train"), where=f"{label}:train")
     modality = get_modality(raw["modality"])
+    _check_data_sections(sections, modality, label)
     arch = modality.architecture(raw["architecture"])
     arch.config.from_dict(sections["encoder"], where=f"{label}:encoder")
     objective = arch.pretraining.from_dict(sections["pretraining"], where=f"{label}:pretraining")

@@ -10,6 +10,8 @@ fitted processor answers hostile inputs with ``BadExample``.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import torch
 
 import zoo
 from tests.conftest import zoo_main
+from zoo.plugin import read_examples
 
 MODALITIES = sorted(zoo.installed())
 
@@ -97,6 +100,8 @@ def test_the_cards_tell_the_truth(run):
         config = (folder / "config.json").read_text()
         assert str(run["root"]) not in card and str(run["root"]) not in config, folder
         assert data.name in card, f"{folder}: the card does not name the data {data.name}"
+    classifier = (run["model"] / "classifier.json").read_text()
+    assert str(run["root"]) not in classifier and str(data) not in classifier
     pre = (run["pretrained"] / "README.md").read_text()
     assert f"--data {data.name}" in pre and run["sample"].pretrain_overrides[0] in pre
     ft = (run["model"] / "README.md").read_text()
@@ -113,16 +118,46 @@ HOSTILE = [None, 0, 1.5, "", "no/such/file.bin", b"\x00\x01", [], [[]], {}, {"x"
            torch.full((16, 3), float("nan")), np.full((4, 4), 1e300)]
 
 
+def hostile_files(root: Path) -> list[str]:
+    """Files that broke a promise in the hardening probes: cut, lying or out-of-range content of every kind."""
+    import soundfile as sf
+    root.mkdir(parents=True, exist_ok=True)
+    head = ("ply\nformat ascii 1.0\nelement vertex {n}\nproperty float x\nproperty float y\nproperty float z\n"
+            "end_header\n")
+    files = {"notes.txt": "not data\n",
+             "inf.ply": head.format(n=40) + "0 0 0\n" * 9 + "inf 0 0\n" + "1 2 3\n" * 30,
+             "cut.ply": head.format(n=40) + "0 0 0\n" * 12,
+             "huge.ply": head.format(n=10**8) + "0 0 0\n" * 100,
+             "faces.ply": head.format(n=3).replace("end_header", "element face 1\nproperty list uchar int "
+                                                                 "vertex_indices\nend_header")
+                          + "0 0 0\n1 0 0\n0 1 0\n",
+             "header_only.csv": "client,time,shop,amount,income,age,plan\n",
+             "far_future.csv": "client,time,shop,amount\nc1,2026-01-01,food,1\nc1,2399-01-01,food,2\n",
+             "huge_number.csv": "income,age,plan\n1e300,30,basic\n",
+             "complex.csv": "income,age,plan\n1+2j,30,basic\n",
+             "duplicate.csv": "income,income,plan\n1,2,basic\n",
+             "ragged.csv": "income,age\n1,2\n3,4,5\n"}
+    for name, text in files.items():
+        (root / name).write_text(text)
+    sf.write(root / "silence.wav", np.zeros(0, np.float32), 16000)
+    (root / "cut.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(40))
+    return [str(root / n) for n in [*files, "silence.wav", "cut.mp4"]]
+
+
 def test_the_fitted_processor_answers_hostile_inputs(run, tmp_path):
     """Every hostile input gets ``BadExample`` naming the example, or — where the processor accepts it — finite
-    tensors. Also a file of another kind (a wav for video, an mp4 for audio, text for everything)."""
+    tensors: objects of every kind, and files of every kind (cut, lying, out of range, of another modality)."""
     proc = zoo.AutoProcessor.from_pretrained(run["pretrained"])
-    (tmp_path / "notes.txt").write_text("not data\n")
-    hostile = [*HOSTILE, str(tmp_path / "notes.txt")]
+    hostile = [*HOSTILE, *hostile_files(tmp_path)]
     failures = []
     for i, bad in enumerate(hostile):
         try:
-            out = proc(bad, name=f"hostile-{i}")
+            if isinstance(bad, str) and Path(bad).is_file():          # a file: as zoo embed/predict read it
+                out = {}
+                for _, ex in read_examples(proc, bad):
+                    out.update({f"{k}{len(out)}": v for k, v in proc(ex, name=f"hostile-{i}").items()})
+            else:
+                out = proc(bad, name=f"hostile-{i}")
         except zoo.BadExample as err:
             if f"hostile-{i}" not in str(err) and not (isinstance(bad, str) and bad in str(err)):
                 failures.append(f"#{i}: names neither the example nor the file: {err}")
@@ -134,3 +169,41 @@ def test_the_fitted_processor_answers_hostile_inputs(run, tmp_path):
             if bad_out:
                 failures.append(f"#{i} {bad!r:.60}: accepted with non-finite {bad_out}")
     assert not failures, f"{run['name']}:\n" + "\n".join(failures)
+
+
+MEMORY_LIMIT_GIB = 6          # the address space a processor gets below: a small file never asks for more
+
+
+@pytest.fixture(scope="session")
+def big_frames_mp4(tmp_path_factory) -> Path:
+    """A 200 KB mp4 of two black 8192x8192 frames (decoded as they are: 12.9 GB asked for), written in a
+    subprocess so that this process's memory stays small."""
+    path = tmp_path_factory.mktemp("big") / "big.mp4"
+    code = ("import torch; from torchcodec.encoders import VideoEncoder; "
+            "VideoEncoder(torch.zeros(2, 3, 8192, 8192, dtype=torch.uint8), frame_rate=2)"
+            f".to_file({str(path)!r}, crf=40, preset='ultrafast')")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    return path
+
+
+def test_small_hostile_files_never_ask_for_much_memory(run, tmp_path, big_frames_mp4):
+    """Under an address-space limit of MEMORY_LIMIT_GIB, every file of the fuzz and the big-frame mp4 get a
+    BadExample or a result: an allocation beyond the bound would fail the process (MemoryError/RuntimeError)."""
+    files = [*hostile_files(tmp_path), str(big_frames_mp4)]
+    code = f"""
+import resource, sys
+limit = {MEMORY_LIMIT_GIB} * 2 ** 30
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+import zoo
+from zoo.plugin import read_examples
+proc = zoo.AutoProcessor.from_pretrained({str(run["pretrained"])!r})
+for path in {files!r}:
+    try:
+        for name, ex in read_examples(proc, path):
+            proc(ex, name=name)
+    except zoo.BadExample:
+        pass
+print("peak MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"{run['name']}: {res.stderr[-2000:]}"

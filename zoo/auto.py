@@ -47,7 +47,12 @@ class AutoProcessor:
     def from_pretrained(id_or_path: str | Path, **hub_kwargs: Any) -> Processor:
         config = load_config(id_or_path, **hub_kwargs)
         modality = get_modality(config["modality"])
-        processor = modality.processor.from_dict(load_processor_dict(id_or_path, **hub_kwargs))
+        try:
+            processor = modality.processor.from_dict(load_processor_dict(id_or_path, **hub_kwargs))
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            if isinstance(err, FormatError):
+                raise
+            raise FormatError(f"{id_or_path}: preprocessor.json does not load: {str(err).strip(chr(39))}") from None
         # what fit learned must be what the encoder was built for (else a raw shape error at the first batch)
         implied = json.loads(json.dumps(processor.encoder_config()))
         differ = {k: (v, config["encoder"].get(k)) for k, v in implied.items() if config["encoder"].get(k) != v}

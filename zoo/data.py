@@ -194,10 +194,12 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
         label_names = list(feature.names)
     mapping = None
     if label_col and label_names is None and not streaming and not regression:
-        values = sorted(uniques if uniques is not None else ds.unique(label_col), key=str)
-        if not all(isinstance(v, int) for v in values):
-            label_names = [str(v) for v in values]
-    if label_names is not None and not hasattr(feature, "names"):
+        # the values present, in order (numbers numerically): labels {1, 5} are two classes, not six
+        values = sorted(uniques if uniques is not None else ds.unique(label_col),
+                        key=lambda v: (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool)
+                        else (1, 0, str(v)))
+        label_names, mapping = [str(v) for v in values], {v: i for i, v in enumerate(values)}
+    elif label_names is not None and not hasattr(feature, "names"):
         mapping = {v: i for i, v in enumerate(label_names)}
     drop = [c for c in (label_col, name_col) if c]
     title = spec.get("data_dir") or spec.get("data_files") or spec["path"]
@@ -258,5 +260,11 @@ def folder_source(spec: dict[str, Any], suffixes: Sequence[str], kind: str) -> E
                                    else ": the folder is empty"))
     classes = sorted({p.relative_to(root).parts[0] for p in files if p.parent != root})
     labelled = bool(classes) and all(p.parent != root for p in files)
+    if labelled:                            # a class folder without files is an error, not a class dropped
+        empty = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in classes
+                       and d not in other_splits and not d.name.startswith("."))
+        if empty:
+            raise FileNotFoundError(f"{root}: class folder(s) {empty} hold no {kind} files "
+                                    f"({', '.join(suffixes)}): add files or remove the folder(s)")
     labels = [classes.index(p.relative_to(root).parts[0]) for p in files] if labelled else None
     return ExampleSet([str(p) for p in files], labels, [str(p) for p in files], classes if labelled else None)

@@ -108,8 +108,17 @@ def load_config(id_or_path: str | Path, **hub_kwargs: Any) -> dict[str, Any]:
         if key not in config:
             raise FormatError(f"{path}: missing key {key!r} (a zoo config has zoo_format, modality, "
                               "architecture, encoder, pretraining)")
-    if config["zoo_format"] != ZOO_FORMAT:
-        raise FormatError(f"{path}: zoo_format {config['zoo_format']} is not supported (this is {ZOO_FORMAT})")
+    fmt = config["zoo_format"]
+    if type(fmt) is not int:
+        raise FormatError(f"{path}: zoo_format must be the number {ZOO_FORMAT}, got {fmt!r} ({type(fmt).__name__})")
+    if fmt != ZOO_FORMAT:
+        raise FormatError(f"{path}: zoo_format {fmt} is not supported (this is {ZOO_FORMAT})")
+    for key in ("modality", "architecture"):
+        if not isinstance(config[key], str) or not config[key]:
+            raise FormatError(f"{path}: {key} must be a name (a string), got {config[key]!r}")
+    for key in ("encoder", "pretraining"):
+        if key in config and not isinstance(config[key], dict):
+            raise FormatError(f"{path}: {key} must be a mapping of settings, got {config[key]!r}")
     return config
 
 
@@ -188,7 +197,11 @@ def build_encoder(cls: type[torch.nn.Module], config: dict[str, Any], id_or_path
         raise FileNotFoundError(f"{WEIGHTS_NAME} not found in {id_or_path}{found}")
     enc_config = cls.config_class.from_dict(config["encoder"], where=f"{id_or_path}:config.json:encoder")
     check_shapes(cls, enc_config, weights, str(id_or_path))
-    encoder = cls(enc_config)
+    try:
+        encoder = cls(enc_config)
+    except (RuntimeError, ValueError, TypeError, ZeroDivisionError) as err:
+        raise FormatError(f"{id_or_path}: config.json's encoder settings do not build a {cls.__name__}: "
+                          f"{str(err).splitlines()[0][:200]}") from None
     state = load_weights(weights)
     bad = non_finite(state)
     if bad:
@@ -210,8 +223,11 @@ def check_shapes(cls: type[torch.nn.Module], config: Any, weights: Path, where: 
     except Exception:                               # a class that cannot be built on meta: checked at load
         return
     from safetensors import safe_open
-    with safe_open(str(weights), framework="pt") as fh:
-        stored = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            stored = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as err:                        # a cut or damaged file: name it
+        raise FormatError(f"{weights} is not a valid safetensors file: {str(err).splitlines()[0][:200]}") from None
     wanted = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
     differ = [f"{k}: config {wanted[k]} vs weights {stored[k]}" for k in wanted if k in stored
               and wanted[k] != stored[k]]

@@ -33,6 +33,7 @@ __all__ = [
     "ProcessorConfig",
     "source_loader",
     "SampleData",
+    "read_examples",
 ]
 
 
@@ -203,6 +204,18 @@ class Processor(ABC):
     @classmethod
     def from_pretrained(cls, id_or_path: str | Path, **hub_kwargs: Any) -> Processor:
         return cls.from_dict(hub.load_processor_dict(id_or_path, **hub_kwargs))
+
+
+def read_examples(processor: Processor, path: str) -> list[tuple[str, Any]]:
+    """``processor.read_named(path)``, with any failure to read the file — a table without its columns, a file of
+    another kind, a cut file — a :class:`BadExample` naming the file (what ``zoo embed``/``zoo predict`` use)."""
+    try:
+        return processor.read_named(path)
+    except BadExample:
+        raise
+    except Exception as err:                  # noqa: BLE001 - this file could not be read: name it
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        raise BadExample(path, "file", message.replace(f"{path}: ", "")) from err
 
 
 class Encoder(nn.Module, metaclass=ABCMeta):

@@ -67,7 +67,14 @@ def to_columns(table: Any) -> dict[str, np.ndarray]:
         if kind is None:
             raise ValueError(f"{path}: unsupported table file (use .csv or .parquet)")
         extra = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
-        table = load_dataset(kind, data_files=str(path), split="train", **extra)
+        if kind == "csv":
+            _check_header(path, extra.get("delimiter", ","))
+        try:
+            table = load_dataset(kind, data_files=str(path), split="train", **extra)
+        except Exception as err:               # datasets wraps the reader's message: name the file and the cause
+            cause = err.__cause__ or err.__context__ or err
+            raise ValueError(f"{path}: the table does not parse: {str(cause).strip().splitlines()[-1][:200]}") \
+                from None
     if hasattr(table, "select") and not hasattr(table, "to_pandas") and not hasattr(table, "iloc"):  # lazy rows
         table = table.select(list(range(len(table))))
     if hasattr(table, "to_pandas") and not hasattr(table, "iloc"):      # datasets.Dataset, pyarrow.Table
@@ -75,11 +82,32 @@ def to_columns(table: Any) -> dict[str, np.ndarray]:
     if hasattr(table, "iloc"):                                           # pandas DataFrame
         return {str(c): table[c].to_numpy() for c in table.columns}
     if isinstance(table, dict):
-        return {str(k): np.asarray(v) if not isinstance(v, np.ndarray) else v for k, v in table.items()}
+        cols = {str(k): np.asarray(v) if not isinstance(v, np.ndarray) else v for k, v in table.items()}
+        lengths = {k: (len(v) if v.ndim == 1 else f"shape {v.shape}") for k, v in cols.items()}
+        if len(set(map(str, lengths.values()))) > 1 or any(v.ndim != 1 for v in cols.values()):
+            raise ValueError(f"columns of different lengths (or not one value per row): {lengths}")
+        return cols
     if isinstance(table, (list, tuple)) and all(isinstance(r, dict) for r in table):
         keys = list(dict.fromkeys(k for r in table for k in r))
         return {k: np.asarray([r.get(k) for r in table], dtype=object) for k in keys}
     raise TypeError(f"unsupported table type {type(table).__name__}")
+
+
+def _check_header(path: Path, delimiter: str) -> None:
+    """A CSV without rows, or whose header names a column twice (readers rename the second silently: ``a`` →
+    ``a.1``), is refused naming the file."""
+    import csv
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        header = next(reader, [])
+        rows = any(any(cell.strip() for cell in row) for row in reader)
+    if not header:
+        raise ValueError(f"{path}: an empty file (a table needs a header and rows)")
+    if not rows:
+        raise ValueError(f"{path}: the table holds no rows (only its header: {header[:8]})")
+    seen = [c for i, c in enumerate(header) if c in header[:i]]
+    if seen:
+        raise ValueError(f"{path}: the header names column(s) {sorted(set(seen))} more than once")
 
 
 class ColumnError(BadExample, KeyError):
@@ -96,6 +124,9 @@ def is_missing(values: np.ndarray) -> np.ndarray:
                      or (isinstance(v, str) and v.strip().lower() in MISSING_STRINGS) for v in values], dtype=bool)
 
 
+MIN_STD = 1e-30                   # a saved std below this is refused (1/std overflows float32 near 1e-38)
+
+
 def parse_numbers(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(floats, missing, unparseable)``: unparseable = present but not a number (0 in ``floats``)."""
     missing = is_missing(values)
@@ -105,9 +136,13 @@ def parse_numbers(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     for i, v in enumerate(values):
         if missing[i]:
             continue
+        if isinstance(v, (complex, np.complexfloating)) or (isinstance(v, str) and "j" in v.lower()
+                                                            and v.strip().lower() not in ("inf", "-inf")):
+            bad[i] = True                   # a complex number is not a real one (never its real part)
+            continue
         try:
             out[i] = float(v)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             bad[i] = True
     return out, missing, bad
 
@@ -138,7 +173,7 @@ def spread(x: np.ndarray, column: str) -> tuple[float, float]:
     mean, std = float(y.mean()) * scale, float(y.std()) * scale
     if not (np.isfinite(mean) and np.isfinite(std)):
         raise ValueError(f"column {column!r}: its values overflow float64 statistics")
-    return mean, std if std > 0 else 1.0
+    return mean, std if std >= MIN_STD else 1.0
 
 
 def shown(v: Any) -> str:
@@ -238,6 +273,12 @@ class ColumnSchema:
                 raise BadExample(_where(names, i), c, f"missing value {shown(cols[c][i])} (NaN or empty)")
             z = (x - self.mean[j]) / self.std[j]
             z[miss] = 0.0
+            with np.errstate(over="ignore"):
+                beyond = ~np.isfinite(z.astype(np.float32))
+            if beyond.any():
+                i = int(beyond.nonzero()[0][0])
+                raise BadExample(_where(names, i), c, f"value {shown(cols[c][i])} lies {z[i]:.3g} standard deviations "
+                                                      "from the mean: beyond what float32 holds (a unit error?)")
             values[:, j] = torch.from_numpy(z).float()
             absent[:, j] = torch.from_numpy(miss)
         return values, absent
@@ -267,7 +308,13 @@ class ColumnSchema:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ColumnSchema:
-        """The saved schema, checked: statistics match the columns, every mean finite and every std finite > 0."""
+        """The saved schema, checked: statistics match the columns, every mean finite and every std finite and
+        at least :data:`MIN_STD` (a smaller one turns ordinary values into infinities in float32)."""
+        keys = ("numerical", "categorical", "mean", "std", "vocab")
+        if not isinstance(state, dict) or any(k not in state for k in keys) or not isinstance(state["vocab"], dict) \
+                or not all(isinstance(state[k], list) for k in keys[:4]):
+            raise ValueError(f"preprocessor.json: the schema state needs lists {list(keys[:4])} and a mapping "
+                             f"'vocab', got {type(state).__name__} {sorted(state) if isinstance(state, dict) else ''}")
         schema = cls(list(state["numerical"]), list(state["categorical"]), list(state["mean"]), list(state["std"]),
                      {k: list(v) for k, v in state["vocab"].items()})
         if len(schema.mean) != len(schema.numerical) or len(schema.std) != len(schema.numerical) \
@@ -275,7 +322,7 @@ class ColumnSchema:
             raise ValueError("preprocessor.json: statistics do not match the schema")
         for c, m, s in zip(schema.numerical, schema.mean, schema.std):
             if not (isinstance(m, (int, float)) and isinstance(s, (int, float)) and np.isfinite(m)
-                    and np.isfinite(s) and s > 0):
+                    and np.isfinite(s) and s >= MIN_STD):
                 raise ValueError(f"preprocessor.json: column {c!r} has mean {m!r} and std {s!r}; "
-                                 "the mean must be finite and the std finite and > 0")
+                                 f"the mean must be finite and the std finite and >= {MIN_STD}")
         return schema

@@ -18,6 +18,7 @@ from torch import Tensor
 from zoo import BadExample, Processor, ProcessorConfig
 from zoo.schema import ColumnError, ColumnSchema, is_missing, shown, spread, to_columns
 
+NS_RANGE_US = 9_200_000_000_000_000 // 1000      # datetime64[ns] holds ±9.2e18 ns: 1677-09-21 … 2262-04-11
 TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -102,7 +103,7 @@ def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.nd
             raise BadExample(where, column, f"event {i}: timestamp {shown(values[i])} is not a finite number")
         return secs
     if values.dtype.kind == "M":
-        stamps = values.astype("datetime64[ns]")
+        stamps = values
     else:
         import pandas as pd
         missing = is_missing(values)
@@ -118,12 +119,15 @@ def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.nd
                 except (ValueError, TypeError, OverflowError):
                     raise BadExample(where, column, f"event {i}: unparseable timestamp {shown(v)}") from None
             raise
-        stamps = stamps.astype("datetime64[ns]")
     nat = np.isnat(stamps)
     if nat.any():
         i = int(nat.nonzero()[0][0])
         raise BadExample(where, column, f"event {i}: missing timestamp {shown(values[i])}")
-    return stamps.astype(np.int64).astype(np.float64) * 1e-9
+    # nanoseconds end in 2262 ('2399-01-01' wrapped to 1814): outside their range, microseconds (±290,000 years)
+    micros = stamps.astype("datetime64[us]").astype(np.int64)
+    if np.abs(micros).max(initial=0) < NS_RANGE_US:
+        return stamps.astype("datetime64[ns]").astype(np.int64).astype(np.float64) * 1e-9
+    return micros.astype(np.float64) * 1e-6
 
 
 class EventProcessor(Processor):

@@ -21,6 +21,8 @@ from zoo import BadExample, Processor, ProcessorConfig
 from zoo.plugin import numeric_array
 from zoo.points import farthest_from_centroid, farthest_point_sample
 
+from .ply import MAX_FILE_POINTS, check_vertices
+
 MESH_SUFFIXES = (".off", ".obj", ".stl", ".gltf", ".glb")
 CLOUD_SUFFIXES = (".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts")
 SAMPLING = ("fps", "random")
@@ -51,17 +53,9 @@ class PointCloudProcessorConfig(ProcessorConfig):
         self.check(1 <= self.min_points <= self.num_points, "min_points", "must lie in [1, num_points]")
 
 
-def _ply_has_faces(path: Path) -> bool:
-    """Whether a ply file's header declares faces (a mesh, sampled over its surface) rather than bare points."""
-    import re
-    with open(path, "rb") as fh:
-        head = fh.read(4096).split(b"end_header", 1)[0]
-    m = re.search(rb"element face (\d+)", head)
-    return bool(m and int(m.group(1)) > 0)
-
-
-def read_points(path: str, mesh_points: int = 8192, seed: int = 0) -> np.ndarray:
-    """A file → ``[N, 3 + C]`` float32 (colours and normals appended when the file has them)."""
+def read_points(path: str, mesh_points: int = 8192, seed: int = 0, max_points: int = MAX_FILE_POINTS) -> np.ndarray:
+    """A file → ``[N, 3 + C]`` float32 (colours and normals appended when the file has them). A PLY file is checked
+    against its header first (:mod:`.ply`) and its point count after reading."""
     import open3d as o3d
     p = Path(path)
     if not p.is_file():
@@ -69,9 +63,13 @@ def read_points(path: str, mesh_points: int = 8192, seed: int = 0) -> np.ndarray
     if p.stat().st_size == 0:
         raise BadExample(path, "path", "empty file")
     suffix = p.suffix.lower()
+    header = check_vertices(p, max_points) if suffix == ".ply" else None
     try:
-        if suffix in MESH_SUFFIXES or (suffix == ".ply" and _ply_has_faces(p)):
+        if suffix in MESH_SUFFIXES or (header is not None and header.count("face") > 0):
             mesh = o3d.io.read_triangle_mesh(str(p))
+            if header is not None and len(mesh.triangles) == 0:
+                raise BadExample(path, "face", f"the header declares {header.count('face')} faces, none could be "
+                                               "read (a damaged mesh; a bare point cloud declares no faces)")
             if len(mesh.triangles) > 0:
                 if mesh.get_surface_area() <= 0:
                     raise BadExample(path, "mesh", "the mesh has zero surface area")
@@ -95,6 +93,9 @@ def read_points(path: str, mesh_points: int = 8192, seed: int = 0) -> np.ndarray
         parts.append(np.asarray(cloud.normals, dtype=np.float32))
     if parts[0].shape[0] == 0:
         raise BadExample(path, "points", "the file holds no points (empty or unreadable)")
+    if header is not None and header.count("face") == 0 and parts[0].shape[0] != header.count("vertex"):
+        raise BadExample(path, "vertex", f"open3d read {parts[0].shape[0]} of the {header.count('vertex')} vertices "
+                                         "the header declares")
     return np.concatenate(parts, axis=1)
 
 

@@ -97,6 +97,9 @@ class TabularProcessor(Processor):
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
         if not isinstance(example, dict):
             raise BadExample(name or "input", "row", f"expected a dict row, got {type(example).__name__}")
+        for k, v in example.items():
+            if isinstance(v, (list, tuple, dict, set, np.ndarray, torch.Tensor)) and np.ndim(v) != 0:
+                raise BadExample(name or "input", str(k), f"a {type(v).__name__} where one value is expected")
         out = self.transform({k: np.asarray([v], dtype=object if isinstance(v, str) or v is None else None)
                               for k, v in example.items()}, [name or "input"])
         return {k: v[0] for k, v in out.items()}

@@ -52,6 +52,7 @@ class VideoProcessorConfig(ProcessorConfig):
     fit_statistics: bool = False
     seek_mode: str = "exact"
     fit_examples: int = 200
+    max_decode_pixels: int = 1920 * 1080      # larger frames are decoded scaled down to this many pixels
 
     def validate(self) -> None:
         super().validate()
@@ -63,6 +64,7 @@ class VideoProcessorConfig(ProcessorConfig):
         self.check(self.resize is None or (self.image_size is not None and self.resize >= self.image_size),
                    "resize", "needs image_size and must be >= image_size")
         self.check(self.channels >= 1, "channels", "must be >= 1")
+        self.check(self.max_decode_pixels >= 64 * 64, "max_decode_pixels", "must be >= 4096")
         self.check(len(self.mean) == self.channels and len(self.std) == self.channels, "mean",
                    f"mean and std need one value per channel ({self.channels})")
         self.check(all(s > 0 for s in self.std), "std", "must be > 0")
@@ -129,6 +131,7 @@ class VideoProcessor(Processor):
                 reason = next((ln for ln in str(err).splitlines() if ln.strip() and "github.com" not in ln), "")
                 raise BadExample(name, "path" if isinstance(source, str) else "bytes",
                                  f"cannot decode video: {reason[-200:]}") from None
+        decoder = self._bounded(decoder, source, name)
         total = len(decoder)
         idx = frame_indices(total, self.config, name)
         unique, inverse = np.unique(idx, return_inverse=True)
@@ -141,6 +144,25 @@ class VideoProcessor(Processor):
             raise BadExample(name, "channels", f"{frames.shape[1]} channels decoded; the model expects "
                                                f"{self.config.channels}")
         return frames[torch.as_tensor(inverse)]
+
+    def _bounded(self, decoder: Any, source: Any, name: str) -> Any:
+        """A decoder whose frames hold at most ``max_decode_pixels`` pixels: a larger frame (two 8192×8192 frames
+        in a 16 KB mp4 would ask for gigabytes) is scaled down by FFmpeg while decoding, aspect ratio kept."""
+        meta = getattr(decoder, "metadata", None)
+        w, h = getattr(meta, "width", None), getattr(meta, "height", None)
+        limit = self.config.max_decode_pixels
+        if not w or not h or w * h <= limit or not isinstance(source, (str, bytes)):
+            return decoder
+        from torchcodec.decoders import VideoDecoder
+        from torchcodec.transforms import Resize
+        scale = math.sqrt(limit / (w * h))
+        size = (max(2, int(h * scale) // 2 * 2), max(2, int(w * scale) // 2 * 2))
+        try:
+            return VideoDecoder(source, seek_mode=self.config.seek_mode, dimension_order="NCHW",
+                                transforms=[Resize(size)])
+        except Exception as err:
+            raise BadExample(name, "frames", f"{w}x{h} frames exceed max_decode_pixels={limit} and cannot be "
+                                             f"decoded scaled down: {str(err).splitlines()[0][:200]}") from None
 
     def _array(self, x: Any, name: str) -> Tensor:
         """Frames ``[T, H, W, C]`` → the sampled frames ``[T', C, H, W]`` float in ``[0, 1]``."""
