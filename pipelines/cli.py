@@ -154,7 +154,7 @@ def _never_into_the_model(out: Path, model: str) -> None:
     folder = Path(resolve_file(model, CONFIG_NAME)).parent
     for root in (folder, folder.resolve(), Path(constants.HF_HUB_CACHE).expanduser().resolve()):
         if target == root or root in target.parents:
-            raise ValueError(f"--output {out} lies inside {root} (the model's folder or the Hub cache): it could "
+            raise ValueError(f"--output {out} lies inside the model folder or the Hub cache ({root}): it could "
                              "overwrite a model's files; write the embeddings elsewhere")
 
 

@@ -28,10 +28,11 @@ from zoo import (
     Processor,
     ProcessorConfig,
 )
+from zoo.data import folder_source
 from zoo.layers import TransformerEncoder, masked_mean, sinusoidal_positions
 from zoo.masking import random_mask
 from zoo.objectives import masked_mse
-from zoo.plugin import source_loader
+from zoo.plugin import SampleData, numeric_array, source_loader
 
 
 @dataclass
@@ -54,7 +55,12 @@ class ToyProcessor(Processor):
         self.std = torch.ones(self.config.features)
 
     def _check(self, example: Any, name: str) -> Tensor:
-        x = torch.as_tensor(np.asarray(example, dtype=np.float32))
+        if isinstance(example, (str, Path)):          # a file of the folder source: read it here, in the worker
+            try:
+                example = self.read(str(example))
+            except (OSError, ValueError) as err:
+                raise BadExample(str(example), "path", f"not a .npy array file ({err})") from None
+        x = numeric_array(example, name, "values")       # text, ragged, complex: a BadExample naming the field
         if x.dim() != 2 or x.shape[1] != self.config.features:
             raise BadExample(name, "values", f"expected shape [length, {self.config.features}], "
                                              f"got {tuple(x.shape)}")
@@ -74,7 +80,7 @@ class ToyProcessor(Processor):
         return {"values": (x - self.mean) / self.std}
 
     def length(self, example: Any) -> int | None:
-        return min(len(example), self.config.max_len)
+        return None if isinstance(example, (str, Path)) else min(len(example), self.config.max_len)
 
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         lengths = torch.tensor([it["values"].shape[0] for it in items])
@@ -169,8 +175,27 @@ def synthetic(spec: dict[str, Any]) -> ExampleSet:
     return ExampleSet(examples, labels, [f"synthetic[{i}]" for i in range(n)], ["slow", "medium", "fast"])
 
 
+def folder(spec: dict[str, Any]) -> ExampleSet:
+    """``--data FOLDER``: ``.npy`` files of ``[length, features]``, in one subfolder per class."""
+    return folder_source(spec, (".npy",), "toyseq")
+
+
+def sample_data(root: Path) -> SampleData:
+    """The conformance suite's tiny labelled set: ``root/seqs/<speed>/<i>.npy``, each class's sines shifted by
+    its own offset (what a linear model on the mean tells apart)."""
+    data = synthetic({"n": 45, "seed": 7})
+    out = Path(root) / "seqs"
+    for i, (x, y) in enumerate(zip(data.examples, data.labels)):
+        (out / data.label_names[y]).mkdir(parents=True, exist_ok=True)
+        np.save(out / data.label_names[y] / f"{i}.npy", x + np.float32(1.5 * y))
+    files = sorted(out.rglob("*.npy"))
+    return SampleData(data=out, recipe="toyseq-tiny", num_classes=3, predict_inputs=files[:2],
+                      predict_names=[str(f) for f in files[:2]], predict_all=files,
+                      pretrain_overrides=["train.steps=4"], finetune_args=["--lr", "0.01"])
+
+
 # ``source: hf`` (parquet, csv, a Hub id…) reads the sequence from a ``values`` column of [length, features]
-load_data = source_loader("toyseq", {"synthetic": synthetic}, "synthetic", hf_input="values")
+load_data = source_loader("toyseq", {"synthetic": synthetic, "folder": folder}, "synthetic", hf_input="values")
 
 MODALITY = Modality(
     name="toyseq",
@@ -179,6 +204,8 @@ MODALITY = Modality(
     architectures={"toyseq-mae": Architecture("toyseq-mae", ToyEncoderConfig, ToyEncoder, ToyPretrainer,
                                               ToyPretrainingConfig)},
     load_data=load_data,
+    folder_source="folder",
+    sample_data=sample_data,
     recipes=Path(__file__).parent / "recipes",
     usage_example="import numpy as np\nexample = np.random.randn(30, 4).astype('float32')",
 )
