@@ -228,19 +228,15 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from zoo import get_modality, installed
-    source = Path(args.source)
-    config = source / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{config} not found: give a transformers checkpoint folder")
-    model_type = json.loads(config.read_text()).get("model_type")
-    for name in installed():
-        converter = get_modality(name).converters.get(model_type)
-        if converter is not None:
-            out = converter(str(source), args.output)
-            print(f"converted {source} ({model_type}) into {out} [{name}]")
-            return 0
-    raise ValueError(f"no installed modality converts model_type {model_type!r}")
+    import shutil
+
+    from zoo.auto import converted_folder
+    folder = converted_folder(args.source)
+    if folder is None:
+        raise ValueError(f"{args.source} is already a zoo model (config.json has zoo_format): nothing to convert")
+    shutil.copytree(folder, args.output, dirs_exist_ok=True)
+    print(f"converted {args.source} into {args.output}")
+    return 0
 
 
 def _set_arg(s: argparse.ArgumentParser) -> None:
@@ -333,8 +329,8 @@ def _add_embed(sub: Any) -> None:
 
 
 def _add_convert(sub: Any) -> None:
-    s = sub.add_parser("convert", help="import a foreign checkpoint folder (e.g. transformers wav2vec2)")
-    s.add_argument("source", help="folder with config.json and model.safetensors")
+    s = sub.add_parser("convert", help="import a transformers checkpoint (wav2vec2, hubert, data2vec-audio, videomae)")
+    s.add_argument("source", help="a transformers folder (config.json + model.safetensors) or a Hub id")
     s.add_argument("output", help="zoo model folder to write")
     s.set_defaults(func=_cmd_convert)
 

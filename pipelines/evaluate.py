@@ -198,13 +198,20 @@ def _as_recipe(recipe: Recipe | dict[str, Any]) -> Recipe:
 
 def recorded_recipe(model: str | Path) -> dict[str, Any]:
     """The recipe a model was trained with: the run folder's own record (``recipe.json``, local paths) first, else
-    the portable one in ``config.json``."""
+    the portable one in ``config.json``. A converted public checkpoint records none: its modality and architecture
+    make a recipe with the defaults (what ``zoo finetune --data`` needs)."""
+    from zoo.auto import zoo_source
     from zoo.hub import load_config
+    source, hub_kwargs = zoo_source(model, {})
+    config = load_config(source, **hub_kwargs)
     local = Path(model).parent / "recipe.json" if Path(model).is_dir() else None
-    recorded = load_config(model).get("pretraining", {}).get("recipe")
+    recorded = config.get("pretraining", {}).get("recipe")
     as_run = json.loads(local.read_text()) if local is not None and local.is_file() else None
     if as_run and recorded and as_run.get("name") == recorded.get("name"):
         recorded = as_run
+    if not recorded and config.get("pretraining", {}).get("converted_from"):
+        origin = str(config["pretraining"]["converted_from"]).rstrip("/").split("/")[-1]
+        recorded = {"name": origin, "modality": config["modality"], "architecture": config["architecture"]}
     if not recorded:
         raise ValueError(f"{model} records no recipe: name one")
     return recorded

@@ -1,16 +1,109 @@
-"""``AutoEncoder`` / ``AutoProcessor``: load any zoo model by dispatching on its config."""
+"""``AutoEncoder`` / ``AutoProcessor``: load any zoo model by dispatching on its config — the factory (timm's
+``_factory``: it resolves, :mod:`zoo.hub` reads and writes).
+
+A Hugging Face transformers checkpoint (a folder or a Hub id whose ``config.json`` names a ``model_type``) of a family
+an installed modality converts is converted once into the zoo format in ``$ZOO_CACHE/converted/`` (safetensors only:
+pickled weights are refused, never loaded) and loaded from there like any zoo entry."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .hub import FormatError, build_encoder, load_config, load_processor_dict
+from .hub import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    FormatError,
+    build_encoder,
+    load_config,
+    load_processor_dict,
+    pickles_in,
+    read_json,
+    resolve_file,
+)
+from .paths import cache_dir, portable
 from .plugin import Encoder, Processor
-from .registry import get_modality
+from .registry import get_modality, installed
 
-__all__ = ["AutoEncoder", "AutoProcessor", "load_encoder"]
+__all__ = ["AutoEncoder", "AutoProcessor", "load_encoder", "converted_folder", "zoo_source", "NON_COMMERCIAL"]
+
+logger = logging.getLogger(__name__)
+#: families whose released weights are not for commercial use: a warning at every load
+NON_COMMERCIAL = {"videomae": "VideoMAE's released weights are licensed CC BY-NC 4.0 (non-commercial use only)"}
+FOREIGN_FILES = ("preprocessor_config.json",)
+
+
+def _converters() -> dict[str, tuple[str, Any]]:
+    found = {}
+    for name in installed():
+        try:
+            for kind, fn in get_modality(name).converters.items():
+                found.setdefault(kind, (name, fn))
+        except Exception:  # a broken plugin must not hide the others
+            continue
+    return found
+
+
+def zoo_source(id_or_path: str | Path, hub_kwargs: dict[str, Any]) -> tuple[str | Path, dict[str, Any]]:
+    """Where to load a zoo model from: ``id_or_path`` itself when it holds one, else the converted folder of the
+    transformers checkpoint it names (local: no Hub arguments)."""
+    folder = converted_folder(id_or_path, **hub_kwargs)
+    return (id_or_path, hub_kwargs) if folder is None else (folder, {})
+
+
+def converted_folder(id_or_path: str | Path, **hub_kwargs: Any) -> Path | None:
+    """The zoo folder a transformers checkpoint (``config.json`` with a ``model_type``) is converted into, once, in
+    the cache (keyed by the checkpoint's config and weights: a new revision converts anew); ``None`` for a zoo
+    folder or repo."""
+    config_path = resolve_file(id_or_path, CONFIG_NAME, **hub_kwargs)
+    config = read_json(config_path)
+    if "zoo_format" in config or "model_type" not in config:
+        return None
+    kind = config["model_type"]
+    converters = _converters()
+    if kind not in converters:
+        raise FormatError(f"{id_or_path}: a transformers {kind!r} checkpoint; the families ssl-zoo reads are "
+                          f"{sorted(converters)}")
+    weights = resolve_file(id_or_path, WEIGHTS_NAME, required=False, **hub_kwargs)
+    if weights is None:
+        local = sorted(p.name for p in config_path.parent.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        pickles = sorted(set(local) | set(pickles_in(id_or_path, hub_kwargs)))
+        raise FileNotFoundError(f"{id_or_path}: no {WEIGHTS_NAME}" + (f"; {pickles} are pickle checkpoints and are "
+                                                                        "never loaded" if pickles else ""))
+    for name in FOREIGN_FILES:                    # beside config.json in the same snapshot folder
+        resolve_file(id_or_path, name, required=False, **hub_kwargs)
+    if kind in NON_COMMERCIAL:
+        warnings.warn(f"{id_or_path}: {NON_COMMERCIAL[kind]}", UserWarning, stacklevel=3)
+    stat = Path(weights).stat()
+    key = hashlib.sha256(config_path.read_bytes() + f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "-_." else "--" for c in Path(str(id_or_path)).name or "model")
+    target = cache_dir() / "converted" / f"{safe}-{key}"
+    if not (target / CONFIG_NAME).is_file():
+        modality, convert = converters[kind]
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        convert(str(config_path.parent), str(tmp))
+        _record_origin(tmp, id_or_path)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)                    # atomic: a killed conversion leaves no half folder
+        logger.info("converted %s (%s) into %s [%s]", id_or_path, kind, target, modality)
+    return target
+
+
+def _record_origin(folder: Path, id_or_path: str | Path) -> None:
+    """``config.json`` records what the folder was converted from: a Hub id as it is, a local folder portably."""
+    path = folder / CONFIG_NAME
+    config = json.loads(path.read_text())
+    local = Path(str(id_or_path)).is_dir()
+    config.setdefault("pretraining", {})["converted_from"] = portable(str(Path(id_or_path).resolve())) if local \
+        else str(id_or_path)
+    path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None, **hub_kwargs: Any) -> Encoder:
@@ -18,6 +111,7 @@ def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None,
     gives the class; with ``expect``, a config of another architecture is refused."""
     if expect is not None and expect is not Encoder:
         return expect.from_pretrained(id_or_path, **hub_kwargs)
+    id_or_path, hub_kwargs = zoo_source(id_or_path, hub_kwargs)
     config = load_config(id_or_path, **hub_kwargs)
     cls = get_modality(config["modality"]).architecture(config["architecture"]).encoder
     return build_encoder(cls, config, id_or_path, **hub_kwargs)
@@ -45,6 +139,7 @@ class AutoProcessor:
 
     @staticmethod
     def from_pretrained(id_or_path: str | Path, **hub_kwargs: Any) -> Processor:
+        id_or_path, hub_kwargs = zoo_source(id_or_path, hub_kwargs)
         config = load_config(id_or_path, **hub_kwargs)
         modality = get_modality(config["modality"])
         try:

@@ -40,7 +40,7 @@ def _is_local(id_or_path: str | Path) -> bool:
     return Path(id_or_path).is_dir()
 
 
-def _pickles_in(id_or_path: str | Path, hub_kwargs: dict[str, Any]) -> list[str]:
+def pickles_in(id_or_path: str | Path, hub_kwargs: dict[str, Any]) -> list[str]:
     if _is_local(id_or_path):
         names = [p.name for p in Path(id_or_path).iterdir()]
     else:
@@ -192,7 +192,7 @@ def build_encoder(cls: type[torch.nn.Module], config: dict[str, Any], id_or_path
     """Build ``cls`` from a loaded ``config.json`` and load the folder/repo's weights strictly."""
     weights = resolve_file(id_or_path, WEIGHTS_NAME, required=False, **hub_kwargs)
     if weights is None:
-        pickles = _pickles_in(id_or_path, hub_kwargs)
+        pickles = pickles_in(id_or_path, hub_kwargs)
         found = f"; found pickle checkpoint(s) {pickles}, which are never loaded" if pickles else ""
         raise FileNotFoundError(f"{WEIGHTS_NAME} not found in {id_or_path}{found}")
     enc_config = cls.config_class.from_dict(config["encoder"], where=f"{id_or_path}:config.json:encoder")

@@ -1,9 +1,13 @@
-"""Import a Hugging Face transformers ``Wav2Vec2Model`` / ``Wav2Vec2ForPreTraining`` checkpoint folder
-(safetensors only) into the zoo format, so facebook/wav2vec2-base style checkpoints become zoo encoders."""
+"""Import a Hugging Face transformers checkpoint folder (safetensors only) of the wav2vec 2.0 encoder family into
+the zoo format: ``Wav2Vec2Model``/``Wav2Vec2ForPreTraining``/``Wav2Vec2ForCTC`` (Baevski et al. 2020), ``HubertModel``/
+``HubertForCTC`` (Hsu et al. 2021: the same encoder, trained by masked prediction of cluster targets) and
+``Data2VecAudioModel`` (Baevski et al. 2022: a stack of positional convolutions). Heads — the quantizer and
+projections of pretraining, a CTC ``lm_head`` — are dropped, and the log says so."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -25,6 +29,7 @@ _RULES = [
     (r"encoder\.pos_conv_embed\.conv\.(weight_v|parametrizations\.weight\.original1)$",
      "pos_conv.conv.parametrizations.weight.original1"),
     (r"encoder\.pos_conv_embed\.conv\.bias$", "pos_conv.conv.bias"),
+    (r"encoder\.pos_conv_embed\.layers\.(\d+)\.conv\.", r"pos_conv.layers.\1."),
     (r"^encoder\.layer_norm\.", "transformer.norm."),
     (r"encoder\.layers\.(\d+)\.attention\.out_proj\.", r"transformer.layers.\1.attn.proj."),
     (r"encoder\.layers\.(\d+)\.layer_norm\.", r"transformer.layers.\1.norm1."),
@@ -33,24 +38,37 @@ _RULES = [
     (r"encoder\.layers\.(\d+)\.feed_forward\.output_dense\.", r"transformer.layers.\1.fc2."),
 ]
 _PRETRAINING_ONLY = ("quantizer.", "project_q.", "project_hid.", "dropout_features", "lm_head.")
+MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio")
+_PREFIXES = ("wav2vec2.", "hubert.", "data2vec_audio.")
+logger = logging.getLogger(__name__)
 
 
 def config_from_transformers(hf: dict) -> tuple[Wav2Vec2Config, Wav2Vec2PretrainingConfig]:
+    kind = hf.get("model_type", "wav2vec2")
+    if kind not in MODEL_TYPES:
+        raise FormatError(f"model_type {kind!r} is not of the wav2vec 2.0 family ({', '.join(MODEL_TYPES)})")
     for key in ("hidden_act", "feat_extract_activation"):
         if hf.get(key, "gelu") != "gelu":
             raise FormatError(f"{key}={hf[key]!r} is not supported (only 'gelu')")
     if hf.get("num_adapter_layers") and hf.get("add_adapter"):
         raise FormatError("adapter layers are not supported")
+    if hf.get("conv_pos_batch_norm"):
+        raise FormatError("conv_pos_batch_norm (a HuBERT variant's positional batch norm) is not supported")
     hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
+    stack = kind == "data2vec-audio"           # data2vec: num_conv_pos_embeddings counts layers, not kernel taps
     enc = Wav2Vec2Config(
         conv_layers=[tuple(x) for x in zip(hf["conv_dim"], hf["conv_kernel"], hf["conv_stride"])],
-        conv_norm=hf.get("feat_extract_norm", "group"), conv_bias=hf.get("conv_bias", False), dim=hidden,
+        conv_norm="layer" if stack else hf.get("feat_extract_norm", "group"), conv_bias=hf.get("conv_bias", False),
+        dim=hidden,
         depth=hf["num_hidden_layers"], heads=heads, mlp_ratio=hf["intermediate_size"] / hidden,
         dropout=hf.get("hidden_dropout", 0.1), attn_dropout=hf.get("attention_dropout", 0.1),
         activation_dropout=hf.get("activation_dropout", 0.1), layerdrop=hf.get("layerdrop", 0.1),
-        feat_dropout=hf.get("feat_proj_dropout", 0.0), pos_conv_kernel=hf["num_conv_pos_embeddings"],
+        feat_dropout=hf.get("feat_proj_dropout", 0.0),
+        pos_conv_kernel=hf["conv_pos_kernel_size"] if stack else hf["num_conv_pos_embeddings"],
         pos_conv_groups=hf["num_conv_pos_embedding_groups"], norm_first=hf.get("do_stable_layer_norm", False),
-        eps=hf.get("layer_norm_eps", 1e-5))
+        eps=hf.get("layer_norm_eps", 1e-5), feature_norm=bool(hf.get("feat_proj_layer_norm", True)),
+        pos_conv_type="stack" if stack else "weight_norm",
+        pos_conv_layers=hf["num_conv_pos_embeddings"] if stack else 1)
     enc.validate()
     pre = Wav2Vec2PretrainingConfig(
         mask_prob=hf.get("mask_time_prob", 0.65), mask_length=hf.get("mask_time_length", 10),
@@ -64,10 +82,15 @@ def config_from_transformers(hf: dict) -> tuple[Wav2Vec2Config, Wav2Vec2Pretrain
 
 
 def map_state_dict(state: dict[str, torch.Tensor], config: Wav2Vec2Config) -> dict[str, torch.Tensor]:
-    """transformers names → ours; q/k/v projections are fused into one ``qkv``."""
-    state = {k.removeprefix("wav2vec2."): v for k, v in state.items()}
+    """transformers names → ours; q/k/v projections are fused into one ``qkv``; heads are dropped (logged)."""
+    for prefix in _PREFIXES:
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    dropped = sorted({k.split(".")[0] for k in state if k.startswith(_PRETRAINING_ONLY)})
+    if dropped:
+        logger.warning("converting the encoder only: dropped %s (%s)", ", ".join(dropped),
+                       "the CTC head" if "lm_head" in dropped else "pretraining heads")
     for key, value in state.items():
         if key.startswith(_PRETRAINING_ONLY):
             continue
@@ -81,16 +104,19 @@ def map_state_dict(state: dict[str, torch.Tensor], config: Wav2Vec2Config) -> di
                 out[new] = value
                 break
         else:
-            raise FormatError(f"unexpected transformers weight {key!r}: not a Wav2Vec2Model parameter")
+            raise FormatError(f"unexpected transformers weight {key!r}: not a parameter of the wav2vec 2.0 family")
     for (layer, kind), parts in qkv.items():
         out[f"transformer.layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
     return out
 
 
 def convert_transformers(source: str | Path, output: str | Path) -> Path:
-    """Convert a transformers wav2vec 2.0 folder (config.json + model.safetensors) into a zoo folder."""
+    """Convert a transformers folder of the wav2vec 2.0 family (config.json + model.safetensors) into a zoo
+    folder."""
     source, output = Path(source), Path(output)
-    hf, weights = foreign_checkpoint(source, "wav2vec2")
+    kind = json.loads((source / "config.json").read_text()).get("model_type") if (source / "config.json").is_file() \
+        else "wav2vec2"
+    hf, weights = foreign_checkpoint(source, kind if kind in MODEL_TYPES else "wav2vec2")
     enc_cfg, pre_cfg = config_from_transformers(hf)
     encoder = Wav2Vec2Encoder(enc_cfg)
     load_state_strict(encoder, map_state_dict(load_weights(weights), enc_cfg), str(source))
@@ -103,6 +129,8 @@ def convert_transformers(source: str | Path, output: str | Path) -> Path:
     encoder.save_pretrained(output, processor=AudioProcessor(proc_cfg),
                             pretraining={"converted_from": str(source), "objective": pre_cfg.to_dict()})
     from zoo.cards import write_card
-    write_card(output, summary=f"wav2vec 2.0 encoder converted from the transformers checkpoint `{source.name}`.",
-               method="wav2vec 2.0 (Baevski et al. 2020)")
+    name = {"wav2vec2": "wav2vec 2.0", "hubert": "HuBERT", "data2vec-audio": "data2vec-audio"}[hf["model_type"]]
+    paper = {"wav2vec2": "Baevski et al. 2020", "hubert": "Hsu et al. 2021", "data2vec-audio": "Baevski et al. 2022"}
+    write_card(output, summary=f"{name} encoder converted from the transformers checkpoint `{source.name}`.",
+               method=f"{name} ({paper[hf['model_type']]})")
     return output

@@ -23,6 +23,9 @@ from zoo.objectives import codebook_perplexity, diversity_loss, sample_negatives
 BASE_CONV = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
 
 
+POS_CONV_TYPES = ("weight_norm", "stack")
+
+
 @dataclass
 class Wav2Vec2Config(Config):
     """Encoder configuration; the defaults are the paper's BASE model."""
@@ -45,6 +48,9 @@ class Wav2Vec2Config(Config):
     norm_first: bool = False          # BASE is post-norm; large "stable" models are pre-norm
     eps: float = 1e-5
     sample_rate: int = 16000
+    feature_norm: bool = True         # LayerNorm on the conv features before the projection (HuBERT may omit it)
+    pos_conv_type: str = "weight_norm"   # "weight_norm": one grouped weight-normalised conv (wav2vec 2.0, HuBERT);
+    pos_conv_layers: int = 1             # "stack": pos_conv_layers convs, each + LayerNorm + GELU (data2vec)
 
     def validate(self) -> None:
         self.check(len(self.conv_layers) >= 1, "conv_layers", "needs at least one (channels, kernel, stride)")
@@ -54,6 +60,9 @@ class Wav2Vec2Config(Config):
         self.check(self.dim % self.heads == 0, "dim", "must be divisible by heads")
         self.check(self.dim % self.pos_conv_groups == 0, "pos_conv_groups", "must divide dim")
         self.check(self.sample_rate > 0, "sample_rate", "must be > 0")
+        self.check(self.pos_conv_type in POS_CONV_TYPES, "pos_conv_type", f"must be one of {POS_CONV_TYPES}")
+        self.check(self.pos_conv_layers >= 1 and (self.pos_conv_type == "stack" or self.pos_conv_layers == 1),
+                   "pos_conv_layers", "must be >= 1 (and 1 unless pos_conv_type is 'stack')")
         for name in ("dropout", "attn_dropout", "activation_dropout", "feat_dropout", "layerdrop"):
             self.check(0.0 <= getattr(self, name) < 1.0, name, "must lie in [0, 1)")
 
@@ -191,11 +200,34 @@ class PositionalConv(nn.Module):
         self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
         self.trim = 1 if kernel % 2 == 0 else 0
 
-    def forward(self, x: Tensor) -> Tensor:  # [B, T, D]
+    def forward(self, x: Tensor, pad: Tensor | None = None) -> Tensor:  # [B, T, D]; padded frames are zero
         y = self.conv(x.transpose(1, 2))
         if self.trim:
             y = y[..., :-self.trim]
         return F.gelu(y).transpose(1, 2)
+
+
+class StackedPositionalConv(nn.Module):
+    """data2vec's convolutional relative positions (Baevski et al. 2022, "data2vec", §3; data2vec-audio): a stack of
+    grouped convs over time, each followed by a LayerNorm without parameters and GELU."""
+
+    def __init__(self, dim: int, kernel: int, groups: int, layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=groups)
+                                     for _ in range(layers)])
+        self.trim = 1 if kernel % 2 == 0 else 0
+
+    def forward(self, x: Tensor, pad: Tensor | None = None) -> Tensor:  # [B, T, D], pad [B, T]
+        """Padded frames are zeroed before every conv, so that a padded batch gives each utterance what it gets
+        alone (where the sequence simply ends)."""
+        keep = None if pad is None else (~pad)[:, None, :].to(x.dtype)
+        y = x.transpose(1, 2)
+        for conv in self.layers:
+            y = conv(y if keep is None else y * keep)
+            if self.trim:
+                y = y[..., :-self.trim]
+            y = F.gelu(F.layer_norm(y.transpose(1, 2), (y.shape[1],)).transpose(1, 2))
+        return y.transpose(1, 2)
 
 
 class Wav2Vec2Encoder(Encoder):
@@ -207,11 +239,13 @@ class Wav2Vec2Encoder(Encoder):
         super().__init__(config)
         c_last = config.conv_layers[-1][0]
         self.feature_encoder = FeatureEncoder(config)
-        self.feature_norm = nn.LayerNorm(c_last, eps=config.eps)
+        self.feature_norm = nn.LayerNorm(c_last, eps=config.eps) if config.feature_norm else nn.Identity()
         self.feature_proj = nn.Linear(c_last, config.dim)
         self.feat_dropout = nn.Dropout(config.feat_dropout)
         self.mask_embedding = nn.Parameter(torch.empty(config.dim).uniform_())
-        self.pos_conv = PositionalConv(config.dim, config.pos_conv_kernel, config.pos_conv_groups)
+        self.pos_conv = PositionalConv(config.dim, config.pos_conv_kernel, config.pos_conv_groups) \
+            if config.pos_conv_type == "weight_norm" else \
+            StackedPositionalConv(config.dim, config.pos_conv_kernel, config.pos_conv_groups, config.pos_conv_layers)
         self.transformer = TransformerEncoder(config.dim, config.depth, config.heads, config.mlp_ratio,
                                               config.dropout, config.attn_dropout, config.drop_path,
                                               config.eps, norm_first=config.norm_first,
@@ -262,7 +296,7 @@ class Wav2Vec2Encoder(Encoder):
         if time_mask is not None:
             hidden = torch.where(time_mask[..., None], self.mask_embedding.to(hidden.dtype), hidden)
         hidden = hidden.masked_fill(pad[..., None], 0.0)
-        hidden = hidden + self.pos_conv(hidden)
+        hidden = hidden + self.pos_conv(hidden, pad)
         tokens, layers = self.transformer(hidden, pad, return_hidden=True)
         return EncoderOutput(tokens, pad, masked_mean(tokens, pad), layers if return_hidden else None)
 
