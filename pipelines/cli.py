@@ -231,11 +231,28 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     import shutil
 
     from zoo.auto import converted_folder
+    if Path(args.source).is_file():                 # a checkpoint file (Point-MAE's .pth): its family is named
+        return _convert_file(args)
     folder = converted_folder(args.source)
     if folder is None:
         raise ValueError(f"{args.source} is already a zoo model (config.json has zoo_format): nothing to convert")
     shutil.copytree(folder, args.output, dirs_exist_ok=True)
     print(f"converted {args.source} into {args.output}")
+    return 0
+
+
+def _convert_file(args: argparse.Namespace) -> int:
+    from zoo import get_modality, installed
+
+    from .recipe import apply_overrides
+    families = {kind: (name, fn) for name in installed() for kind, fn in get_modality(name).converters.items()}
+    if args.model_type not in families:
+        raise ValueError(f"{args.source} is a checkpoint file: name its family with --model-type (one of "
+                         f"{sorted(families)})")
+    options = apply_overrides({"finetune": {}}, [f"finetune.{o}" for o in args.option])["finetune"]
+    name, convert = families[args.model_type]
+    convert(args.source, args.output, **options)
+    print(f"converted {args.source} ({args.model_type}) into {args.output} [{name}]")
     return 0
 
 
@@ -330,7 +347,11 @@ def _add_embed(sub: Any) -> None:
 
 def _add_convert(sub: Any) -> None:
     s = sub.add_parser("convert", help="import a transformers checkpoint (wav2vec2, hubert, data2vec-audio, videomae)")
-    s.add_argument("source", help="a transformers folder (config.json + model.safetensors) or a Hub id")
+    s.add_argument("source", help="a transformers folder (config.json + model.safetensors), a Hub id, or a "
+                                  "checkpoint file with --model-type (e.g. Point-MAE's pretrain.pth)")
+    s.add_argument("--model-type", help="the family of a checkpoint file (e.g. point-mae)")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a converter setting, e.g. --option heads=6 --option num_points=2048 (repeatable)")
     s.add_argument("output", help="zoo model folder to write")
     s.set_defaults(func=_cmd_convert)
 

@@ -39,12 +39,13 @@ class DropPath(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention on ``scaled_dot_product_attention`` with a key-padding mask."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True,
+                 qkv_bias: bool | None = None) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias if qkv_bias is None else qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=bias)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
@@ -61,12 +62,12 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
                  attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-5,
-                 norm_first: bool = True, activation_dropout: float | None = None) -> None:
+                 norm_first: bool = True, activation_dropout: float | None = None, qkv_bias: bool = True) -> None:
         super().__init__()
         self.norm_first = norm_first
         hidden = int(dim * mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, heads, attn_dropout)
+        self.attn = Attention(dim, heads, attn_dropout, qkv_bias=qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
@@ -98,12 +99,13 @@ class TransformerEncoder(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
                  attn_dropout: float = 0.0, drop_path: float = 0.0, eps: float = 1e-5,
                  norm_first: bool = True, activation_dropout: float | None = None,
-                 layerdrop: float = 0.0) -> None:
+                 layerdrop: float = 0.0, qkv_bias: bool = True) -> None:
         super().__init__()
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.norm_first, self.layerdrop = norm_first, layerdrop
         self.layers = nn.ModuleList(
-            EncoderLayer(dim, heads, mlp_ratio, dropout, attn_dropout, r, eps, norm_first, activation_dropout)
+            EncoderLayer(dim, heads, mlp_ratio, dropout, attn_dropout, r, eps, norm_first, activation_dropout,
+                         qkv_bias)
             for r in rates)
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.input_drop = nn.Dropout(dropout)

@@ -5,6 +5,7 @@ from pathlib import Path
 from zoo import Architecture, Modality, Protocol
 
 from .baselines import fpfh_features
+from .convert import convert_reference
 from .data import load_data, make_shapes
 from .evaluate import linear_svm
 from .model import PointMAEConfig, PointMAEEncoder, PointMAEPretrainer, PointMAEPretrainingConfig
@@ -27,6 +28,7 @@ MODALITY = Modality(
     usage_example=("import numpy as np\n# a cloud: points [N, 3] (or a path to a ply/pcd/xyz/off/obj/stl file)\n"
                    "example = np.random.randn(2048, 3).astype('float32')"),
     baselines={"FPFH mean+std (open3d)": fpfh_features},
+    converters={"point-mae": convert_reference},          # the reference's .pth files: zoo convert --model-type
     evaluators={"linear-svm": Protocol(lambda encoder, processor, spec: linear_svm(encoder, processor, spec,
                                                                                   **spec.get("svm", {})),
                                        task="object-classification")},

@@ -36,6 +36,9 @@ class PointMAEConfig(Config):
     drop_path: float = 0.1
     eps: float = 1e-5
     pointnet_dims: tuple[int, int, int] = (128, 256, 512)
+    qkv_bias: bool = True             # the reference's attention has no q/k/v bias (its released weights: false)
+    cls_token: bool = False           # the reference's fine-tuned models: a [CLS] token with its own position;
+                                      # pooled is then [CLS, max over the patch tokens]
 
     def validate(self) -> None:
         self.check(len(self.pointnet_dims) == 3 and min(self.pointnet_dims) >= 1, "pointnet_dims",
@@ -120,11 +123,15 @@ class PointMAEEncoder(Encoder):
         self.patch_embed = MiniPointNet(c.in_channels, c.dim, tuple(c.pointnet_dims))
         self.pos_embed = _positional(c.dim)
         self.transformer = TransformerEncoder(c.dim, c.depth, c.heads, c.mlp_ratio, drop_path=c.drop_path, eps=c.eps,
-                                              norm_first=True)
+                                              norm_first=True, qkv_bias=c.qkv_bias)
         for m in self.transformer.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if c.cls_token:
+            self.cls_token = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, 1, c.dim), std=0.02))
+            self.cls_pos = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, 1, c.dim), std=0.02))
 
     @property
     def dim(self) -> int:
@@ -147,15 +154,23 @@ class PointMAEEncoder(Encoder):
             centres, patches = centres[keep].view(b, -1, 3), patches[keep].view(b, -1, k, ch)
         n = patches.shape[1]
         x = self.patch_embed(patches.reshape(b * n, k, ch)).view(b, n, -1)
+        pos = self.pos_embed(centres)
+        if self.config.cls_token:
+            x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
+            pos = torch.cat([self.cls_pos.expand(b, -1, -1), pos], dim=1)
         hidden = [] if return_hidden else None
-        return _run(self.transformer, x, self.pos_embed(centres), hidden), hidden
+        return _run(self.transformer, x, pos, hidden), hidden
 
     def forward(self, batch: dict[str, Tensor], *, mask: Tensor | None = None,
                 return_hidden: bool = False) -> EncoderOutput:
         centres, patches = self.patches(batch["points"])
         tokens, hidden = self.encode(centres, patches, mask, return_hidden)
+        if self.config.cls_token:                 # as the reference's fine-tuned models: [CLS, max of the patches]
+            cls, tokens = tokens[:, 0], tokens[:, 1:]
+            pooled = torch.cat([cls, tokens.max(dim=1).values], dim=-1)
+        else:
+            pooled = torch.cat([tokens.max(dim=1).values, tokens.mean(dim=1)], dim=-1)
         pad = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        pooled = torch.cat([tokens.max(dim=1).values, tokens.mean(dim=1)], dim=-1)
         return EncoderOutput(tokens=tokens, padding_mask=pad, pooled=pooled, hidden=hidden)
 
 
@@ -176,11 +191,14 @@ class PointMAEPretrainer(Pretrainer):
     def __init__(self, encoder: PointMAEEncoder, config: PointMAEPretrainingConfig, total_steps: int = 1) -> None:
         config.validate()
         super().__init__(encoder, config, total_steps)
+        if encoder.config.cls_token:
+            raise ValueError("a Point-MAE encoder with a [CLS] token (the reference's fine-tuned layout) does not "
+                             "pretrain: the decoder reads the patch tokens only")
         ec = encoder.config
         self.mask_token = nn.Parameter(torch.zeros(1, 1, ec.dim))
         self.decoder_pos_embed = _positional(ec.dim)
         self.decoder = TransformerEncoder(ec.dim, config.decoder_depth, config.decoder_heads, ec.mlp_ratio,
-                                          drop_path=ec.drop_path, eps=ec.eps, norm_first=True)
+                                          drop_path=ec.drop_path, eps=ec.eps, norm_first=True, qkv_bias=ec.qkv_bias)
         self.head = nn.Linear(ec.dim, 3 * ec.patch_size)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
