@@ -133,9 +133,10 @@ def test_a_checkpoint_with_code_or_without_a_state_is_refused(tmp_path):
 def test_reference_mode_pretrains_on_the_shapes(tmp_path):
     """Our model with the reference's options (no q/k/v bias) pretrains: the loss falls on the generated shapes."""
     sample = zoo.get_modality("pointcloud").sample_data(tmp_path / "data")
+    sets = ["encoder.qkv_bias=false", "train.steps=30", "train.batch_size=8", "train.num_workers=0",
+            "encoder.depth=2", "train.warmup_steps=3"]
     res = zoo_main("pretrain", "pointcloud-pointmae-tiny", "--data", str(sample.data),
-                   "--set", "encoder.qkv_bias=false", "--set", "train.steps=30", "--set", "train.batch_size=8", "--set", "train.num_workers=0",
-                   "--set", "encoder.depth=2", "--set", "train.warmup_steps=3", "--output", str(tmp_path / "run"))
+                   *[a for o in sets for a in ("--set", o)], "--output", str(tmp_path / "run"))
     assert res.returncode == 0, res.stderr
     import json
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
