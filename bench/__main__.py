@@ -14,6 +14,7 @@ from . import (
     graph,
     pipeline,
     pointcloud,
+    real_weights,
     tabular,
     tabular_ablation,
     video,
@@ -25,7 +26,7 @@ if __name__ == "__main__":
               audio_label_efficiency.run(results_dir("audio-label-efficiency")), tabular.main(),
               tabular_ablation.run(results_dir("tabular-ablation")),
               print_table("GraphMAE: step time", [graph.step_speed()]), graph.main(), video.main(),
-              pointcloud.main(), events.main()]
+              pointcloud.main(), events.main(), real_weights.main()]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.md").write_text("\n\n".join(tables) + "\n")
