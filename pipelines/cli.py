@@ -47,25 +47,27 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from .recipe import load_recipe
     recipe = load_recipe(args.recipe, args.set)
     if args.data:
-        recipe = with_own_data(recipe, args.data, label_column=args.label_column, split=args.split)
-    elif args.label_column or args.split:
-        raise ValueError("--label-column and --split describe --data: give --data too")
+        recipe = with_own_data(recipe, args.data, label_column=args.label_column, split=args.split,
+                               exclude=args.exclude)
+    elif args.label_column or args.split or args.exclude:
+        raise ValueError("--label-column, --exclude and --split describe --data: give --data too")
     out = Path(args.output or Path("runs") / recipe.name)
     summary = pretrain(recipe, out, resume=not args.no_resume,
-                       command=_command("pretrain", args.recipe, args.data, args.label_column, args.split, args.set))
+                       command=_command("pretrain", args.recipe, args.data, args.label_column, args.split, args.set,
+                                        args.exclude))
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def _command(verb: str, target: str, data: str | None, label_column: str | None, split: str | None,
-             sets: list[str]) -> str:
+             sets: list[str], exclude: list[str]) -> str:
     """The command that reproduces a run, naming local files by their name only."""
-    from .data_spec import describe_data
-    parts = [f"zoo {verb}", describe_data(target)]
+    from .data_spec import command_arg
+    parts = [f"zoo {verb}", command_arg(target)]
     for flag, value in (("--data", data), ("--label-column", label_column), ("--split", split)):
         if value is not None:
-            parts += [flag, describe_data(value) if flag == "--data" else value]
-    return " ".join(parts + [f"--set {s}" for s in sets])
+            parts += [flag, command_arg(value) if flag == "--data" else value]
+    return " ".join(parts + [f"--exclude {c}" for c in exclude] + [f"--set {s}" for s in sets])
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -277,6 +279,8 @@ def _add_pretrain(sub: Any) -> None:
     s.add_argument("--data", help="your own (unlabelled) data instead of the recipe's: a folder of files, a "
                                   "CSV/parquet table or a Hugging Face dataset id")
     s.add_argument("--label-column", help="a column of --data that is a label (never an input; left out)")
+    s.add_argument("--exclude", action="append", default=[], metavar="COLUMN",
+                   help="a column of --data that is not an input, e.g. an id (repeatable)")
     s.add_argument("--split", help="the split of --data to pretrain on (a folder's subfolder, a dataset split)")
     s.add_argument("--output", help="run folder (default: runs/<recipe name>)")
     _set_arg(s)
@@ -383,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

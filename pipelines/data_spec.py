@@ -10,7 +10,7 @@ from typing import Any
 
 from zoo import Modality
 
-__all__ = ["data_spec", "describe_data"]
+__all__ = ["data_spec", "describe_data", "command_arg"]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
 
@@ -51,3 +51,11 @@ def describe_data(data: str | Path) -> str:
     only (nothing published names a local path)."""
     path = Path(str(data)).expanduser()
     return path.name if path.exists() else str(data)
+
+
+def command_arg(value: str | Path) -> str:
+    """A path as a reproduce command shows it: relative as the user gave it, an absolute one portably (relative to
+    the working folder, ``~/…``, ``$ZOO_DATA/…``, or ``<local>/name``); a Hub id as it is."""
+    from zoo.paths import portable
+    text = str(value)
+    return portable(str(Path(text).expanduser().resolve())) if Path(text).expanduser().is_absolute() else text

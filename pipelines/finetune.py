@@ -30,6 +30,7 @@ from zoo.paths import portable
 
 from .batchnorm import recompute_batchnorm
 from .data import TrainData, fit_batch, iter_batches
+from .data_spec import command_arg
 from .engine import Hook, Loop, param_groups, setup_run, train
 from .labelled import LabelledData, load_labelled
 from .recipe import Recipe, TrainConfig
@@ -315,12 +316,11 @@ def setup(model: str | Path, recipe: Recipe, *, device: str, settings: dict[str,
 def _command(model: str | Path, data: str | None, label_column: str | None, split: str | None,
              test_split: str | None, settings: dict[str, Any] | None) -> str:
     """The ``zoo finetune`` command that reproduces the run, without local paths (names only)."""
-    from .data_spec import describe_data
-    parts = ["zoo finetune", describe_data(model)]
+    parts = ["zoo finetune", command_arg(model)]
     for flag, value in (("--data", data), ("--label-column", label_column), ("--split", split),
                         ("--test-split", test_split)):
         if value is not None:
-            parts += [flag, describe_data(value) if flag == "--data" else str(value)]
+            parts += [flag, command_arg(value) if flag == "--data" else str(value)]
     for key, value in (settings or {}).items():
         parts += [f"--{key.replace('_', '-')}", str(value)]
     return " ".join(parts)
@@ -370,7 +370,8 @@ def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: 
              "test": {k: metrics[k] for k in headline},
              "training": {"data": s.data.description, "fine-tuned from": s.origin, "mode": s.ft.mode,
                           "steps": result.steps, "batch size": s.cfg.batch_size, "learning rate": s.cfg.lr,
-                          "examples (train / validation / test)": " / ".join(map(str, [*sizes, len(y)])),
+                          ("examples (train / validation / test)" if len(sizes) == 2 else "examples (train / test)"):
+                              " / ".join(map(str, [*sizes, len(y)])),
                           "wall time (s)": round(result.wall_seconds, 2), "hardware": result.device,
                           "seed": s.cfg.seed}}
     folder = output_dir / "model"
@@ -383,8 +384,8 @@ def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: 
                     f"{recipe.name}: {names_[0]}, test RMSE {metrics['rmse']:.4g}")
     else:
         confusion_png(metrics["confusion_matrix"], names_, folder / "confusion_matrix.png",
-                      f"{recipe.name}: test accuracy {metrics['accuracy']:.3f}")
-    finetune_card(folder, repo_id or f"{recipe.name}-finetuned", get_modality(s.clf.encoder.modality), metrics,
+                      f"test accuracy {metrics['accuracy']:.3f} ({len(y)} examples)")
+    finetune_card(folder, repo_id or command_arg(folder), get_modality(s.clf.encoder.modality), metrics,
                   names_, facts, s.data.description)
     return {**{f"test_{k}": metrics[k] for k in headline}, "task": task, "steps": result.steps,
             "best_step": facts["best_step"], "stopped_early_at": stopped,

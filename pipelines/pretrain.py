@@ -10,6 +10,7 @@ from zoo.paths import portable
 
 from .build import build, build_processor
 from .data import TrainData, fit_batch
+from .data_spec import command_arg
 from .distributed import peak_rss_mib
 from .engine import setup_run, train
 from .recipe import Recipe, TrainConfig
@@ -17,9 +18,11 @@ from .recipe import Recipe, TrainConfig
 __all__ = ["pretrain", "build_processor", "training_facts", "with_own_data"]
 
 
-def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None, split: str | None = None) -> Recipe:
+def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None, split: str | None = None,
+                  exclude: list[str] | tuple[str, ...] = ()) -> Recipe:
     """The recipe pretraining on ``--data`` instead of its own data (the spec from :func:`data_spec`, as
-    fine-tuning reads it). A ``label_column`` is left out of the inputs (a processor's ``exclude``)."""
+    fine-tuning reads it). A ``label_column`` and the ``exclude`` columns (ids) are left out of the inputs (a
+    processor's ``exclude``)."""
     from dataclasses import fields
 
     from zoo import get_modality
@@ -31,9 +34,12 @@ def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None,
     entity = recipe.processor.get("entity_column", getattr(proc_fields.get("entity_column"), "default", None))
     raw = recipe.to_dict()
     raw["data"] = {"train": data_spec(modality, data, label_column=label_column, split=split, entity_column=entity)}
-    if label_column and "exclude" in proc_fields:
+    left_out = [c for c in (label_column, *exclude) if c]
+    if exclude and "exclude" not in proc_fields:
+        raise ValueError(f"the {modality.name} processor reads no named columns: --exclude does not apply")
+    if left_out and "exclude" in proc_fields:
         raw["processor"] = {**raw.get("processor", {}),
-                            "exclude": sorted({*raw.get("processor", {}).get("exclude", []), label_column})}
+                            "exclude": sorted({*raw.get("processor", {}).get("exclude", []), *left_out})}
     raw.pop("evaluate", None)                    # the recipe's evaluation data is not the user's
     raw["description"] = ""
     return parse_recipe(raw, recipe.path or recipe.name)
@@ -77,7 +83,7 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
                                                        "command": command or f"zoo pretrain {recipe.name}",
                                                        **({"data": own} if own else {})})
             from zoo.cards import write_card
-            write_card(output_dir / "model", repo_id=recipe.name)
+            write_card(output_dir / "model", repo_id=recipe.name if not own else command_arg(output_dir / "model"))
     summary["model_dir"] = str(output_dir / "model")
     summary["device"] = str(ctx.device)
     return summary

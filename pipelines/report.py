@@ -95,7 +95,7 @@ def confusion_png(cm: list[list[int]], label_names: list[str], path: Path, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     m = np.asarray(cm)
-    size = max(4.0, 0.45 * len(label_names) + 2)
+    size = max(5.0, 0.45 * len(label_names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(m, cmap="Blues")
     ax.set_xticks(range(len(label_names)), label_names, rotation=90 if len(label_names) > 6 else 0)

@@ -10,6 +10,7 @@ fitted processor answers hostile inputs with ``BadExample``.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_the_cards_tell_the_truth(run):
     classifier = (run["model"] / "classifier.json").read_text()
     assert str(run["root"]) not in classifier and str(data) not in classifier
     pre = (run["pretrained"] / "README.md").read_text()
-    assert f"--data {data.name}" in pre and run["sample"].pretrain_overrides[0] in pre
+    assert re.search(rf"--data \S*{re.escape(data.name)}", pre) and run["sample"].pretrain_overrides[0] in pre
     ft = (run["model"] / "README.md").read_text()
     assert "(not recorded)" not in ft and "--mode full" in ft
 

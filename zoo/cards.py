@@ -95,8 +95,9 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
     own = finetuning.get("data") or pretraining.get("data")
     if own and not summary:                       # the recipe's own description names the recipe's data
         verb = "fine-tuned" if finetuning else "pretrained"
-        summary = (f"A {config['modality']} {'classifier' if finetuning else 'encoder'} (`{config['architecture']}`)"
-                   f" {verb} with ssl-zoo on `{own}`, from the recipe `{recipe}`.")
+        article = "An" if config["modality"][:1] in "aeiou" else "A"
+        summary = (f"{article} {config['modality']} {'classifier' if finetuning else 'encoder'} "
+                   f"(`{config['architecture']}`) {verb} with ssl-zoo on `{own}`, from the recipe `{recipe}`.")
     if not method:
         try:
             method = get_modality(config["modality"]).description

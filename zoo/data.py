@@ -169,7 +169,13 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
         raise KeyError("source hf needs 'path': a Hub id or a builder such as parquet, csv, json, audiofolder")
     kwargs = {k: spec[k] for k in ("name", "data_files", "data_dir") if spec.get(k) is not None}
     streaming = bool(spec.get("streaming", False))
-    ds = load_dataset(spec["path"], split=spec.get("split", "train"), streaming=streaming, **kwargs)
+    try:
+        ds = load_dataset(spec["path"], split=spec.get("split", "train"), streaming=streaming, **kwargs)
+    except (FileNotFoundError, ValueError, KeyError):
+        raise
+    except Exception as err:                  # the Hub unreachable, no such dataset: say what was looked for
+        raise FileNotFoundError(f"{spec['path']}: not a local file or folder, and `datasets` cannot load it as a "
+                                f"dataset ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
     columns = list(ds.column_names or ds.features or [])
     inp = spec.get("input_column", input_column)
     label_col, name_col = spec.get("label_column"), spec.get("name_column")
