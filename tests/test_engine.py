@@ -193,7 +193,8 @@ def test_resume_only_a_matching_run_and_start_over_cleanly(toy_recipe, tmp_path)
     recipe = apply_overrides(toy_recipe, ["train.steps=8", "train.checkpoint_every=2"])
     pretrain(apply_overrides(recipe, ["train.stop_after=4"]), tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "checkpoints" / "step-0000004" / "state.json").read_text())
-    with pytest.raises(RuntimeError, match=r"other settings \(train\.lr: 0\.003 → 0\.01, train\.seed: 0 → 1\).*--no-resume"):
+    changed = r"other settings \(train\.lr: 0\.003 → 0\.01, train\.seed: 0 → 1\).*--no-resume"
+    with pytest.raises(RuntimeError, match=changed):
         pretrain(apply_overrides(recipe, ["train.seed=1", "train.lr=0.01"]), tmp_path / "run")
     longer = pretrain(apply_overrides(recipe, ["train.steps=10"]), tmp_path / "run")   # steps may change
     assert longer["resumed_from"] == 4 and longer["steps"] == 10
