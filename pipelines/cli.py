@@ -43,6 +43,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .data_spec import command_line
     from .pretrain import pretrain, with_own_data
     from .recipe import load_recipe
     recipe = load_recipe(args.recipe, args.set)
@@ -52,22 +53,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     elif args.label_column or args.split or args.exclude:
         raise ValueError("--label-column, --exclude and --split describe --data: give --data too")
     out = Path(args.output or Path("runs") / recipe.name)
-    summary = pretrain(recipe, out, resume=not args.no_resume,
-                       command=_command("pretrain", args.recipe, args.data, args.label_column, args.split, args.set,
-                                        args.exclude))
+    command = command_line("pretrain", args.recipe, [("--data", args.data), ("--label-column", args.label_column),
+                                                     ("--split", args.split), *[("--exclude", c) for c in args.exclude],
+                                                     *[("--set", s) for s in args.set]])
+    summary = pretrain(recipe, out, resume=not args.no_resume, command=command, data=args.data)
     print(json.dumps(summary, indent=2))
     return 0
-
-
-def _command(verb: str, target: str, data: str | None, label_column: str | None, split: str | None,
-             sets: list[str], exclude: list[str]) -> str:
-    """The command that reproduces a run, naming local files by their name only."""
-    from .data_spec import command_arg
-    parts = [f"zoo {verb}", command_arg(target)]
-    for flag, value in (("--data", data), ("--label-column", label_column), ("--split", split)):
-        if value is not None:
-            parts += [flag, command_arg(value) if flag == "--data" else value]
-    return " ".join(parts + [f"--exclude {c}" for c in exclude] + [f"--set {s}" for s in sets])
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -244,14 +235,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _convert_file(args: argparse.Namespace) -> int:
-    from zoo import get_modality, installed
+    from zoo.auto import converters
 
-    from .recipe import apply_overrides
-    families = {kind: (name, fn) for name in installed() for kind, fn in get_modality(name).converters.items()}
+    from .recipe import parse_assignments
+    families = converters()
     if args.model_type not in families:
         raise ValueError(f"{args.source} is a checkpoint file: name its family with --model-type (one of "
                          f"{sorted(families)})")
-    options = apply_overrides({"finetune": {}}, [f"finetune.{o}" for o in args.option])["finetune"]
+    options = parse_assignments(args.option, "--option")
     name, convert = families[args.model_type]
     convert(args.source, args.output, **options)
     print(f"converted {args.source} ({args.model_type}) into {args.output} [{name}]")

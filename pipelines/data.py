@@ -37,7 +37,9 @@ from zoo.data import Record, take
 from .recipe import TrainConfig
 
 __all__ = ["batch_indices", "grouped_batches", "EpochBatches", "TrainData", "iter_batches", "process_records",
-           "padded_share"]
+           "padded_share", "fit_batch"]
+
+logger = logging.getLogger(__name__)
 
 
 # --- batching a list of records ------------------------------------------------------------------------
@@ -248,15 +250,11 @@ class _CloseInWorkers:
         self.fds = fds
 
     def __call__(self, worker_id: int) -> None:
-        _close(self.fds)
-
-
-def _close(fds: tuple[int, ...]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _loader(dataset: Any, *, workers: int, prefetch: int, pin: bool, batch_sampler: Any = None,
@@ -285,13 +283,10 @@ def fit_batch(cfg: TrainConfig, data: ExampleSet | StreamSet, what: str) -> Trai
     world = dist.get_world_size() if dist.is_initialized() else 1
     if isinstance(data, ExampleSet) and 0 < len(data) < cfg.batch_size * world:
         fitted = max(1, len(data) // world)
-        logger.warning("%s: %d training examples cannot fill a batch of %d x %d ranks: "
-                                            "batches of %d", what, len(data), cfg.batch_size, world, fitted)
+        logger.warning("%s: %d training examples cannot fill a batch of %d x %d ranks: batches of %d", what,
+                       len(data), cfg.batch_size, world, fitted)
         return dataclasses.replace(cfg, batch_size=fitted)
     return cfg
-
-
-logger = logging.getLogger(__name__)
 
 
 class TrainData:

@@ -10,7 +10,7 @@ from typing import Any
 
 from zoo import Modality
 
-__all__ = ["data_spec", "describe_data", "command_arg"]
+__all__ = ["data_spec", "describe_data", "command_arg", "command_line"]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
 
@@ -59,3 +59,13 @@ def command_arg(value: str | Path) -> str:
     from zoo.paths import portable
     text = str(value)
     return portable(str(Path(text).expanduser().resolve())) if Path(text).expanduser().is_absolute() else text
+
+
+def command_line(verb: str, target: str | Path, flags: list[tuple[str, Any]]) -> str:
+    """The ``zoo VERB TARGET --flag value …`` command that reproduces a run (flags whose value is ``None`` left
+    out; the target and ``--data`` shown by :func:`command_arg`), for cards and ``config.json``."""
+    parts = [f"zoo {verb}", command_arg(target)]
+    for flag, value in flags:
+        if value is not None:
+            parts += [flag, command_arg(value) if flag == "--data" else str(value)]
+    return " ".join(parts)

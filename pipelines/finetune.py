@@ -30,7 +30,7 @@ from zoo.paths import portable
 
 from .batchnorm import recompute_batchnorm
 from .data import TrainData, fit_batch, iter_batches
-from .data_spec import command_arg
+from .data_spec import command_arg, command_line
 from .engine import Hook, Loop, param_groups, setup_run, train
 from .labelled import LabelledData, load_labelled
 from .recipe import Recipe, TrainConfig
@@ -315,15 +315,10 @@ def setup(model: str | Path, recipe: Recipe, *, device: str, settings: dict[str,
 
 def _command(model: str | Path, data: str | None, label_column: str | None, split: str | None,
              test_split: str | None, settings: dict[str, Any] | None) -> str:
-    """The ``zoo finetune`` command that reproduces the run, without local paths (names only)."""
-    parts = ["zoo finetune", command_arg(model)]
-    for flag, value in (("--data", data), ("--label-column", label_column), ("--split", split),
-                        ("--test-split", test_split)):
-        if value is not None:
-            parts += [flag, command_arg(value) if flag == "--data" else str(value)]
-    for key, value in (settings or {}).items():
-        parts += [f"--{key.replace('_', '-')}", str(value)]
-    return " ".join(parts)
+    """The ``zoo finetune`` command that reproduces the run (each setting as the flag that sets it)."""
+    return command_line("finetune", model, [("--data", data), ("--label-column", label_column), ("--split", split),
+                                            ("--test-split", test_split),
+                                            *[(f"--{k.replace('_', '-')}", v) for k, v in (settings or {}).items()]])
 
 
 def _class_weights(data: LabelledData, kind: str) -> torch.Tensor | None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from zoo import get_modality
 from zoo.paths import portable
 
 from .build import build, build_processor
 from .data import TrainData, fit_batch
-from .data_spec import command_arg
+from .data_spec import command_arg, data_spec, describe_data
 from .distributed import peak_rss_mib
 from .engine import setup_run, train
-from .recipe import Recipe, TrainConfig
+from .recipe import Recipe, TrainConfig, parse_recipe
 
 __all__ = ["pretrain", "build_processor", "training_facts", "with_own_data"]
 
@@ -23,12 +25,6 @@ def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None,
     """The recipe pretraining on ``--data`` instead of its own data (the spec from :func:`data_spec`, as
     fine-tuning reads it). A ``label_column`` and the ``exclude`` columns (ids) are left out of the inputs (a
     processor's ``exclude``)."""
-    from dataclasses import fields
-
-    from zoo import get_modality
-
-    from .data_spec import data_spec
-    from .recipe import parse_recipe
     modality = get_modality(recipe.modality)
     proc_fields = {f.name: f for f in fields(modality.processor.config_class)}
     entity = recipe.processor.get("entity_column", getattr(proc_fields.get("entity_column"), "default", None))
@@ -45,10 +41,11 @@ def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None,
     return parse_recipe(raw, recipe.path or recipe.name)
 
 
-def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
-             command: str | None = None) -> dict[str, Any]:
+def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, command: str | None = None,
+             data: str | None = None) -> dict[str, Any]:
     """Pretrain from a parsed recipe. Writes ``<output>/model`` (config, weights, preprocessor, card),
-    ``metrics.jsonl``, ``loss_curve.png``, ``checkpoints/`` and ``train_summary.json``."""
+    ``metrics.jsonl``, ``loss_curve.png``, ``checkpoints/`` and ``train_summary.json``. ``data``: the ``--data``
+    the recipe was pointed at (:func:`with_own_data`), named on the card; ``command``: what reproduces the run."""
     output_dir = Path(output_dir)
     ctx = setup_run(recipe.train, output_dir)
     built = build(recipe)
@@ -76,7 +73,7 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
                                    f"Checkpoints and metrics are in {output_dir}")
             # config.json (published) records the recipe with portable paths; the run folder keeps it as run
             (output_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
-            own = _own_data_name(recipe)
+            own = describe_data(data) if data else None
             built.encoder.save_pretrained(output_dir / "model", processor=built.processor,
                                           pretraining={"recipe": portable(recipe.to_dict()),
                                                        "training": training_facts(summary, cfg, own),
@@ -87,15 +84,6 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
     summary["model_dir"] = str(output_dir / "model")
     summary["device"] = str(ctx.device)
     return summary
-
-
-def _own_data_name(recipe: Recipe) -> str | None:
-    """The name of the user's data a recipe was pointed at (``--data``), or None for the recipe's own."""
-    from .data_spec import describe_data
-    spec = recipe.data.get("train", {})
-    if spec.get("source") in ("folder", "table", "hf") and spec.get("path"):
-        return describe_data(spec["path"])
-    return None
 
 
 def training_facts(summary: dict[str, Any], cfg: TrainConfig, data_name: str | None = None) -> dict[str, Any]:

@@ -13,8 +13,8 @@ import yaml
 from zoo import get_modality, installed
 from zoo.config import Config, ConfigError
 
-__all__ = ["TrainConfig", "Recipe", "load_recipe", "parse_recipe", "apply_overrides", "find_recipes",
-           "RECIPE_KEYS"]
+__all__ = ["TrainConfig", "Recipe", "load_recipe", "parse_recipe", "apply_overrides", "parse_assignments",
+           "find_recipes", "RECIPE_KEYS"]
 
 RECIPE_KEYS = {"name", "modality", "architecture", "description", "encoder", "pretraining", "processor",
                "data", "train", "evaluate", "finetune"}
@@ -153,6 +153,17 @@ def find_recipes() -> dict[str, Path]:
 
 def _parse_value(text: str) -> Any:
     return yaml.load(text, Loader=_Loader) if text != "" else ""
+
+
+def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (values read as YAML, as ``--set`` reads them) → a mapping."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{flag} {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _parse_value(value)
+    return out
 
 
 def apply_overrides(recipe: dict[str, Any] | Recipe, overrides: list[str]) -> dict[str, Any] | Recipe:

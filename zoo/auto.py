@@ -31,7 +31,8 @@ from .paths import cache_dir, portable
 from .plugin import Encoder, Processor
 from .registry import get_modality, installed
 
-__all__ = ["AutoEncoder", "AutoProcessor", "load_encoder", "converted_folder", "zoo_source", "NON_COMMERCIAL"]
+__all__ = ["AutoEncoder", "AutoProcessor", "load_encoder", "converted_folder", "converters", "zoo_source",
+           "NON_COMMERCIAL"]
 
 logger = logging.getLogger(__name__)
 #: families whose released weights are not for commercial use: a warning at every load
@@ -39,7 +40,8 @@ NON_COMMERCIAL = {"videomae": "VideoMAE's released weights are licensed CC BY-NC
 FOREIGN_FILES = ("preprocessor_config.json",)
 
 
-def _converters() -> dict[str, tuple[str, Any]]:
+def converters() -> dict[str, tuple[str, Any]]:
+    """Every installed modality's importers: ``model_type`` (or checkpoint family) → (modality, function)."""
     found = {}
     for name in installed():
         try:
@@ -66,14 +68,13 @@ def converted_folder(id_or_path: str | Path, **hub_kwargs: Any) -> Path | None:
     if "zoo_format" in config or "model_type" not in config:
         return None
     kind = config["model_type"]
-    converters = _converters()
-    if kind not in converters:
+    known = converters()
+    if kind not in known:
         raise FormatError(f"{id_or_path}: a transformers {kind!r} checkpoint; the families ssl-zoo reads are "
-                          f"{sorted(converters)}")
+                          f"{sorted(known)}")
     weights = resolve_file(id_or_path, WEIGHTS_NAME, required=False, **hub_kwargs)
     if weights is None:
-        local = sorted(p.name for p in config_path.parent.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-        pickles = sorted(set(local) | set(pickles_in(id_or_path, hub_kwargs)))
+        pickles = sorted(set(pickles_in(config_path.parent, {})) | set(pickles_in(id_or_path, hub_kwargs)))
         raise FileNotFoundError(f"{id_or_path}: no {WEIGHTS_NAME}" + (f"; {pickles} are pickle checkpoints and are "
                                                                         "never loaded" if pickles else ""))
     for name in FOREIGN_FILES:                    # beside config.json in the same snapshot folder
@@ -85,7 +86,7 @@ def converted_folder(id_or_path: str | Path, **hub_kwargs: Any) -> Path | None:
     safe = "".join(c if c.isalnum() or c in "-_." else "--" for c in Path(str(id_or_path)).name or "model")
     target = cache_dir() / "converted" / f"{safe}-{key}"
     if not (target / CONFIG_NAME).is_file():
-        modality, convert = converters[kind]
+        modality, convert = known[kind]
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         convert(str(config_path.parent), str(tmp))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = ["ExampleSet", "StreamSet", "HFStream", "Record", "take", "stratified_indices", "hf_source", "HF_KEYS",
@@ -244,7 +245,6 @@ def folder_source(spec: dict[str, Any], suffixes: Sequence[str], kind: str) -> E
     messages), labelled by their class subfolder (``path/<class>/...``; files directly in ``path`` make an
     unlabelled set). ``split`` picks ``path/<split>`` when that folder exists (``train``, the default, may be the
     folder itself). Examples are the file paths, named by their path as given."""
-    from pathlib import Path
     root, split = Path(spec["path"]).expanduser(), spec.get("split")
     if not root.is_dir():
         raise FileNotFoundError(f"{kind} folder {root} not found")
@@ -272,5 +272,6 @@ def folder_source(spec: dict[str, Any], suffixes: Sequence[str], kind: str) -> E
         if empty:
             raise FileNotFoundError(f"{root}: class folder(s) {empty} hold no {kind} files "
                                     f"({', '.join(suffixes)}): add files or remove the folder(s)")
-    labels = [classes.index(p.relative_to(root).parts[0]) for p in files] if labelled else None
+    index = {c: i for i, c in enumerate(classes)}
+    labels = [index[p.relative_to(root).parts[0]] for p in files] if labelled else None
     return ExampleSet([str(p) for p in files], labels, [str(p) for p in files], classes if labelled else None)

@@ -166,7 +166,7 @@ def foreign_checkpoint(source: str | Path, model_type: str) -> tuple[dict, Path]
         raise FormatError(f"{source} holds a {hf.get('model_type')!r} model, not {model_type}")
     weights = source / "model.safetensors"
     if not weights.is_file():
-        pickles = sorted(p.name for p in source.glob("*.bin"))
+        pickles = pickles_in(source, {})
         raise FileNotFoundError(f"{weights} not found" + (f"; {pickles} are pickles and are never loaded: "
                                                           "re-save the model with safetensors" if pickles else ""))
     return hf, weights

@@ -244,8 +244,7 @@ class EventProcessor(Processor):
 
     def read_many(self, path: str) -> list[Any]:
         """Every entity's history in an event table file (CSV/parquet), grouped by the entity column."""
-        from .data import group_events
-        return list(group_events(to_columns(path), self.config.entity_column))
+        return [history for _, history in self.read_named(path)]
 
     def read_named(self, path: str) -> list[tuple[str, Any]]:
         """Every entity's history, named by its entity id."""

@@ -108,10 +108,7 @@ class GraphProcessor(Processor):
     def read_many(self, path: str) -> list[Any]:
         """Every graph of a graph folder (``nodes`` and ``edges`` tables with a ``graph`` column, as
         :func:`~modalities.graph.data.graph_folder` describes; a ``label`` column is not a feature)."""
-        from .data import graph_folder, load_data
-        if not Path(path).is_dir():
-            raise ValueError(f"{path}: graphs are read from a folder holding nodes.csv and edges.csv")
-        return list(load_data(graph_folder(path)).examples)
+        return [graph for _, graph in self.read_named(path)]
 
     def read_named(self, path: str) -> list[tuple[str, Any]]:
         """Every graph of a graph folder, named by its graph id."""
