@@ -59,9 +59,24 @@ def hardware(device: torch.device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
+def _own_peak_kib() -> float:
+    """This process's own peak RSS in KiB: ``VmHWM`` where Linux reports it, else ``ru_maxrss``.
+
+    ``ru_maxrss`` is not enough on Linux: ``execve`` carries the parent's high-water mark into the child's
+    figure, so a run started from a large process (a test runner) reports the parent's peak, not its own."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def peak_rss_mib() -> dict[str, float]:
     """Peak resident memory of this process and of its finished children (DataLoader workers), MiB."""
-    return {"main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"main": _own_peak_kib() / 1024,
             "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
