@@ -13,22 +13,16 @@ __all__ = ["main"]
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from zoo import get_modality, installed
-
-    from .recipe import find_recipes
-    mods = installed()
+    from zoo.registry import describe_installed
+    infos = describe_installed()
     print("Installed modalities:")
-    if not mods:
+    if not infos:
         print("  (none: install ssl-zoo[all] or a plugin package)")
-    for name, package in mods.items():
-        try:
-            m = get_modality(name)
-            print(f"  {name:<12} {', '.join(sorted(m.architectures)):<28} from {package}  {m.description}")
-        except Exception as err:  # a broken plugin is reported, not fatal
-            print(f"  {name:<12} (fails to load: {err})")
+    for m in infos:
+        print(f"  {m.name:<12} {', '.join(m.architectures):<28} from {m.package}  {m.description}")
+    recipes = {name: path for m in infos for name, path in m.recipes.items()}
     print("Recipes:")
-    recipes = find_recipes()
-    for name, path in recipes.items():
+    for name, path in sorted(recipes.items()):
         print(f"  {name:<28} {path}")
     if not recipes:
         print("  (none)")
@@ -341,7 +335,8 @@ def _add_embed(sub: Any) -> None:
 
 
 def _add_convert(sub: Any) -> None:
-    s = sub.add_parser("convert", help="import a transformers checkpoint (wav2vec2, hubert, data2vec-audio, videomae)")
+    s = sub.add_parser("convert", help="import a public checkpoint (wav2vec2, hubert, data2vec-audio, wavlm, "
+                                                              "videomae, point-mae)")
     s.add_argument("source", help="a transformers folder (config.json + model.safetensors), a Hub id, or a "
                                   "checkpoint file with --model-type (e.g. Point-MAE's pretrain.pth)")
     s.add_argument("--model-type", help="the family of a checkpoint file (e.g. point-mae)")

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import os
 import random
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -43,11 +44,26 @@ logger = logging.getLogger(__name__)
 
 
 # --- batching a list of records ------------------------------------------------------------------------
-def process_one(processor: Processor, example: Any, name: str) -> dict[str, Any]:
-    """One example through the processor. Whatever the processor raises on it — a ValueError, a RuntimeError from
-    a tensor op, a KeyError: decided by where the error comes from (this input, alone), not by its type — becomes
-    a :class:`BadExample` naming the example, so that ``skip_bad`` skips it and an error names it either way."""
+def example_generator(seed: int, epoch: int, key: int) -> torch.Generator:
+    """The generator of one training example's augmentation draws, seeded by (run seed, epoch, example): the same
+    draws when a killed run resumes, new ones every epoch."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 2_654_435_761 + key) % (2**63 - 1))
+
+
+def name_key(name: str) -> int:
+    """A stable integer for a streamed example's name (its index is not known)."""
+    return zlib.crc32(name.encode())
+
+
+def process_one(processor: Processor, example: Any, name: str,
+                generator: torch.Generator | None = None) -> dict[str, Any]:
+    """One example through the processor (with its training augmentation drawn from ``generator`` when given).
+    Whatever the processor raises on it — a ValueError, a RuntimeError from a tensor op, a KeyError: decided by
+    where the error comes from (this input, alone), not by its type — becomes a :class:`BadExample` naming the
+    example, so that ``skip_bad`` skips it and an error names it either way."""
     try:
+        if generator is not None:
+            return processor.augmented(example, name=name, generator=generator)
         return processor(example, name=name)
     except BadExample:
         raise
@@ -56,25 +72,29 @@ def process_one(processor: Processor, example: Any, name: str) -> dict[str, Any]
 
 
 def process_records(processor: Processor, examples: Sequence[Any], labels: Sequence[int | None],
-                    names: Sequence[str], skip_bad: bool) -> dict[str, Any]:
-    """Process and collate one batch. Returns the batch with ``labels`` (when every record has one) and a
-    ``_meta`` entry: names of the kept examples, messages of skipped ones, the first bad one when not skipping."""
+                    names: Sequence[str], skip_bad: bool,
+                    draws: Sequence[torch.Generator] | None = None) -> dict[str, Any]:
+    """Process and collate one batch (training draws: one generator per example for its augmentation). Returns
+    the batch with ``labels`` (when every record has one) and a ``_meta`` entry: names of the kept examples,
+    messages of skipped ones, the first bad one when not skipping."""
     meta: dict[str, Any] = {"names": list(names), "skipped": [], "bad": None}
     try:
+        if draws is not None:
+            raise _OneByOne
         items = processor.process_batch(examples, list(names))
         keep = list(range(len(items)))
     except Exception as first:                # noqa: BLE001 - which example? tried one at a time below
         items, keep = [], []
         for i, name in enumerate(names):    # find the bad ones: one example at a time
             try:
-                items.append(process_one(processor, examples[i], name))
+                items.append(process_one(processor, examples[i], name, None if draws is None else draws[i]))
                 keep.append(i)
             except BadExample as e:
                 if not skip_bad:
                     meta["bad"] = (str(e.example), e.field, e.reason)
                     return {"_meta": {**meta, "names": []}}
                 meta["skipped"].append(str(e))
-        if not meta["skipped"] and not isinstance(first, BadExample):
+        if not meta["skipped"] and not isinstance(first, (BadExample, _OneByOne)):
             raise first                     # the batch failed though every example alone is fine: a real bug
     meta["names"] = [names[i] for i in keep]
     if not items:
@@ -139,11 +159,11 @@ class EpochBatches(Sampler[list[int]]):
     """Batch sampler of one rank from batch ``start`` on (endless: the engine counts steps)."""
 
     def __init__(self, n: int, batch: int, seed: int, rank: int, world: int, start: int = 0,
-                 lengths: torch.Tensor | None = None, buckets: int = 64) -> None:
+                 lengths: torch.Tensor | None = None, buckets: int = 64, tag_epoch: bool = False) -> None:
         if n < batch * world:
             raise ValueError(f"{n} training examples cannot fill one global batch of {batch} x {world} ranks")
         self.n, self.batch, self.seed, self.rank, self.world, self.start = n, batch, seed, rank, world, start
-        self.lengths, self.buckets = lengths, buckets
+        self.lengths, self.buckets, self.tag_epoch = lengths, buckets, tag_epoch
         self._epoch: tuple[int, torch.Tensor] | None = None
 
     def indices(self, k: int) -> list[int]:
@@ -159,7 +179,11 @@ class EpochBatches(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         k = self.start
         while True:
-            yield self.indices(k)
+            if self.tag_epoch:                # (index, epoch): the epoch seeds each example's augmentation
+                epoch = k // (self.n // (self.batch * self.world))
+                yield [(i, epoch) for i in self.indices(k)]
+            else:
+                yield self.indices(k)
             k += 1
 
 
@@ -167,8 +191,9 @@ class _MapBatches(Dataset):
     """``__getitems__`` makes a whole batch in the worker (processed and collated in one go, so a processor can
     vectorise over the batch, e.g. a table's rows)."""
 
-    def __init__(self, data: ExampleSet, processor: Processor, skip_bad: bool) -> None:
-        self.data, self.processor, self.skip_bad = data, processor, skip_bad
+    def __init__(self, data: ExampleSet, processor: Processor, skip_bad: bool,
+                 augment_seed: int | None = None) -> None:
+        self.data, self.processor, self.skip_bad, self.augment_seed = data, processor, skip_bad, augment_seed
 
     def __len__(self) -> int:
         return len(self.data)
@@ -176,13 +201,21 @@ class _MapBatches(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.__getitems__([i])
 
-    def __getitems__(self, idx: list[int]) -> dict[str, Any]:
+    def __getitems__(self, idx: list[int] | list[tuple[int, int]]) -> dict[str, Any]:
+        pairs = [(i, 0) if isinstance(i, int) else i for i in idx]
+        idx = [i for i, _ in pairs]
+        draws = None if self.augment_seed is None else \
+            [example_generator(self.augment_seed, epoch, i) for i, epoch in pairs]
         d = self.data
         return process_records(self.processor, take(d.examples, idx), [d.label(i) for i in idx],
-                               [d.name(i) for i in idx], self.skip_bad)
+                               [d.name(i) for i in idx], self.skip_bad, draws)
 
 
 # --- streamed: parts per rank and worker, a seeded buffer, positions ------------------------------------
+class _OneByOne(Exception):
+    """Internal: augmented examples are processed one at a time (each with its own draws)."""
+
+
 def _buffered(records: Iterator[Record], size: int, rng: random.Random) -> Iterator[Record]:
     """A bounded shuffle: hold ``size`` records, emit a random one as each new record arrives."""
     if size <= 1:
@@ -205,8 +238,8 @@ class _StreamBatches(IterableDataset):
 
     def __init__(self, stream: StreamSet, processor: Processor, *, batch: int, seed: int, rank: int, world: int,
                  buffer: int, skip_bad: bool, positions: dict[int, tuple[int, int]] | None = None,
-                 rotation: int = 0, epochs: int | None = None) -> None:
-        self.stream, self.processor, self.batch, self.seed = stream, processor, batch, seed
+                 rotation: int = 0, epochs: int | None = None, augment: bool = False) -> None:
+        self.stream, self.processor, self.batch, self.seed, self.augment = stream, processor, batch, seed, augment
         self.rank, self.world, self.buffer, self.skip_bad = rank, world, buffer, skip_bad
         self.positions, self.rotation, self.epochs = positions or {}, rotation, epochs
 
@@ -236,7 +269,8 @@ class _StreamBatches(IterableDataset):
 
     def _make(self, recs: list[Record], role: int, epoch: int, done: int) -> dict[str, Any]:
         examples, labels, names = zip(*recs)
-        out = process_records(self.processor, list(examples), list(labels), list(names), self.skip_bad)
+        draws = [example_generator(self.seed, epoch, name_key(n)) for n in names] if self.augment else None
+        out = process_records(self.processor, list(examples), list(labels), list(names), self.skip_bad, draws)
         out["_meta"]["position"] = (role, epoch, done)
         return out
 
@@ -298,6 +332,7 @@ class TrainData:
         self.data, self.processor, self.cfg, self.rank, self.world = data, processor, cfg, rank, world
         self.pin = pin_memory
         self.streamed = isinstance(data, StreamSet)
+        self.augment = cfg.augment and processor.augments()        # the processor's training augmentation
         self.skipped = 0
         self.skipped_examples: list[str] = []
         self._position: dict[str, Any] = {}
@@ -331,7 +366,7 @@ class TrainData:
             rotation = int(state.get("next_role", 0))
             ds = _StreamBatches(self.data, self.processor, batch=cfg.batch_size, seed=cfg.seed, rank=self.rank,
                                 world=self.world, buffer=cfg.shuffle_buffer, skip_bad=cfg.skip_bad,
-                                positions=positions, rotation=rotation)
+                                positions=positions, rotation=rotation, augment=self.augment)
             self._position = {"kind": "stream", "workers": w, "positions": {str(k): list(v) for k, v in
                                                                              positions.items()},
                               "next_role": rotation}
@@ -339,9 +374,10 @@ class TrainData:
         else:
             start = int(state.get("batches", 0))
             sampler = EpochBatches(len(self.data), cfg.batch_size, cfg.seed, self.rank, self.world, start,
-                                   self.lengths, cfg.length_buckets)
+                                   self.lengths, cfg.length_buckets, tag_epoch=self.augment)
             self._position = {"kind": "map", "batches": start}
-            loader = _loader(_MapBatches(self.data, self.processor, cfg.skip_bad), workers=workers,
+            loader = _loader(_MapBatches(self.data, self.processor, cfg.skip_bad,
+                                         cfg.seed if self.augment else None), workers=workers,
                              prefetch=cfg.prefetch_factor, pin=self.pin, batch_sampler=sampler, close_fds=close_fds)
         return self._consume(iter(loader), workers)
 

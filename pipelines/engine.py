@@ -7,6 +7,8 @@ clipping, bf16 autocast on CUDA, DDP through ``torchrun`` (gloo on CPU, nccl on 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import os
 import random
@@ -29,16 +31,31 @@ from .recipe import TrainConfig
 from .run_folder import RunLock, clear_run
 from .schedule import lr_at, step_generator
 
-__all__ = ["RunContext", "setup_run", "seed_all", "param_groups", "build_optimizer", "train_step", "Hook",
-           "TrainResult", "train"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunContext", "setup_run", "scaled_lr", "seed_all", "param_groups", "no_decay_ids", "build_optimizer",
+           "train_step", "Hook", "TrainResult", "train"]
 
 
-def param_groups(params: Any, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only (not on biases, norms, embeddings' 1-D parameters); frozen ones left out."""
+def no_decay_ids(model: nn.Module) -> set[int]:
+    """Parameters a family keeps out of weight decay beyond the 1-D ones — mask tokens, class tokens, learned
+    positions, as each reference does — named by any submodule's ``no_weight_decay()`` (timm's convention: names
+    relative to that submodule)."""
+    ids: set[int] = set()
+    for module in model.modules():
+        if hasattr(module, "no_weight_decay"):
+            own = dict(module.named_parameters())
+            ids |= {id(own[name]) for name in module.no_weight_decay() if name in own}
+    return ids
+
+
+def param_groups(params: Any, weight_decay: float, skip: set[int] = frozenset()) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (not on biases, norms, 1-D parameters, nor the ``skip`` ids of
+    :func:`no_decay_ids`); frozen ones left out."""
     decay, no_decay = [], []
     for p in params:
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
+            (decay if p.dim() >= 2 and id(p) not in skip else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -50,7 +67,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas,
                                 weight_decay=cfg.weight_decay)
     groups = model.optimizer_groups(cfg.weight_decay) if hasattr(model, "optimizer_groups") else \
-        param_groups(model.parameters(), cfg.weight_decay)
+        param_groups(model.parameters(), cfg.weight_decay, no_decay_ids(model))
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
@@ -76,7 +93,19 @@ def setup_run(cfg: TrainConfig, output_dir: str | Path) -> RunContext:
     info = setup_distributed(device.type)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    return RunContext(cfg, device, info, Path(output_dir))
+    return RunContext(scaled_lr(cfg, info.world, info.rank), device, info, Path(output_dir))
+
+
+def scaled_lr(cfg: TrainConfig, world: int, rank: int = 0) -> TrainConfig:
+    """The linear scaling rule (Goyal et al. 2017), as VideoMAE and MAE state their rates: a recipe with
+    ``lr_batch`` gives ``lr`` for that global batch, and the run uses ``lr · batch_size · world / lr_batch``."""
+    if cfg.lr_batch is None:
+        return cfg
+    lr = cfg.lr * cfg.batch_size * world / cfg.lr_batch
+    if rank == 0:
+        logger.info("learning rate %.3g: %.3g for a global batch of %d, scaled to %d x %d", lr, cfg.lr,
+                    cfg.lr_batch, cfg.batch_size, world)
+    return dataclasses.replace(cfg, lr=lr, lr_batch=None)
 
 
 def seed_all(seed: int) -> None:

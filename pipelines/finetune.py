@@ -31,7 +31,7 @@ from zoo.paths import portable
 from .batchnorm import recompute_batchnorm
 from .data import TrainData, fit_batch, iter_batches
 from .data_spec import command_arg, command_line
-from .engine import Hook, Loop, param_groups, setup_run, train
+from .engine import Hook, Loop, no_decay_ids, param_groups, setup_run, train
 from .labelled import LabelledData, load_labelled
 from .recipe import Recipe, TrainConfig
 from .report import (
@@ -165,8 +165,9 @@ class FinetuneModel(Classifier):
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW groups: decay on matrices only; the head at the full rate, encoder layers at their scale."""
+        skip = no_decay_ids(self)
         return [{**group, "lr_scale": scale} for params, scale in [(list(self.head.parameters()), 1.0), *self.scales]
-                for group in param_groups(params, weight_decay) if group["params"]]
+                for group in param_groups(params, weight_decay, skip) if group["params"]]
 
 
 # --- hooks ------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from zoo import get_modality, installed
+from zoo import get_modality
 from zoo.config import Config, ConfigError
 
 __all__ = ["TrainConfig", "Recipe", "load_recipe", "parse_recipe", "apply_overrides", "parse_assignments",
@@ -43,6 +43,7 @@ class TrainConfig(Config):
     batch_size: int = 32
     optimizer: str = "adamw"          # "adamw": decoupled decay on matrices; "adam": L2 decay on every parameter
     lr: float = 1e-3
+    lr_batch: int | None = None       # lr is for this global batch: scaled by batch_size x world / lr_batch
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
@@ -63,11 +64,13 @@ class TrainConfig(Config):
     shuffle_buffer: int = 1000        # streamed data: examples held by the seeded shuffle buffer (<= 1: off)
     group_by_length: bool = False     # map-style data: batches from buckets of similar length
     length_buckets: int = 64          # with group_by_length: global batches sorted together per bucket
+    augment: bool = True              # the processor's training augmentation, where it has one (off at inference)
 
     def validate(self) -> None:
         self.check(self.steps >= 1, "steps", "must be >= 1")
         self.check(self.batch_size >= 1, "batch_size", "must be >= 1")
         self.check(self.lr > 0, "lr", "must be > 0")
+        self.check(self.lr_batch is None or self.lr_batch >= 1, "lr_batch", "must be >= 1 (or null: lr as given)")
         self.check(self.optimizer in ("adamw", "adam"), "optimizer", "must be 'adamw' or 'adam'")
         self.check(self.schedule in ("cosine", "linear"), "schedule", "must be 'cosine' or 'linear'")
         self.check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must lie in [0, 1]")
@@ -139,15 +142,12 @@ def _check_data_sections(sections: dict[str, Any], modality: Any, label: str) ->
 
 
 def find_recipes() -> dict[str, Path]:
-    """Recipe names → files: every installed modality's ``recipes`` folder (built-ins are plugins too)."""
+    """Recipe names → files: every installed modality's ``recipes`` folder (built-ins are plugins too), read
+    without importing the modalities."""
+    from zoo.registry import describe_installed
     found: dict[str, Path] = {}
-    for name in installed():
-        try:
-            folder = get_modality(name).recipes
-        except Exception:  # a broken plugin must not hide the others
-            continue
-        if folder is not None:
-            found.update({p.stem: p for p in sorted(Path(folder).glob("*.yaml"))})
+    for info in describe_installed():
+        found.update(info.recipes)
     return found
 
 

@@ -72,3 +72,19 @@ def test_no_function_in_pipelines_is_longer_than_60_lines():
                 if n > 60:
                     long.append(f"{path.name}:{node.name} ({n} lines)")
     assert not long, long
+
+
+def test_list_and_help_import_neither_torch_nor_a_modality():
+    """``zoo list``, ``zoo --help`` and a command's ``--help`` read entry points and recipe files only (issue
+    #26: they answer in well under 1.5 s because torch and the modalities are never imported)."""
+    import subprocess
+    import sys
+    code = ("import sys, contextlib, io\nfrom pipelines.cli import main\n"
+            "for argv in (['list'], ['--help'], ['pretrain', '--help'], ['finetune', '--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "        try:\n            main(argv)\n        except SystemExit:\n            pass\n"
+            "    assert out.getvalue(), argv\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('modalities.')))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout

@@ -23,7 +23,12 @@ from modalities.audio import (
     Wav2Vec2Pretrainer,
     Wav2Vec2PretrainingConfig,
 )
-from modalities.audio.model import GumbelQuantizer, conv_output_lengths
+from modalities.audio.model import (
+    GatedRelPosAttention,
+    GumbelQuantizer,
+    conv_output_lengths,
+    relative_position_buckets,
+)
 
 from .conftest import check_saved_model, zoo_cli
 
@@ -62,16 +67,44 @@ def test_too_short_utterance_is_a_clear_error():
         enc({"input_values": x, "padding_mask": pad})
 
 
+def test_relative_position_buckets_by_hand():
+    """16 buckets, max distance 24: 8 per sign; offsets 0–3 exact; 4–23 log-spaced over buckets 4–7
+    (4 + floor(ln(d/4) / ln(6) · 4)); 24 and beyond share bucket 7; positive offsets add 8."""
+    offsets = torch.tensor([0, 1, -3, 4, -10, 100, -24, 23])
+    expected = [0, 9, 3, 12, 6, 15, 7, 15]
+    assert relative_position_buckets(offsets, 16, 24).tolist() == expected
+
+
+def test_wavlm_gate_scales_the_bias_by_hand():
+    """One head, head size 2: gate logits g = W x + b summed in fours, a = σ(g₀), r = σ(g₁), bias · (a(r·c − 1) + 2)."""
+    torch.manual_seed(0)
+    attn = GatedRelPosAttention(2, 1)
+    with torch.no_grad():
+        attn.gate.weight.zero_()
+        attn.gate.bias.copy_(torch.tensor([1.0, 0, 0, 0, -2.0, 0, 0, 0]))
+        attn.gate_const.fill_(3.0)
+    x = torch.randn(1, 3, 2)
+    bias = torch.randn(1, 1, 3, 3)
+    a, r = torch.sigmoid(torch.tensor(1.0)), torch.sigmoid(torch.tensor(-2.0))
+    scale = float(a * (r * 3.0 - 1.0) + 2.0)
+    q, k, v = attn.qkv(x).view(1, 3, 3, 1, 2).permute(2, 0, 3, 1, 4)
+    logits = q @ k.transpose(-1, -2) / math.sqrt(2) + scale * bias
+    expected = attn.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(1, 3, 2))
+    assert torch.allclose(attn(x, None, bias), expected, atol=1e-6)
+    assert not torch.allclose(attn(x, None, bias), attn(x, None, bias / scale), atol=1e-3)
+
+
 def _batch(lengths, seed=0):
     g = torch.Generator().manual_seed(seed)
     proc = AudioProcessor()
     return proc.collate([proc(torch.randn(n, generator=g).numpy()) for n in lengths])
 
 
-@pytest.mark.parametrize("norm,norm_first", [("group", False), ("layer", True)])
-def test_padded_batch_equals_utterances_one_by_one(norm, norm_first):
+@pytest.mark.parametrize("norm,norm_first,buckets", [("group", False, 0), ("layer", True, 0), ("group", False, 16)])
+def test_padded_batch_equals_utterances_one_by_one(norm, norm_first, buckets):
     torch.manual_seed(0)
-    enc = Wav2Vec2Encoder(Wav2Vec2Config(**TINY, conv_norm=norm, norm_first=norm_first)).eval()
+    enc = Wav2Vec2Encoder(Wav2Vec2Config(**TINY, conv_norm=norm, norm_first=norm_first, rel_pos_buckets=buckets,
+                                         rel_pos_max_distance=24)).eval()
     lengths = [3000, 1700, 2411]
     batch = _batch(lengths)
     with torch.no_grad():

@@ -33,6 +33,9 @@ def audio_model(kind: str, shape: dict, **extra):
         cfg = transformers.Data2VecAudioConfig(**({"num_conv_pos_embeddings": 3, "conv_pos_kernel_size": 5}
                                                   if shape is TINY else {}), **shape, **extra)
         return transformers.Data2VecAudioModel(cfg).eval()
+    if kind == "wavlm":
+        cfg = transformers.WavLMConfig(**({"num_conv_pos_embeddings": 16} if shape is TINY else {}), **shape, **extra)
+        return transformers.WavLMModel(cfg).eval()
     cfg = transformers.Wav2Vec2Config(**({"num_conv_pos_embeddings": 16} if shape is TINY else {}), **shape, **extra)
     return transformers.Wav2Vec2Model(cfg).eval()
 
@@ -60,7 +63,10 @@ def worst_difference(hf, enc, samples: int = 6000, short: int = 4000) -> float:
 @pytest.mark.parametrize("kind,extra", [("wav2vec2", {}), ("hubert", {}),
                                         ("hubert", {"feat_extract_norm": "layer", "do_stable_layer_norm": True,
                                                     "conv_bias": True, "feat_proj_layer_norm": False}),
-                                        ("data2vec-audio", {})])
+                                        ("data2vec-audio", {}), ("wavlm", {}),
+                                        ("wavlm", {"num_buckets": 16, "max_bucket_distance": 24,
+                                                   "do_stable_layer_norm": True, "feat_extract_norm": "layer",
+                                                   "conv_bias": True})])
 def test_tiny_audio_checkpoints_load_from_a_folder_with_parity(kind, extra, tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
     hf = audio_model(kind, TINY, **extra)
@@ -79,7 +85,7 @@ def test_tiny_audio_checkpoints_load_from_a_folder_with_parity(kind, extra, tmp_
     assert str(tmp_path) not in (converted[0] / "config.json").read_text()
 
 
-@pytest.mark.parametrize("kind", ["hubert", "data2vec-audio"])
+@pytest.mark.parametrize("kind", ["hubert", "data2vec-audio", "wavlm"])
 def test_base_shaped_audio_checkpoints_have_parity(kind, tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
     hf = audio_model(kind, BASE)
@@ -154,18 +160,46 @@ def test_videomae_classification_checkpoints_import_their_encoder_and_warn_of_th
         assert float((ours.tokens - ref.last_hidden_state).abs().max()) < 1e-4
 
 
+def _fsdd_class_folders(root: Path) -> Path:
+    """Spoken digits in FSDD's naming (``{digit}_{speaker}_{index}.wav``, 8 kHz) sorted into class folders
+    ``root/<digit>/``: espeak-ng speaks each digit in three voices (the embedded set's synthesiser)."""
+    import shutil as sh
+    import subprocess
+
+    import librosa
+    import soundfile as sf
+
+    from modalities.audio.data import DIGITS
+    exe = sh.which("espeak-ng")
+    if exe is None:
+        pytest.skip("espeak-ng is not installed (make install adds it)")
+    for digit, word in enumerate(DIGITS):
+        (root / str(digit)).mkdir(parents=True)
+        for i, voice in enumerate(("en-us+m3", "en-gb+f2", "en-029+m7")):
+            raw = root / f"raw-{digit}-{i}.wav"
+            subprocess.run([exe, "-v", voice, "-w", str(raw), word], check=True, capture_output=True)
+            wave, _ = librosa.load(raw, sr=8000)
+            sf.write(root / str(digit) / f"{digit}_speaker{i}_{i}.wav", wave, 8000, subtype="PCM_16")
+            raw.unlink()
+    return root
+
+
 def test_fine_tuning_a_converted_checkpoint_runs_end_to_end(tmp_path, monkeypatch):
-    """zoo finetune on class folders from a converted HuBERT-shaped random checkpoint (a pipeline test: no accuracy
-    is claimed for random weights), then zoo embed on it."""
+    """zoo finetune on FSDD-style class folders (8 kHz spoken digits, resampled by the processor) from a converted
+    HuBERT-shaped random checkpoint (a pipeline test: no accuracy is claimed for random weights), then zoo predict
+    and zoo embed on it."""
     import soundfile as sf
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
     audio_model("hubert", TINY).save_pretrained(tmp_path / "hf")
-    sample = zoo.get_modality("audio").sample_data(tmp_path / "data", per_class=6)
-    res = zoo_main("finetune", str(tmp_path / "hf"), "--data", str(sample.data), "--steps", "4", "--batch-size", "4",
+    data = _fsdd_class_folders(tmp_path / "fsdd")
+    res = zoo_main("finetune", str(tmp_path / "hf"), "--data", str(data), "--steps", "4", "--batch-size", "4",
                    "--output", str(tmp_path / "ft"))
     assert res.returncode == 0, res.stderr
     clf = zoo.AutoClassifier.from_pretrained(tmp_path / "ft" / "model")
-    assert clf.label_names == ["high", "low", "mid"]
+    assert clf.label_names == [str(d) for d in range(10)]
+    res = zoo_main("predict", str(tmp_path / "ft" / "model"), str(data / "7" / "7_speaker0_0.wav"), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.splitlines()[0])["predictions"][0]["label"] in clf.label_names
     wav = tmp_path / "x.wav"
     sf.write(wav, np.zeros(8000, np.float32), 16000)
     res = zoo_main("embed", str(tmp_path / "hf"), str(wav), "--output", str(tmp_path / "e.safetensors"))

@@ -37,7 +37,8 @@ class DropPath(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention on ``scaled_dot_product_attention`` with a key-padding mask."""
+    """Multi-head self-attention on ``scaled_dot_product_attention`` with a key-padding mask and, optionally,
+    an additive bias on the logits ``[B or 1, H, N, N]`` (relative positions)."""
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True,
                  qkv_bias: bool | None = None) -> None:
@@ -48,9 +49,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias if qkv_bias is None else qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=bias)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if bias is not None:
+            bias = bias.to(q.dtype)
+            attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, float("-inf"))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
@@ -77,13 +81,16 @@ class EncoderLayer(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def _mlp(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.act_drop(F.gelu(self.fc1(x)))))
+        h = self.fc1(x)
+        # without autograd GELU works in place: one fewer [B, N, 4D] buffer per layer to allocate and touch
+        h = torch.ops.aten.gelu_(h) if not torch.is_grad_enabled() else F.gelu(h)
+        return self.drop(self.fc2(self.act_drop(h)))
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         if self.norm_first:
-            x = x + self.drop_path(self.drop(self.attn(self.norm1(x), attn_mask)))
+            x = x + self.drop_path(self.drop(self.attn(self.norm1(x), attn_mask, bias)))
             return x + self.drop_path(self._mlp(self.norm2(x)))
-        x = self.norm1(x + self.drop_path(self.drop(self.attn(x, attn_mask))))
+        x = self.norm1(x + self.drop_path(self.drop(self.attn(x, attn_mask, bias))))
         return self.norm2(x + self.drop_path(self._mlp(x)))
 
 
@@ -110,7 +117,7 @@ class TransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.input_drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None, *,
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None, *, bias: Tensor | None = None,
                 return_hidden: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         attn_mask = None
         if padding_mask is not None:
@@ -123,7 +130,7 @@ class TransformerEncoder(nn.Module):
         skip = (torch.rand(len(self.layers)) < self.layerdrop).tolist() if self.training and self.layerdrop else None
         for i, layer in enumerate(self.layers):
             if not (skip and skip[i]):
-                x = layer(x, attn_mask)
+                x = layer(x, attn_mask, bias)
             hidden.append(x)
         if self.norm_first:
             x = self.norm(x)

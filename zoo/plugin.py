@@ -121,6 +121,17 @@ class Processor(ABC):
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
         """One raw example → tensors (runs in DataLoader workers)."""
 
+    def augmented(self, example: Any, *, name: str | None = None,
+                  generator: torch.Generator) -> dict[str, Tensor]:
+        """One *training* example with this processor's training augmentation, every random draw taken from
+        ``generator`` (the pipeline seeds it from the run's seed, the epoch and the example, so a resumed run draws
+        the same and each epoch draws anew). Inference never calls it. Default: no augmentation."""
+        return self(example, name=name)
+
+    def augments(self) -> bool:
+        """Whether :meth:`augmented` differs from ``__call__`` for this processor as configured."""
+        return False
+
     @abstractmethod
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Processed items → one batch with padding masks."""
@@ -157,6 +168,11 @@ class Processor(ABC):
         """The named columns a fitted processor reads as inputs (tables, event logs); ``None`` where examples
         have no columns. Fine-tuning refuses a label column found here."""
         return None
+
+    def objective_config(self) -> dict[str, Any]:
+        """Pretraining-objective values that follow from the fitted processor (e.g. the pixel normalisation a
+        reconstruction target undoes); merged into the recipe's ``pretraining`` section when a run is built."""
+        return {}
 
     def encoder_config(self) -> dict[str, Any]:
         """Encoder config values that follow from what ``fit`` learned (e.g. a table's feature counts)."""

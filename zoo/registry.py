@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .plugin import Modality
+if TYPE_CHECKING:
+    from .plugin import Modality
 
-__all__ = ["GROUP", "UnknownModality", "installed", "get_modality", "register"]
+__all__ = ["GROUP", "UnknownModality", "installed", "get_modality", "register", "describe_installed",
+           "ModalityInfo"]
 
 GROUP = "zoo.modalities"
 
@@ -73,8 +80,67 @@ def get_modality(name: str) -> Modality:
     except ImportError as err:
         raise ImportError(f"modality {name!r} is installed but needs {err.name or err}: install "
                           f"{_provider(eps[name], name)}") from err
+    from .plugin import Modality
     modality = obj() if callable(obj) and not isinstance(obj, Modality) else obj
     if not isinstance(modality, Modality) or modality.name != name:
         raise TypeError(f"entry point {eps[name].value} must give a zoo.Modality named {name!r}")
     _loaded[name] = modality
     return modality
+
+
+@dataclass
+class ModalityInfo:
+    """What ``zoo list`` shows of an installed modality, read without importing it."""
+
+    name: str
+    package: str
+    description: str
+    recipes: dict[str, Path]
+    architectures: list[str]
+
+
+def _read_recipe_head(path: Path) -> dict[str, str]:
+    """``name``/``modality``/``architecture`` of a recipe file: its top-level ``key: value`` lines (no YAML
+    parser needed for three scalars)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key in ("name", "modality", "architecture") and not line.startswith(" "):
+            out[key] = value.strip()
+    return out
+
+
+def _package_dir(ep: EntryPoint) -> Path | None:
+    """The folder of the module an entry point names, found without executing it."""
+    try:
+        spec = importlib.util.find_spec(ep.module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def describe_installed() -> list[ModalityInfo]:
+    """Every installed modality as :class:`ModalityInfo`: its recipes folder and package docstring are read from
+    disk; only a plugin without a ``recipes`` folder beside its module is imported to ask."""
+    infos = []
+    eps = _entry_points()
+    for name, package in installed().items():
+        folder = _package_dir(eps[name]) if name in eps else None
+        if folder is not None and (folder / "recipes").is_dir() and (folder / "__init__.py").is_file():
+            doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+            recipes = {p.stem: p for p in sorted((folder / "recipes").glob("*.yaml"))}
+            heads = [_read_recipe_head(p) for p in recipes.values()]
+            archs = sorted({h["architecture"] for h in heads if h.get("architecture")})
+            summary = " ".join(doc.strip().split("\n\n")[0].split())         # the docstring's first paragraph
+            infos.append(ModalityInfo(name, package, summary, recipes, archs))
+            continue
+        try:
+            m = get_modality(name)
+        except Exception as err:  # noqa: BLE001 - a broken plugin is reported, not fatal
+            infos.append(ModalityInfo(name, package, f"(fails to load: {err})", {}, []))
+            continue
+        recipes = {p.stem: p for p in sorted(Path(m.recipes).glob("*.yaml"))} if m.recipes else {}
+        infos.append(ModalityInfo(name, package, m.description, recipes, sorted(m.architectures)))
+    return infos

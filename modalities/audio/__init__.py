@@ -26,7 +26,7 @@ MODALITY = Modality(
     sample_data=sample_data,
     usage_example="import numpy as np\nexample = (np.random.randn(16000).astype('float32'), 16000)  # 1 s at 16 kHz",
     converters={"wav2vec2": convert_transformers, "hubert": convert_transformers,
-                "data2vec-audio": convert_transformers},
+                "data2vec-audio": convert_transformers, "wavlm": convert_transformers},
     baselines={"MFCC mean+std (librosa)": mfcc_features},
     task="audio-classification",
 )

@@ -1,7 +1,8 @@
 """Import a Hugging Face transformers checkpoint folder (safetensors only) of the wav2vec 2.0 encoder family into
 the zoo format: ``Wav2Vec2Model``/``Wav2Vec2ForPreTraining``/``Wav2Vec2ForCTC`` (Baevski et al. 2020), ``HubertModel``/
 ``HubertForCTC`` (Hsu et al. 2021: the same encoder, trained by masked prediction of cluster targets) and
-``Data2VecAudioModel`` (Baevski et al. 2022: a stack of positional convolutions). Heads — the quantizer and
+``Data2VecAudioModel`` (Baevski et al. 2022: a stack of positional convolutions) and ``WavLMModel``/``WavLMForCTC``
+(Chen et al. 2022: gated relative position bias). Heads — the quantizer and
 projections of pretraining, a CTC ``lm_head`` — are dropped, and the log says so."""
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ _RULES = [
      "pos_conv.conv.parametrizations.weight.original1"),
     (r"encoder\.pos_conv_embed\.conv\.bias$", "pos_conv.conv.bias"),
     (r"encoder\.pos_conv_embed\.layers\.(\d+)\.conv\.", r"pos_conv.layers.\1."),
+    (r"encoder\.layers\.0\.attention\.rel_attn_embed\.", "rel_pos.embed."),
+    (r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const$", r"transformer.layers.\1.attn.gate_const"),
+    (r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.", r"transformer.layers.\1.attn.gate."),
     (r"^encoder\.layer_norm\.", "transformer.norm."),
     (r"encoder\.layers\.(\d+)\.attention\.out_proj\.", r"transformer.layers.\1.attn.proj."),
     (r"encoder\.layers\.(\d+)\.layer_norm\.", r"transformer.layers.\1.norm1."),
@@ -38,8 +42,10 @@ _RULES = [
     (r"encoder\.layers\.(\d+)\.feed_forward\.output_dense\.", r"transformer.layers.\1.fc2."),
 ]
 _PRETRAINING_ONLY = ("quantizer.", "project_q.", "project_hid.", "dropout_features", "lm_head.")
-MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio")
-_PREFIXES = ("wav2vec2.", "hubert.", "data2vec_audio.")
+MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio", "wavlm")
+_PREFIXES = ("wav2vec2.", "hubert.", "data2vec_audio.", "wavlm.")
+NAMES = {"wav2vec2": ("wav2vec 2.0", "Baevski et al. 2020"), "hubert": ("HuBERT", "Hsu et al. 2021"),
+         "data2vec-audio": ("data2vec-audio", "Baevski et al. 2022"), "wavlm": ("WavLM", "Chen et al. 2022")}
 logger = logging.getLogger(__name__)
 
 
@@ -68,7 +74,9 @@ def config_from_transformers(hf: dict) -> tuple[Wav2Vec2Config, Wav2Vec2Pretrain
         pos_conv_groups=hf["num_conv_pos_embedding_groups"], norm_first=hf.get("do_stable_layer_norm", False),
         eps=hf.get("layer_norm_eps", 1e-5), feature_norm=bool(hf.get("feat_proj_layer_norm", True)),
         pos_conv_type="stack" if stack else "weight_norm",
-        pos_conv_layers=hf["num_conv_pos_embeddings"] if stack else 1)
+        pos_conv_layers=hf["num_conv_pos_embeddings"] if stack else 1,
+        rel_pos_buckets=hf.get("num_buckets", 320) if kind == "wavlm" else 0,
+        rel_pos_max_distance=hf.get("max_bucket_distance", 800))
     enc.validate()
     pre = Wav2Vec2PretrainingConfig(
         mask_prob=hf.get("mask_time_prob", 0.65), mask_length=hf.get("mask_time_length", 10),
@@ -129,8 +137,7 @@ def convert_transformers(source: str | Path, output: str | Path) -> Path:
     encoder.save_pretrained(output, processor=AudioProcessor(proc_cfg),
                             pretraining={"converted_from": str(source), "objective": pre_cfg.to_dict()})
     from zoo.cards import write_card
-    name = {"wav2vec2": "wav2vec 2.0", "hubert": "HuBERT", "data2vec-audio": "data2vec-audio"}[hf["model_type"]]
-    paper = {"wav2vec2": "Baevski et al. 2020", "hubert": "Hsu et al. 2021", "data2vec-audio": "Baevski et al. 2022"}
+    name, paper = NAMES[hf["model_type"]]
     write_card(output, summary=f"{name} encoder converted from the transformers checkpoint `{source.name}`.",
-               method=f"{name} ({paper[hf['model_type']]})")
+               method=f"{name} ({paper})")
     return output

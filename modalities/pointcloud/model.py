@@ -36,7 +36,7 @@ class PointMAEConfig(Config):
     drop_path: float = 0.1
     eps: float = 1e-5
     pointnet_dims: tuple[int, int, int] = (128, 256, 512)
-    qkv_bias: bool = True             # the reference's attention has no q/k/v bias (its released weights: false)
+    qkv_bias: bool = False            # as the reference: attention without q/k/v bias (true: a departure)
     cls_token: bool = False           # the reference's fine-tuned models: a [CLS] token with its own position;
                                       # pooled is then [CLS, max over the patch tokens]
 
@@ -124,7 +124,7 @@ class PointMAEEncoder(Encoder):
         self.pos_embed = _positional(c.dim)
         self.transformer = TransformerEncoder(c.dim, c.depth, c.heads, c.mlp_ratio, drop_path=c.drop_path, eps=c.eps,
                                               norm_first=True, qkv_bias=c.qkv_bias)
-        for m in self.transformer.modules():
+        for m in self.modules():          # as the reference: every linear (its 1×1 convs too) ~ TN(0, 0.02), zero bias
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
@@ -137,6 +137,10 @@ class PointMAEEncoder(Encoder):
     def dim(self) -> int:
         return 2 * self.config.dim
 
+    def no_weight_decay(self) -> set[str]:
+        """Kept out of weight decay, as the reference keeps every tensor named ``*token*``."""
+        return {"cls_token"} if self.config.cls_token else set()
+
     def patches(self, points: Tensor) -> tuple[Tensor, Tensor]:
         c = self.config
         if points.dim() != 3 or points.shape[-1] != c.in_channels:
@@ -147,13 +151,14 @@ class PointMAEEncoder(Encoder):
 
     def encode(self, centres: Tensor, patches: Tensor, mask: Tensor | None = None,
                return_hidden: bool = False) -> tuple[Tensor, list[Tensor] | None]:
-        """Visible tokens and (with ``return_hidden``) every block's input and the output."""
+        """Visible tokens and (with ``return_hidden``) every block's input and the output. Every patch is embedded
+        before the hidden ones are dropped, so the mini-PointNet's BatchNorm statistics come from all patches, as
+        in the reference."""
         b, g, k, ch = patches.shape
+        x = self.patch_embed(patches.reshape(b * g, k, ch)).view(b, g, -1)
         if mask is not None:
             keep = ~mask
-            centres, patches = centres[keep].view(b, -1, 3), patches[keep].view(b, -1, k, ch)
-        n = patches.shape[1]
-        x = self.patch_embed(patches.reshape(b * n, k, ch)).view(b, n, -1)
+            centres, x = centres[keep].view(b, -1, 3), x[keep].view(b, -1, x.shape[-1])
         pos = self.pos_embed(centres)
         if self.config.cls_token:
             x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
@@ -200,7 +205,15 @@ class PointMAEPretrainer(Pretrainer):
         self.decoder = TransformerEncoder(ec.dim, config.decoder_depth, config.decoder_heads, ec.mlp_ratio,
                                           drop_path=ec.drop_path, eps=ec.eps, norm_first=True, qkv_bias=ec.qkv_bias)
         self.head = nn.Linear(ec.dim, 3 * ec.patch_size)
+        for m in self.decoder.modules():  # the reference's decoder: Xavier-uniform linears, zero biases
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"mask_token"}
 
     def mask(self, centres: Tensor, generator: torch.Generator | None) -> Tensor:
         b, g, _ = centres.shape

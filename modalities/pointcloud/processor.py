@@ -9,7 +9,7 @@ order: the farthest spread first) — documented policy; fewer than ``min_points
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ class PointCloudProcessorConfig(ProcessorConfig):
     centroid, so the result does not depend on the order of the points; ``random``:
     a choice seeded by ``seed``, the same for a given cloud every time). ``extra_channels``: how many channels after
     x, y, z to keep (colours, normals); the rest are dropped. ``mesh_points``: points drawn uniformly over a mesh's
-    surface before sampling. ``min_points``: fewer is an error (a patch needs at least this many)."""
+    surface before sampling. ``min_points``: fewer is an error (a patch needs at least this many). ``augment_*``: the
+    training view (:meth:`PointCloudProcessor.augmented`); inference never uses them."""
 
     num_points: int = 1024
     sampling: str = "fps"
@@ -43,6 +44,9 @@ class PointCloudProcessorConfig(ProcessorConfig):
     mesh_points: int = 8192
     min_points: int = 32
     seed: int = 0
+    augment_resample: bool = True     # training: a fresh random subset of num_points each epoch (Point-MAE)
+    augment_scale: list[float] = field(default_factory=lambda: [2 / 3, 3 / 2])   # training: per-axis scale range
+    augment_shift: float = 0.2        # training: per-axis shift drawn from [-shift, shift]
 
     def validate(self) -> None:
         super().validate()
@@ -51,6 +55,9 @@ class PointCloudProcessorConfig(ProcessorConfig):
         self.check(self.extra_channels >= 0, "extra_channels", "must be >= 0")
         self.check(self.mesh_points >= self.num_points, "mesh_points", "must be >= num_points")
         self.check(1 <= self.min_points <= self.num_points, "min_points", "must lie in [1, num_points]")
+        self.check(len(self.augment_scale) == 2 and 0 < self.augment_scale[0] <= self.augment_scale[1],
+                   "augment_scale", "must be [low, high] with 0 < low <= high ([1, 1]: off)")
+        self.check(self.augment_shift >= 0, "augment_shift", "must be >= 0 (0: off)")
 
 
 def read_points(path: str, mesh_points: int = 8192, seed: int = 0, max_points: int = MAX_FILE_POINTS) -> np.ndarray:
@@ -119,8 +126,8 @@ class PointCloudProcessor(Processor):
             raise BadExample(name, "points", f"expected points [N, 3] or [N, 3 + C], got shape {tuple(t.shape)}")
         return t
 
-    def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
-        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+    def _checked(self, example: Any, name: str) -> Tensor:
+        """The example's points ``[N, 3 + extra_channels]``, every check passed."""
         c = self.config
         pts = self.raw(example, name)
         want = 3 + c.extra_channels
@@ -134,8 +141,12 @@ class PointCloudProcessor(Processor):
         bad = ~torch.isfinite(pts)
         if bool(bad.any()):
             raise BadExample(name, "points", f"{int(bad.any(dim=1).sum())} points with NaN/inf coordinates")
+        return pts
+
+    def _normalised(self, pts: Tensor, name: str) -> Tensor:
+        """Centred on the centroid and scaled into the unit sphere (with ``normalize``)."""
         xyz = pts[:, :3]
-        if c.normalize:
+        if self.config.normalize:
             xyz = xyz - xyz.mean(dim=0)
             radius = xyz.norm(dim=1).max()
             if float(radius) == 0.0:
@@ -143,7 +154,13 @@ class PointCloudProcessor(Processor):
             xyz = xyz / radius
         elif bool((xyz == xyz[:1]).all()):
             raise BadExample(name, "points", "all points are equal: the cloud has no extent")
-        pts = torch.cat([xyz, pts[:, 3:]], dim=1)
+        return torch.cat([xyz, pts[:, 3:]], dim=1)
+
+    def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
+        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+        c = self.config
+        pts = self._normalised(self._checked(example, name), name)
+        xyz = pts[:, :3]
         n = pts.shape[0]
         k = min(n, c.num_points)
         if c.sampling == "fps" and pts.shape[1] == 3 and k < n:
@@ -155,6 +172,30 @@ class PointCloudProcessor(Processor):
         if k < c.num_points:                                  # pad by repeating the chosen points in order
             idx = idx[torch.arange(c.num_points) % k]
         return {"points": pts[idx].contiguous()}
+
+    def augments(self) -> bool:
+        c = self.config
+        return c.augment_resample or tuple(c.augment_scale) != (1.0, 1.0) or c.augment_shift > 0
+
+    def augmented(self, example: Any, *, name: str | None = None, generator: torch.Generator) -> dict[str, Tensor]:
+        """Point-MAE's training view (Pang et al. 2022; its released pretraining): a fresh random subset of
+        ``num_points`` every epoch, normalised, then every axis scaled by a draw from ``augment_scale`` and
+        shifted by one from ``[-augment_shift, augment_shift]`` (``PointcloudScaleAndTranslate``)."""
+        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+        c = self.config
+        if c.augment_resample:
+            pts = self._checked(example, name)
+            k = min(pts.shape[0], c.num_points)
+            idx = torch.randperm(pts.shape[0], generator=generator)[:k]
+            if k < c.num_points:
+                idx = idx[torch.arange(c.num_points) % k]
+            pts = self._normalised(pts[idx], name)
+        else:
+            pts = self(example, name=name)["points"]
+        lo, hi = c.augment_scale
+        scale = lo + (hi - lo) * torch.rand(3, generator=generator)
+        shift = (2 * torch.rand(3, generator=generator) - 1) * c.augment_shift
+        return {"points": torch.cat([pts[:, :3] * scale + shift, pts[:, 3:]], dim=1).contiguous()}
 
     @staticmethod
     def _fps_open3d(xyz: Tensor, k: int, total: int) -> Tensor:

@@ -71,7 +71,8 @@ class VideoMAEConfig(Config):
 @dataclass
 class VideoMAEPretrainingConfig(Config):
     """The paper's objective: 90% tube masking, a 4-layer decoder, per-channel normalised pixel targets.
-    ``norm_targets: false`` regresses the processor's normalised pixels instead."""
+    ``norm_targets: false`` regresses the pixels in ``[0, 1]`` instead, as the reference does: the processor's
+    normalisation (``pixel_mean``/``pixel_std``, filled in from the processor when a run is built) is undone."""
 
     mask_ratio: float = 0.9
     decoder_dim: int = 384
@@ -79,6 +80,8 @@ class VideoMAEPretrainingConfig(Config):
     decoder_heads: int = 6
     decoder_mlp_ratio: float = 4.0
     norm_targets: bool = True
+    pixel_mean: list[float] | None = None
+    pixel_std: list[float] | None = None
 
     def validate(self) -> None:
         self.check(0.0 <= self.mask_ratio < 1.0, "mask_ratio", "must lie in [0, 1)")
@@ -117,7 +120,8 @@ def unpatchify(tokens: Tensor, grid: tuple[int, int, int], tubelet: int, patch: 
 
 
 def _xavier(module: nn.Module) -> None:
-    """The reference's initialisation: Xavier-uniform linear weights, zero biases, unit LayerNorms."""
+    """The reference's initialisation of its Transformer blocks and heads: Xavier-uniform linear weights, zero
+    biases, unit LayerNorms (its tubelet convolution and ``encoder_to_decoder`` keep PyTorch's defaults)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)
@@ -145,6 +149,7 @@ class VideoMAEEncoder(Encoder):
         if not c.final_norm:
             self.transformer.norm = nn.Identity()
         _xavier(self)
+        self.patch_embed.reset_parameters()   # the reference's tubelet conv keeps PyTorch's default init
 
     @property
     def dim(self) -> int:
@@ -203,10 +208,12 @@ class VideoMAEPretrainer(Pretrainer):
         self.decoder = TransformerEncoder(c.decoder_dim, c.decoder_depth, c.decoder_heads, c.decoder_mlp_ratio,
                                           eps=ec.eps, norm_first=True)
         self.head = nn.Linear(c.decoder_dim, ec.tubelet_dim)
-        _xavier(self.encoder_to_decoder)
-        _xavier(self.decoder)
+        _xavier(self.decoder)              # encoder_to_decoder keeps PyTorch's default, as in the reference
         _xavier(self.head)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)     # the reference's ±1σ truncation
+
+    def no_weight_decay(self) -> set[str]:
+        return {"mask_token"}
 
     def mask(self, batch_size: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
         gt, gh, gw = self.encoder.config.grid
@@ -240,6 +247,11 @@ class VideoMAEPretrainer(Pretrainer):
         b, p = pred.shape[0], pred.shape[-1]
         with torch.no_grad():
             target = tubelets[mask].view(b, -1, p).float()
+            c = self.config
+            if not c.norm_targets and c.pixel_mean is not None and c.pixel_std is not None:
+                ch = self.encoder.config.channels       # tubelets are channel-last: undo (x − mean) / std
+                mean, std = (torch.tensor(v, device=target.device) for v in (c.pixel_mean, c.pixel_std))
+                target = (target.view(b, -1, p // ch, ch) * std + mean).view(b, -1, p)
         hidden = torch.ones(pred.shape[:2], dtype=torch.bool, device=pred.device)
         loss = masked_mse(pred.float(), target, hidden, norm_targets=self.config.norm_targets,
                           channels=self.encoder.config.channels)

@@ -3,10 +3,14 @@
 centre-crop, normalise per channel. Bad input gets :class:`BadExample` naming the file and the field.
 
 Fewer frames than asked: ``short_clip`` decides (documented policy): ``repeat`` (default) spreads the clip's
-frames evenly over the asked count, each frame held for a few steps (segment sampling, as the reference samples
-short clips); ``loop`` plays the clip again from its start; ``pad`` holds the last frame; ``reject`` raises.
-The processor is deterministic (the centre clip, the centre crop): the same file always gives the same tensor,
-so a killed run resumes bit for bit. The paper's random temporal jitter and multi-scale crops are not applied.
+frames evenly over the asked count, each frame held for a few steps (segment sampling); ``loop`` plays the clip
+again from its start; ``pad`` holds the last frame (what the reference does: it starts at frame 0 and holds the last
+frame it reaches); ``reject`` raises.
+
+At inference the processor is deterministic (the centre clip, the centre crop). Training examples go through
+:meth:`VideoProcessor.augmented`: the reference's random clip start (segment sampling: a random frame in each
+segment), multi-scale crop and horizontal flip, drawn from a generator seeded by (seed, epoch, example), so a
+killed run still resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ class VideoProcessorConfig(ProcessorConfig):
     seek_mode: str = "exact"
     fit_examples: int = 200
     max_decode_pixels: int = 1920 * 1080      # larger frames are decoded scaled down to this many pixels
+    augment_jitter: bool = True       # training: a random clip start (dense) or frame per segment (segment)
+    augment_scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])   # training: crop sides
+    augment_flip: bool = True         # training: horizontal flip with probability 1/2
 
     def validate(self) -> None:
         super().validate()
@@ -69,11 +76,15 @@ class VideoProcessorConfig(ProcessorConfig):
                    f"mean and std need one value per channel ({self.channels})")
         self.check(all(s > 0 for s in self.std), "std", "must be > 0")
         self.check(all(math.isfinite(v) for v in [*self.mean, *self.std]), "mean", "mean and std must be finite")
+        self.check(len(self.augment_scales) >= 1 and all(0 < v <= 1 for v in self.augment_scales), "augment_scales",
+                   "needs at least one crop scale in (0, 1] ([1.0]: no multi-scale crop)")
         self.check(self.seek_mode in ("exact", "approximate"), "seek_mode", "must be 'exact' or 'approximate'")
 
 
-def frame_indices(total: int, config: VideoProcessorConfig, name: str) -> np.ndarray:
-    """The indices of the frames a clip of ``total`` frames contributes (see :class:`VideoProcessorConfig`)."""
+def frame_indices(total: int, config: VideoProcessorConfig, name: str,
+                  generator: torch.Generator | None = None) -> np.ndarray:
+    """The indices of the frames a clip of ``total`` frames contributes (see :class:`VideoProcessorConfig`); with a
+    ``generator`` (training) the clip starts at a random frame (dense) or takes a random frame of each segment."""
     n, stride = config.num_frames, config.frame_stride
     if total < 1:
         raise BadExample(name, "frames", "the clip has zero frames")
@@ -84,8 +95,15 @@ def frame_indices(total: int, config: VideoProcessorConfig, name: str) -> np.nda
         raise BadExample(name, "frames", f"{total} frames; {need} are needed ({n} frames"
                                          + (f" at stride {stride})" if dense else ")") + " and short_clip is 'reject'")
     segments = np.floor((np.arange(n) + 0.5) * total / n).astype(np.int64)      # the middle of n equal segments
+    jitter = generator is not None and config.augment_jitter
     if dense:
-        idx = max(0, (total - span) // 2) + np.arange(n) * stride
+        room = total - span
+        start = max(0, room // 2) if not jitter or room <= 0 else \
+            int(torch.randint(0, room + 1, (1,), generator=generator))
+        idx = start + np.arange(n) * stride
+    elif total >= n and jitter:
+        offsets = torch.rand(n, generator=generator, dtype=torch.float64).numpy()
+        idx = np.minimum(np.floor((np.arange(n) + offsets) * total / n).astype(np.int64), total - 1)
     else:
         idx = segments if total >= n else np.arange(n)
     if idx[-1] >= total:                                   # short: the clip's own policy
@@ -106,7 +124,7 @@ class VideoProcessor(Processor):
     config_class = VideoProcessorConfig
 
     # --- decoding ----------------------------------------------------------------------------
-    def _decode(self, source: Any, name: str) -> Tensor:
+    def _decode(self, source: Any, name: str, generator: torch.Generator | None = None) -> Tensor:
         """Only the sampled frames of a file/bytes/decoder, ``[T, C, H, W]`` uint8."""
         from torchcodec.decoders import VideoDecoder
         if isinstance(source, VideoDecoder) or hasattr(source, "get_frames_at"):
@@ -133,7 +151,7 @@ class VideoProcessor(Processor):
                                  f"cannot decode video: {reason[-200:]}") from None
         decoder = self._bounded(decoder, source, name)
         total = len(decoder)
-        idx = frame_indices(total, self.config, name)
+        idx = frame_indices(total, self.config, name, generator)
         unique, inverse = np.unique(idx, return_inverse=True)
         try:
             frames = decoder.get_frames_at(indices=unique.tolist()).data
@@ -164,7 +182,7 @@ class VideoProcessor(Processor):
             raise BadExample(name, "frames", f"{w}x{h} frames exceed max_decode_pixels={limit} and cannot be "
                                              f"decoded scaled down: {str(err).splitlines()[0][:200]}") from None
 
-    def _array(self, x: Any, name: str) -> Tensor:
+    def _array(self, x: Any, name: str, generator: torch.Generator | None = None) -> Tensor:
         """Frames ``[T, H, W, C]`` → the sampled frames ``[T', C, H, W]`` float in ``[0, 1]``."""
         try:
             raw = x if isinstance(x, Tensor) else np.asarray(x)
@@ -195,21 +213,22 @@ class VideoProcessor(Processor):
                                                  "(pass uint8, or divide by 255)")
         else:
             raise BadExample(name, "frames", f"unsupported dtype {t.dtype}: pass uint8 or float frames")
-        idx = frame_indices(int(t.shape[0]), self.config, name)
+        idx = frame_indices(int(t.shape[0]), self.config, name, generator)
         return t[torch.as_tensor(idx)].permute(0, 3, 1, 2)
 
-    def frames(self, example: Any, name: str) -> Tensor:
-        """Sampled frames ``[T, C, H, W]`` float in ``[0, 1]``, before resizing."""
+    def frames(self, example: Any, name: str, generator: torch.Generator | None = None) -> Tensor:
+        """Sampled frames ``[T, C, H, W]`` float in ``[0, 1]``, before resizing (``generator``: training draws)."""
+        g = generator
         if isinstance(example, dict):
             if example.get("bytes"):
-                return self._decode(example["bytes"], example.get("path") or name).float() / 255.0
+                return self._decode(example["bytes"], example.get("path") or name, g).float() / 255.0
             if example.get("path"):
-                return self._decode(example["path"], example["path"]).float() / 255.0
+                return self._decode(example["path"], example["path"], g).float() / 255.0
             raise BadExample(name, "video", f"unrecognised video dict with keys {sorted(example)}")
         if isinstance(example, (str, Path)) or hasattr(example, "get_frames_at") or isinstance(example, bytes):
-            return self._decode(example, name).float() / 255.0
+            return self._decode(example, name, g).float() / 255.0
         if isinstance(example, (np.ndarray, Tensor, list)):
-            return self._array(example, name)
+            return self._array(example, name, g)
         raise BadExample(name, "video", f"unsupported input type {type(example).__name__}")
 
     def _resize_crop(self, x: Tensor) -> Tensor:
@@ -225,12 +244,55 @@ class VideoProcessor(Processor):
         top, left = (nh - size) // 2, (nw - size) // 2
         return x[..., top:top + size, left:left + size]
 
-    def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
-        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
-        x = self._resize_crop(self.frames(example, name))
+    def _scale_crop(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """VideoMAE's multi-scale crop (from TSN's ``GroupMultiScaleCrop``): after the short side is resized, crop
+        sides of ``augment_scales`` × the short side (height and width at most one scale apart), at a random
+        place, resized to ``image_size``; the same crop for every frame of the clip."""
+        size, scales = self.config.image_size, self.config.augment_scales
+        short = self.config.resize or size
+        h, w = x.shape[-2:]
+        nh, nw = max(size, round(h * short / min(h, w))), max(size, round(w * short / min(h, w)))
+        pairs = [(i, j) for i in range(len(scales)) for j in range(len(scales)) if abs(i - j) <= 1]
+        i, j = pairs[int(torch.randint(0, len(pairs), (1,), generator=generator))]
+        ch, cw = max(1, int(min(nh, nw) * scales[i])), max(1, int(min(nh, nw) * scales[j]))
+        top = int(torch.randint(0, nh - ch + 1, (1,), generator=generator))
+        left = int(torch.randint(0, nw - cw + 1, (1,), generator=generator))
+        # crop in the original frame's coordinates, then one resize to the model's size
+        sy, sx = h / nh, w / nw
+        y0, y1 = int(top * sy), max(int(top * sy) + 1, round((top + ch) * sy))
+        x0, x1 = int(left * sx), max(int(left * sx) + 1, round((left + cw) * sx))
+        return F.interpolate(x[..., y0:y1, x0:x1], size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=True)
+
+    def _normalised(self, x: Tensor) -> dict[str, Tensor]:
         mean = torch.tensor(self.config.mean)[None, :, None, None]
         std = torch.tensor(self.config.std)[None, :, None, None]
         return {"pixel_values": ((x - mean) / std).contiguous()}
+
+    def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
+        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+        return self._normalised(self._resize_crop(self.frames(example, name)))
+
+    def objective_config(self) -> dict[str, Any]:
+        """The normalisation a pretraining objective undoes to regress ``[0, 1]`` pixels (``norm_targets: false``)."""
+        return {"pixel_mean": list(self.config.mean), "pixel_std": list(self.config.std)}
+
+    def augments(self) -> bool:
+        c = self.config
+        crops = c.image_size is not None and (len(c.augment_scales) > 1 or c.augment_scales[0] != 1.0)
+        return c.augment_jitter or c.augment_flip or crops
+
+    def augmented(self, example: Any, *, name: str | None = None, generator: torch.Generator) -> dict[str, Tensor]:
+        """The reference's training view (Tong et al. 2022, §4 and its released pretraining): a random clip start,
+        a multi-scale crop, a horizontal flip with probability 1/2 (see :class:`VideoProcessorConfig`)."""
+        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+        c = self.config
+        x = self.frames(example, name, generator)
+        crops = c.image_size is not None and (len(c.augment_scales) > 1 or c.augment_scales[0] != 1.0)
+        x = self._scale_crop(x, generator) if crops else self._resize_crop(x)
+        if c.augment_flip and float(torch.rand(1, generator=generator)) < 0.5:
+            x = x.flip(-1)
+        return self._normalised(x)
 
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         shapes = {tuple(it["pixel_values"].shape) for it in items}
