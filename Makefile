@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-DEMO_RECIPES ?= audio-wav2vec2-tiny tabular-tjepa-mlc-churn graph-graphmae-sbm video-videomae-tiny \
-                pointcloud-pointmae-tiny events-coles-tiny
+DEMO_RECIPES ?= audio-wav2vec2-demo tabular-tjepa-demo graph-graphmae-sbm video-videomae-demo \
+                pointcloud-pointmae-demo events-coles-demo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps test test-all demo bench bench-ptls-env lint clean
@@ -26,11 +26,12 @@ system-deps:
 	fi
 
 $(STAMP): pyproject.toml constraints.txt
-	$(MAKE) system-deps
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=24" "setuptools>=68"
-	$(PY) -m pip install -q -c constraints.txt -e ".[all,dev,bench]"
-	touch $@
+	@start=$$(date +%s); \
+	$(MAKE) system-deps && \
+	$(PYTHON) -m venv $(VENV) && \
+	$(PY) -m pip install -qq --upgrade "pip>=24" "setuptools>=68" && \
+	$(PY) -m pip install -qq -c constraints.txt -e ".[all,dev,bench]" && \
+	echo $$(( $$(date +%s) - start )) > $(VENV)/.install-seconds && touch $@
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -44,7 +45,10 @@ lint: $(STAMP)
 # The main job: synthesise the spoken digits, the moving-digit mp4s and the shapes, pretrain, evaluate, publish to demo/hub,
 # reload, embed.
 demo: $(STAMP)
-	ZOO_CACHE=$${ZOO_CACHE:-demo/cache} $(PY) -m pipelines.demo $(DEMO_RECIPES) --output demo
+	@start=$$(date +%s); \
+	ZOO_CACHE=$${ZOO_CACHE:-demo/cache} $(PY) -m pipelines.demo $(DEMO_RECIPES) --output demo && \
+	echo "install: $$(cat $(VENV)/.install-seconds 2>/dev/null || echo '?') s (when this checkout was installed);" \
+	     "demo: $$(( $$(date +%s) - start )) s"
 
 bench: $(STAMP) bench-ptls-env
 	$(PY) -m bench

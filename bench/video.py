@@ -196,9 +196,9 @@ def main(cards: bool = True) -> str:
 
 LIMITS = ("Pretrained for a few hundred steps on 800 synthetic clips (scikit-learn digits moving in four directions) "
           "on 2 CPU cores: a demonstration of the method and the pipeline, not a general video encoder. The tiny "
-          "config uses 8×8 patches and a 2-layer decoder (the paper: 16×16 and 4 layers). The processor is "
-          "deterministic (centre clip, centre crop): the paper's random temporal jitter and multi-scale crops are "
-          "not applied, so a killed run resumes bit for bit.")
+          "config uses 8×8 patches and a 2-layer decoder (the paper: 16×16 and 4 layers). Training clips get the "
+          "paper's random clip start, multi-scale crop and flip, seeded by (seed, epoch, clip) so that a killed run "
+          "resumes bit for bit; inference takes the centre clip and crop.")
 
 
 if __name__ == "__main__":

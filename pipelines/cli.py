@@ -372,9 +372,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def quiet_dependencies() -> None:
+    """At an entry point (``zoo``, the demo): silence what dependencies say that is not about the user's input —
+    torch-geometric's use of the deprecated ``torch.jit.script``, audioread's import of ``sunau``, open3d's
+    writer notes, ``datasets``' progress bars (ours report progress). Library code never filters globally."""
+    import os
     import warnings
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"'(sunau|aifc|audioop)' is deprecated", category=DeprecationWarning)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning:torch.jit._script")   # DataLoader workers too
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_dependencies()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -54,14 +54,49 @@ def run(recipe_name: str, out: Path, *, org: str = "ssl-zoo", overrides: list[st
     return {"summary": summary, "report": report, "repo_id": repo_id}
 
 
+def _headline(report: dict) -> tuple[str, float, float | None, tuple[str, float] | None]:
+    """(metric, pretrained, random init, (baseline, value)) of a report: the linear probe, or a protocol's first
+    metric."""
+    pre = report["pretrained"]
+    metric = "linear_probe" if "linear_probe" in pre else next(k for k in pre if not k.endswith("_std"))
+    rand = report.get("random_init", {}).get(metric)
+    base = next(((n, r[metric]) for n, r in report.get("baselines", {}).items() if metric in r), None)
+    return metric, pre[metric], rand, base
+
+
+def summary_table(results: dict[str, dict], seconds: dict[str, float]) -> str:
+    """The demo's closing table: each row's headline figure, pretrained vs random init vs the hand-made baseline."""
+    lines = ["| recipe | metric (held out) | pretrained | random init | hand-made baseline | seconds |",
+             "| --- | --- | ---: | ---: | --- | ---: |"]
+    for name, res in results.items():
+        metric, pre, rand, base = _headline(res["report"])
+        rand_s = f"{rand:.3f}" if rand is not None else "—"
+        base_s = f"{base[1]:.3f} ({base[0]})" if base else "—"
+        lines.append(f"| {name} | {metric.replace('_', ' ')} | {pre:.3f} | {rand_s} | {base_s} | {seconds[name]:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    from .cli import quiet_dependencies
+    quiet_dependencies()
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("recipes", nargs="+")
     p.add_argument("--output", default="demo")
     p.add_argument("--set", action="append", default=[], help="overrides applied to every recipe")
     args = p.parse_args()
-    reports = {name: run(name, Path(args.output), overrides=args.set)["report"] for name in args.recipes}
+    t0 = time.perf_counter()
+    results, seconds = {}, {}
+    for name in args.recipes:
+        start = time.perf_counter()
+        results[name] = run(name, Path(args.output), overrides=args.set)
+        seconds[name] = time.perf_counter() - start
+    reports = {name: res["report"] for name, res in results.items()}
     (Path(args.output) / "demo_results.json").write_text(json.dumps(reports, indent=2) + "\n")
+    print("\n## Summary\n")
+    print(summary_table(results, seconds))
+    behind = [n for n, res in results.items() if (h := _headline(res["report"]))[2] is not None and h[1] <= h[2]]
+    print(f"\ndemo: {time.perf_counter() - t0:.0f} s for {len(results)} rows; pretrained ahead of random init in "
+          f"{len(results) - len(behind)} of {len(results)}" + (f" (not in {', '.join(behind)})" if behind else ""))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ embedding map coloured by label."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ def embed_shards(encoder: Encoder, processor: Processor, data: ExampleSet | Stre
         shards.append({"file": path.name, "rows": int(emb.shape[0])})
         buf, held = [], 0
 
-    bar = tqdm(desc="embed", unit="ex", disable=not progress)
+    bar = tqdm(desc="embed", unit="ex", disable=not progress, mininterval=0.1 if os.isatty(2) else 30.0)
     for emb, names_b, labels in iter_embeddings(encoder, processor, data, batch_size=batch_size, names=names,
                                                 device=device, num_workers=num_workers):
         while emb.shape[0]:

@@ -82,6 +82,7 @@ def _write_shapes(tmp: Path, train: int, test: int, points: int, seed: int) -> N
             if i % 3 == 2:
                 rel = f"{split}/{shape}/{i:05d}.off"
                 mesh.compute_vertex_normals()
+                mesh.triangle_normals = o3d.utility.Vector3dVector()     # OFF cannot hold them: none to drop
                 o3d.io.write_triangle_mesh(str(tmp / rel), mesh)
             else:
                 rel = f"{split}/{shape}/{i:05d}.ply"
