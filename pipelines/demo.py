@@ -61,6 +61,8 @@ def _headline(report: dict) -> tuple[str, float, float | None, tuple[str, float]
     metric = "linear_probe" if "linear_probe" in pre else next(k for k in pre if not k.endswith("_std"))
     rand = report.get("random_init", {}).get(metric)
     base = next(((n, r[metric]) for n, r in report.get("baselines", {}).items() if metric in r), None)
+    if base is None and "aggregates" in pre:            # the boosting protocol: hand-made aggregates alone
+        base = ("aggregates", pre["aggregates"])
     return metric, pre[metric], rand, base
 
 

@@ -88,3 +88,12 @@ def test_list_and_help_import_neither_torch_nor_a_modality():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]", res.stdout
+
+
+def test_every_installed_recipe_parses_and_validates():
+    """Every recipe file an installed modality ships loads (YAML, sections, the modality's config classes)."""
+    from pipelines.recipe import find_recipes, load_recipe
+    recipes = find_recipes()
+    assert len(recipes) >= 6
+    for name in recipes:
+        assert load_recipe(name).name == name

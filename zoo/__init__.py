@@ -7,6 +7,7 @@ on first use (PEP 562), so ``zoo list`` and ``--help`` answer without importing 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -31,6 +32,8 @@ __all__ = ["Architecture", "AutoClassifier", "AutoEncoder", "AutoProcessor", "Ba
 
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f".{name}", __name__)          # a submodule: zoo.plugin, zoo.hub, …
         raise AttributeError(f"module 'zoo' has no attribute {name!r}")
     module = importlib.import_module(f".{_WHERE[name]}", __name__)
     value = module if name == _WHERE[name] else getattr(module, name)
