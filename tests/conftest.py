@@ -56,6 +56,20 @@ def zoo_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> sub
                           cwd=cwd, timeout=600)
 
 
+def kill_after_checkpoint(args: list[str], checkpoints: Path, step: int, timeout: float = 300.0) -> None:
+    """Start ``zoo ARGS``, wait until its checkpoint of ``step`` is complete, then SIGKILL it (no chance to clean
+    up), as a crash or an out-of-memory kill would."""
+    import signal
+    import time
+    exe = Path(sys.executable).parent / "zoo"
+    proc = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (checkpoints / f"step-{step:07d}").is_dir():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def zoo_main(*args: str) -> subprocess.CompletedProcess:
     """The ``zoo`` command line run in this process (``pipelines.cli.main``: the same code as the console script,
     without starting an interpreter); output and exit status as :func:`zoo_cli` gives them."""

@@ -5,11 +5,6 @@ triple, different across epochs, never used at inference, and a SIGKILLed pretra
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +17,7 @@ from pipelines.data import TrainData, example_generator
 from pipelines.recipe import TrainConfig
 from zoo import ExampleSet
 
-from .conftest import zoo_cli
+from .conftest import kill_after_checkpoint, zoo_cli
 
 
 def _cloud(n: int = 600, seed: int = 0) -> np.ndarray:
@@ -129,15 +124,8 @@ def test_a_killed_augmented_pretraining_resumes_bit_for_bit(tmp_path):
             "--set", "pretraining.decoder_heads=2", "--set", "train.num_workers=1"]
     out = zoo_cli("pretrain", "pointcloud-pointmae-tiny", "--output", str(tmp_path / "straight"), *args)
     assert out.returncode == 0, out.stderr
-    exe = Path(sys.executable).parent / "zoo"
-    proc = subprocess.Popen([str(exe), "pretrain", "pointcloud-pointmae-tiny", "--output", str(tmp_path / "killed"),
-                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (ckpts / "step-0000010").is_dir():
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(["pretrain", "pointcloud-pointmae-tiny", "--output", str(tmp_path / "killed"), *args],
+                          tmp_path / "killed" / "checkpoints", 10)
     assert not (tmp_path / "killed" / "model").exists()
     out = zoo_cli("pretrain", "pointcloud-pointmae-tiny", "--output", str(tmp_path / "killed"), *args)
     assert out.returncode == 0, out.stderr

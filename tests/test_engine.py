@@ -130,20 +130,10 @@ def test_ddp_two_processes_identical_replicas_and_disjoint_shards(toy_plugin, tm
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(toy_plugin, tmp_path):
     """A real kill (SIGKILL, no chance to clean up) while training; rerunning the same command resumes from
     the last complete checkpoint and ends with the same weights as a run that was never interrupted."""
-    import signal
-    import time
-
-    from .conftest import zoo_cli
+    from .conftest import kill_after_checkpoint, zoo_cli
     args = ["--set", "train.steps=60", "--set", "train.checkpoint_every=5", "--set", "train.keep_checkpoints=50"]
-    exe = Path(sys.executable).parent / "zoo"
-    proc = subprocess.Popen([str(exe), "pretrain", "toyseq-tiny", "--output", str(tmp_path / "killed"), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (ckpts / "step-0000010").is_dir():
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(["pretrain", "toyseq-tiny", "--output", str(tmp_path / "killed"), *args], ckpts, 10, 120)
     done = sorted(p.name for p in ckpts.iterdir() if not p.name.endswith(".tmp"))
     assert done and done[-1] < "step-0000060" and not (tmp_path / "killed" / "model").exists()
     out = zoo_cli("pretrain", "toyseq-tiny", "--output", str(tmp_path / "killed"), *args)
