@@ -93,8 +93,8 @@ def build(recipe: Recipe, *, data: ExampleSet | StreamSet | None = None) -> Buil
     enc_cfg = {**recipe.encoder, **processor.encoder_config()}
     encoder = arch.encoder(arch.config.from_dict(enc_cfg, where="recipe:encoder"))
     pre_cfg = recipe.objective            # parsed once, with the recipe; the fitted processor adds its values
-    if processor.objective_config():
-        pre_cfg = type(pre_cfg).from_dict({**pre_cfg.to_dict(), **processor.objective_config()},
-                                          where="recipe:pretraining")
+    fitted = processor.objective_config()
+    if fitted:
+        pre_cfg = type(pre_cfg).from_dict({**pre_cfg.to_dict(), **fitted}, where="recipe:pretraining")
     pretrainer = arch.pretrainer(encoder, pre_cfg, total_steps=recipe.train.steps)
     return Built(recipe, modality, arch, data, processor, encoder, pretrainer, pre_cfg)

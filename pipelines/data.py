@@ -78,14 +78,16 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
     the batch with ``labels`` (when every record has one) and a ``_meta`` entry: names of the kept examples,
     messages of skipped ones, the first bad one when not skipping."""
     meta: dict[str, Any] = {"names": list(names), "skipped": [], "bad": None}
-    try:
-        if draws is not None:
-            raise _OneByOne
-        items = processor.process_batch(examples, list(names))
-        keep = list(range(len(items)))
-    except Exception as first:                # noqa: BLE001 - which example? tried one at a time below
+    first: Exception | None = None
+    if draws is None:
+        try:
+            items = processor.process_batch(examples, list(names))
+            keep = list(range(len(items)))
+        except Exception as err:              # noqa: BLE001 - which example? tried one at a time below
+            first = err
+    if draws is not None or first is not None:  # one at a time: each with its own draws, or to find the bad ones
         items, keep = [], []
-        for i, name in enumerate(names):    # find the bad ones: one example at a time
+        for i, name in enumerate(names):
             try:
                 items.append(process_one(processor, examples[i], name, None if draws is None else draws[i]))
                 keep.append(i)
@@ -94,7 +96,7 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
                     meta["bad"] = (str(e.example), e.field, e.reason)
                     return {"_meta": {**meta, "names": []}}
                 meta["skipped"].append(str(e))
-        if not meta["skipped"] and not isinstance(first, (BadExample, _OneByOne)):
+        if first is not None and not meta["skipped"] and not isinstance(first, BadExample):
             raise first                     # the batch failed though every example alone is fine: a real bug
     meta["names"] = [names[i] for i in keep]
     if not items:
@@ -212,10 +214,6 @@ class _MapBatches(Dataset):
 
 
 # --- streamed: parts per rank and worker, a seeded buffer, positions ------------------------------------
-class _OneByOne(Exception):
-    """Internal: augmented examples are processed one at a time (each with its own draws)."""
-
-
 def _buffered(records: Iterator[Record], size: int, rng: random.Random) -> Iterator[Record]:
     """A bounded shuffle: hold ``size`` records, emit a random one as each new record arrives."""
     if size <= 1:

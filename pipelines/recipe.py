@@ -146,7 +146,7 @@ def find_recipes() -> dict[str, Path]:
     without importing the modalities."""
     from zoo.registry import describe_installed
     found: dict[str, Path] = {}
-    for info in describe_installed():
+    for info in describe_installed(details=False):
         found.update(info.recipes)
     return found
 

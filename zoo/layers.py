@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "init_linears",
     "DropPath",
     "Attention",
     "EncoderLayer",
@@ -34,6 +37,16 @@ class DropPath(nn.Module):
         keep = 1.0 - self.p
         shape = (x.shape[0],) + (1,) * (x.dim() - 1)
         return x * x.new_empty(shape).bernoulli_(keep) / keep
+
+
+def init_linears(module: nn.Module, weight_init: Callable[[Tensor], Any]) -> None:
+    """Every linear layer inside ``module``: ``weight_init`` on its weight, zero bias (how each reference states its
+    initialisation: BERT's N(0, 0.02), ViT's truncated normal, MAE's Xavier-uniform)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            weight_init(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class Attention(nn.Module):

@@ -20,6 +20,7 @@ from .paths import expand
 __all__ = [
     "BadExample",
     "numeric_array",
+    "example_name",
     "EncoderOutput",
     "PretrainOutput",
     "Processor",
@@ -46,6 +47,11 @@ class BadExample(ValueError):
 
     def __str__(self) -> str:          # also for subclasses that are KeyErrors (which would quote the text)
         return str(self.args[0])
+
+
+def example_name(example: Any, name: str | None) -> str:
+    """What messages call an example: the given name, else a file's path, else ``"input"``."""
+    return name or (str(example) if isinstance(example, (str, Path)) else "input")
 
 
 def numeric_array(value: Any, example: Any, field: str, *, integer: bool = False) -> torch.Tensor:

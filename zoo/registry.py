@@ -99,15 +99,8 @@ class ModalityInfo:
     architectures: list[str]
 
 
-def _read_recipe_head(path: Path) -> dict[str, str]:
-    """``name``/``modality``/``architecture`` of a recipe file: its top-level ``key: value`` lines (no YAML
-    parser needed for three scalars)."""
-    out = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key in ("name", "modality", "architecture") and not line.startswith(" "):
-            out[key] = value.strip()
-    return out
+def _yaml_files(folder: str | Path | None) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(Path(folder).glob("*.yaml"))} if folder is not None else {}
 
 
 def _package_dir(ep: EntryPoint) -> Path | None:
@@ -121,26 +114,37 @@ def _package_dir(ep: EntryPoint) -> Path | None:
     return Path(spec.origin).parent
 
 
-def describe_installed() -> list[ModalityInfo]:
-    """Every installed modality as :class:`ModalityInfo`: its recipes folder and package docstring are read from
-    disk; only a plugin without a ``recipes`` folder beside its module is imported to ask."""
-    infos = []
+def _on_disk(name: str, eps: dict[str, EntryPoint]) -> Path | None:
+    """The package folder of an entry-point modality that keeps its recipes in ``recipes/`` beside its module —
+    what can be read without importing it (a modality registered in-process is the one in memory)."""
+    folder = _package_dir(eps[name]) if name in eps and name not in _registered else None
+    if folder is None or not (folder / "recipes").is_dir() or not (folder / "__init__.py").is_file():
+        return None
+    return folder
+
+
+def _describe(name: str, package: str, eps: dict[str, EntryPoint], details: bool) -> ModalityInfo:
+    folder = _on_disk(name, eps)
+    if folder is not None:
+        recipes = _yaml_files(folder / "recipes")
+        if not details:
+            return ModalityInfo(name, package, "", recipes, [])
+        import yaml
+        doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+        summary = " ".join(doc.strip().split("\n\n")[0].split())          # the docstring's first paragraph
+        archs = sorted({str(arch) for p in recipes.values()
+                        if (arch := (yaml.safe_load(p.read_text()) or {}).get("architecture"))})
+        return ModalityInfo(name, package, summary, recipes, archs)
+    try:
+        m = get_modality(name)
+    except Exception as err:  # noqa: BLE001 - a broken plugin is reported, not fatal
+        return ModalityInfo(name, package, f"(fails to load: {err})", {}, [])
+    return ModalityInfo(name, package, m.description, _yaml_files(m.recipes), sorted(m.architectures))
+
+
+def describe_installed(details: bool = True) -> list[ModalityInfo]:
+    """Every installed modality as :class:`ModalityInfo`. One whose ``recipes`` folder lies beside its module is
+    read from disk (recipe files; with ``details``, its package docstring and the recipes' architectures); any
+    other is imported to ask. Without ``details`` only the recipes are filled in (what resolving a recipe needs)."""
     eps = _entry_points()
-    for name, package in installed().items():
-        folder = _package_dir(eps[name]) if name in eps else None
-        if folder is not None and (folder / "recipes").is_dir() and (folder / "__init__.py").is_file():
-            doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
-            recipes = {p.stem: p for p in sorted((folder / "recipes").glob("*.yaml"))}
-            heads = [_read_recipe_head(p) for p in recipes.values()]
-            archs = sorted({h["architecture"] for h in heads if h.get("architecture")})
-            summary = " ".join(doc.strip().split("\n\n")[0].split())         # the docstring's first paragraph
-            infos.append(ModalityInfo(name, package, summary, recipes, archs))
-            continue
-        try:
-            m = get_modality(name)
-        except Exception as err:  # noqa: BLE001 - a broken plugin is reported, not fatal
-            infos.append(ModalityInfo(name, package, f"(fails to load: {err})", {}, []))
-            continue
-        recipes = {p.stem: p for p in sorted(Path(m.recipes).glob("*.yaml"))} if m.recipes else {}
-        infos.append(ModalityInfo(name, package, m.description, recipes, sorted(m.architectures)))
-    return infos
+    return [_describe(name, package, eps, details) for name, package in installed().items()]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
-from zoo.layers import Attention, TransformerEncoder, masked_mean
+from zoo.layers import Attention, TransformerEncoder, init_linears, masked_mean
 from zoo.masking import span_mask
 from zoo.objectives import codebook_perplexity, diversity_loss, sample_negatives, wav2vec_contrastive
 
@@ -328,10 +328,8 @@ class Wav2Vec2Encoder(Encoder):
             self.rel_pos = RelativePositionBias(config.rel_pos_buckets, config.rel_pos_max_distance, config.heads)
             for layer in self.transformer.layers:
                 layer.attn = GatedRelPosAttention(config.dim, config.heads, config.attn_dropout)
-        for m in self.transformer.modules():      # fairseq's init_bert_params on the Transformer: N(0, 0.02)
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-                nn.init.zeros_(m.bias)
+        # fairseq's init_bert_params on the Transformer: N(0, 0.02)
+        init_linears(self.transformer, lambda w: nn.init.normal_(w, 0.0, 0.02))
 
     @property
     def dim(self) -> int:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.plugin import numeric_array
+from zoo.plugin import example_name, numeric_array
 
 
 @dataclass
@@ -112,7 +112,7 @@ class AudioProcessor(Processor):
         raise BadExample(name, "audio", f"unsupported input type {type(example).__name__}")
 
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
-        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+        name = example_name(example, name)
         data, sr = self._samples(example, name)
         sr = _rate(sr, name)
         x = numeric_array(data, name, "audio")

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
-from zoo.layers import TransformerEncoder
+from zoo.layers import TransformerEncoder, init_linears
 from zoo.masking import random_mask
 from zoo.objectives import chamfer_l2
 from zoo.points import gather_points, group_patches, square_distances
@@ -124,11 +124,8 @@ class PointMAEEncoder(Encoder):
         self.pos_embed = _positional(c.dim)
         self.transformer = TransformerEncoder(c.dim, c.depth, c.heads, c.mlp_ratio, drop_path=c.drop_path, eps=c.eps,
                                               norm_first=True, qkv_bias=c.qkv_bias)
-        for m in self.modules():          # as the reference: every linear (its 1×1 convs too) ~ TN(0, 0.02), zero bias
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        # as the reference: every linear (its 1×1 convs too) ~ TN(0, 0.02), zero bias
+        init_linears(self, lambda w: nn.init.trunc_normal_(w, std=0.02))
         if c.cls_token:
             self.cls_token = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, 1, c.dim), std=0.02))
             self.cls_pos = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, 1, c.dim), std=0.02))
@@ -205,11 +202,7 @@ class PointMAEPretrainer(Pretrainer):
         self.decoder = TransformerEncoder(ec.dim, config.decoder_depth, config.decoder_heads, ec.mlp_ratio,
                                           drop_path=ec.drop_path, eps=ec.eps, norm_first=True, qkv_bias=ec.qkv_bias)
         self.head = nn.Linear(ec.dim, 3 * ec.patch_size)
-        for m in self.decoder.modules():  # the reference's decoder: Xavier-uniform linears, zero biases
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_linears(self.decoder, nn.init.xavier_uniform_)      # the reference's decoder: Xavier-uniform
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def no_weight_decay(self) -> set[str]:

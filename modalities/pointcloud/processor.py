@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.plugin import numeric_array
+from zoo.plugin import example_name, numeric_array
 from zoo.points import farthest_from_centroid, farthest_point_sample
 
 from .ply import MAX_FILE_POINTS, check_vertices
@@ -157,7 +157,7 @@ class PointCloudProcessor(Processor):
         return torch.cat([xyz, pts[:, 3:]], dim=1)
 
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
-        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+        name = example_name(example, name)
         c = self.config
         pts = self._normalised(self._checked(example, name), name)
         xyz = pts[:, :3]
@@ -181,7 +181,7 @@ class PointCloudProcessor(Processor):
         """Point-MAE's training view (Pang et al. 2022; its released pretraining): a fresh random subset of
         ``num_points`` every epoch, normalised, then every axis scaled by a draw from ``augment_scale`` and
         shifted by one from ``[-augment_shift, augment_shift]`` (``PointcloudScaleAndTranslate``)."""
-        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+        name = example_name(example, name)
         c = self.config
         if c.augment_resample:
             pts = self._checked(example, name)

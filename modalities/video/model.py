@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
-from zoo.layers import TransformerEncoder, sinusoidal_positions
+from zoo.layers import TransformerEncoder, init_linears, sinusoidal_positions
 from zoo.masking import tube_mask
 from zoo.objectives import masked_mse
 
@@ -122,12 +122,9 @@ def unpatchify(tokens: Tensor, grid: tuple[int, int, int], tubelet: int, patch: 
 def _xavier(module: nn.Module) -> None:
     """The reference's initialisation of its Transformer blocks and heads: Xavier-uniform linear weights, zero
     biases, unit LayerNorms (its tubelet convolution and ``encoder_to_decoder`` keep PyTorch's defaults)."""
+    init_linears(module, nn.init.xavier_uniform_)
     for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
+        if isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.plugin import numeric_array
+from zoo.plugin import example_name, numeric_array
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -270,26 +270,28 @@ class VideoProcessor(Processor):
         return {"pixel_values": ((x - mean) / std).contiguous()}
 
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
-        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+        name = example_name(example, name)
         return self._normalised(self._resize_crop(self.frames(example, name)))
 
     def objective_config(self) -> dict[str, Any]:
         """The normalisation a pretraining objective undoes to regress ``[0, 1]`` pixels (``norm_targets: false``)."""
         return {"pixel_mean": list(self.config.mean), "pixel_std": list(self.config.std)}
 
-    def augments(self) -> bool:
+    def _multiscale(self) -> bool:
+        """Whether training crops at more than the full short side (an image size to crop to is set)."""
         c = self.config
-        crops = c.image_size is not None and (len(c.augment_scales) > 1 or c.augment_scales[0] != 1.0)
-        return c.augment_jitter or c.augment_flip or crops
+        return c.image_size is not None and (len(c.augment_scales) > 1 or c.augment_scales[0] != 1.0)
+
+    def augments(self) -> bool:
+        return self.config.augment_jitter or self.config.augment_flip or self._multiscale()
 
     def augmented(self, example: Any, *, name: str | None = None, generator: torch.Generator) -> dict[str, Tensor]:
         """The reference's training view (Tong et al. 2022, §4 and its released pretraining): a random clip start,
         a multi-scale crop, a horizontal flip with probability 1/2 (see :class:`VideoProcessorConfig`)."""
-        name = name or (str(example) if isinstance(example, (str, Path)) else "input")
+        name = example_name(example, name)
         c = self.config
         x = self.frames(example, name, generator)
-        crops = c.image_size is not None and (len(c.augment_scales) > 1 or c.augment_scales[0] != 1.0)
-        x = self._scale_crop(x, generator) if crops else self._resize_crop(x)
+        x = self._scale_crop(x, generator) if self._multiscale() else self._resize_crop(x)
         if c.augment_flip and float(torch.rand(1, generator=generator)) < 0.5:
             x = x.flip(-1)
         return self._normalised(x)
