@@ -278,7 +278,9 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
     return report(s, recipe, output_dir, result, validation, ctx.device, repo_id)
 
 
-DEFAULTS = {"steps": 50, "lr": 1e-4, "warmup_steps": 5}
+# augment: false — the pretraining augmentation need not preserve a label (a flip reverses "left"); a fine-tuning
+# section or `--set finetune.augment=true` asks for it (Point-MAE's fine-tuning runner scales and shifts its clouds)
+DEFAULTS = {"steps": 50, "lr": 1e-4, "warmup_steps": 5, "augment": False}
 
 
 def setup(model: str | Path, recipe: Recipe, *, device: str, settings: dict[str, Any] | None, data: str | None,

@@ -278,3 +278,30 @@ def test_metrics_by_hand():
     assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     # F1: a = 2·(.5·.5)/(1) = .5, b = 2·(2/3·1)/(5/3) = .8, c = 0
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_fine_tuning_does_not_augment_unless_asked(tmp_path):
+    """The pretraining augmentation may not preserve a label (a flip reverses "left"): fine-tuning applies the
+    processor's training augmentation only with ``augment: true``."""
+    from modalities.video.data import _digit_images, render_clip, write_mp4
+    from pipelines.data import TrainData
+    from pipelines.finetune import setup
+    images, _ = _digit_images()
+    rng = np.random.RandomState(3)
+    root = tmp_path / "own"
+    for label in ("left", "right"):
+        (root / label).mkdir(parents=True)
+        for i in range(5):
+            write_mp4(render_clip(images[i], label, rng, frames=8, size=32), root / label / f"{i}.mp4")
+    model = model_folder(tmp_path, "video-videomae-tiny", None,
+                         processor={"num_frames": 4, "image_size": 32, "fit_statistics": False},
+                         encoder={"image_size": 32, "patch_size": 8, "num_frames": 4, "tubelet_size": 2, "dim": 32,
+                                  "depth": 2, "heads": 4})
+    recipe = load_recipe("video-videomae-tiny")
+    kwargs = dict(device="cpu", data=str(root), label_column=None, split=None, test_split=None, train_set=None,
+                  test_set=None, from_scratch=False)
+    plain = setup(model, recipe, settings=None, **kwargs)
+    assert zoo.AutoProcessor.from_pretrained(model).augments()          # the processor could flip
+    assert not TrainData(plain.data.train, plain.clf.processor, plain.cfg).augment
+    asked = setup(model, recipe, settings={"augment": True}, **kwargs)
+    assert TrainData(asked.data.train, asked.clf.processor, asked.cfg).augment
