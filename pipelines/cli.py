@@ -145,34 +145,92 @@ def _never_into_the_model(out: Path, model: str) -> None:
                              "overwrite a model's files; write the embeddings elsewhere")
 
 
-def _cmd_embed(args: argparse.Namespace) -> int:
-    from safetensors.torch import save_file
+NOTES_SHOWN = 20        # zoo embed: notes printed one by one (what a processor left out), then a count
 
-    from zoo import AutoEncoder, AutoProcessor, StreamSet
 
-    from .evaluate import embed_shards, load_shards
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _embed_files(args: argparse.Namespace, processor) -> Any:
+    """The examples of the input files as a stream, read lazily (a table file gives one example per row); what the
+    processor leaves out of an example (older events) is said as it is read (in a worker or this process)."""
+    from zoo import StreamSet
 
     class Files(StreamSet):
-        """The examples of the input files, read lazily (a table file gives one example per row)."""
-
         def records(self, part: int, parts: int, epoch: int):
-            i = 0
+            i = cut = 0
             for path in args.inputs:
                 for name, ex in _named_inputs(processor, path):
                     if i % parts == part:
+                        note = processor.left_out(ex, name=name)
+                        if note:
+                            cut += 1
+                            if cut <= NOTES_SHOWN:
+                                print(f"note: {name}: {note}", flush=True)
                         yield ex, None, name
                     i += 1
+            if cut:
+                print(f"note: {cut} input(s) embedded with part of them left out (see above; the first "
+                      f"{min(cut, NOTES_SHOWN)} shown)", flush=True)
+    return Files()
+
+
+def _embed_windows(args: argparse.Namespace, encoder, processor) -> Any:
+    """One block of rows per input of a windowed modality (``zoo.embedding.embed_long``): its windows,
+    ``args.batch_size`` in flight."""
+    from zoo.embedding import embed_long
+    for path in args.inputs:
+        for name, ex in _named_inputs(processor, path):
+            res = embed_long(encoder, processor, ex, name=name, pooling=args.pooling, window=args.window,
+                             hop=args.hop, batch_size=args.batch_size, device=args.device)
+            if args.pooling == "mean" and len(res.spans) > 1:
+                print(f"{name}: mean of {len(res.spans)} windows ({res.spans[0][1] - res.spans[0][0]:g}"
+                      f"{res.unit} every {res.spans[1][0] - res.spans[0][0]:g}{res.unit}, weighted by length)",
+                      flush=True)
+            for note in res.notes:
+                print(f"note: {note}", flush=True)
+            yield res.embeddings, res.names, None
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    """Embed files. A windowed modality (audio, video) embeds each input window by window, whatever its length
+    (one row per input with ``--pooling mean``, one per window with ``none``); the others batch whole examples
+    through DataLoader workers and say what their processor left out (older events)."""
+    from safetensors.torch import save_file
+
+    from zoo import AutoEncoder, AutoProcessor
+
+    from .evaluate import embed_shards, load_shards, write_shards
 
     out = Path(args.output) if args.output else None
     encoder = AutoEncoder.from_pretrained(args.model)
     if out is not None:
         _never_into_the_model(out, args.model)
     processor = AutoProcessor.from_pretrained(args.model)
-    files = Files()
+    if not processor.windowed and (args.pooling != "mean" or args.window is not None or args.hop is not None):
+        raise ValueError(f"--pooling none, --window and --hop apply to windowed modalities (audio, video); a "
+                         f"{processor.modality} example is embedded whole")
+    encoder = encoder.to(args.device)
     with tempfile.TemporaryDirectory(prefix="zoo-embed-") as tmp:      # removed however the command ends
         folder = out if out is not None and out.suffix != ".safetensors" else Path(tmp)
-        index = embed_shards(encoder, processor, files, folder, shard_size=args.shard_size, device=args.device,
-                             num_workers=args.num_workers, progress=True)
+        if processor.windowed:
+            index = write_shards(_embed_windows(args, encoder, processor), folder, shard_size=args.shard_size,
+                                 progress=True)
+        else:
+            index = embed_shards(encoder, processor, _embed_files(args, processor), folder, shard_size=args.shard_size,
+                                 batch_size=args.batch_size, device=args.device, num_workers=args.num_workers,
+                                 progress=True)
         emb, _, names = load_shards(index) if out is None or out.suffix == ".safetensors" else (None, None, [])
         if out is not None and out.suffix == ".safetensors":
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +387,17 @@ def _add_embed(sub: Any) -> None:
     s.add_argument("inputs", nargs="+", help="input files")
     s.add_argument("--output", help="a .safetensors file, or a folder for sharded output (any data size)")
     s.add_argument("--shard-size", type=int, default=50_000, help="rows per shard file (default 50000)")
-    s.add_argument("--num-workers", type=int, default=0, help="DataLoader workers that read and process")
+    s.add_argument("--num-workers", type=int, default=0, help="DataLoader workers that read and process "
+                                                                "(examples that are not windowed)")
+    s.add_argument("--batch-size", type=_positive_int, default=64,
+                   help="examples, or windows of a long input, per forward pass (the windows in memory)")
+    s.add_argument("--pooling", choices=("mean", "none"), default="mean",
+                   help="audio, video: one row per input, the windows' mean weighted by their length (mean), or "
+                        "one row per window named PATH[START-END] (none)")
+    s.add_argument("--window", type=_positive_float, help="audio, video: window length in seconds (default: the "
+                                                          "processor's, the length the model was trained on)")
+    s.add_argument("--hop", type=_positive_float, help="audio, video: seconds between window starts (default: "
+                                                       "half a window)")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=_cmd_embed)
 

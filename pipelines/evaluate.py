@@ -19,7 +19,7 @@ from .data import iter_batches
 from .recipe import Recipe, parse_recipe
 from .report import comparison_markdown, embedding_map, record_evaluation
 
-__all__ = ["embed", "iter_embeddings", "embed_shards", "load_shards",
+__all__ = ["embed", "iter_embeddings", "embed_shards", "write_shards", "load_shards",
            "linear_probe", "knn_accuracy", "embedding_map", "probe_report", "layer_probes",
            "evaluate_model"]
 
@@ -65,6 +65,15 @@ def embed_shards(encoder: Encoder, processor: Processor, data: ExampleSet | Stre
                  progress: bool = False) -> Path:
     """Embed a data set of any size into ``out_dir/embeddings-00000.safetensors, …`` (``embeddings [n, D]``,
     ``labels [n]`` when labelled; names in the metadata) and ``index.json``; returns ``index.json``."""
+    rows = iter_embeddings(encoder, processor, data, batch_size=batch_size, names=names, device=device,
+                           num_workers=num_workers)
+    return write_shards(rows, out_dir, shard_size=shard_size, progress=progress)
+
+
+def write_shards(rows: Iterator[tuple[torch.Tensor, list[str], torch.Tensor | None]], out_dir: str | Path, *,
+                 shard_size: int = 50_000, progress: bool = False, unit: str = "ex") -> Path:
+    """``(embeddings [b, D], names, labels [b] or None)`` blocks into shards of ``shard_size`` rows (see
+    :func:`embed_shards`); memory holds one shard."""
 
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -90,9 +99,8 @@ def embed_shards(encoder: Encoder, processor: Processor, data: ExampleSet | Stre
         shards.append({"file": path.name, "rows": int(emb.shape[0])})
         buf, held = [], 0
 
-    bar = tqdm(desc="embed", unit="ex", disable=not progress, mininterval=0.1 if os.isatty(2) else 30.0)
-    for emb, names_b, labels in iter_embeddings(encoder, processor, data, batch_size=batch_size, names=names,
-                                                device=device, num_workers=num_workers):
+    bar = tqdm(desc="embed", unit=unit, disable=not progress, mininterval=0.1 if os.isatty(2) else 30.0)
+    for emb, names_b, labels in rows:
         while emb.shape[0]:
             room = shard_size - held
             buf.append((emb[:room], names_b[:room], labels[:room] if labels is not None else None))

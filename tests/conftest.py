@@ -88,8 +88,9 @@ def zoo_main(*args: str) -> subprocess.CompletedProcess:
 
 def check_saved_model(run: Path, example: str, tmp_path: Path, *, step: int) -> tuple:
     """The end-to-end promise of every modality: ``zoo embed`` on a file gives exactly the embedding of the folder
-    loaded with ``AutoEncoder``/``AutoProcessor``, and the folder holds the last checkpoint's encoder weights.
-    Returns ``(encoder, processor, cli_embeddings)``."""
+    loaded with ``AutoEncoder``/``AutoProcessor`` (an input longer than one window: within 1e-5 of the mean of its
+    windows embedded one by one, weighted by their length), and the folder holds the last checkpoint's encoder
+    weights. Returns ``(encoder, processor, cli_embeddings)``."""
     import torch
     from safetensors.torch import load_file
 
@@ -99,8 +100,14 @@ def check_saved_model(run: Path, example: str, tmp_path: Path, *, step: int) -> 
     assert out.returncode == 0, out.stderr
     cli = load_file(str(tmp_path / "e.safetensors"))["embeddings"]
     enc, proc = zoo.AutoEncoder.from_pretrained(model), zoo.AutoProcessor.from_pretrained(model)
+    windows = list(proc.windows(example))
     with torch.no_grad():
-        assert torch.equal(enc(proc.collate([proc(example)])).pooled, cli)
+        if len(windows) == 1:
+            assert torch.equal(enc(proc.collate([proc(example)])).pooled, cli)
+        else:
+            rows = torch.cat([enc(proc.collate([w.item])).pooled for w in windows]).double()
+            weights = torch.tensor([w.weight for w in windows], dtype=torch.float64)[:, None]
+            assert torch.allclose(((rows * weights).sum(0) / weights.sum()).float()[None], cli, atol=1e-5, rtol=0)
     ckpt = load_file(str(run / "checkpoints" / f"step-{step:07d}" / "model.safetensors"))
     assert all(torch.equal(ckpt["encoder." + k], v) for k, v in enc.state_dict().items())
     return enc, proc, cli

@@ -4,7 +4,7 @@ Config, bundled in a ``Modality``."""
 from __future__ import annotations
 
 from abc import ABC, ABCMeta, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from . import hub
+from .collapse import CollapseRule
 from .config import Config
 from .data import ExampleSet, StreamSet, hf_source
 from .paths import expand
@@ -35,6 +36,8 @@ __all__ = [
     "source_loader",
     "SampleData",
     "read_examples",
+    "Window",
+    "window_spans",
 ]
 
 
@@ -108,6 +111,39 @@ class ProcessorConfig(Config):
         self.check(self.fit_examples >= 1, "fit_examples", "must be >= 1")
 
 
+@dataclass
+class Window:
+    """One window of a long input (docs/architecture.md, "The modality contract"): its span ``[start, end)`` in
+    ``unit`` (seconds, or frames where the input has no time base; ``""`` for a whole example that is not
+    windowed), the processed ``item`` the model embeds, the ``name`` outputs call the window, and a ``note`` saying
+    what processing left out of it (e.g. older events), or ``None``."""
+
+    start: float
+    end: float
+    unit: str
+    item: dict[str, Tensor]
+    name: str
+    note: str | None = None
+
+    @property
+    def weight(self) -> float:
+        """How much of the input the window covers (its length): the weight of its row in a mean over windows."""
+        return self.end - self.start
+
+
+def window_spans(length: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """``[start, end)`` spans of ``window`` steps every ``hop`` steps that cover ``length`` steps: the last one
+    ends at ``length`` and may be shorter (it is longer than ``window - hop``); an input of at most one window
+    is one span. Checked by hand in ``tests/test_long_inputs.py``."""
+    if length < 1 or window < 1 or not 1 <= hop <= window:
+        raise ValueError(f"windows need length >= 1, window >= 1 and 1 <= hop <= window; got length {length}, "
+                         f"window {window}, hop {hop}")
+    if length <= window:
+        return [(0, length)]
+    count = -(-(length - window) // hop) + 1
+    return [(k * hop, min(k * hop + window, length)) for k in range(count)]
+
+
 class Processor(ABC):
     """Raw example → tensors; ``collate`` pads a list into a batch; state saved as ``preprocessor.json``.
 
@@ -118,6 +154,7 @@ class Processor(ABC):
 
     modality: ClassVar[str] = ""
     config_class: ClassVar[type[Config]] = ProcessorConfig
+    windowed: ClassVar[bool] = False       # True: :meth:`windows` cuts a long input into several windows
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -154,6 +191,23 @@ class Processor(ABC):
     def length(self, example: Any) -> int | None:
         """A cheap size of a raw example (e.g. samples after resampling) for length-grouped batches, read
         without decoding; ``None`` when unknown."""
+        return None
+
+    def windows(self, example: Any, *, name: str | None = None, window: float | None = None,
+                hop: float | None = None) -> Iterator[Window]:
+        """The processed windows of one raw example, in order, made one at a time (memory holds one window, not
+        the input): what ``zoo embed`` and :func:`zoo.embedding.embed_long` embed. ``window``/``hop`` (seconds)
+        override the processor's own. Default (a processor that is not :attr:`windowed`): the whole example as
+        one window, with :meth:`left_out` as its note."""
+        if window is not None or hop is not None:
+            raise ValueError(f"{type(self).__name__} does not cut its examples into windows: --window/--hop apply "
+                             "to windowed modalities only")
+        name = example_name(example, name)
+        yield Window(0.0, 1.0, "", self(example, name=name), name, self.left_out(example, name=name))
+
+    def left_out(self, example: Any, *, name: str | None = None) -> str | None:
+        """What ``__call__`` leaves out of this example (e.g. a history cut to its most recent events), said in
+        ``zoo embed``'s output; ``None`` when it keeps everything."""
         return None
 
     def read(self, path: str) -> Any:
@@ -280,7 +334,11 @@ class Encoder(nn.Module, metaclass=ABCMeta):
 
 
 class Pretrainer(nn.Module, metaclass=ABCMeta):
-    """The encoder plus its self-supervised heads. ``forward(batch, generator) → PretrainOutput``."""
+    """The encoder plus its self-supervised heads. ``forward(batch, generator) → PretrainOutput``.
+    ``collapse_rules``: the family's collapse signals (:mod:`zoo.collapse`, keys of the step's metrics) and
+    when they mean a collapsed run; the engine's collapse alarm reads them."""
+
+    collapse_rules: ClassVar[tuple[CollapseRule, ...]] = ()
 
     def __init__(self, encoder: Encoder, config: Config, total_steps: int = 1) -> None:
         super().__init__()

@@ -3,6 +3,7 @@ normalisation, padding with lengths. Bad input gets a clear error naming the fil
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.plugin import example_name, numeric_array
+from zoo.plugin import Window, example_name, numeric_array, window_spans
 
 
 @dataclass
@@ -23,11 +24,15 @@ class AudioProcessorConfig(ProcessorConfig):
     min_samples: int = 400                # shorter clips are an error (the conv encoder's receptive field)
     max_channels: int = 2                 # more channels than this is an error rather than a silent downmix
     resample: bool = True                 # False: a clip at another rate is an error
+    window_seconds: float | None = None   # zoo embed's windows: None → max_seconds, else WAV2VEC2_CROP_SECONDS
+    hop_seconds: float | None = None      # between window starts: None → half a window (50% overlap)
 
     def validate(self) -> None:
         super().validate()
         self.check(self.sample_rate > 0, "sample_rate", "must be > 0")
         self.check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be > 0")
+        self.check(self.window_seconds is None or self.window_seconds > 0, "window_seconds", "must be > 0")
+        self.check(self.hop_seconds is None or self.hop_seconds > 0, "hop_seconds", "must be > 0")
         self.check(self.min_samples >= 1, "min_samples", "must be >= 1")
         self.check(self.max_channels >= 1, "max_channels", "must be >= 1")
 
@@ -57,6 +62,10 @@ def _decode_file(path: str) -> tuple[np.ndarray, int]:
             raise BadExample(path, "path", f"cannot decode audio (soundfile: {sf_err}; torchcodec: "
                                            f"{str(tc_err).splitlines()[0][:200]})") from None
 
+
+#: wav2vec 2.0 pretrains on crops of 250k samples at 16 kHz (Baevski et al. 2020, §4.2): the window of a model
+#: that sets no ``max_seconds``
+WAV2VEC2_CROP_SECONDS = 250_000 / 16_000
 
 MIN_RATE, MAX_RATE = 1_000, 1_000_000     # Hz: outside, a declared rate is taken as corrupt, not resampled
 
@@ -114,6 +123,10 @@ class AudioProcessor(Processor):
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
         name = example_name(example, name)
         data, sr = self._samples(example, name)
+        return self._prepared(data, sr, name, self.config.max_seconds)
+
+    def _prepared(self, data: Any, sr: Any, name: str, max_seconds: float | None) -> dict[str, Tensor]:
+        """Samples at rate ``sr`` → mono at the model rate, cut to ``max_seconds``, checked, normalised."""
         sr = _rate(sr, name)
         x = numeric_array(data, name, "audio")
         if x.numel() == 0:                     # before the channel logic: a header-only file is [1, 0]
@@ -135,12 +148,12 @@ class AudioProcessor(Processor):
             if not self.config.resample:
                 raise BadExample(name, "sampling_rate", f"{sr} Hz, the model expects {self.config.sample_rate} Hz "
                                                         "(resample is off)")
-            if self.config.max_seconds is not None:     # cut before resampling: the work follows the kept part
-                x = x[: int(np.ceil(self.config.max_seconds * sr)) + 1]
+            if max_seconds is not None:     # cut before resampling: the work follows the kept part
+                x = x[: int(np.ceil(max_seconds * sr)) + 1]
             import torchaudio.functional as AF
             x = AF.resample(x, sr, self.config.sample_rate)
-        if self.config.max_seconds is not None:
-            x = x[: int(self.config.max_seconds * self.config.sample_rate)]
+        if max_seconds is not None:
+            x = x[: int(max_seconds * self.config.sample_rate)]
         if x.numel() < self.config.min_samples:
             raise BadExample(name, "audio", f"{x.numel()} samples at {self.config.sample_rate} Hz; at least "
                                             f"{self.config.min_samples} are needed")
@@ -153,6 +166,59 @@ class AudioProcessor(Processor):
         values = torch.nn.utils.rnn.pad_sequence([it["input_values"] for it in items], batch_first=True)
         pad = torch.arange(values.shape[1])[None, :] >= lengths[:, None]
         return {"input_values": values, "padding_mask": pad, "lengths": lengths}
+
+    # --- long inputs -------------------------------------------------------------------------
+    windowed = True
+
+    def window_hop(self, window: float | None = None, hop: float | None = None) -> tuple[float, float]:
+        """Window and hop in seconds: the overrides, else ``window_seconds``/``hop_seconds``, else the length the
+        model was made for (``max_seconds``; without one, wav2vec 2.0's 250k-sample pretraining crop) and half
+        of it (50% overlap: every sample is seen twice, away from a window's edge once)."""
+        c = self.config
+        win = window if window is not None else c.window_seconds or c.max_seconds or WAV2VEC2_CROP_SECONDS
+        step = hop if hop is not None else c.hop_seconds if c.hop_seconds is not None and window is None else win / 2
+        if not (win > 0 and 0 < step <= win):
+            raise ValueError(f"audio windows need window > 0 and 0 < hop <= window (seconds); got window {win:g}, "
+                             f"hop {step:g}")
+        return float(win), float(step)
+
+    def _reader(self, example: Any, name: str) -> tuple[Any, int, int]:
+        """``(read(start, stop) → samples [C, stop - start], frames, rate)``: a WAV/FLAC/OGG file is read lazily
+        (soundfile seeks to each window); other inputs are decoded once and sliced."""
+        path = example.get("path") if isinstance(example, dict) and not example.get("bytes") \
+            and example.get("array") is None else example
+        if isinstance(path, (str, Path)) and Path(path).is_file() and Path(path).stat().st_size:
+            import soundfile as sf
+            try:
+                fh = sf.SoundFile(str(path))
+            except Exception:         # noqa: BLE001 - not a libsndfile format: decoded whole below (FFmpeg)
+                fh = None
+            if fh is not None:
+                def read_file(start: int, stop: int) -> np.ndarray:
+                    fh.seek(start)
+                    return fh.read(stop - start, dtype="float32", always_2d=True).T
+                return read_file, int(fh.frames), int(fh.samplerate)
+        data, sr = self._samples(example, name)
+        x = numeric_array(data, name, "audio")
+        if x.dim() == 2 and x.shape[0] > x.shape[1]:          # [S, C] → [C, S], as __call__ decides
+            x = x.T
+        return (lambda start, stop: x[..., start:stop]), int(x.shape[-1]), sr
+
+    def windows(self, example: Any, *, name: str | None = None, window: float | None = None,
+                hop: float | None = None) -> Iterator[Window]:
+        """Windows of ``window`` seconds every ``hop`` seconds (:meth:`window_hop`), the last one shorter, each
+        processed as a clip of its own (mono, resampled, normalised: ``self((samples, rate))``); spans in seconds.
+        A file is read one window at a time: memory holds a window, not the recording."""
+        name = example_name(example, name)
+        win, step = self.window_hop(window, hop)
+        read, frames, sr = self._reader(example, name)
+        rate = _rate(sr, name)
+        if frames == 0:
+            raise BadExample(name, "audio", "zero-length clip")
+        spans = window_spans(frames, max(1, round(win * rate)), max(1, min(round(step * rate), round(win * rate))))
+        for start, stop in spans:
+            where = name if len(spans) == 1 else f"{name}[{start / rate:.3f}-{stop / rate:.3f}s]"
+            yield Window(start / rate, stop / rate, "s", self._prepared(read(start, stop), rate, where, None), where)
 
     def read(self, path: str) -> Any:
         return path

@@ -232,6 +232,16 @@ class EventProcessor(Processor):
         return {"cat": stack("cat"), "num": stack("num"), "num_missing": stack("num_missing"), "dt": stack("dt"),
                 "padding_mask": pad, "lengths": lengths}
 
+    def left_out(self, example: Any, *, name: str | None = None) -> str | None:
+        """How many older events a history longer than ``max_events`` leaves out (``zoo embed`` says it)."""
+        try:
+            n = len(example[self.config.time_column])
+        except (KeyError, TypeError, IndexError):
+            return None
+        keep = self.config.max_events
+        return None if n <= keep else f"{n - keep} older events left out (the most recent {keep} of {n} kept: " \
+                                      "max_events)"
+
     def length(self, example: Any) -> int | None:
         try:
             return min(len(example[self.config.time_column]), self.config.max_events)

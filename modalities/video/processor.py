@@ -16,6 +16,7 @@ killed run still resumes bit for bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.plugin import example_name, numeric_array
+from zoo.plugin import Window, example_name, numeric_array, window_spans
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -60,6 +61,8 @@ class VideoProcessorConfig(ProcessorConfig):
     augment_jitter: bool = True       # training: a random clip start (dense) or frame per segment (segment)
     augment_scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])   # training: crop sides
     augment_flip: bool = True         # training: horizontal flip with probability 1/2
+    window_frames: int | None = None  # zoo embed's windows, in frames: None → one clip's span (see clip_span)
+    hop_frames: int | None = None     # between window starts: None → half a window (50% overlap)
 
     def validate(self) -> None:
         super().validate()
@@ -79,6 +82,13 @@ class VideoProcessorConfig(ProcessorConfig):
         self.check(len(self.augment_scales) >= 1 and all(0 < v <= 1 for v in self.augment_scales), "augment_scales",
                    "needs at least one crop scale in (0, 1] ([1.0]: no multi-scale crop)")
         self.check(self.seek_mode in ("exact", "approximate"), "seek_mode", "must be 'exact' or 'approximate'")
+        self.check(self.window_frames is None or self.window_frames >= 1, "window_frames", "must be >= 1")
+        self.check(self.hop_frames is None or self.hop_frames >= 1, "hop_frames", "must be >= 1")
+
+    @property
+    def clip_span(self) -> int:
+        """The frames one clip covers at inference when dense: ``(num_frames − 1)·frame_stride + 1``."""
+        return (self.num_frames - 1) * self.frame_stride + 1
 
 
 def frame_indices(total: int, config: VideoProcessorConfig, name: str,
@@ -126,6 +136,11 @@ class VideoProcessor(Processor):
     # --- decoding ----------------------------------------------------------------------------
     def _decode(self, source: Any, name: str, generator: torch.Generator | None = None) -> Tensor:
         """Only the sampled frames of a file/bytes/decoder, ``[T, C, H, W]`` uint8."""
+        decoder = self._open(source, name)
+        return self._decoded(decoder, frame_indices(len(decoder), self.config, name, generator), name)
+
+    def _open(self, source: Any, name: str) -> Any:
+        """A decoder of a file/bytes (or the given decoder), its frames at most ``max_decode_pixels``."""
         from torchcodec.decoders import VideoDecoder
         if isinstance(source, VideoDecoder) or hasattr(source, "get_frames_at"):
             decoder = source
@@ -149,9 +164,10 @@ class VideoProcessor(Processor):
                 reason = next((ln for ln in str(err).splitlines() if ln.strip() and "github.com" not in ln), "")
                 raise BadExample(name, "path" if isinstance(source, str) else "bytes",
                                  f"cannot decode video: {reason[-200:]}") from None
-        decoder = self._bounded(decoder, source, name)
-        total = len(decoder)
-        idx = frame_indices(total, self.config, name, generator)
+        return self._bounded(decoder, source, name)
+
+    def _decoded(self, decoder: Any, idx: np.ndarray, name: str) -> Tensor:
+        """Frames ``idx`` of an open decoder, ``[T, C, H, W]`` uint8 (each distinct frame decoded once)."""
         unique, inverse = np.unique(idx, return_inverse=True)
         try:
             frames = decoder.get_frames_at(indices=unique.tolist()).data
@@ -319,6 +335,60 @@ class VideoProcessor(Processor):
         std = (sq / count - mean ** 2).clamp(min=1e-8).sqrt()
         self.config.mean, self.config.std = mean.tolist(), std.tolist()
         return self
+
+    # --- long inputs -------------------------------------------------------------------------
+    windowed = True
+
+    def windows(self, example: Any, *, name: str | None = None, window: float | None = None,
+                hop: float | None = None) -> Iterator[Window]:
+        """Windows of ``window_frames`` frames (default: one clip's span, the frames the model sees at once)
+        every ``hop_frames`` (default half a window, 50% overlap), the last one shorter; each is processed as a
+        clip of its own (its frames sampled by :func:`frame_indices`, a short last one by ``short_clip``), so
+        its item equals ``self(frames[start:end])``. This extends VideoMAE's multi-clip testing (Tong et al.
+        2022, §4: clips spread over the video, their scores averaged) to clips that cover every frame. A file
+        decodes only each window's sampled frames, one window at a time. ``window``/``hop`` override in seconds
+        (at the file's average frame rate); spans are in seconds for files, in frames for frame arrays."""
+        name = example_name(example, name)
+        source: Any = example
+        if isinstance(example, dict):
+            source = example.get("bytes") or example.get("path")
+            if not source:
+                raise BadExample(name, "video", f"unrecognised video dict with keys {sorted(example)}")
+            name = example.get("path") or name
+        if isinstance(source, (str, Path, bytes)) or hasattr(source, "get_frames_at"):
+            decoder = self._open(source, name)
+            total, fps = len(decoder), getattr(decoder.metadata, "average_fps", None)
+        elif isinstance(source, (np.ndarray, Tensor, list)):
+            decoder, total, fps = None, len(source), None
+        else:
+            raise BadExample(name, "video", f"unsupported input type {type(example).__name__}")
+        win, step = self._window_frames(window, hop, fps, name)
+        spans = window_spans(total, win, step) if total else [(0, 0)]
+        scale, unit = (1.0 / fps, "s") if fps else (1.0, "frames")
+        for start, stop in spans:
+            where = name if len(spans) == 1 else f"{name}[{start * scale:.3f}-{stop * scale:.3f}{unit}]"
+            if decoder is None:
+                frames = self._array(source[start:stop], where)
+            else:
+                idx = start + frame_indices(stop - start, self.config, where)
+                frames = self._decoded(decoder, idx, where).float() / 255.0
+            yield Window(start * scale, stop * scale, unit, self._normalised(self._resize_crop(frames)), where)
+
+    def _window_frames(self, window: float | None, hop: float | None, fps: float | None,
+                       name: str) -> tuple[int, int]:
+        """Window and hop in frames (see :meth:`windows`)."""
+        c = self.config
+        if (window is not None or hop is not None) and not fps:
+            raise BadExample(name, "frames", "frames without a frame rate: window and hop in seconds cannot apply "
+                                             "(set the processor's window_frames/hop_frames)")
+        win = max(1, round(window * fps)) if window is not None else c.window_frames or c.clip_span
+        if hop is not None:
+            step = max(1, round(hop * fps))
+        else:
+            step = c.hop_frames if c.hop_frames is not None and window is None else max(1, win // 2)
+        if step > win:
+            raise ValueError(f"video windows need hop <= window; got window {win} and hop {step} frames")
+        return win, step
 
     def read(self, path: str) -> Any:
         return path
