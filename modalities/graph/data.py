@@ -77,20 +77,64 @@ def _motifs(spec: dict[str, Any]) -> ExampleSet:
     return ExampleSet(graphs, labels, [f"motif[{i}]" for i in range(len(graphs))], ["ring", "star", "path", "clique"])
 
 
+DENSE_SBM_MAX = 20_000     # up to this many nodes the SBM draws its n x n adjacency (the demo's graphs, unchanged)
+
+
+def _sbm_edges_sparse(y: torch.Tensor, k: int, p_in: float, p_out: float, g: torch.Generator) -> torch.Tensor:
+    """Undirected SBM pairs ``[2, M]`` (``u < v``) without an ``n x n`` matrix: per block pair a binomial number
+    of edges, endpoints drawn uniformly inside the two blocks; a repeated pair or a self-pair (a share of about
+    ``p`` of the draws) is dropped. Memory and time grow with the edges, not with ``n²``."""
+    n = y.numel()
+    order = torch.argsort(y, stable=True)                            # block members, block by block
+    sizes = torch.bincount(y, minlength=k)
+    starts = torch.cumsum(sizes, 0) - sizes
+    ends = []
+    for a in range(k):                                               # k² block pairs: a loop over blocks only
+        for b in range(a, k):
+            na, nb = int(sizes[a]), int(sizes[b])
+            pairs = na * (na - 1) / 2 if a == b else na * nb
+            p = p_in if a == b else p_out
+            m = int(torch.binomial(torch.tensor(float(pairs), dtype=torch.float64),
+                                   torch.tensor(p, dtype=torch.float64), generator=g))
+            u = order[starts[a] + torch.randint(na, (m,), generator=g)]
+            v = order[starts[b] + torch.randint(nb, (m,), generator=g)]
+            ends.append(torch.stack([torch.minimum(u, v), torch.maximum(u, v)]))
+    lo, hi = torch.cat(ends, dim=1)
+    key = torch.unique(lo[lo != hi] * n + hi[lo != hi])
+    return torch.stack([key // n, key % n])
+
+
 def _sbm(spec: dict[str, Any]) -> ExampleSet:
     """Generated node classification, shaped like a Planetoid split: a stochastic block model of ``n`` nodes
-    in ``classes`` blocks (edge probability ``p_in`` within a block, ``p_out`` across), sparse binary
-    bag-of-words features whose word distribution depends on the block, and train/val/test masks with
-    ``train_per_class`` training nodes per class and ``val`` validation nodes, all from ``seed``."""
+    in ``classes`` blocks (edge probability ``p_in`` within a block, ``p_out`` across — or, given instead,
+    ``degree_in``/``degree_out``: the expected neighbours inside and outside one's block, which keep the degrees
+    when ``n`` changes), sparse binary bag-of-words features whose word distribution depends on the block, and
+    train/val/test masks with ``train_per_class`` training nodes per class and ``val`` validation nodes, all
+    from ``seed``. Up to ``DENSE_SBM_MAX`` nodes the adjacency is drawn as a dense ``n x n`` matrix (the graphs
+    of the small recipes); above, :func:`_sbm_edges_sparse` draws the edges per block pair (200,000 nodes and
+    2,000,000 edges in seconds)."""
     from torch_geometric.data import Data
     g = torch.Generator().manual_seed(int(spec.get("seed", 0)))
     n, k = int(spec.get("n", 300)), int(spec.get("classes", 3))
-    p_in, p_out = float(spec.get("p_in", 0.05)), float(spec.get("p_out", 0.005))
     words, per_class = int(spec.get("features", 64)), int(spec.get("train_per_class", 10))
     y = torch.arange(n) % k
-    prob = torch.where(y[:, None] == y[None, :], p_in, p_out)
-    upper = torch.triu(torch.rand(n, n, generator=g) < prob, diagonal=1)
-    src, dst = upper.nonzero().T
+    if "degree_in" in spec or "degree_out" in spec:
+        if "p_in" in spec or "p_out" in spec:
+            raise ValueError("sbm: give the edge probabilities (p_in, p_out) or the degrees (degree_in, "
+                             "degree_out), not both")
+        block = n / k
+        p_in = float(spec.get("degree_in", 10.0)) / max(block - 1, 1)
+        p_out = float(spec.get("degree_out", 1.0)) / max(n - block, 1)
+    else:
+        p_in, p_out = float(spec.get("p_in", 0.05)), float(spec.get("p_out", 0.005))
+    if not (0 <= p_in <= 1 and 0 <= p_out <= 1):
+        raise ValueError(f"sbm: edge probabilities must lie in [0, 1], got p_in={p_in:.4g}, p_out={p_out:.4g}")
+    if n <= DENSE_SBM_MAX:
+        prob = torch.where(y[:, None] == y[None, :], p_in, p_out)
+        upper = torch.triu(torch.rand(n, n, generator=g) < prob, diagonal=1)
+        src, dst = upper.nonzero().T
+    else:
+        src, dst = _sbm_edges_sparse(y, k, p_in, p_out, g)
     edges = torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
     topic = torch.rand(k, words, generator=g) ** 3                        # each block favours its own words
     x = (torch.rand(n, words, generator=g) < 0.15 * topic[y] / topic.mean()).float()
@@ -240,4 +284,18 @@ def _folder(spec: dict[str, Any]) -> ExampleSet:
 SOURCES = {"karate": _karate, "planetoid": _planetoid, "tu": _tu, "motifs": _motifs, "sbm": _sbm, "pyg": _pyg,
            "tables": _tables, "folder": _folder}
 
-load_data = source_loader("graph", SOURCES, "motifs")
+_load_source = source_loader("graph", SOURCES, "motifs")
+
+
+def load_data(spec: dict[str, Any]) -> ExampleSet:
+    """Load graph data from one of the sources in ``SOURCES`` (default ``motifs``). With ``minibatch`` (see
+    :class:`~modalities.graph.sampling.MinibatchConfig`) the one graph of a node-level source becomes a set of
+    seeded subgraph batches (:func:`~modalities.graph.sampling.minibatches`) for graphs too large for
+    full-batch training."""
+    spec = dict(spec)
+    minibatch = spec.pop("minibatch", None)
+    data = _load_source(spec)
+    if minibatch is None:
+        return data
+    from .sampling import minibatches
+    return minibatches(data, minibatch)

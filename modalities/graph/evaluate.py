@@ -10,21 +10,25 @@ import torch
 from zoo.embedding import pooled_features
 
 from .data import load_data
+from .layerwise import layerwise_node_embeddings
 
 
 @torch.no_grad()
-def node_embeddings(encoder, processor, data) -> torch.Tensor:
+def node_embeddings(encoder, processor, data, chunk_nodes: int = 0) -> torch.Tensor:
+    """Every node's embedding in eval mode: the full-batch forward or, with ``chunk_nodes``, layer by layer in
+    chunks of target nodes (:func:`~modalities.graph.layerwise.layerwise_node_embeddings`: memory bounded by
+    the graph's own tensors, for graphs too large for one forward)."""
     encoder.eval()
-    batch = processor.collate([processor(data)])
-    return encoder.node_embeddings(batch)
+    item = processor(data)
+    if chunk_nodes:                                        # one graph: no collation (no copy of its tensors)
+        return layerwise_node_embeddings(encoder, item["x"], item["edge_index"], chunk_nodes)
+    return encoder.node_embeddings(processor.collate([item]))
 
 
-def node_probe(encoder, processor, spec: dict[str, Any], *, lr: float = 0.01, weight_decay: float = 1e-4,
-               epochs: int = 300, seed: int = 0) -> dict[str, float]:
-    """Logistic regression (one linear layer, Adam) on frozen node embeddings: test accuracy at the epoch
-    of best validation accuracy."""
-    data = load_data(spec).examples[0]
-    h = node_embeddings(encoder, processor, data)
+def linear_probe(h: torch.Tensor, data, *, lr: float = 0.01, weight_decay: float = 1e-4, epochs: int = 300,
+                 seed: int = 0) -> dict[str, float]:
+    """Logistic regression (one linear layer, Adam) on node vectors ``h``, trained on ``data.train_mask``: test
+    accuracy at the epoch of best validation accuracy."""
     y = data.y
     torch.manual_seed(seed)
     clf = torch.nn.Linear(h.shape[1], int(y.max()) + 1)
@@ -41,6 +45,15 @@ def node_probe(encoder, processor, spec: dict[str, Any], *, lr: float = 0.01, we
             if val >= best_val:
                 best_val, test_at_best = val, float((pred[data.test_mask] == y[data.test_mask]).float().mean())
     return {"linear_probe": test_at_best, "val": best_val}
+
+
+def node_probe(encoder, processor, spec: dict[str, Any], *, lr: float = 0.01, weight_decay: float = 1e-4,
+               epochs: int = 300, seed: int = 0, chunk_nodes: int = 0) -> dict[str, float]:
+    """GraphMAE's node protocol: :func:`linear_probe` on frozen node embeddings (the public Planetoid split by
+    default), computed layer-wise in chunks of ``chunk_nodes`` target nodes when given (:func:`node_embeddings`)."""
+    data = load_data(spec).examples[0]
+    h = node_embeddings(encoder, processor, data, chunk_nodes)
+    return linear_probe(h, data, lr=lr, weight_decay=weight_decay, epochs=epochs, seed=seed)
 
 
 @torch.no_grad()

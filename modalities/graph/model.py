@@ -20,6 +20,8 @@ from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
 from zoo.masking import node_mask
 from zoo.objectives import scaled_cosine_error
 
+from .sampling import seed_node_mask
+
 POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
 
 
@@ -194,15 +196,20 @@ class GraphMAEPretrainer(Pretrainer):
             self.decoder = GINConv(_gin_mlp(cfg.hidden, cfg.hidden, cfg.in_dim, cfg.norm))
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator) -> PretrainOutput:
-        x, edges = batch["x"], batch["edge_index"]
-        nm = node_mask(x.shape[0], self.config.mask_rate, self.config.replace_rate, generator=generator,
-                       device=x.device)
+        x, edges, seeds = batch["x"], batch["edge_index"], batch.get("seed_mask")
+        if seeds is None:
+            nm = node_mask(x.shape[0], self.config.mask_rate, self.config.replace_rate, generator=generator,
+                           device=x.device)
+            scored = nm.mask
+        else:                     # a sampled subgraph: the loss on its masked seed nodes (modalities.graph.sampling)
+            nm = seed_node_mask(seeds, self.config.mask_rate, self.config.replace_rate, generator)
+            scored = nm.mask & seeds
         h = self.encoder.node_embeddings(batch, nm.apply(x, self.mask_token))
         code = self.to_decoder(h).masked_fill(nm.mask[:, None], 0.0)          # re-mask
         code = self.decoder_drop(code)
-        if isinstance(self.decoder, GATConv):                                    # only masked nodes are scored
-            recon = gat_rows(self.decoder, code, edges, nm.mask.nonzero().squeeze(1))
+        if isinstance(self.decoder, GATConv):                                    # only scored nodes are decoded
+            recon = gat_rows(self.decoder, code, edges, scored.nonzero().squeeze(1))
         else:
-            recon = self.decoder(code, edges)[nm.mask]
-        loss = scaled_cosine_error(recon, x[nm.mask], self.config.gamma)
+            recon = self.decoder(code, edges)[scored]
+        loss = scaled_cosine_error(recon, x[scored], self.config.gamma)
         return PretrainOutput(loss, {"masked_nodes": float(nm.mask.sum())})

@@ -103,7 +103,13 @@ class GraphProcessor(Processor):
             x = x / x.sum(dim=1, keepdim=True).clamp(min=1.0)
         if self.config.self_loops:
             ei = torch.cat([ei[:, ei[0] != ei[1]], torch.arange(n).expand(2, n)], dim=1)
-        return {"x": x, "edge_index": ei}
+        out = {"x": x, "edge_index": ei}
+        seeds = example.get("seed_mask") if isinstance(example, dict) else getattr(example, "seed_mask", None)
+        if seeds is not None:                 # a sampled subgraph (modalities.graph.sampling): its seed nodes
+            if not torch.is_tensor(seeds) or seeds.dtype != torch.bool or seeds.shape != (n,):
+                raise BadExample(name, "seed_mask", f"expected a boolean tensor of {n} nodes")
+            out["seed_mask"] = seeds
+        return out
 
     def read_many(self, path: str) -> list[Any]:
         """Every graph of a graph folder (``nodes`` and ``edges`` tables with a ``graph`` column, as
@@ -123,8 +129,11 @@ class GraphProcessor(Processor):
         offsets = torch.cumsum(sizes, 0) - sizes
         edges = torch.cat([it["edge_index"] + off for it, off in zip(items, offsets.tolist())], dim=1)
         batch = torch.repeat_interleave(torch.arange(len(items)), sizes)
-        return {"x": torch.cat([it["x"] for it in items]), "edge_index": edges, "batch": batch,
-                "num_graphs": torch.tensor(len(items))}
+        out = {"x": torch.cat([it["x"] for it in items]), "edge_index": edges, "batch": batch,
+               "num_graphs": torch.tensor(len(items))}
+        if all("seed_mask" in it for it in items):
+            out["seed_mask"] = torch.cat([it["seed_mask"] for it in items])
+        return out
 
     def encoder_config(self) -> dict[str, Any]:
         return {"in_dim": self.config.num_features}
