@@ -97,8 +97,7 @@ def test_seed_mask_and_loss_on_seeds():
     pre = GraphMAEPretrainer(enc, GraphMAEPretrainingConfig())
     out = pre(batch, torch.Generator().manual_seed(0))
     assert torch.isfinite(out.loss)
-    # the loss ignores the features of non-seed nodes as targets: changing only non-seed masked targets
-    # cannot change it, but it would if the loss counted every masked node
+    # with a seed mask the loss is taken on the masked seeds only, not on every masked node of the subgraph
     full = pre({k: v for k, v in batch.items() if k != "seed_mask"}, torch.Generator().manual_seed(0)).loss
     assert not torch.isclose(out.loss, full)
 
