@@ -24,8 +24,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import Checkpointer
+from .collapse import CollapseHook, collapse_rules, final_signals
 from .data import TrainData
 from .distributed import DistInfo, hardware, pick_device, setup_distributed, sum_over_ranks
+from .hooks import Hook
 from .metrics_log import MetricsLog
 from .recipe import TrainConfig
 from .run_folder import RunLock, clear_run
@@ -166,27 +168,8 @@ class TrainResult:
     skipped_examples: list[str] = field(default_factory=list)
     data_wait_seconds: float = 0.0
     seen: list[list[str]] = field(default_factory=list)
-
-
-class Hook:
-    """Something a run does at fixed points: :meth:`on_interval` every ``every`` steps and at the last step (``0``:
-    only at the last step; returning ``True`` stops the run there, e.g. early stopping), :meth:`on_end` once
-    the loop is over. What it must remember across a resume goes in :meth:`state` (saved in every checkpoint,
-    after the step's hooks ran) and comes back through :meth:`load_state`."""
-
-    every: int = 0
-
-    def state(self) -> dict[str, Any]:
-        return {}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        pass
-
-    def on_interval(self, run: Loop, step: int) -> bool:
-        return False
-
-    def on_end(self, run: Loop) -> None:
-        pass
+    collapse: dict[str, Any] | None = None          # the collapse alarm (step, signal, value), if one went off
+    signals: dict[str, float] = field(default_factory=dict)     # the collapse signals' last logged values
 
 
 def train(model: nn.Module, data: TrainData, cfg: TrainConfig, output_dir: str | Path, *, resume: bool = True,
@@ -203,6 +186,10 @@ def train(model: nn.Module, data: TrainData, cfg: TrainConfig, output_dir: str |
             clear_run(ctx.output_dir)
         if ctx.info.world > 1:
             dist.barrier()
+        rules = collapse_rules(model)
+        if rules and cfg.collapse_patience > 0:
+            hooks = (*hooks, CollapseHook(rules, every=cfg.log_every, patience=cfg.collapse_patience,
+                                          after=cfg.warmup_steps, stop=cfg.stop_on_collapse))
         loop = Loop(ctx, model, data, desc=desc, hooks=hooks, fingerprint=fingerprint, record_seen=record_seen,
                     find_unused_parameters=find_unused_parameters)
         fd = lock.fileno()
@@ -228,6 +215,8 @@ class Loop:
         self.ckpt = Checkpointer(ctx.output_dir, cfg.keep_checkpoints, info)
         self.log = MetricsLog(ctx.output_dir, info.main)
         self.step, self.loss, self.before, self.stopped = 0, float("nan"), 0.0, False
+        self.last_metrics: dict[str, float] = {}        # the last logged row (the collapse alarm reads it)
+        self.shown = [r.signal for r in collapse_rules(model)]     # on the progress bar
 
     def _resume(self) -> tuple[int | None, dict[str, Any] | None]:
         last = self.ckpt.latest()
@@ -274,7 +263,9 @@ class Loop:
                            final_loss=self.loss if math.isfinite(self.loss) else None, resumed_from=resumed_from,
                            device=hardware(self.ctx.device), stopped_early=self.step < cfg.steps,
                            skipped=skipped, skipped_examples=self.data.skipped_examples,
-                           data_wait_seconds=self.waited, seen=self.seen)
+                           data_wait_seconds=self.waited, seen=self.seen,
+                           collapse=next((h.alarm for h in self.hooks if isinstance(h, CollapseHook)), None),
+                           signals=final_signals(self.model, self.last_metrics))
 
     def _one_step(self, batches: Any) -> None:
         t_wait = time.perf_counter()
@@ -289,12 +280,14 @@ class Loop:
         self.loss, self.step = res.loss, step + 1
         rate = len(batch["_names"]) * info.world / max(time.perf_counter() - t_wait, 1e-9)
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{res.lr:.2e}", ex_s=f"{rate:.0f}", refresh=False)
+        shown = {k: f"{res.metrics[k]:.3g}" for k in self.shown if k in res.metrics}
+        self.bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{res.lr:.2e}", ex_s=f"{rate:.0f}", **shown, refresh=False)
         if self.step % self.cfg.log_every == 0 or self.step == self.end:
-            self.log.write({"step": self.step, "loss": res.loss, "lr": res.lr, "grad_norm": res.grad_norm,
-                            **res.metrics, "data_wait_s": round(wait, 5),
-                            "step_s": round(time.perf_counter() - t_step, 5), "examples": len(batch["_names"]),
-                            "elapsed_s": round(self.before + time.perf_counter() - self.t0, 3)})
+            self.last_metrics = {"step": self.step, "loss": res.loss, "lr": res.lr, "grad_norm": res.grad_norm,
+                                 **res.metrics, "data_wait_s": round(wait, 5),
+                                 "step_s": round(time.perf_counter() - t_step, 5), "examples": len(batch["_names"]),
+                                 "elapsed_s": round(self.before + time.perf_counter() - self.t0, 3)}
+            self.log.write(self.last_metrics)
 
     def _interval_hooks(self) -> bool:
         stop = False

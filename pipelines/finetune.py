@@ -29,6 +29,7 @@ from zoo import AutoEncoder, AutoProcessor, Classifier, Config, Encoder, Example
 from zoo.paths import portable
 
 from .batchnorm import recompute_batchnorm
+from .collapse import collapse_facts
 from .data import TrainData, fit_batch, iter_batches
 from .data_spec import command_arg, command_line
 from .engine import Hook, Loop, no_decay_ids, param_groups, setup_run, train
@@ -273,6 +274,10 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
                    fingerprint=s.fingerprint)
     if result.steps == 0:
         raise RuntimeError("no training step ran: nothing is saved (a head that did not train is never published)")
+    if result.collapse is not None and s.cfg.stop_on_collapse:
+        raise RuntimeError(f"stopped by the collapse alarm at step {result.steps} ({result.collapse['signal']} = "
+                           f"{result.collapse['value']:.4g}): nothing is saved; the checkpoints and metrics are in "
+                           f"{output_dir}")
     if validation is not None and (output_dir / "best" / "head.safetensors").is_file():
         s.clf.load_state_dict(Classifier.from_pretrained(output_dir / "best").state_dict())
     return report(s, recipe, output_dir, result, validation, ctx.device, repo_id)
@@ -371,7 +376,7 @@ def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: 
                           ("examples (train / validation / test)" if len(sizes) == 2 else "examples (train / test)"):
                               " / ".join(map(str, [*sizes, len(y)])),
                           "wall time (s)": round(result.wall_seconds, 2), "hardware": result.device,
-                          "seed": s.cfg.seed}}
+                          "seed": s.cfg.seed, **collapse_facts(result.signals, result.collapse)}}
     folder = output_dir / "model"
     s.clf.save_pretrained(folder, pretraining={"finetuned_from": s.origin, "recipe": portable(recipe.to_dict())},
                           finetuning=facts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,14 @@ from zoo import get_modality
 from zoo.paths import portable
 
 from .build import build, build_processor
+from .collapse import collapse_facts
 from .data import TrainData, fit_batch
 from .data_spec import command_arg, data_spec, describe_data
 from .distributed import peak_rss_mib
 from .engine import setup_run, train
 from .recipe import Recipe, TrainConfig, parse_recipe
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["pretrain", "build_processor", "training_facts", "with_own_data"]
 
@@ -61,9 +65,13 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
                "examples": data.size if data.size is not None else "streamed", "skipped": result.skipped,
                "skipped_examples": result.skipped_examples[:20], "world_size": ctx.info.world,
                "num_workers": cfg.num_workers, "data_wait_seconds": round(result.data_wait_seconds, 3),
-               "peak_rss_mib": round(rss["main"], 1), "peak_rss_workers_mib": round(rss["workers"], 1)}
+               "peak_rss_mib": round(rss["main"], 1), "peak_rss_workers_mib": round(rss["workers"], 1),
+               "collapse_alarm": result.collapse, "collapse_signals": result.signals}
     if ctx.info.main:
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if result.stopped_early and result.collapse is not None:
+            logger.warning("%s: stopped by the collapse alarm at step %d: nothing is published; the checkpoints "
+                           "and metrics are in %s", recipe.name, result.steps, output_dir)
         if not result.stopped_early:
             from zoo.hub import non_finite
             bad = non_finite(built.encoder.state_dict())
@@ -93,4 +101,6 @@ def training_facts(summary: dict[str, Any], cfg: TrainConfig, data_name: str | N
         data = f"{data_name}: {data}"
     return {"data": f"{data} ({summary['skipped']} skipped)", "steps": summary["steps"],
             "batch size": cfg.batch_size, "learning rate": cfg.lr, "wall time (s)": summary["wall_seconds"],
-            "hardware": summary["hardware"], "seed": summary["seed"], "processes": summary["world_size"]}
+            "hardware": summary["hardware"], "seed": summary["seed"], "processes": summary["world_size"],
+            **collapse_facts(summary.get("collapse_signals"), summary.get("collapse_alarm"))}
+

@@ -65,6 +65,8 @@ class TrainConfig(Config):
     group_by_length: bool = False     # map-style data: batches from buckets of similar length
     length_buckets: int = 64          # with group_by_length: global batches sorted together per bucket
     augment: bool = True              # the processor's training augmentation, where it has one (off at inference)
+    collapse_patience: int = 5        # collapse alarm after this many consecutive logged crossings (0: off)
+    stop_on_collapse: bool = False    # stop the run at the alarm (checkpoint kept, nothing published)
 
     def validate(self) -> None:
         self.check(self.steps >= 1, "steps", "must be >= 1")
@@ -84,6 +86,7 @@ class TrainConfig(Config):
         self.check(self.num_workers >= 0, "num_workers", "must be >= 0")
         self.check(self.prefetch_factor >= 1, "prefetch_factor", "must be >= 1")
         self.check(self.length_buckets >= 1, "length_buckets", "must be >= 1")
+        self.check(self.collapse_patience >= 0, "collapse_patience", "must be >= 0 (0 = no alarm)")
 
 
 @dataclass

@@ -159,16 +159,18 @@ def test_quantizer_perplexity_and_diversity_on_hand_made_logits():
         q.logits.bias.zero_()
     x = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]])
     q.eval()
-    out, avg = q(x, torch.ones(1, 4, dtype=torch.bool), 1.0, None)
+    out, avg, used = q(x, torch.ones(1, 4, dtype=torch.bool), 1.0, None)
     assert torch.allclose(avg, torch.tensor([[0.5, 0.5]]), atol=1e-6)
+    assert used.item() == pytest.approx(2.0, abs=1e-5)            # the hard codes: 0, 1, 0, 1 → perplexity 2
     assert zoo.objectives.codebook_perplexity(avg).item() == pytest.approx(2.0, abs=1e-4)
     assert zoo.objectives.diversity_loss(avg).item() == pytest.approx(0.0, abs=1e-5)
     assert torch.equal(out[0, 0], q.codevectors[0]) and torch.equal(out[0, 1], q.codevectors[1])
     # all frames choose entry 0 → perplexity 1, diversity (2 - 1) / 2
-    out, avg = q(x[:, [0, 2]], torch.ones(1, 2, dtype=torch.bool), 1.0, None)
+    out, avg, used = q(x[:, [0, 2]], torch.ones(1, 2, dtype=torch.bool), 1.0, None)
     assert zoo.objectives.diversity_loss(avg).item() == pytest.approx(0.5, abs=1e-4)
+    assert used.item() == pytest.approx(1.0, abs=1e-5)
     q.train()                                                     # straight-through: one-hot forward, grads flow
-    out, _ = q(x, torch.ones(1, 4, dtype=torch.bool), 2.0, torch.Generator().manual_seed(0))
+    out, _, _ = q(x, torch.ones(1, 4, dtype=torch.bool), 2.0, torch.Generator().manual_seed(0))
     out.sum().backward()
     assert q.logits.weight.grad is not None and q.codevectors.grad is not None
 

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from .auto import AutoEncoder, AutoProcessor
+from .collapse import CollapseRule, class_entropy_ratio
 from .embedding import map_batches
 from .hub import FormatError, load_state_strict, load_weights, read_json, resolve_file
 from .plugin import Encoder, PretrainOutput, Processor
@@ -33,6 +34,12 @@ class Classifier(nn.Module):
     ``task="regression"`` (a table's numeric target): one output, trained with the MSE on the target standardised
     by ``target_mean``/``target_std`` (the training set's, saved in ``classifier.json``); ``label_names`` is
     then the target's name and ``predict`` gives values in the target's units."""
+
+    collapse_rules = (CollapseRule(
+        "class_entropy_ratio", 0.1, below=True,
+        remedy="lower finetune.lr, use finetune.class_weights=balanced when one class dominates, try "
+               "finetune.mode=frozen first (a head on the pretrained features), check that the labels match "
+               "the inputs"),)
 
     def __init__(self, encoder: Encoder, label_names: Sequence[str], *, dropout: float = 0.0,
                  class_weights: Tensor | None = None, processor: Processor | None = None,
@@ -72,8 +79,10 @@ class Classifier(nn.Module):
             return PretrainOutput(loss, {"mae": float((logits[:, 0] - target).abs().mean() * self.target_std)})
         weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
         loss = F.cross_entropy(logits, batch["labels"], weight=weight)
-        acc = (logits.argmax(dim=1) == batch["labels"]).float().mean()
-        return PretrainOutput(loss, {"accuracy": float(acc)})
+        predicted = logits.argmax(dim=1)
+        acc = (predicted == batch["labels"]).float().mean()
+        return PretrainOutput(loss, {"accuracy": float(acc), "class_entropy_ratio": class_entropy_ratio(
+            predicted.detach(), batch["labels"], logits.shape[1])})
 
     def outputs(self, batch: dict[str, Tensor]) -> Tensor:
         """Class probabilities ``[B, C]`` or, for regression, values ``[B]`` in the target's units."""

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
+from zoo.collapse import CollapseRule, code_perplexity
 from zoo.layers import Attention, TransformerEncoder, init_linears, masked_mean
 from zoo.masking import span_mask
 from zoo.objectives import codebook_perplexity, diversity_loss, sample_negatives, wav2vec_contrastive
@@ -395,8 +396,10 @@ class GumbelQuantizer(nn.Module):
         self.codevectors = nn.Parameter(torch.empty(groups * entries, dim // groups).uniform_())
 
     def forward(self, x: Tensor, mask: Tensor, tau: float, generator: torch.Generator | None
-                ) -> tuple[Tensor, Tensor]:
-        """``x [B, T, C]`` → ``(quantized [B, T, dim], averaged soft distribution [G, V] over mask)``."""
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """``x [B, T, C]`` → ``(quantized [B, T, dim], averaged soft distribution [G, V] over mask, code
+        perplexity)``: the last is the collapse signal, the perplexity of the argmax codes of the masked frames
+        summed over groups (fairseq's ``code_perplexity``)."""
         b, t, _ = x.shape
         logits = self.logits(x).float().view(b * t, self.groups, self.entries)
         soft = logits.softmax(dim=-1)
@@ -412,7 +415,10 @@ class GumbelQuantizer(nn.Module):
             onehot = F.one_hot(logits.argmax(dim=-1), self.entries).to(logits.dtype)
         books = self.codevectors.view(self.groups, self.entries, -1).to(onehot.dtype)
         q = torch.einsum("ngv,gvd->ngd", onehot, books).reshape(b, t, -1)
-        return q.to(x.dtype), avg
+        with torch.no_grad():
+            codes = logits.argmax(dim=-1)[mask.reshape(-1)]
+            used = sum(code_perplexity(codes[:, g], self.entries) for g in range(self.groups))
+        return q.to(x.dtype), avg, used
 
 
 class Wav2Vec2Pretrainer(Pretrainer):
@@ -420,6 +426,11 @@ class Wav2Vec2Pretrainer(Pretrainer):
 
     The batch may carry ``time_mask [B, T]`` and ``negatives [B, T, K]`` to use given masks and
     distractors instead of drawing them."""
+
+    collapse_rules = (CollapseRule(
+        "code_share", 0.02, below=True,
+        remedy="raise pretraining.diversity_weight, lower train.lr or lengthen train.warmup_steps, keep "
+               "pretraining.feature_penalty on; silent or constant audio gives the quantizer nothing to tell apart"),)
 
     def __init__(self, encoder: Wav2Vec2Encoder, config: Wav2Vec2PretrainingConfig, total_steps: int = 1) -> None:
         super().__init__(encoder, config, total_steps)
@@ -475,7 +486,7 @@ class Wav2Vec2Pretrainer(Pretrainer):
                              same_count=cfg.require_same_masks, device=pad.device)
         out = enc.contextualise(hidden, pad, mask)
         context = self.project_hid(out.tokens)
-        q, avg_probs = self.quantizer(enc.feat_dropout(normed), mask, float(self.tau), generator)
+        q, avg_probs, used = self.quantizer(enc.feat_dropout(normed), mask, float(self.tau), generator)
         targets = self.project_q(q)
         negatives = batch["negatives"] if "negatives" in batch else sample_negatives(
             mask, cfg.num_negatives, generator=generator)
@@ -486,5 +497,6 @@ class Wav2Vec2Pretrainer(Pretrainer):
             acc = (logits.argmax(dim=1) == 0).float().mean() if logits.numel() else torch.tensor(0.0)
             metrics = {"contrastive": contrastive, "diversity": diversity, "feature_penalty": penalty,
                        "accuracy": acc, "perplexity": codebook_perplexity(avg_probs),
-                       "masked_frac": mask.sum() / valid.sum()}
+                       "masked_frac": mask.sum() / valid.sum(), "code_perplexity": used,
+                       "code_share": used / (cfg.codevector_groups * cfg.codevectors_per_group)}
         return PretrainOutput(loss, {k: float(v.detach()) for k, v in metrics.items()})

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
+from zoo.collapse import CollapseRule, embedding_signals
 from zoo.layers import TransformerEncoder, masked_mean, sinusoidal_positions
 from zoo.masking import subsequence_slices
 from zoo.objectives import margin_contrastive
@@ -167,6 +168,11 @@ class CoLESPretrainer(Pretrainer):
     """``split_count`` random slices per history → the encoder → margin contrastive loss on the unit-norm
     embeddings, positives = slices of one entity."""
 
+    collapse_rules = (CollapseRule(
+        "embedding_std", 0.05, below=True,
+        remedy="lower train.lr, check that the entities' histories differ (identical or empty histories embed "
+               "alike), raise pretraining.margin or turn on pretraining.hard_negatives"),)
+
     def __init__(self, encoder: CoLESEncoder, config: CoLESPretrainingConfig, total_steps: int = 1) -> None:
         super().__init__(encoder, config, total_steps)
 
@@ -188,4 +194,5 @@ class CoLESPretrainer(Pretrainer):
             eye = torch.eye(len(entity), dtype=torch.bool, device=device)
             pos, neg = d[same & ~eye].mean(), d[~same].mean()
         return PretrainOutput(loss=loss, metrics={"pos_distance": float(pos), "neg_distance": float(neg),
-                                                  "view_events": float(view_len.float().mean())})
+                                                  "view_events": float(view_len.float().mean()),
+                                                  **embedding_signals(z)})

@@ -17,6 +17,7 @@ from torch_geometric.nn import GATConv, GINConv, global_add_pool, global_max_poo
 from torch_geometric.utils import add_self_loops, remove_self_loops, softmax, to_dense_batch
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
+from zoo.collapse import CollapseRule, embedding_signals
 from zoo.masking import node_mask
 from zoo.objectives import scaled_cosine_error
 
@@ -181,6 +182,11 @@ class GraphMAEEncoder(Encoder):
 
 
 class GraphMAEPretrainer(Pretrainer):
+    collapse_rules = (CollapseRule(
+        "embedding_std", 0.05, below=True,
+        remedy="lower train.lr, check that the node features differ (constant features give every node the "
+               "same code), raise pretraining.mask_rate"),)
+
     def __init__(self, encoder: GraphMAEEncoder, config: GraphMAEPretrainingConfig, total_steps: int = 1) -> None:
         super().__init__(encoder, config, total_steps)
         cfg = encoder.config
@@ -212,4 +218,4 @@ class GraphMAEPretrainer(Pretrainer):
         else:
             recon = self.decoder(code, edges)[scored]
         loss = scaled_cosine_error(recon, x[scored], self.config.gamma)
-        return PretrainOutput(loss, {"masked_nodes": float(nm.mask.sum())})
+        return PretrainOutput(loss, {"masked_nodes": float(nm.mask.sum()), **embedding_signals(h)})

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
+from zoo.collapse import CollapseRule, loss_vs_mean_patch, prediction_spread
 from zoo.layers import TransformerEncoder, init_linears
 from zoo.masking import random_mask
 from zoo.objectives import chamfer_l2
@@ -190,6 +191,11 @@ class PointMAEPretrainer(Pretrainer):
     """Mask patches → encoder on the visible ones → decoder over visible tokens and [MASK] tokens (positions added
     before every block) → each hidden patch's ``patch_size`` points → Chamfer L2 against the true patch."""
 
+    collapse_rules = (CollapseRule(
+        "recon_vs_mean", 0.95, below=False,
+        remedy="lower train.lr or lengthen train.warmup_steps, check that the clouds differ in shape (the "
+               "processor's normalisation turns a constant or degenerate cloud into the same patch everywhere)"),)
+
     def __init__(self, encoder: PointMAEEncoder, config: PointMAEPretrainingConfig, total_steps: int = 1) -> None:
         config.validate()
         super().__init__(encoder, config, total_steps)
@@ -231,4 +237,6 @@ class PointMAEPretrainer(Pretrainer):
         pred = self.head(x).view(b * m, k, 3)
         target = patches[..., :3][mask].view(b * m, k, 3)
         loss = chamfer_l2(pred.float(), target.float())
-        return PretrainOutput(loss=loss, metrics={"hidden_patches": float(m)})
+        return PretrainOutput(loss=loss, metrics={"hidden_patches": float(m),
+                                                  "recon_vs_mean": loss_vs_mean_patch(chamfer_l2, pred, target),
+                                                  "prediction_spread": prediction_spread(pred, target)})

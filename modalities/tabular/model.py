@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
+from zoo.collapse import CollapseRule, embedding_signals
 from zoo.layers import EMATeacher, TransformerEncoder
 from zoo.masking import feature_subsets, subset_sizes
 from zoo.objectives import latent_regression
@@ -151,6 +152,11 @@ class Predictor(nn.Module):
 
 
 class TJepaPretrainer(Pretrainer):
+    collapse_rules = (CollapseRule(
+        "embedding_std", 0.05, below=True,
+        remedy="lower train.lr, raise pretraining.ema_start (a slower teacher), check that the rows differ "
+               "(constant columns carry nothing)"),)
+
     def __init__(self, encoder: TJepaEncoder, config: TJepaPretrainingConfig, total_steps: int = 1) -> None:
         super().__init__(encoder, config, total_steps)
         self.teacher = EMATeacher(encoder, config.ema_start, config.ema_end, total_steps)
@@ -188,4 +194,4 @@ class TJepaPretrainer(Pretrainer):
         with torch.no_grad():
             spread = full.float().std(dim=0).mean()
         return PretrainOutput(loss, {"target_std": float(spread), "context_size": float(c_size),
-                                     "target_size": float(t_size)})
+                                     "target_size": float(t_size), **embedding_signals(full.mean(dim=1))})

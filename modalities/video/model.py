@@ -14,9 +14,10 @@ import torch
 from torch import Tensor, nn
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
+from zoo.collapse import CollapseRule, mse_vs_mean, prediction_spread
 from zoo.layers import TransformerEncoder, init_linears, sinusoidal_positions
 from zoo.masking import tube_mask
-from zoo.objectives import masked_mse
+from zoo.objectives import channel_norm_targets, masked_mse
 
 POSITIONS = ("1d", "3d")
 
@@ -194,6 +195,11 @@ class VideoMAEPretrainer(Pretrainer):
     """Tube masking → encoder on visible tokens → linear map to the decoder width, [MASK] tokens with their
     positions appended → decoder → the hidden tubelets' pixels; MSE on those only (Tong et al. 2022, §3.3-3.4)."""
 
+    collapse_rules = (CollapseRule(
+        "prediction_spread", 0.01, below=True,
+        remedy="lower train.lr or lengthen train.warmup_steps, check that the clips move (a static or constant "
+               "clip is predicted by its mean), train longer before judging a tiny model"),)
+
     def __init__(self, encoder: VideoMAEEncoder, config: VideoMAEPretrainingConfig, total_steps: int = 1) -> None:
         config.validate()
         super().__init__(encoder, config, total_steps)
@@ -252,4 +258,8 @@ class VideoMAEPretrainer(Pretrainer):
         hidden = torch.ones(pred.shape[:2], dtype=torch.bool, device=pred.device)
         loss = masked_mse(pred.float(), target, hidden, norm_targets=self.config.norm_targets,
                           channels=self.encoder.config.channels)
-        return PretrainOutput(loss=loss, metrics={"visible_tokens": float((~mask[0]).sum())})
+        seen = channel_norm_targets(target, self.encoder.config.channels) if self.config.norm_targets else target
+        return PretrainOutput(loss=loss, metrics={"visible_tokens": float((~mask[0]).sum()),
+                                                  "recon_vs_mean": mse_vs_mean(pred, seen),
+                                                  "prediction_spread": prediction_spread(pred.flatten(0, 1),
+                                                                                         seen.flatten(0, 1))})

@@ -1,0 +1,30 @@
+"""The run's hook contract (docs/architecture.md, "Run lifecycle"): what :func:`pipelines.engine.train` calls at
+fixed points. Validation, early stopping and the collapse alarm are hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Hook"]
+
+
+class Hook:
+    """Something a run does at fixed points: :meth:`on_interval` every ``every`` steps and at the last step (``0``:
+    only at the last step; returning ``True`` stops the run there, e.g. early stopping), :meth:`on_end` once
+    the loop is over; ``run`` is the :class:`pipelines.engine.Loop` (``step``, ``last_metrics``, ``log``). What it
+    must remember across a resume goes in :meth:`state` (saved in every checkpoint, after the step's hooks ran)
+    and comes back through :meth:`load_state`."""
+
+    every: int = 0
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def on_interval(self, run: Any, step: int) -> bool:
+        return False
+
+    def on_end(self, run: Any) -> None:
+        pass
