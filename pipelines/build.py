@@ -22,6 +22,7 @@ from zoo import (
 from zoo.config import Config
 from zoo.data import take
 
+from .init import load_heads, load_init
 from .recipe import Recipe
 
 __all__ = ["Built", "build", "build_processor", "fit_sample", "fit_processor"]
@@ -78,23 +79,42 @@ def fit_processor(processor: Processor, data: ExampleSet | StreamSet, seed: int,
     return processor.fit(take(sample, keep))
 
 
-def build(recipe: Recipe, *, data: ExampleSet | StreamSet | None = None) -> Built:
+def build(recipe: Recipe, *, data: ExampleSet | StreamSet | None = None, init: str | None = None,
+          refit: bool = False) -> Built:
     """Load the training data (lazily), fit the processor on a bounded sample, then build encoder and
-    pretrainer with the recipe's seed (the initial weights are part of what a seed reproduces)."""
+    pretrainer with the recipe's seed (the initial weights are part of what a seed reproduces). ``init``: continue
+    from that model's encoder, heads where it has them, and processor unless ``refit`` (:mod:`.init`)."""
     modality = get_modality(recipe.modality)
     arch = modality.architecture(recipe.architecture)
     if data is None:
         if "train" not in recipe.data:
             raise ValueError(f"recipe {recipe.name!r} has no data.train section")
         data = modality.load_data(recipe.data["train"])
-    processor = fit_processor(build_processor(modality, recipe.processor), data, recipe.train.seed,
-                              recipe.train.skip_bad)
+    start = load_init(init, modality, arch.name, refit=refit) if init else None
+    if start is not None and start.processor is not None:
+        processor = start.processor
+    else:
+        processor = fit_processor(build_processor(modality, recipe.processor), data, recipe.train.seed,
+                                  recipe.train.skip_bad)
     torch.manual_seed(recipe.train.seed)
-    enc_cfg = {**recipe.encoder, **processor.encoder_config()}
-    encoder = arch.encoder(arch.config.from_dict(enc_cfg, where="recipe:encoder"))
+    if start is not None:
+        encoder = start.encoder
+        refitted = processor.encoder_config()
+        clash = {k: (v, encoder.config.to_dict().get(k)) for k, v in refitted.items()
+                 if encoder.config.to_dict().get(k) != v}
+        if clash:
+            raise ValueError(f"--init {init} --refit: the refitted processor gives the encoder "
+                             f"{ {k: a for k, (a, _) in clash.items()} }, the model has "
+                             f"{ {k: b for k, (_, b) in clash.items()} }: its weights cannot take the new data's "
+                             "shape; pretrain without --refit or from scratch")
+    else:
+        enc_cfg = {**recipe.encoder, **processor.encoder_config()}
+        encoder = arch.encoder(arch.config.from_dict(enc_cfg, where="recipe:encoder"))
     pre_cfg = recipe.objective            # parsed once, with the recipe; the fitted processor adds its values
     fitted = processor.objective_config()
     if fitted:
         pre_cfg = type(pre_cfg).from_dict({**pre_cfg.to_dict(), **fitted}, where="recipe:pretraining")
     pretrainer = arch.pretrainer(encoder, pre_cfg, total_steps=recipe.train.steps)
+    if start is not None:
+        load_heads(pretrainer, start)
     return Built(recipe, modality, arch, data, processor, encoder, pretrainer, pre_cfg)

@@ -49,8 +49,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     out = Path(args.output or Path("runs") / recipe.name)
     command = command_line("pretrain", args.recipe, [("--data", args.data), ("--label-column", args.label_column),
                                                      ("--split", args.split), *[("--exclude", c) for c in args.exclude],
+                                                     ("--init", args.init), ("--refit", args.refit or None),
                                                      *[("--set", s) for s in args.set]])
-    summary = pretrain(recipe, out, resume=not args.no_resume, command=command, data=args.data)
+    if args.refit and not args.init:
+        raise ValueError("--refit refits the processor of --init: give --init too")
+    summary = pretrain(recipe, out, resume=not args.no_resume, command=command, data=args.data, init=args.init,
+                       refit=args.refit)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -325,6 +329,10 @@ def _add_pretrain(sub: Any) -> None:
     s.add_argument("--exclude", action="append", default=[], metavar="COLUMN",
                    help="a column of --data that is not an input, e.g. an id (repeatable)")
     s.add_argument("--split", help="the split of --data to pretrain on (a folder's subfolder, a dataset split)")
+    s.add_argument("--init", metavar="MODEL",
+                   help="continue pretraining from this model (a zoo folder or Hub id, or a transformers checkpoint "
+                        "`zoo convert` reads): its encoder, its pretraining heads where it has them, its processor")
+    s.add_argument("--refit", action="store_true", help="with --init: fit the processor on the new data instead")
     s.add_argument("--output", help="run folder (default: runs/<recipe name>)")
     _set_arg(s)
     s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")

@@ -66,6 +66,8 @@ def command_line(verb: str, target: str | Path, flags: list[tuple[str, Any]]) ->
     out; the target and ``--data`` shown by :func:`command_arg`), for cards and ``config.json``."""
     parts = [f"zoo {verb}", command_arg(target)]
     for flag, value in flags:
-        if value is not None:
-            parts += [flag, command_arg(value) if flag == "--data" else str(value)]
+        if value is True:
+            parts.append(flag)
+        elif value is not None:
+            parts += [flag, command_arg(value) if flag in ("--data", "--init") else str(value)]
     return " ".join(parts)

@@ -17,6 +17,7 @@ from .data import TrainData, fit_batch
 from .data_spec import command_arg, data_spec, describe_data
 from .distributed import peak_rss_mib
 from .engine import setup_run, train
+from .init import init_label
 from .recipe import Recipe, TrainConfig, parse_recipe
 
 logger = logging.getLogger(__name__)
@@ -46,18 +47,21 @@ def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None,
 
 
 def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, command: str | None = None,
-             data: str | None = None) -> dict[str, Any]:
+             data: str | None = None, init: str | None = None, refit: bool = False) -> dict[str, Any]:
     """Pretrain from a parsed recipe. Writes ``<output>/model`` (config, weights, preprocessor, card),
     ``metrics.jsonl``, ``loss_curve.png``, ``checkpoints/`` and ``train_summary.json``. ``data``: the ``--data``
-    the recipe was pointed at (:func:`with_own_data`), named on the card; ``command``: what reproduces the run."""
+    the recipe was pointed at (:func:`with_own_data`), named on the card; ``command``: what reproduces the run.
+    ``init``: continue pretraining from that model (:mod:`.init`; ``refit``: fit the processor anew), recorded on
+    the card."""
     output_dir = Path(output_dir)
     ctx = setup_run(recipe.train, output_dir)
-    built = build(recipe)
+    built = build(recipe, init=init, refit=refit)
+    origin = init_label(init) if init else None
     cfg = fit_batch(recipe.train, built.data, "pretrain")
     data = TrainData(built.data, built.processor, cfg, rank=ctx.info.rank, world=ctx.info.world,
                      pin_memory=ctx.device.type == "cuda")
     result = train(built.pretrainer, data, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx,
-                   fingerprint=recipe.to_dict())
+                   fingerprint={**recipe.to_dict(), **({"init": origin, "refit": refit} if init else {})})
     rss = peak_rss_mib()
     summary = {"recipe": recipe.name, "steps": result.steps, "stopped_early": result.stopped_early,
                "resumed_from": result.resumed_from, "wall_seconds": round(result.wall_seconds, 2),
@@ -66,7 +70,8 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
                "skipped_examples": result.skipped_examples[:20], "world_size": ctx.info.world,
                "num_workers": cfg.num_workers, "data_wait_seconds": round(result.data_wait_seconds, 3),
                "peak_rss_mib": round(rss["main"], 1), "peak_rss_workers_mib": round(rss["workers"], 1),
-               "collapse_alarm": result.collapse, "collapse_signals": result.signals}
+               "collapse_alarm": result.collapse, "collapse_signals": result.signals,
+               **({"continued_from": origin, "refit": refit} if init else {})}
     if ctx.info.main:
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if result.stopped_early and result.collapse is not None:
@@ -85,6 +90,7 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
             built.encoder.save_pretrained(output_dir / "model", processor=built.processor,
                                           pretraining={"recipe": portable(recipe.to_dict()),
                                                        "training": training_facts(summary, cfg, own),
+                                                       **({"continued_from": origin} if init else {}),
                                                        "command": command or f"zoo pretrain {recipe.name}",
                                                        **({"data": own} if own else {})})
             from zoo.cards import write_card
@@ -102,5 +108,8 @@ def training_facts(summary: dict[str, Any], cfg: TrainConfig, data_name: str | N
     return {"data": f"{data} ({summary['skipped']} skipped)", "steps": summary["steps"],
             "batch size": cfg.batch_size, "learning rate": cfg.lr, "wall time (s)": summary["wall_seconds"],
             "hardware": summary["hardware"], "seed": summary["seed"], "processes": summary["world_size"],
+            **({"continued from": summary["continued_from"] + (" (processor refitted)" if summary["refit"] else
+                                                               " (its processor)")}
+               if summary.get("continued_from") else {}),
             **collapse_facts(summary.get("collapse_signals"), summary.get("collapse_alarm"))}
 

@@ -96,9 +96,8 @@ def map_state_dict(state: dict[str, torch.Tensor], config: Wav2Vec2Config) -> di
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     dropped = sorted({k.split(".")[0] for k in state if k.startswith(_PRETRAINING_ONLY)})
-    if dropped:
-        logger.warning("converting the encoder only: dropped %s (%s)", ", ".join(dropped),
-                       "the CTC head" if "lm_head" in dropped else "pretraining heads")
+    if "lm_head" in dropped:
+        logger.warning("converting the encoder only: dropped the CTC head (lm_head)")
     for key, value in state.items():
         if key.startswith(_PRETRAINING_ONLY):
             continue
@@ -118,6 +117,25 @@ def map_state_dict(state: dict[str, torch.Tensor], config: Wav2Vec2Config) -> di
     return out
 
 
+def map_pretraining_heads(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``Wav2Vec2ForPreTraining``'s heads under our pretrainer's names (``{}`` when the checkpoint has none):
+    the Gumbel quantizer's ``weight_proj`` (our ``logits``) and ``codevectors`` ``[1, G·V, d/G]`` (ours
+    ``[G·V, d/G]``), ``project_q`` and ``project_hid``."""
+    renames = {"quantizer.weight_proj.weight": "quantizer.logits.weight",
+               "quantizer.weight_proj.bias": "quantizer.logits.bias", "quantizer.codevectors": "quantizer.codevectors",
+               "project_q.weight": "project_q.weight", "project_q.bias": "project_q.bias",
+               "project_hid.weight": "project_hid.weight", "project_hid.bias": "project_hid.bias"}
+    found = {ours: state[theirs] for theirs, ours in renames.items() if theirs in state}
+    if not found:
+        return {}
+    if len(found) != len(renames):
+        raise FormatError(f"a partial set of pretraining heads: {sorted(found)}; expected "
+                          f"{sorted(renames.values())}")
+    codes = found["quantizer.codevectors"]
+    found["quantizer.codevectors"] = codes.reshape(-1, codes.shape[-1])
+    return {k: v.contiguous() for k, v in found.items()}
+
+
 def convert_transformers(source: str | Path, output: str | Path) -> Path:
     """Convert a transformers folder of the wav2vec 2.0 family (config.json + model.safetensors) into a zoo
     folder."""
@@ -127,7 +145,8 @@ def convert_transformers(source: str | Path, output: str | Path) -> Path:
     hf, weights = foreign_checkpoint(source, kind if kind in MODEL_TYPES else "wav2vec2")
     enc_cfg, pre_cfg = config_from_transformers(hf)
     encoder = Wav2Vec2Encoder(enc_cfg)
-    load_state_strict(encoder, map_state_dict(load_weights(weights), enc_cfg), str(source))
+    state = load_weights(weights)
+    load_state_strict(encoder, map_state_dict(state, enc_cfg), str(source))
     proc_cfg = AudioProcessorConfig(sample_rate=16000)
     pp = source / "preprocessor_config.json"
     if pp.is_file():
@@ -136,6 +155,11 @@ def convert_transformers(source: str | Path, output: str | Path) -> Path:
                                         normalize=bool(p.get("do_normalize", True)))
     encoder.save_pretrained(output, processor=AudioProcessor(proc_cfg),
                             pretraining={"converted_from": str(source), "objective": pre_cfg.to_dict()})
+    heads = map_pretraining_heads(state)
+    if heads:      # kept for continued pretraining (zoo pretrain --init); the encoder folder is unchanged
+        from safetensors.torch import save_file
+        save_file(heads, str(Path(output) / "pretraining_heads.safetensors"))
+        logger.info("kept the pretraining heads (quantizer, project_q, project_hid) for zoo pretrain --init")
     from zoo.cards import write_card
     name, paper = NAMES[hf["model_type"]]
     write_card(output, summary=f"{name} encoder converted from the transformers checkpoint `{source.name}`.",

@@ -183,7 +183,7 @@ class GraphMAEEncoder(Encoder):
 
 class GraphMAEPretrainer(Pretrainer):
     collapse_rules = (CollapseRule(
-        "embedding_std", 0.05, below=True,
+        "embedding_std", 0.02, below=True,
         remedy="lower train.lr, check that the node features differ (constant features give every node the "
                "same code), raise pretraining.mask_rate"),)
 
