@@ -4,6 +4,7 @@ processor come from MODEL; the loss starts where MODEL left off; the card says w
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,8 +15,10 @@ from pipelines.recipe import load_recipe
 from tests.conftest import zoo_main
 from zoo.hub import FormatError
 
+# the checkpoint's codebook and projections; transformers' objective has no feature penalty (fairseq's has)
 HEADS = ["pretraining.codevector_groups=2", "pretraining.codevectors_per_group=8", "pretraining.codevector_dim=16",
-         "pretraining.proj_dim=16", "pretraining.num_negatives=10", "train.batch_size=8", "train.warmup_steps=1"]
+         "pretraining.proj_dim=16", "pretraining.num_negatives=10", "pretraining.feature_penalty=0",
+         "train.batch_size=8", "train.warmup_steps=1"]
 
 
 def _events(tmp_path, **overrides):
@@ -31,17 +34,58 @@ def _first_loss(run) -> float:
     return next(r["loss"] for r in rows if "step" in r)
 
 
-def test_wav2vec2_continues_from_a_transformers_checkpoint_with_its_heads(tmp_path, caplog):
-    if "audio" not in zoo.installed():
-        pytest.skip("audio is not installed")
+def _chirps(folder, n: int = 24, seconds: float = 0.25):
+    """Linear chirps between random frequencies as WAV files: each frame follows from its neighbours (what the
+    contrastive task asks), and frames far apart differ (the negatives)."""
+    import soundfile as sf
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    t = np.arange(int(16000 * seconds)) / 16000
+    clips = []
+    for i in range(n):
+        f0, f1 = rng.uniform(200, 3000, 2)
+        wave = 0.5 * np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * t[-1]))) + rng.normal(0, 0.01, t.shape)
+        sf.write(folder / f"chirp_{i:02d}.wav", wave.astype(np.float32), 16000)
+        clips.append(torch.from_numpy(wave.astype(np.float32)))
+    return clips
+
+
+def _trained_transformers_wav2vec2(folder, untrained, clips):
+    """A tiny ``Wav2Vec2ForPreTraining`` trained by transformers' own loss for 60 steps on ``clips``, saved as a
+    public checkpoint is (``config.json`` + ``model.safetensors``); its random initialisation saved in
+    ``untrained``."""
     transformers = pytest.importorskip("transformers")
+    from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
     torch.manual_seed(0)
     hf = transformers.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16, 16),
         conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-        codevector_dim=16, proj_codevector_dim=16, num_codevectors_per_group=8, num_codevector_groups=2)).eval()
-    hf.save_pretrained(tmp_path / "hf")
-    sample = zoo.get_modality("audio").sample_data(tmp_path / "data")
+        codevector_dim=16, proj_codevector_dim=16, num_codevectors_per_group=8, num_codevector_groups=2,
+        mask_time_length=4, num_negatives=10))
+    hf.save_pretrained(untrained)
+    x = torch.stack(clips)
+    x = (x - x.mean(dim=1, keepdim=True)) / x.std(dim=1, keepdim=True)
+    frames = int(hf._get_feat_extract_output_lengths(x.shape[1]))
+    opt = torch.optim.AdamW(hf.parameters(), lr=5e-3)
+    hf.train()
+    np.random.seed(0)                                                 # the masks' sampler
+    for _ in range(60):
+        mask = _compute_mask_indices((len(x), frames), mask_prob=0.65, mask_length=4, min_masks=2)
+        neg = _sample_negative_indices((len(x), frames), 10, mask_time_indices=mask)
+        out = hf(x, mask_time_indices=torch.from_numpy(mask), sampled_negative_indices=torch.from_numpy(neg))
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    hf.eval().save_pretrained(folder)
+    return hf
+
+
+def test_wav2vec2_continues_from_a_converted_checkpoint_with_its_heads(tmp_path, caplog):
+    if "audio" not in zoo.installed():
+        pytest.skip("audio is not installed")
+    sample = zoo.get_modality("audio").sample_data(tmp_path / "tones")      # the recipe; the data: chirps
+    sample.data = tmp_path / "chirps"
+    hf = _trained_transformers_wav2vec2(tmp_path / "hf", tmp_path / "hf-untrained", _chirps(sample.data))
     recipe = with_own_data(load_recipe(sample.recipe, [*HEADS, "train.steps=2"]), str(sample.data))
     with caplog.at_level(logging.INFO, logger="pipelines.init"):
         built = build(recipe, init=str(tmp_path / "hf"))
@@ -58,13 +102,24 @@ def test_wav2vec2_continues_from_a_transformers_checkpoint_with_its_heads(tmp_pa
                           str(sample.data))
     with pytest.raises(FormatError, match="pretraining_heads.safetensors does not fit.*other shapes"):
         build(other, init=str(tmp_path / "hf"))
-    # the run: the card and config.json say what it continued from
-    summary = pretrain(recipe, tmp_path / "run", init=str(tmp_path / "hf"))
+    # the same data, recipe and seed from random init: the same architecture before its training
+    pretrain(with_own_data(load_recipe(sample.recipe, [*HEADS, "train.steps=1"]), str(sample.data)),
+             tmp_path / "fresh", init=str(tmp_path / "hf-untrained"))
+    # from the command line: stopped after one step, resumed to three; the card names the checkpoint
+    args = ["pretrain", sample.recipe, "--data", str(sample.data), "--init", str(tmp_path / "hf"),
+            "--output", str(tmp_path / "run"), *[a for o in [*HEADS, "train.steps=3"] for a in ("--set", o)]]
+    first = zoo_main(*args, "--set", "train.stop_after=1")
+    assert first.returncode == 0, first.stderr
+    assert _first_loss(tmp_path / "run") < 0.8 * _first_loss(tmp_path / "fresh")
+    again = zoo_main(*args)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["resumed_from"] == 1 and summary["steps"] == 3
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert config["pretraining"]["continued_from"] == summary["continued_from"]
     assert config["encoder"]["dim"] == 32                             # the checkpoint's, not the recipe's
     card = (tmp_path / "run" / "model" / "README.md").read_text()
-    assert "continued from" in card and "(its processor)" in card
+    assert "continued from" in card and "(its processor)" in card and "--init" in card
 
 
 def test_continued_pretraining_starts_where_the_model_left_off_and_resumes(tmp_path, caplog):
