@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from zoo.collapse import CollapseRule
+from zoo.collapse import SIGNALS, CollapseRule
 
 from .hooks import Hook
 
@@ -22,8 +22,9 @@ def collapse_rules(model: Any) -> tuple[CollapseRule, ...]:
 
 
 def final_signals(model: Any, metrics: dict[str, float] | None) -> dict[str, float]:
-    """The last logged values of the model's collapse signals (for the summary and the card)."""
-    names = {r.signal for r in collapse_rules(model)}
+    """The last logged values of the collapse signals (its rules' and the others of :data:`zoo.collapse.SIGNALS`
+    it logs), for the summary and the card."""
+    names = {r.signal for r in collapse_rules(model)} | set(SIGNALS)
     return {k: round(float(v), 4) for k, v in (metrics or {}).items() if k in names}
 
 

@@ -105,7 +105,7 @@ def test_the_hook_warns_once_after_patience_consecutive_crossings_past_warmup(ca
 def test_final_signals_and_card_line():
     class M:
         collapse_rules = (CollapseRule("a", 1.0, below=True, remedy=""),)
-    assert final_signals(M(), {"a": 0.123456, "loss": 3.0}) == {"a": 0.1235}
+    assert final_signals(M(), {"a": 0.123456, "loss": 3.0, "mean_cosine": 0.5}) == {"a": 0.1235, "mean_cosine": 0.5}
     assert collapse_facts({"a": 0.5}, None) == {"collapse signals (last log)": "a 0.5"}
     line = collapse_facts({"a": 0.01}, {"step": 9, "signal": "a", "value": 0.02})["collapse signals (last log)"]
     assert line == "a 0.01 (alarm at step 9: a 0.02)"

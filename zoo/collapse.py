@@ -21,8 +21,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["CollapseRule", "code_perplexity", "normalised_std", "mean_pairwise_cosine", "embedding_signals",
+__all__ = ["SIGNALS", "CollapseRule", "code_perplexity", "normalised_std", "mean_pairwise_cosine", "embedding_signals",
            "mse_vs_mean", "prediction_spread", "loss_vs_mean_patch", "class_entropy_ratio"]
+
+
+#: the signals this module computes: the ones a step logs go on the card, alarmed or not
+SIGNALS = ("code_perplexity", "code_share", "embedding_std", "mean_cosine", "recon_vs_mean", "prediction_spread",
+           "class_entropy_ratio")
 
 
 @dataclass(frozen=True)
