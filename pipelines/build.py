@@ -22,7 +22,7 @@ from zoo import (
 from zoo.config import Config
 from zoo.data import take
 
-from .init import load_heads, load_init
+from .init import init_encoder, init_processor, load_heads, load_init, with_init
 from .recipe import Recipe
 
 __all__ = ["Built", "build", "build_processor", "fit_sample", "fit_processor"]
@@ -84,29 +84,23 @@ def build(recipe: Recipe, *, data: ExampleSet | StreamSet | None = None, init: s
     """Load the training data (lazily), fit the processor on a bounded sample, then build encoder and
     pretrainer with the recipe's seed (the initial weights are part of what a seed reproduces). ``init``: continue
     from that model's encoder, heads where it has them, and processor unless ``refit`` (:mod:`.init`)."""
+    if init:
+        recipe = with_init(recipe, init)          # its encoder and processor settings (no-op when applied)
     modality = get_modality(recipe.modality)
     arch = modality.architecture(recipe.architecture)
     if data is None:
         if "train" not in recipe.data:
             raise ValueError(f"recipe {recipe.name!r} has no data.train section")
         data = modality.load_data(recipe.data["train"])
-    start = load_init(init, modality, arch.name, refit=refit) if init else None
-    if start is not None and start.processor is not None:
-        processor = start.processor
-    else:
+    start = load_init(init, modality, arch.name) if init else None
+    if start is None or refit:
         processor = fit_processor(build_processor(modality, recipe.processor), data, recipe.train.seed,
                                   recipe.train.skip_bad)
+    if start is not None:
+        processor = init_processor(start, modality, recipe.processor, processor if refit else None)
     torch.manual_seed(recipe.train.seed)
     if start is not None:
-        encoder = start.encoder
-        refitted = processor.encoder_config()
-        clash = {k: (v, encoder.config.to_dict().get(k)) for k, v in refitted.items()
-                 if encoder.config.to_dict().get(k) != v}
-        if clash:
-            raise ValueError(f"--init {init} --refit: the refitted processor gives the encoder "
-                             f"{ {k: a for k, (a, _) in clash.items()} }, the model has "
-                             f"{ {k: b for k, (_, b) in clash.items()} }: its weights cannot take the new data's "
-                             "shape; pretrain without --refit or from scratch")
+        encoder = init_encoder(start, arch, processor.encoder_config())
     else:
         enc_cfg = {**recipe.encoder, **processor.encoder_config()}
         encoder = arch.encoder(arch.config.from_dict(enc_cfg, where="recipe:encoder"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -41,18 +42,21 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from .pretrain import pretrain, with_own_data
     from .recipe import load_recipe
     recipe = load_recipe(args.recipe, args.set)
+    if args.refit and not args.init:
+        raise ValueError("--refit refits the processor of --init: give --init too")
+    if args.init:
+        from .init import with_init
+        recipe = with_init(recipe, args.init, args.set)     # the model's encoder and processor settings
     if args.data:
         recipe = with_own_data(recipe, args.data, label_column=args.label_column, split=args.split,
                                exclude=args.exclude)
     elif args.label_column or args.split or args.exclude:
         raise ValueError("--label-column, --exclude and --split describe --data: give --data too")
-    out = Path(args.output or Path("runs") / recipe.name)
+    out = Path(args.output or Path("runs") / (recipe.name + ("-continued" if args.init else "")))
     command = command_line("pretrain", args.recipe, [("--data", args.data), ("--label-column", args.label_column),
                                                      ("--split", args.split), *[("--exclude", c) for c in args.exclude],
                                                      ("--init", args.init), ("--refit", args.refit or None),
                                                      *[("--set", s) for s in args.set]])
-    if args.refit and not args.init:
-        raise ValueError("--refit refits the processor of --init: give --init too")
     summary = pretrain(recipe, out, resume=not args.no_resume, command=command, data=args.data, init=args.init,
                        refit=args.refit)
     print(json.dumps(summary, indent=2))
@@ -461,8 +465,26 @@ def quiet_dependencies() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning:torch.jit._script")   # DataLoader workers too
 
 
+class _Stderr(logging.Handler):
+    """Messages of ssl-zoo's own loggers (what a run took from where, conversions, collapse alarms) on stderr,
+    the stream looked up when a message is written."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def show_messages() -> None:
+    """At the ``zoo`` entry point: INFO and above of the ``zoo``, ``pipelines`` and ``modalities`` loggers."""
+    for name in ("zoo", "pipelines", "modalities"):
+        log = logging.getLogger(name)
+        if not any(isinstance(h, _Stderr) for h in log.handlers):
+            log.addHandler(_Stderr())
+        log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_dependencies()
+    show_messages()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -25,7 +25,7 @@ def final_signals(model: Any, metrics: dict[str, float] | None) -> dict[str, flo
     """The last logged values of the collapse signals (its rules' and the others of :data:`zoo.collapse.SIGNALS`
     it logs), for the summary and the card."""
     names = {r.signal for r in collapse_rules(model)} | set(SIGNALS)
-    return {k: round(float(v), 4) for k, v in (metrics or {}).items() if k in names}
+    return {k: float(f"{float(v):.4g}") for k, v in (metrics or {}).items() if k in names}
 
 
 def collapse_facts(signals: dict[str, float] | None, alarm: dict[str, Any] | None) -> dict[str, str]:

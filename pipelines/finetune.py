@@ -391,6 +391,6 @@ def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: 
     finetune_card(folder, repo_id or command_arg(folder), get_modality(s.clf.encoder.modality), metrics,
                   names_, facts, s.data.description)
     return {**{f"test_{k}": metrics[k] for k in headline}, "task": task, "steps": result.steps,
-            "best_step": facts["best_step"], "stopped_early_at": stopped,
+            "best_step": facts["best_step"], "stopped_early_at": stopped, "collapse_alarm": result.collapse,
             "num_classes": len(names_) if task == "classification" else 0, "label_names": names_,
             "model_dir": str(folder)}

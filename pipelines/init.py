@@ -3,13 +3,16 @@ starts the recipe's objective from a trained encoder — a zoo folder, a Hub id,
 checkpoint the converters read — instead of random weights, the standard domain-adaptation step (wav2vec 2.0 on
 new speech: Hsu et al. 2021, "Robust wav2vec 2.0"; DAPT: Gururangan et al. 2020).
 
-- The encoder (architecture, config and weights) comes from ``MODEL``; the recipe's ``encoder`` section is not
-  used. The recipe gives the objective, the data and the schedule.
+- The encoder (architecture, config and weights) comes from ``MODEL``: :func:`with_init` puts its encoder and
+  processor settings into the recipe (so ``config.json`` records what ran), with the user's ``processor.*``
+  overrides on top. The recipe gives the objective, the data and the schedule.
 - The pretraining heads come from ``MODEL`` where it has them (``pretraining_heads.safetensors``: what a converter
   kept of a ``*ForPreTraining`` checkpoint, e.g. wav2vec 2.0's quantizer and projections), freshly seeded
   otherwise; the log says which.
-- The processor's fitted statistics come from ``MODEL`` unless ``refit``: the recipe's processor section is then
-  fitted on the new data (the encoder must still accept what it gives)."""
+- The processor's fitted state comes from ``MODEL`` unless ``refit``: the processor is then fitted on the new
+  data and aligned to ``MODEL``'s (:meth:`zoo.Processor.align_to`: the same columns and vocabularies, new
+  statistics); encoder settings that follow from the fit (e.g. the time-gap statistics of event logs) take the
+  new values when ``MODEL``'s weights still fit them."""
 
 from __future__ import annotations
 
@@ -20,14 +23,17 @@ from typing import Any
 
 from torch import nn
 
-from zoo import AutoProcessor, Encoder, Modality, Processor
+from zoo import Architecture, AutoProcessor, Encoder, Modality, Processor
 from zoo.auto import load_encoder, zoo_source
-from zoo.hub import FormatError, load_config, load_weights, resolve_file
+from zoo.hub import FormatError, load_config, load_state_strict, load_weights, resolve_file
 from zoo.paths import portable
+
+from .recipe import Recipe, parse_assignments, parse_recipe
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HEADS_NAME", "Init", "load_init", "load_heads", "init_label"]
+__all__ = ["HEADS_NAME", "Init", "with_init", "load_init", "init_processor", "init_encoder", "load_heads",
+           "init_label"]
 
 HEADS_NAME = "pretraining_heads.safetensors"
 
@@ -38,7 +44,7 @@ class Init:
     folder: str | Path               # where the zoo files are (a converted checkpoint's cache folder)
     hub_kwargs: dict[str, Any]
     encoder: Encoder
-    processor: Processor | None      # None with refit
+    processor: Processor             # as saved with the model
 
 
 def init_label(init: str) -> str:
@@ -46,17 +52,75 @@ def init_label(init: str) -> str:
     return portable(str(Path(init).resolve())) if Path(init).exists() else init
 
 
-def load_init(init: str, modality: Modality, architecture: str, *, refit: bool) -> Init:
-    """The encoder (and, unless ``refit``, the processor) of ``init``, checked against the recipe's family."""
+def _source(init: str, modality: str, architecture: str) -> tuple[str | Path, dict[str, Any], dict[str, Any]]:
     folder, hub_kwargs = zoo_source(init, {})
     config = load_config(folder, **hub_kwargs)
     found = (config.get("modality"), config.get("architecture"))
-    if found != (modality.name, architecture):
-        raise ValueError(f"--init {init}: a {found[0]}/{found[1]} model; the recipe pretrains "
-                         f"{modality.name}/{architecture}")
+    if found != (modality, architecture):
+        raise ValueError(f"--init {init}: a model of {found[0]}/{found[1]}; the recipe pretrains "
+                         f"{modality}/{architecture}")
+    return folder, hub_kwargs, config
+
+
+def with_init(recipe: Recipe, init: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """``recipe`` with ``init``'s encoder and processor sections, the ``processor.*`` ``overrides`` (``--set``)
+    applied on top: what the continued run really uses, recorded as such."""
+    folder, hub_kwargs, config = _source(init, recipe.modality, recipe.architecture)
+    mine = {k: v for k, v in parse_assignments(list(overrides), "--set").items() if k.startswith("processor.")}
+    if recipe.encoder == config["encoder"] and not mine:
+        return recipe                                                 # already applied
+    processor = AutoProcessor.from_pretrained(folder, **hub_kwargs).config.to_dict()
+    for key, value in mine.items():
+        if key.startswith("processor."):
+            processor[key.removeprefix("processor.")] = value
+    excluded = set(processor.get("exclude") or []) | set(recipe.processor.get("exclude") or [])
+    if "exclude" in processor:
+        processor["exclude"] = sorted(excluded)
+    raw = {**recipe.to_dict(), "encoder": dict(config["encoder"]), "processor": processor}
+    return parse_recipe(raw, recipe.path or recipe.name)
+
+
+def load_init(init: str, modality: Modality, architecture: str) -> Init:
+    """The encoder and the processor of ``init``, checked against the recipe's family."""
+    folder, hub_kwargs, _ = _source(init, modality.name, architecture)
     encoder = load_encoder(folder, **hub_kwargs)
-    processor = None if refit else AutoProcessor.from_pretrained(folder, **hub_kwargs)
+    processor = AutoProcessor.from_pretrained(folder, **hub_kwargs)
     return Init(str(init), folder, hub_kwargs, encoder, processor)
+
+
+def init_processor(start: Init, modality: Modality, section: dict[str, Any], refitted: Processor | None
+                   ) -> Processor:
+    """The continued run's processor: ``start``'s fitted state under the recipe's processor settings (``start``'s
+    own, with the user's overrides: :func:`with_init`), or with ``refitted`` (fitted on the new data) aligned to
+    ``start``'s columns and vocabularies."""
+    if refitted is not None:
+        refitted.align_to(start.processor)
+        logger.info("--init %s: the processor refitted on the new data (its columns and vocabularies kept)",
+                    start.source)
+        return refitted
+    proc_cls = modality.processor
+    processor = proc_cls(proc_cls.config_class.from_dict(section, where="recipe:processor"))
+    processor.load_state(start.processor.state())
+    logger.info("--init %s: the processor's fitted state from it (--refit fits it on the new data)", start.source)
+    return processor
+
+
+def init_encoder(start: Init, architecture: Architecture, fitted: dict[str, Any]) -> Encoder:
+    """``start``'s encoder; where the processor's fit gives encoder settings other than ``start``'s (``--refit``:
+    e.g. the time-gap statistics of an event log), the same weights under those settings, if they fit."""
+    old = start.encoder.config.to_dict()
+    changed = {k: v for k, v in fitted.items() if old.get(k) != v}
+    if not changed:
+        return start.encoder
+    encoder = architecture.encoder(architecture.config.from_dict({**old, **changed}, where="--refit"))
+    try:
+        load_state_strict(encoder, start.encoder.state_dict(), f"--init {start.source}")
+    except FormatError:
+        raise ValueError(f"--init {start.source} --refit: the new data gives the encoder "
+                         f"{ {k: changed[k] for k in changed} }, the model has { {k: old.get(k) for k in changed} }: "
+                         "its weights do not fit that shape; pretrain without --refit, or from scratch") from None
+    logger.info("--init %s --refit: the encoder's %s follow the new data", start.source, ", ".join(changed))
+    return encoder
 
 
 def load_heads(pretrainer: nn.Module, init: Init) -> list[str]:

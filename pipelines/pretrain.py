@@ -17,7 +17,7 @@ from .data import TrainData, fit_batch
 from .data_spec import command_arg, data_spec, describe_data
 from .distributed import peak_rss_mib
 from .engine import setup_run, train
-from .init import init_label
+from .init import init_label, with_init
 from .recipe import Recipe, TrainConfig, parse_recipe
 
 logger = logging.getLogger(__name__)
@@ -54,19 +54,24 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
     ``init``: continue pretraining from that model (:mod:`.init`; ``refit``: fit the processor anew), recorded on
     the card."""
     output_dir = Path(output_dir)
+    if init:
+        recipe = with_init(recipe, init)          # its encoder and processor settings (no-op when applied)
+        if Path(init).exists() and Path(init).resolve().is_relative_to(output_dir.resolve()):
+            raise ValueError(f"--init {init} lies inside the run folder {output_dir}: the run would overwrite the "
+                             "model it continues from; give another --output")
     ctx = setup_run(recipe.train, output_dir)
     built = build(recipe, init=init, refit=refit)
     origin = init_label(init) if init else None
     cfg = fit_batch(recipe.train, built.data, "pretrain")
-    data = TrainData(built.data, built.processor, cfg, rank=ctx.info.rank, world=ctx.info.world,
-                     pin_memory=ctx.device.type == "cuda")
-    result = train(built.pretrainer, data, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx,
+    stream = TrainData(built.data, built.processor, cfg, rank=ctx.info.rank, world=ctx.info.world,
+                       pin_memory=ctx.device.type == "cuda")
+    result = train(built.pretrainer, stream, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx,
                    fingerprint={**recipe.to_dict(), **({"init": origin, "refit": refit} if init else {})})
     rss = peak_rss_mib()
     summary = {"recipe": recipe.name, "steps": result.steps, "stopped_early": result.stopped_early,
                "resumed_from": result.resumed_from, "wall_seconds": round(result.wall_seconds, 2),
                "final_loss": result.final_loss, "hardware": result.device, "seed": cfg.seed,
-               "examples": data.size if data.size is not None else "streamed", "skipped": result.skipped,
+               "examples": stream.size if stream.size is not None else "streamed", "skipped": result.skipped,
                "skipped_examples": result.skipped_examples[:20], "world_size": ctx.info.world,
                "num_workers": cfg.num_workers, "data_wait_seconds": round(result.data_wait_seconds, 3),
                "peak_rss_mib": round(rss["main"], 1), "peak_rss_workers_mib": round(rss["workers"], 1),
@@ -74,9 +79,6 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
                **({"continued_from": origin, "refit": refit} if init else {})}
     if ctx.info.main:
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if result.stopped_early and result.collapse is not None:
-            logger.warning("%s: stopped by the collapse alarm at step %d: nothing is published; the checkpoints "
-                           "and metrics are in %s", recipe.name, result.steps, output_dir)
         if not result.stopped_early:
             from zoo.hub import non_finite
             bad = non_finite(built.encoder.state_dict())
@@ -95,8 +97,13 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
                                                        **({"data": own} if own else {})})
             from zoo.cards import write_card
             write_card(output_dir / "model", repo_id=recipe.name if not own else command_arg(output_dir / "model"))
-    summary["model_dir"] = str(output_dir / "model")
+    summary["model_dir"] = str(output_dir / "model") if (output_dir / "model").is_dir() else None
     summary["device"] = str(ctx.device)
+    if result.stopped_early and result.collapse is not None:
+        alarm = result.collapse
+        raise RuntimeError(f"{recipe.name}: stopped by the collapse alarm at step {result.steps} ({alarm['signal']} "
+                           f"= {alarm['value']:.4g}): nothing is published; the checkpoints, metrics.jsonl and "
+                           f"train_summary.json are in {output_dir}")
     return summary
 
 

@@ -147,8 +147,50 @@ def test_continued_pretraining_starts_where_the_model_left_off_and_resumes(tmp_p
     assert summary["resumed_from"] == 1 and summary["steps"] == 3 and summary["refit"] is True
     card = (tmp_path / "c" / "model" / "README.md").read_text()
     assert "continued from" in card and "(processor refitted)" in card and "--init" in card
+    # refitted: the time-gap statistics the encoder reads are the new data's, in its config and its processor
+    config = json.loads((tmp_path / "c" / "model" / "config.json").read_text())
+    proc = json.loads((tmp_path / "c" / "model" / "preprocessor.json").read_text())
+    assert config["encoder"]["time_mean"] == proc.get("state", proc)["time_mean"]
     # another family is refused by name
     other = zoo.get_modality("events")
-    with pytest.raises(ValueError, match="--init .*: a events/coles model; the recipe pretrains"):
+    with pytest.raises(ValueError, match="--init .*: a model of events/coles; the recipe pretrains"):
         from pipelines.init import load_init
-        load_init(trained, other, "not-coles", refit=False)
+        load_init(trained, other, "not-coles")
+
+
+def _shop(path, cities: dict[str, int], mean: float, seed: int):
+    import pandas as pd
+    rng = np.random.default_rng(seed)
+    city = [c for c, n in cities.items() for _ in range(n)]
+    rng.shuffle(city)
+    pd.DataFrame({"city": city, "spend": rng.normal(mean, 2.0, len(city)),
+                  "visits": rng.integers(1, 9, len(city))}).to_csv(path, index=False)
+    return str(path)
+
+
+def test_refit_keeps_the_models_columns_and_vocabularies(tmp_path, caplog):
+    if "tabular" not in zoo.installed():
+        pytest.skip("tabular is not installed")
+    a = _shop(tmp_path / "a.csv", {"nice": 60, "lyon": 40, "paris": 20}, 0.0, 0)
+    recipe = load_recipe("tabular-tjepa-demo", ["train.steps=2", "train.batch_size=32"])
+    model = pretrain(with_own_data(recipe, a), tmp_path / "a")["model_dir"]
+    before = json.loads((tmp_path / "a" / "model" / "preprocessor.json").read_text())
+    # new data: other frequencies (a fresh fit would renumber the categories), another spend scale, a new city
+    b = _shop(tmp_path / "b.csv", {"paris": 70, "lyon": 30, "nice": 10, "lille": 5}, 10.0, 1)
+    with caplog.at_level(logging.INFO):
+        pretrain(with_own_data(recipe, b), tmp_path / "b", init=model, refit=True)
+    after = json.loads((tmp_path / "b" / "model" / "preprocessor.json").read_text())
+    state_a, state_b = before.get("state", before), after.get("state", after)
+    assert state_b["vocab"] == state_a["vocab"] and state_b["numerical"] == state_a["numerical"]
+    spend = state_b["numerical"].index("spend")
+    assert abs(state_b["mean"][spend] - 10.0) < 0.5 and abs(state_a["mean"][spend]) < 0.5
+    assert "1 categories of the new data are not in the model's vocabulary ('lille')" in caplog.text
+    assert "the processor refitted on the new data" in caplog.text
+    # a table with other columns cannot be aligned: refused, naming them
+    import pandas as pd
+    pd.read_csv(b).rename(columns={"visits": "orders"}).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(ValueError, match=r"--refit keeps the model's columns: numerical \['spend', 'visits'\]"):
+        pretrain(with_own_data(recipe, str(tmp_path / "c.csv")), tmp_path / "c", init=model, refit=True)
+    # a run folder holding the model it continues from is refused (a rerun would overwrite it)
+    with pytest.raises(ValueError, match="lies inside the run folder"):
+        pretrain(with_own_data(recipe, b), tmp_path / "a", init=model)

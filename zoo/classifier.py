@@ -37,9 +37,9 @@ class Classifier(nn.Module):
 
     collapse_rules = (CollapseRule(
         "class_entropy_ratio", 0.1, below=True,
-        remedy="lower finetune.lr, use finetune.class_weights=balanced when one class dominates, try "
-               "finetune.mode=frozen first (a head on the pretrained features), check that the labels match "
-               "the inputs"),)
+        remedy="lower the learning rate (--lr, finetune.lr), use --class-weights balanced (finetune.class_weights) "
+               "when one class dominates, try --mode frozen first (a head on the pretrained features), check that the "
+               "labels match the inputs"),)
 
     def __init__(self, encoder: Encoder, label_names: Sequence[str], *, dropout: float = 0.0,
                  class_weights: Tensor | None = None, processor: Processor | None = None,

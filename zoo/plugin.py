@@ -184,6 +184,13 @@ class Processor(ABC):
         bounded sample (``fit_examples``)."""
         return self
 
+    def align_to(self, old: Processor) -> None:
+        """After :meth:`fit` on new data for a model fitted with ``old`` (``zoo pretrain --init MODEL --refit``):
+        take back from ``old`` whatever indexes the encoder's weights (columns, their order, vocabularies), keeping
+        the statistics just fitted, so that every learned embedding keeps its meaning; raise ``ValueError`` naming
+        what cannot be aligned. The default: nothing indexes weights."""
+        return None
+
     def process_batch(self, examples: Sequence[Any], names: Sequence[str]) -> list[dict[str, Tensor]]:
         """Many examples at once (override to vectorise, e.g. a table's rows); raises :class:`BadExample`."""
         return [self(ex, name=n) for ex, n in zip(examples, names)]

@@ -302,6 +302,24 @@ class ColumnSchema:
             ids_all[:, j] = torch.from_numpy(ids)
         return ids_all
 
+    def aligned_to(self, old: ColumnSchema) -> ColumnSchema:
+        """This newly fitted schema's statistics under ``old``'s columns, column order and vocabularies (category
+        ids index an embedding table; a refit must not renumber them). Categories ``old`` never saw map to
+        unknown, and are said once per column."""
+        if set(self.numerical) != set(old.numerical) or set(self.categorical) != set(old.categorical):
+            raise ValueError(f"--refit keeps the model's columns: numerical {old.numerical}, categorical "
+                             f"{old.categorical}; the new data has numerical {self.numerical}, categorical "
+                             f"{self.categorical}")
+        mean, std = dict(zip(self.numerical, self.mean)), dict(zip(self.numerical, self.std))
+        for c in old.categorical:
+            known = set(old.vocab[c])
+            unseen = [k for k in self.vocab[c] if k not in known]
+            if unseen:
+                logger.warning("column %r: %d categories of the new data are not in the model's vocabulary (%s): "
+                               "they map to 'unknown'", c, len(unseen), ", ".join(map(repr, unseen[:5])))
+        return ColumnSchema(list(old.numerical), list(old.categorical), [mean[c] for c in old.numerical],
+                            [std[c] for c in old.numerical], {c: list(old.vocab[c]) for c in old.categorical})
+
     def state(self) -> dict[str, Any]:
         return {"numerical": self.numerical, "categorical": self.categorical, "mean": self.mean, "std": self.std,
                 "vocab": self.vocab}

@@ -429,8 +429,9 @@ class Wav2Vec2Pretrainer(Pretrainer):
 
     collapse_rules = (CollapseRule(
         "code_share", 0.02, below=True,
-        remedy="raise pretraining.diversity_weight, lower train.lr or lengthen train.warmup_steps, keep "
-               "pretraining.feature_penalty on; silent or constant audio gives the quantizer nothing to tell apart"),)
+        remedy="raise pretraining.diversity_weight, lower train.lr (keep train.grad_clip on) or lengthen "
+               "train.warmup_steps, keep pretraining.feature_penalty on; silent or constant audio gives the quantizer "
+               "nothing to tell apart"),)
 
     def __init__(self, encoder: Wav2Vec2Encoder, config: Wav2Vec2PretrainingConfig, total_steps: int = 1) -> None:
         super().__init__(encoder, config, total_steps)

@@ -170,8 +170,8 @@ class CoLESPretrainer(Pretrainer):
 
     collapse_rules = (CollapseRule(
         "embedding_std", 0.05, below=True,
-        remedy="lower train.lr, check that the entities' histories differ (identical or empty histories embed "
-               "alike), raise pretraining.margin or turn on pretraining.hard_negatives"),)
+        remedy="lower train.lr (keep train.grad_clip on), check that the entities' histories differ (identical or "
+               "empty histories embed alike), raise pretraining.margin or pretraining.hard_negatives"),)
 
     def __init__(self, encoder: CoLESEncoder, config: CoLESPretrainingConfig, total_steps: int = 1) -> None:
         super().__init__(encoder, config, total_steps)

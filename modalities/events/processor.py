@@ -184,6 +184,9 @@ class EventProcessor(Processor):
         self.time_mean, self.time_std = spread(gaps, cfg.time_column) if len(gaps) else (0.0, 1.0)
         return self
 
+    def align_to(self, old: Processor) -> None:
+        self.schema = self.schema.aligned_to(old.schema)
+
     def _log_gaps(self, t: np.ndarray) -> np.ndarray:
         """``log(1 + Δt / time_scale)`` between consecutive events of time-ordered ``t`` (one fewer than ``t``)."""
         return np.log1p(np.diff(t) / self.config.time_scale)

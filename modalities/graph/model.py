@@ -184,8 +184,8 @@ class GraphMAEEncoder(Encoder):
 class GraphMAEPretrainer(Pretrainer):
     collapse_rules = (CollapseRule(
         "embedding_std", 0.02, below=True,
-        remedy="lower train.lr, check that the node features differ (constant features give every node the "
-               "same code), raise pretraining.mask_rate"),)
+        remedy="lower train.lr (keep train.grad_clip on), check that the node features differ (constant features give "
+               "every node the same code), raise pretraining.mask_rate"),)
 
     def __init__(self, encoder: GraphMAEEncoder, config: GraphMAEPretrainingConfig, total_steps: int = 1) -> None:
         super().__init__(encoder, config, total_steps)

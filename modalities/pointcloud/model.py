@@ -193,8 +193,9 @@ class PointMAEPretrainer(Pretrainer):
 
     collapse_rules = (CollapseRule(
         "recon_vs_mean", 0.95, below=False,
-        remedy="lower train.lr or lengthen train.warmup_steps, check that the clouds differ in shape (the "
-               "processor's normalisation turns a constant or degenerate cloud into the same patch everywhere)"),)
+        remedy="lower train.lr (keep train.grad_clip on) or lengthen train.warmup_steps, check that the clouds differ "
+               "in shape (the processor's normalisation turns a constant or degenerate cloud into the same patch "
+               "everywhere)"),)
 
     def __init__(self, encoder: PointMAEEncoder, config: PointMAEPretrainingConfig, total_steps: int = 1) -> None:
         config.validate()

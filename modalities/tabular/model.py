@@ -154,8 +154,8 @@ class Predictor(nn.Module):
 class TJepaPretrainer(Pretrainer):
     collapse_rules = (CollapseRule(
         "embedding_std", 0.05, below=True,
-        remedy="lower train.lr, raise pretraining.ema_start (a slower teacher), check that the rows differ "
-               "(constant columns carry nothing)"),)
+        remedy="lower train.lr (keep train.grad_clip on), raise pretraining.ema_start (a slower teacher), check that "
+               "the rows differ (constant columns carry nothing)"),)
 
     def __init__(self, encoder: TJepaEncoder, config: TJepaPretrainingConfig, total_steps: int = 1) -> None:
         super().__init__(encoder, config, total_steps)

@@ -72,6 +72,9 @@ class TabularProcessor(Processor):
                                          min_frequency=cfg.min_frequency)
         return self
 
+    def align_to(self, old: Processor) -> None:
+        self.schema = self.schema.aligned_to(old.schema)
+
     def transform(self, table: Any, names: Sequence[str] | None = None) -> dict[str, Tensor]:
         """A whole table at once (vectorised per column) → ``num [N, F_num]``, ``num_missing``, ``cat``."""
         if not self.fitted:

@@ -197,8 +197,8 @@ class VideoMAEPretrainer(Pretrainer):
 
     collapse_rules = (CollapseRule(
         "prediction_spread", 0.01, below=True,
-        remedy="lower train.lr or lengthen train.warmup_steps, check that the clips move (a static or constant "
-               "clip is predicted by its mean), train longer before judging a tiny model"),)
+        remedy="lower train.lr (keep train.grad_clip on) or lengthen train.warmup_steps, check that the clips move (a "
+               "static or constant clip is predicted by its mean), train longer before judging a tiny model"),)
 
     def __init__(self, encoder: VideoMAEEncoder, config: VideoMAEPretrainingConfig, total_steps: int = 1) -> None:
         config.validate()
