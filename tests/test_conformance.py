@@ -101,9 +101,11 @@ def test_the_cards_tell_the_truth(run):
         config = (folder / "config.json").read_text()
         assert str(run["root"]) not in card and str(run["root"]) not in config, folder
         assert data.name in card, f"{folder}: the card does not name the data {data.name}"
+        assert " object at 0x" not in card and " object at 0x" not in config, f"{folder}: a Python repr"
     classifier = (run["model"] / "classifier.json").read_text()
     assert str(run["root"]) not in classifier and str(data) not in classifier
     pre = (run["pretrained"] / "README.md").read_text()
+    assert f"pretrained with ssl-zoo on `{data.name}`" in pre
     assert re.search(rf"--data \S*{re.escape(data.name)}", pre) and run["sample"].pretrain_overrides[0] in pre
     ft = (run["model"] / "README.md").read_text()
     assert "(not recorded)" not in ft and "--mode full" in ft
