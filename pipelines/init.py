@@ -53,6 +53,9 @@ def init_label(init: str) -> str:
 
 
 def _source(init: str, modality: str, architecture: str) -> tuple[str | Path, dict[str, Any], dict[str, Any]]:
+    if not Path(init).exists() and "/" not in str(init):
+        raise ValueError(f"--init {init}: no such folder, and not a Hub id (ORG/NAME; the zoo's entries are "
+                         f"ssl-zoo/<entry>, `zoo list` names them)")
     folder, hub_kwargs = zoo_source(init, {})
     config = load_config(folder, **hub_kwargs)
     found = (config.get("modality"), config.get("architecture"))

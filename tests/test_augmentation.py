@@ -114,6 +114,7 @@ def test_training_batches_draw_anew_each_epoch_and_the_same_on_a_rerun():
     assert torch.equal(dict(zip(plain["_names"], plain["points"]))["c0"], proc(data.examples[0])["points"])
 
 
+@pytest.mark.slow       # 30 Point-MAE steps in three processes (27 s); exact resume is in the default suite too
 def test_a_killed_augmented_pretraining_resumes_bit_for_bit(tmp_path):
     """Point-MAE with its augmentation on, one data worker, SIGKILLed after its step-10 checkpoint: the rerun
     ends with the same weights as an uninterrupted run (10 epochs of 3 batches: every epoch draws anew)."""

@@ -191,6 +191,10 @@ def test_refit_keeps_the_models_columns_and_vocabularies(tmp_path, caplog):
     pd.read_csv(b).rename(columns={"visits": "orders"}).to_csv(tmp_path / "c.csv", index=False)
     with pytest.raises(ValueError, match=r"--refit keeps the model's columns: numerical \['spend', 'visits'\]"):
         pretrain(with_own_data(recipe, str(tmp_path / "c.csv")), tmp_path / "c", init=model, refit=True)
+    # a recipe or entry name is not a model: said at once, without a trip to the Hub
+    from pipelines.init import with_init
+    with pytest.raises(ValueError, match="no such folder, and not a Hub id"):
+        with_init(recipe, "tabular-tjepa-demo")
     # a run folder holding the model it continues from is refused (a rerun would overwrite it)
     with pytest.raises(ValueError, match="lies inside the run folder"):
         pretrain(with_own_data(recipe, b), tmp_path / "a", init=model)
