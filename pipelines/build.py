@@ -93,11 +93,11 @@ def build(recipe: Recipe, *, data: ExampleSet | StreamSet | None = None, init: s
             raise ValueError(f"recipe {recipe.name!r} has no data.train section")
         data = modality.load_data(recipe.data["train"])
     start = load_init(init, modality, arch.name) if init else None
+    processor = build_processor(modality, recipe.processor)
     if start is None or refit:
-        processor = fit_processor(build_processor(modality, recipe.processor), data, recipe.train.seed,
-                                  recipe.train.skip_bad)
+        processor = fit_processor(processor, data, recipe.train.seed, recipe.train.skip_bad)
     if start is not None:
-        processor = init_processor(start, modality, recipe.processor, processor if refit else None)
+        processor = init_processor(start, processor, refit=refit)
     torch.manual_seed(recipe.train.seed)
     if start is not None:
         encoder = init_encoder(start, arch, processor.encoder_config())

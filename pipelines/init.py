@@ -74,8 +74,7 @@ def with_init(recipe: Recipe, init: str, overrides: list[str] | tuple[str, ...] 
         return recipe                                                 # already applied
     processor = AutoProcessor.from_pretrained(folder, **hub_kwargs).config.to_dict()
     for key, value in mine.items():
-        if key.startswith("processor."):
-            processor[key.removeprefix("processor.")] = value
+        processor[key.removeprefix("processor.")] = value
     excluded = set(processor.get("exclude") or []) | set(recipe.processor.get("exclude") or [])
     if "exclude" in processor:
         processor["exclude"] = sorted(excluded)
@@ -91,20 +90,18 @@ def load_init(init: str, modality: Modality, architecture: str) -> Init:
     return Init(str(init), folder, hub_kwargs, encoder, processor)
 
 
-def init_processor(start: Init, modality: Modality, section: dict[str, Any], refitted: Processor | None
-                   ) -> Processor:
-    """The continued run's processor: ``start``'s fitted state under the recipe's processor settings (``start``'s
-    own, with the user's overrides: :func:`with_init`), or with ``refitted`` (fitted on the new data) aligned to
-    ``start``'s columns and vocabularies."""
-    if refitted is not None:
-        refitted.align_to(start.processor)
+def init_processor(start: Init, processor: Processor, *, refit: bool) -> Processor:
+    """The continued run's processor: ``processor`` (built from the recipe's processor settings: ``start``'s own
+    with the user's overrides, :func:`with_init`) with ``start``'s fitted state, or, with ``refit`` (``processor``
+    fitted on the new data), aligned to ``start``'s columns and vocabularies."""
+    if refit:
+        processor.align_to(start.processor)
         logger.info("--init %s: the processor refitted on the new data (its columns and vocabularies kept)",
                     start.source)
-        return refitted
-    proc_cls = modality.processor
-    processor = proc_cls(proc_cls.config_class.from_dict(section, where="recipe:processor"))
-    processor.load_state(start.processor.state())
-    logger.info("--init %s: the processor's fitted state from it (--refit fits it on the new data)", start.source)
+    else:
+        processor.load_state(start.processor.state())
+        logger.info("--init %s: the processor's fitted state from it (--refit fits it on the new data)",
+                    start.source)
     return processor
 
 

@@ -17,7 +17,7 @@ from .data import TrainData, fit_batch
 from .data_spec import command_arg, data_spec, describe_data
 from .distributed import peak_rss_mib
 from .engine import setup_run, train
-from .init import init_label, with_init
+from .init import init_label
 from .recipe import Recipe, TrainConfig, parse_recipe
 
 logger = logging.getLogger(__name__)
@@ -54,13 +54,12 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
     ``init``: continue pretraining from that model (:mod:`.init`; ``refit``: fit the processor anew), recorded on
     the card."""
     output_dir = Path(output_dir)
-    if init:
-        recipe = with_init(recipe, init)          # its encoder and processor settings (no-op when applied)
-        if Path(init).exists() and Path(init).resolve().is_relative_to(output_dir.resolve()):
-            raise ValueError(f"--init {init} lies inside the run folder {output_dir}: the run would overwrite the "
-                             "model it continues from; give another --output")
+    if init and Path(init).exists() and Path(init).resolve().is_relative_to(output_dir.resolve()):
+        raise ValueError(f"--init {init} lies inside the run folder {output_dir}: the run would overwrite the "
+                         "model it continues from; give another --output")
     ctx = setup_run(recipe.train, output_dir)
     built = build(recipe, init=init, refit=refit)
+    recipe = built.recipe                         # with --init: the model's encoder and processor settings
     origin = init_label(init) if init else None
     cfg = fit_batch(recipe.train, built.data, "pretrain")
     stream = TrainData(built.data, built.processor, cfg, rank=ctx.info.rank, world=ctx.info.world,

@@ -52,7 +52,7 @@ def test_reconstruction_signals_by_hand():
     assert prediction_spread(torch.ones(2, 2), target) == pytest.approx(0.0)
     assert prediction_spread(target / 2, target) == pytest.approx(0.5)
     l1 = lambda p, t: (p - t).abs().mean()                              # noqa: E731
-    assert loss_vs_mean_patch(l1, torch.zeros(2, 2), target) == pytest.approx(1.0)    # |0-t| 1 vs |1-t| 1
+    assert loss_vs_mean_patch(l1, l1(torch.zeros(2, 2), target), target) == pytest.approx(1.0)    # |0-t| 1 vs |1-t| 1
 
 
 def test_class_entropy_ratio_by_hand():

@@ -100,12 +100,13 @@ def prediction_spread(pred: Tensor, target: Tensor) -> float:
         return float(p.std(dim=0).mean() / t.std(dim=0).mean().clamp(min=1e-12))
 
 
-def loss_vs_mean_patch(loss_fn, pred: Tensor, target: Tensor) -> float:
-    """``loss_fn(pred, target)`` over ``loss_fn`` of predicting, for every patch, the mean patch (the average of
-    the ``[N, K, 3]`` targets point by point: their points come sorted by distance from the centre)."""
+def loss_vs_mean_patch(loss_fn, loss: Tensor, target: Tensor) -> float:
+    """``loss`` (the step's ``loss_fn(pred, target)``) over ``loss_fn`` of predicting, for every patch, the mean
+    patch (the average of the ``[N, K, 3]`` targets point by point: their points come sorted by distance from the
+    centre)."""
     with torch.no_grad():
         mean = target.float().mean(dim=0, keepdim=True).expand_as(target)
-        return float(loss_fn(pred.float(), target.float()) / loss_fn(mean, target.float()).clamp(min=1e-12))
+        return float(loss.detach().float() / loss_fn(mean, target.float()).clamp(min=1e-12))
 
 
 def class_entropy_ratio(predicted: Tensor, labels: Tensor, num_classes: int) -> float:

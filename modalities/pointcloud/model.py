@@ -239,5 +239,5 @@ class PointMAEPretrainer(Pretrainer):
         target = patches[..., :3][mask].view(b * m, k, 3)
         loss = chamfer_l2(pred.float(), target.float())
         return PretrainOutput(loss=loss, metrics={"hidden_patches": float(m),
-                                                  "recon_vs_mean": loss_vs_mean_patch(chamfer_l2, pred, target),
+                                                  "recon_vs_mean": loss_vs_mean_patch(chamfer_l2, loss, target),
                                                   "prediction_spread": prediction_spread(pred, target)})
