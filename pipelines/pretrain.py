@@ -98,7 +98,7 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
             write_card(output_dir / "model", repo_id=recipe.name if not own else command_arg(output_dir / "model"))
     summary["model_dir"] = str(output_dir / "model") if (output_dir / "model").is_dir() else None
     summary["device"] = str(ctx.device)
-    if result.stopped_early and result.collapse is not None:
+    if result.collapse is not None and cfg.stop_on_collapse:
         alarm = result.collapse
         raise RuntimeError(f"{recipe.name}: stopped by the collapse alarm at step {result.steps} ({alarm['signal']} "
                            f"= {alarm['value']:.4g}): nothing is published; the checkpoints, metrics.jsonl and "

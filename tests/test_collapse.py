@@ -197,3 +197,16 @@ def test_a_fine_tune_stuck_on_one_class_raises_the_alarm_and_the_card_says_so(tm
     card = (tmp_path / "go" / "model" / "README.md").read_text()
     assert "collapse signals (last log)" in card and "alarm at step" in card, card
     assert out["steps"] == 16
+
+
+def test_an_alarm_without_stop_on_collapse_never_fails_a_run_stopped_for_another_reason(tmp_path, caplog):
+    if "tabular" not in zoo.installed():
+        pytest.skip("tabular is not installed")
+    from pipelines.pretrain import pretrain
+    from pipelines.recipe import load_recipe
+    recipe = load_recipe("tabular-tjepa-demo", ["train.lr=1.0", "train.grad_clip=0", "train.steps=40",
+                                                "train.stop_after=25", "train.collapse_patience=3"])
+    with caplog.at_level(logging.WARNING):
+        summary = pretrain(recipe, tmp_path / "run")        # the alarm warns; stop_after, not it, stops the run
+    assert summary["collapse_alarm"] is not None and summary["steps"] == 25 and summary["stopped_early"]
+    assert len([r for r in caplog.records if "collapse alarm" in r.getMessage()]) == 1
