@@ -96,8 +96,8 @@ def init_processor(start: Init, processor: Processor, *, refit: bool) -> Process
     fitted on the new data), aligned to ``start``'s columns and vocabularies."""
     if refit:
         processor.align_to(start.processor)
-        logger.info("--init %s: the processor refitted on the new data (its columns and vocabularies kept)",
-                    start.source)
+        logger.info("--init %s: the processor refitted on the new data (aligned to its columns and vocabularies, "
+                    "where it has them)", start.source)
     else:
         processor.load_state(start.processor.state())
         logger.info("--init %s: the processor's fitted state from it (--refit fits it on the new data)",
