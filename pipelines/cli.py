@@ -66,9 +66,15 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_model
     from .recipe import load_recipe
+    if args.data and args.recipe:
+        raise ValueError("give --data (your labelled data) or --recipe (a recipe's evaluate section), not both")
+    if args.label_column and not args.data:
+        raise ValueError("--label-column names a column of --data: give --data too")
     recipe = load_recipe(args.recipe, args.set) if args.recipe else None
     report = evaluate_model(args.model, recipe, output_dir=args.output, device=args.device,
-                            baseline=not args.no_baseline, num_workers=args.num_workers)
+                            baseline=not args.no_baseline, num_workers=args.num_workers, data=args.data,
+                            label_column=args.label_column, split=args.split, test_split=args.test_split,
+                            seed=args.seed)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -100,7 +106,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     out = Path(args.output or Path("runs") / f"{name}-finetune")
     result = finetune(args.model, recipe, out, resume=not args.no_resume, device=args.device, settings=settings,
                       data=args.data, label_column=args.label_column, split=args.split, test_split=args.test_split,
-                      repo_id=args.repo_id)
+                      repo_id=args.repo_id, baseline=not args.no_baseline)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -139,18 +145,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _never_into_the_model(out: Path, model: str) -> None:
-    """``--output`` must not lie in the model's folder — a local one, or the Hub cache snapshot a Hub id resolves
-    to — nor anywhere in the Hub cache: it could overwrite the model's own files."""
-    from huggingface_hub import constants
-
+def _never_into_the_model(out: Path, model: str, inputs: list[str]) -> None:
+    """``--output`` must not be an input, lie in the model's folder — a local one, or the Hub cache snapshot a Hub
+    id resolves to — nor anywhere in a cache (:mod:`pipelines.guards`): it could overwrite a model's files."""
     from zoo.hub import CONFIG_NAME, resolve_file
-    target = out.expanduser().resolve()
+
+    from .guards import refuse_output
     folder = Path(resolve_file(model, CONFIG_NAME)).parent
-    for root in (folder, folder.resolve(), Path(constants.HF_HUB_CACHE).expanduser().resolve()):
-        if target == root or root in target.parents:
-            raise ValueError(f"--output {out} lies inside the model folder or the Hub cache ({root}): it could "
-                             "overwrite a model's files; write the embeddings elsewhere")
+    refuse_output(out, "--output", inputs=[("the model folder", model), ("the model folder", folder),
+                                           *[("the input", p) for p in inputs]], file_ok=out.suffix == ".safetensors")
 
 
 NOTES_SHOWN = 20        # zoo embed: notes printed one by one (what a processor left out), then a count
@@ -160,6 +163,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -224,7 +234,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     encoder = AutoEncoder.from_pretrained(args.model)
     if out is not None:
-        _never_into_the_model(out, args.model)
+        _never_into_the_model(out, args.model, args.inputs)
     processor = AutoProcessor.from_pretrained(args.model)
     if not processor.windowed and (args.pooling != "mean" or args.window is not None or args.hop is not None):
         raise ValueError(f"--pooling none, --window and --hop apply to windowed modalities (audio, video); a "
@@ -284,6 +294,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     import shutil
 
     from zoo.auto import converted_folder
+
+    from .guards import refuse_output
+    refuse_output(args.output, "OUT", inputs=[("the checkpoint", args.source)], new_folder=True)
     if Path(args.source).is_file():                 # a checkpoint file (Point-MAE's .pth): its family is named
         return _convert_file(args)
     folder = converted_folder(args.source)
@@ -347,9 +360,15 @@ def _add_evaluate(sub: Any) -> None:
     s = sub.add_parser("evaluate", help="linear probe and k-NN of a frozen encoder (vs random init)")
     s.add_argument("model", help="model folder or Hub id")
     s.add_argument("--recipe", help="recipe with the evaluate section (default: the one the model records)")
+    s.add_argument("--data", help="your labelled data, as zoo finetune --data reads it: a folder with one subfolder "
+                                  "per class, a CSV/parquet table, a graph folder, or a Hugging Face dataset id")
+    s.add_argument("--label-column", help="the label column of a table or dataset")
+    s.add_argument("--split", help="the split of --data the probes train on (default: train)")
+    s.add_argument("--test-split", help="the test split (default: a folder's test/, else a seeded 20%% held out)")
+    s.add_argument("--seed", type=int, default=0, help="seeds the held-out split (default 0)")
     s.add_argument("--output", help="where to write eval_results.json and the embedding map")
     s.add_argument("--no-baseline", action="store_true", help="skip the randomly initialised baseline")
-    s.add_argument("--num-workers", type=int, default=0, help="DataLoader workers that read and process (default 0)")
+    s.add_argument("--num-workers", type=_count, default=0, help="DataLoader workers that read and process (default 0)")
     _recipe_args(s)
     s.set_defaults(func=_cmd_evaluate)
 
@@ -368,16 +387,19 @@ def _add_finetune(sub: Any) -> None:
     s.add_argument("--task", choices=["auto", "classification", "regression"],
                    help="regression: a numeric target (auto: a table column of numbers with more than 20 values)")
     s.add_argument("--mode", choices=["full", "partial", "frozen"], help="what trains (default: full)")
-    s.add_argument("--top-layers", type=int, help="partial: how many layer groups from the top train")
+    s.add_argument("--top-layers", type=_positive_int, help="partial: how many layer groups from the top train")
     s.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay (1.0: off)")
     s.add_argument("--class-weights", choices=["none", "balanced"])
-    s.add_argument("--eval-every", type=int, help="validate every N steps; the best checkpoint is kept")
-    s.add_argument("--patience", type=int, help="validations without improvement before stopping early")
-    s.add_argument("--steps", type=int)
+    s.add_argument("--eval-every", type=_count, help="validate every N steps; the best checkpoint is kept")
+    s.add_argument("--patience", type=_count, help="validations without improvement before stopping early")
+    s.add_argument("--steps", type=_positive_int)
     s.add_argument("--lr", type=float)
-    s.add_argument("--batch-size", type=int)
+    s.add_argument("--batch-size", type=_positive_int)
     s.add_argument("--seed", type=int, help="seeds the splits, the head and the order")
     s.add_argument("--repo-id", help="the name the classifier's card gives it")
+    s.add_argument("--no-baseline", action="store_true",
+                   help="skip the modality's hand-made baselines (by default scored on the same split, beside the "
+                        "result)")
     s.add_argument("--output", help="run folder (default: runs/<data or recipe>-finetune)")
     s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     _recipe_args(s)
@@ -388,7 +410,7 @@ def _add_predict(sub: Any) -> None:
     s = sub.add_parser("predict", help="labels and probabilities from a fine-tuned classifier")
     s.add_argument("model", help="classifier folder or Hub id (from zoo finetune)")
     s.add_argument("inputs", nargs="+", help="input files (a table gives one prediction per row or entity)")
-    s.add_argument("--top-k", type=int, default=1)
+    s.add_argument("--top-k", type=_positive_int, default=1)
     s.add_argument("--json", action="store_true", help="one JSON line per input")
     s.set_defaults(func=_cmd_predict)
 
@@ -398,8 +420,8 @@ def _add_embed(sub: Any) -> None:
     s.add_argument("model", help="model folder or Hub id")
     s.add_argument("inputs", nargs="+", help="input files")
     s.add_argument("--output", help="a .safetensors file, or a folder for sharded output (any data size)")
-    s.add_argument("--shard-size", type=int, default=50_000, help="rows per shard file (default 50000)")
-    s.add_argument("--num-workers", type=int, default=0, help="DataLoader workers that read and process "
+    s.add_argument("--shard-size", type=_positive_int, default=50_000, help="rows per shard file (default 50000)")
+    s.add_argument("--num-workers", type=_count, default=0, help="DataLoader workers that read and process "
                                                                 "(examples that are not windowed)")
     s.add_argument("--batch-size", type=_positive_int, default=64,
                    help="examples, or windows of a long input, per forward pass (the windows in memory)")

@@ -4,6 +4,7 @@ embedding map coloured by label."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 from zoo import Encoder, ExampleSet, Processor, StreamSet
 
+from .baseline import verdict
 from .data import iter_batches
 from .recipe import Recipe, parse_recipe
 from .report import comparison_markdown, embedding_map, record_evaluation
@@ -22,6 +24,8 @@ from .report import comparison_markdown, embedding_map, record_evaluation
 __all__ = ["embed", "iter_embeddings", "embed_shards", "write_shards", "load_shards",
            "linear_probe", "knn_accuracy", "embedding_map", "probe_report", "layer_probes",
            "evaluate_model"]
+
+logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -77,6 +81,8 @@ def write_shards(rows: Iterator[tuple[torch.Tensor, list[str], torch.Tensor | No
 
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a whole number >= 1 (rows per shard file), got {shard_size!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("embeddings-*.safetensors"):
@@ -226,32 +232,68 @@ def recorded_recipe(model: str | Path) -> dict[str, Any]:
     return recorded
 
 
+def _own_data(modality: Any, processor: Processor, data: str, label_column: str | None, split: str | None,
+              test_split: str | None, seed: int) -> tuple[ExampleSet | StreamSet, ExampleSet | StreamSet, str]:
+    """``zoo evaluate --data``: the labelled train and test sets from one's own data, read as ``zoo finetune
+    --data`` reads them (a folder's ``test/``, ``--test-split``, else a seeded stratified 20% held out)."""
+    from .finetune import FinetuneSettings
+    from .labelled import load_labelled
+    labelled = load_labelled(modality, processor, FinetuneSettings(validation_fraction=0.0), seed, data=data,
+                             label_column=label_column, split=split, test_split=test_split)
+    if labelled.task != "classification":
+        raise ValueError(f"--label-column {label_column}: zoo evaluate probes classes (linear probe, k-NN); for a "
+                         f"numeric target fine-tune a regressor (zoo finetune MODEL --data {data} --task regression)")
+    return labelled.train, labelled.test, labelled.description
+
+
+def _hand_made(modality: Any, processor: Processor, train: ExampleSet, test: ExampleSet, k: int) -> dict[str, Any]:
+    """Each hand-made baseline of the modality (pipelines/baseline.py) probed as the encoder is."""
+    out: dict[str, Any] = {}
+    for name, features in modality.baselines.items():
+        # the model's own fitted processor: train and test encoded alike (vocabularies, statistics)
+        tr, te = features(train.examples, processor), features(test.examples, processor)
+        if tr is None or te is None:                   # not for these examples (e.g. graph- vs node-level)
+            continue
+        out[name] = {"linear_probe": linear_probe(tr, train.labels, te, test.labels),
+                     "knn": knn_accuracy(tr, train.labels, te, test.labels, k)}
+    return out
+
+
 def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = None, *,
                    output_dir: str | Path | None = None, device: str = "cpu", baseline: bool = True,
-                   write_card: bool = True, num_workers: int = 0) -> dict[str, Any]:
-    """Probe a zoo model on its recipe's ``evaluate`` data; with ``baseline`` also a randomly initialised
-    encoder of the same configuration. Embeddings are written in shards under ``<output>/embeddings``. A local
-    folder's card gets the results in its ``model-index``."""
+                   write_card: bool = True, num_workers: int = 0, data: str | None = None,
+                   label_column: str | None = None, split: str | None = None, test_split: str | None = None,
+                   seed: int = 0) -> dict[str, Any]:
+    """Probe a zoo model on labelled data — one's own (``data``: the same forms as ``zoo finetune --data``) or its
+    recipe's ``evaluate`` section; with ``baseline`` also a randomly initialised encoder of the same configuration
+    and the modality's hand-made baselines, with a verdict when the encoder loses to one. Embeddings are written in
+    shards under ``<output>/embeddings``. A local folder's card gets the results in its ``model-index``."""
     from zoo import AutoEncoder, AutoProcessor, get_modality
     encoder = AutoEncoder.from_pretrained(model)
     processor = AutoProcessor.from_pretrained(model)
-    if recipe is None:
-        recipe = recorded_recipe(model)
-    recipe = _as_recipe(recipe)
-    spec = recipe.evaluate
     modality = get_modality(encoder.modality)
     out = Path(output_dir) if output_dir is not None else (Path(model) if Path(model).is_dir() else Path("."))
     out.mkdir(parents=True, exist_ok=True)
-    if "protocol" in spec:
-        return _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card)
-    if "train" not in spec or "test" not in spec:
-        raise ValueError(f"recipe {recipe.name!r} has no evaluate.train / evaluate.test data")
-    train, test = modality.load_data(spec["train"]), modality.load_data(spec["test"])
+    if data is not None:
+        train, test, described = _own_data(modality, processor, data, label_column, split, test_split, seed)
+        spec: dict[str, Any] = {"dataset": described, "dataset_name": described}
+        name = Path(str(model)).name if Path(str(model)).is_dir() else str(model)
+    else:
+        if recipe is None:
+            recipe = recorded_recipe(model)
+        recipe = _as_recipe(recipe)
+        spec, name = recipe.evaluate, recipe.name
+        if "protocol" in spec:
+            return _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card)
+        if "train" not in spec or "test" not in spec:
+            raise ValueError(f"recipe {recipe.name!r} has no evaluate.train / evaluate.test data: give --data "
+                             "(your labelled data, as zoo finetune --data reads it)")
+        train, test = modality.load_data(spec["train"]), modality.load_data(spec["test"])
     k = int(spec.get("knn_k", 20))
     shards = out / "eval"
     report: dict[str, Any] = {"pretrained": probe_report(encoder, processor, train, test, knn_k=k,
                                                           png=out / "embedding_map.png", device=device,
-                                                          title=f"{recipe.name} (pretrained)", shards=shards,
+                                                          title=f"{name} (pretrained)", shards=shards,
                                                           num_workers=num_workers)}
     if baseline:
         torch.manual_seed(0)
@@ -259,21 +301,25 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
         report["random_init"] = probe_report(random_enc, processor, train, test, knn_k=k, device=device,
                                              num_workers=num_workers)
         if isinstance(train, ExampleSet) and isinstance(test, ExampleSet):   # hand-made features need random access
-            for name, features in modality.baselines.items():
-                # the model's own fitted processor: train and test encoded alike (vocabularies, statistics)
-                tr, te = features(train.examples, processor), features(test.examples, processor)
-                report.setdefault("baselines", {})[name] = {
-                    "linear_probe": linear_probe(tr, train.labels, te, test.labels),
-                    "knn": knn_accuracy(tr, train.labels, te, test.labels, k)}
+            report["baselines"] = _hand_made(modality, processor, train, test, k)
+        judged = verdict(report["pretrained"]["linear_probe"],
+                         {"metric": "linear-probe accuracy",
+                          "scores": {n: r["linear_probe"] for n, r in report.get("baselines", {}).items()},
+                          "skipped": {} if report.get("baselines") else
+                          {"(none)": "streamed data or no hand-made baseline for this modality"}},
+                         what="the frozen encoder's")
+        report["verdict"] = judged
+        if judged["notice"]:
+            logger.warning(judged["notice"])
     if spec.get("layers", False):
         report["layers"] = layer_probes(encoder, processor, train, test, device=device, num_workers=num_workers)
-    for split in ("train", "test"):
-        report[f"{split}_examples"] = json.loads((shards / "embeddings" / split / "index.json").read_text())["rows"]
+    for part in ("train", "test"):
+        report[f"{part}_examples"] = json.loads((shards / "embeddings" / part / "index.json").read_text())["rows"]
     metrics = [("linear probe accuracy", report["pretrained"]["linear_probe"]),
                (f"{k}-NN accuracy", report["pretrained"]["knn"])]
-    record_evaluation(model, recipe.name, spec, report, out, write_card, task=modality.task,
-                      task_name="frozen-encoder probe", dataset="synthetic", metrics=metrics,
-                      comparison=comparison_markdown(report))
+    record_evaluation(model, name, spec, report, out, write_card, task=modality.task,
+                      task_name="frozen-encoder probe", dataset="synthetic" if data is None else spec["dataset"],
+                      metrics=metrics, comparison=comparison_markdown(report))
     return report
 
 

@@ -28,6 +28,7 @@ from torch import nn
 from zoo import AutoEncoder, AutoProcessor, Classifier, Config, Encoder, ExampleSet, Processor, StreamSet, get_modality
 from zoo.paths import portable
 
+from .baseline import baseline_scores, verdict
 from .batchnorm import recompute_batchnorm
 from .collapse import collapse_facts
 from .data import TrainData, fit_batch, iter_batches
@@ -246,13 +247,15 @@ class Setup:
     origin: str
     fingerprint: dict[str, Any]
     command: str
+    baseline: bool = True
 
 
 def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
              device: str = "cpu", train_set: ExampleSet | StreamSet | None = None,
              test_set: ExampleSet | StreamSet | None = None, from_scratch: bool = False,
              settings: dict[str, Any] | None = None, data: str | None = None, label_column: str | None = None,
-             split: str | None = None, test_split: str | None = None, repo_id: str | None = None) -> dict[str, Any]:
+             split: str | None = None, test_split: str | None = None, repo_id: str | None = None,
+             baseline: bool = True) -> dict[str, Any]:
     """Fine-tune ``model`` and report test metrics. Data: ``data`` (one's own: a folder, a table or a datasets
     id), else ``train_set``/``test_set``, else the recipe's ``evaluate.train``/``evaluate.test``. Settings: the
     recipe's ``finetune`` section, then ``settings``. ``from_scratch``: the same architecture, seeded random
@@ -260,6 +263,7 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
     output_dir = Path(output_dir)
     s = setup(model, recipe, device=device, settings=settings, data=data, label_column=label_column, split=split,
               test_split=test_split, train_set=train_set, test_set=test_set, from_scratch=from_scratch)
+    s.baseline = baseline
     ctx = setup_run(s.cfg, output_dir)
     hooks: tuple[Hook, ...] = (PreciseBatchNorm(s.data, s.cfg.batch_size),)
     validation = None
@@ -354,12 +358,38 @@ def _target_stats(data: LabelledData) -> dict[str, float]:
     return {"target_mean": float(y.mean()), "target_std": float(y.std()) if y.std() > 0 else 1.0}
 
 
+def _baseline(s: Setup, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The modality's hand-made baselines on the run's own split, judged against the model's test figure; the
+    verdict is said on its own line (a warning when the model loses)."""
+    if not s.baseline:
+        return None
+    modality = get_modality(s.clf.encoder.modality)
+    scores = baseline_scores(modality, s.clf.processor, s.data.train, s.data.test, task=s.data.task,
+                             metric=s.metric, num_classes=len(s.data.label_names), seed=s.cfg.seed)
+    judged = verdict(float(metrics[s.metric]), scores, what="the fine-tuned model's test",
+                     lower_is_better=s.metric in LOWER_IS_BETTER)
+    for name, value in scores["scores"].items():
+        logger.info("baseline %s: test %s %.4f (the fine-tuned model: %.4f)", name, s.metric, value,
+                    metrics[s.metric])
+    if judged["notice"]:
+        logger.warning(judged["notice"])
+    return {**scores, **judged}
+
+
+def _summary(compared: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the command's JSON summary shows of the baseline: its name, figure and whether the model beat it."""
+    if compared is None:
+        return None
+    return {k: compared.get(k) for k in ("baseline", "baseline_value", "metric", "beaten", "notice")}
+
+
 def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: ValidationHook | None,
            device: torch.device, repo_id: str | None) -> dict[str, Any]:
     """Test metrics, the classifier folder with its predictions, plots and card."""
     task, names_ = s.data.task, s.data.label_names
     y, out, names = predict_set(s.clf, s.clf.processor, s.data.test, num_workers=s.cfg.num_workers, device=device)
     metrics = task_metrics(task, y, out, names_)
+    compared = _baseline(s, metrics)
     headline = ("mae", "rmse", "r2") if task == "regression" else ("accuracy", "macro_f1")
     history = validation.history if validation is not None else []
     stopped = result.steps if result.steps < s.cfg.steps else None
@@ -376,7 +406,8 @@ def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: 
                           ("examples (train / validation / test)" if len(sizes) == 2 else "examples (train / test)"):
                               " / ".join(map(str, [*sizes, len(y)])),
                           "wall time (s)": round(result.wall_seconds, 2), "hardware": result.device,
-                          "seed": s.cfg.seed, **collapse_facts(result.signals, result.collapse)}}
+                          "seed": s.cfg.seed, **collapse_facts(result.signals, result.collapse)},
+             "baseline": compared}
     folder = output_dir / "model"
     s.clf.save_pretrained(folder, pretraining={"finetuned_from": s.origin, "recipe": portable(recipe.to_dict())},
                           finetuning=facts)
@@ -392,5 +423,6 @@ def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: 
                   names_, facts, s.data.description)
     return {**{f"test_{k}": metrics[k] for k in headline}, "task": task, "steps": result.steps,
             "best_step": facts["best_step"], "stopped_early_at": stopped, "collapse_alarm": result.collapse,
+            "baseline": _summary(compared),
             "num_classes": len(names_) if task == "classification" else 0, "label_names": names_,
             "model_dir": str(folder)}

@@ -19,7 +19,8 @@ from zoo.cards import write_card as write_card_file
 from .data import iter_batches
 
 __all__ = ["classification_metrics", "regression_metrics", "task_metrics", "predict_set", "confusion_png",
-           "scatter_png", "embedding_map", "write_predictions", "finetune_card", "record_evaluation",
+           "scatter_png", "embedding_map",
+           "baseline_markdown", "write_predictions", "finetune_card", "record_evaluation",
            "protocol_markdown", "comparison_markdown", "LOWER_IS_BETTER"]
 
 
@@ -152,11 +153,27 @@ def finetune_card(folder: Path, repo_id: str, modality: Any, metrics: dict[str, 
         comparison = (f"### Fine-tuning\n\nLabels ({len(label_names)}): {', '.join(label_names)}. {head}\n\n"
                       "| label | precision | recall | F1 | support |\n| --- | ---: | ---: | ---: | ---: |\n" + rows
                       + "\n\n![confusion matrix](confusion_matrix.png)")
+    comparison += baseline_markdown(facts.get("baseline"), "the fine-tuned model", metrics)
     kind = "regressor" if facts["task"] == "regression" else "classifier"
     results = [{"task": task, "task_name": f"fine-tuned {kind}",
                 "dataset": str(dataset), "dataset_name": str(dataset), "split": "test", "metric": m,
                 "metric_name": name, "value": round(metrics[m], 4)} for m, name in shown]
     write_card_file(folder, repo_id=repo_id, results=results, comparison=comparison)
+
+
+def baseline_markdown(compared: dict[str, Any] | None, what: str, metrics: dict[str, Any]) -> str:
+    """The card's lines on the hand-made baselines (pipelines/baseline.py): each one's figure beside the model's,
+    and the notice when the model does not beat them."""
+    if not compared:
+        return ""
+    metric = compared.get("metric", "accuracy")
+    lines = ["", "", f"#### Against hand-made baselines (same split, {metric})", "", f"| features | {metric} |",
+             "| --- | ---: |", f"| {what} | {float(metrics[metric]):.3f} |"]
+    lines += [f"| {name} + linear model | {value:.3f} |" for name, value in compared.get("scores", {}).items()]
+    lines += [f"| {name} | not computed: {why} |" for name, why in compared.get("skipped", {}).items()]
+    if compared.get("notice"):
+        lines += ["", f"**Note — {compared['notice']}**"]
+    return "\n".join(lines)
 
 
 def embedding_map(x: torch.Tensor, y: Sequence[int], png: str | Path, *, title: str = "",
@@ -193,7 +210,8 @@ def record_evaluation(model: str | Path, name: str, spec: dict[str, Any], report
         results = [{"task": spec.get("task", task), "task_name": task_name, "dataset": dataset,
                     "dataset_name": spec.get("dataset_name", dataset), "split": "test", "metric": metric,
                     "metric_name": name, "value": round(value, 4)} for name, value in metrics]
-        write_card_file(model, repo_id=name, results=results, comparison=comparison)
+        # the card keeps the model's own name (never the recipe's or the data's)
+        write_card_file(model, results=results, comparison=comparison)
 
 
 def protocol_markdown(report: dict[str, Any]) -> str:
@@ -219,6 +237,8 @@ def comparison_markdown(report: dict[str, Any]) -> str:
              f"{report.get('train_examples', '?')}.", "",
              "| features | linear probe | k-NN |", "| --- | ---: | ---: |"]
     lines += [f"| {name} | {r['linear_probe']:.3f} | {r['knn']:.3f} |" for name, r in rows]
+    if report.get("verdict", {}).get("notice"):
+        lines += ["", f"**Note — {report['verdict']['notice']}**"]
     if "layers" in report:
         lines += ["", "Linear probe per layer (0 = Transformer input): " + ", ".join(
             f"{i}: {a:.3f}" for i, a in enumerate(report["layers"]))]

@@ -91,6 +91,7 @@ def converted_folder(id_or_path: str | Path, **hub_kwargs: Any) -> Path | None:
         shutil.rmtree(tmp, ignore_errors=True)
         convert(str(config_path.parent), str(tmp))
         _record_origin(tmp, id_or_path)
+        _name_card(tmp, id_or_path)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)                    # atomic: a killed conversion leaves no half folder
         logger.info("converted %s (%s) into %s [%s]", id_or_path, kind, target, modality)
@@ -105,6 +106,16 @@ def _record_origin(folder: Path, id_or_path: str | Path) -> None:
     config.setdefault("pretraining", {})["converted_from"] = portable(str(Path(id_or_path).resolve())) if local \
         else str(id_or_path)
     path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _name_card(folder: Path, id_or_path: str | Path) -> None:
+    """The converter rendered the card in a temporary folder, named after it: name it after what it was converted
+    from (a Hub id as it is — loading it converts the same way —, a local folder by its name)."""
+    card = folder / "README.md"
+    if card.is_file():
+        local = Path(str(id_or_path)).is_dir()
+        name = Path(str(id_or_path)).resolve().name if local else str(id_or_path)
+        card.write_text(card.read_text().replace(folder.name, name))
 
 
 def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None, **hub_kwargs: Any) -> Encoder:

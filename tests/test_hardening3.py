@@ -1,0 +1,115 @@
+"""Hardening, round 3 (issue #36), its first two classes: no command writes into its own input, a model folder it
+did not make, or a cache it reads from; every size, count and shard argument is refused before any work starts,
+naming the argument. Each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import zoo
+from tests.conftest import zoo_main
+
+transformers = pytest.importorskip("transformers")
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory) -> Path:
+    """A tiny transformers wav2vec 2.0 checkpoint folder (random weights, safetensors)."""
+    import torch
+    torch.manual_seed(0)
+    cfg = transformers.Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=64, conv_dim=(16, 16), conv_kernel=(10, 3),
+                                      conv_stride=(5, 2), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    folder = tmp_path_factory.mktemp("hf") / "w2v-tiny"
+    transformers.Wav2Vec2Model(cfg).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_convert_into_its_own_source_is_refused_and_the_checkpoint_kept(hf_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    before = _digest(hf_dir)
+    for out in (hf_dir, hf_dir / "zoo"):
+        res = zoo_main("convert", str(hf_dir), str(out))
+        assert res.returncode == 2, res.stdout
+        assert "OUT" in res.stderr and "overwrite the input" in res.stderr, res.stderr
+    assert _digest(hf_dir) == before
+    assert not (tmp_path / "cache").exists()                  # refused before any work: nothing converted
+
+
+def test_convert_into_an_existing_file_or_a_model_folder_or_the_cache_is_refused(hf_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "file.bin").write_bytes(b"mine")
+    other = tmp_path / "other-model"
+    other.mkdir()
+    (other / "config.json").write_text('{"zoo_format": 1}')
+    (tmp_path / "cache").mkdir()
+    for out, said in ((tmp_path / "file.bin", "is an existing file"), (other, "already holds files"),
+                      (tmp_path / "cache", "inside the ssl-zoo cache"),
+                      (tmp_path / "cache" / "converted" / "x", "inside the ssl-zoo cache")):
+        res = zoo_main("convert", str(hf_dir), str(out))
+        assert res.returncode == 2 and "OUT" in res.stderr and said in res.stderr, (out, res.stderr)
+    assert (tmp_path / "file.bin").read_bytes() == b"mine"
+    assert (other / "config.json").read_text() == '{"zoo_format": 1}'
+    ok = zoo_main("convert", str(hf_dir), str(tmp_path / "new"))
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_a_converted_card_names_its_source_not_a_temporary_folder(hf_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    zoo.AutoEncoder.from_pretrained(hf_dir)
+    folder = next((tmp_path / "cache" / "converted").iterdir())
+    card = (folder / "README.md").read_text()
+    assert ".tmp" not in card and "w2v-tiny" in card
+
+
+def test_embed_never_writes_into_the_conversion_cache(hf_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    wav = tmp_path / "x.wav"
+    sf.write(wav, np.random.default_rng(0).standard_normal(8000).astype("float32") * 0.1, 16000)
+    zoo.AutoEncoder.from_pretrained(hf_dir)
+    folder = next((tmp_path / "cache" / "converted").iterdir())
+    before = _digest(folder)
+    for out in (folder / "model.safetensors", folder / "emb", tmp_path / "cache" / "other.safetensors"):
+        res = zoo_main("embed", str(hf_dir), str(wav), "--output", str(out))
+        assert res.returncode == 2 and "--output" in res.stderr and "cache" in res.stderr, res.stderr
+    assert _digest(folder) == before
+    res = zoo_main("embed", str(folder), str(wav), "--output", str(wav))          # over its own input
+    assert res.returncode == 2 and "the input" in res.stderr
+    assert zoo.AutoEncoder.from_pretrained(hf_dir) is not None
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_shard_size_below_one_is_refused_before_any_work(hf_dir, tmp_path, value):
+    res = zoo_main("embed", "no-such-model", "x.wav", "--output", str(tmp_path / "out"), "--shard-size", value)
+    assert res.returncode == 2 and "--shard-size" in res.stderr and "must be >= 1" in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [("predict", "m", "x", "--top-k", "0"), ("embed", "m", "x", "--num-workers", "-1"),
+                                  ("finetune", "m", "--steps", "0"), ("finetune", "m", "--batch-size", "-2"),
+                                  ("finetune", "m", "--patience", "-1")])
+def test_counts_are_checked_before_any_work(args):
+    res = zoo_main(*args)
+    flag = next(a for a in args if a.startswith("--"))
+    assert res.returncode == 2 and flag in res.stderr and "must be >=" in res.stderr, res.stderr
+
+
+def test_write_shards_refuses_a_shard_size_below_one(tmp_path):
+    import torch
+
+    from pipelines.evaluate import write_shards
+    rows = iter([(torch.zeros(3, 2), ["a", "b", "c"], None)])
+    for size in (0, -1):
+        with pytest.raises(ValueError, match="shard_size"):
+            write_shards(rows, tmp_path / "s", shard_size=size)
+    assert json.loads(write_shards(rows, tmp_path / "s", shard_size=2).read_text())["rows"] == 3
