@@ -489,10 +489,12 @@ def quiet_dependencies() -> None:
 
 class _Stderr(logging.Handler):
     """Messages of ssl-zoo's own loggers (what a run took from where, conversions, collapse alarms) on stderr,
-    the stream looked up when a message is written."""
+    the stream looked up when a message is written, on a line of its own (``tqdm.write`` moves a progress bar that
+    is being drawn out of the way, so an alarm never lands on the bar's line)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stderr)
+        from tqdm.auto import tqdm
+        tqdm.write(self.format(record), file=sys.stderr)
 
 
 def show_messages() -> None:

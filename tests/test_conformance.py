@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import zoo
+import zoo.cards
 from tests.conftest import zoo_main
 from zoo.plugin import read_examples
 
@@ -44,7 +45,7 @@ def run(request, tmp_path_factory) -> dict:
                   "--output", str(root / "ft"))
     assert ft.returncode == 0, ft.stderr
     result = json.loads(ft.stdout[ft.stdout.index("{"):])
-    return {"name": name, "modality": mod, "sample": sample, "root": root, "result": result,
+    return {"name": name, "modality": mod, "sample": sample, "root": root, "result": result, "stderr": ft.stderr,
             "model": root / "ft" / "model", "pretrained": root / "pre" / "model"}
 
 
@@ -109,6 +110,44 @@ def test_the_cards_tell_the_truth(run):
     assert re.search(rf"--data \S*{re.escape(data.name)}", pre) and run["sample"].pretrain_overrides[0] in pre
     ft = (run["model"] / "README.md").read_text()
     assert "(not recorded)" not in ft and "--mode full" in ft
+
+
+def test_finetune_prints_and_records_the_baseline_it_must_beat(run):
+    """``zoo finetune`` scores the modality's hand-made baselines on the run's own split and shows the best one
+    beside the model's figure (stderr, the JSON summary, classifier.json, the card); a model more than 0.05 below
+    it is announced as below the baseline — never a number alone."""
+    mod, base = run["modality"], run["result"]["baseline"]
+    card = (run["model"] / "README.md").read_text()
+    recorded = json.loads((run["model"] / "classifier.json").read_text())["finetuning"]["baseline"]
+    if not mod.baselines:
+        assert base["baseline"] is None and "no hand-made baseline" in base["notice"]
+        return
+    name, acc = base["baseline"], run["result"]["test_accuracy"]
+    assert name in mod.baselines and f"baseline {name}: test accuracy" in run["stderr"], run["stderr"][-2000:]
+    assert recorded["scores"][name] == pytest.approx(base["baseline_value"]) and recorded["beaten"] == base["beaten"]
+    assert "Against hand-made baselines" in card and name in card
+    assert base["beaten"] == (acc >= base["baseline_value"])
+    if acc < base["baseline_value"] - 0.05 or not base["beaten"]:
+        assert "below the baseline" in run["stderr"] and "below the baseline" in card, (acc, base)
+
+
+def test_evaluate_reads_own_data_and_judges_against_the_baseline(run):
+    """``zoo evaluate MODEL --data`` takes the same data forms as fine-tuning: probes on a seeded held-out split,
+    the random-init encoder and the hand-made baselines beside them, the verdict, and the card keeps its name."""
+    sample, mod = run["sample"], run["modality"]
+    before = zoo.cards.load_card(run["pretrained"] / "README.md").data.model_name
+    label = ["--label-column", sample.label_column] if sample.label_column else []
+    res = zoo_main("evaluate", str(run["pretrained"]), "--data", str(sample.data), *label,
+                   "--output", str(run["root"] / "eval"))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout[res.stdout.index("{"):])
+    assert report["test_examples"] > 0 and 0 <= report["pretrained"]["linear_probe"] <= 1
+    assert "random_init" in report and "verdict" in report
+    if mod.baselines:
+        assert report["verdict"]["baseline"] in report["baselines"]
+        if not report["verdict"]["beaten"]:
+            assert "below the baseline" in res.stderr
+    assert zoo.cards.load_card(run["pretrained"] / "README.md").data.model_name == before
 
 
 HOSTILE = [None, 0, 1.5, "", "no/such/file.bin", b"\x00\x01", [], [[]], {}, {"x": 1}, np.zeros(0),
@@ -219,4 +258,4 @@ def test_an_installed_plugin_gets_the_conformance_suite(toy_plugin):
                           "toyseq and not plugin"], capture_output=True, text=True, timeout=900,
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stdout[-3000:]
-    assert "6 passed" in res.stdout, res.stdout[-500:]
+    assert "8 passed" in res.stdout, res.stdout[-500:]
