@@ -62,7 +62,7 @@ def fit_processor(processor: Processor, data: ExampleSet | StreamSet, seed: int,
     nothing to a user); with ``skip_bad`` the bad ones — those ``fit`` refuses on their own — are left out."""
     sample, names = fit_sample(data, int(getattr(processor.config, "fit_examples", 1000)), seed)
     try:
-        return processor.fit(sample)
+        return _fitted(processor, processor.fit(sample))
     except BadExample as err:
         first = err
     bad = []
@@ -76,7 +76,16 @@ def fit_processor(processor: Processor, data: ExampleSet | StreamSet, seed: int,
     if not bad:
         raise first
     keep = [i for i in range(len(sample)) if i not in set(bad)]
-    return processor.fit(take(sample, keep))
+    return _fitted(processor, processor.fit(take(sample, keep)))
+
+
+def _fitted(processor: Processor, result: object) -> Processor:
+    """The plugin contract (docs/adding-a-modality.md): ``Processor.fit`` returns the fitted processor."""
+    if not isinstance(result, Processor):
+        raise TypeError(f"modality {processor.modality!r}: {type(processor).__name__}.fit() returned "
+                        f"{type(result).__name__}, not the processor: the plugin contract asks fit() to return the "
+                        "fitted processor (end it with `return self`)")
+    return result
 
 
 def build(recipe: Recipe, *, data: ExampleSet | StreamSet | None = None, init: str | None = None,

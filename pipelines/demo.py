@@ -44,7 +44,8 @@ def run(recipe_name: str, out: Path, *, org: str = "ssl-zoo", overrides: list[st
     print(f"\npretrained {summary['steps']} steps in {summary['wall_seconds']:.1f} s on {summary['hardware']}")
     print(f"published to the local hub {hub} as {repo_id}@{sha[:8]}; reloaded by Hub id: "
           f"embedding of {first_name} {tuple(reloaded.shape)}, "
-          f"identical to the saved folder: {same}")
+          f"identical to the saved folder: {same} (elsewhere: HF_HUB_CACHE={hub} HF_HUB_OFFLINE=1 zoo embed "
+          f"{repo_id} FILE)")
     pictures = f"loss curve: {model.parent / 'loss_curve.png'}"
     if (model / "embedding_map.png").is_file():
         pictures += f"; embedding map: {model / 'embedding_map.png'}"

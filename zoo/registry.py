@@ -84,8 +84,27 @@ def get_modality(name: str) -> Modality:
     modality = obj() if callable(obj) and not isinstance(obj, Modality) else obj
     if not isinstance(modality, Modality) or modality.name != name:
         raise TypeError(f"entry point {eps[name].value} must give a zoo.Modality named {name!r}")
+    _check_contract(modality, eps[name].value)
     _loaded[name] = modality
     return modality
+
+
+def _check_contract(modality: Modality, where: str) -> None:
+    """What the plugin contract (docs/adding-a-modality.md) asks of the classes, checked as the plugin is loaded:
+    a ``zoo.Processor`` whose ``fit`` is declared to return the processor, encoders that are ``zoo.Encoder`` s."""
+    import inspect
+
+    from .plugin import Encoder, Processor
+    if not (inspect.isclass(modality.processor) and issubclass(modality.processor, Processor)):
+        raise TypeError(f"{where}: modality {modality.name!r}: processor must be a zoo.Processor subclass")
+    ret = inspect.signature(modality.processor.fit).return_annotation
+    if ret in (None, "None", type(None)):
+        raise TypeError(f"{where}: modality {modality.name!r}: {modality.processor.__name__}.fit is declared to "
+                        "return None; the contract asks it to return the fitted processor (`return self`)")
+    for arch in modality.architectures.values():
+        if not (inspect.isclass(arch.encoder) and issubclass(arch.encoder, Encoder)):
+            raise TypeError(f"{where}: modality {modality.name!r}: architecture {arch.name!r}'s encoder must be a "
+                            "zoo.Encoder subclass")
 
 
 @dataclass
