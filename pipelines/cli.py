@@ -41,6 +41,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from .data_spec import command_line
     from .pretrain import pretrain, with_own_data
     from .recipe import load_recipe
+    if args.include:                                        # --include C is processor.include: [C, ...]
+        args.set = [*args.set, f"processor.include={json.dumps(args.include)}"]
     recipe = load_recipe(args.recipe, args.set)
     if args.refit and not args.init:
         raise ValueError("--refit refits the processor of --init: give --init too")
@@ -345,6 +347,8 @@ def _add_pretrain(sub: Any) -> None:
     s.add_argument("--label-column", help="a column of --data that is a label (never an input; left out)")
     s.add_argument("--exclude", action="append", default=[], metavar="COLUMN",
                    help="a column of --data that is not an input, e.g. an id (repeatable)")
+    s.add_argument("--include", action="append", default=[], metavar="COLUMN",
+                   help="a column to keep although all its values differ (else left out as an id; repeatable)")
     s.add_argument("--split", help="the split of --data to pretrain on (a folder's subfolder, a dataset split)")
     s.add_argument("--init", metavar="MODEL",
                    help="continue pretraining from this model (a zoo folder or Hub id, or a transformers checkpoint "

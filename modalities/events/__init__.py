@@ -30,6 +30,7 @@ MODALITY = Modality(
                    "cfg = processor.config\n"
                    "example = {cfg.time_column: [0.0, 3600.0, 7200.0],\n"
                    "           **{c: [0.0] * 3 for c in processor.schema.numerical},\n"
+                   "           **{c: [d.reference] * 3 for c, d in processor.schema.dates.items()},\n"
                    "           **{c: [(processor.schema.vocab[c] or [None])[0]] * 3\n"
                    "              for c in processor.schema.categorical}}"),
     baselines={"aggregates (counts, sums, means per category value)": aggregate_features},

@@ -100,7 +100,8 @@ def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.nd
         bad = ~np.isfinite(secs)
         if bad.any():
             i = int(bad.nonzero()[0][0])
-            raise BadExample(where, column, f"event {i}: timestamp {shown(values[i])} is not a finite number")
+            raise BadExample(where, column, f"event {i}: timestamp {shown(values[i])} is not a finite number "
+                                            "(train.skip_bad: true skips the history)")
         return secs
     if values.dtype.kind == "M":
         stamps = values
@@ -109,7 +110,8 @@ def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.nd
         missing = is_missing(values)
         if missing.any():
             i = int(missing.nonzero()[0][0])
-            raise BadExample(where, column, f"event {i}: missing timestamp {shown(values[i])}")
+            raise BadExample(where, column, f"event {i}: missing timestamp {shown(values[i])} (train.skip_bad: true "
+                                            "skips the history)")
         try:
             stamps = pd.to_datetime(pd.Series(values), utc=True, format="mixed").dt.tz_localize(None).to_numpy()
         except (ValueError, TypeError, OverflowError):
@@ -117,12 +119,14 @@ def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.nd
                 try:
                     pd.to_datetime(v, utc=True)
                 except (ValueError, TypeError, OverflowError):
-                    raise BadExample(where, column, f"event {i}: unparseable timestamp {shown(v)}") from None
+                    raise BadExample(where, column, f"event {i}: unparseable timestamp {shown(v)} (is "
+                                                    "processor.time_column the time column?)") from None
             raise
     nat = np.isnat(stamps)
     if nat.any():
         i = int(nat.nonzero()[0][0])
-        raise BadExample(where, column, f"event {i}: missing timestamp {shown(values[i])}")
+        raise BadExample(where, column, f"event {i}: missing timestamp {shown(values[i])} (train.skip_bad: true skips "
+                                        "the history)")
     # nanoseconds end in 2262 ('2399-01-01' wrapped to 1814): outside their range, microseconds (±290,000 years)
     micros = stamps.astype("datetime64[us]").astype(np.int64)
     if np.abs(micros).max(initial=0) < NS_RANGE_US:
@@ -161,8 +165,8 @@ class EventProcessor(Processor):
         for i in range(len(examples)):
             cols = history_columns(examples[i], f"history {i}")
             if cfg.time_column not in cols:
-                raise ColumnError(f"history {i}", cfg.time_column,
-                                  f"no time column {cfg.time_column!r} (columns: {sorted(cols)})")
+                raise ColumnError(f"history {i}", cfg.time_column, f"no time column {cfg.time_column!r} (columns: "
+                                                                   f"{sorted(cols)}; processor.time_column names it)")
             for k, v in cols.items():
                 parts.setdefault(k, []).append(v)
             t = parse_times(cols[cfg.time_column], cfg.time_unit, f"history {i}", cfg.time_column)
@@ -173,7 +177,8 @@ class EventProcessor(Processor):
         cols = {k: np.concatenate(v) if len(v) == count else None for k, v in parts.items()}
         ragged = sorted(k for k, v in cols.items() if v is None)
         if ragged:
-            raise ValueError(f"column(s) {ragged} appear in some histories only: every history needs the same columns")
+            raise ValueError(f"column(s) {ragged} appear in some histories only: every history needs the same columns "
+                             "(processor.exclude leaves columns out)")
         names = [c for c in cols if c not in self._not_fields()]
         if not names:
             raise ValueError(f"the histories have no event fields besides {sorted(self._not_fields() & set(cols))}")
@@ -198,7 +203,8 @@ class EventProcessor(Processor):
         name = name or "history"
         cols = history_columns(example, name)
         if cfg.time_column not in cols:
-            raise ColumnError(name, cfg.time_column, f"no time column {cfg.time_column!r} (columns: {sorted(cols)})")
+            raise ColumnError(name, cfg.time_column, f"no time column {cfg.time_column!r} (columns: {sorted(cols)}; "
+                                                     "processor.time_column names it)")
         absent = [c for c in self.fields if c not in cols]
         if absent:
             raise ColumnError(name, absent[0], f"missing event field(s) {absent}")
@@ -206,7 +212,8 @@ class EventProcessor(Processor):
             ent = cols[cfg.entity_column]
             if not (ent == ent[0]).all():
                 raise BadExample(name, cfg.entity_column, f"a history holds several entities "
-                                                          f"({sorted({str(e) for e in ent})[:5]})")
+                                                          f"({sorted({str(e) for e in ent})[:5]}; "
+                                                          "processor.entity_column names the entity column)")
         t = parse_times(cols[cfg.time_column], cfg.time_unit, name, cfg.time_column)
         n = len(t)
         if n == 0:
@@ -266,12 +273,12 @@ class EventProcessor(Processor):
         return [(str(e), histories[i]) for i, e in enumerate(histories.entities)]
 
     def input_columns(self) -> list[str] | None:
-        return list(self.schema.numerical) + list(self.schema.categorical)
+        return self.schema.columns
 
     def encoder_config(self) -> dict[str, Any]:
         """What the encoder is built for: the fields, and the time feature's statistics (the encoder standardises
         Δt itself, so that a subsequence can start at Δt = 0 as a history does)."""
-        return {"num_numerical": len(self.schema.numerical), "cardinalities": self.schema.cardinalities,
+        return {"num_numerical": self.schema.num_features, "cardinalities": self.schema.cardinalities,
                 "time_mean": self.time_mean, "time_std": self.time_std}
 
     def state(self) -> dict[str, Any]:

@@ -27,5 +27,6 @@ MODALITY = Modality(
     task="tabular-classification",
     usage_example=("# one row: column → value (here a typical value for every column the model knows)\n"
                    "example = {**{c: 0.0 for c in processor.numerical},\n"
+                   "           **{c: d.reference for c, d in processor.dates.items()},\n"
                    "           **{c: (processor.vocab[c] or [None])[0] for c in processor.categorical}}"),
 )

@@ -30,7 +30,8 @@ def _split(columns: dict[str, np.ndarray], label: str | None, spec: dict[str, An
     y, classes, regression = None, None, False
     if label is not None:
         if label not in columns:
-            raise KeyError(f"label column {label!r} not in the table (columns: {sorted(columns)})")
+            raise KeyError(f"label column {label!r} not in the table (columns: {sorted(columns)}; --label-column or "
+                           "data.label_column names it)")
         raw = columns.pop(label)
         y, classes, regression = _labels(raw, spec.get("problem_type", "classification"), label, name)
     idx = np.arange(n)
@@ -59,7 +60,8 @@ def _labels(raw: np.ndarray, problem: str, label: str, name: str) -> tuple[np.nd
         bad = ~np.isfinite(numbers)
         if bad.any():
             i = int(bad.nonzero()[0][0])
-            raise ValueError(f"{name}[{i}]: field {label!r}: the target {raw[i]!r} is not a finite number")
+            raise ValueError(f"{name}[{i}]: field {label!r}: the target {raw[i]!r} is not a finite number "
+                             "(--task classification, or data.problem_type: classification, reads them as classes)")
         return numbers, None, True
     y_raw = np.array([str(v).strip().rstrip(".") for v in raw])
     classes = sorted(set(y_raw))

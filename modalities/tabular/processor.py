@@ -1,6 +1,7 @@
-"""Schema-aware tabular processor: infers numerical vs categorical columns, fits normalisation statistics
-and category vocabularies, represents missing values explicitly, and travels with the model in
-``preprocessor.json``. Tables come from pandas, pyarrow, ``datasets``, CSV/parquet files or dict rows."""
+"""Schema-aware tabular processor: infers numerical, date and categorical columns (leaving out ids), fits
+normalisation statistics, date references and category vocabularies, represents missing values explicitly, and
+travels with the model in ``preprocessor.json`` (docs/architecture.md, "The modality contract"). Tables come from
+pandas, pyarrow, ``datasets``, CSV/parquet files or dict rows."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.schema import MISSING, UNKNOWN, ColumnError, ColumnSchema, Rows, to_columns
+from zoo.schema import MISSING, UNKNOWN, ColumnError, ColumnSchema, Rows, parse_dates, to_columns
 
 __all__ = ["MISSING", "UNKNOWN", "ColumnError", "Rows", "TabularProcessor", "TabularProcessorConfig", "to_columns"]
 
@@ -22,8 +23,11 @@ __all__ = ["MISSING", "UNKNOWN", "ColumnError", "Rows", "TabularProcessor", "Tab
 class TabularProcessorConfig(ProcessorConfig):
     fit_examples: int = 100_000              # rows the statistics and vocabularies are learned from
     numerical: list[str] | None = None       # overrides of the inferred schema
-    categorical: list[str] | None = None
+    categorical: list[str] | None = None     # (a column named here is a category: never a date, never an id)
+    date_columns: list[str] | None = None    # read as dates (ISO strings, datetimes; numbers as Unix seconds)
+    date_reference: str | None = None        # elapsed days count from this ISO date (default: the first fitted day)
     exclude: list[str] = field(default_factory=list)   # e.g. the label column
+    include: list[str] = field(default_factory=list)   # kept although all-distinct (otherwise left out as ids)
     max_categories: int = 64                 # most frequent kept; the rest map to the unknown bucket
     numeric_share: float = 0.95              # a text column is numerical when this share of its values parse
     min_frequency: int = 1
@@ -38,12 +42,18 @@ class TabularProcessorConfig(ProcessorConfig):
         self.check(self.unknown_category in ("unknown", "error"), "unknown_category", "must be 'unknown' or 'error'")
         self.check(self.extra_columns in ("ignore", "error"), "extra_columns", "must be 'ignore' or 'error'")
         self.check(self.missing_columns in ("error", "missing"), "missing_columns", "must be 'error' or 'missing'")
+        if self.date_reference is not None:
+            days, _, bad = parse_dates(np.array([self.date_reference], dtype=object), named=True)
+            self.check(not bad.any() and bool(np.isfinite(days).all()), "date_reference",
+                       "must be an ISO date or datetime, e.g. 2024-01-01")
 
 
 class TabularProcessor(Processor):
-    """Rows → ``num [F_num]`` (normalised, 0 where missing), ``num_missing [F_num]``, ``cat [F_cat]`` (ids;
-    0 = missing, 1 = unknown). Fit once on training data; the schema, statistics and vocabularies are
-    saved as ``preprocessor.json``."""
+    """Rows → ``num [F_num]`` (normalised, 0 where missing; the numerical columns, then each date column's
+    features: elapsed days, and year / week / day position as sin and cos), ``num_missing [F_num]``, ``cat [F_cat]``
+    (ids; 0 = missing, 1 = unknown). Fit once on training data; the schema, statistics, date references and
+    vocabularies are saved as ``preprocessor.json``. All-distinct text or integer columns (ids) are left out
+    unless ``include`` names them."""
 
     config_class = TabularProcessorConfig
 
@@ -57,6 +67,7 @@ class TabularProcessor(Processor):
     mean = property(lambda self: self.schema.mean)
     std = property(lambda self: self.schema.std)
     vocab = property(lambda self: self.schema.vocab)
+    dates = property(lambda self: self.schema.dates)
     unparseable = property(lambda self: self.schema.unparseable)
     fitted = property(lambda self: self.schema.fitted)
     cardinalities = property(lambda self: self.schema.cardinalities)
@@ -68,8 +79,12 @@ class TabularProcessor(Processor):
             raise ValueError(f"cannot fit the table schema on an empty table ({len(cols)} columns, 0 rows)")
         names = [c for c in cols if c not in set(cfg.exclude)]
         self.schema = ColumnSchema.infer(cols, names, numerical=cfg.numerical, categorical=cfg.categorical,
-                                         max_categories=cfg.max_categories, numeric_share=cfg.numeric_share,
-                                         min_frequency=cfg.min_frequency)
+                                         dates=cfg.date_columns, include=cfg.include, drop_ids=True,
+                                         date_reference=cfg.date_reference, max_categories=cfg.max_categories,
+                                         numeric_share=cfg.numeric_share, min_frequency=cfg.min_frequency)
+        if not self.schema.fitted:
+            raise ValueError(f"no input columns are left (ids left out: {self.schema.ids}; processor.include keeps "
+                             "them)")
         return self
 
     def align_to(self, old: Processor) -> None:
@@ -81,17 +96,17 @@ class TabularProcessor(Processor):
             raise RuntimeError("the processor is not fitted: call fit(train_table) first")
         cols = to_columns(table)
         cfg = self.config
-        known = set(self.numerical) | set(self.categorical) | set(cfg.exclude)
+        needed = self.schema.columns
+        known = set(needed) | set(self.schema.ids) | set(cfg.exclude)
         where = names[0] if names is not None and len(names) == 1 else "table"
         extra = sorted(set(cols) - known)
         if extra and cfg.extra_columns == "error":
-            raise ColumnError(where, extra[0], f"unknown column(s) {extra}: the model was trained on "
-                                               f"{self.numerical + self.categorical}")
-        needed = self.numerical + self.categorical
+            raise ColumnError(where, extra[0], f"unknown column(s) {extra}: the model was trained on {needed} "
+                                               "(processor.extra_columns: ignore ignores them)")
         absent = [c for c in needed if c not in cols]
         if absent and cfg.missing_columns == "error":
-            raise ColumnError(where, absent[0], f"missing column(s) {absent} (set missing_columns: missing to "
-                                                "treat them as missing)")
+            raise ColumnError(where, absent[0], f"missing column(s) {absent} (processor.missing_columns: missing "
+                                                "treats them as missing)")
         n = len(next(iter(cols.values()))) if cols else 0
         num, num_missing = self.schema.encode_numerical(cols, n, names)
         cat = self.schema.encode_categorical(cols, n, names, unknown=cfg.unknown_category)
@@ -134,10 +149,10 @@ class TabularProcessor(Processor):
         return [(f"{path}[{j}]", row) for j, row in enumerate(self.read_many(path))]
 
     def input_columns(self) -> list[str] | None:
-        return list(self.numerical) + list(self.categorical)
+        return self.schema.columns
 
     def encoder_config(self) -> dict[str, Any]:
-        return {"num_numerical": len(self.numerical), "cardinalities": self.cardinalities}
+        return {"num_numerical": self.schema.num_features, "cardinalities": self.cardinalities}
 
     def state(self) -> dict[str, Any]:
         return self.schema.state()
