@@ -26,6 +26,7 @@ import os
 import random
 import zlib
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 import torch
@@ -38,7 +39,7 @@ from zoo.data import Record, take
 from .recipe import TrainConfig
 
 __all__ = ["batch_indices", "grouped_batches", "EpochBatches", "TrainData", "iter_batches", "process_records",
-           "padded_share", "fit_batch"]
+           "padded_share", "fit_batch", "iter_records", "label_tensor"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +57,16 @@ def name_key(name: str) -> int:
 
 
 def process_one(processor: Processor, example: Any, name: str,
-                generator: torch.Generator | None = None) -> dict[str, Any]:
-    """One example through the processor (with its training augmentation drawn from ``generator`` when given).
+                generator: torch.Generator | None = None, augment: bool = True) -> dict[str, Any]:
+    """One example through the processor (with its training augmentation — or, ``augment`` off, only its random crop
+    of a long input — drawn from ``generator`` when given).
     Whatever the processor raises on it — a ValueError, a RuntimeError from a tensor op, a KeyError: decided by
     where the error comes from (this input, alone), not by its type — becomes a :class:`BadExample` naming the
     example, so that ``skip_bad`` skips it and an error names it either way."""
     try:
         if generator is not None:
-            return processor.augmented(example, name=name, generator=generator)
+            view = processor.augmented if augment else processor.cropped
+            return view(example, name=name, generator=generator)
         return processor(example, name=name)
     except BadExample:
         raise
@@ -73,8 +76,9 @@ def process_one(processor: Processor, example: Any, name: str,
 
 def process_records(processor: Processor, examples: Sequence[Any], labels: Sequence[int | None],
                     names: Sequence[str], skip_bad: bool,
-                    draws: Sequence[torch.Generator] | None = None) -> dict[str, Any]:
-    """Process and collate one batch (training draws: one generator per example for its augmentation). Returns
+                    draws: Sequence[torch.Generator] | None = None, augment: bool = True) -> dict[str, Any]:
+    """Process and collate one batch (training draws: one generator per example for its augmentation, or with
+    ``augment`` off for its crop, :meth:`zoo.Processor.cropped`). Returns
     the batch with ``labels`` (when every record has one) and a ``_meta`` entry: names of the kept examples,
     messages of skipped ones, the first bad one when not skipping."""
     meta: dict[str, Any] = {"names": list(names), "skipped": [], "bad": None}
@@ -89,7 +93,7 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
         items, keep = [], []
         for i, name in enumerate(names):
             try:
-                items.append(process_one(processor, examples[i], name, None if draws is None else draws[i]))
+                items.append(process_one(processor, examples[i], name, None if draws is None else draws[i], augment))
                 keep.append(i)
             except BadExample as e:
                 if not skip_bad:
@@ -102,12 +106,19 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
     if not items:
         return {"_meta": meta}
     batch = processor.collate(items)
-    kept = [labels[i] for i in keep]
-    if kept and all(lab is not None for lab in kept):
-        floats = any(isinstance(lab, float) for lab in kept)            # regression targets
-        batch["labels"] = torch.tensor(kept, dtype=torch.float32 if floats else torch.long)
+    kept = label_tensor([labels[i] for i in keep])
+    if kept is not None:
+        batch["labels"] = kept
     batch["_meta"] = meta
     return batch
+
+
+def label_tensor(labels: Sequence[int | float | None]) -> torch.Tensor | None:
+    """A batch's labels as a tensor (float32 regression targets, else class ids); ``None`` unless all are given."""
+    if not labels or any(lab is None for lab in labels):
+        return None
+    floats = any(isinstance(lab, float) for lab in labels)              # regression targets
+    return torch.tensor(list(labels), dtype=torch.float32 if floats else torch.long)
 
 
 def _unpack(batch: dict[str, Any]) -> dict[str, Any]:
@@ -194,8 +205,9 @@ class _MapBatches(Dataset):
     vectorise over the batch, e.g. a table's rows)."""
 
     def __init__(self, data: ExampleSet, processor: Processor, skip_bad: bool,
-                 augment_seed: int | None = None) -> None:
+                 augment_seed: int | None = None, augment: bool = True) -> None:
         self.data, self.processor, self.skip_bad, self.augment_seed = data, processor, skip_bad, augment_seed
+        self.augment = augment                  # False: the draws only crop (Processor.cropped)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -210,7 +222,7 @@ class _MapBatches(Dataset):
             [example_generator(self.augment_seed, epoch, i) for i, epoch in pairs]
         d = self.data
         return process_records(self.processor, take(d.examples, idx), [d.label(i) for i in idx],
-                               [d.name(i) for i in idx], self.skip_bad, draws)
+                               [d.name(i) for i in idx], self.skip_bad, draws, self.augment)
 
 
 # --- streamed: parts per rank and worker, a seeded buffer, positions ------------------------------------
@@ -236,8 +248,9 @@ class _StreamBatches(IterableDataset):
 
     def __init__(self, stream: StreamSet, processor: Processor, *, batch: int, seed: int, rank: int, world: int,
                  buffer: int, skip_bad: bool, positions: dict[int, tuple[int, int]] | None = None,
-                 rotation: int = 0, epochs: int | None = None, augment: bool = False) -> None:
+                 rotation: int = 0, epochs: int | None = None, augment: bool = False, crop: bool = False) -> None:
         self.stream, self.processor, self.batch, self.seed, self.augment = stream, processor, batch, seed, augment
+        self.crop = crop and not augment        # draws that only crop a long input (Processor.cropped)
         self.rank, self.world, self.buffer, self.skip_bad = rank, world, buffer, skip_bad
         self.positions, self.rotation, self.epochs = positions or {}, rotation, epochs
 
@@ -267,8 +280,10 @@ class _StreamBatches(IterableDataset):
 
     def _make(self, recs: list[Record], role: int, epoch: int, done: int) -> dict[str, Any]:
         examples, labels, names = zip(*recs)
-        draws = [example_generator(self.seed, epoch, name_key(n)) for n in names] if self.augment else None
-        out = process_records(self.processor, list(examples), list(labels), list(names), self.skip_bad, draws)
+        draws = [example_generator(self.seed, epoch, name_key(n)) for n in names] \
+            if self.augment or self.crop else None
+        out = process_records(self.processor, list(examples), list(labels), list(names), self.skip_bad, draws,
+                              self.augment)
         out["_meta"]["position"] = (role, epoch, done)
         return out
 
@@ -331,6 +346,7 @@ class TrainData:
         self.pin = pin_memory
         self.streamed = isinstance(data, StreamSet)
         self.augment = cfg.augment and processor.augments()        # the processor's training augmentation
+        self.crop = not self.augment and processor.crops()         # else its random crop of a long input
         self.skipped = 0
         self.skipped_examples: list[str] = []
         self._position: dict[str, Any] = {}
@@ -364,18 +380,19 @@ class TrainData:
             rotation = int(state.get("next_role", 0))
             ds = _StreamBatches(self.data, self.processor, batch=cfg.batch_size, seed=cfg.seed, rank=self.rank,
                                 world=self.world, buffer=cfg.shuffle_buffer, skip_bad=cfg.skip_bad,
-                                positions=positions, rotation=rotation, augment=self.augment)
+                                positions=positions, rotation=rotation, augment=self.augment, crop=self.crop)
             self._position = {"kind": "stream", "workers": w, "positions": {str(k): list(v) for k, v in
                                                                              positions.items()},
                               "next_role": rotation}
             loader = _loader(ds, workers=workers, prefetch=cfg.prefetch_factor, pin=self.pin, close_fds=close_fds)
         else:
             start = int(state.get("batches", 0))
+            draws = self.augment or self.crop
             sampler = EpochBatches(len(self.data), cfg.batch_size, cfg.seed, self.rank, self.world, start,
-                                   self.lengths, cfg.length_buckets, tag_epoch=self.augment)
+                                   self.lengths, cfg.length_buckets, tag_epoch=draws)
             self._position = {"kind": "map", "batches": start}
             loader = _loader(_MapBatches(self.data, self.processor, cfg.skip_bad,
-                                         cfg.seed if self.augment else None), workers=workers,
+                                         cfg.seed if draws else None, self.augment), workers=workers,
                              prefetch=cfg.prefetch_factor, pin=self.pin, batch_sampler=sampler, close_fds=close_fds)
         return self._consume(iter(loader), workers)
 
@@ -414,3 +431,11 @@ def iter_batches(data: ExampleSet | StreamSet, processor: Processor, *, batch_si
             batch["_names"] = meta["names"]
             batch["_skipped"] = meta["skipped"]
             yield batch
+
+
+def iter_records(data: ExampleSet | StreamSet, size: int) -> Iterator[list[Record]]:
+    """One pass of ``data`` in order (a stream: every part), ``size`` raw ``(example, label, name)`` records at a
+    time, read in this process: for a loop that makes its own batches (the windows of long inputs)."""
+    records = (data.record(i) for i in range(len(data))) if isinstance(data, ExampleSet) else data.records(0, 1, 0)
+    while chunk := list(islice(records, size)):
+        yield chunk

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from zoo import Encoder, ExampleSet, Processor, StreamSet
 
 from .baseline import verdict
-from .data import iter_batches
+from .data import iter_batches, iter_records, label_tensor
 from .recipe import Recipe, parse_recipe
 from .report import comparison_markdown, embedding_map, record_evaluation
 
@@ -34,11 +34,15 @@ def iter_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | S
                     device: torch.device | str = "cpu", num_workers: int = 0
                     ) -> Iterator[tuple[torch.Tensor | list[torch.Tensor], list[str], torch.Tensor | None]]:
     """Embeddings batch by batch — ``(pooled [B, D] or one [B, D] per layer, names, labels or None)`` — with the
-    examples read, processed and collated in ``num_workers`` DataLoader workers: memory holds a few batches."""
+    examples read, processed and collated in ``num_workers`` DataLoader workers: memory holds a few batches. A
+    processor that ``pools_windows`` (audio) gives every example whole (:func:`window_embeddings`)."""
     from zoo.layers import masked_mean
     if not isinstance(data, (ExampleSet, StreamSet)):
         data = ExampleSet(data, None, names)
     encoder = encoder.to(device).eval()
+    if processor.pools_windows():
+        yield from window_embeddings(encoder, processor, data, batch_size=batch_size, layers=layers, device=device)
+        return
     for batch in iter_batches(data, processor, batch_size=batch_size, num_workers=num_workers):
         names_b, labels = batch.pop("_names"), batch.pop("labels", None)
         batch.pop("_skipped", None)
@@ -47,6 +51,27 @@ def iter_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | S
             yield [masked_mean(h, out.padding_mask).float().cpu() for h in out.hidden], names_b, labels
         else:
             yield out.pooled.float().cpu(), names_b, labels
+
+
+@torch.no_grad()
+def window_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet, *, batch_size: int = 64,
+                      layers: bool = False, device: torch.device | str = "cpu"
+                      ) -> Iterator[tuple[torch.Tensor | list[torch.Tensor], list[str], torch.Tensor | None]]:
+    """:func:`iter_embeddings` for a processor that ``pools_windows``: each example's windows encoded ``batch_size``
+    at a time, their pooled rows (with ``layers``: every hidden state's mean-pooled rows) averaged weighted by the
+    windows' length (``zoo.embedding.window_means``; docs/architecture.md, "Long inputs"), read in this process."""
+    from zoo.embedding import window_means
+    from zoo.layers import masked_mean
+
+    def rows(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = encoder(batch, return_hidden=layers)
+        if layers:
+            return torch.stack([masked_mean(h, out.padding_mask) for h in out.hidden], dim=1).float()
+        return out.pooled.float()
+    for chunk in iter_records(data, batch_size):
+        examples, labels, names = zip(*chunk)
+        x = window_means(rows, processor, list(examples), names=list(names), batch_size=batch_size, device=device)
+        yield (list(x.unbind(1)) if layers else x), list(names), label_tensor(labels)
 
 
 def embed(encoder: Encoder, processor: Processor, examples: ExampleSet | StreamSet | Sequence[Any], *,

@@ -315,6 +315,8 @@ def setup(model: str | Path, recipe: Recipe, *, device: str, settings: dict[str,
     torch.manual_seed(cfg.seed)
     clf = FinetuneModel(encoder, labelled.label_names, ft, _class_weights(labelled, ft.class_weights),
                         processor=processor, task=labelled.task, **_target_stats(labelled))
+    if processor.long_inputs():                         # what the model sees of a long input (docs/architecture.md)
+        logger.info("long inputs: %s", processor.long_inputs())
     local = Path(str(model)).exists()
     origin = portable(str(Path(model).resolve())) if local else str(model)
     fingerprint = {"model": str(Path(model).resolve()) if local else str(model),

@@ -16,7 +16,7 @@ from zoo import Classifier, ExampleSet, Processor, StreamSet
 from zoo.cards import COMPARISON_HEADING
 from zoo.cards import write_card as write_card_file
 
-from .data import iter_batches
+from .data import iter_batches, iter_records, label_tensor
 
 __all__ = ["classification_metrics", "regression_metrics", "task_metrics", "predict_set", "confusion_png",
            "scatter_png", "embedding_map",
@@ -57,8 +57,11 @@ LOWER_IS_BETTER = {"rmse", "mae"}
 def predict_set(clf: Classifier, processor: Processor, data: ExampleSet | StreamSet, *, num_workers: int = 0,
                 device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(true labels, probabilities [N, C] or values [N], names)`` of a labelled set, read through the
-    DataLoader workers."""
+    DataLoader workers; a processor that ``pools_windows`` (audio) sees every example whole, window by window, as
+    ``Classifier.predict`` does (docs/architecture.md, "Long inputs")."""
     clf.eval().to(device)
+    if processor.pools_windows():
+        return _predict_windows(clf, data, device)
     ys, probs, names = [], [], []
     for batch in iter_batches(data, processor, batch_size=64, num_workers=num_workers):
         labels = batch.pop("labels")
@@ -66,6 +69,21 @@ def predict_set(clf: Classifier, processor: Processor, data: ExampleSet | Stream
         batch.pop("_skipped", None)
         probs.append(clf.outputs({k: v.to(device) for k, v in batch.items()}).cpu())
         ys.append(labels)
+    if not ys:
+        raise ValueError("nothing to evaluate: the set holds no examples")
+    return torch.cat(ys).numpy(), torch.cat(probs).numpy(), names
+
+
+def _predict_windows(clf: Classifier, data: ExampleSet | StreamSet, device: str | torch.device
+                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`predict_set` with every example seen whole (``Classifier.example_outputs``): 64 examples at a time,
+    their windows 16 at a time."""
+    ys, probs, names = [], [], []
+    for chunk in iter_records(data, 64):
+        examples, labels, names_c = zip(*chunk)
+        probs.append(clf.example_outputs(list(examples), names=list(names_c), batch_size=16, device=device))
+        ys.append(label_tensor(labels))
+        names += list(names_c)
     if not ys:
         raise ValueError("nothing to evaluate: the set holds no examples")
     return torch.cat(ys).numpy(), torch.cat(probs).numpy(), names

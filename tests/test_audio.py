@@ -362,3 +362,29 @@ def test_card_usage_snippet_for_audio(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "torch.Size([1, 32])" in out.stdout
+
+
+def test_mfcc_baseline_reads_the_whole_clip_with_deltas(tmp_path):
+    """The MFCC baseline (issue #32): what comes after ``max_seconds`` changes the features; MFCC, delta and
+    delta-delta statistics, ``[N, 6 * n_mfcc]``, the deltas those of librosa on the whole clip."""
+    import librosa
+
+    from modalities.audio.baselines import mfcc_features
+    rng = np.random.default_rng(0)
+    t = np.arange(48000) / 16000
+    head = 0.3 * np.sin(2 * np.pi * 300 * t[:32000])
+    a = np.concatenate([head, 0.3 * np.sin(2 * np.pi * 2500 * t[32000:])]).astype(np.float32)
+    b = np.concatenate([head, 0.1 * rng.standard_normal(16000)]).astype(np.float32)
+    sf.write(tmp_path / "a.wav", a, 16000, subtype="FLOAT")
+    proc = AudioProcessor(AudioProcessorConfig(max_seconds=2.0))
+    feats = mfcc_features([str(tmp_path / "a.wav"), (b, 16000)], proc, n_mfcc=13)
+    assert not torch.allclose(feats[0], feats[1], atol=1e-3)          # the first 2 s are the same
+    assert feats.shape == (2, 78)
+    x = proc.whole((a, 16000))["input_values"].numpy()
+    assert x.size == 48000
+    m = librosa.feature.mfcc(y=x, sr=16000, n_mfcc=13, n_fft=512, hop_length=160)
+    d2 = librosa.feature.delta(m, order=2)
+    assert np.allclose(feats[0, 26:39].numpy(), d2.mean(axis=1), atol=1e-4)
+    assert np.allclose(feats[0, 39 + 26:].numpy(), d2.std(axis=1), atol=1e-4)
+    tiny = mfcc_features([(a[:400], 16000), (a[:1200], 16000)], proc, n_mfcc=13)      # 3 and 8 frames
+    assert torch.isfinite(tiny).all()

@@ -208,3 +208,111 @@ def test_cli_events_say_how_many_older_events_were_left_out(tmp_path):
     assert not any(f"note: {e}:" in res.stdout for e in counts if e not in cut)
     res = zoo_main("embed", str(tmp_path / "model"), str(tmp_path / "log.csv"), "--pooling", "none")
     assert res.returncode == 2 and "embedded whole" in res.stderr
+
+
+# --- issue #32: fine-tuning, prediction and evaluation see the whole clip, not its first max_seconds -------------
+def _clicks_then(kind: str, rng: np.random.Generator, seconds: float = 6.0) -> np.ndarray:
+    """2 s of clicks (the same kind of start for every class), then ``seconds - 2`` s of ``kind``: rising sweeps
+    (0.5 s chirps) or white noise, at a random level."""
+    t = np.arange(int(2 * RATE))
+    clicks = np.zeros(t.size)
+    clicks[rng.integers(0, t.size, int(rng.integers(10, 30)))] = rng.uniform(0.3, 1.0)
+    clicks += rng.normal(0, 0.003, t.size)
+    n = int((seconds - 2) * RATE)
+    if kind == "sweeps":
+        tt = (np.arange(n) % (RATE // 2)) / RATE
+        f0, f1 = rng.uniform(200, 600), rng.uniform(2000, 4000)
+        rest = np.sin(2 * np.pi * (f0 * tt + (f1 - f0) * tt ** 2))          # f0 → f1 over each 0.5 s chirp
+    else:
+        rest = rng.normal(0, 1.0, n)
+    return np.concatenate([clicks, rng.uniform(0.1, 0.5) * rest / np.abs(rest).max()]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clicks_data(tmp_path_factory):
+    """``train/`` and ``test/`` folders of 6 s WAVs in two classes that differ only after 2 s (max_seconds)."""
+    root = tmp_path_factory.mktemp("clicks") / "data"
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 16), ("test", 10)):
+        for kind in ("sweeps", "noise"):
+            (root / split / kind).mkdir(parents=True)
+            for i in range(count):
+                sf.write(root / split / kind / f"{kind}_{i}.wav", _clicks_then(kind, rng), RATE)
+    return root
+
+
+def test_fine_tuning_and_predict_decide_by_the_whole_clip(clicks_data, tmp_path):
+    """A tiny pretrain, then frozen fine-tuning with the recipe's max_seconds of 2 s: the class is told only after
+    2 s, so a model that sees the first 2 s is at chance (0.5); training on random 2 s crops and predicting from
+    the windows' mean, it is right on the held-out files, and ``zoo predict`` names the right class."""
+    pre = zoo_main("pretrain", "audio-wav2vec2-tiny", "--data", str(clicks_data / "train"), "--output",
+                   str(tmp_path / "pre"), "--set", "train.steps=2", "--set", "train.batch_size=4", "--set",
+                   "train.warmup_steps=1", "--set", "encoder.depth=1", "--set", "pretraining.num_negatives=10")
+    assert pre.returncode == 0, pre.stderr
+    ft = zoo_main("finetune", str(tmp_path / "pre" / "model"), "--data", str(clicks_data), "--mode", "frozen",
+                  "--steps", "40", "--lr", "0.01", "--batch-size", "8", "--output", str(tmp_path / "ft"))
+    assert ft.returncode == 0, ft.stderr
+    result = json.loads(ft.stdout[ft.stdout.index("{"):])
+    assert result["test_accuracy"] >= 0.9, result
+    assert "long inputs: training takes a random 2 s crop" in ft.stderr
+    card = (tmp_path / "ft" / "model" / "README.md").read_text()
+    assert "Long inputs: training takes a random 2 s crop" in card and "windows of 2 s every 1 s" in card
+    files = [clicks_data / "test" / "sweeps" / "sweeps_0.wav", clicks_data / "test" / "noise" / "noise_0.wav"]
+    res = zoo_main("predict", str(tmp_path / "ft" / "model"), *map(str, files), "--json")
+    assert res.returncode == 0, res.stderr
+    predicted = [json.loads(line)["predictions"][0]["label"] for line in res.stdout.splitlines()]
+    assert predicted == ["sweeps", "noise"], res.stdout
+
+
+def test_classifier_on_a_long_clip_is_the_head_on_its_windows_mean(audio):
+    """``Classifier.predict_proba``, the fine-tuning report's ``predict_set`` and the probes' embeddings of a 1.1 s
+    clip under a 0.25 s max_seconds: the head on the mean of its windows' pooled embeddings (0.25 s every 0.125 s,
+    the last one shorter) weighted by their length, computed here window by window from the encoder; a clip
+    within one window is its own row."""
+    from pipelines.evaluate import embed
+    from pipelines.report import predict_set
+    from zoo import Classifier, ExampleSet
+    enc, proc, _, _, _ = audio
+    torch.manual_seed(1)
+    clf = Classifier(enc, ["a", "b", "c"], processor=proc).eval()
+    rng = np.random.default_rng(3)
+    x = (np.sin(np.arange(17600) * np.linspace(0.05, 0.4, 17600)) + 0.1 * rng.standard_normal(17600)).astype(np.float32)
+    short = x[:3000]
+    spans = window_spans(x.size, 4000, 2000)
+    assert spans[-1] == (14000, 17600)
+    with torch.no_grad():
+        rows = torch.cat([enc(proc.collate([proc((x[a:b], RATE))])).pooled for a, b in spans]).double()
+        w = torch.tensor([b - a for a, b in spans], dtype=torch.float64)
+        mean = ((rows * w[:, None]).sum(0) / w.sum()).float()
+        own = enc(proc.collate([proc((short, RATE))])).pooled[0]
+        expected = clf.head(torch.stack([mean, own])).softmax(dim=1)
+        first = clf.head(enc(proc.collate([proc((x, RATE))])).pooled).softmax(dim=1)[0]
+    assert not torch.allclose(expected[0], first, atol=1e-4)          # the first 0.25 s alone says otherwise
+    got = clf.predict_proba([(x, RATE), (short, RATE)], batch_size=3)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+    data = ExampleSet([(x, RATE), (short, RATE)], [0, 2], ["long", "short"])
+    y, out, names = predict_set(clf, proc, data)
+    assert names == ["long", "short"] and y.tolist() == [0, 2]
+    assert np.allclose(out, expected.numpy(), atol=1e-5)
+    assert torch.allclose(embed(enc, proc, data, batch_size=1), torch.stack([mean, own]), atol=1e-5, rtol=0)
+    layers = embed(enc, proc, data, layers=True)
+    assert len(layers) == 3 and torch.allclose(layers[-1], torch.stack([mean, own]), atol=1e-5, rtol=0)
+
+
+def test_training_crops_a_long_clip_at_a_seeded_random_place(audio, tmp_path):
+    """``AudioProcessor.cropped``: ``max_seconds`` from a start drawn from the generator (the same seed, the same
+    crop; over draws, starts across the clip, not only 0), read from the file; a clip within max_seconds whole."""
+    from pipelines.data import example_generator
+    _, proc, _, path, wave = audio                                    # 0.61 s, max_seconds 0.25 s
+    every = torch.from_numpy(wave).unfold(0, 4000, 1)                 # every 0.25 s slice, normalised as a clip
+    every = (every - every.mean(1, keepdim=True)) / torch.sqrt(every.var(1, unbiased=False, keepdim=True) + 1e-7)
+    starts = set()
+    for key in range(12):
+        item = proc.cropped(str(path), generator=example_generator(0, 0, key))["input_values"]
+        again = proc.cropped(str(path), generator=example_generator(0, 0, key))["input_values"]
+        assert torch.equal(item, again) and item.numel() == 4000
+        (match,) = ((every - item).abs().amax(1) < 1e-4).nonzero()[:, 0].tolist()
+        starts.add(match)
+    assert len(starts) > 6 and max(starts) > 4000
+    short = proc.cropped((wave[:3000], RATE), generator=example_generator(0, 0, 0))["input_values"]
+    assert torch.equal(short, proc((wave[:3000], RATE))["input_values"])

@@ -9,7 +9,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, FormatError
+from .hub import CARD_NAME, CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, FormatError
 from .registry import get_modality
 
 __all__ = ["template_path", "render_card", "write_card", "existing_results"]
@@ -111,7 +111,21 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
         method=method, usage=usage, results_table=table,
         training_table=training_table, recipe=recipe, reproduce=reproduce,
         comparison=comparison if comparison is not None else _existing_comparison(folder),
-        limits=limits or "Trained on the data named above only; check the results on your own data.")
+        limits=(limits or "Trained on the data named above only; check the results on your own data.")
+        + _long_inputs(folder, config["modality"]))
+
+
+def _long_inputs(folder: Path, modality: str) -> str:
+    """The sentence saying what the model sees of a long input (``Processor.long_inputs``, from the folder's
+    ``preprocessor.json``; docs/architecture.md, "Long inputs"), or ``""``."""
+    path = folder / PREPROCESSOR_NAME
+    if not path.is_file():
+        return ""
+    try:
+        said = get_modality(modality).processor.from_dict(json.loads(path.read_text())).long_inputs()
+    except Exception:            # noqa: BLE001 - a processor this install cannot load: the card says nothing
+        return ""
+    return f"\n\nLong inputs: {said}." if said else ""
 
 
 def _finetuning(folder: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .auto import AutoEncoder, AutoProcessor
 from .collapse import CollapseRule, class_entropy_ratio
-from .embedding import map_batches
+from .embedding import map_batches, window_means
 from .hub import FormatError, load_state_strict, load_weights, read_json, resolve_file
 from .plugin import Encoder, PretrainOutput, Processor
 
@@ -65,7 +65,11 @@ class Classifier(nn.Module):
         return len(self.label_names)
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.head(self.dropout(self.encoder(batch).pooled))
+        return self.head_logits(self.encoder(batch).pooled)
+
+    def head_logits(self, pooled: Tensor) -> Tensor:
+        """The head on pooled embeddings ``[B, D]`` → logits ``[B, C]``."""
+        return self.head(self.dropout(pooled))
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> PretrainOutput:
         """The training loss and metrics; without ``labels`` in the batch no loss (``None``), as Hugging Face
@@ -86,20 +90,40 @@ class Classifier(nn.Module):
 
     def outputs(self, batch: dict[str, Tensor]) -> Tensor:
         """Class probabilities ``[B, C]`` or, for regression, values ``[B]`` in the target's units."""
-        logits = self.logits(batch).float()
+        return self.pooled_outputs(self.encoder(batch).pooled)
+
+    def pooled_outputs(self, pooled: Tensor) -> Tensor:
+        """:meth:`outputs` from pooled embeddings ``[B, D]``."""
+        logits = self.head_logits(pooled).float()
         if self.task == "regression":
             return logits[:, 0] * self.target_std + self.target_mean
         return logits.softmax(dim=1)
 
-    def _run(self, examples: Sequence[Any], names: Sequence[str] | None, batch_size: int) -> Tensor:
+    @torch.no_grad()
+    def example_outputs(self, examples: Sequence[Any], *, names: Sequence[str] | None = None, batch_size: int = 64,
+                        device: torch.device | str | None = None) -> Tensor:
+        """:meth:`outputs` of raw examples through the processor, in the mode the model is in. A processor that
+        ``pools_windows`` (audio) gives each example whole: its windows encoded ``batch_size`` at a time and the head
+        applied to their pooled embeddings' mean weighted by length (docs/architecture.md, "Long inputs"); the others
+        give each example as ``processor(example)``."""
         if self.processor is None:
             raise ValueError("this model has no processor: load it with AutoClassifier.from_pretrained")
-        self.eval()
+        device = device if device is not None else self.head.weight.device
+        if self.processor.pools_windows():
+            if not len(examples):
+                return torch.zeros(0) if self.task == "regression" else torch.zeros(0, self.num_classes)
+            pooled = window_means(lambda b: self.encoder(b).pooled.float(), self.processor, examples, names=names,
+                                  batch_size=batch_size, device=device)
+            return self.pooled_outputs(pooled.to(device)).cpu()
         out = list(map_batches(self.outputs, self.processor, examples, names=names, batch_size=batch_size,
-                               device=self.head.weight.device))
+                               device=device))
         if out:
             return torch.cat(out)
         return torch.zeros(0) if self.task == "regression" else torch.zeros(0, self.num_classes)
+
+    def _run(self, examples: Sequence[Any], names: Sequence[str] | None, batch_size: int) -> Tensor:
+        self.eval()
+        return self.example_outputs(examples, names=names, batch_size=batch_size)
 
     def predict_proba(self, examples: Sequence[Any], *, names: Sequence[str] | None = None,
                       batch_size: int = 64) -> Tensor:

@@ -2,7 +2,8 @@
 protocols that score pooled embeddings with a classical model: Point-MAE's linear SVM, GraphMAE's graph SVM,
 CoLES' gradient boosting) and a classifier's predictions. (With DataLoader workers, for data of any size:
 ``pipelines.data.iter_batches``.) :func:`embed_long` embeds one input of any length window by window
-(docs/architecture.md, "The modality contract": ``Processor.windows``)."""
+(docs/architecture.md, "The modality contract": ``Processor.windows``); :func:`window_means` does the same for many
+inputs at once (prediction and evaluation of a processor that ``pools_windows``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from torch import Tensor
 from .data import ExampleSet
 from .plugin import Encoder, Processor
 
-__all__ = ["map_batches", "pooled_features", "embed_long", "LongEmbedding", "POOLINGS"]
+__all__ = ["map_batches", "pooled_features", "embed_long", "window_means", "LongEmbedding", "POOLINGS"]
 
 POOLINGS = ("mean", "none")
 
@@ -100,3 +101,34 @@ def embed_long(encoder: Encoder, processor: Processor, example: Any, *, name: st
     mean = (total / weight).float()[None]
     whole = name if name is not None else names[0].rsplit("[", 1)[0]        # the name without the window's span
     return LongEmbedding(mean, [whole], spans, unit, notes)
+
+
+@torch.no_grad()
+def window_means(fn: Callable[[dict[str, Tensor]], Tensor], processor: Processor, examples: Sequence[Any], *,
+                 names: Sequence[str] | None = None, batch_size: int = 16,
+                 device: torch.device | str = "cpu") -> Tensor:
+    """``[N, ...]``: for every example the mean of ``fn(batch) [B, ...]`` over its windows (``Processor.windows``)
+    weighted by their length, summed in float64 — with ``fn`` an encoder's pooled output, the row
+    :func:`embed_long` (``pooling="mean"``) gives each input (docs/architecture.md, "Long inputs"). The windows of
+    all the examples go through ``fn`` ``batch_size`` at a time, in order: memory holds that many windows and one
+    row per example, whatever the inputs' length."""
+    n = len(examples)
+    windows = ((i, w) for i in range(n)
+               for w in processor.windows(examples[i], name=names[i] if names is not None else f"example {i}"))
+    total: Tensor | None = None
+    weight = torch.zeros(n, dtype=torch.float64)
+    while chunk := list(islice(windows, batch_size)):
+        out = fn({k: v.to(device) for k, v in processor.collate([w.item for _, w in chunk]).items()}).double().cpu()
+        idx = torch.tensor([i for i, _ in chunk])
+        w = torch.tensor([max(win.weight, 0.0) for _, win in chunk], dtype=torch.float64)
+        if total is None:
+            total = out.new_zeros((n, *out.shape[1:]))
+        total.index_add_(0, idx, w.view(-1, *[1] * (out.dim() - 1)) * out)
+        weight.index_add_(0, idx, w)
+    if total is None:
+        return torch.zeros(0)
+    if bool((weight <= 0).any()):
+        i = int((weight <= 0).nonzero()[0, 0])
+        raise ValueError(f"{names[i] if names is not None else f'example {i}'}: the processor gave no window of "
+                         "positive length")
+    return (total / weight.view(-1, *[1] * (total.dim() - 1))).float()

@@ -168,12 +168,35 @@ class Processor(ABC):
                   generator: torch.Generator) -> dict[str, Tensor]:
         """One *training* example with this processor's training augmentation, every random draw taken from
         ``generator`` (the pipeline seeds it from the run's seed, the epoch and the example, so a resumed run draws
-        the same and each epoch draws anew). Inference never calls it. Default: no augmentation."""
-        return self(example, name=name)
+        the same and each epoch draws anew). Inference never calls it. Default: no augmentation beyond
+        :meth:`cropped`."""
+        return self.cropped(example, name=name, generator=generator)
 
     def augments(self) -> bool:
         """Whether :meth:`augmented` differs from ``__call__`` for this processor as configured."""
         return False
+
+    def cropped(self, example: Any, *, name: str | None = None, generator: torch.Generator) -> dict[str, Tensor]:
+        """One *training* example cut, where it is longer than the model takes at once, to that length at a random
+        place drawn from ``generator`` (seeded as for :meth:`augmented`), so that training over epochs sees all of a
+        long input, not only its start (docs/architecture.md, "Long inputs"). The pipeline calls it for every
+        training example when :meth:`crops` holds and augmentation is off. Default: ``__call__``."""
+        return self(example, name=name)
+
+    def crops(self) -> bool:
+        """Whether :meth:`cropped` differs from ``__call__`` for this processor as configured."""
+        return False
+
+    def pools_windows(self) -> bool:
+        """Whether prediction and evaluation see an input whole through its windows (:meth:`windows`): each window
+        encoded, the pooled embeddings averaged weighted by the windows' length (:func:`zoo.embedding.window_means`,
+        as ``zoo embed`` does), rather than ``__call__``'s view of it. Default: ``False``."""
+        return False
+
+    def long_inputs(self) -> str | None:
+        """What a model sees of an input longer than it takes at once, in training and at inference, in words naming
+        the settings that decide it: what fine-tuning logs and the model card say. ``None``: nothing is cut."""
+        return None
 
     @abstractmethod
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -27,6 +27,6 @@ MODALITY = Modality(
     usage_example="import numpy as np\nexample = (np.random.randn(16000).astype('float32'), 16000)  # 1 s at 16 kHz",
     converters={"wav2vec2": convert_transformers, "hubert": convert_transformers,
                 "data2vec-audio": convert_transformers, "wavlm": convert_transformers},
-    baselines={"MFCC mean+std (librosa)": mfcc_features},
+    baselines={"MFCC+Δ+ΔΔ mean+std (librosa)": mfcc_features},
     task="audio-classification",
 )

@@ -20,7 +20,8 @@ from zoo.plugin import Window, example_name, numeric_array, window_spans
 class AudioProcessorConfig(ProcessorConfig):
     sample_rate: int = 16000
     normalize: bool = True
-    max_seconds: float | None = None      # longer clips are cut to their first max_seconds
+    max_seconds: float | None = None      # what the model takes at once: training crops a longer clip to it at a
+                                          # random place; prediction and evaluation see it whole, window by window
     min_samples: int = 400                # shorter clips are an error (the conv encoder's receptive field)
     max_channels: int = 2                 # more channels than this is an error rather than a silent downmix
     resample: bool = True                 # False: a clip at another rate is an error
@@ -121,9 +122,49 @@ class AudioProcessor(Processor):
         raise BadExample(name, "audio", f"unsupported input type {type(example).__name__}")
 
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
+        """The clip's first ``max_seconds`` (one window's view; prediction and evaluation see it whole through
+        :meth:`windows`, training through :meth:`cropped`)."""
         name = example_name(example, name)
         data, sr = self._samples(example, name)
         return self._prepared(data, sr, name, self.config.max_seconds)
+
+    def whole(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
+        """The whole clip, processed as ``__call__`` processes it but never cut (e.g. for hand-made features)."""
+        name = example_name(example, name)
+        data, sr = self._samples(example, name)
+        return self._prepared(data, sr, name, None)
+
+    def crops(self) -> bool:
+        return self.config.max_seconds is not None
+
+    def cropped(self, example: Any, *, name: str | None = None, generator: torch.Generator) -> dict[str, Tensor]:
+        """Training's view of a clip longer than ``max_seconds``: ``max_seconds`` from a start drawn uniformly from
+        ``generator`` over the starts that keep the crop inside the clip (drawn anew each epoch, so training sees
+        the whole clip, not only its start; docs/architecture.md, "Long inputs"); a shorter clip whole. A WAV, FLAC
+        or OGG file is read from the crop's start only."""
+        name = example_name(example, name)
+        if self.config.max_seconds is None:
+            return self(example, name=name)
+        read, frames, sr = self._reader(example, name)
+        rate = _rate(sr, name)
+        size = int(np.ceil(self.config.max_seconds * rate))
+        start = int(torch.randint(0, frames - size + 1, (1,), generator=generator)) if frames > size else 0
+        return self._prepared(read(start, min(start + size, frames)), rate, name, self.config.max_seconds)
+
+    def pools_windows(self) -> bool:
+        return True
+
+    def long_inputs(self) -> str | None:
+        win, hop = self.window_hop()
+        seen = (f"prediction and evaluation (zoo predict, Classifier.predict, the fine-tuning report, zoo evaluate's "
+                f"probes and MFCC baseline) see every clip whole: windows of {win:g} s every {hop:g} s "
+                "(processor.window_seconds, hop_seconds), their pooled embeddings averaged weighted by length, as "
+                "zoo embed does")
+        if self.config.max_seconds is None:
+            return f"training takes every clip whole (processor.max_seconds is not set); {seen}"
+        return (f"training takes a random {self.config.max_seconds:g} s crop of a longer clip, drawn anew each epoch "
+                f"(processor.max_seconds); {seen}; processor(example) alone keeps a clip's first "
+                f"{self.config.max_seconds:g} s")
 
     def _prepared(self, data: Any, sr: Any, name: str, max_seconds: float | None) -> dict[str, Tensor]:
         """Samples at rate ``sr`` → mono at the model rate, cut to ``max_seconds``, checked, normalised."""
