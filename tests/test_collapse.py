@@ -63,6 +63,13 @@ def test_class_entropy_ratio_by_hand():
     h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(2)
     assert class_entropy_ratio(torch.tensor([0, 0, 0, 1]), labels, 2) == pytest.approx(h)
     assert math.isnan(class_entropy_ratio(torch.tensor([0, 1]), torch.tensor([1, 1]), 2))
+    # probabilities: their mean is the predicted distribution (a head that has not learned yet is not collapsed)
+    uniform = torch.full((4, 2), 0.5)
+    assert class_entropy_ratio(uniform, labels, 2) == pytest.approx(1.0)
+    certain = torch.tensor([[1.0, 0.0]] * 4)
+    assert class_entropy_ratio(certain, labels, 2) == pytest.approx(0.0, abs=1e-6)
+    mixed = torch.tensor([[0.9, 0.1]] * 4)              # mean (0.9, 0.1): H = 0.325 nats over H(labels) = ln 2
+    assert class_entropy_ratio(mixed, labels, 2) == pytest.approx(0.3251 / math.log(2), abs=1e-3)
 
 
 class _Run:
@@ -185,8 +192,8 @@ def test_a_fine_tune_stuck_on_one_class_raises_the_alarm_and_the_card_says_so(tm
     # a learning rate far too high: the logits blow up and every row gets the same class
     settings = {"lr": 5.0, "grad_clip": 0.0, "steps": 16, "warmup_steps": 2, "log_every": 1,
                 "collapse_patience": 3, "checkpoint_every": 1000}
-    with pytest.raises(RuntimeError, match=r"stopped by the collapse alarm at step \d+ \(class_entropy_ratio = 0\)"
-                                           r".*nothing is saved"):
+    with pytest.raises(RuntimeError, match=r"stopped by the collapse alarm at step \d+ "
+                                           r"\(class_entropy_ratio = [0-9.e+-]+\).*nothing is saved"):
         finetune(model, recipe, tmp_path / "stop", settings={**settings, "stop_on_collapse": True})
     assert not (tmp_path / "stop" / "model").exists() and any((tmp_path / "stop" / "checkpoints").iterdir())
     # without stop_on_collapse the run goes on, warns once, and the card and config record the signal
@@ -197,6 +204,41 @@ def test_a_fine_tune_stuck_on_one_class_raises_the_alarm_and_the_card_says_so(tm
     card = (tmp_path / "go" / "model" / "README.md").read_text()
     assert "collapse signals (last log)" in card and "alarm at step" in card, card
     assert out["steps"] == 16
+
+
+def test_a_head_that_has_not_learned_yet_is_not_a_collapse():
+    """Issue #32: a healthy fine-tune alarmed while its fresh head, near-uniform over the classes, happened to give
+    every row of a batch the same arg-max. The signal reads the mean predicted distribution: a uniform head is not
+    collapsed (ratio 1), a head certain of one class for every input is (ratio ~0)."""
+    import torch
+
+    from zoo import Classifier
+    from zoo.plugin import Encoder, EncoderOutput
+
+    class Flat(Encoder):
+        def __init__(self) -> None:
+            torch.nn.Module.__init__(self)
+            self.proj = torch.nn.Linear(3, 4)
+
+        @property
+        def dim(self) -> int:
+            return 4
+
+        def forward(self, batch, *, return_hidden=False):
+            pooled = self.proj(batch["x"])
+            return EncoderOutput(pooled[:, None], torch.zeros(len(pooled), 1, dtype=torch.bool), pooled)
+
+    clf = Classifier(Flat(), ["a", "b", "c"])
+    batch = {"x": torch.randn(8, 3), "labels": torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])}
+    with torch.no_grad():
+        clf.head.weight.zero_()
+        clf.head.bias.copy_(torch.tensor([1e-3, 0.0, 0.0]))          # arg-max: class 0 for every row
+        healthy = clf(batch).metrics["class_entropy_ratio"]
+        clf.head.bias.copy_(torch.tensor([50.0, 0.0, 0.0]))          # certain of class 0 for every row
+        stuck = clf(batch).metrics["class_entropy_ratio"]
+    rule = Classifier.collapse_rules[0]
+    assert healthy > 0.99 and not rule.crossed({"class_entropy_ratio": healthy})
+    assert stuck < 1e-6 and rule.crossed({"class_entropy_ratio": stuck})
 
 
 def test_an_alarm_without_stop_on_collapse_never_fails_a_run_stopped_for_another_reason(tmp_path, caplog):

@@ -86,7 +86,7 @@ class Classifier(nn.Module):
         predicted = logits.argmax(dim=1)
         acc = (predicted == batch["labels"]).float().mean()
         return PretrainOutput(loss, {"accuracy": float(acc), "class_entropy_ratio": class_entropy_ratio(
-            predicted.detach(), batch["labels"], logits.shape[1])})
+            logits.detach().softmax(dim=1), batch["labels"], logits.shape[1])})
 
     def outputs(self, batch: dict[str, Tensor]) -> Tensor:
         """Class probabilities ``[B, C]`` or, for regression, values ``[B]`` in the target's units."""

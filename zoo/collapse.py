@@ -110,11 +110,17 @@ def loss_vs_mean_patch(loss_fn, loss: Tensor, target: Tensor) -> float:
 
 
 def class_entropy_ratio(predicted: Tensor, labels: Tensor, num_classes: int) -> float:
-    """Entropy of the predicted classes' histogram over the labels' (NaN when the batch has one label)."""
-    def entropy(x: Tensor) -> float:
-        p = torch.bincount(x.reshape(-1), minlength=num_classes).float()
-        p = p / p.sum().clamp(min=1)
+    """Entropy of the predicted class distribution over the labels' (NaN when the batch has one label).
+    ``predicted``: class ids ``[B]`` (their histogram), or probabilities ``[B, C]`` (their mean: a head that has not
+    learned yet spreads its probability and does not read as collapsed; one that gives every input the same class
+    with certainty does)."""
+    def entropy(p: Tensor) -> float:
+        p = p / p.sum().clamp(min=1e-12)
         return max(0.0, float(-(p * torch.log(p.clamp(min=1e-12))).sum()))
 
-    h_labels = entropy(labels)
-    return entropy(predicted) / h_labels if h_labels > 1e-9 else float("nan")
+    def histogram(x: Tensor) -> Tensor:
+        return torch.bincount(x.reshape(-1), minlength=num_classes).float()
+
+    h_labels = entropy(histogram(labels))
+    shares = predicted.float().mean(0) if predicted.is_floating_point() else histogram(predicted)
+    return entropy(shares) / h_labels if h_labels > 1e-9 else float("nan")
