@@ -13,7 +13,6 @@ from torch_geometric.data import Data
 
 import zoo
 from modalities.graph import GraphMAEConfig, GraphMAEEncoder, GraphProcessor, load_data
-from modalities.graph.baselines import DEGREE_BINS, EIGENVALUES, structure_features
 
 from .conftest import zoo_main
 
@@ -114,6 +113,7 @@ def test_node_examples_of_a_large_graph_see_their_sampled_neighbourhood():
 
 
 def test_structural_baseline_by_hand_on_a_triangle_with_a_pendant():
+    from modalities.graph.baselines import DEGREE_BINS, EIGENVALUES, structure_features
     # 0-1-2 a triangle, 3 hangs on 0; listed once
     g = Data(x=torch.tensor([[1.0], [2.0], [3.0], [4.0]]), edge_index=torch.tensor([[0, 1, 2, 0], [1, 2, 0, 3]]))
     p = GraphProcessor().fit([g])
@@ -162,6 +162,7 @@ def _generated_graph_classes(per_class: int = 60, seed: int = 0) -> tuple[list[D
 
 
 def test_structural_baseline_separates_generated_graph_classes():
+    from modalities.graph.baselines import structure_features
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

@@ -14,6 +14,7 @@ undirected simple graph for the structure. All of it is vectorised over the node
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,8 +62,11 @@ def clustering(edge_index: Tensor, n: int) -> Tensor:
     deg = torch.bincount(edge_index[0], minlength=n).double()
     if edge_index.shape[1] == 0:
         return deg
-    adj = torch.sparse_coo_tensor(edge_index, torch.ones(edge_index.shape[1], dtype=torch.float64), (n, n))
-    sq = torch.sparse.mm(adj, adj).coalesce()                 # (A²)_ij: common neighbours of i and j
+    adj = torch.sparse_coo_tensor(edge_index, torch.ones(edge_index.shape[1], dtype=torch.float64), (n, n),
+                                  check_invariants=True)
+    with warnings.catch_warnings():                           # "sparse support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        sq = torch.sparse.mm(adj, adj).coalesce()             # (A²)_ij: common neighbours of i and j
     keys = sq.indices()[0] * n + sq.indices()[1]
     want = edge_index[0] * n + edge_index[1]
     pos = torch.searchsorted(keys, want).clamp(max=keys.numel() - 1)
