@@ -80,6 +80,14 @@ def test_node_classification_on_ones_own_graph_through_the_cli(tmp_path):
     assert res.returncode == 0, res.stderr
     names = [json.loads(line)["input"] for line in res.stdout.splitlines()]
     assert names == [f"n{i}" for i in range(150)]
+    # zoo evaluate --data: the same node examples, probes on a stratified fifth, SGC features as the baseline
+    ev = zoo_main("evaluate", str(tmp_path / "pre" / "model"), "--data", str(data), "--label-column", "community",
+                  "--output", str(tmp_path / "eval"))
+    assert ev.returncode == 0, ev.stderr
+    report = json.loads(ev.stdout[ev.stdout.index("{"):])
+    assert report["test_examples"] == 30 and report["train_examples"] == 120
+    assert report["verdict"]["baseline"] in report["baselines"] and report["pretrained"]["linear_probe"] > 0.5
+    assert result["baseline"]["baseline"] in report["baselines"]        # fine-tuning showed the same baseline
 
 
 def test_a_split_column_splits_the_nodes(tmp_path):
