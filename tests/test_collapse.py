@@ -252,3 +252,19 @@ def test_an_alarm_without_stop_on_collapse_never_fails_a_run_stopped_for_another
         summary = pretrain(recipe, tmp_path / "run")        # the alarm warns; stop_after, not it, stops the run
     assert summary["collapse_alarm"] is not None and summary["steps"] == 25 and summary["stopped_early"]
     assert len([r for r in caplog.records if "collapse alarm" in r.getMessage()]) == 1
+
+
+def test_the_alarm_is_on_a_line_of_its_own_not_on_the_progress_bar(tmp_path):
+    """Issue #32: the alarm was printed onto the progress bar's line. ssl-zoo's messages go through ``tqdm.write``,
+    which moves the bar out of the way: the alarm's line holds no bar."""
+    if "tabular" not in zoo.installed():
+        pytest.skip("tabular is not installed")
+    from tests.conftest import zoo_main
+    pre = zoo_main("pretrain", "tabular-tjepa-demo", "--set", "train.steps=2", "--output", str(tmp_path / "pre"))
+    assert pre.returncode == 0, pre.stderr
+    res = zoo_main("finetune", str(tmp_path / "pre" / "model"), "--lr", "5", "--steps", "16",
+                   "--set", "finetune.grad_clip=0", "--set", "finetune.log_every=1",
+                   "--set", "finetune.collapse_patience=3", "--output", str(tmp_path / "ft"))
+    assert res.returncode == 0, res.stderr
+    alarm = [seg for line in res.stderr.split("\n") for seg in line.split("\r") if "collapse alarm" in seg]
+    assert len(alarm) == 1 and "step/s" not in alarm[0] and "|" not in alarm[0].split("collapse alarm")[0], alarm
