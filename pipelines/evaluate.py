@@ -284,6 +284,27 @@ def _hand_made(modality: Any, processor: Processor, train: ExampleSet, test: Exa
     return out
 
 
+def _compare(report: dict[str, Any], encoder: Encoder, processor: Processor, modality: Any,
+             train: ExampleSet | StreamSet, test: ExampleSet | StreamSet, k: int, device: str,
+             num_workers: int) -> None:
+    """Beside the encoder's probes: the same architecture at random init, the hand-made baselines, the verdict."""
+    torch.manual_seed(0)
+    random_enc = type(encoder)(encoder.config)
+    report["random_init"] = probe_report(random_enc, processor, train, test, knn_k=k, device=device,
+                                         num_workers=num_workers)
+    if isinstance(train, ExampleSet) and isinstance(test, ExampleSet):   # hand-made features need random access
+        report["baselines"] = _hand_made(modality, processor, train, test, k)
+    judged = verdict(report["pretrained"]["linear_probe"],
+                     {"metric": "linear-probe accuracy",
+                      "scores": {n: r["linear_probe"] for n, r in report.get("baselines", {}).items()},
+                      "skipped": {} if report.get("baselines") else
+                      {"(none)": "streamed data or no hand-made baseline for this modality"}},
+                     what="the frozen encoder's")
+    report["verdict"] = judged
+    if judged["notice"]:
+        logger.warning(judged["notice"])
+
+
 def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = None, *,
                    output_dir: str | Path | None = None, device: str = "cpu", baseline: bool = True,
                    write_card: bool = True, num_workers: int = 0, data: str | None = None,
@@ -321,21 +342,7 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
                                                           title=f"{name} (pretrained)", shards=shards,
                                                           num_workers=num_workers)}
     if baseline:
-        torch.manual_seed(0)
-        random_enc = type(encoder)(encoder.config)
-        report["random_init"] = probe_report(random_enc, processor, train, test, knn_k=k, device=device,
-                                             num_workers=num_workers)
-        if isinstance(train, ExampleSet) and isinstance(test, ExampleSet):   # hand-made features need random access
-            report["baselines"] = _hand_made(modality, processor, train, test, k)
-        judged = verdict(report["pretrained"]["linear_probe"],
-                         {"metric": "linear-probe accuracy",
-                          "scores": {n: r["linear_probe"] for n, r in report.get("baselines", {}).items()},
-                          "skipped": {} if report.get("baselines") else
-                          {"(none)": "streamed data or no hand-made baseline for this modality"}},
-                         what="the frozen encoder's")
-        report["verdict"] = judged
-        if judged["notice"]:
-            logger.warning(judged["notice"])
+        _compare(report, encoder, processor, modality, train, test, k, device, num_workers)
     if spec.get("layers", False):
         report["layers"] = layer_probes(encoder, processor, train, test, device=device, num_workers=num_workers)
     for part in ("train", "test"):
