@@ -67,7 +67,8 @@ def _source(init: str, modality: str, architecture: str) -> tuple[str | Path, di
 
 def with_init(recipe: Recipe, init: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """``recipe`` with ``init``'s encoder and processor sections, the ``processor.*`` ``overrides`` (``--set``)
-    applied on top: what the continued run really uses, recorded as such."""
+    applied on top: what the continued run really uses, recorded as such. An ``encoder.*`` override that differs
+    from ``init``'s is refused (:func:`refuse_encoder_overrides`)."""
     folder, hub_kwargs, config = _source(init, recipe.modality, recipe.architecture)
     settings = parse_assignments(list(overrides), "--set")
     refuse_encoder_overrides(init, config["encoder"], settings)

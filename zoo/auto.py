@@ -31,8 +31,8 @@ from .paths import cache_dir, portable
 from .plugin import Encoder, Processor
 from .registry import get_modality, installed
 
-__all__ = ["AutoEncoder", "AutoProcessor", "load_encoder", "converted_folder", "converters", "zoo_source",
-           "NON_COMMERCIAL"]
+__all__ = ["AutoEncoder", "AutoProcessor", "load_encoder", "converted_folder", "remove_orphans", "converters",
+           "zoo_source", "NON_COMMERCIAL"]
 
 logger = logging.getLogger(__name__)
 #: families whose released weights are not for commercial use: a warning at every load
