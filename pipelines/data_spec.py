@@ -10,9 +10,12 @@ from typing import Any
 
 from zoo import Modality
 
-__all__ = ["data_spec", "describe_data", "command_arg", "command_line"]
+__all__ = ["data_spec", "describe_data", "command_arg", "command_line", "READING_KEYS"]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
+#: keys of a recipe's ``data.train`` that say how the data is read, not which data: they apply to ``--data`` too
+#: (a node-level graph's subgraph mini-batches, docs/modalities.md); ``--set data.train.KEY=null`` drops one
+READING_KEYS = ("minibatch",)
 
 
 def data_spec(modality: Modality, data: str | Path, *, label_column: str | None = None, split: str | None = None,

@@ -187,9 +187,12 @@ def train(model: nn.Module, data: TrainData, cfg: TrainConfig, output_dir: str |
         if ctx.info.world > 1:
             dist.barrier()
         rules = collapse_rules(model)
-        if rules and cfg.collapse_patience > 0:
+        if rules:                   # also with patience 0 (no alarm): a run it stopped must know it may go on
             hooks = (*hooks, CollapseHook(rules, every=cfg.log_every, patience=cfg.collapse_patience,
-                                          after=cfg.warmup_steps, stop=cfg.stop_on_collapse))
+                                          after=cfg.warmup_steps, stop=cfg.stop_on_collapse,
+                                          settings={"stop_on_collapse": cfg.stop_on_collapse,
+                                                    "collapse_patience": cfg.collapse_patience,
+                                                    "steps": cfg.steps}))
         loop = Loop(ctx, model, data, desc=desc, hooks=hooks, fingerprint=fingerprint, record_seen=record_seen,
                     find_unused_parameters=find_unused_parameters)
         fd = lock.fileno()
@@ -231,6 +234,13 @@ class Loop:
         self.before, self.loss = float(state.get("wall_seconds", 0.0)), float(state.get("loss", float("nan")))
         for hook, saved in zip(self.hooks, state.get("hooks", [])):
             hook.load_state(saved)
+        if self.stopped:
+            for hook in self.hooks:
+                why = hook.resume_stopped(self.step)
+                if why:
+                    self.stopped = False
+                    logger.info("%s: the run stopped at step %d goes on from its checkpoint (%s)", self.desc,
+                                self.step, why)
         return state["step"], state["data"]
 
     def run(self, resume: bool, close_fds: tuple[int, ...] = ()) -> TrainResult:

@@ -30,7 +30,7 @@ from zoo.paths import portable
 
 from .baseline import baseline_scores, verdict
 from .batchnorm import recompute_batchnorm
-from .collapse import collapse_facts
+from .collapse import collapse_facts, collapse_stop_message
 from .data import TrainData, fit_batch, iter_batches
 from .data_spec import command_arg, command_line
 from .engine import Hook, Loop, no_decay_ids, param_groups, setup_run, train
@@ -278,10 +278,8 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
                    fingerprint=s.fingerprint)
     if result.steps == 0:
         raise RuntimeError("no training step ran: nothing is saved (a head that did not train is never published)")
-    if result.collapse is not None and s.cfg.stop_on_collapse:
-        raise RuntimeError(f"stopped by the collapse alarm at step {result.steps} ({result.collapse['signal']} = "
-                           f"{result.collapse['value']:.4g}): nothing is saved; the checkpoints and metrics are in "
-                           f"{output_dir}")
+    if s.cfg.stop_on_collapse and result.stopped_early and result.collapse and result.collapse["step"] == result.steps:
+        raise RuntimeError(collapse_stop_message(result.collapse, output_dir, "nothing is saved"))
     if validation is not None and (output_dir / "best" / "head.safetensors").is_file():
         s.clf.load_state_dict(Classifier.from_pretrained(output_dir / "best").state_dict())
     return report(s, recipe, output_dir, result, validation, ctx.device, repo_id)

@@ -26,5 +26,10 @@ class Hook:
     def on_interval(self, run: Any, step: int) -> bool:
         return False
 
+    def resume_stopped(self, step: int) -> str | None:
+        """Why a run this hook stopped at ``step`` goes on when resumed (the rerun changed what made it stop), or
+        ``None``: a stopped run stays stopped."""
+        return None
+
     def on_end(self, run: Any) -> None:
         pass

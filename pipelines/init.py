@@ -25,15 +25,15 @@ from torch import nn
 
 from zoo import Architecture, AutoProcessor, Encoder, Modality, Processor
 from zoo.auto import load_encoder, zoo_source
-from zoo.hub import FormatError, load_config, load_state_strict, load_weights, resolve_file
+from zoo.hub import FormatError, check_dtypes, load_config, load_state_strict, load_weights, resolve_file
 from zoo.paths import portable
 
 from .recipe import Recipe, parse_assignments, parse_recipe
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HEADS_NAME", "Init", "with_init", "load_init", "init_processor", "init_encoder", "load_heads",
-           "init_label"]
+__all__ = ["HEADS_NAME", "Init", "with_init", "refuse_encoder_overrides", "load_init", "init_processor",
+           "init_encoder", "load_heads", "init_label"]
 
 HEADS_NAME = "pretraining_heads.safetensors"
 
@@ -67,9 +67,12 @@ def _source(init: str, modality: str, architecture: str) -> tuple[str | Path, di
 
 def with_init(recipe: Recipe, init: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """``recipe`` with ``init``'s encoder and processor sections, the ``processor.*`` ``overrides`` (``--set``)
-    applied on top: what the continued run really uses, recorded as such."""
+    applied on top: what the continued run really uses, recorded as such. An ``encoder.*`` override that differs
+    from ``init``'s is refused (:func:`refuse_encoder_overrides`)."""
     folder, hub_kwargs, config = _source(init, recipe.modality, recipe.architecture)
-    mine = {k: v for k, v in parse_assignments(list(overrides), "--set").items() if k.startswith("processor.")}
+    settings = parse_assignments(list(overrides), "--set")
+    refuse_encoder_overrides(init, config["encoder"], settings)
+    mine = {k: v for k, v in settings.items() if k.startswith("processor.")}
     if recipe.encoder == config["encoder"] and not mine:
         return recipe                                                 # already applied
     processor = AutoProcessor.from_pretrained(folder, **hub_kwargs).config.to_dict()
@@ -80,6 +83,24 @@ def with_init(recipe: Recipe, init: str, overrides: list[str] | tuple[str, ...] 
         processor["exclude"] = sorted(excluded)
     raw = {**recipe.to_dict(), "encoder": dict(config["encoder"]), "processor": processor}
     return parse_recipe(raw, recipe.path or recipe.name)
+
+
+def refuse_encoder_overrides(init: str, encoder: dict[str, Any], settings: dict[str, Any]) -> None:
+    """An ``encoder.*`` ``--set`` that differs from ``init``'s encoder config cannot apply (the weights are
+    ``init``'s): refused naming the key, the model's value and the remedies (docs/reliability.md). One equal to the
+    model's is what runs anyway."""
+    _missing = object()
+    for key, value in settings.items():
+        if not key.startswith("encoder."):
+            continue
+        node: Any = encoder
+        for part in key.split(".")[1:]:
+            node = node.get(part, _missing) if isinstance(node, dict) else _missing
+        if node is _missing or node != value:
+            have = "has no such setting" if node is _missing else f"has {key.removeprefix('encoder.')}={node!r}"
+            raise ValueError(f"--set {key}={value!r} cannot apply with --init {init}: the encoder (its architecture "
+                             f"and weights) comes from the model, which {have}; drop the --set {key}, or pretrain "
+                             "from scratch without --init")
 
 
 def load_init(init: str, modality: Modality, architecture: str) -> Init:
@@ -146,6 +167,7 @@ def load_heads(pretrainer: nn.Module, init: Init) -> list[str]:
         raise FormatError(f"--init {init.source}: {HEADS_NAME} does not fit the recipe's pretraining heads "
                           f"(missing {missing[:5]}, unexpected {unexpected[:5]}, other shapes {wrong[:5]}): "
                           "match the recipe's pretraining section to the checkpoint's")
+    check_dtypes(heads, saved, f"--init {init.source}: {HEADS_NAME}")
     pretrainer.load_state_dict({**pretrainer.state_dict(), **saved})
     logger.info("--init %s: the encoder and the pretraining heads %s from it", init.source, ", ".join(names))
     return names

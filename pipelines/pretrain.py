@@ -12,9 +12,9 @@ from zoo import get_modality
 from zoo.paths import portable
 
 from .build import build, build_processor
-from .collapse import collapse_facts
+from .collapse import collapse_facts, collapse_stop_message
 from .data import TrainData, fit_batch
-from .data_spec import command_arg, data_spec, describe_data
+from .data_spec import READING_KEYS, command_arg, data_spec, describe_data
 from .distributed import peak_rss_mib
 from .engine import setup_run, train
 from .init import init_label
@@ -35,6 +35,12 @@ def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None,
     entity = recipe.processor.get("entity_column", getattr(proc_fields.get("entity_column"), "default", None))
     raw = recipe.to_dict()
     raw["data"] = {"train": data_spec(modality, data, label_column=label_column, split=split, entity_column=entity)}
+    for key in READING_KEYS:                     # how the recipe reads its data applies to --data too
+        value = (recipe.data.get("train") or {}).get(key)
+        if value is not None:
+            raw["data"]["train"][key] = value
+            logger.info("--data %s: read with the recipe's data.train.%s = %s (--set data.train.%s=null: without "
+                        "it)", describe_data(data), key, json.dumps(value), key)
     left_out = [c for c in (label_column, *exclude) if c]
     if exclude and "exclude" not in proc_fields:
         raise ValueError(f"the {modality.name} processor reads no named columns: --exclude does not apply")
@@ -90,7 +96,8 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
             own = describe_data(data) if data else None
             built.encoder.save_pretrained(output_dir / "model", processor=built.processor,
                                           pretraining={"recipe": portable(recipe.to_dict()),
-                                                       "training": training_facts(summary, cfg, own),
+                                                       "training": training_facts(summary, cfg, own,
+                                                                                  recipe.data.get("train")),
                                                        **({"continued_from": origin} if init else {}),
                                                        "command": command or f"zoo pretrain {recipe.name}",
                                                        **({"data": own} if own else {})})
@@ -98,15 +105,15 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
             write_card(output_dir / "model", repo_id=recipe.name if not own else command_arg(output_dir / "model"))
     summary["model_dir"] = str(output_dir / "model") if (output_dir / "model").is_dir() else None
     summary["device"] = str(ctx.device)
-    if result.collapse is not None and cfg.stop_on_collapse:
-        alarm = result.collapse
-        raise RuntimeError(f"{recipe.name}: stopped by the collapse alarm at step {result.steps} ({alarm['signal']} "
-                           f"= {alarm['value']:.4g}): nothing is published; the checkpoints, metrics.jsonl and "
-                           f"train_summary.json are in {output_dir}")
+    if cfg.stop_on_collapse and result.stopped_early and result.collapse and result.collapse["step"] == result.steps:
+        raise RuntimeError(f"{recipe.name}: " + collapse_stop_message(result.collapse, output_dir,
+                                                                       "nothing is published"))
     return summary
 
 
-def training_facts(summary: dict[str, Any], cfg: TrainConfig, data_name: str | None = None) -> dict[str, Any]:
+def training_facts(summary: dict[str, Any], cfg: TrainConfig, data_name: str | None = None,
+                   spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card's training table: what ran, the data read as ``spec`` (the recipe's ``data.train``) says."""
     examples = summary["examples"]
     data = f"{examples} examples" if isinstance(examples, int) else "a streamed data set"
     if data_name:
@@ -114,6 +121,7 @@ def training_facts(summary: dict[str, Any], cfg: TrainConfig, data_name: str | N
     return {"data": f"{data} ({summary['skipped']} skipped)", "steps": summary["steps"],
             "batch size": cfg.batch_size, "learning rate": cfg.lr, "wall time (s)": summary["wall_seconds"],
             "hardware": summary["hardware"], "seed": summary["seed"], "processes": summary["world_size"],
+            **{f"data.train.{k}": json.dumps(v) for k, v in (spec or {}).items() if k in READING_KEYS and v},
             **({"continued from": summary["continued_from"] + (" (processor refitted)" if summary["refit"] else
                                                                " (its processor)")}
                if summary.get("continued_from") else {}),

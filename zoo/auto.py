@@ -31,8 +31,8 @@ from .paths import cache_dir, portable
 from .plugin import Encoder, Processor
 from .registry import get_modality, installed
 
-__all__ = ["AutoEncoder", "AutoProcessor", "load_encoder", "converted_folder", "converters", "zoo_source",
-           "NON_COMMERCIAL"]
+__all__ = ["AutoEncoder", "AutoProcessor", "load_encoder", "converted_folder", "remove_orphans", "converters",
+           "zoo_source", "NON_COMMERCIAL"]
 
 logger = logging.getLogger(__name__)
 #: families whose released weights are not for commercial use: a warning at every load
@@ -87,6 +87,7 @@ def converted_folder(id_or_path: str | Path, **hub_kwargs: Any) -> Path | None:
     target = cache_dir() / "converted" / f"{safe}-{key}"
     if not (target / CONFIG_NAME).is_file():
         modality, convert = known[kind]
+        remove_orphans(target.parent)
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         convert(str(config_path.parent), str(tmp))
@@ -96,6 +97,34 @@ def converted_folder(id_or_path: str | Path, **hub_kwargs: Any) -> Path | None:
         os.replace(tmp, target)                    # atomic: a killed conversion leaves no half folder
         logger.info("converted %s (%s) into %s [%s]", id_or_path, kind, target, modality)
     return target
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Remove the ``*.tmp<pid>`` folders of conversions whose process is gone (killed mid-way: they would stay in
+    the cache for good), each named in the log; a live process's (or another user's) is left alone
+    (docs/reliability.md). Returns the folders removed."""
+    removed = []
+    for path in sorted(folder.glob("*.tmp*")) if folder.is_dir() else []:
+        pid = path.name.rsplit(".tmp", 1)[1]
+        if not path.is_dir() or not pid.isdigit() or int(pid) == os.getpid() or not _gone(int(pid)):
+            continue
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info("removed %s (%.1f MB): the leftover of a conversion whose process (%s) is gone", path,
+                    size / 1e6, pid)
+        removed.append(path)
+    return removed
+
+
+def _gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs (``os.kill(pid, 0)``: a live one of another user answers PermissionError)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _record_origin(folder: Path, id_or_path: str | Path) -> None:

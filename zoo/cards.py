@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,15 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .hub import CARD_NAME, CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, FormatError
 from .registry import get_modality
 
-__all__ = ["template_path", "render_card", "write_card", "existing_results"]
+__all__ = ["template_path", "render_card", "write_card", "existing_results", "weights_fingerprint", "FINGERPRINT_KEY"]
+
+logger = logging.getLogger(__name__)
 
 TEMPLATE = "template.md"
+#: the card's YAML key recording the weights it was written for (docs/reliability.md, "a card is its folder's")
+FINGERPRINT_KEY = "zoo_weights_sha256"
+#: the weight files a card describes: the encoder's, and a fine-tuned classifier's head
+_FINGERPRINTED = (WEIGHTS_NAME, "head.safetensors")
 
 
 def template_path() -> Path:
@@ -51,10 +59,14 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
     """
     folder = Path(folder)
     config = json.loads((folder / CONFIG_NAME).read_text())
-    name = repo_id or _existing_name(folder) or config.get("pretraining", {}).get("recipe", {}).get(
-        "name") or folder.name
+    fingerprint = weights_fingerprint(folder)
+    own = _own_card(folder, fingerprint)          # the current card, only if it was written for these weights
+    name = repo_id or (own[0].data.model_name if own else None) or config.get("pretraining", {}).get(
+        "recipe", {}).get("name") or folder.name
     if results is None:
-        results = existing_results(folder)
+        results = _results(own[0]) if own else []
+    if comparison is None:
+        comparison = _comparison(own[1]) if own else ""
     pretraining = config.get("pretraining", {})
     finetuning = _finetuning(folder)
     training = training or finetuning.get("training") or pretraining.get("training", {})
@@ -66,7 +78,7 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
     data = ModelCardData(library_name="ssl-zoo", license=license, datasets=datasets or None,
                          tags=["ssl-zoo", "self-supervised", config["modality"], config["architecture"],
                                *(tags or [])],
-                         model_name=name, eval_results=evals or None)
+                         model_name=name, eval_results=evals or None, **{FINGERPRINT_KEY: fingerprint})
     rows = "\n".join(f"| {r.get('task_name', r['task'])} | {r.get('dataset_name', r['dataset'])} "
                      f"| {r.get('split', '')} | {r.get('metric_name', r['metric'])} | {r['value']} |"
                      for r in results)
@@ -110,7 +122,7 @@ def render_card(folder: str | Path, *, repo_id: str | None = None, results: list
         summary=summary or f"A self-supervised {config['modality']} encoder trained with ssl-zoo.",
         method=method, usage=usage, results_table=table,
         training_table=training_table, recipe=recipe, reproduce=reproduce,
-        comparison=comparison if comparison is not None else _existing_comparison(folder),
+        comparison=comparison,
         limits=(limits or "Trained on the data named above only; check the results on your own data.")
         + _long_inputs(folder, config["modality"]))
 
@@ -142,35 +154,62 @@ def load_card(path: str | Path) -> ModelCard:
         raise FormatError(f"{path}: the card's YAML metadata does not parse ({str(err).splitlines()[0]})") from None
 
 
-def _existing_name(folder: Path) -> str | None:
+def weights_fingerprint(folder: str | Path) -> str:
+    """The sha256 of the folder's weight files (``model.safetensors``, and ``head.safetensors`` where there is one):
+    what a card records, so that a re-rendering keeps only its own facts (docs/reliability.md)."""
+    digest = hashlib.sha256()
+    for name in _FINGERPRINTED:
+        path = Path(folder) / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0")
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _own_card(folder: Path, fingerprint: str) -> tuple[ModelCard, str] | None:
+    """The folder's current card and its text when it records ``fingerprint`` (written for these weights); else
+    ``None``, with a log line when a card was there: another model's card (or one without a fingerprint) gives
+    nothing to a new one, neither its name nor its results nor its comparison."""
     path = folder / CARD_NAME
-    return load_card(path).data.model_name if path.is_file() else None
+    if not path.is_file():
+        return None
+    card = load_card(path)
+    recorded = card.data.to_dict().get(FINGERPRINT_KEY)
+    if recorded == fingerprint:
+        return card, path.read_text()
+    why = "records no weights fingerprint" if recorded is None else "was written for other weights"
+    logger.warning("%s %s: its name (%s), results and comparison are not kept; the card is rendered from the "
+                   "folder's own config and results", path, why, card.data.model_name)
+    return None
 
 
 COMPARISON_HEADING = "### Compared with baselines"
 
 
-def _existing_comparison(folder: Path) -> str:
-    """Keep the comparison section of the current card when re-rendering."""
-    path = folder / CARD_NAME
-    if not path.is_file():
-        return ""
-    text = path.read_text()
+def _comparison(text: str) -> str:
+    """The comparison section of a card's text, to keep on re-rendering."""
     if COMPARISON_HEADING not in text:
         return ""
     return COMPARISON_HEADING + text.split(COMPARISON_HEADING, 1)[1].split("\n## ", 1)[0].rstrip()
 
 
-def existing_results(folder: str | Path) -> list[dict[str, Any]]:
-    """The results recorded in a folder's current card (its ``model-index``), to keep on re-rendering."""
-    path = Path(folder) / CARD_NAME
-    if not path.is_file():
-        return []
-    card = load_card(path)
+def _results(card: ModelCard) -> list[dict[str, Any]]:
     return [{"task": r.task_type, "task_name": r.task_name, "dataset": r.dataset_type,
              "dataset_name": r.dataset_name, "split": r.dataset_split, "metric": r.metric_type,
              "metric_name": r.metric_name, "value": r.metric_value}
             for r in (card.data.eval_results or [])]
+
+
+def existing_results(folder: str | Path) -> list[dict[str, Any]]:
+    """The results recorded in a folder's current card (its ``model-index``), to keep on re-rendering: none when
+    the card was not written for the folder's weights."""
+    folder = Path(folder)
+    if not (folder / CARD_NAME).is_file():
+        return []
+    own = _own_card(folder, weights_fingerprint(folder))
+    return _results(own[0]) if own else []
 
 
 def write_card(folder: str | Path, **kwargs: Any) -> Path:

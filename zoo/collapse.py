@@ -33,12 +33,15 @@ SIGNALS = ("code_perplexity", "code_share", "embedding_std", "mean_cosine", "rec
 @dataclass(frozen=True)
 class CollapseRule:
     """``signal`` (a key of the step's metrics) crossing ``threshold`` (``below=True``: under it) means collapse;
-    ``remedy`` is what usually helps. A missing or non-finite signal never crosses."""
+    ``remedy`` is what usually helps. A missing or non-finite signal never crosses. ``settle_steps``: crossings
+    count only after this many steps (and after the warmup), for a signal that starts on the wrong side of its
+    threshold at random initialisation whatever the warmup (docs/reliability.md, "Collapse alarms")."""
 
     signal: str
     threshold: float
     below: bool
     remedy: str
+    settle_steps: int = 0
 
     def crossed(self, metrics: dict[str, float]) -> bool:
         value = metrics.get(self.signal)

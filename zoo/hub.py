@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 __all__ = [
-    "ZOO_FORMAT", "CONFIG_NAME", "WEIGHTS_NAME", "PREPROCESSOR_NAME", "CARD_NAME", "REPO_FILES",
+    "check_dtypes", "require_floating", "ZOO_FORMAT", "CONFIG_NAME", "WEIGHTS_NAME", "PREPROCESSOR_NAME",
+    "CARD_NAME", "REPO_FILES",
     "FormatError", "resolve_file", "load_config", "load_weights", "build_encoder", "load_processor_dict",
     "save_pretrained", "save_processor", "push_to_hub", "publish_to_cache", "check_repo_id",
 ]
@@ -184,7 +185,35 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], w
     if bad:
         raise FormatError(f"{where}: shape mismatch for {bad[:10]}: "
                           + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:3]))
+    check_dtypes(own, state, where)
     module.load_state_dict(state, strict=True)
+
+
+def require_floating(state: dict[str, torch.Tensor], where: str) -> None:
+    """A foreign checkpoint whose every tensor is a floating-point weight (wav2vec 2.0, VideoMAE): an integer or
+    bool tensor is refused naming it and ``where`` (a converter fuses q/k/v with ``torch.cat``, which would cast it
+    silently; docs/reliability.md)."""
+    bad = sorted(k for k, v in state.items() if not v.is_floating_point())
+    if bad:
+        raise FormatError(f"{where}: " + ", ".join(f"{k} is {str(state[k].dtype).removeprefix('torch.')}"
+                                                  for k in bad[:5]) + (" …" if len(bad) > 5 else "")
+                          + " where a floating-point weight belongs: refusing to cast it (re-export the checkpoint "
+                          "with floating-point weights)")
+
+
+def check_dtypes(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], where: str) -> None:
+    """A saved tensor is floating exactly where the model's is (float16/bfloat16 → float32 is a cast; an int32 or
+    bool tensor where a float parameter belongs, or the reverse, is refused naming the tensors and ``where``, the
+    file: docs/reliability.md)."""
+    bad = sorted(k for k in set(own) & set(state)
+                 if own[k].is_floating_point() != state[k].is_floating_point()
+                 or own[k].is_complex() != state[k].is_complex())
+    if bad:
+        raise FormatError(f"{where}: tensors of another kind of dtype than the model's: "
+                          + ", ".join(f"{k} is {str(state[k].dtype).removeprefix('torch.')} where "
+                                      f"{str(own[k].dtype).removeprefix('torch.')} belongs" for k in bad[:5])
+                          + (" …" if len(bad) > 5 else "") + ": refusing to cast them (re-export the checkpoint "
+                          "with floating-point weights)")
 
 
 def build_encoder(cls: type[torch.nn.Module], config: dict[str, Any], id_or_path: str | Path,

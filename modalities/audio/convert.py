@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.hub import FormatError, foreign_checkpoint, load_state_strict, load_weights
+from zoo.hub import FormatError, foreign_checkpoint, load_state_strict, load_weights, require_floating
 
 from .model import Wav2Vec2Config, Wav2Vec2Encoder, Wav2Vec2PretrainingConfig
 from .processor import AudioProcessor, AudioProcessorConfig
@@ -146,6 +146,7 @@ def convert_transformers(source: str | Path, output: str | Path) -> Path:
     enc_cfg, pre_cfg = config_from_transformers(hf)
     encoder = Wav2Vec2Encoder(enc_cfg)
     state = load_weights(weights)
+    require_floating(state, str(weights))
     load_state_strict(encoder, map_state_dict(state, enc_cfg), str(source))
     proc_cfg = AudioProcessorConfig(sample_rate=16000)
     pp = source / "preprocessor_config.json"

@@ -92,6 +92,30 @@ def history_columns(example: Any, name: str) -> dict[str, np.ndarray]:
     return cols
 
 
+#: epoch times past this many seconds (year 5138) are another unit read as ``time_unit`` (milliseconds as seconds)
+EPOCH_MAX_S = 1e11
+#: epoch-like times (past 1973) of one history more than this factor apart mix units (seconds and milliseconds)
+UNIT_FACTOR = 100.0
+
+
+def check_time_unit(secs: np.ndarray, values: np.ndarray, unit: str, where: str, column: str) -> None:
+    """A numerical time column holds one unit, ``processor.time_unit`` (docs/reliability.md): a value beyond year
+    5138 in that unit, or, among epoch-like values (≥ 1e8 s), one more than 100× from the history's median (epoch
+    milliseconds among seconds: ~1000×), is a :class:`BadExample` naming the event and the setting."""
+    size = np.abs(secs)
+    far = size > EPOCH_MAX_S
+    median = float(np.median(size)) if size.size else 0.0
+    if median >= 1e8:
+        far |= (size > UNIT_FACTOR * median) | (size < median / UNIT_FACTOR)
+    if far.any():
+        i = int(far.nonzero()[0][0])
+        what = ("lies past year 5138" if size[i] > EPOCH_MAX_S else
+                f"is about {size[i] / median:.3g}x the history's median {median / TIME_UNITS[unit]:.6g}")
+        raise BadExample(where, column, f"event {i}: timestamp {shown(values[i])} read in {unit} {what}: a time "
+                                        f"column holds one unit, processor.time_unit={unit!r} (epoch seconds and "
+                                        "milliseconds mixed?)")
+
+
 def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.ndarray:
     """Timestamps → float64 seconds: numbers in ``unit``, numpy/pandas datetimes, or date strings (ISO 8601 and
     what ``pandas.to_datetime`` reads). A missing or unparseable one is a :class:`BadExample` naming the event."""
@@ -102,6 +126,7 @@ def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.nd
             i = int(bad.nonzero()[0][0])
             raise BadExample(where, column, f"event {i}: timestamp {shown(values[i])} is not a finite number "
                                             "(train.skip_bad: true skips the history)")
+        check_time_unit(secs, values, unit, where, column)
         return secs
     if values.dtype.kind == "M":
         stamps = values

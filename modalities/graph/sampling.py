@@ -137,8 +137,8 @@ class SubgraphBatches(Sequence):
     def __init__(self, graph: Any, cfg: MinibatchConfig) -> None:
         self.x, self.num_nodes, self.cfg = getattr(graph, "x", None), int(graph.num_nodes), cfg
         if cfg.batch_nodes > self.num_nodes:
-            raise ValueError(f"data.minibatch.batch_nodes={cfg.batch_nodes} exceeds the graph's {self.num_nodes} "
-                             "nodes")
+            raise ValueError(f"data.train.minibatch.batch_nodes={cfg.batch_nodes} exceeds the graph's "
+                             f"{self.num_nodes} nodes: set a smaller one, or data.train.minibatch=null (full-batch)")
         self.csr = InEdges(graph.edge_index, self.num_nodes)
         self.reach = _both_ways(graph.edge_index, self.num_nodes, self.csr)
         self.blocks = self.num_nodes // cfg.batch_nodes
@@ -194,12 +194,18 @@ class _Names(Sequence):
 
 def minibatches(data: ExampleSet, setting: dict[str, Any]) -> ExampleSet:
     """The subgraph batches of the one graph of a node-level data set (``data.train.minibatch``)."""
+    from .nodes import NodeExamples
     cfg = MinibatchConfig.from_dict(setting, where="data.train.minibatch")
-    if len(data) != 1:
+    if isinstance(data.examples, NodeExamples):     # one's own graph read node by node (a folder): its whole graph
+        graph, name = data.examples.graph.data, data.examples.graph.name
+    elif len(data) == 1:
+        graph, name = data.examples[0], data.name(0)
+    else:
         raise ValueError(f"data.train.minibatch samples subgraphs of one large graph (node-level pretraining); "
-                         f"this source gave {len(data)} graphs")
-    batches = SubgraphBatches(data.examples[0], cfg)
-    return ExampleSet(batches, None, _Names(data.name(0), batches.blocks, cfg.passes), None)
+                         f"this source gave {len(data)} graphs: --set data.train.minibatch=null trains on whole "
+                         "graphs")
+    batches = SubgraphBatches(graph, cfg)
+    return ExampleSet(batches, None, _Names(name, batches.blocks, cfg.passes), None)
 
 
 def seed_node_mask(seeds: Tensor, mask_rate: float, replace_rate: float, generator: torch.Generator) -> NodeMask:

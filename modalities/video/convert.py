@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from zoo.hub import FormatError, foreign_checkpoint, load_state_strict, load_weights
+from zoo.hub import FormatError, foreign_checkpoint, load_state_strict, load_weights, require_floating
 
 from .model import VideoMAEConfig, VideoMAEEncoder, VideoMAEPretrainingConfig
 from .processor import VideoProcessor, VideoProcessorConfig
@@ -135,7 +135,9 @@ def convert_transformers(source: str | Path, output: str | Path) -> Path:
     hf, weights = foreign_checkpoint(source, "videomae")
     enc_cfg, pre_cfg = config_from_transformers(hf)
     encoder = VideoMAEEncoder(enc_cfg)
-    load_state_strict(encoder, map_state_dict(load_weights(weights), enc_cfg), str(source))
+    state = load_weights(weights)
+    require_floating(state, str(weights))
+    load_state_strict(encoder, map_state_dict(state, enc_cfg), str(source))
     encoder.save_pretrained(output, processor=processor_from_transformers(source, enc_cfg),
                             pretraining={"converted_from": str(source), "objective": pre_cfg.to_dict()})
     from zoo.cards import write_card
