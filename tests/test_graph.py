@@ -39,9 +39,12 @@ def test_bad_graphs_are_clear_errors():
     for graph, msg in cases:
         with pytest.raises(zoo.BadExample, match=msg):
             p(graph, name="g7")
-    no_x = GraphProcessor(zoo.get_modality("graph").processor.config_class(degree_features=3))
+    no_x = GraphProcessor(zoo.get_modality("graph").processor.config_class(degree_features=3, directed=True))
     out = no_x({"edge_index": torch.tensor([[0, 0, 0, 1], [1, 2, 3, 0]]), "num_nodes": 4})
     assert out["x"].tolist()[0] == [0, 0, 1] and out["x"].tolist()[2] == [1, 0, 0]   # degrees 3 (clipped), 0
+    both = GraphProcessor(zoo.get_modality("graph").processor.config_class(degree_features=3))
+    out = both({"edge_index": torch.tensor([[0, 0, 0, 1], [1, 2, 3, 0]]), "num_nodes": 4})
+    assert out["x"].tolist()[2] == [0, 1, 0]                                 # undirected (default): degree 1
     row = GraphProcessor(zoo.get_modality("graph").processor.config_class(normalize="row"))
     with pytest.raises(zoo.BadExample, match="'x': negative feature values"):
         row({"x": -torch.ones(2, 2), "edge_index": torch.tensor([[0], [1]])}, name="g3")
@@ -54,7 +57,9 @@ def test_row_normalisation_and_self_loops():
              "edge_index": torch.tensor([[0, 1, 2, 2], [1, 0, 2, 0]])})       # one self-loop already (2 → 2)
     # rows divided by their sum when it exceeds 1 (PyG NormalizeFeatures): [.25, .75], zeros kept, [.5, 0] kept
     assert out["x"].tolist() == [[0.25, 0.75], [0.0, 0.0], [0.5, 0.0]]
-    assert sorted(map(tuple, out["edge_index"].T.tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 2)]
+    # undirected (the default): 2 → 0 brings 0 → 2
+    assert sorted(map(tuple, out["edge_index"].T.tolist())) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0),
+                                                                (2, 2)]
 
 
 @pytest.mark.parametrize("heads,concat", [(1, False), (3, False), (2, True)])
@@ -185,7 +190,9 @@ def test_tables_source_reads_node_and_edge_tables_through_datasets(tmp_path):
     assert g0.x.tolist() == [[1.0, 0.5], [0.0, 0.5], [2.0, 0.0]] and g0.edge_index.tolist() == [[0, 1], [1, 2]]
     assert g1.edge_index.tolist() == [[0], [1]]
     one = load_data({"source": "tables", "nodes": nodes, "edges": edges, "features": ["f1", "f2"]})
-    assert len(one) == 1 and one.examples[0].edge_index.tolist() == [[0, 1, 3], [1, 2, 4]]
+    # without graph_column: one graph, each node an example (node-level data)
+    assert len(one) == 5 and one.names == ["a", "b", "c", "d", "e"] and one.labels is None
+    assert one.examples[0].graph.data.edge_index.tolist() == [[0, 1, 3], [1, 2, 4]]
     with pytest.raises(KeyError, match=r"nodes table: unknown column\(s\) \['f3'\]"):
         load_data({**spec, "features": ["f1", "f3"]})
     bad = datasets.Dataset.from_dict({"source": ["a"], "target": ["z"], "graph": [0]})

@@ -513,7 +513,8 @@ class Modality:
     ``load_data(spec)`` turns a recipe's data section into an :class:`ExampleSet`; ``recipes`` is a folder
     of recipe YAML files; ``usage_example`` is Python that defines ``example``, one raw input, for cards;
     ``converters`` map a foreign checkpoint type (its ``model_type``) to ``fn(source, output_folder)``;
-    ``baselines`` name hand-crafted feature functions (raw examples → ``[N, F]``) the probe harness compares;
+    ``baselines`` name hand-crafted feature functions (``fn(raw examples, processor) → [N, F]``, or ``None`` where
+    a function does not apply to the examples given; one entry may dispatch on the kind of example) the probes compare;
     ``evaluators`` are :class:`Protocol` s other than example-level probes, chosen by a recipe's
     ``evaluate.protocol``; ``task`` is the Hugging Face task id of the example-level probes; ``sample_data(root)``
     writes a tiny labelled set of the modality's own kind (:class:`SampleData`) for the conformance suite.

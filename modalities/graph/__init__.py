@@ -4,6 +4,7 @@ from pathlib import Path
 
 from zoo import Architecture, Modality, Protocol
 
+from .baselines import structure_features
 from .data import load_data
 from .evaluate import graph_cv, node_probe
 from .model import GraphMAEConfig, GraphMAEEncoder, GraphMAEPretrainer, GraphMAEPretrainingConfig
@@ -20,6 +21,7 @@ MODALITY = Modality(
     architectures={"graphmae": Architecture("graphmae", GraphMAEConfig, GraphMAEEncoder, GraphMAEPretrainer,
                                             GraphMAEPretrainingConfig)},
     load_data=load_data,
+    baselines={"structure (graphs) / SGC (nodes)": structure_features},
     evaluators={"node": Protocol(lambda encoder, processor, spec: node_probe(encoder, processor, spec["data"],
                                                                               **spec.get("probe", {})),
                                  task="node-classification", hidden=("val",)),

@@ -186,16 +186,24 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
     Hub): ``nodes`` with an id column (``node_column``, default ``id``), feature columns (``features``: a list
     of columns, or one column of lists) and optionally ``label_column``; ``edges`` with ``source_column`` and
     ``target_column`` (default ``source``/``target``) naming node ids. With ``graph_column`` present in both
-    tables, each value is one graph (graph-level data; its label is the first node's ``graph_label_column``)."""
+    tables, each value is one graph (graph-level data; its label is the first node's ``label_column``). Without
+    it the tables hold one graph and each node is an example (node-level data, :mod:`modalities.graph.nodes`):
+    every node with a label when ``label_column`` is given (unlabelled nodes stay in the graph), named by its id;
+    ``split_column`` (e.g. values ``train``/``val``/``test``) keeps the nodes whose value is ``split``."""
     from torch_geometric.data import Data
     split = spec.get("split", "train")
-    nodes, edges = _table(spec["nodes"], split), _table(spec["edges"], split)
+    split_col = spec.get("split_column")
+    nodes, edges = _table(spec["nodes"], "train" if split_col else split), _table(spec["edges"], "train" if split_col
+                                                                                 else split)
     node_col, src_col, dst_col = (spec.get("node_column", "id"), spec.get("source_column", "source"),
                                   spec.get("target_column", "target"))
     features = spec.get("features", "features")
     features = [features] if isinstance(features, str) else list(features)
     graph_col, label_col = spec.get("graph_column"), spec.get("label_column")
-    _columns(nodes, [node_col, *features] + [c for c in (graph_col, label_col) if c], "nodes")
+    _columns(nodes, [node_col, *features] + [c for c in (graph_col, label_col, split_col) if c], "nodes")
+    if split_col and graph_col:
+        raise ValueError("split_column splits the nodes of one graph (node-level data): graphs with a graph_column "
+                         "are split by folder (train/, test/) or by the datasets split")
     _columns(edges, [src_col, dst_col] + ([graph_col] if graph_col else []), "edges")
     import pandas as pd
     nd, ed = nodes.to_pandas(), edges.to_pandas()
@@ -217,6 +225,8 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
             raise BadExample(f"graph {e_graph.iloc[i]}", "edges",
                              f"edge {i} names node {ed[col].iloc[i]!r}, not in the nodes table")
         ends.append(local[torch.tensor(pos)])
+    if not graph_col:
+        return _node_level(nd, x_all, torch.stack(ends), spec, node_col, label_col, split_col, split)
     node_rows, edge_rows = n_graph.groupby(n_graph.to_numpy()).indices, e_graph.groupby(e_graph.to_numpy()).indices
     label_names = None
     if label_col and not pd.api.types.is_integer_dtype(nd[label_col]):
@@ -237,7 +247,41 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
                       label_names if graph_col else None)
 
 
-GRAPH_COLUMNS = ("id", "graph", "source", "target")
+def _node_level(nd: Any, x: torch.Tensor, edge_index: torch.Tensor, spec: dict[str, Any], node_col: str,
+                label_col: str | None, split_col: str | None, split: str) -> ExampleSet:
+    """One graph's nodes as examples (:func:`_tables` without ``graph_column``)."""
+    import pandas as pd
+    from torch_geometric.data import Data
+
+    from .nodes import NodeExamples, SharedGraph
+    keep = np.ones(len(nd), dtype=bool)
+    if split_col:
+        values = nd[split_col].astype(str)
+        if not (values == split).any():
+            raise ValueError(f"nodes table: no node has {split_col} = {split!r} (values: "
+                             f"{sorted(set(values))[:10]})")
+        keep &= (values == split).to_numpy()
+    labels = label_names = None
+    if label_col:
+        col = nd[label_col]
+        keep &= col.notna().to_numpy()
+        known = col[col.notna()]
+        numeric = pd.api.types.is_numeric_dtype(col) and bool((known == known.round()).all())
+        if numeric:
+            ids = col.fillna(-1).astype("int64")
+        else:
+            label_names = sorted({str(v) for v in known})
+            ids = col.map(lambda v: -1 if pd.isna(v) else label_names.index(str(v)))
+        labels = [int(v) for v in ids.to_numpy()[keep]]
+    source = spec["nodes"]
+    graph = SharedGraph(Data(x=x, edge_index=edge_index, num_nodes=x.shape[0]),
+                        Path(source).parent.name if isinstance(source, (str, Path)) else "graph")
+    rows = np.flatnonzero(keep)
+    names = [str(v) for v in nd[node_col].to_numpy()[rows]]
+    return ExampleSet(NodeExamples(graph, torch.as_tensor(rows)), labels, names, label_names)
+
+
+GRAPH_COLUMNS = ("id", "graph", "source", "target", "split")
 
 
 def _folder_file(folder: Path, stem: str) -> Path:
@@ -249,26 +293,32 @@ def _folder_file(folder: Path, stem: str) -> Path:
 
 
 def graph_folder(path: str | Path, label_column: str | None = None, split: str | None = None,
-                 exclude: Any = ()) -> dict[str, Any]:
+                 exclude: Any = (), split_column: str = "split") -> dict[str, Any]:
     """The ``tables`` spec of a folder of graphs as a user hands them over: ``nodes.csv`` (columns ``graph``,
     ``id``, the label column and the numeric node features: every other column) and ``edges.csv`` (``graph``,
     ``source``, ``target``), or ``train/`` and ``test/`` subfolders holding both; parquet/JSON work too. Each
-    ``graph`` value is one graph, labelled by its nodes' ``label_column``."""
+    ``graph`` value is one graph, labelled by its nodes' ``label_column``. Without a ``graph`` column the folder
+    holds one graph whose nodes are the examples (node classification); a ``split`` column (``train``/``val``/
+    ``test``) then splits its nodes."""
     folder, want = Path(path), split or "train"
     if (folder / want).is_dir():
         folder = folder / want
-    elif want != "train":
-        raise FileNotFoundError(f"{path}: no {want}/ subfolder")
     nodes, edges = _folder_file(folder, "nodes"), _folder_file(folder, "edges")
     table = _table(nodes, "train")                            # the reader _tables uses (datasets caches it)
     columns = table.column_names
+    if want != "train" and folder == Path(path) and split_column not in columns:
+        raise FileNotFoundError(f"{path}: no {want}/ subfolder (and no split column in {nodes.name})")
     numeric = {c for c, f in table.features.items() if getattr(f, "dtype", "").startswith(("int", "uint", "float"))}
-    features = [c for c in columns if c not in GRAPH_COLUMNS and c not in (label_column, "label", *exclude)
+    features = [c for c in columns if c not in GRAPH_COLUMNS and c not in (label_column, "label", split_column,
+                                                                            *exclude)
                 and c in numeric]                              # text columns (names, labels) are not features
     if not features:
         raise ValueError(f"{nodes}: no feature columns besides {columns}")
-    spec: dict[str, Any] = {"source": "tables", "nodes": str(nodes), "edges": str(edges), "graph_column": "graph",
-                            "features": features}
+    spec: dict[str, Any] = {"source": "tables", "nodes": str(nodes), "edges": str(edges), "features": features}
+    if "graph" in columns:
+        spec["graph_column"] = "graph"
+    elif split_column in columns:                              # node-level data with the user's node split
+        spec["split_column"], spec["split"] = split_column, want
     label_column = label_column or ("label" if "label" in columns else None)     # a "label" column labels
     if label_column:
         spec["label_column"] = label_column
@@ -277,8 +327,9 @@ def graph_folder(path: str | Path, label_column: str | None = None, split: str |
 
 def _folder(spec: dict[str, Any]) -> ExampleSet:
     """``path``: a graph folder as :func:`graph_folder` describes (``label_column`` optional: pretraining needs
-    none; never a feature)."""
-    return _tables(graph_folder(spec["path"], spec.get("label_column"), spec.get("split")))
+    none; never a feature; ``split_column``, default ``split``: the node split of one graph)."""
+    return _tables(graph_folder(spec["path"], spec.get("label_column"), spec.get("split"),
+                                split_column=spec.get("split_column", "split")))
 
 
 SOURCES = {"karate": _karate, "planetoid": _planetoid, "tu": _tu, "motifs": _motifs, "sbm": _sbm, "pyg": _pyg,

@@ -153,7 +153,9 @@ class GNN(nn.Module):
 
 class GraphMAEEncoder(Encoder):
     """Node embeddings as ``tokens [B, N_max, D]`` (graphs padded, ``padding_mask`` True at padding) and a
-    pooled graph vector; ``node_embeddings`` gives the flat ``[N, D]`` view PyG users expect."""
+    pooled graph vector; ``node_embeddings`` gives the flat ``[N, D]`` view PyG users expect. A batch of node
+    examples (``centre [B]``, :mod:`modalities.graph.nodes`): ``pooled`` is each centre node's embedding and
+    ``tokens [B, 1, D]`` the same, one token per example."""
 
     config_class = GraphMAEConfig
 
@@ -172,6 +174,12 @@ class GraphMAEEncoder(Encoder):
 
     def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False) -> EncoderOutput:
         h, layers = self.gnn(batch["x"], batch["edge_index"])
+        if "centre" in batch:                # node examples: each one's centre node (modalities.graph.nodes)
+            centre = batch["centre"]
+            pooled = h[centre]
+            hidden = [x[centre][:, None] for x in layers] if return_hidden else None
+            return EncoderOutput(pooled[:, None], torch.zeros(pooled.shape[0], 1, dtype=torch.bool,
+                                                              device=h.device), pooled, hidden)
         index = batch.get("batch")
         if index is None:
             index = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)

@@ -3,11 +3,20 @@ disjoint union with a ``batch`` vector, as PyG does. Bad input (empty graph, edg
 NaN features, a feature width other than the model's) gets a clear error naming the graph and field.
 
 The preprocessing GraphMAE (Hou et al. 2022) applies travels with the model: row-normalised features (PyG's
-``NormalizeFeatures``, for the citation graphs), one-hot degrees for graphs without features, and self-loops."""
+``NormalizeFeatures``, for the citation graphs), one-hot degrees for graphs without features, and self-loops.
+Edge lists are read as undirected graphs (each edge in both directions, once) unless ``directed: true``.
+
+A node example (:mod:`modalities.graph.nodes`) becomes the graph around its node with the centre marked: the
+whole graph up to ``whole_graph_nodes`` nodes (a batch of node examples of one graph holds it once: the centre
+embeddings are exact, and GraphMAE pretrains on the whole graph as for one graph example), else its sampled
+``len(node_fanout)``-hop neighbourhood (GraphSAGE's bounded fan-out, Hamilton et al. 2017; the draws seeded by the
+node, so a node's neighbourhood is the same at every call)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +25,10 @@ from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
 from zoo.plugin import numeric_array
+
+from .nodes import NodeExample, undirected
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,9 +39,15 @@ class GraphProcessorConfig(ProcessorConfig):
                                    # NormalizeFeatures does
     self_loops: bool = False       # replace any self-loops by exactly one per node
     max_nodes: int = 10_000_000    # a declared node count above this is refused before anything is allocated
+    directed: bool = False         # False: an edge list is an undirected graph (reverses added, duplicates removed)
+    whole_graph_nodes: int = 20_000    # a node example of a graph up to this size sees the whole graph
+    node_fanout: list[int] = field(default_factory=lambda: [25, 25])   # larger graphs: neighbours per hop
 
     def validate(self) -> None:
         super().validate()
+        self.check(self.whole_graph_nodes >= 0, "whole_graph_nodes", "must be >= 0")
+        self.check(len(self.node_fanout) >= 1 and all(int(f) >= 1 for f in self.node_fanout), "node_fanout",
+                   "one count >= 1 per hop (at least one hop)")
         self.check(self.num_features >= 0, "num_features", "must be >= 0")
         self.check(self.degree_features >= 0, "degree_features", "must be >= 0")
         self.check(self.normalize in ("none", "row"), "normalize", "must be 'none' or 'row'")
@@ -77,18 +96,54 @@ class GraphProcessor(Processor):
 
     def fit(self, examples: Any) -> GraphProcessor:
         first = examples[0]
+        if isinstance(first, NodeExample):
+            first = first.graph.data
         x, ei, n = self._fields(first, "0")
         self.config.num_features = int(self._features(x, ei, n, "0").shape[1])
         return self
 
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
         name = name or "graph"
+        if isinstance(example, NodeExample):
+            return self._node(example, name)
+        return self._graph(example, name)
+
+    def _node(self, example: NodeExample, name: str) -> dict[str, Tensor]:
+        """A node example: the whole graph (small graphs; collated once per batch) or the node's sampled
+        neighbourhood, with ``centre`` the node's position in it."""
+        from .sampling import InEdges, _generator, sample_subgraph
+        shared, i = example.graph, int(example.index)
+        key = json.dumps(self.config.to_dict(), sort_keys=True)
+        whole = shared.memo.get(key)
+        if whole is None:                     # the graph processed once per processor settings (not per node)
+            whole = self._graph(shared.data, shared.name)
+            shared.memo.clear()
+            shared.memo[key] = whole
+        n = whole["x"].shape[0]
+        if not 0 <= i < n:
+            raise BadExample(name, "node", f"node index {i} outside the graph's {n} nodes")
+        if n <= self.config.whole_graph_nodes:
+            return {"x": whole["x"], "edge_index": whole["edge_index"], "centre": torch.tensor([i]),
+                    "graph_key": torch.tensor([shared.key])}
+        if "csr" not in whole:
+            whole["csr"] = InEdges(whole["edge_index"], n)
+        nodes, ei = sample_subgraph(whole["csr"], torch.tensor([i]), self.config.node_fanout, _generator(i))
+        return {"x": whole["x"][nodes], "edge_index": ei, "centre": torch.tensor([0])}
+
+    def _graph(self, example: Any, name: str) -> dict[str, Tensor]:
         x, ei, n = self._fields(example, name)
         if n == 0:
             raise BadExample(name, "num_nodes", "empty graph (0 nodes)")
         if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
             raise BadExample(name, "edge_index", f"node index out of range [0, {n}): min {int(ei.min())}, "
                                                  f"max {int(ei.max())}")
+        if not self.config.directed:
+            listed = ei.shape[1]
+            ei = undirected(ei, n)
+            if not getattr(self, "_told", False):
+                self._told = True
+                logger.info("edges read as undirected: %d listed, %d after adding reverses / duplicates removed "
+                            "(graph %s; processor.directed: true keeps them one way)", listed, ei.shape[1], name)
         x = self._features(x, ei, n, name)
         if x.shape[0] != n:
             raise BadExample(name, "x", f"{x.shape[0]} feature rows for {n} nodes")
@@ -125,6 +180,8 @@ class GraphProcessor(Processor):
         return [(data.name(i), data.examples[i]) for i in range(len(data))]
 
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        if any("centre" in it for it in items):
+            return self._collate_nodes(items)
         sizes = torch.tensor([it["x"].shape[0] for it in items])
         offsets = torch.cumsum(sizes, 0) - sizes
         edges = torch.cat([it["edge_index"] + off for it, off in zip(items, offsets.tolist())], dim=1)
@@ -133,6 +190,28 @@ class GraphProcessor(Processor):
                "num_graphs": torch.tensor(len(items))}
         if all("seed_mask" in it for it in items):
             out["seed_mask"] = torch.cat([it["seed_mask"] for it in items])
+        return out
+
+    def _collate_nodes(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Node examples: their graphs as one disjoint union — a graph shared by several of them (``graph_key``)
+        once — and ``centre [B]``, each example's node in it."""
+        if not all("centre" in it for it in items):
+            raise ValueError("a batch mixes node examples and graph examples")
+        parts: list[dict[str, Tensor]] = []
+        at: dict[int, int] = {}
+        centre, offset = [], 0
+        for it in items:
+            key = int(it["graph_key"]) if "graph_key" in it else None
+            if key is None or key not in at:
+                if key is not None:
+                    at[key] = offset
+                parts.append(it)
+                centre.append(offset + int(it["centre"]))
+                offset += it["x"].shape[0]
+            else:
+                centre.append(at[key] + int(it["centre"]))
+        out = self.collate([{"x": p["x"], "edge_index": p["edge_index"]} for p in parts])
+        out["centre"] = torch.tensor(centre)
         return out
 
     def encoder_config(self) -> dict[str, Any]:

@@ -89,12 +89,13 @@ def sample_neighbours(csr: InEdges, nodes: Tensor, fanout: int, generator: torch
     return torch.cat([every, csr.sources[picked.reshape(-1)]])
 
 
-def sample_subgraph(csr: InEdges, seeds: Tensor, fanout: Sequence[int], generator: torch.Generator
-                    ) -> tuple[Tensor, Tensor]:
+def sample_subgraph(csr: InEdges, seeds: Tensor, fanout: Sequence[int], generator: torch.Generator,
+                    reach: InEdges | None = None) -> tuple[Tensor, Tensor]:
     """The node-induced subgraph of ``seeds`` and their sampled neighbourhood, hop by hop (``fanout[h]``
-    neighbours per node of hop ``h``'s frontier). Returns ``(nodes, edge_index)``: the global ids, seeds first
-    and in the order given, then each hop's new nodes in ascending order; every edge of the graph between two
-    of them, relabelled to positions in ``nodes``."""
+    neighbours per node of hop ``h``'s frontier, drawn from ``reach``'s in-edges, default ``csr``'s). Returns
+    ``(nodes, edge_index)``: the global ids, seeds first and in the order given, then each hop's new nodes in
+    ascending order; every edge of ``csr`` between two of them, relabelled to positions in ``nodes``."""
+    reach = reach if reach is not None else csr
     n = csr.num_nodes
     seen = torch.zeros(n, dtype=torch.bool)
     seen[seeds] = True
@@ -102,7 +103,7 @@ def sample_subgraph(csr: InEdges, seeds: Tensor, fanout: Sequence[int], generato
     for f in fanout:
         if frontier.numel() == 0:
             break
-        found = torch.unique(sample_neighbours(csr, frontier, int(f), generator))
+        found = torch.unique(sample_neighbours(reach, frontier, int(f), generator))
         frontier = found[~seen[found]]
         seen[frontier] = True
         parts.append(frontier)
@@ -112,6 +113,19 @@ def sample_subgraph(csr: InEdges, seeds: Tensor, fanout: Sequence[int], generato
     target, src = csr.of(nodes)
     keep = local[src] >= 0
     return nodes, torch.stack([local[src[keep]], target[keep]])
+
+
+def _both_ways(edge_index: Tensor, num_nodes: int, csr: InEdges) -> InEdges:
+    """Where neighbours are drawn from: every edge in both directions, each pair once, so that the sampled
+    neighbourhood is the same whether an edge list names an undirected edge once or both ways (the induced
+    subgraph keeps the edges as listed; the processor reads them undirected unless ``directed: true``). A graph
+    already listed both ways (PyG's Planetoid, the SBM) keeps its own CSR (the same draws as before)."""
+    from .nodes import undirected
+    both = undirected(edge_index, num_nodes)
+    listed = torch.sort(edge_index[0].long() * max(num_nodes, 1) + edge_index[1].long()).values
+    if both.shape[1] == listed.numel() and torch.equal(both[0] * max(num_nodes, 1) + both[1], listed):
+        return csr
+    return InEdges(both, num_nodes)
 
 
 class SubgraphBatches(Sequence):
@@ -126,6 +140,7 @@ class SubgraphBatches(Sequence):
             raise ValueError(f"data.minibatch.batch_nodes={cfg.batch_nodes} exceeds the graph's {self.num_nodes} "
                              "nodes")
         self.csr = InEdges(graph.edge_index, self.num_nodes)
+        self.reach = _both_ways(graph.edge_index, self.num_nodes, self.csr)
         self.blocks = self.num_nodes // cfg.batch_nodes
 
     def __len__(self) -> int:
@@ -143,7 +158,8 @@ class SubgraphBatches(Sequence):
             raise IndexError(f"subgraph {i} of {len(self)}")
         i = i % len(self)
         seeds = self.seeds(i)
-        nodes, edges = sample_subgraph(self.csr, seeds, self.cfg.fanout, _generator(self.cfg.seed, i, 1))
+        nodes, edges = sample_subgraph(self.csr, seeds, self.cfg.fanout, _generator(self.cfg.seed, i, 1),
+                                       self.reach)
         seed_mask = torch.arange(nodes.numel()) < seeds.numel()
         x = self.x[nodes] if self.x is not None else None
         return Data(x=x, edge_index=edges, seed_mask=seed_mask, node_ids=nodes, num_nodes=nodes.numel())

@@ -1,0 +1,65 @@
+"""Node-level examples of one graph (docs/architecture.md, "The modality contract"): a node example is ``(the
+shared graph, node index)``, so that node classification on one's own graph runs through the example-level
+pipeline unchanged — stratified node splits, ``zoo finetune``, ``zoo predict`` naming nodes, the probes.
+
+The processor turns a node example into the graph around it with the centre node marked
+(:meth:`~modalities.graph.processor.GraphProcessor.__call__`); the encoder's ``pooled`` for such a batch is the
+centre nodes' embeddings."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["SharedGraph", "NodeExample", "NodeExamples", "undirected"]
+
+_KEYS = itertools.count()
+
+
+def undirected(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """Every edge in both directions, each pair once (sorted by source, then target): an edge list read as an
+    undirected graph, however it was listed (once, or both ways)."""
+    both = torch.cat([edge_index, edge_index.flip(0)], dim=1).long()
+    key = torch.unique(both[0] * max(num_nodes, 1) + both[1])
+    return torch.stack([key // max(num_nodes, 1), key % max(num_nodes, 1)])
+
+
+class SharedGraph:
+    """One graph whose nodes are examples. ``key`` identifies it inside a batch (a batch of node examples of
+    one graph holds the graph once); the processor keeps its processed form here (``memo``), never pickled."""
+
+    def __init__(self, data: Any, name: str) -> None:
+        self.data, self.name, self.key = data, name, next(_KEYS)
+        self.memo: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "memo": {}}
+
+
+@dataclass(frozen=True)
+class NodeExample:
+    """Node ``index`` of ``graph`` (a :class:`SharedGraph`)."""
+
+    graph: SharedGraph
+    index: int
+
+
+class NodeExamples(Sequence):
+    """The node examples ``nodes`` (indices) of one shared graph, a lazy sequence with ``select``."""
+
+    def __init__(self, graph: SharedGraph, nodes: Tensor) -> None:
+        self.graph, self.nodes = graph, nodes.long()
+
+    def __len__(self) -> int:
+        return int(self.nodes.numel())
+
+    def __getitem__(self, i: int) -> NodeExample:           # type: ignore[override]
+        return NodeExample(self.graph, int(self.nodes[i]))
+
+    def select(self, idx: Sequence[int]) -> NodeExamples:
+        return NodeExamples(self.graph, self.nodes[torch.as_tensor(list(idx), dtype=torch.long)])
