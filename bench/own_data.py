@@ -275,7 +275,7 @@ GENERATED: dict[str, Callable[[Path], list[Cell]]] = {"audio": audio_sets, "vide
                                                       "tabular": tabular_sets, "events": events_sets}
 
 
-SLOW = {"audio", "video"}                       # minutes a cell on 2 CPU cores: run after the others
+SLOW = {"audio", "video", "pointcloud"}                     # minutes a cell on 2 CPU cores: run after the others
 
 
 def sample_cell(name: str, root: Path) -> Cell:
