@@ -69,7 +69,8 @@ def test_node_classification_on_ones_own_graph_through_the_cli(tmp_path):
     summary = json.loads((tmp_path / "pre" / "train_summary.json").read_text())
     assert summary["examples"] == 150                              # the nodes; each step sees the whole graph
     ft = zoo_main("finetune", str(tmp_path / "pre" / "model"), "--data", str(data), "--label-column", "community",
-                  "--steps", "40", "--batch-size", "32", "--lr", "0.01", "--seed", "0", "--output", str(tmp_path / "ft"))
+                  "--steps", "40", "--batch-size", "32", "--lr", "0.01", "--seed", "0",
+                  "--output", str(tmp_path / "ft"))
     assert ft.returncode == 0, ft.stderr
     result = json.loads(ft.stdout[ft.stdout.index("{"):])
     assert result["label_names"] == ["c0", "c1", "c2"] and result["test_accuracy"] >= 0.75, result
@@ -162,10 +163,11 @@ def _generated_graph_classes(per_class: int = 60, seed: int = 0) -> tuple[list[D
 
 
 def test_structural_baseline_separates_generated_graph_classes():
-    from modalities.graph.baselines import structure_features
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from modalities.graph.baselines import structure_features
     graphs, labels = _generated_graph_classes()
     p = GraphProcessor().fit(graphs)
     f = structure_features(graphs, p).numpy()
