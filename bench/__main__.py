@@ -12,6 +12,7 @@ from . import (
     core,
     events,
     graph,
+    own_data,
     pipeline,
     pointcloud,
     real_weights,
@@ -26,7 +27,7 @@ if __name__ == "__main__":
               audio_label_efficiency.run(results_dir("audio-label-efficiency")), tabular.main(),
               tabular_ablation.run(results_dir("tabular-ablation")),
               print_table("GraphMAE: step time", [graph.step_speed()]), graph.main(), video.main(),
-              pointcloud.main(), events.main(), real_weights.main()]
+              pointcloud.main(), events.main(), real_weights.main(), own_data.main()]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.md").write_text("\n\n".join(tables) + "\n")
