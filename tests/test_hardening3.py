@@ -113,3 +113,54 @@ def test_write_shards_refuses_a_shard_size_below_one(tmp_path):
         with pytest.raises(ValueError, match="shard_size"):
             write_shards(rows, tmp_path / "s", shard_size=size)
     assert json.loads(write_shards(rows, tmp_path / "s", shard_size=2).read_text())["rows"] == 3
+
+
+# --- silently wrong data (issue #36) ----------------------------------------------------------------------------
+def test_an_empty_label_cell_is_refused_or_skipped_and_counted_never_a_class_nan(tmp_path, caplog):
+    """A label column with empty cells became a class 'nan' in the published classifier: every source (a table,
+    an event log, the hf source, a graph folder) gives such an example no label, and fine-tuning refuses it naming
+    the rows and ``finetune.skip_bad``, or with it skips and counts them."""
+    import logging
+
+    import pandas as pd
+
+    from pipelines.finetune import FinetuneSettings
+    from pipelines.labelled import drop_unlabelled, load_labelled
+    y = ["a", "b", None, "a", "b", "a", "b", "a", "b", "a", "b", "a"]
+    pd.DataFrame({"x": range(12), "y": y}).to_csv(tmp_path / "t.csv", index=False)
+    tab = zoo.get_modality("tabular")
+    sets = {"table": tab.load_data({"source": "table", "path": str(tmp_path / "t.csv"), "label_column": "y"}),
+            "hf": tab.load_data({"source": "hf", "path": "csv", "data_files": str(tmp_path / "t.csv"),
+                                 "label_column": "y"})}
+    pd.DataFrame({"entity": [f"e{i // 2}" for i in range(24)], "time": range(24), "amount": np.ones(24),
+                  "y": [v for v in y for _ in (0, 1)]}).to_csv(tmp_path / "ev.csv", index=False)
+    sets["events"] = zoo.get_modality("events").load_data({"source": "table", "path": str(tmp_path / "ev.csv"),
+                                                           "entity_column": "entity", "label_column": "y"})
+    g = tmp_path / "graphs"
+    g.mkdir()
+    pd.DataFrame({"graph": np.repeat(range(12), 2), "id": [0, 1] * 12, "f": np.ones(24),
+                  "label": [v for v in [1, 2, None, 1, 2, 1, 2, 1, 2, 1, 2, 1] for _ in (0, 1)]}
+                 ).to_csv(g / "nodes.csv", index=False)
+    pd.DataFrame({"graph": range(12), "source": 0, "target": 1}).to_csv(g / "edges.csv", index=False)
+    sets["graph"] = zoo.get_modality("graph").load_data({"source": "folder", "path": str(g)})
+    for kind, data in sets.items():
+        assert "nan" not in [str(n) for n in data.label_names or []], kind
+        assert data.label(2) is None and data.label(0) is not None, kind
+        with pytest.raises(ValueError, match=r"1 of 12 examples have an empty label cell.*finetune.skip_bad=true"):
+            drop_unlabelled(data, False, "y")
+        with caplog.at_level(logging.WARNING):
+            kept = drop_unlabelled(data, True, "y")
+        assert len(kept) == 11 and None not in [kept.label(i) for i in range(11)], kind
+        assert "1 of 12 examples have an empty label cell" in caplog.text
+    with pytest.raises(ValueError, match=r"t.csv\[2\].*finetune.skip_bad"):
+        load_labelled(tab, _NoInputs(), FinetuneSettings(), 0,
+                      data=str(tmp_path / "t.csv"), label_column="y")
+
+
+class _NoInputs:
+    """A processor stand-in that reads no column (load_labelled only asks which)."""
+
+    config = None
+
+    def input_columns(self) -> list[str]:
+        return []

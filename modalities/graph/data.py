@@ -228,19 +228,26 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
     if not graph_col:
         return _node_level(nd, x_all, torch.stack(ends), spec, node_col, label_col, split_col, split)
     node_rows, edge_rows = n_graph.groupby(n_graph.to_numpy()).indices, e_graph.groupby(e_graph.to_numpy()).indices
-    label_names = None
-    if label_col and not pd.api.types.is_integer_dtype(nd[label_col]):
-        label_names = sorted({str(v) for v in nd[label_col]})          # names (strings) → ids in sorted order
-        y_all = torch.tensor(nd[label_col].astype(str).map({n: i for i, n in enumerate(label_names)}).to_numpy())
+    label_names, empty = None, None
+    col = nd[label_col] if label_col else None
+    if col is not None:                       # an empty cell is no label (-1 here, None below), never a class 'nan'
+        empty = col.isna().to_numpy()
+        known = col.dropna()
+        if bool(empty.any()) and pd.api.types.is_float_dtype(col) and bool((known == known.round()).all()):
+            col = col.astype("Int64")         # whole numbers with empty cells read as floats: 1, not '1.0'
+    if col is not None and not pd.api.types.is_integer_dtype(col):
+        label_names = sorted({str(v) for v in col.dropna()})          # names (strings) → ids in sorted order
+        ids = col.astype(str).map({n: i for i, n in enumerate(label_names)})
+        y_all = torch.tensor(ids.where(~col.isna(), -1).astype("int64").to_numpy())
     else:
-        y_all = torch.tensor(nd[label_col].to_numpy()) if label_col else None
+        y_all = torch.tensor(col.fillna(-1).astype("int64").to_numpy()) if col is not None else None
     graphs, labels, names = [], [], []
     for gid, rows in node_rows.items():
         erows = torch.as_tensor(edge_rows.get(gid, np.zeros(0, dtype=np.int64)))
         data = Data(x=x_all[rows], edge_index=torch.stack([ends[0][erows], ends[1][erows]]))
         if y_all is not None:
             data.y = y_all[rows][:1] if graph_col else y_all[rows]
-            labels.append(int(data.y[0]))
+            labels.append(None if bool(empty[rows[0]]) else int(data.y[0]))
         graphs.append(data)
         names.append(str(gid))
     return ExampleSet(graphs, labels if graph_col and label_col else None, names,
