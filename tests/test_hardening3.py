@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 import zoo
 from tests.conftest import zoo_main
@@ -164,3 +165,40 @@ class _NoInputs:
 
     def input_columns(self) -> list[str]:
         return []
+
+
+def test_edge_ids_are_integers_within_the_node_table_wherever_graphs_are_read(tmp_path):
+    """The mini-batch sampler dropped edges whose target lay beyond the node table and truncated 2.7 to node 2;
+    a negative id gave a raw IndexError. Every reader (pyg source, sampler, processor, folder) names the graph or
+    file, the edge and the field; a header-only edges.csv says it has no edges."""
+    import pandas as pd
+    from torch_geometric.data import Data
+
+    from modalities.graph.sampling import minibatches
+    graph = zoo.get_modality("graph")
+    x = torch.ones(4, 2)
+    for ei, said in (([[0, 1, 2], [1, 2, 2.7]], r"target.*edge 2: node id 2.7 is not an integer"),
+                     ([[0, -1], [1, 2]], r"source.*edge 1: node id -1 is outside"),
+                     ([[0, 1], [1, 9]], r"target.*edge 1: node id 9 is outside the node table's 4 nodes")):
+        data = Data(x=x, edge_index=torch.tensor(ei), num_nodes=4)
+        with pytest.raises(zoo.BadExample, match=said):
+            minibatches(zoo.ExampleSet([data], None, ["big"]), {"batch_nodes": 2, "fanout": [2], "passes": 1})
+        with pytest.raises(zoo.BadExample, match=f"\\[0\\].*{said}"):
+            graph.load_data({"source": "pyg", "dataset": _ListGraphs([data, data])})
+        with pytest.raises(zoo.BadExample, match=said):
+            graph.processor(graph.processor.config_class())({"x": x, "edge_index": ei}, name="g7")
+    folder = tmp_path / "g"
+    folder.mkdir()
+    pd.DataFrame({"id": range(4), "f": 1.0}).to_csv(folder / "nodes.csv", index=False)
+    pd.DataFrame({"source": [0, 1, 2], "target": [1, 2, 7]}).to_csv(folder / "edges.csv", index=False)
+    with pytest.raises(zoo.BadExample, match=r"edges.csv.*target.*line 4: node id 7 is not in the nodes table"):
+        graph.load_data({"source": "folder", "path": str(folder)})
+    (folder / "edges.csv").write_text("source,target\n")
+    with pytest.raises(ValueError, match=r"edges.csv: the file has no edges"):
+        graph.load_data({"source": "folder", "path": str(folder)})
+    res = zoo_main("pretrain", "graph-graphmae-sbm", "--data", str(folder), "--set", "train.steps=1")
+    assert res.returncode == 2 and "has no edges" in res.stderr and "Traceback" not in res.stderr, res.stderr[-800:]
+
+
+class _ListGraphs(list):
+    """A list of PyG graphs, as the pyg source takes a Dataset."""

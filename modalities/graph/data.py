@@ -16,6 +16,8 @@ from zoo import BadExample, ExampleSet
 from zoo.paths import cache_dir, data_dir
 from zoo.plugin import source_loader
 
+from .nodes import checked_edges
+
 
 def _writable_copy(kind: str, name: str, required: tuple[str, ...] = ()) -> Path:
     """The cache folder holding a copy of ``$ZOO_DATA/<kind>/<name>/raw``, which must hold ``required``."""
@@ -154,6 +156,10 @@ def _pyg(spec: dict[str, Any]) -> ExampleSet:
     graph has one scalar label."""
     ds = spec["dataset"]
     graphs = [ds[i] for i in range(len(ds))]
+    title = type(ds).__name__
+    for i, g in enumerate(graphs):            # edge ids: integers within each graph's nodes (docs/reliability.md)
+        if getattr(g, "edge_index", None) is not None and getattr(g, "num_nodes", None) is not None:
+            checked_edges(g.edge_index, int(g.num_nodes), f"{title}[{i}]")
     ys = [getattr(g, "y", None) for g in graphs]
     labels = [int(y) for y in ys] if all(y is not None and y.numel() == 1 for y in ys) and len(graphs) > 1 else None
     name = type(ds).__name__
@@ -163,7 +169,7 @@ def _pyg(spec: dict[str, Any]) -> ExampleSet:
 TABLE_SUFFIXES = (".csv", ".parquet", ".json", ".jsonl")
 
 
-def _table(obj: Any, split: str):
+def _table(obj: Any, split: str, what: str = "nodes"):
     """A ``datasets.Dataset`` as given, or loaded with ``datasets.load_dataset``: a csv/parquet/json file or
     a dataset id."""
     from datasets import Dataset, load_dataset
@@ -171,6 +177,11 @@ def _table(obj: Any, split: str):
         return obj
     suffix = Path(str(obj)).suffix
     if suffix in TABLE_SUFFIXES:
+        if suffix == ".csv" and Path(str(obj)).is_file() and \
+                not Path(str(obj)).read_bytes()[:65536].strip(b"\r\n\t ,;").count(b"\n"):
+            # a header alone: `datasets` would say "Instruction train corresponds to no data!"
+            raise ValueError(f"{obj}: the file has no {what} (no rows below its header; the {what} table needs one "
+                             f"row per {what[:-1]})")
         return load_dataset("json" if suffix == ".jsonl" else suffix[1:], data_files=str(obj), split="train")
     return load_dataset(str(obj), split=split)
 
@@ -193,8 +204,8 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
     from torch_geometric.data import Data
     split = spec.get("split", "train")
     split_col = spec.get("split_column")
-    nodes, edges = _table(spec["nodes"], "train" if split_col else split), _table(spec["edges"], "train" if split_col
-                                                                                 else split)
+    nodes = _table(spec["nodes"], "train" if split_col else split, "nodes")
+    edges = _table(spec["edges"], "train" if split_col else split, "edges")
     node_col, src_col, dst_col = (spec.get("node_column", "id"), spec.get("source_column", "source"),
                                   spec.get("target_column", "target"))
     features = spec.get("features", "features")
@@ -218,12 +229,18 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
         raise BadExample("nodes", node_col, "node ids repeat within a graph")
     local = torch.tensor(nd.groupby(n_graph.to_numpy(), sort=False).cumcount().to_numpy())  # row within its graph
     ends = []
+    source = spec["edges"]
+    where = str(source) if isinstance(source, (str, Path)) else "the edges table"
+    csv = Path(where).suffix in (".csv", ".tsv")
     for col in (src_col, dst_col):
         pos = keys.get_indexer(pd.MultiIndex.from_arrays([e_graph, ed[col]]))
         if (pos < 0).any():
             i = int(np.argmax(pos < 0))
-            raise BadExample(f"graph {e_graph.iloc[i]}", "edges",
-                             f"edge {i} names node {ed[col].iloc[i]!r}, not in the nodes table")
+            row = f"line {i + 2}" if csv else f"row {i}"          # a CSV's header is its line 1
+            bad, gid = (v.item() if hasattr(v, "item") else v for v in (ed[col].iloc[i], e_graph.iloc[i]))
+            raise BadExample(where, col, f"{row}" + (f" (graph {gid!r})" if graph_col else "")
+                             + f": node id {bad!r} is not in the nodes table "
+                             f"({int((pos < 0).sum())} edge(s) in all)")
         ends.append(local[torch.tensor(pos)])
     if not graph_col:
         return _node_level(nd, x_all, torch.stack(ends), spec, node_col, label_col, split_col, split)
