@@ -173,7 +173,13 @@ def hostile_files(root: Path) -> list[str]:
              "faces.ply": head.format(n=3).replace("end_header", "element face 1\nproperty list uchar int "
                                                                  "vertex_indices\nend_header")
                           + "0 0 0\n1 0 0\n0 1 0\n",
+             "faces_lie.ply": head.format(n=3).replace("end_header", "element face 30000000\nproperty list uchar "
+                                                                     "int vertex_indices\nend_header")
+                              + "0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n",
              "header_only.csv": "client,time,shop,amount,income,age,plan\n",
+             "empty_labels.csv": "client,time,shop,amount,income,age,plan,label\nc1,2026-01-01,food,1,5,30,basic,\n"
+                                 "c2,2026-01-02,food,2,6,31,basic,\n",
+             "edges_header_only.csv": "source,target\n",
              "far_future.csv": "client,time,shop,amount\nc1,2026-01-01,food,1\nc1,2399-01-01,food,2\n",
              "huge_number.csv": "income,age,plan\n1e300,30,basic\n",
              "complex.csv": "income,age,plan\n1+2j,30,basic\n",

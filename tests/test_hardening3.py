@@ -202,3 +202,19 @@ def test_edge_ids_are_integers_within_the_node_table_wherever_graphs_are_read(tm
 
 class _ListGraphs(list):
     """A list of PyG graphs, as the pyg source takes a Dataset."""
+
+
+def test_a_ply_whose_declared_elements_do_not_match_its_content_is_refused(tmp_path):
+    """A PLY declaring 3·10⁷ faces with one face line was embedded as its vertices, and one declaring 5 faces with
+    2 as a 2-triangle mesh: the file is refused naming it and the element."""
+    from modalities.pointcloud.processor import read_points
+    head = ("ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+            "element face {n}\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n1 1 1\n")
+    for n, faces, said in ((30_000_000, "3 0 1 2\n", "declares 30000000 faces, but the file holds 8 bytes"),
+                           (5, "3 0 1 2\n3 0 1 3\n", "declares 5 faces, the file holds 2 readable ones")):
+        path = tmp_path / f"lie{n}.ply"
+        path.write_text(head.format(n=n) + faces)
+        with pytest.raises(zoo.BadExample, match=f"{path.name}.*'face'.*{said}"):
+            read_points(str(path))
+    path.write_text(head.format(n=2) + "3 0 1 2\n3 0 1 3\n")
+    assert read_points(str(path)).shape[1] == 3
