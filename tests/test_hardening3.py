@@ -218,3 +218,20 @@ def test_a_ply_whose_declared_elements_do_not_match_its_content_is_refused(tmp_p
             read_points(str(path))
     path.write_text(head.format(n=2) + "3 0 1 2\n3 0 1 3\n")
     assert read_points(str(path)).shape[1] == 3
+
+
+def test_nan_tensors_in_any_checkpoint_are_refused_naming_the_file_and_the_tensor(tmp_path):
+    """Only the encoder's model.safetensors was checked: pretraining heads (``--init``), a classifier head, a
+    transformers checkpoint or a Point-MAE .pth converted by ``zoo convert`` loaded NaN/inf silently."""
+    from safetensors.torch import save_file
+
+    from modalities.pointcloud.convert import read_reference
+    from zoo.hub import FormatError, load_weights
+    bad = {"decoder.weight": torch.tensor([1.0, float("nan")]), "ok": torch.ones(2)}
+    save_file(bad, str(tmp_path / "pretraining_heads.safetensors"))
+    with pytest.raises(FormatError, match=r"pretraining_heads.safetensors: weights hold NaN/inf values in "
+                                          r"\['decoder.weight'\]"):
+        load_weights(tmp_path / "pretraining_heads.safetensors")
+    torch.save({"base_model": {"cls_token": torch.tensor([float("inf")])}}, tmp_path / "pointmae.pth")
+    with pytest.raises(FormatError, match=r"pointmae.pth: weights hold NaN/inf values in \['cls_token'\]"):
+        read_reference(tmp_path / "pointmae.pth")

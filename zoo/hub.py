@@ -141,8 +141,19 @@ def _is_safetensors(path: Path) -> bool:
     return isinstance(header, dict)
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; anything that looks like a pickle is refused, never unpickled."""
+def check_finite(state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """``state`` when every floating-point tensor is finite, else a :class:`FormatError` naming ``where`` (the
+    file) and the tensors holding NaN/inf (docs/reliability.md)."""
+    bad = non_finite(state)
+    if bad:
+        raise FormatError(f"{where}: weights hold NaN/inf values in {bad[:5]}{' …' if len(bad) > 5 else ''} "
+                          "(a diverged training run, or a damaged file?): refusing to load them")
+    return state
+
+
+def load_weights(path: str | Path, *, finite: bool = True) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything that looks like a pickle is refused, never unpickled; NaN/inf in a
+    floating-point tensor is refused naming the file and the tensor (``finite``, docs/reliability.md)."""
     path = Path(path)
     if not _is_safetensors(path):
         with open(path, "rb") as fh:
@@ -152,9 +163,10 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise FormatError(f"{path} is a pickle/zip checkpoint, not safetensors: refusing to unpickle it "
                           "(convert it with safetensors in a trusted environment)")
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except Exception as err:
         raise FormatError(f"{path} is not a valid safetensors file: {err}") from None
+    return check_finite(state, str(path)) if finite else state
 
 
 def foreign_checkpoint(source: str | Path, model_type: str) -> tuple[dict, Path]:
@@ -203,10 +215,6 @@ def build_encoder(cls: type[torch.nn.Module], config: dict[str, Any], id_or_path
         raise FormatError(f"{id_or_path}: config.json's encoder settings do not build a {cls.__name__}: "
                           f"{str(err).splitlines()[0][:200]}") from None
     state = load_weights(weights)
-    bad = non_finite(state)
-    if bad:
-        raise FormatError(f"{id_or_path}: weights hold NaN/inf values in {bad[:5]}{' …' if len(bad) > 5 else ''} "
-                          "(a diverged training run?): refusing to load them")
     load_state_strict(encoder, state, str(id_or_path))
     return encoder.eval()
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from zoo.cards import write_card
-from zoo.hub import FormatError, load_state_strict
+from zoo.hub import FormatError, check_finite, load_state_strict
 
 from .model import PointMAEConfig, PointMAEEncoder
 from .processor import PointCloudProcessor, PointCloudProcessorConfig
@@ -46,6 +46,7 @@ def read_reference(path: str | Path) -> dict[str, torch.Tensor]:
     state = ckpt.get("base_model", ckpt.get("model", ckpt)) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise FormatError(f"{path}: no state dict of tensors under 'base_model'")
+    check_finite(state, str(path))
     out = {}
     for key, value in state.items():
         key = key.removeprefix("module.")
