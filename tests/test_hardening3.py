@@ -235,3 +235,18 @@ def test_nan_tensors_in_any_checkpoint_are_refused_naming_the_file_and_the_tenso
     torch.save({"base_model": {"cls_token": torch.tensor([float("inf")])}}, tmp_path / "pointmae.pth")
     with pytest.raises(FormatError, match=r"pointmae.pth: weights hold NaN/inf values in \['cls_token'\]"):
         read_reference(tmp_path / "pointmae.pth")
+
+
+# --- raw tracebacks, messages that name nothing (issue #36) -----------------------------------------------------
+@pytest.mark.parametrize("value", ["[1", "{", "*alias", "!!python/object/apply:os.system ['touch PWNED']"])
+def test_a_set_or_option_value_that_does_not_parse_is_named_and_runs_no_code(value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.pth").write_bytes(b"")
+    for args in (("pretrain", "tabular-tjepa-mlc-churn", "--set", f"train.lr={value}"),
+                 ("convert", str(tmp_path / "x.pth"), str(tmp_path / "out"), "--model-type", "point-mae",
+                  "--option", f"heads={value}")):
+        res = zoo_main(*args)
+        assert res.returncode == 2 and "does not parse as YAML" in res.stderr and args[-1][:5] in res.stderr, \
+            res.stderr[-600:]
+        assert "Traceback" not in res.stderr
+    assert not (tmp_path / "PWNED").exists()
