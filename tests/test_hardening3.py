@@ -250,3 +250,29 @@ def test_a_set_or_option_value_that_does_not_parse_is_named_and_runs_no_code(val
             res.stderr[-600:]
         assert "Traceback" not in res.stderr
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_point_mae_checkpoints_and_options_that_do_not_fit_are_named(tmp_path):
+    """An empty .pth raised IndexError, a cut one a torch error, a 4-headed one of width 32 a raw config error,
+    ``--option bogus=1`` a TypeError: each names the file or the option, exit 2, nothing written."""
+    from modalities.pointcloud.convert import to_reference
+    from modalities.pointcloud.model import PointMAEConfig, PointMAEEncoder
+    enc = PointMAEEncoder(PointMAEConfig(num_points=256, num_patches=16, patch_size=16, dim=32, depth=1, heads=4,
+                                         pointnet_dims=(16, 32, 64)))
+    torch.save({"base_model": to_reference(enc)}, tmp_path / "four.pth")
+    data = (tmp_path / "four.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    cases = [("empty", [], "empty.pth: an empty file"), ("cut", [], "cut.pth: does not load as a PyTorch checkpoint"),
+             ("four", [], "give --option heads=N"), ("four", ["bogus=1"], "--option bogus: not a Point-MAE"),
+             ("four", ["heads=0"], "--option heads=0: must be a whole number >= 1"),
+             ("four", ["num_points=abc"], "--option num_points='abc': must be")]
+    for i, (name, options, said) in enumerate(cases):
+        res = zoo_main("convert", str(tmp_path / f"{name}.pth"), str(tmp_path / f"out{i}"), "--model-type",
+                       "point-mae", *[a for o in options for a in ("--option", o)])
+        assert res.returncode == 2 and said in res.stderr and "Traceback" not in res.stderr, res.stderr[-600:]
+        assert not (tmp_path / f"out{i}").exists()
+    res = zoo_main("convert", str(tmp_path / "four.pth"), str(tmp_path / "ok"), "--model-type", "point-mae",
+                   "--option", "heads=4", "--option", "num_points=256", "--option", "num_patches=16",
+                   "--option", "patch_size=16")
+    assert res.returncode == 0, res.stderr
