@@ -276,3 +276,27 @@ def test_point_mae_checkpoints_and_options_that_do_not_fit_are_named(tmp_path):
                    "--option", "heads=4", "--option", "num_points=256", "--option", "num_patches=16",
                    "--option", "patch_size=16")
     assert res.returncode == 0, res.stderr
+
+
+def test_transformers_configs_that_do_not_fit_are_named(hf_dir, tmp_path):
+    """A config.json without hidden_size (KeyError) or with "hidden_size": "32" (TypeError), a
+    preprocessor_config.json that is not JSON or has sampling_rate "abc" (ValueError naming nothing), and
+    sampling_rate 0 (accepted: a folder that does not load): each names the file and the key, exit 2."""
+    import shutil
+    cases = [("config.json", lambda c: c.pop("hidden_size"), "config.json: no 'hidden_size'"),
+             ("config.json", lambda c: c.update(hidden_size="32"), "'hidden_size' is '32': expected a whole number"),
+             ("preprocessor_config.json", "{not json", "preprocessor_config.json: not valid JSON"),
+             ("preprocessor_config.json", lambda c: c.update(sampling_rate="abc"), "'sampling_rate' is 'abc'"),
+             ("preprocessor_config.json", lambda c: c.update(sampling_rate=0), "'sampling_rate' is 0")]
+    for i, (name, change, said) in enumerate(cases):
+        src = tmp_path / f"src{i}"
+        shutil.copytree(hf_dir, src)
+        if isinstance(change, str):
+            (src / name).write_text(change)
+        else:
+            config = json.loads((src / name).read_text()) if (src / name).is_file() else {"sampling_rate": 16000}
+            change(config)
+            (src / name).write_text(json.dumps(config))
+        res = zoo_main("convert", str(src), str(tmp_path / f"out{i}"))
+        assert res.returncode == 2 and said in res.stderr and "Traceback" not in res.stderr, (said, res.stderr[-600:])
+        assert not (tmp_path / f"out{i}").exists()

@@ -184,6 +184,24 @@ def foreign_checkpoint(source: str | Path, model_type: str) -> tuple[dict, Path]
     return hf, weights
 
 
+def foreign_numbers(hf: dict[str, Any], where: str, required: tuple[str, ...] = (),
+                    optional: tuple[str, ...] = ()) -> None:
+    """The sizes a foreign (transformers) ``config.json`` must state as whole numbers >= 1 (a list of them for
+    per-layer sizes): a missing ``required`` key or ``"hidden_size": "32"`` is a :class:`FormatError` naming
+    ``where`` and the key, before anything is built (docs/reliability.md)."""
+    for key in (*required, *optional):
+        if key not in hf or hf[key] is None:
+            if key in required:
+                raise FormatError(f"{where}: no {key!r} (a transformers config of this model states it)")
+            continue
+        value = hf[key]
+        items = value if isinstance(value, list) and value else [value]
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in items):
+            raise FormatError(f"{where}: {key!r} is {value!r}: expected a whole number >= 1"
+                              + (" (a list of them)" if isinstance(value, list) else "")
+                              + (" (a number, not a string)" if any(isinstance(v, str) for v in items) else ""))
+
+
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
