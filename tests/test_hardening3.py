@@ -300,3 +300,13 @@ def test_transformers_configs_that_do_not_fit_are_named(hf_dir, tmp_path):
         res = zoo_main("convert", str(src), str(tmp_path / f"out{i}"))
         assert res.returncode == 2 and said in res.stderr and "Traceback" not in res.stderr, (said, res.stderr[-600:])
         assert not (tmp_path / f"out{i}").exists()
+
+
+def test_a_lock_that_is_a_directory_is_named(tmp_path):
+    from pipelines.run_folder import RunLock
+    (tmp_path / "run" / ".lock").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match=r"\.lock: the run's lock file cannot be opened \(is a directory\)"):
+        with RunLock(tmp_path / "run", main=True):
+            pass
+    res = zoo_main("pretrain", "tabular-tjepa-mlc-churn", "--output", str(tmp_path / "run"), "--set", "train.steps=1")
+    assert res.returncode == 2 and "is a directory" in res.stderr and "Traceback" not in res.stderr, res.stderr[-500:]
