@@ -310,3 +310,16 @@ def test_a_lock_that_is_a_directory_is_named(tmp_path):
             pass
     res = zoo_main("pretrain", "tabular-tjepa-mlc-churn", "--output", str(tmp_path / "run"), "--set", "train.steps=1")
     assert res.returncode == 2 and "is a directory" in res.stderr and "Traceback" not in res.stderr, res.stderr[-500:]
+
+
+def test_a_dataframe_with_a_column_named_twice_is_refused_naming_it():
+    """A DataFrame (not a file) with a column named twice reached the encoder as a raw tensor ``expand`` error."""
+    import pandas as pd
+
+    from zoo.schema import to_columns
+    frame = pd.DataFrame([[1.0, 2.0, "u"], [3.0, 4.0, "v"]], columns=["income", "income", "plan"])
+    with pytest.raises(ValueError, match=r"names column\(s\) \['income'\] more than once"):
+        to_columns(frame)
+    with pytest.raises(ValueError, match=r"\['1'\] more than once"):
+        to_columns(pd.DataFrame([[1, 2]], columns=[1, "1"]))
+    assert list(to_columns(frame.iloc[:, 1:])) == ["income", "plan"]

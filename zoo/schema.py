@@ -88,7 +88,12 @@ def to_columns(table: Any) -> dict[str, np.ndarray]:
     if hasattr(table, "to_pandas") and not hasattr(table, "iloc"):      # datasets.Dataset, pyarrow.Table
         table = table.to_pandas()
     if hasattr(table, "iloc"):                                           # pandas DataFrame
-        return {str(c): table[c].to_numpy() for c in table.columns}
+        names = [str(c) for c in table.columns]
+        twice = sorted({c for i, c in enumerate(names) if c in names[:i]})
+        if twice:                             # table[c] would be a frame of both: refused (docs/reliability.md)
+            raise ValueError(f"the table names column(s) {twice} more than once: rename or drop the copies "
+                             "(df.loc[:, ~df.columns.duplicated()])")
+        return {name: table.iloc[:, i].to_numpy() for i, name in enumerate(names)}
     if isinstance(table, dict):
         cols = {str(k): np.asarray(v) if not isinstance(v, np.ndarray) else v for k, v in table.items()}
         lengths = {k: (len(v) if v.ndim == 1 else f"shape {v.shape}") for k, v in cols.items()}
