@@ -323,3 +323,25 @@ def test_a_dataframe_with_a_column_named_twice_is_refused_naming_it():
     with pytest.raises(ValueError, match=r"\['1'\] more than once"):
         to_columns(pd.DataFrame([[1, 2]], columns=[1, "1"]))
     assert list(to_columns(frame.iloc[:, 1:])) == ["income", "plan"]
+
+
+def test_a_nan_loss_mid_run_names_the_step_the_run_the_checkpoint_and_the_remedies(tmp_path, monkeypatch):
+    """A NaN loss was a FloatingPointError traceback: now one message, exit 2, naming the step, the run folder,
+    the last checkpoint and the settings that help (lr, grad_clip)."""
+    import pipelines.engine as engine
+    real = engine.train_step
+
+    def nan_at_step_3(ctx, model, raw, opt, batch, step):
+        if step == 2:
+            raise FloatingPointError(f"step {step}: the loss is nan (metrics {{}})")
+        return real(ctx, model, raw, opt, batch, step)
+    monkeypatch.setattr(engine, "train_step", nan_at_step_3)
+    sample = zoo.get_modality("tabular").sample_data(tmp_path / "data")
+    res = zoo_main("pretrain", sample.recipe, "--data", str(sample.data), "--label-column", "tier",
+                   "--set", "train.steps=4", "--set", "train.checkpoint_every=1", "--set", "train.batch_size=32",
+                   "--set", "encoder.depth=1", "--set", "encoder.dim=16", "--set", "encoder.heads=2",
+                   "--output", str(tmp_path / "run"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-800:]
+    for said in ("non-finite at step 3", str(tmp_path / "run"), "step-0000002", "train.lr", "train.grad_clip"):
+        assert said in res.stderr, (said, res.stderr[-800:])
+    assert not (tmp_path / "run" / "model").exists()
