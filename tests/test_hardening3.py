@@ -345,3 +345,18 @@ def test_a_nan_loss_mid_run_names_the_step_the_run_the_checkpoint_and_the_remedi
     for said in ("non-finite at step 3", str(tmp_path / "run"), "step-0000002", "train.lr", "train.grad_clip"):
         assert said in res.stderr, (said, res.stderr[-800:])
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_publish_without_network_says_the_hub_could_not_be_reached_and_leaks_no_token(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from zoo.hub import push_to_hub
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")              # nothing listens there
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_text("{}")
+    with pytest.raises(RuntimeError) as err:
+        push_to_hub(folder, "me/model", token="hf_notARealToken123")
+    assert "could not be reached" in str(err.value) and "me/model" in str(err.value)
+    assert "hf_notARealToken123" not in str(err.value) and err.value.__cause__ is None

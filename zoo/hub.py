@@ -347,6 +347,27 @@ def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, p
     if missing:
         raise FileNotFoundError(f"{folder} lacks {missing}: not a zoo model folder")
     api = HfApi(endpoint=endpoint, token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(folder_path=str(folder), repo_id=repo_id, allow_patterns=present,
-                             revision=revision, commit_message=commit_message, create_pr=create_pr)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.upload_folder(folder_path=str(folder), repo_id=repo_id, allow_patterns=present,
+                                 revision=revision, commit_message=commit_message, create_pr=create_pr)
+    except Exception as err:                  # noqa: BLE001 - said once, with no token in it (docs/reliability.md)
+        raise _hub_error(err, api, repo_id, token) from None
+
+
+def _hub_error(err: Exception, api: Any, repo_id: str, token: str | None) -> Exception:
+    """A failed upload as one message: the Hub unreachable (no network, a wrong ``HF_ENDPOINT``), or what the
+    Hub answered; a token never appears in it."""
+    from huggingface_hub import get_token
+    secrets = [t for t in (token, get_token()) if t]
+    names = {c.__name__ for c in type(err).__mro__}
+    if names & {"ConnectError", "ConnectTimeout", "TransportError", "ConnectionError", "Timeout", "OSError"} and \
+            "HfHubHTTPError" not in names:
+        said = f"the Hub ({api.endpoint}) could not be reached ({type(err).__name__}): check the network or " \
+               "HF_ENDPOINT, then run zoo publish again; nothing was uploaded"
+    else:
+        said = f"the Hub ({api.endpoint}) refused the upload ({type(err).__name__}: " \
+               f"{(str(err).splitlines() or [''])[0][:300]})"
+    for secret in secrets:
+        said = said.replace(secret, "***")
+    return RuntimeError(f"publish {repo_id}: {said}")
