@@ -360,3 +360,16 @@ def test_publish_without_network_says_the_hub_could_not_be_reached_and_leaks_no_
         push_to_hub(folder, "me/model", token="hf_notARealToken123")
     assert "could not be reached" in str(err.value) and "me/model" in str(err.value)
     assert "hf_notARealToken123" not in str(err.value) and err.value.__cause__ is None
+
+
+def test_a_window_beyond_a_sane_bound_is_refused_naming_it(hf_dir, tmp_path):
+    """``zoo embed --window 1e308`` was an OverflowError traceback (round(1e308 · rate))."""
+    wav = tmp_path / "x.wav"
+    sf.write(wav, np.zeros(8000, np.float32), 16000)
+    for flag in ("--window", "--hop"):
+        res = zoo_main("embed", str(hf_dir), str(wav), flag, "1e308", "--output", str(tmp_path / "e"))
+        assert res.returncode == 2 and flag in res.stderr and "a week" in res.stderr, res.stderr[-500:]
+    proc = zoo.get_modality("audio").processor()
+    with pytest.raises(ValueError, match="--window 1e[+]308: must be > 0 and at most"):
+        next(proc.windows(str(wav), window=1e308))
+    assert len(list(proc.windows(str(wav), window=3600.0))) == 1          # longer than the input: one window

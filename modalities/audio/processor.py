@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.plugin import Window, example_name, numeric_array, window_spans
+from zoo.plugin import Window, check_window_seconds, example_name, numeric_array, window_spans
 
 
 @dataclass
@@ -216,6 +216,7 @@ class AudioProcessor(Processor):
         model was made for (``max_seconds``; without one, wav2vec 2.0's 250k-sample pretraining crop) and half
         of it (50% overlap: every sample is seen twice, away from a window's edge once)."""
         c = self.config
+        check_window_seconds(window, hop)
         win = window if window is not None else c.window_seconds or c.max_seconds or WAV2VEC2_CROP_SECONDS
         step = hop if hop is not None else c.hop_seconds if c.hop_seconds is not None and window is None else win / 2
         if not (win > 0 and 0 < step <= win):
