@@ -362,8 +362,9 @@ def test_publish_without_network_says_the_hub_could_not_be_reached_and_leaks_no_
     assert "hf_notARealToken123" not in str(err.value) and err.value.__cause__ is None
 
 
-def test_a_window_beyond_a_sane_bound_is_refused_naming_it(hf_dir, tmp_path):
+def test_a_window_beyond_a_sane_bound_is_refused_naming_it(hf_dir, tmp_path, monkeypatch):
     """``zoo embed --window 1e308`` was an OverflowError traceback (round(1e308 · rate))."""
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
     wav = tmp_path / "x.wav"
     sf.write(wav, np.zeros(8000, np.float32), 16000)
     for flag in ("--window", "--hop"):
@@ -373,3 +374,18 @@ def test_a_window_beyond_a_sane_bound_is_refused_naming_it(hf_dir, tmp_path):
     with pytest.raises(ValueError, match="--window 1e[+]308: must be > 0 and at most"):
         next(proc.windows(str(wav), window=1e308))
     assert len(list(proc.windows(str(wav), window=3600.0))) == 1          # longer than the input: one window
+
+
+def test_a_flac_damaged_in_its_middle_names_the_file_and_the_window(hf_dir, tmp_path, monkeypatch):
+    """"flac decoder lost sync" named neither the file nor where: the error names both (exit 2)."""
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    flac = tmp_path / "long.flac"
+    sf.write(flac, (rng.standard_normal(16000 * 20) * 0.1).astype("float32"), 16000)
+    data = bytearray(flac.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4000] = rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    flac.write_bytes(bytes(data))
+    res = zoo_main("embed", str(hf_dir), str(flac), "--window", "4", "--output", str(tmp_path / "e"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-600:]
+    assert "long.flac" in res.stderr and "does not decode in the window" in res.stderr and " s (samples" in \
+        res.stderr, res.stderr[-600:]

@@ -236,9 +236,18 @@ class AudioProcessor(Processor):
             except Exception:         # noqa: BLE001 - not a libsndfile format: decoded whole below (FFmpeg)
                 fh = None
             if fh is not None:
+                rate = int(fh.samplerate)
+
                 def read_file(start: int, stop: int) -> np.ndarray:
-                    fh.seek(start)
-                    return fh.read(stop - start, dtype="float32", always_2d=True).T
+                    try:
+                        fh.seek(start)
+                        return fh.read(stop - start, dtype="float32", always_2d=True).T
+                    except Exception as err:  # noqa: BLE001 - a file damaged in its middle: name the file and where
+                        said = (str(err).strip().splitlines() or [type(err).__name__])[0].removeprefix("Error : ")
+                        raise BadExample(name, "audio", f"the file does not decode in the window "
+                                                        f"{start / max(rate, 1):.3f}-{stop / max(rate, 1):.3f} s "
+                                                        f"(samples {start}-{stop}: {said}): a damaged file?") \
+                            from None
                 return read_file, int(fh.frames), int(fh.samplerate)
         data, sr = self._samples(example, name)
         x = numeric_array(data, name, "audio")
