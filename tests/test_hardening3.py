@@ -389,3 +389,24 @@ def test_a_flac_damaged_in_its_middle_names_the_file_and_the_window(hf_dir, tmp_
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-600:]
     assert "long.flac" in res.stderr and "does not decode in the window" in res.stderr and " s (samples" in \
         res.stderr, res.stderr[-600:]
+
+
+def test_a_fit_warning_names_the_row_as_every_other_message_does(tmp_path, caplog):
+    """The fit's warning said "row 14" — the index in the training split's fit sample — for the file's row 17:
+    it names the row ``file[row]`` as skip messages and predictions do."""
+    import logging
+
+    import pandas as pd
+
+    from pipelines.build import fit_processor
+    income = [f"{v % 7}.5" for v in range(40)]
+    income[17] = "abc"
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"income": income, "plan": ["a", "b"] * 20, "y": ["u", "v"] * 20}).to_csv(path, index=False)
+    data = zoo.get_modality("tabular").load_data({"source": "table", "path": str(path), "label_column": "y",
+                                                   "split": "train", "test_fraction": 0.25})
+    assert f"{path}[17]" in data.names
+    proc = zoo.get_modality("tabular").processor()
+    with caplog.at_level(logging.WARNING):
+        fit_processor(proc, data, seed=0, skip_bad=False)
+    assert f"{path}[17]: 'abc'" in caplog.text, caplog.text

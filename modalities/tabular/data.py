@@ -42,9 +42,10 @@ def _split(columns: dict[str, np.ndarray], label: str | None, spec: dict[str, An
         idx = np.sort(perm[:cut] if split == "train" else perm[cut:])
     if "limit" in spec:
         idx = idx[: int(spec["limit"])]
+    names = np.array([f"{name}[{i}]" for i in idx], dtype=object)       # the file's data rows, from 0
     rows = Rows(columns).select(idx)
-    return ExampleSet(rows, y[idx].tolist() if y is not None else None, [f"{name}[{i}]" for i in idx], classes,
-                      regression)
+    rows.names = names                        # the fit's warnings name rows as every other message does
+    return ExampleSet(rows, y[idx].tolist() if y is not None else None, names.tolist(), classes, regression)
 
 
 def _labels(raw: np.ndarray, problem: str, label: str, name: str) -> tuple[np.ndarray, list[str] | None, bool]:
