@@ -157,7 +157,9 @@ HOSTILE = [None, 0, 1.5, "", "no/such/file.bin", b"\x00\x01", [], [[]], {}, {"x"
            {"points": np.zeros((10**6, 3)) + np.nan}, {"array": np.zeros(10), "sampling_rate": -5},
            {"a": float("inf"), "b": "u"}, {"a": "abc", "b": "u"}, {"time": [], "amount": []},
            {"time": [1.0, float("nan")], "amount": [1.0, 2.0]}, {"time": ["2399-01-01"], "amount": [1e300]},
-           torch.full((16, 3), float("nan")), np.full((4, 4), 1e300)]
+           torch.full((16, 3), float("nan")), np.full((4, 4), 1e300),
+           {"x": np.ones((3, 2)), "edge_index": [[0, 1], [1, 2.7]]}, {"x": np.ones((3, 2)), "edge_index": [[0], [-1]]},
+           {"x": np.ones((3, 2)), "edge_index": [[0], [3]]}]
 
 
 def hostile_files(root: Path) -> list[str]:

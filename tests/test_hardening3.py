@@ -1,6 +1,7 @@
-"""Hardening, round 3 (issue #36), its first two classes: no command writes into its own input, a model folder it
-did not make, or a cache it reads from; every size, count and shard argument is refused before any work starts,
-naming the argument. Each test failed on the code before its fix."""
+"""Hardening, round 3 (issue #36): no command writes into its own input, a model folder it did not make, or a cache
+it reads from; every size, count and shard argument is refused before any work starts, naming the argument; no
+silently wrong data (empty label cells, edge ids, lying PLY headers, NaN checkpoints); every error names the input,
+the file and the setting that fixes it (docs/reliability.md). Each test failed on the code before its fix."""
 
 from __future__ import annotations
 
