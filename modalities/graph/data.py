@@ -5,6 +5,7 @@ first, because PyG writes ``processed/`` beside ``raw/`` —, any PyG ``Dataset`
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from zoo.paths import cache_dir, data_dir
 from zoo.plugin import source_loader
 
 from .nodes import checked_edges
+
+logger = logging.getLogger(__name__)
 
 
 def _writable_copy(kind: str, name: str, required: tuple[str, ...] = ()) -> Path:
@@ -289,6 +292,9 @@ def _node_level(nd: Any, x: torch.Tensor, edge_index: torch.Tensor, spec: dict[s
     if label_col:
         col = nd[label_col]
         keep &= col.notna().to_numpy()
+        if col.isna().any():                  # counted, never a class 'nan' (docs/reliability.md)
+            logger.warning("%d of %d nodes have an empty %r cell: they stay in the graph but are not examples "
+                           "(unlabelled nodes)", int(col.isna().sum()), len(col), label_col)
         known = col[col.notna()]
         numeric = pd.api.types.is_numeric_dtype(col) and bool((known == known.round()).all())
         if numeric:
