@@ -144,8 +144,8 @@ def convert_transformers(source: str | Path, output: str | Path) -> Path:
     stack = hf.get("model_type") == "data2vec-audio"
     foreign_numbers(hf, str(source / "config.json"),
                     ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "conv_dim",
-                     "conv_kernel", "conv_stride", "num_conv_pos_embeddings")
-                    + (("conv_pos_kernel_size",) if stack else ("num_conv_pos_embedding_groups",)))
+                     "conv_kernel", "conv_stride", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups")
+                    + (("conv_pos_kernel_size",) if stack else ()))
     enc_cfg, pre_cfg = config_from_transformers(hf)
     encoder = Wav2Vec2Encoder(enc_cfg)
     state = load_weights(weights)
