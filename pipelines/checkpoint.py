@@ -17,6 +17,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from zoo.hub import FormatError, non_finite
+
 from .distributed import DistInfo
 
 __all__ = ["Checkpointer", "fingerprint_mismatch", "RESUMABLE_CHANGES"]
@@ -134,6 +136,11 @@ class Checkpointer:
             raise RuntimeError(f"{path} was written by {state['world']} processes; resume it with as many "
                                f"(this run has {self.info.world})")
         weights = load_file(str(path / "model.safetensors"))
+        bad = non_finite(weights)
+        if bad:                               # a checkpoint's tensors are checked as any model's (reliability.md)
+            raise FormatError(f"{path / 'model.safetensors'}: weights hold NaN/inf values in {bad[:5]}: this "
+                              "checkpoint cannot be resumed; start over with --no-resume (and a lower lr or "
+                              "train.grad_clip) or use another --output")
         model.load_state_dict(weights, strict=True)
         _load_optimizer_state(opt, load_file(str(path / "optimizer.safetensors")),
                               json.loads((path / "optimizer.json").read_text()))

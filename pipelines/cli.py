@@ -182,6 +182,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    """``--window``/``--hop``: seconds, > 0 and at most a week (``1e308`` overflowed; docs/reliability.md)."""
+    from zoo.plugin import MAX_WINDOW_SECONDS
+    value = _positive_float(text)
+    if value > MAX_WINDOW_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text} seconds is beyond {MAX_WINDOW_SECONDS:g} (a week): a window "
+                                         "longer than an input covers the whole input")
+    return value
+
+
 def _embed_files(args: argparse.Namespace, processor) -> Any:
     """The examples of the input files as a stream, read lazily (a table file gives one example per row); what the
     processor leaves out of an example (older events) is said as it is read (in a worker or this process)."""
@@ -432,9 +442,9 @@ def _add_embed(sub: Any) -> None:
     s.add_argument("--pooling", choices=("mean", "none"), default="mean",
                    help="audio, video: one row per input, the windows' mean weighted by their length (mean), or "
                         "one row per window named PATH[START-END] (none)")
-    s.add_argument("--window", type=_positive_float, help="audio, video: window length in seconds (default: the "
+    s.add_argument("--window", type=_seconds, help="audio, video: window length in seconds (default: the "
                                                           "processor's, the length the model was trained on)")
-    s.add_argument("--hop", type=_positive_float, help="audio, video: seconds between window starts (default: "
+    s.add_argument("--hop", type=_seconds, help="audio, video: seconds between window starts (default: "
                                                        "half a window)")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=_cmd_embed)

@@ -117,6 +117,10 @@ def seed_all(seed: int) -> None:
     np.random.seed(seed)
 
 
+class Diverged(RuntimeError, FloatingPointError):
+    """The loss went NaN/inf: a :class:`RuntimeError` the CLI shows as one message (docs/reliability.md)."""
+
+
 @dataclass
 class StepResult:
     loss: float
@@ -286,7 +290,10 @@ class Loop:
         if self.record_seen:
             self.seen.append(list(batch["_names"]))
         t_step = time.perf_counter()
-        res = train_step(self.ctx, self.ddp, self.model, self.opt, batch, step)
+        try:
+            res = train_step(self.ctx, self.ddp, self.model, self.opt, batch, step)
+        except FloatingPointError as err:
+            raise Diverged(self._diverged(step, err)) from None
         self.loss, self.step = res.loss, step + 1
         rate = len(batch["_names"]) * info.world / max(time.perf_counter() - t_wait, 1e-9)
         self.bar.update(1)
@@ -298,6 +305,18 @@ class Loop:
                                  "step_s": round(time.perf_counter() - t_step, 5), "examples": len(batch["_names"]),
                                  "elapsed_s": round(self.before + time.perf_counter() - self.t0, 3)}
             self.log.write(self.last_metrics)
+
+    def _diverged(self, step: int, err: FloatingPointError) -> str:
+        """What a run whose loss went NaN/inf says: the step, the run folder, the last checkpoint and remedies."""
+        last = self.ckpt.latest()
+        clip = f"train.grad_clip (now {self.cfg.grad_clip:g})" if self.cfg.grad_clip > 0 else \
+            "train.grad_clip=1.0 (clipping is off)"
+        return (f"the loss went non-finite at step {step + 1} of the run in {self.ctx.output_dir} ({err}); "
+                + (f"the last checkpoint is {last} (a rerun resumes from it)" if last else
+                   "no checkpoint was saved yet")
+                + f"; nothing is published. Lower train.lr (now {self.cfg.lr:g}) or set {clip} (finetune.lr / "
+                "finetune.grad_clip when fine-tuning), check the data for extreme values, or start over with "
+                "--no-resume")
 
     def _interval_hooks(self) -> bool:
         stop = False

@@ -264,7 +264,8 @@ def _own_data(modality: Any, processor: Processor, data: str, label_column: str 
     from .finetune import FinetuneSettings
     from .labelled import load_labelled
     labelled = load_labelled(modality, processor, FinetuneSettings(validation_fraction=0.0), seed, data=data,
-                             label_column=label_column, split=split, test_split=test_split)
+                             label_column=label_column, split=split, test_split=test_split,
+                             skip_setting=None)      # empty label cells: left out and counted in a warning
     if labelled.task != "classification":
         raise ValueError(f"--label-column {label_column}: zoo evaluate probes classes (linear probe, k-NN); for a "
                          f"numeric target fine-tune a regressor (zoo finetune MODEL --data {data} --task regression)")

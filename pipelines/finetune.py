@@ -301,7 +301,7 @@ def setup(model: str | Path, recipe: Recipe, *, device: str, settings: dict[str,
     cfg = TrainConfig.from_dict({**engine_cfg, "device": device}, where="finetune")
     labelled = load_labelled(modality, processor, ft, cfg.seed, data=data, label_column=label_column, split=split,
                              test_split=test_split, recipe_eval=recipe.evaluate, train_set=train_set,
-                             test_set=test_set)
+                             test_set=test_set, skip_bad=cfg.skip_bad)
     metric = ft.metric if ft.metric != "auto" else ("rmse" if labelled.task == "regression" else "accuracy")
     if (metric in LOWER_IS_BETTER) != (labelled.task == "regression"):
         raise ValueError(f"finetune.metric {metric!r} does not rank {labelled.task}: use "

@@ -4,6 +4,7 @@ of train and test, classes with too few examples, a label or id column that the 
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,10 @@ from zoo.data import stratified_indices
 
 from .data_spec import data_spec, describe_data
 
-__all__ = ["LabelledData", "load_labelled", "check_label_spaces", "held_out_split", "check_not_an_input"]
+__all__ = ["LabelledData", "load_labelled", "check_label_spaces", "held_out_split", "check_not_an_input",
+           "drop_unlabelled"]
+
+logger = logging.getLogger(__name__)
 
 Data = ExampleSet | StreamSet
 
@@ -89,13 +93,36 @@ def check_not_an_input(processor: Processor, columns: dict[str, str | None]) -> 
                              f"or --set processor.exclude=[{column}])")
 
 
+def drop_unlabelled(data: Data, skip_bad: bool, column: str | None, setting: str | None = "finetune.skip_bad") -> Data:
+    """Examples whose label cell is empty (a source gives them the label ``None``, never a class ``'nan'``):
+    refused naming the first ones, the column and the setting that skips them; with ``skip_bad`` left out and
+    counted in a warning (docs/reliability.md). ``setting``: the ``--set`` key that skips (``None``: a command
+    that always skips them, e.g. ``zoo evaluate``)."""
+    if not isinstance(data, ExampleSet) or data.labels is None:
+        return data
+    empty = np.fromiter((y is None for y in data.labels), dtype=bool, count=len(data))
+    if not empty.any():
+        return data
+    where = np.flatnonzero(empty)
+    named = [data.name(int(i)) for i in where[:5]] + (["..."] if len(where) > 5 else [])
+    what = f"{len(where)} of {len(data)} examples have an empty label cell" + (f" in column {column!r}" if column
+                                                                                else "")
+    if not skip_bad and setting is not None:
+        raise ValueError(f"{what}: {', '.join(named)}. Fill them, or skip these examples with "
+                         f"--set {setting}=true")
+    logger.warning("%s and are skipped%s: %s", what, f" ({setting})" if setting else "", ", ".join(named))
+    return data.subset(np.flatnonzero(~empty))
+
+
 def load_labelled(modality: Modality, processor: Processor, ft: Any, seed: int, *, data: str | None = None,
                   label_column: str | None = None, split: str | None = None, test_split: str | None = None,
                   recipe_eval: dict[str, Any] | None = None, train_set: Data | None = None,
-                  test_set: Data | None = None) -> LabelledData:
+                  test_set: Data | None = None, skip_bad: bool = False,
+                  skip_setting: str | None = "finetune.skip_bad") -> LabelledData:
     """The run's labelled data from one place: ``data`` (one's own: a folder, a table, a datasets id; the test
     set from ``test_split``, a folder's ``test/`` or a seeded held-out share), else the given sets, else the
-    recipe's ``evaluate.train``/``evaluate.test``. ``ft`` holds task, fractions and ``min_per_class``."""
+    recipe's ``evaluate.train``/``evaluate.test``. ``ft`` holds task, fractions and ``min_per_class``; examples
+    with an empty label cell are refused, or with ``skip_bad`` skipped and counted (:func:`drop_unlabelled`)."""
     spec = None
     if data is not None:
         entity = getattr(processor.config, "entity_column", None)
@@ -105,10 +132,11 @@ def load_labelled(modality: Modality, processor: Processor, ft: Any, seed: int, 
             raise ValueError(f"{data}: a table needs --label-column (the column holding the labels)")
         if spec["source"] in ("hf", modality.table_source):
             spec["problem_type"] = ft.task        # "auto": the source decides from the column's values
-        train_set = modality.load_data(spec)
+        train_set = drop_unlabelled(modality.load_data(spec), skip_bad, label_column, skip_setting)
         folder_test = spec["source"] == modality.folder_source and (Path(data) / "test").is_dir()
         if test_split is not None or folder_test:
-            test_set = modality.load_data({**spec, "split": test_split or "test"})
+            test_set = drop_unlabelled(modality.load_data({**spec, "split": test_split or "test"}), skip_bad,
+                                       label_column, skip_setting)
         else:
             train_set, test_set = held_out_split(train_set, ft.test_fraction, seed)
         description = describe_data(data)
@@ -119,6 +147,7 @@ def load_labelled(modality: Modality, processor: Processor, ft: Any, seed: int, 
         train_set = train_set if train_set is not None else modality.load_data(recipe_eval["train"])
         test_set = test_set if test_set is not None else modality.load_data(recipe_eval["test"])
         description = str(recipe_eval.get("dataset", "the recipe's data"))
+        train_set, test_set = (drop_unlabelled(d, skip_bad, None, skip_setting) for d in (train_set, test_set))
     task = _task(train_set, test_set, ft.task)
     names = [label_column or "target"] if task == "regression" else \
         check_label_spaces(train_set, test_set, ft.min_per_class)

@@ -154,8 +154,17 @@ def find_recipes() -> dict[str, Path]:
     return found
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader) if text != "" else ""
+def _parse_value(text: str, where: str = "--set") -> Any:
+    """A ``KEY=VALUE`` value read as YAML (safe: a ``!!python/...`` tag is refused, no code runs); one that does
+    not parse (``[1``, ``{``, ``*alias``) is a :class:`ConfigError` naming ``where`` (docs/reliability.md)."""
+    if text == "":
+        return ""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: the value {text!r} does not parse as YAML ({problem}); write a plain number, "
+                          "true/false, a [list] or a {mapping}, or quote it ('...') to mean the text") from None
 
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
@@ -165,7 +174,7 @@ def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"{flag} {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = _parse_value(value)
+        out[key.strip()] = _parse_value(value, f"{flag} {item!r}")
     return out
 
 
@@ -187,7 +196,7 @@ def apply_overrides(recipe: dict[str, Any] | Recipe, overrides: list[str]) -> di
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {p!r} is not a section")
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = _parse_value(value, f"--set {item!r}")
     return recipe
 
 

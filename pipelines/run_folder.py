@@ -23,8 +23,13 @@ class RunLock:
         if not self.main:
             return self
         import fcntl
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+")
+        except OSError as err:                # .lock a directory, --output a file, no permission: name them
+            what = "is a directory" if self.path.is_dir() else (err.strerror or type(err).__name__).lower()
+            raise RuntimeError(f"{self.path}: the run's lock file cannot be opened ({what}): remove it if no run "
+                               "uses this folder, or write to another --output") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

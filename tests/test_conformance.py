@@ -157,7 +157,9 @@ HOSTILE = [None, 0, 1.5, "", "no/such/file.bin", b"\x00\x01", [], [[]], {}, {"x"
            {"points": np.zeros((10**6, 3)) + np.nan}, {"array": np.zeros(10), "sampling_rate": -5},
            {"a": float("inf"), "b": "u"}, {"a": "abc", "b": "u"}, {"time": [], "amount": []},
            {"time": [1.0, float("nan")], "amount": [1.0, 2.0]}, {"time": ["2399-01-01"], "amount": [1e300]},
-           torch.full((16, 3), float("nan")), np.full((4, 4), 1e300)]
+           torch.full((16, 3), float("nan")), np.full((4, 4), 1e300),
+           {"x": np.ones((3, 2)), "edge_index": [[0, 1], [1, 2.7]]}, {"x": np.ones((3, 2)), "edge_index": [[0], [-1]]},
+           {"x": np.ones((3, 2)), "edge_index": [[0], [3]]}]
 
 
 def hostile_files(root: Path) -> list[str]:
@@ -173,7 +175,13 @@ def hostile_files(root: Path) -> list[str]:
              "faces.ply": head.format(n=3).replace("end_header", "element face 1\nproperty list uchar int "
                                                                  "vertex_indices\nend_header")
                           + "0 0 0\n1 0 0\n0 1 0\n",
+             "faces_lie.ply": head.format(n=3).replace("end_header", "element face 30000000\nproperty list uchar "
+                                                                     "int vertex_indices\nend_header")
+                              + "0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n",
              "header_only.csv": "client,time,shop,amount,income,age,plan\n",
+             "empty_labels.csv": "client,time,shop,amount,income,age,plan,label\nc1,2026-01-01,food,1,5,30,basic,\n"
+                                 "c2,2026-01-02,food,2,6,31,basic,\n",
+             "edges_header_only.csv": "source,target\n",
              "far_future.csv": "client,time,shop,amount\nc1,2026-01-01,food,1\nc1,2399-01-01,food,2\n",
              "huge_number.csv": "income,age,plan\n1e300,30,basic\n",
              "complex.csv": "income,age,plan\n1+2j,30,basic\n",

@@ -31,7 +31,7 @@ def test_bad_graphs_are_clear_errors():
     p = GraphProcessor().fit([Data(x=torch.ones(3, 4), edge_index=torch.tensor([[0, 1], [1, 2]]))])
     assert p.config.num_features == 4
     cases = [(Data(x=torch.ones(0, 4), edge_index=torch.zeros(2, 0, dtype=torch.long)), "'num_nodes': empty graph"),
-             (Data(x=torch.ones(3, 4), edge_index=torch.tensor([[0, 1], [1, 5]])), "'edge_index': node index out of"),
+             (Data(x=torch.ones(3, 4), edge_index=torch.tensor([[0, 1], [1, 5]])), "'target': edge 1: node id 5"),
              (Data(x=torch.tensor([[float("nan")] * 4] * 3), edge_index=torch.tensor([[0], [1]])), "'x': 12 NaN"),
              (Data(x=torch.ones(3, 5), edge_index=torch.tensor([[0], [1]])), "'x': 5 features per node; the model "
                                                                               "expects 4"),
@@ -196,7 +196,7 @@ def test_tables_source_reads_node_and_edge_tables_through_datasets(tmp_path):
     with pytest.raises(KeyError, match=r"nodes table: unknown column\(s\) \['f3'\]"):
         load_data({**spec, "features": ["f1", "f3"]})
     bad = datasets.Dataset.from_dict({"source": ["a"], "target": ["z"], "graph": [0]})
-    with pytest.raises(zoo.BadExample, match="graph 0.*'edges'.*'z', not in the nodes table"):
+    with pytest.raises(zoo.BadExample, match="'target'.*graph 0.*node id 'z' is not in the nodes table"):
         load_data({**spec, "edges": bad})
 
 

@@ -1,8 +1,10 @@
 """Hardening, round 3 (issue #36): no command writes into its own input, a model folder it did not make, or a
 cache it reads from; every size, count and shard argument is refused before any work starts, naming the argument;
 no wrong fact is published (a card is its own folder's, a setting that cannot apply is refused, the card records
-what ran); collapse alarms do not mislead; and three cases no promise covered are decided (mixed time units, a
-killed conversion's leftover, integer tensors where floats belong). Each test failed on the code before its fix."""
+what ran); collapse alarms do not mislead; three cases no promise covered are decided (mixed time units, a killed
+conversion's leftover, integer tensors where floats belong); no silently wrong data (empty label cells, edge ids,
+lying PLY headers, NaN checkpoints); every error names the input, the file and the setting that fixes it
+(docs/reliability.md). Each test failed on the code before its fix."""
 
 from __future__ import annotations
 
@@ -301,3 +303,297 @@ def test_integer_tensors_where_floats_belong_are_refused(table_model, hf_dir, tm
         zoo.AutoEncoder.from_pretrained(hf)
     save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(hf / "model.safetensors"))
     assert zoo.AutoEncoder.from_pretrained(hf) is not None
+# --- silently wrong data (issue #36) ----------------------------------------------------------------------------
+def test_an_empty_label_cell_is_refused_or_skipped_and_counted_never_a_class_nan(tmp_path, caplog):
+    """A label column with empty cells became a class 'nan' in the published classifier: every source (a table,
+    an event log, the hf source, a graph folder) gives such an example no label, and fine-tuning refuses it naming
+    the rows and ``finetune.skip_bad``, or with it skips and counts them."""
+    import logging
+
+    import pandas as pd
+
+    from pipelines.finetune import FinetuneSettings
+    from pipelines.labelled import drop_unlabelled, load_labelled
+    y = ["a", "b", None, "a", "b", "a", "b", "a", "b", "a", "b", "a"]
+    pd.DataFrame({"x": range(12), "y": y}).to_csv(tmp_path / "t.csv", index=False)
+    tab = zoo.get_modality("tabular")
+    sets = {"table": tab.load_data({"source": "table", "path": str(tmp_path / "t.csv"), "label_column": "y"}),
+            "hf": tab.load_data({"source": "hf", "path": "csv", "data_files": str(tmp_path / "t.csv"),
+                                 "label_column": "y"})}
+    pd.DataFrame({"entity": [f"e{i // 2}" for i in range(24)], "time": range(24), "amount": np.ones(24),
+                  "y": [v for v in y for _ in (0, 1)]}).to_csv(tmp_path / "ev.csv", index=False)
+    sets["events"] = zoo.get_modality("events").load_data({"source": "table", "path": str(tmp_path / "ev.csv"),
+                                                           "entity_column": "entity", "label_column": "y"})
+    g = tmp_path / "graphs"
+    g.mkdir()
+    pd.DataFrame({"graph": np.repeat(range(12), 2), "id": [0, 1] * 12, "f": np.ones(24),
+                  "label": [v for v in [1, 2, None, 1, 2, 1, 2, 1, 2, 1, 2, 1] for _ in (0, 1)]}
+                 ).to_csv(g / "nodes.csv", index=False)
+    pd.DataFrame({"graph": range(12), "source": 0, "target": 1}).to_csv(g / "edges.csv", index=False)
+    sets["graph"] = zoo.get_modality("graph").load_data({"source": "folder", "path": str(g)})
+    for kind, data in sets.items():
+        assert "nan" not in [str(n) for n in data.label_names or []], kind
+        assert data.label(2) is None and data.label(0) is not None, kind
+        with pytest.raises(ValueError, match=r"1 of 12 examples have an empty label cell.*finetune.skip_bad=true"):
+            drop_unlabelled(data, False, "y")
+        with caplog.at_level(logging.WARNING):
+            kept = drop_unlabelled(data, True, "y")
+        assert len(kept) == 11 and None not in [kept.label(i) for i in range(11)], kind
+        assert "1 of 12 examples have an empty label cell" in caplog.text
+    with pytest.raises(ValueError, match=r"t.csv\[2\].*finetune.skip_bad"):
+        load_labelled(tab, _NoInputs(), FinetuneSettings(), 0,
+                      data=str(tmp_path / "t.csv"), label_column="y")
+
+
+class _NoInputs:
+    """A processor stand-in that reads no column (load_labelled only asks which)."""
+
+    config = None
+
+    def input_columns(self) -> list[str]:
+        return []
+
+
+def test_edge_ids_are_integers_within_the_node_table_wherever_graphs_are_read(tmp_path):
+    """The mini-batch sampler dropped edges whose target lay beyond the node table and truncated 2.7 to node 2;
+    a negative id gave a raw IndexError. Every reader (pyg source, sampler, processor, folder) names the graph or
+    file, the edge and the field; a header-only edges.csv says it has no edges."""
+    import pandas as pd
+    from torch_geometric.data import Data
+
+    from modalities.graph.sampling import minibatches
+    graph = zoo.get_modality("graph")
+    x = torch.ones(4, 2)
+    for ei, said in (([[0, 1, 2], [1, 2, 2.7]], r"target.*edge 2: node id 2.7 is not an integer"),
+                     ([[0, -1], [1, 2]], r"source.*edge 1: node id -1 is outside"),
+                     ([[0, 1], [1, 9]], r"target.*edge 1: node id 9 is outside the node table's 4 nodes")):
+        data = Data(x=x, edge_index=torch.tensor(ei), num_nodes=4)
+        with pytest.raises(zoo.BadExample, match=said):
+            minibatches(zoo.ExampleSet([data], None, ["big"]), {"batch_nodes": 2, "fanout": [2], "passes": 1})
+        with pytest.raises(zoo.BadExample, match=f"\\[0\\].*{said}"):
+            graph.load_data({"source": "pyg", "dataset": _ListGraphs([data, data])})
+        with pytest.raises(zoo.BadExample, match=said):
+            graph.processor(graph.processor.config_class())({"x": x, "edge_index": ei}, name="g7")
+    folder = tmp_path / "g"
+    folder.mkdir()
+    pd.DataFrame({"id": range(4), "f": 1.0}).to_csv(folder / "nodes.csv", index=False)
+    pd.DataFrame({"source": [0, 1, 2], "target": [1, 2, 7]}).to_csv(folder / "edges.csv", index=False)
+    with pytest.raises(zoo.BadExample, match=r"edges.csv.*target.*line 4: node id 7 is not in the nodes table"):
+        graph.load_data({"source": "folder", "path": str(folder)})
+    (folder / "edges.csv").write_text("source,target\n")
+    with pytest.raises(ValueError, match=r"edges.csv: the file has no edges"):
+        graph.load_data({"source": "folder", "path": str(folder)})
+    res = zoo_main("pretrain", "graph-graphmae-sbm", "--data", str(folder), "--set", "train.steps=1")
+    assert res.returncode == 2 and "has no edges" in res.stderr and "Traceback" not in res.stderr, res.stderr[-800:]
+
+
+class _ListGraphs(list):
+    """A list of PyG graphs, as the pyg source takes a Dataset."""
+
+
+def test_a_ply_whose_declared_elements_do_not_match_its_content_is_refused(tmp_path):
+    """A PLY declaring 3·10⁷ faces with one face line was embedded as its vertices, and one declaring 5 faces with
+    2 as a 2-triangle mesh: the file is refused naming it and the element."""
+    from modalities.pointcloud.processor import read_points
+    head = ("ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+            "element face {n}\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n1 1 1\n")
+    for n, faces, said in ((30_000_000, "3 0 1 2\n", "declares 30000000 faces, but the file holds 8 bytes"),
+                           (5, "3 0 1 2\n3 0 1 3\n", "declares 5 faces, the file holds 2 readable ones")):
+        path = tmp_path / f"lie{n}.ply"
+        path.write_text(head.format(n=n) + faces)
+        with pytest.raises(zoo.BadExample, match=f"{path.name}.*'face'.*{said}"):
+            read_points(str(path))
+    path.write_text(head.format(n=2) + "3 0 1 2\n3 0 1 3\n")
+    assert read_points(str(path)).shape[1] == 3
+
+
+def test_nan_tensors_in_any_checkpoint_are_refused_naming_the_file_and_the_tensor(tmp_path):
+    """Only the encoder's model.safetensors was checked: pretraining heads (``--init``), a classifier head, a
+    transformers checkpoint or a Point-MAE .pth converted by ``zoo convert`` loaded NaN/inf silently."""
+    from safetensors.torch import save_file
+
+    from modalities.pointcloud.convert import read_reference
+    from zoo.hub import FormatError, load_weights
+    bad = {"decoder.weight": torch.tensor([1.0, float("nan")]), "ok": torch.ones(2)}
+    save_file(bad, str(tmp_path / "pretraining_heads.safetensors"))
+    with pytest.raises(FormatError, match=r"pretraining_heads.safetensors: weights hold NaN/inf values in "
+                                          r"\['decoder.weight'\]"):
+        load_weights(tmp_path / "pretraining_heads.safetensors")
+    torch.save({"base_model": {"cls_token": torch.tensor([float("inf")])}}, tmp_path / "pointmae.pth")
+    with pytest.raises(FormatError, match=r"pointmae.pth: weights hold NaN/inf values in \['cls_token'\]"):
+        read_reference(tmp_path / "pointmae.pth")
+
+
+# --- raw tracebacks, messages that name nothing (issue #36) -----------------------------------------------------
+@pytest.mark.parametrize("value", ["[1", "{", "*alias", "!!python/object/apply:os.system ['touch PWNED']"])
+def test_a_set_or_option_value_that_does_not_parse_is_named_and_runs_no_code(value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.pth").write_bytes(b"")
+    for args in (("pretrain", "tabular-tjepa-mlc-churn", "--set", f"train.lr={value}"),
+                 ("convert", str(tmp_path / "x.pth"), str(tmp_path / "out"), "--model-type", "point-mae",
+                  "--option", f"heads={value}")):
+        res = zoo_main(*args)
+        assert res.returncode == 2 and "does not parse as YAML" in res.stderr and args[-1][:5] in res.stderr, \
+            res.stderr[-600:]
+        assert "Traceback" not in res.stderr
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_point_mae_checkpoints_and_options_that_do_not_fit_are_named(tmp_path):
+    """An empty .pth raised IndexError, a cut one a torch error, a 4-headed one of width 32 a raw config error,
+    ``--option bogus=1`` a TypeError: each names the file or the option, exit 2, nothing written."""
+    from modalities.pointcloud.convert import to_reference
+    from modalities.pointcloud.model import PointMAEConfig, PointMAEEncoder
+    enc = PointMAEEncoder(PointMAEConfig(num_points=256, num_patches=16, patch_size=16, dim=32, depth=1, heads=4,
+                                         pointnet_dims=(16, 32, 64)))
+    torch.save({"base_model": to_reference(enc)}, tmp_path / "four.pth")
+    data = (tmp_path / "four.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    cases = [("empty", [], "empty.pth: an empty file"), ("cut", [], "cut.pth: does not load as a PyTorch checkpoint"),
+             ("four", [], "give --option heads=N"), ("four", ["bogus=1"], "--option bogus: not a Point-MAE"),
+             ("four", ["heads=0"], "--option heads=0: must be a whole number >= 1"),
+             ("four", ["num_points=abc"], "--option num_points='abc': must be")]
+    for i, (name, options, said) in enumerate(cases):
+        res = zoo_main("convert", str(tmp_path / f"{name}.pth"), str(tmp_path / f"out{i}"), "--model-type",
+                       "point-mae", *[a for o in options for a in ("--option", o)])
+        assert res.returncode == 2 and said in res.stderr and "Traceback" not in res.stderr, res.stderr[-600:]
+        assert not (tmp_path / f"out{i}").exists()
+    res = zoo_main("convert", str(tmp_path / "four.pth"), str(tmp_path / "ok"), "--model-type", "point-mae",
+                   "--option", "heads=4", "--option", "num_points=256", "--option", "num_patches=16",
+                   "--option", "patch_size=16")
+    assert res.returncode == 0, res.stderr
+
+
+def test_transformers_configs_that_do_not_fit_are_named(hf_dir, tmp_path):
+    """A config.json without hidden_size (KeyError) or with "hidden_size": "32" (TypeError), a
+    preprocessor_config.json that is not JSON or has sampling_rate "abc" (ValueError naming nothing), and
+    sampling_rate 0 (accepted: a folder that does not load): each names the file and the key, exit 2."""
+    import shutil
+    cases = [("config.json", lambda c: c.pop("hidden_size"), "config.json: no 'hidden_size'"),
+             ("config.json", lambda c: c.update(hidden_size="32"), "'hidden_size' is '32': expected a whole number"),
+             ("preprocessor_config.json", "{not json", "preprocessor_config.json: not valid JSON"),
+             ("preprocessor_config.json", lambda c: c.update(sampling_rate="abc"), "'sampling_rate' is 'abc'"),
+             ("preprocessor_config.json", lambda c: c.update(sampling_rate=0), "'sampling_rate' is 0")]
+    for i, (name, change, said) in enumerate(cases):
+        src = tmp_path / f"src{i}"
+        shutil.copytree(hf_dir, src)
+        if isinstance(change, str):
+            (src / name).write_text(change)
+        else:
+            config = json.loads((src / name).read_text()) if (src / name).is_file() else {"sampling_rate": 16000}
+            change(config)
+            (src / name).write_text(json.dumps(config))
+        res = zoo_main("convert", str(src), str(tmp_path / f"out{i}"))
+        assert res.returncode == 2 and said in res.stderr and "Traceback" not in res.stderr, (said, res.stderr[-600:])
+        assert not (tmp_path / f"out{i}").exists()
+
+
+def test_a_lock_that_is_a_directory_is_named(tmp_path):
+    from pipelines.run_folder import RunLock
+    (tmp_path / "run" / ".lock").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match=r"\.lock: the run's lock file cannot be opened \(is a directory\)"):
+        with RunLock(tmp_path / "run", main=True):
+            pass
+    res = zoo_main("pretrain", "tabular-tjepa-mlc-churn", "--output", str(tmp_path / "run"), "--set", "train.steps=1")
+    assert res.returncode == 2 and "is a directory" in res.stderr and "Traceback" not in res.stderr, res.stderr[-500:]
+
+
+def test_a_dataframe_with_a_column_named_twice_is_refused_naming_it():
+    """A DataFrame (not a file) with a column named twice reached the encoder as a raw tensor ``expand`` error."""
+    import pandas as pd
+
+    from zoo.schema import to_columns
+    frame = pd.DataFrame([[1.0, 2.0, "u"], [3.0, 4.0, "v"]], columns=["income", "income", "plan"])
+    with pytest.raises(ValueError, match=r"names column\(s\) \['income'\] more than once"):
+        to_columns(frame)
+    with pytest.raises(ValueError, match=r"\['1'\] more than once"):
+        to_columns(pd.DataFrame([[1, 2]], columns=[1, "1"]))
+    assert list(to_columns(frame.iloc[:, 1:])) == ["income", "plan"]
+
+
+def test_a_nan_loss_mid_run_names_the_step_the_run_the_checkpoint_and_the_remedies(tmp_path, monkeypatch):
+    """A NaN loss was a FloatingPointError traceback: now one message, exit 2, naming the step, the run folder,
+    the last checkpoint and the settings that help (lr, grad_clip)."""
+    import pipelines.engine as engine
+    real = engine.train_step
+
+    def nan_at_step_3(ctx, model, raw, opt, batch, step):
+        if step == 2:
+            raise FloatingPointError(f"step {step}: the loss is nan (metrics {{}})")
+        return real(ctx, model, raw, opt, batch, step)
+    monkeypatch.setattr(engine, "train_step", nan_at_step_3)
+    sample = zoo.get_modality("tabular").sample_data(tmp_path / "data")
+    res = zoo_main("pretrain", sample.recipe, "--data", str(sample.data), "--label-column", "tier",
+                   "--set", "train.steps=4", "--set", "train.checkpoint_every=1", "--set", "train.batch_size=32",
+                   "--set", "encoder.depth=1", "--set", "encoder.dim=16", "--set", "encoder.heads=2",
+                   "--output", str(tmp_path / "run"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-800:]
+    for said in ("non-finite at step 3", str(tmp_path / "run"), "step-0000002", "train.lr", "train.grad_clip"):
+        assert said in res.stderr, (said, res.stderr[-800:])
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_publish_without_network_says_the_hub_could_not_be_reached_and_leaks_no_token(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from zoo.hub import push_to_hub
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")              # nothing listens there
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_text("{}")
+    with pytest.raises(RuntimeError) as err:
+        push_to_hub(folder, "me/model", token="hf_notARealToken123")
+    assert "could not be reached" in str(err.value) and "me/model" in str(err.value)
+    assert "hf_notARealToken123" not in str(err.value) and err.value.__cause__ is None
+
+
+def test_a_window_beyond_a_sane_bound_is_refused_naming_it(hf_dir, tmp_path, monkeypatch):
+    """``zoo embed --window 1e308`` was an OverflowError traceback (round(1e308 · rate))."""
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    wav = tmp_path / "x.wav"
+    sf.write(wav, np.zeros(8000, np.float32), 16000)
+    for flag in ("--window", "--hop"):
+        res = zoo_main("embed", str(hf_dir), str(wav), flag, "1e308", "--output", str(tmp_path / "e"))
+        assert res.returncode == 2 and flag in res.stderr and "a week" in res.stderr, res.stderr[-500:]
+    proc = zoo.get_modality("audio").processor()
+    with pytest.raises(ValueError, match="--window 1e[+]308: must be > 0 and at most"):
+        next(proc.windows(str(wav), window=1e308))
+    assert len(list(proc.windows(str(wav), window=3600.0))) == 1          # longer than the input: one window
+
+
+def test_a_flac_damaged_in_its_middle_names_the_file_and_the_window(hf_dir, tmp_path, monkeypatch):
+    """"flac decoder lost sync" named neither the file nor where: the error names both (exit 2)."""
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    flac = tmp_path / "long.flac"
+    sf.write(flac, (rng.standard_normal(16000 * 20) * 0.1).astype("float32"), 16000)
+    data = bytearray(flac.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4000] = rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    flac.write_bytes(bytes(data))
+    res = zoo_main("embed", str(hf_dir), str(flac), "--window", "4", "--output", str(tmp_path / "e"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-600:]
+    assert "long.flac" in res.stderr and "does not decode in the window" in res.stderr and " s (samples" in \
+        res.stderr, res.stderr[-600:]
+
+
+def test_a_fit_warning_names_the_row_as_every_other_message_does(tmp_path, caplog):
+    """The fit's warning said "row 14" — the index in the training split's fit sample — for the file's row 17:
+    it names the row ``file[row]`` as skip messages and predictions do."""
+    import logging
+
+    import pandas as pd
+
+    from pipelines.build import fit_processor
+    income = [f"{v % 7}.5" for v in range(40)]
+    income[17] = "abc"
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"income": income, "plan": ["a", "b"] * 20, "y": ["u", "v"] * 20}).to_csv(path, index=False)
+    data = zoo.get_modality("tabular").load_data({"source": "table", "path": str(path), "label_column": "y",
+                                                   "split": "train", "test_fraction": 0.25})
+    assert f"{path}[17]" in data.names
+    proc = zoo.get_modality("tabular").processor()
+    with caplog.at_level(logging.WARNING):
+        fit_processor(proc, data, seed=0, skip_bad=False)
+    assert f"{path}[17]: 'abc'" in caplog.text, caplog.text

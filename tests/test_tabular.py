@@ -256,7 +256,7 @@ def test_a_stray_string_does_not_turn_a_numeric_column_categorical(tmp_path, cap
     with caplog.at_level("WARNING"):
         p = TabularProcessor().fit(rows.examples)
     assert "income" in p.numerical and p.unparseable == {"income": [(7, "abc")]}
-    assert "1 of 120 values are not numbers (row 7: 'abc')" in caplog.text
+    assert f"1 of 120 values are not numbers ({tmp_path / 't.csv'}[7]: 'abc')" in caplog.text
     present = pd.to_numeric(df["income"], errors="coerce").dropna()
     assert p.mean[p.numerical.index("income")] == pytest.approx(present.mean())
     with pytest.raises(zoo.BadExample, match="row 7.*'income'.*expected a number, got 'abc'"):

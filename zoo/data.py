@@ -39,7 +39,7 @@ class ExampleSet:
         return str(self.names[i]) if self.names is not None else f"example {i}"
 
     def label(self, i: int) -> int | float | None:
-        if self.labels is None:
+        if self.labels is None or self.labels[i] is None:          # an empty label cell (docs/reliability.md)
             return None
         return float(self.labels[i]) if self.regression else int(self.labels[i])
 
@@ -126,8 +126,9 @@ class HFStream(StreamSet):
 class _Column(Sequence):
     """One column of a ``datasets.Dataset``, read row by row (nothing materialised)."""
 
-    def __init__(self, ds: Any, column: str | None, drop: Sequence[str] = (), mapping: dict | None = None) -> None:
-        self.ds, self.column, self.drop, self.mapping = ds, column, set(drop), mapping
+    def __init__(self, ds: Any, column: str | None, drop: Sequence[str] = (), mapping: dict | None = None,
+                 labels: bool = False) -> None:
+        self.ds, self.column, self.drop, self.mapping, self.labels = ds, column, set(drop), mapping, labels
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -136,7 +137,14 @@ class _Column(Sequence):
         if self.column is None:
             return {k: v for k, v in row.items() if k not in self.drop}
         v = row[self.column]
+        if self.labels and (v is None or v != v):      # an empty label cell: no label (never a class 'nan')
+            return None
         return self.mapping[v] if self.mapping is not None else v
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.column is None or not self.labels:
+            return (self[i] for i in range(len(self)))
+        return (self._value({self.column: v}) for v in self.ds[self.column])      # one column read, not each row
 
     def __getitem__(self, i: int) -> Any:  # type: ignore[override]
         return self._value(self.ds[int(i)])
@@ -202,7 +210,8 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
     mapping = None
     if label_col and label_names is None and not streaming and not regression:
         # the values present, in order (numbers numerically): labels {1, 5} are two classes, not six
-        values = sorted(uniques if uniques is not None else ds.unique(label_col),
+        present = [v for v in (uniques if uniques is not None else ds.unique(label_col)) if v is not None and v == v]
+        values = sorted(present,
                         key=lambda v: (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool)
                         else (1, 0, str(v)))
         label_names, mapping = [str(v) for v in values], {v: i for i, v in enumerate(values)}
@@ -216,6 +225,9 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
             label = None
             if label_col is not None:
                 v = row[label_col]
+                if v is None or v != v:
+                    raise ValueError(f"{where}: field {label_col!r}: an empty label cell (fill it, or give "
+                                     "label_names and leave the row out of the stream)")
                 label = float(v) if regression else int(mapping[str(v)] if mapping is not None else v)
             return example, label, str(row[name_col]) if name_col else where
         if mapping is not None:
@@ -225,7 +237,7 @@ def hf_source(spec: dict[str, Any], *, input_column: str | None = None,
     if "limit" in spec:
         ds = ds.select(range(min(int(spec["limit"]), len(ds))))
     names = _Column(ds, name_col) if name_col else _Names(f"{spec['path']}[{{}}]", len(ds))
-    labels = _Column(ds, label_col, mapping=mapping) if label_col else None
+    labels = _Column(ds, label_col, mapping=mapping, labels=True) if label_col else None
     return ExampleSet(_Column(ds, inp, drop), labels, names, label_names, regression)
 
 

@@ -142,8 +142,19 @@ def _is_safetensors(path: Path) -> bool:
     return isinstance(header, dict)
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; anything that looks like a pickle is refused, never unpickled."""
+def check_finite(state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """``state`` when every floating-point tensor is finite, else a :class:`FormatError` naming ``where`` (the
+    file) and the tensors holding NaN/inf (docs/reliability.md)."""
+    bad = non_finite(state)
+    if bad:
+        raise FormatError(f"{where}: weights hold NaN/inf values in {bad[:5]}{' …' if len(bad) > 5 else ''} "
+                          "(a diverged training run, or a damaged file?): refusing to load them")
+    return state
+
+
+def load_weights(path: str | Path, *, finite: bool = True) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything that looks like a pickle is refused, never unpickled; NaN/inf in a
+    floating-point tensor is refused naming the file and the tensor (``finite``, docs/reliability.md)."""
     path = Path(path)
     if not _is_safetensors(path):
         with open(path, "rb") as fh:
@@ -153,9 +164,10 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise FormatError(f"{path} is a pickle/zip checkpoint, not safetensors: refusing to unpickle it "
                           "(convert it with safetensors in a trusted environment)")
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except Exception as err:
         raise FormatError(f"{path} is not a valid safetensors file: {err}") from None
+    return check_finite(state, str(path)) if finite else state
 
 
 def foreign_checkpoint(source: str | Path, model_type: str) -> tuple[dict, Path]:
@@ -171,6 +183,24 @@ def foreign_checkpoint(source: str | Path, model_type: str) -> tuple[dict, Path]
         raise FileNotFoundError(f"{weights} not found" + (f"; {pickles} are pickles and are never loaded: "
                                                           "re-save the model with safetensors" if pickles else ""))
     return hf, weights
+
+
+def foreign_numbers(hf: dict[str, Any], where: str, required: tuple[str, ...] = (),
+                    optional: tuple[str, ...] = ()) -> None:
+    """The sizes a foreign (transformers) ``config.json`` must state as whole numbers >= 1 (a list of them for
+    per-layer sizes): a missing ``required`` key or ``"hidden_size": "32"`` is a :class:`FormatError` naming
+    ``where`` and the key, before anything is built (docs/reliability.md)."""
+    for key in (*required, *optional):
+        if key not in hf or hf[key] is None:
+            if key in required:
+                raise FormatError(f"{where}: no {key!r} (a transformers config of this model states it)")
+            continue
+        value = hf[key]
+        items = value if isinstance(value, list) and value else [value]
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in items):
+            raise FormatError(f"{where}: {key!r} is {value!r}: expected a whole number >= 1"
+                              + (" (a list of them)" if isinstance(value, list) else "")
+                              + (" (a number, not a string)" if any(isinstance(v, str) for v in items) else ""))
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -232,10 +262,6 @@ def build_encoder(cls: type[torch.nn.Module], config: dict[str, Any], id_or_path
         raise FormatError(f"{id_or_path}: config.json's encoder settings do not build a {cls.__name__}: "
                           f"{str(err).splitlines()[0][:200]}") from None
     state = load_weights(weights)
-    bad = non_finite(state)
-    if bad:
-        raise FormatError(f"{id_or_path}: weights hold NaN/inf values in {bad[:5]}{' …' if len(bad) > 5 else ''} "
-                          "(a diverged training run?): refusing to load them")
     load_state_strict(encoder, state, str(id_or_path))
     return encoder.eval()
 
@@ -350,6 +376,27 @@ def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, p
     if missing:
         raise FileNotFoundError(f"{folder} lacks {missing}: not a zoo model folder")
     api = HfApi(endpoint=endpoint, token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(folder_path=str(folder), repo_id=repo_id, allow_patterns=present,
-                             revision=revision, commit_message=commit_message, create_pr=create_pr)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.upload_folder(folder_path=str(folder), repo_id=repo_id, allow_patterns=present,
+                                 revision=revision, commit_message=commit_message, create_pr=create_pr)
+    except Exception as err:                  # noqa: BLE001 - said once, with no token in it (docs/reliability.md)
+        raise _hub_error(err, api, repo_id, token) from None
+
+
+def _hub_error(err: Exception, api: Any, repo_id: str, token: str | None) -> Exception:
+    """A failed upload as one message: the Hub unreachable (no network, a wrong ``HF_ENDPOINT``), or what the
+    Hub answered; a token never appears in it."""
+    from huggingface_hub import get_token
+    secrets = [t for t in (token, get_token()) if t]
+    names = {c.__name__ for c in type(err).__mro__}
+    if names & {"ConnectError", "ConnectTimeout", "TransportError", "ConnectionError", "Timeout", "OSError"} and \
+            "HfHubHTTPError" not in names:
+        said = f"the Hub ({api.endpoint}) could not be reached ({type(err).__name__}): check the network or " \
+               "HF_ENDPOINT, then run zoo publish again; nothing was uploaded"
+    else:
+        said = f"the Hub ({api.endpoint}) refused the upload ({type(err).__name__}: " \
+               f"{(str(err).splitlines() or [''])[0][:300]})"
+    for secret in secrets:
+        said = said.replace(secret, "***")
+    return RuntimeError(f"publish {repo_id}: {said}")

@@ -131,6 +131,18 @@ class Window:
         return self.end - self.start
 
 
+MAX_WINDOW_SECONDS = 7 * 24 * 3600.0     # a window or hop beyond a week is a typo (1e308 overflowed), refused
+
+
+def check_window_seconds(window: float | None, hop: float | None) -> None:
+    """``--window``/``--hop`` in seconds: finite, > 0 and at most :data:`MAX_WINDOW_SECONDS`, else a ValueError
+    naming the flag (docs/reliability.md); a window longer than its input is the whole input, one window."""
+    for flag, value in (("--window", window), ("--hop", hop)):
+        if value is not None and not 0 < value <= MAX_WINDOW_SECONDS:
+            raise ValueError(f"{flag} {value:g}: must be > 0 and at most {MAX_WINDOW_SECONDS:g} seconds (a week); "
+                             "a window longer than an input covers the whole input")
+
+
 def window_spans(length: int, window: int, hop: int) -> list[tuple[int, int]]:
     """``[start, end)`` spans of ``window`` steps every ``hop`` steps that cover ``length`` steps: the last one
     ends at ``length`` and may be shorter (it is longer than ``window - hop``); an input of at most one window

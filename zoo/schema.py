@@ -41,24 +41,31 @@ class Rows(Sequence):
     """A table as a sequence of rows: ``rows[i]`` is a dict, ``rows[a:b]`` is again ``Rows``; processors read
     the columns directly (vectorised)."""
 
-    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+    def __init__(self, columns: dict[str, np.ndarray], names: np.ndarray | None = None) -> None:
         lengths = {len(v) for v in columns.values()}
         if len(lengths) > 1:
             raise ValueError(f"columns of different lengths: {sorted(lengths)}")
         self.columns = columns
         self.n = lengths.pop() if lengths else 0
+        self.names = names        # each row's name as the data set names it (``file[row]``), kept by select
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int | slice) -> Any:
         if isinstance(i, slice):
-            return Rows({k: v[i] for k, v in self.columns.items()})
+            return Rows({k: v[i] for k, v in self.columns.items()}, None if self.names is None else self.names[i])
         return {k: v[i] for k, v in self.columns.items()}
 
     def select(self, idx: Sequence[int]) -> Rows:
         idx = np.asarray(idx, dtype=np.int64)
-        return Rows({k: v[idx] for k, v in self.columns.items()})
+        return Rows({k: v[idx] for k, v in self.columns.items()}, None if self.names is None else self.names[idx])
+
+
+def row_name(names: Sequence[str] | None, i: int) -> str:
+    """What a message calls row ``i`` of a fitted sample: its data-set name (``file[row]``, the row a user finds
+    in the file, as every other message names it), else ``row i`` (docs/reliability.md)."""
+    return str(names[i]) if names is not None else f"row {i}"
 
 
 def to_columns(table: Any) -> dict[str, np.ndarray]:
@@ -88,7 +95,12 @@ def to_columns(table: Any) -> dict[str, np.ndarray]:
     if hasattr(table, "to_pandas") and not hasattr(table, "iloc"):      # datasets.Dataset, pyarrow.Table
         table = table.to_pandas()
     if hasattr(table, "iloc"):                                           # pandas DataFrame
-        return {str(c): table[c].to_numpy() for c in table.columns}
+        names = [str(c) for c in table.columns]
+        twice = sorted({c for i, c in enumerate(names) if c in names[:i]})
+        if twice:                             # table[c] would be a frame of both: refused (docs/reliability.md)
+            raise ValueError(f"the table names column(s) {twice} more than once: rename or drop the copies "
+                             "(df.loc[:, ~df.columns.duplicated()])")
+        return {name: table.iloc[:, i].to_numpy() for i, name in enumerate(names)}
     if isinstance(table, dict):
         cols = {str(k): np.asarray(v) if not isinstance(v, np.ndarray) else v for k, v in table.items()}
         lengths = {k: (len(v) if v.ndim == 1 else f"shape {v.shape}") for k, v in cols.items()}
@@ -340,7 +352,8 @@ class DateColumn:
         return out
 
 
-def _fit_date(c: str, values: np.ndarray, named: bool, reference: str | None) -> DateColumn:
+def _fit_date(c: str, values: np.ndarray, named: bool, reference: str | None,
+              row_names: Sequence[str] | None = None) -> DateColumn:
     """Fit one date column: the reference (``reference``, else the first fitted day), the elapsed statistics and
     which cyclic features carry something (a year: a span of a year or more; a week: 7 or more distinct days; a
     day: times of day that differ), said in the log."""
@@ -352,7 +365,8 @@ def _fit_date(c: str, values: np.ndarray, named: bool, reference: str | None) ->
     if bad.any():
         rows = bad.nonzero()[0]
         logger.warning("column %r: %d of %d values are not dates (%s): read as missing (their missing flag is set)",
-                       c, len(rows), len(values), ", ".join(f"row {i}: {shown(values[i])}" for i in rows[:5]))
+                       c, len(rows), len(values),
+                       ", ".join(f"{row_name(row_names, i)}: {shown(values[i])}" for i in rows[:5]))
     x = days[ok]
     ref = reference if reference is not None else _day_string(float(x.min()))
     col = DateColumn(ref, [], 0.0, 1.0, named)
@@ -413,7 +427,8 @@ class ColumnSchema:
     def infer(cls, cols: dict[str, np.ndarray], names: Sequence[str], *, numerical: Sequence[str] | None = None,
               categorical: Sequence[str] | None = None, dates: Sequence[str] | None = None,
               include: Sequence[str] | None = None, drop_ids: bool = False, date_reference: str | None = None,
-              max_categories: int = 64, numeric_share: float = 0.95, min_frequency: int = 1) -> ColumnSchema:
+              max_categories: int = 64, numeric_share: float = 0.95, min_frequency: int = 1,
+              row_names: Sequence[str] | None = None) -> ColumnSchema:
         """Infer the schema of ``names`` (numbers → numerical; datetimes, and text of which ``numeric_share`` reads
         as ISO dates → dates; booleans and other text → categorical unless ``numeric_share`` of a text column's
         present values parse as numbers), then fit statistics and vocabularies. ``numerical``/``categorical``/
@@ -469,15 +484,16 @@ class ColumnSchema:
                 logger.warning("column %r: %d of %d values are not numbers (%s); it stays numerical "
                                "(processor.numeric_share %.2f) and those rows raise BadExample (train.skip_bad "
                                "skips them)", c, len(rows), len(x),
-                               ", ".join(f"row {i}: {v!r}" for i, v in schema.unparseable[c]), numeric_share)
+                               ", ".join(f"{row_name(row_names, i)}: {v!r}" for i, v in schema.unparseable[c]),
+                               numeric_share)
             if np.isinf(x).any():
-                raise BadExample(f"row {int(np.isinf(x).nonzero()[0][0])}", c, "infinite value")
+                raise BadExample(row_name(row_names, int(np.isinf(x).nonzero()[0][0])), c, "infinite value")
             mean, std = spread(x[~miss & ~bad], c)
             schema.mean.append(mean)
             schema.std.append(std)
         for c in names:
             if c in dat:
-                schema.dates[c] = _fit_date(c, cols[c], c in named, date_reference)
+                schema.dates[c] = _fit_date(c, cols[c], c in named, date_reference, row_names)
         for c in schema.categorical:
             v = cols[c]
             counts = Counter(category_key(x) for x, m in zip(v, is_missing(v)) if not m)

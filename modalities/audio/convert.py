@@ -7,14 +7,21 @@ projections of pretraining, a CTC ``lm_head`` — are dropped, and the log says 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
 
 import torch
 
-from zoo.hub import FormatError, foreign_checkpoint, load_state_strict, load_weights, require_floating
+from zoo.hub import (
+    FormatError,
+    foreign_checkpoint,
+    foreign_numbers,
+    load_state_strict,
+    load_weights,
+    read_json,
+    require_floating,
+)
 
 from .model import Wav2Vec2Config, Wav2Vec2Encoder, Wav2Vec2PretrainingConfig
 from .processor import AudioProcessor, AudioProcessorConfig
@@ -140,9 +147,13 @@ def convert_transformers(source: str | Path, output: str | Path) -> Path:
     """Convert a transformers folder of the wav2vec 2.0 family (config.json + model.safetensors) into a zoo
     folder."""
     source, output = Path(source), Path(output)
-    kind = json.loads((source / "config.json").read_text()).get("model_type") if (source / "config.json").is_file() \
-        else "wav2vec2"
+    kind = read_json(source / "config.json").get("model_type") if (source / "config.json").is_file() else "wav2vec2"
     hf, weights = foreign_checkpoint(source, kind if kind in MODEL_TYPES else "wav2vec2")
+    stack = hf.get("model_type") == "data2vec-audio"
+    foreign_numbers(hf, str(source / "config.json"),
+                    ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "conv_dim",
+                     "conv_kernel", "conv_stride", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups")
+                    + (("conv_pos_kernel_size",) if stack else ()))
     enc_cfg, pre_cfg = config_from_transformers(hf)
     encoder = Wav2Vec2Encoder(enc_cfg)
     state = load_weights(weights)
@@ -151,9 +162,12 @@ def convert_transformers(source: str | Path, output: str | Path) -> Path:
     proc_cfg = AudioProcessorConfig(sample_rate=16000)
     pp = source / "preprocessor_config.json"
     if pp.is_file():
-        p = json.loads(pp.read_text())
-        proc_cfg = AudioProcessorConfig(sample_rate=int(p.get("sampling_rate", 16000)),
-                                        normalize=bool(p.get("do_normalize", True)))
+        p = read_json(pp)
+        rate = p.get("sampling_rate", 16000)
+        if isinstance(rate, bool) or not isinstance(rate, int) or not 1000 <= rate <= 384000:
+            raise FormatError(f"{pp}: 'sampling_rate' is {rate!r}: expected a whole number of Hz in [1000, "
+                              "384000] (16000 for most speech models)")
+        proc_cfg = AudioProcessorConfig(sample_rate=rate, normalize=bool(p.get("do_normalize", True)))
     encoder.save_pretrained(output, processor=AudioProcessor(proc_cfg),
                             pretraining={"converted_from": str(source), "objective": pre_cfg.to_dict()})
     heads = map_pretraining_heads(state)

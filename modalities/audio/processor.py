@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.plugin import Window, example_name, numeric_array, window_spans
+from zoo.plugin import Window, check_window_seconds, example_name, numeric_array, window_spans
 
 
 @dataclass
@@ -216,6 +216,7 @@ class AudioProcessor(Processor):
         model was made for (``max_seconds``; without one, wav2vec 2.0's 250k-sample pretraining crop) and half
         of it (50% overlap: every sample is seen twice, away from a window's edge once)."""
         c = self.config
+        check_window_seconds(window, hop)
         win = window if window is not None else c.window_seconds or c.max_seconds or WAV2VEC2_CROP_SECONDS
         step = hop if hop is not None else c.hop_seconds if c.hop_seconds is not None and window is None else win / 2
         if not (win > 0 and 0 < step <= win):
@@ -235,9 +236,18 @@ class AudioProcessor(Processor):
             except Exception:         # noqa: BLE001 - not a libsndfile format: decoded whole below (FFmpeg)
                 fh = None
             if fh is not None:
+                rate = int(fh.samplerate)
+
                 def read_file(start: int, stop: int) -> np.ndarray:
-                    fh.seek(start)
-                    return fh.read(stop - start, dtype="float32", always_2d=True).T
+                    try:
+                        fh.seek(start)
+                        return fh.read(stop - start, dtype="float32", always_2d=True).T
+                    except Exception as err:  # noqa: BLE001 - a file damaged in its middle: name the file and where
+                        said = (str(err).strip().splitlines() or [type(err).__name__])[0].removeprefix("Error : ")
+                        raise BadExample(name, "audio", f"the file does not decode in the window "
+                                                        f"{start / max(rate, 1):.3f}-{stop / max(rate, 1):.3f} s "
+                                                        f"(samples {start}-{stop}: {said}): a damaged file?") \
+                            from None
                 return read_file, int(fh.frames), int(fh.samplerate)
         data, sr = self._samples(example, name)
         x = numeric_array(data, name, "audio")

@@ -73,23 +73,32 @@ def group_events(table: Any, entity: str) -> Histories:
     return Histories(cols, ends - counts, ends, [str(u) for u in uniques])
 
 
-def entity_labels(histories: Histories, column: str) -> tuple[list[int], list[str]]:
+def entity_labels(histories: Histories, column: str) -> tuple[list[int | None], list[str]]:
     """The label of each entity: its ``column`` value, the most frequent one where it varies (counted in the
-    log); returns ids into the sorted label names."""
+    log; ties: the largest name); returns ids into the sorted label names. Empty cells count for nothing; an
+    entity whose cells are all empty has no label (``None``), never a class ``'nan'`` (docs/reliability.md)."""
+    import pandas as pd
+
+    from zoo.schema import is_missing
     if column not in histories.columns:
         raise KeyError(f"no label column {column!r} in the event table (columns: {sorted(histories.columns)})")
     values = histories.columns[column]
-    raw, varied = [], 0
-    for s, e in zip(histories.starts, histories.ends):
-        v = [str(x).strip() for x in values[s:e]]
-        top = max(set(v), key=lambda x: (v.count(x), x))
-        varied += len(set(v)) > 1
-        raw.append(top)
+    starts, lengths = np.asarray(histories.starts), np.asarray(histories.ends) - np.asarray(histories.starts)
+    owner = np.repeat(np.arange(len(starts)), lengths)
+    rows = starts[owner] + np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cells = values[rows]
+    present = ~is_missing(cells) if len(rows) else np.zeros(0, dtype=bool)
+    frame = pd.DataFrame({"entity": owner[present], "value": pd.Series(cells[present], dtype=object).astype(str)
+                          .str.strip().to_numpy()})
+    counts = frame.groupby(["entity", "value"]).size().reset_index(name="n")
+    varied = int((counts.groupby("entity").size() > 1).sum())
+    top = counts.sort_values(["entity", "n", "value"]).groupby("entity").tail(1)
     if varied:
         logger.info("label %r varies within %d entities: each takes its most frequent value", column, varied)
-    names = sorted(set(raw))
-    lookup = {n: i for i, n in enumerate(names)}
-    return [lookup[r] for r in raw], names
+    names = sorted(set(top["value"]))
+    labels = np.full(len(starts), None, dtype=object)
+    labels[top["entity"].to_numpy()] = np.searchsorted(names, top["value"].to_numpy()).tolist()
+    return labels.tolist(), names
 
 
 def _split(histories: Histories, spec: dict[str, Any], label: str | None, name: str,

@@ -5,6 +5,7 @@ first, because PyG writes ``processed/`` beside ``raw/`` —, any PyG ``Dataset`
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ import torch
 from zoo import BadExample, ExampleSet
 from zoo.paths import cache_dir, data_dir
 from zoo.plugin import source_loader
+
+from .nodes import checked_edges
+
+logger = logging.getLogger(__name__)
 
 
 def _writable_copy(kind: str, name: str, required: tuple[str, ...] = ()) -> Path:
@@ -154,6 +159,10 @@ def _pyg(spec: dict[str, Any]) -> ExampleSet:
     graph has one scalar label."""
     ds = spec["dataset"]
     graphs = [ds[i] for i in range(len(ds))]
+    title = type(ds).__name__
+    for i, g in enumerate(graphs):            # edge ids: integers within each graph's nodes (docs/reliability.md)
+        if getattr(g, "edge_index", None) is not None and getattr(g, "num_nodes", None) is not None:
+            checked_edges(g.edge_index, int(g.num_nodes), f"{title}[{i}]")
     ys = [getattr(g, "y", None) for g in graphs]
     labels = [int(y) for y in ys] if all(y is not None and y.numel() == 1 for y in ys) and len(graphs) > 1 else None
     name = type(ds).__name__
@@ -163,7 +172,7 @@ def _pyg(spec: dict[str, Any]) -> ExampleSet:
 TABLE_SUFFIXES = (".csv", ".parquet", ".json", ".jsonl")
 
 
-def _table(obj: Any, split: str):
+def _table(obj: Any, split: str, what: str = "nodes"):
     """A ``datasets.Dataset`` as given, or loaded with ``datasets.load_dataset``: a csv/parquet/json file or
     a dataset id."""
     from datasets import Dataset, load_dataset
@@ -171,6 +180,11 @@ def _table(obj: Any, split: str):
         return obj
     suffix = Path(str(obj)).suffix
     if suffix in TABLE_SUFFIXES:
+        if suffix == ".csv" and Path(str(obj)).is_file() and \
+                not Path(str(obj)).read_bytes()[:65536].strip(b"\r\n\t ,;").count(b"\n"):
+            # a header alone: `datasets` would say "Instruction train corresponds to no data!"
+            raise ValueError(f"{obj}: the file has no {what} (no rows below its header; the {what} table needs one "
+                             f"row per {what[:-1]})")
         return load_dataset("json" if suffix == ".jsonl" else suffix[1:], data_files=str(obj), split="train")
     return load_dataset(str(obj), split=split)
 
@@ -193,8 +207,8 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
     from torch_geometric.data import Data
     split = spec.get("split", "train")
     split_col = spec.get("split_column")
-    nodes, edges = _table(spec["nodes"], "train" if split_col else split), _table(spec["edges"], "train" if split_col
-                                                                                 else split)
+    nodes = _table(spec["nodes"], "train" if split_col else split, "nodes")
+    edges = _table(spec["edges"], "train" if split_col else split, "edges")
     node_col, src_col, dst_col = (spec.get("node_column", "id"), spec.get("source_column", "source"),
                                   spec.get("target_column", "target"))
     features = spec.get("features", "features")
@@ -218,29 +232,42 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
         raise BadExample("nodes", node_col, "node ids repeat within a graph")
     local = torch.tensor(nd.groupby(n_graph.to_numpy(), sort=False).cumcount().to_numpy())  # row within its graph
     ends = []
+    source = spec["edges"]
+    where = str(source) if isinstance(source, (str, Path)) else "the edges table"
+    csv = Path(where).suffix in (".csv", ".tsv")
     for col in (src_col, dst_col):
         pos = keys.get_indexer(pd.MultiIndex.from_arrays([e_graph, ed[col]]))
         if (pos < 0).any():
             i = int(np.argmax(pos < 0))
-            raise BadExample(f"graph {e_graph.iloc[i]}", "edges",
-                             f"edge {i} names node {ed[col].iloc[i]!r}, not in the nodes table")
+            row = f"line {i + 2}" if csv else f"row {i}"          # a CSV's header is its line 1
+            bad, gid = (v.item() if hasattr(v, "item") else v for v in (ed[col].iloc[i], e_graph.iloc[i]))
+            raise BadExample(where, col, f"{row}" + (f" (graph {gid!r})" if graph_col else "")
+                             + f": node id {bad!r} is not in the nodes table "
+                             f"({int((pos < 0).sum())} edge(s) in all)")
         ends.append(local[torch.tensor(pos)])
     if not graph_col:
         return _node_level(nd, x_all, torch.stack(ends), spec, node_col, label_col, split_col, split)
     node_rows, edge_rows = n_graph.groupby(n_graph.to_numpy()).indices, e_graph.groupby(e_graph.to_numpy()).indices
-    label_names = None
-    if label_col and not pd.api.types.is_integer_dtype(nd[label_col]):
-        label_names = sorted({str(v) for v in nd[label_col]})          # names (strings) → ids in sorted order
-        y_all = torch.tensor(nd[label_col].astype(str).map({n: i for i, n in enumerate(label_names)}).to_numpy())
+    label_names, empty = None, None
+    col = nd[label_col] if label_col else None
+    if col is not None:                       # an empty cell is no label (-1 here, None below), never a class 'nan'
+        empty = col.isna().to_numpy()
+        known = col.dropna()
+        if bool(empty.any()) and pd.api.types.is_float_dtype(col) and bool((known == known.round()).all()):
+            col = col.astype("Int64")         # whole numbers with empty cells read as floats: 1, not '1.0'
+    if col is not None and not pd.api.types.is_integer_dtype(col):
+        label_names = sorted({str(v) for v in col.dropna()})          # names (strings) → ids in sorted order
+        ids = col.astype(str).map({n: i for i, n in enumerate(label_names)})
+        y_all = torch.tensor(ids.where(~col.isna(), -1).astype("int64").to_numpy())
     else:
-        y_all = torch.tensor(nd[label_col].to_numpy()) if label_col else None
+        y_all = torch.tensor(col.fillna(-1).astype("int64").to_numpy()) if col is not None else None
     graphs, labels, names = [], [], []
     for gid, rows in node_rows.items():
         erows = torch.as_tensor(edge_rows.get(gid, np.zeros(0, dtype=np.int64)))
         data = Data(x=x_all[rows], edge_index=torch.stack([ends[0][erows], ends[1][erows]]))
         if y_all is not None:
             data.y = y_all[rows][:1] if graph_col else y_all[rows]
-            labels.append(int(data.y[0]))
+            labels.append(None if bool(empty[rows[0]]) else int(data.y[0]))
         graphs.append(data)
         names.append(str(gid))
     return ExampleSet(graphs, labels if graph_col and label_col else None, names,
@@ -265,6 +292,9 @@ def _node_level(nd: Any, x: torch.Tensor, edge_index: torch.Tensor, spec: dict[s
     if label_col:
         col = nd[label_col]
         keep &= col.notna().to_numpy()
+        if col.isna().any():                  # counted, never a class 'nan' (docs/reliability.md)
+            logger.warning("%d of %d nodes have an empty %r cell: they stay in the graph but are not examples "
+                           "(unlabelled nodes)", int(col.isna().sum()), len(col), label_col)
         known = col[col.notna()]
         numeric = pd.api.types.is_numeric_dtype(col) and bool((known == known.round()).all())
         if numeric:

@@ -16,9 +16,42 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["SharedGraph", "NodeExample", "NodeExamples", "undirected"]
+__all__ = ["SharedGraph", "NodeExample", "NodeExamples", "undirected", "checked_edges"]
 
 _KEYS = itertools.count()
+
+
+def checked_edges(edge_index: Any, num_nodes: int | None, where: str, rows: str = "edge") -> Tensor:
+    """``edge_index`` as an int64 ``[2, E]`` tensor whose ids are integers in ``[0, num_nodes)``, else a
+    :class:`~zoo.BadExample` naming ``where`` (the graph or file), the first bad edge (``rows``: what an edge is
+    called there, e.g. ``edges.csv row``) and the field, source or target (docs/reliability.md). Never truncates
+    (2.7 is not node 2) and never drops an edge. ``num_nodes`` None: the ids are checked to be integers only."""
+    import numpy as np
+
+    from zoo import BadExample
+    from zoo.plugin import numeric_array
+    if torch.is_tensor(edge_index) and not edge_index.is_floating_point() and not edge_index.is_complex():
+        ei = edge_index.long()
+    else:
+        arr = np.asarray(edge_index.detach().cpu() if torch.is_tensor(edge_index) else edge_index)
+        if arr.dtype.kind == "f" and arr.ndim == 2 and arr.shape[0] == 2:
+            bad = ~np.isfinite(arr) | (arr != np.round(arr))
+            if bad.any():
+                side, j = divmod(int(np.flatnonzero(bad.reshape(-1))[0]), arr.shape[1])
+                raise BadExample(where, ("source", "target")[side], f"{rows} {j}: node id {float(arr[side, j]):g} "
+                                                                     "is not an integer (ids are never truncated)")
+        ei = numeric_array(arr, where, "edge_index", integer=True)
+    if ei.dim() != 2 or ei.shape[0] != 2:
+        raise BadExample(where, "edge_index", f"expected shape [2, E] (sources, targets), got {tuple(ei.shape)}")
+    if num_nodes is None:
+        return ei
+    bad = (ei < 0) | (ei >= num_nodes)
+    if ei.numel() and bool(bad.any()):
+        side, j = divmod(int(bad.reshape(-1).nonzero()[0]), ei.shape[1])
+        raise BadExample(where, ("source", "target")[side],
+                         f"{rows} {j}: node id {int(ei[side, j])} is outside the node table's {num_nodes} nodes "
+                         f"(ids 0..{num_nodes - 1}); {int(bad.any(0).sum())} edge(s) in all")
+    return ei
 
 
 def undirected(edge_index: Tensor, num_nodes: int) -> Tensor:

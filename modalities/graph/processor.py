@@ -26,7 +26,7 @@ from torch import Tensor
 from zoo import BadExample, Processor, ProcessorConfig
 from zoo.plugin import numeric_array
 
-from .nodes import NodeExample, undirected
+from .nodes import NodeExample, checked_edges, undirected
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ class GraphProcessor(Processor):
                                             f"{type(example).__name__}")
         if ei is None:
             raise BadExample(name, "edge_index", "missing")
-        ei = numeric_array(ei, name, "edge_index", integer=True)
-        if ei.dim() != 2 or ei.shape[0] != 2:
-            raise BadExample(name, "edge_index", f"expected shape [2, E], got {tuple(ei.shape)}")
+        ei = checked_edges(ei, None, name)
         if x is not None:
             x = numeric_array(x, name, "x")
             if x.dim() != 2:
@@ -134,9 +132,7 @@ class GraphProcessor(Processor):
         x, ei, n = self._fields(example, name)
         if n == 0:
             raise BadExample(name, "num_nodes", "empty graph (0 nodes)")
-        if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
-            raise BadExample(name, "edge_index", f"node index out of range [0, {n}): min {int(ei.min())}, "
-                                                 f"max {int(ei.max())}")
+        ei = checked_edges(ei, n, name)
         if not self.config.directed:
             listed = ei.shape[1]
             ei = undirected(ei, n)

@@ -27,6 +27,8 @@ from zoo import ExampleSet
 from zoo.config import Config
 from zoo.masking import NodeMask, node_mask
 
+from .nodes import checked_edges
+
 __all__ = ["MinibatchConfig", "InEdges", "sample_neighbours", "sample_subgraph", "SubgraphBatches", "minibatches",
            "seed_node_mask"]
 
@@ -134,13 +136,14 @@ class SubgraphBatches(Sequence):
     does). Item ``i`` is a PyG ``Data`` with the subgraph's raw features ``x``, ``edge_index``, ``seed_mask``
     (True on the seed nodes, which come first) and ``node_ids`` (global ids)."""
 
-    def __init__(self, graph: Any, cfg: MinibatchConfig) -> None:
+    def __init__(self, graph: Any, cfg: MinibatchConfig, name: str = "graph") -> None:
         self.x, self.num_nodes, self.cfg = getattr(graph, "x", None), int(graph.num_nodes), cfg
         if cfg.batch_nodes > self.num_nodes:
             raise ValueError(f"data.train.minibatch.batch_nodes={cfg.batch_nodes} exceeds the graph's "
                              f"{self.num_nodes} nodes: set a smaller one, or data.train.minibatch=null (full-batch)")
-        self.csr = InEdges(graph.edge_index, self.num_nodes)
-        self.reach = _both_ways(graph.edge_index, self.num_nodes, self.csr)
+        edges = checked_edges(graph.edge_index, self.num_nodes, name)    # never dropped, never truncated
+        self.csr = InEdges(edges, self.num_nodes)
+        self.reach = _both_ways(edges, self.num_nodes, self.csr)
         self.blocks = self.num_nodes // cfg.batch_nodes
 
     def __len__(self) -> int:
@@ -204,7 +207,7 @@ def minibatches(data: ExampleSet, setting: dict[str, Any]) -> ExampleSet:
         raise ValueError(f"data.train.minibatch samples subgraphs of one large graph (node-level pretraining); "
                          f"this source gave {len(data)} graphs: --set data.train.minibatch=null trains on whole "
                          "graphs")
-    batches = SubgraphBatches(graph, cfg)
+    batches = SubgraphBatches(graph, cfg, name)
     return ExampleSet(batches, None, _Names(name, batches.blocks, cfg.passes), None)
 
 

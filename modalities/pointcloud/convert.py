@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from zoo.cards import write_card
-from zoo.hub import FormatError, load_state_strict
+from zoo.hub import FormatError, check_finite, load_state_strict
 
 from .model import PointMAEConfig, PointMAEEncoder
 from .processor import PointCloudProcessor, PointCloudProcessorConfig
@@ -38,14 +38,22 @@ _BLOCK = {"norm1": "norm1", "attn.qkv": "attn.qkv", "attn.proj": "attn.proj", "n
 def read_reference(path: str | Path) -> dict[str, torch.Tensor]:
     """The model state of a Point-MAE checkpoint file (``base_model``), prefixes ``module.``/``MAE_encoder.``/
     ``base_model.`` removed."""
+    import pickle
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise FormatError(f"{path}: an empty file (0 bytes), not a Point-MAE checkpoint")
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:                    # code in the pickle, or not a checkpoint: never executed
+    except pickle.UnpicklingError as err:       # code in the pickle: refused, never executed
         raise FormatError(f"{path}: not a tensors-only checkpoint (torch.load with weights_only=True refuses it: "
-                          f"{str(err).splitlines()[0][:160]})") from None
+                          f"{(str(err).splitlines() or [type(err).__name__])[0][:160]})") from None
+    except Exception as err:                    # a cut or damaged file, or not a checkpoint at all
+        said = (str(err).splitlines() or ["the file ends early"])[0][:160]
+        raise FormatError(f"{path}: does not load as a PyTorch checkpoint ({type(err).__name__}: {said}): a cut "
+                          "or damaged file?") from None
     state = ckpt.get("base_model", ckpt.get("model", ckpt)) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise FormatError(f"{path}: no state dict of tensors under 'base_model'")
+    check_finite(state, str(path))
     out = {}
     for key, value in state.items():
         key = key.removeprefix("module.")
@@ -88,7 +96,12 @@ def map_reference(state: dict[str, torch.Tensor], *, heads: int = 6, num_points:
                                            out["patch_embed.second.0.weight"].shape[0]),
                             in_channels=out["patch_embed.first.0.weight"].shape[1],
                             qkv_bias="transformer.layers.0.attn.qkv.bias" in out, cls_token="cls_token" in out)
-    config.validate()
+    try:
+        config.validate()
+    except ValueError as err:
+        raise ValueError(f"Point-MAE checkpoint of width {config.dim}: {err}"
+                         + (" (the heads are not recorded in the checkpoint: give --option heads=N, N dividing "
+                            f"{config.dim})" if config.dim % max(heads, 1) else "")) from None
     return config, out
 
 
@@ -114,9 +127,27 @@ def to_reference(encoder: PointMAEEncoder, *, pretraining: bool = True) -> dict[
     return {prefix + k: v.clone() for k, v in out.items()}
 
 
+OPTIONS = ("heads", "num_points", "num_patches", "patch_size")
+
+
+def _options(options: dict[str, Any]) -> dict[str, int]:
+    """``zoo convert --option`` settings for a Point-MAE checkpoint: known names, whole numbers >= 1
+    (docs/reliability.md); ``heads`` is not recorded in the weights, so the reference's 6 is assumed, said."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"--option {unknown[0]}: not a Point-MAE converter setting (known: {', '.join(OPTIONS)})")
+    for key, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--option {key}={value!r}: must be a whole number >= 1")
+    if "heads" not in options:
+        logger.warning("--option heads not given: 6 attention heads assumed (Point-MAE's; the checkpoint does not "
+                       "record them): give --option heads=N for a model trained with another number")
+    return dict(options)
+
+
 def convert_reference(source: str | Path, output: str | Path, **options: Any) -> Path:
     """A Point-MAE ``.pth`` → a zoo folder (``options``: heads, num_points, num_patches, patch_size)."""
-    config, state = map_reference(read_reference(source), **options)
+    config, state = map_reference(read_reference(source), **_options(options))
     encoder = PointMAEEncoder(config)
     load_state_strict(encoder, state, str(source))
     processor = PointCloudProcessor(PointCloudProcessorConfig(num_points=config.num_points,

@@ -64,25 +64,32 @@ def check_vertices(path: str | Path, max_points: int = MAX_FILE_POINTS) -> PlyHe
     if n > max_points:
         raise BadExample(where, "vertex", f"the header declares {n} vertices, more than the {max_points} a file may "
                                           "hold here")
-    props = next((p for e, _, p in header.elements if e == "vertex"), [])
-    if n == 0 or not props:
-        return header
     body = path.stat().st_size - header.size
-    if header.format == "ascii":
-        least = n * 2 * len(props)                 # a digit and a separator per value
-    else:
-        if any(kind not in TYPES for kind, _ in props):
-            return header                          # list or unknown properties: open3d decides
-        least = n * sum(np.dtype(TYPES[kind]).itemsize for kind, _ in props)
-    if body < least:
-        raise BadExample(where, "vertex", f"the header declares {n} vertices, but the file holds {max(body, 0)} bytes "
-                                          f"after its header (at least {least} needed): a cut or damaged file")
+    for name, count, eprops in header.elements:        # every element fits the file's bytes (faces too)
+        least = count * _least_bytes(header.format, eprops)
+        if count and body < least:
+            what = {"vertex": "vertices", "face": "faces"}.get(name, f"{name!r} elements")
+            raise BadExample(where, name, f"the header declares {count} {what}, but the file holds "
+                                          f"{max(body, 0)} bytes after its header (at least {least} needed): a cut "
+                                          "or damaged file, or a header that does not match its content")
+        body -= least
+    props = next((p for e, _, p in header.elements if e == "vertex"), [])
+    if n == 0 or not props or (header.format != "ascii" and any(kind not in TYPES for kind, _ in props)):
+        return header                              # list or unknown properties: open3d decides
     xyz = _xyz(path, header, props, n)
     bad = ~np.isfinite(xyz)
     if bad.any():
         i = int(bad.any(axis=1).nonzero()[0][0])
         raise BadExample(where, "vertex", f"vertex {i}: non-finite coordinate {xyz[i].tolist()}")
     return header
+
+
+def _least_bytes(fmt: str, props: list[tuple[str, str]]) -> int:
+    """The fewest bytes one element of ``props`` takes: a digit and a separator per ASCII value, a binary
+    value's size (a list: at least its one-byte count)."""
+    if fmt == "ascii":
+        return 2 * len(props)
+    return sum(np.dtype(TYPES[kind]).itemsize if kind in TYPES else 1 for kind, _ in props)
 
 
 def _xyz(path: Path, header: PlyHeader, props: list[tuple[str, str]], n: int) -> np.ndarray:

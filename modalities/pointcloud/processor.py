@@ -77,6 +77,10 @@ def read_points(path: str, mesh_points: int = 8192, seed: int = 0, max_points: i
             if header is not None and len(mesh.triangles) == 0:
                 raise BadExample(path, "face", f"the header declares {header.count('face')} faces, none could be "
                                                "read (a damaged mesh; a bare point cloud declares no faces)")
+            if header is not None and len(mesh.triangles) < header.count("face"):
+                raise BadExample(path, "face", f"the header declares {header.count('face')} faces, the file holds "
+                                               f"{len(mesh.triangles)} readable ones: a cut or damaged mesh, or a "
+                                               "header that does not match its content")
             if len(mesh.triangles) > 0:
                 if mesh.get_surface_area() <= 0:
                     raise BadExample(path, "mesh", "the mesh has zero surface area")

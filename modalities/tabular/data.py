@@ -42,30 +42,38 @@ def _split(columns: dict[str, np.ndarray], label: str | None, spec: dict[str, An
         idx = np.sort(perm[:cut] if split == "train" else perm[cut:])
     if "limit" in spec:
         idx = idx[: int(spec["limit"])]
+    names = np.array([f"{name}[{i}]" for i in idx], dtype=object)       # the file's data rows, from 0
     rows = Rows(columns).select(idx)
-    return ExampleSet(rows, y[idx].tolist() if y is not None else None, [f"{name}[{i}]" for i in idx], classes,
-                      regression)
+    rows.names = names                        # the fit's warnings name rows as every other message does
+    return ExampleSet(rows, y[idx].tolist() if y is not None else None, names.tolist(), classes, regression)
 
 
 def _labels(raw: np.ndarray, problem: str, label: str, name: str) -> tuple[np.ndarray, list[str] | None, bool]:
-    """Class ids into the sorted label names, or regression targets (floats; every one finite)."""
+    """Class ids into the sorted label names, or regression targets (floats; every one finite). An empty cell is
+    no label (``None``), never a class ``'nan'``: fine-tuning refuses it or skips the row (docs/reliability.md)."""
     if problem not in ("classification", "regression", "auto"):
         raise ValueError(f"problem_type must be 'classification', 'regression' or 'auto', got {problem!r}")
     import pandas as pd
+
+    from zoo.schema import is_missing
+    empty = is_missing(raw)
     numbers = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
-    numeric = raw.dtype.kind in "iuf" or bool(np.isfinite(numbers).all())
+    numeric = raw.dtype.kind in "iuf" or bool(np.isfinite(numbers[~empty]).all())
     if problem == "auto":
-        problem = "regression" if numeric and len(np.unique(numbers)) > 20 else "classification"
+        problem = "regression" if numeric and len(np.unique(numbers[~empty])) > 20 else "classification"
+    y = np.full(len(raw), None, dtype=object)
     if problem == "regression":
-        bad = ~np.isfinite(numbers)
+        bad = ~np.isfinite(numbers) & ~empty
         if bad.any():
             i = int(bad.nonzero()[0][0])
             raise ValueError(f"{name}[{i}]: field {label!r}: the target {raw[i]!r} is not a finite number "
                              "(--task classification, or data.problem_type: classification, reads them as classes)")
-        return numbers, None, True
-    y_raw = np.array([str(v).strip().rstrip(".") for v in raw])
+        y[~empty] = numbers[~empty]
+        return y, None, True
+    y_raw = np.array([str(v).strip().rstrip(".") for v in raw[~empty]])
     classes = sorted(set(y_raw))
-    return np.searchsorted(classes, y_raw), classes, False
+    y[~empty] = np.searchsorted(classes, y_raw) if len(y_raw) else []
+    return y, classes, False
 
 
 def _adult(spec: dict[str, Any]) -> ExampleSet:

@@ -81,7 +81,8 @@ class TabularProcessor(Processor):
         self.schema = ColumnSchema.infer(cols, names, numerical=cfg.numerical, categorical=cfg.categorical,
                                          dates=cfg.date_columns, include=cfg.include, drop_ids=True,
                                          date_reference=cfg.date_reference, max_categories=cfg.max_categories,
-                                         numeric_share=cfg.numeric_share, min_frequency=cfg.min_frequency)
+                                         numeric_share=cfg.numeric_share, min_frequency=cfg.min_frequency,
+                                         row_names=getattr(examples, "names", None))
         if not self.schema.fitted:
             raise ValueError(f"no input columns are left (ids left out: {self.schema.ids}; processor.include keeps "
                              "them)")

@@ -3,14 +3,21 @@ the zoo format, so MCG-NJU/videomae-* style checkpoints become zoo encoders with
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from zoo.hub import FormatError, foreign_checkpoint, load_state_strict, load_weights, require_floating
+from zoo.hub import (
+    FormatError,
+    foreign_checkpoint,
+    foreign_numbers,
+    load_state_strict,
+    load_weights,
+    read_json,
+    require_floating,
+)
 
 from .model import VideoMAEConfig, VideoMAEEncoder, VideoMAEPretrainingConfig
 from .processor import VideoProcessor, VideoProcessorConfig
@@ -119,12 +126,16 @@ def processor_from_transformers(source: Path, enc: VideoMAEConfig) -> VideoProce
         cfg.mean, cfg.std = [0.5] * enc.channels, [0.5] * enc.channels
     pp = source / "preprocessor_config.json"
     if pp.is_file():
-        p = json.loads(pp.read_text())
-        if p.get("image_mean") is not None:
-            cfg.mean, cfg.std = [float(v) for v in p["image_mean"]], [float(v) for v in p["image_std"]]
-        short = (p.get("size") or {}).get("shortest_edge")
-        if short and int(short) >= enc.image_size:
-            cfg.resize = int(short)
+        p = read_json(pp)
+        try:
+            if p.get("image_mean") is not None:
+                cfg.mean, cfg.std = [float(v) for v in p["image_mean"]], [float(v) for v in p["image_std"]]
+            short = (p.get("size") or {}).get("shortest_edge")
+            if short and int(short) >= enc.image_size:
+                cfg.resize = int(short)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise FormatError(f"{pp}: image_mean/image_std/size do not read as numbers ({type(err).__name__}: "
+                              f"{err})") from None
     cfg.validate()
     return VideoProcessor(cfg)
 
@@ -133,6 +144,10 @@ def convert_transformers(source: str | Path, output: str | Path) -> Path:
     """Convert a transformers VideoMAE folder (config.json + model.safetensors) into a zoo folder."""
     source, output = Path(source), Path(output)
     hf, weights = foreign_checkpoint(source, "videomae")
+    foreign_numbers(hf, str(source / "config.json"), ("hidden_size",),
+                    ("image_size", "patch_size", "num_frames", "tubelet_size", "num_channels", "num_hidden_layers",
+                     "num_attention_heads", "intermediate_size", "decoder_hidden_size", "decoder_num_hidden_layers",
+                     "decoder_num_attention_heads", "decoder_intermediate_size"))
     enc_cfg, pre_cfg = config_from_transformers(hf)
     encoder = VideoMAEEncoder(enc_cfg)
     state = load_weights(weights)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.plugin import Window, example_name, numeric_array, window_spans
+from zoo.plugin import Window, check_window_seconds, example_name, numeric_array, window_spans
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -378,6 +378,7 @@ class VideoProcessor(Processor):
                        name: str) -> tuple[int, int]:
         """Window and hop in frames (see :meth:`windows`)."""
         c = self.config
+        check_window_seconds(window, hop)
         if (window is not None or hop is not None) and not fps:
             raise BadExample(name, "frames", "frames without a frame rate: window and hop in seconds cannot apply "
                                              "(set the processor's window_frames/hop_frames)")
