@@ -61,7 +61,7 @@ def test_inputs_a_processor_did_not_anticipate_are_bad_examples(tmp_path):
     graphs = GraphProcessor(GraphProcessorConfig(num_features=2))
     with pytest.raises(zoo.BadExample, match="'x': expected node features \\[N, F\\]"):
         graphs({"x": np.zeros(3), "edge_index": [[0, 1], [1, 2]]}, name="g")
-    with pytest.raises(zoo.BadExample, match="'edge_index': non-integer values"):
+    with pytest.raises(zoo.BadExample, match="'source': edge 1: node id 1.7 is not an integer"):
         graphs({"x": np.zeros((3, 2)), "edge_index": [[0.0, 1.7], [1.0, 2.0]]}, name="g")
     ok = graphs({"x": np.zeros((3, 2)), "edge_index": [[0.0, 1.0], [1.0, 2.0]]}, name="g")   # integral floats: fine
     assert ok["edge_index"].dtype == torch.long
