@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from zoo import Encoder, ExampleSet, Processor, StreamSet
+from zoo.cards import COMPARISON_HEADING
 
 from .baseline import verdict
 from .data import iter_batches, iter_records, label_tensor
 from .recipe import Recipe, parse_recipe
-from .report import comparison_markdown, embedding_map, record_evaluation
+from .report import comparison_markdown, embedding_map, protocol_markdown, record_evaluation
 
 __all__ = ["embed", "iter_embeddings", "embed_shards", "write_shards", "load_shards",
            "linear_probe", "knn_accuracy", "embedding_map", "probe_report", "layer_probes",
@@ -356,6 +357,22 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     return report
 
 
+def _protocol_baselines(report: dict[str, Any], protocol: Any, processor: Processor, spec: dict[str, Any]) -> None:
+    """A protocol's hand-made baselines, scored as the encoder is, and the verdict on its first metric."""
+    for name, fn in protocol.baselines.items():
+        report.setdefault("baselines", {})[name] = fn(processor, spec)
+    key = next(k for k in report["pretrained"] if k not in protocol.hidden and not k.endswith("_std"))
+    judged = verdict(report["pretrained"][key],
+                     {"metric": key.replace("_", " "),
+                      "scores": {n: r[key] for n, r in report.get("baselines", {}).items() if key in r},
+                      "skipped": {} if report.get("baselines") else
+                      {"(none)": f"protocol {report['protocol']!r} has no hand-made baseline"}},
+                     what="the frozen encoder's")
+    report["verdict"] = judged
+    if judged["notice"]:
+        logger.warning(judged["notice"])
+
+
 def _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card) -> dict[str, Any]:
     """A modality's own evaluation protocol (e.g. node classification on one graph)."""
     name = spec["protocol"]
@@ -367,8 +384,9 @@ def _protocol_report(model, encoder, processor, modality, recipe, spec, out, bas
     if baseline:
         torch.manual_seed(0)
         report["random_init"] = protocol.fn(type(encoder)(encoder.config), processor, spec)
+        _protocol_baselines(report, protocol, processor, spec)
     metrics = [(k.replace("_", " "), v) for k, v in report["pretrained"].items() if k not in protocol.hidden]
     record_evaluation(model, recipe.name, spec, report, out, write_card, task=protocol.task,
                       task_name=f"{name} protocol", dataset=spec.get("dataset", recipe.name), metrics=metrics,
-                      metric=protocol.metric)
+                      metric=protocol.metric, comparison=f"{COMPARISON_HEADING}\n\n{protocol_markdown(report)}")
     return report

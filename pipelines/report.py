@@ -237,10 +237,13 @@ def protocol_markdown(report: dict[str, Any]) -> str:
     rows = [("this encoder (frozen)", report["pretrained"])]
     if "random_init" in report:
         rows.append(("same architecture, random init", report["random_init"]))
+    rows += [(name, r) for name, r in report.get("baselines", {}).items()]
     keys = [k for k in report["pretrained"] if not k.endswith("_std")]
     lines = [f"Protocol `{report['protocol']}`:", "", "| features | " + " | ".join(k.replace("_", " ") for k in keys)
              + " |", "| --- |" + " ---: |" * len(keys)]
-    lines += [f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |" for name, r in rows]
+    lines += [f"| {name} | " + " | ".join(f"{r[k]:.3f}" if k in r else "—" for k in keys) + " |" for name, r in rows]
+    if report.get("verdict", {}).get("notice"):
+        lines += ["", f"**Note — {report['verdict']['notice']}**"]
     return "\n".join(lines)
 
 

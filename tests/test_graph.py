@@ -172,6 +172,12 @@ def test_end_to_end_node_level_gat_on_sbm(tmp_path):
     assert a.shape == (300, 32) and torch.equal(a, b)
     report = json.loads(zoo_cli("evaluate", str(model), "--no-baseline").stdout)
     assert report["protocol"] == "node" and 0 <= report["pretrained"]["linear_probe"] <= 1
+    # with baselines (issue #32: graphs had none): SGC features through the same probe, the verdict, the card
+    report = json.loads(zoo_cli("evaluate", str(model)).stdout)
+    sgc = report["baselines"]["SGC features (x, Âx, Â²x)"]["linear_probe"]
+    assert 0.5 < sgc <= 1 and report["verdict"]["baseline_value"] == sgc
+    assert report["verdict"]["beaten"] == (report["pretrained"]["linear_probe"] >= sgc)
+    assert "SGC features" in (model / "README.md").read_text()
 
 
 def test_tables_source_reads_node_and_edge_tables_through_datasets(tmp_path):

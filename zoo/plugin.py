@@ -492,12 +492,15 @@ def source_loader(modality: str, sources: dict[str, Callable[[dict[str, Any]], E
 class Protocol:
     """An evaluation protocol other than the example-level probes: ``fn(encoder, processor, spec) → metrics``;
     ``task`` is the Hugging Face task id the card records (e.g. ``node-classification``), ``metric`` the metric
-    the results table reports, ``hidden`` metrics left out of the card."""
+    the results table reports, ``hidden`` metrics left out of the card; ``baselines`` name hand-made features
+    scored by the same protocol, ``fn(processor, spec) → metrics`` with the same keys (docs/architecture.md,
+    "Baselines")."""
 
     fn: Callable[..., dict[str, float]]
     task: str
     metric: str = "accuracy"
     hidden: tuple[str, ...] = ()
+    baselines: dict[str, Callable[..., dict[str, float]]] = field(default_factory=dict)
 
 
 @dataclass

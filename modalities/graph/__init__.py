@@ -6,7 +6,7 @@ from zoo import Architecture, Modality, Protocol
 
 from .baselines import structure_features
 from .data import load_data
-from .evaluate import graph_cv, node_probe
+from .evaluate import graph_cv, node_probe, sgc_probe, structure_cv
 from .model import GraphMAEConfig, GraphMAEEncoder, GraphMAEPretrainer, GraphMAEPretrainingConfig
 from .processor import GraphProcessor, GraphProcessorConfig
 from .sample import sample_data
@@ -24,10 +24,15 @@ MODALITY = Modality(
     baselines={"structure (graphs) / SGC (nodes)": structure_features},
     evaluators={"node": Protocol(lambda encoder, processor, spec: node_probe(encoder, processor, spec["data"],
                                                                               **spec.get("probe", {})),
-                                 task="node-classification", hidden=("val",)),
+                                 task="node-classification", hidden=("val",),
+                                 baselines={"SGC features (x, Âx, Â²x)": lambda processor, spec: sgc_probe(
+                                     processor, spec["data"], **spec.get("probe", {}))}),
                 "graph-cv": Protocol(lambda encoder, processor, spec: graph_cv(encoder, processor, spec["data"],
                                                                                **spec.get("probe", {})),
-                                     task="graph-classification", hidden=("accuracy_std",))},
+                                     task="graph-classification", hidden=("accuracy_std",),
+                                     baselines={"structure (degrees, clustering, spectrum)":
+                                                lambda processor, spec: structure_cv(processor, spec["data"],
+                                                                                     **spec.get("probe", {}))})},
     task="graph-classification",
     folder_source="folder",
     recipes=Path(__file__).parent / "recipes",

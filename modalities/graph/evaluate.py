@@ -56,6 +56,34 @@ def node_probe(encoder, processor, spec: dict[str, Any], *, lr: float = 0.01, we
     return linear_probe(h, data, lr=lr, weight_decay=weight_decay, epochs=epochs, seed=seed)
 
 
+def sgc_probe(processor, spec: dict[str, Any], *, lr: float = 0.01, weight_decay: float = 1e-4, epochs: int = 300,
+              seed: int = 0, chunk_nodes: int = 0) -> dict[str, float]:
+    """The node protocol's hand-made baseline: :func:`linear_probe` on SGC features ``[x, Â x, Â² x]`` (Wu et al.
+    2019) of the processed graph, on the same split."""
+    from .baselines import _propagate
+    data = load_data(spec).examples[0]
+    item = processor(data)
+    return linear_probe(_propagate(item["x"], item["edge_index"]), data, lr=lr, weight_decay=weight_decay,
+                        epochs=epochs, seed=seed)
+
+
+def structure_cv(processor, spec: dict[str, Any], *, folds: int = 10, seed: int = 0, scale: bool = False
+                 ) -> dict[str, float]:
+    """The graph-level protocol's hand-made baseline: :func:`graph_cv`'s SVM on structural features (degrees,
+    clustering, the normalised-Laplacian spectrum, feature statistics), standardised."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    from .baselines import structure_features
+    data = load_data(spec)
+    feats = structure_features(data.examples, processor).numpy()
+    svm = GridSearchCV(make_pipeline(StandardScaler(), SVC()), {"svc__C": [1e-3, 1e-2, 1e-1, 1, 10]}, cv=5)
+    scores = cross_val_score(svm, feats, data.labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    return {"accuracy": float(scores.mean()), "accuracy_std": float(scores.std())}
+
+
 @torch.no_grad()
 def graph_cv(encoder, processor, spec: dict[str, Any], *, folds: int = 10, seed: int = 0,
              scale: bool = False) -> dict[str, float]:
