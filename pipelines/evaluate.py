@@ -358,15 +358,16 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
 
 
 def _protocol_baselines(report: dict[str, Any], protocol: Any, processor: Processor, spec: dict[str, Any]) -> None:
-    """A protocol's hand-made baselines, scored as the encoder is, and the verdict on its first metric."""
+    """A protocol's hand-made baselines, scored as the encoder is, and the verdict on its first metric (a protocol
+    without any reports its own comparison, e.g. events' boosting: embeddings beside hand-made aggregates)."""
+    if not protocol.baselines:
+        return
     for name, fn in protocol.baselines.items():
         report.setdefault("baselines", {})[name] = fn(processor, spec)
     key = next(k for k in report["pretrained"] if k not in protocol.hidden and not k.endswith("_std"))
     judged = verdict(report["pretrained"][key],
                      {"metric": key.replace("_", " "),
-                      "scores": {n: r[key] for n, r in report.get("baselines", {}).items() if key in r},
-                      "skipped": {} if report.get("baselines") else
-                      {"(none)": f"protocol {report['protocol']!r} has no hand-made baseline"}},
+                      "scores": {n: r[key] for n, r in report["baselines"].items() if key in r}, "skipped": {}},
                      what="the frozen encoder's")
     report["verdict"] = judged
     if judged["notice"]:
