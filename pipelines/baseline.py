@@ -75,7 +75,8 @@ def baseline_scores(modality: Modality, processor: Processor, train: ExampleSet 
 def verdict(model_value: float, baselines: dict[str, Any], *, what: str, lower_is_better: bool = False
             ) -> dict[str, Any]:
     """The model's figure against the best baseline: ``{"baseline", "baseline_value", "model_value", "beaten",
-    "notice"}`` (``notice`` None when the model is at least as good); ``None`` without any baseline score."""
+    "metric", "notice"}`` (``notice`` None when the model is at least as good, and said as a warning when it is
+    not); without any baseline score ``baseline`` and ``beaten`` are None and ``notice`` says why."""
     scores = baselines.get("scores", {})
     if not scores:
         return {"baseline": None, "beaten": None, "model_value": model_value,
@@ -91,5 +92,6 @@ def verdict(model_value: float, baselines: dict[str, Any], *, what: str, lower_i
         notice = (f"below the baseline: {what} {metric} {model_value:.3f} is {'above' if lower_is_better else 'below'}"
                   f" the hand-made baseline '{name}' ({best:.3f}) on the same split. This encoder does not yet beat "
                   f"ten lines of scikit-learn on this data: {REMEDIES}.")
+        logger.warning(notice)
     return {"baseline": name, "baseline_value": best, "model_value": model_value, "beaten": beaten,
             "metric": metric, "notice": notice}

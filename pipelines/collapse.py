@@ -14,7 +14,8 @@ from .hooks import Hook
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CollapseHook", "collapse_rules", "final_signals", "collapse_facts", "collapse_stop_message"]
+__all__ = ["CollapseHook", "collapse_rules", "final_signals", "collapse_facts", "collapse_stop_message",
+           "stopped_by_alarm"]
 
 
 def collapse_rules(model: Any) -> tuple[CollapseRule, ...]:
@@ -93,6 +94,13 @@ class CollapseHook(Hook):
                     self.stopped_under = dict(self.settings)
                 return self.stop
         return False
+
+
+def stopped_by_alarm(result: Any, cfg: Any) -> bool:
+    """Whether the collapse alarm stopped this run where it ended (``train.stop_on_collapse``): not a run that went
+    on after an earlier alarm, nor one stopped for another reason."""
+    return bool(cfg.stop_on_collapse and result.stopped_early and result.collapse
+                and result.collapse["step"] == result.steps)
 
 
 def collapse_stop_message(alarm: dict[str, Any], output_dir: Any, published: str) -> str:

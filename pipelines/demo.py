@@ -98,11 +98,12 @@ def main() -> None:
     (Path(args.output) / "demo_results.json").write_text(json.dumps(reports, indent=2) + "\n")
     print("\n## Summary\n")
     print(summary_table(results, seconds))
-    behind = [n for n, res in results.items() if (h := _headline(res["report"]))[2] is not None and h[1] <= h[2]]
+    heads = {n: _headline(res["report"]) for n, res in results.items()}
+    behind = [n for n, h in heads.items() if h[2] is not None and h[1] <= h[2]]
     print(f"\ndemo: {time.perf_counter() - t0:.0f} s for {len(results)} rows; pretrained ahead of random init in "
           f"{len(results) - len(behind)} of {len(results)}" + (f" (not in {', '.join(behind)})" if behind else ""))
-    below = [n for n, res in results.items() if (h := _headline(res["report"]))[3] is not None and h[1] < h[3][1]]
-    none = [n for n, res in results.items() if _headline(res["report"])[3] is None]
+    below = [n for n, h in heads.items() if h[3] is not None and h[1] < h[3][1]]
+    none = [n for n, h in heads.items() if h[3] is None]
     print(f"below the hand-made baseline in {len(below)} of {len(results)}" + (f": {', '.join(below)} — these "
           "demo encoders are minutes of CPU training; the baseline is what to beat (docs/benchmarks.md)" if below
                                                                              else "")

@@ -4,7 +4,6 @@ embedding map coloured by label."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,9 +24,6 @@ from .report import comparison_markdown, embedding_map, protocol_markdown, recor
 __all__ = ["embed", "iter_embeddings", "embed_shards", "write_shards", "load_shards",
            "linear_probe", "knn_accuracy", "embedding_map", "probe_report", "layer_probes",
            "evaluate_model"]
-
-logger = logging.getLogger(__name__)
-
 
 @torch.no_grad()
 def iter_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet | Sequence[Any], *,
@@ -296,15 +292,16 @@ def _compare(report: dict[str, Any], encoder: Encoder, processor: Processor, mod
                                          num_workers=num_workers)
     if isinstance(train, ExampleSet) and isinstance(test, ExampleSet):   # hand-made features need random access
         report["baselines"] = _hand_made(modality, processor, train, test, k)
-    judged = verdict(report["pretrained"]["linear_probe"],
-                     {"metric": "linear-probe accuracy",
-                      "scores": {n: r["linear_probe"] for n, r in report.get("baselines", {}).items()},
-                      "skipped": {} if report.get("baselines") else
-                      {"(none)": "streamed data or no hand-made baseline for this modality"}},
-                     what="the frozen encoder's")
-    report["verdict"] = judged
-    if judged["notice"]:
-        logger.warning(judged["notice"])
+    _judge(report, "linear_probe", "linear-probe accuracy", "streamed data or no hand-made baseline for this modality")
+
+
+def _judge(report: dict[str, Any], key: str, metric: str, none: str) -> None:
+    """``report["verdict"]``: the encoder's ``key`` against the same figure of each of ``report["baselines"]``
+    (:func:`~pipelines.baseline.verdict`); ``none`` says why there is no baseline when there is none."""
+    scores = {n: r[key] for n, r in report.get("baselines", {}).items() if key in r}
+    report["verdict"] = verdict(report["pretrained"][key],
+                                {"metric": metric, "scores": scores, "skipped": {} if scores else {"(none)": none}},
+                                what="the frozen encoder's")
 
 
 def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = None, *,
@@ -365,13 +362,7 @@ def _protocol_baselines(report: dict[str, Any], protocol: Any, processor: Proces
     for name, fn in protocol.baselines.items():
         report.setdefault("baselines", {})[name] = fn(processor, spec)
     key = next(k for k in report["pretrained"] if k not in protocol.hidden and not k.endswith("_std"))
-    judged = verdict(report["pretrained"][key],
-                     {"metric": key.replace("_", " "),
-                      "scores": {n: r[key] for n, r in report["baselines"].items() if key in r}, "skipped": {}},
-                     what="the frozen encoder's")
-    report["verdict"] = judged
-    if judged["notice"]:
-        logger.warning(judged["notice"])
+    _judge(report, key, key.replace("_", " "), f"no baseline of protocol {report['protocol']!r} reports {key}")
 
 
 def _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from zoo.paths import portable
 
 from .baseline import baseline_scores, verdict
 from .batchnorm import recompute_batchnorm
-from .collapse import collapse_facts, collapse_stop_message
+from .collapse import collapse_facts, collapse_stop_message, stopped_by_alarm
 from .data import TrainData, fit_batch, iter_batches
 from .data_spec import command_arg, command_line
 from .engine import Hook, Loop, no_decay_ids, param_groups, setup_run, train
@@ -278,7 +278,7 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
                    fingerprint=s.fingerprint)
     if result.steps == 0:
         raise RuntimeError("no training step ran: nothing is saved (a head that did not train is never published)")
-    if s.cfg.stop_on_collapse and result.stopped_early and result.collapse and result.collapse["step"] == result.steps:
+    if stopped_by_alarm(result, s.cfg):
         raise RuntimeError(collapse_stop_message(result.collapse, output_dir, "nothing is saved"))
     if validation is not None and (output_dir / "best" / "head.safetensors").is_file():
         s.clf.load_state_dict(Classifier.from_pretrained(output_dir / "best").state_dict())
@@ -359,8 +359,8 @@ def _target_stats(data: LabelledData) -> dict[str, float]:
 
 
 def _baseline(s: Setup, metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """The modality's hand-made baselines on the run's own split, judged against the model's test figure; the
-    verdict is said on its own line (a warning when the model loses)."""
+    """The modality's hand-made baselines on the run's own split, each said beside the model's test figure, and
+    the verdict (:func:`~pipelines.baseline.verdict` warns when the model loses)."""
     if not s.baseline:
         return None
     modality = get_modality(s.clf.encoder.modality)
@@ -371,8 +371,6 @@ def _baseline(s: Setup, metrics: dict[str, Any]) -> dict[str, Any] | None:
     for name, value in scores["scores"].items():
         logger.info("baseline %s: test %s %.4f (the fine-tuned model: %.4f)", name, s.metric, value,
                     metrics[s.metric])
-    if judged["notice"]:
-        logger.warning(judged["notice"])
     return {**scores, **judged}
 
 

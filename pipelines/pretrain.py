@@ -12,7 +12,7 @@ from zoo import get_modality
 from zoo.paths import portable
 
 from .build import build, build_processor
-from .collapse import collapse_facts, collapse_stop_message
+from .collapse import collapse_facts, collapse_stop_message, stopped_by_alarm
 from .data import TrainData, fit_batch
 from .data_spec import READING_KEYS, command_arg, data_spec, describe_data
 from .distributed import peak_rss_mib
@@ -105,7 +105,7 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
             write_card(output_dir / "model", repo_id=recipe.name if not own else command_arg(output_dir / "model"))
     summary["model_dir"] = str(output_dir / "model") if (output_dir / "model").is_dir() else None
     summary["device"] = str(ctx.device)
-    if cfg.stop_on_collapse and result.stopped_early and result.collapse and result.collapse["step"] == result.steps:
+    if stopped_by_alarm(result, cfg):
         raise RuntimeError(f"{recipe.name}: " + collapse_stop_message(result.collapse, output_dir,
                                                                        "nothing is published"))
     return summary

@@ -179,6 +179,11 @@ def finetune_card(folder: Path, repo_id: str, modality: Any, metrics: dict[str, 
     write_card_file(folder, repo_id=repo_id, results=results, comparison=comparison)
 
 
+def _note(notice: str | None) -> list[str]:
+    """A card's lines for a verdict's notice (none when the model beats its baselines)."""
+    return ["", f"**Note — {notice}**"] if notice else []
+
+
 def baseline_markdown(compared: dict[str, Any] | None, what: str, metrics: dict[str, Any]) -> str:
     """The card's lines on the hand-made baselines (pipelines/baseline.py): each one's figure beside the model's,
     and the notice when the model does not beat them."""
@@ -189,8 +194,7 @@ def baseline_markdown(compared: dict[str, Any] | None, what: str, metrics: dict[
              "| --- | ---: |", f"| {what} | {float(metrics[metric]):.3f} |"]
     lines += [f"| {name} + linear model | {value:.3f} |" for name, value in compared.get("scores", {}).items()]
     lines += [f"| {name} | not computed: {why} |" for name, why in compared.get("skipped", {}).items()]
-    if compared.get("notice"):
-        lines += ["", f"**Note — {compared['notice']}**"]
+    lines += _note(compared.get("notice"))
     return "\n".join(lines)
 
 
@@ -242,8 +246,7 @@ def protocol_markdown(report: dict[str, Any]) -> str:
     lines = [f"Protocol `{report['protocol']}`:", "", "| features | " + " | ".join(k.replace("_", " ") for k in keys)
              + " |", "| --- |" + " ---: |" * len(keys)]
     lines += [f"| {name} | " + " | ".join(f"{r[k]:.3f}" if k in r else "—" for k in keys) + " |" for name, r in rows]
-    if report.get("verdict", {}).get("notice"):
-        lines += ["", f"**Note — {report['verdict']['notice']}**"]
+    lines += _note(report.get("verdict", {}).get("notice"))
     return "\n".join(lines)
 
 
@@ -258,8 +261,7 @@ def comparison_markdown(report: dict[str, Any]) -> str:
              f"{report.get('train_examples', '?')}.", "",
              "| features | linear probe | k-NN |", "| --- | ---: | ---: |"]
     lines += [f"| {name} | {r['linear_probe']:.3f} | {r['knn']:.3f} |" for name, r in rows]
-    if report.get("verdict", {}).get("notice"):
-        lines += ["", f"**Note — {report['verdict']['notice']}**"]
+    lines += _note(report.get("verdict", {}).get("notice"))
     if "layers" in report:
         lines += ["", "Linear probe per layer (0 = Transformer input): " + ", ".join(
             f"{i}: {a:.3f}" for i, a in enumerate(report["layers"]))]
