@@ -80,7 +80,8 @@ class Classifier(nn.Module):
         if self.task == "regression":
             target = (batch["labels"].float() - self.target_mean) / self.target_std
             loss = F.mse_loss(logits[:, 0], target)
-            return PretrainOutput(loss, {"mae": float((logits[:, 0] - target).abs().mean() * self.target_std)})
+            mae = float((logits[:, 0] - target).detach().abs().mean() * self.target_std)
+            return PretrainOutput(loss, {"mae": mae})
         weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
         loss = F.cross_entropy(logits, batch["labels"], weight=weight)
         predicted = logits.argmax(dim=1)

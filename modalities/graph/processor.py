@@ -133,11 +133,15 @@ class GraphProcessor(Processor):
         if n == 0:
             raise BadExample(name, "num_nodes", "empty graph (0 nodes)")
         ei = checked_edges(ei, n, name)
+        listed = ei.shape[1]
         if not self.config.directed:
-            listed = ei.shape[1]
             ei = undirected(ei, n)
-            if not getattr(self, "_told", False):
-                self._told = True
+        if not getattr(self, "_told", False):              # said once per processor, either way
+            self._told = True
+            if self.config.directed:
+                logger.info("edges read as directed, one way as listed: %d (graph %s; processor.directed: false "
+                            "reads each both ways)", listed, name)
+            else:
                 logger.info("edges read as undirected: %d listed, %d after adding reverses / duplicates removed "
                             "(graph %s; processor.directed: true keeps them one way)", listed, ei.shape[1], name)
         x = self._features(x, ei, n, name)
@@ -150,7 +154,8 @@ class GraphProcessor(Processor):
                                         f"{self.config.num_features}")
         if self.config.normalize == "row":
             if bool((x < 0).any()):
-                raise BadExample(name, "x", "negative feature values cannot be row-normalised (normalize: row)")
+                raise BadExample(name, "x", "negative feature values cannot be row-normalised (processor.normalize: "
+                                            "row; --set processor.normalize=none reads them as they are)")
             x = x / x.sum(dim=1, keepdim=True).clamp(min=1.0)
         if self.config.self_loops:
             ei = torch.cat([ei[:, ei[0] != ei[1]], torch.arange(n).expand(2, n)], dim=1)
