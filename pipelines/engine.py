@@ -222,7 +222,10 @@ class Loop:
         self.ckpt = Checkpointer(ctx.output_dir, cfg.keep_checkpoints, info)
         self.log = MetricsLog(ctx.output_dir, info.main)
         self.step, self.loss, self.before, self.stopped = 0, float("nan"), 0.0, False
+        self.lr = self.grad_norm = float("nan")
         self.last_metrics: dict[str, float] = {}        # the last logged row (the collapse alarm reads it)
+        self.row: dict[str, float] | None = None        # this step's metrics row, written after its interval hooks
+        self.extra_shown: dict[str, str] = {}           # figures hooks asked to show on the progress bar
         self.shown = [r.signal for r in collapse_rules(model)]     # on the progress bar
 
     def _resume(self) -> tuple[int | None, dict[str, Any] | None]:
@@ -236,8 +239,12 @@ class Loop:
                                "Start over with --no-resume or use another --output")
         self.step, self.stopped = state["step"], bool(state.get("stopped", False))
         self.before, self.loss = float(state.get("wall_seconds", 0.0)), float(state.get("loss", float("nan")))
-        for hook, saved in zip(self.hooks, state.get("hooks", [])):
-            hook.load_state(saved)
+        saved = state.get("hooks", {})
+        if isinstance(saved, list):          # checkpoints of before 2026-12-07: states in the hooks' order
+            saved = {hook.key: s for hook, s in zip(self.hooks, saved)}
+        for hook in self.hooks:
+            if hook.key in saved:
+                hook.load_state(saved[hook.key])
         if self.stopped:
             for hook in self.hooks:
                 why = hook.resume_stopped(self.step)
@@ -259,10 +266,13 @@ class Loop:
                         unit="step", mininterval=0.1 if os.isatty(2) else 30.0)
         batches = self.data.batches(data_state, close_fds=close_fds) if self.step < end else iter(())
         self.model.train()
+        for hook in self.hooks:
+            hook.on_start(self)
         try:
             while self.step < end and not self.stopped:
                 self._one_step(batches)
                 self.stopped = self._interval_hooks()
+                self._write_row()
                 if (self.step % cfg.checkpoint_every == 0 or self.step == end or self.stopped):
                     self._checkpoint()
         finally:
@@ -298,13 +308,39 @@ class Loop:
         rate = len(batch["_names"]) * info.world / max(time.perf_counter() - t_wait, 1e-9)
         self.bar.update(1)
         shown = {k: f"{res.metrics[k]:.3g}" for k in self.shown if k in res.metrics}
-        self.bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{res.lr:.2e}", ex_s=f"{rate:.0f}", **shown, refresh=False)
+        self.bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{res.lr:.2e}", ex_s=f"{rate:.0f}", **shown,
+                             **self.extra_shown, refresh=False)
+        self.lr, self.grad_norm = res.lr, res.grad_norm
         if self.step % self.cfg.log_every == 0 or self.step == self.end:
-            self.last_metrics = {"step": self.step, "loss": res.loss, "lr": res.lr, "grad_norm": res.grad_norm,
-                                 **res.metrics, "data_wait_s": round(wait, 5),
-                                 "step_s": round(time.perf_counter() - t_step, 5), "examples": len(batch["_names"]),
-                                 "elapsed_s": round(self.before + time.perf_counter() - self.t0, 3)}
-            self.log.write(self.last_metrics)
+            self.row = self.last_metrics = {
+                "step": self.step, "loss": res.loss, "lr": res.lr, "grad_norm": res.grad_norm, **res.metrics,
+                "data_wait_s": round(wait, 5), "step_s": round(time.perf_counter() - t_step, 5),
+                "examples": len(batch["_names"]), "examples_per_s": round(rate, 2),
+                "elapsed_s": round(self.before + time.perf_counter() - self.t0, 3)}
+
+    def report(self, values: dict[str, float], *, show: tuple[str, ...] = ()) -> None:
+        """Figures a hook measured at this step, added to the step's metrics row (a row is made for a step that
+        ``train.log_every`` skips) and so to ``metrics.jsonl``, the trackers and ``last_metrics``; ``show``: the
+        ones put on the progress bar from now on."""
+        if self.row is None:
+            self.row = self.last_metrics = {"step": self.step, "loss": self.loss, "lr": self.lr,
+                                            "grad_norm": self.grad_norm,
+                                            "elapsed_s": round(self.before + time.perf_counter() - self.t0, 3)}
+        self.row.update(values)
+        for k in show:
+            if k in values:
+                self.extra_shown[k] = f"{values[k]:.3g}"
+
+    def _write_row(self) -> None:
+        """The step's metrics row, once its interval hooks added theirs: ``metrics.jsonl``, then each hook's
+        :meth:`~pipelines.hooks.Hook.on_log` (the trackers)."""
+        if self.row is None:
+            return
+        row, self.row = self.row, None
+        self.log.write(row)
+        if self.ctx.info.main:
+            for hook in self.hooks:
+                hook.on_log(self, row)
 
     def _diverged(self, step: int, err: FloatingPointError) -> str:
         """What a run whose loss went NaN/inf says: the step, the run folder, the last checkpoint and remedies."""
@@ -328,5 +364,5 @@ class Loop:
     def _checkpoint(self) -> None:
         extra = {"loss": self.loss, "wall_seconds": self.before + time.perf_counter() - self.t0,
                  "fingerprint": self.fingerprint, "stopped": self.stopped,
-                 "hooks": [hook.state() for hook in self.hooks]}
+                 "hooks": {hook.key: hook.state() for hook in self.hooks}}
         self.ckpt.save(self.step, self.model, self.opt, extra, self.data.state())
