@@ -25,7 +25,7 @@ __all__ = ["Checkpointer", "fingerprint_mismatch", "RESUMABLE_CHANGES"]
 
 RESUMABLE_CHANGES = ("train.steps", "train.stop_after", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.log_every", "train.device", "train.prefetch_factor", "train.collapse_patience",
-                     "train.stop_on_collapse", "description")
+                     "train.stop_on_collapse", "train.quality_every", "train.quality_examples", "description")
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -321,7 +321,8 @@ class Loop:
     def report(self, values: dict[str, float], *, show: tuple[str, ...] = ()) -> None:
         """Figures a hook measured at this step, added to the step's metrics row (a row is made for a step that
         ``train.log_every`` skips) and so to ``metrics.jsonl``, the trackers and ``last_metrics``; ``show``: the
-        ones put on the progress bar from now on."""
+        ones put on the progress bar from now on. Called from an interval hook (after a step), never before the
+        first step (``metrics.jsonl`` holds steps 1..N)."""
         if self.row is None:
             self.row = self.last_metrics = {"step": self.step, "loss": self.loss, "lr": self.lr,
                                             "grad_norm": self.grad_norm,

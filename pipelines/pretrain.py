@@ -18,6 +18,7 @@ from .data_spec import READING_KEYS, command_arg, data_spec, describe_data
 from .distributed import peak_rss_mib
 from .engine import setup_run, train
 from .init import init_label
+from .quality import QualityHook, plot_quality, quality_facts, quality_probe
 from .recipe import Recipe, TrainConfig, parse_recipe
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
     cfg = fit_batch(recipe.train, built.data, "pretrain")
     stream = TrainData(built.data, built.processor, cfg, rank=ctx.info.rank, world=ctx.info.world,
                        pin_memory=ctx.device.type == "cuda")
+    quality = _quality_hook(built, cfg)
     result = train(built.pretrainer, stream, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx,
+                   hooks=(quality,) if quality else (),
                    fingerprint={**recipe.to_dict(), **({"init": origin, "refit": refit} if init else {})})
     rss = peak_rss_mib()
     summary = {"recipe": recipe.name, "steps": result.steps, "stopped_early": result.stopped_early,
@@ -81,6 +84,7 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
                "num_workers": cfg.num_workers, "data_wait_seconds": round(result.data_wait_seconds, 3),
                "peak_rss_mib": round(rss["main"], 1), "peak_rss_workers_mib": round(rss["workers"], 1),
                "collapse_alarm": result.collapse, "collapse_signals": result.signals,
+               **({"quality": {"history": quality.history, "on": quality.probe.source}} if quality else {}),
                **({"continued_from": origin, "refit": refit} if init else {})}
     if ctx.info.main:
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -94,13 +98,16 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
             # config.json (published) records the recipe with portable paths; the run folder keeps it as run
             (output_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
             own = describe_data(data) if data else None
+            curve = "quality_curve.png" if quality and len(quality.history) > 1 else None
             built.encoder.save_pretrained(output_dir / "model", processor=built.processor,
                                           pretraining={"recipe": portable(recipe.to_dict()),
                                                        "training": training_facts(summary, cfg, own,
-                                                                                  recipe.data.get("train")),
+                                                                                  recipe.data.get("train"), curve),
                                                        **({"continued_from": origin} if init else {}),
                                                        "command": command or f"zoo pretrain {recipe.name}",
                                                        **({"data": own} if own else {})})
+            if curve:
+                plot_quality(quality.history, output_dir / "model" / curve, title=f"{recipe.name}: online quality")
             from zoo.cards import write_card
             write_card(output_dir / "model", repo_id=recipe.name if not own else command_arg(output_dir / "model"))
     summary["model_dir"] = str(output_dir / "model") if (output_dir / "model").is_dir() else None
@@ -111,8 +118,23 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
     return summary
 
 
+def _quality_hook(built: Any, cfg: TrainConfig) -> QualityHook | None:
+    """The run's online quality probe (:mod:`.quality`), or ``None`` with ``train.quality_every=0``. Evaluation
+    data that cannot be read leaves RankMe on the training data, with a warning."""
+    if not cfg.quality_every:
+        return None
+    spec = built.recipe.evaluate
+    try:
+        probe = quality_probe(built.modality, built.processor, built.data, spec, cfg.quality_examples, cfg.seed)
+    except (OSError, ValueError, KeyError) as err:
+        logger.warning("%s: the online k-NN probe is off (its evaluation data: %s); RankMe reads the training data",
+                       built.recipe.name, err)
+        probe = quality_probe(built.modality, built.processor, built.data, {}, cfg.quality_examples, cfg.seed)
+    return QualityHook(probe, built.encoder, cfg.quality_every)
+
+
 def training_facts(summary: dict[str, Any], cfg: TrainConfig, data_name: str | None = None,
-                   spec: dict[str, Any] | None = None) -> dict[str, Any]:
+                   spec: dict[str, Any] | None = None, quality_curve: str | None = None) -> dict[str, Any]:
     """The card's training table: what ran, the data read as ``spec`` (the recipe's ``data.train``) says."""
     examples = summary["examples"]
     data = f"{examples} examples" if isinstance(examples, int) else "a streamed data set"
@@ -125,5 +147,7 @@ def training_facts(summary: dict[str, Any], cfg: TrainConfig, data_name: str | N
             **({"continued from": summary["continued_from"] + (" (processor refitted)" if summary["refit"] else
                                                                " (its processor)")}
                if summary.get("continued_from") else {}),
-            **collapse_facts(summary.get("collapse_signals"), summary.get("collapse_alarm"))}
+            **collapse_facts(summary.get("collapse_signals"), summary.get("collapse_alarm")),
+            **(quality_facts(summary["quality"]["history"], summary["quality"]["on"], quality_curve)
+               if summary.get("quality") else {})}
 

@@ -67,6 +67,8 @@ class TrainConfig(Config):
     augment: bool = True              # the processor's training augmentation, where it has one (off at inference)
     collapse_patience: int = 5        # collapse alarm after this many consecutive logged crossings (0: off)
     stop_on_collapse: bool = False    # stop the run at the alarm (checkpoint kept, nothing published)
+    quality_every: int = 200          # online RankMe / k-NN every this many steps, and at the first and last (0: off)
+    quality_examples: int = 256       # examples RankMe reads (the k-NN probe: these against half as many held out)
 
     def validate(self) -> None:
         self.check(self.steps >= 1, "steps", "must be >= 1")
@@ -87,6 +89,9 @@ class TrainConfig(Config):
         self.check(self.prefetch_factor >= 1, "prefetch_factor", "must be >= 1")
         self.check(self.length_buckets >= 1, "length_buckets", "must be >= 1")
         self.check(self.collapse_patience >= 0, "collapse_patience", "must be >= 0 (0 = no alarm)")
+        self.check(self.quality_every >= 0, "quality_every", "must be >= 0 (0 = no online quality probes)")
+        self.check(2 <= self.quality_examples <= 100_000, "quality_examples",
+                   "must lie in [2, 100000] (examples embedded at every measurement)")
 
 
 @dataclass

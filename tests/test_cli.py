@@ -50,9 +50,12 @@ def test_pretrain_save_load_same_embeddings_through_the_cli(toy_plugin, tmp_path
     assert summary["steps"] == 3 and summary["skipped"] == 0
     model = run / "model"
     assert sorted(p.name for p in model.iterdir()) == ["README.md", "config.json", "model.safetensors",
-                                                      "preprocessor.json"]
+                                                      "preprocessor.json", "quality_curve.png"]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in rows)
+    # the online quality probe: measured at the last step (and at random init, for the card), not in between
+    assert "rankme" in rows[-1] and "rankme" not in rows[0]
+    assert [h["step"] for h in summary["quality"]["history"]] == [0, 3]
     # embed through the CLI and through AutoEncoder: identical
     x = np.random.default_rng(0).standard_normal((25, 4)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

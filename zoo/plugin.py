@@ -494,13 +494,16 @@ class Protocol:
     ``task`` is the Hugging Face task id the card records (e.g. ``node-classification``), ``metric`` the metric
     the results table reports, ``hidden`` metrics left out of the card; ``baselines`` name hand-made features
     scored by the same protocol, ``fn(processor, spec) → metrics`` with the same keys (docs/architecture.md,
-    "Baselines")."""
+    "Baselines"); ``examples(spec) → (train, test)`` gives the protocol's labelled examples as two
+    :class:`ExampleSet` s, for what probes any encoder the same way (the online k-NN probe, label-efficiency
+    curves; docs/architecture.md, "Online quality")."""
 
     fn: Callable[..., dict[str, float]]
     task: str
     metric: str = "accuracy"
     hidden: tuple[str, ...] = ()
     baselines: dict[str, Callable[..., dict[str, float]]] = field(default_factory=dict)
+    examples: Callable[[dict[str, Any]], tuple[ExampleSet, ExampleSet]] | None = None
 
 
 @dataclass

@@ -36,6 +36,7 @@ MODALITY = Modality(
     baselines={"aggregates (counts, sums, means per category value)": aggregate_features},
     evaluators={"boosting": Protocol(lambda encoder, processor, spec: boosting(encoder, processor, spec,
                                                                                **spec.get("boosting", {})),
-                                     task="sequence-classification", metric="accuracy")},
+                                     task="sequence-classification", metric="accuracy",
+                                     examples=lambda spec: (load_data(spec["train"]), load_data(spec["test"])))},
     task="sequence-classification",
 )

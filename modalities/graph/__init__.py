@@ -6,7 +6,7 @@ from zoo import Architecture, Modality, Protocol
 
 from .baselines import structure_features
 from .data import load_data
-from .evaluate import graph_cv, node_probe, sgc_probe, structure_cv
+from .evaluate import graph_cv, graph_examples, node_examples, node_probe, sgc_probe, structure_cv
 from .model import GraphMAEConfig, GraphMAEEncoder, GraphMAEPretrainer, GraphMAEPretrainingConfig
 from .processor import GraphProcessor, GraphProcessorConfig
 from .sample import sample_data
@@ -26,13 +26,15 @@ MODALITY = Modality(
                                                                               **spec.get("probe", {})),
                                  task="node-classification", hidden=("val",),
                                  baselines={"SGC features (x, Âx, Â²x)": lambda processor, spec: sgc_probe(
-                                     processor, spec["data"], **spec.get("probe", {}))}),
+                                     processor, spec["data"], **spec.get("probe", {}))},
+                                 examples=lambda spec: node_examples(spec["data"])),
                 "graph-cv": Protocol(lambda encoder, processor, spec: graph_cv(encoder, processor, spec["data"],
                                                                                **spec.get("probe", {})),
                                      task="graph-classification", hidden=("accuracy_std",),
                                      baselines={"structure (degrees, clustering, spectrum)":
                                                 lambda processor, spec: structure_cv(processor, spec["data"],
-                                                                                     **spec.get("probe", {}))})},
+                                                                                     **spec.get("probe", {}))},
+                                     examples=lambda spec: graph_examples(spec["data"]))},
     task="graph-classification",
     folder_source="folder",
     recipes=Path(__file__).parent / "recipes",

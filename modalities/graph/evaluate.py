@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from zoo import ExampleSet
 from zoo.embedding import pooled_features
 
 from .data import load_data
@@ -23,6 +24,30 @@ def node_embeddings(encoder, processor, data, chunk_nodes: int = 0) -> torch.Ten
     if chunk_nodes:                                        # one graph: no collation (no copy of its tensors)
         return layerwise_node_embeddings(encoder, item["x"], item["edge_index"], chunk_nodes)
     return encoder.node_embeddings(processor.collate([item]))
+
+
+def node_examples(spec: dict[str, Any]) -> tuple[ExampleSet, ExampleSet]:
+    """The node protocol's labelled nodes as examples of one shared graph (:class:`~.nodes.NodeExample`): the
+    split's training nodes and its test nodes (what the online k-NN probe and label-efficiency curves read)."""
+    from .nodes import NodeExamples, SharedGraph
+    data = load_data(spec).examples[0]
+    graph = SharedGraph(data, str(spec.get("name", spec.get("source", "graph"))))
+
+    def part(mask: torch.Tensor) -> ExampleSet:
+        idx = mask.nonzero().squeeze(1)
+        return ExampleSet(NodeExamples(graph, idx), data.y[idx].tolist(), [f"node {int(i)}" for i in idx])
+    return part(data.train_mask), part(data.test_mask)
+
+
+def graph_examples(spec: dict[str, Any], seed: int = 0, test_fraction: float = 0.2) -> tuple[ExampleSet, ExampleSet]:
+    """The graph-level protocol's graphs as a seeded, stratified train/test pair (``test_fraction`` held out)."""
+    from zoo.data import stratified_indices
+    data = load_data(spec)
+    if data.labels is None:
+        raise ValueError("evaluate.data: graph-level evaluation needs graph labels")
+    test = stratified_indices(data.labels, test_fraction, seed)
+    held = set(test)
+    return data.subset([i for i in range(len(data)) if i not in held]), data.subset(test)
 
 
 def linear_probe(h: torch.Tensor, data, *, lr: float = 0.01, weight_decay: float = 1e-4, epochs: int = 300,

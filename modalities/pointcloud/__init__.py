@@ -31,6 +31,7 @@ MODALITY = Modality(
     converters={"point-mae": convert_reference},          # the reference's .pth files: zoo convert --model-type
     evaluators={"linear-svm": Protocol(lambda encoder, processor, spec: linear_svm(encoder, processor, spec,
                                                                                   **spec.get("svm", {})),
-                                       task="object-classification")},
+                                       task="object-classification",
+                                     examples=lambda spec: (load_data(spec["train"]), load_data(spec["test"])))},
     task="object-classification",
 )
