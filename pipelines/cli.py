@@ -76,7 +76,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_model(args.model, recipe, output_dir=args.output, device=args.device,
                             baseline=not args.no_baseline, num_workers=args.num_workers, data=args.data,
                             label_column=args.label_column, split=args.split, test_split=args.test_split,
-                            seed=args.seed)
+                            seed=args.seed, label_fractions=args.label_fractions, seeds=args.seeds)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -166,6 +166,14 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _fractions(text: str) -> list[float]:
+    from .label_efficiency import parse_fractions
+    try:
+        return parse_fractions(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).split(": ", 1)[-1]) from None
 
 
 def _count(text: str) -> int:
@@ -383,6 +391,11 @@ def _add_evaluate(sub: Any) -> None:
     s.add_argument("--output", help="where to write eval_results.json and the embedding map")
     s.add_argument("--no-baseline", action="store_true", help="skip the randomly initialised baseline")
     s.add_argument("--num-workers", type=_count, default=0, help="DataLoader workers that read and process (default 0)")
+    s.add_argument("--label-fractions", type=_fractions, metavar="F,F,...",
+                   help="label-efficiency curves: the probe trained on each stratified fraction of the labelled "
+                        "training examples (e.g. 0.01,0.05,0.1,0.5,1), pretrained vs random init vs the hand-made "
+                        "baselines, a table and label_efficiency.png on the card")
+    s.add_argument("--seeds", type=_positive_int, default=3, help="seeds per fraction (default 3)")
     _recipe_args(s)
     s.set_defaults(func=_cmd_evaluate)
 

@@ -206,12 +206,14 @@ def _split_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet |
 def probe_report(encoder: Encoder, processor: Processor, train: ExampleSet | StreamSet, test: ExampleSet | StreamSet,
                  *, knn_k: int = 20, png: str | Path | None = None, title: str = "", device: str = "cpu",
                  shards: str | Path | None = None, num_workers: int = 0,
-                 label_names: Sequence[str] | None = None) -> dict[str, float]:
+                 label_names: Sequence[str] | None = None, keep: dict[str, Any] | None = None) -> dict[str, float]:
     """Linear-probe and k-NN accuracy of a frozen encoder on a labelled train/test pair (embeddings written in
-    shards under ``shards`` when given)."""
+    shards under ``shards`` when given; kept in ``keep`` as ``features`` and ``labels`` when given)."""
     out = Path(shards) if shards is not None else None
     tr, ytr = _split_embeddings(encoder, processor, train, out, "train", device=device, num_workers=num_workers)
     te, yte = _split_embeddings(encoder, processor, test, out, "test", device=device, num_workers=num_workers)
+    if keep is not None:
+        keep.update(features=(tr, te), labels=(ytr.tolist(), yte.tolist()))
     report = {"linear_probe": linear_probe(tr, ytr.tolist(), te, yte.tolist()),
               "knn": knn_accuracy(tr, ytr.tolist(), te, yte.tolist(), knn_k)}
     if png is not None:
@@ -284,12 +286,12 @@ def _hand_made(modality: Any, processor: Processor, train: ExampleSet, test: Exa
 
 def _compare(report: dict[str, Any], encoder: Encoder, processor: Processor, modality: Any,
              train: ExampleSet | StreamSet, test: ExampleSet | StreamSet, k: int, device: str,
-             num_workers: int) -> None:
+             num_workers: int, keep: dict[str, Any] | None = None) -> None:
     """Beside the encoder's probes: the same architecture at random init, the hand-made baselines, the verdict."""
     torch.manual_seed(0)
     random_enc = type(encoder)(encoder.config)
     report["random_init"] = probe_report(random_enc, processor, train, test, knn_k=k, device=device,
-                                         num_workers=num_workers)
+                                         num_workers=num_workers, keep=keep)
     if isinstance(train, ExampleSet) and isinstance(test, ExampleSet):   # hand-made features need random access
         report["baselines"] = _hand_made(modality, processor, train, test, k)
     _judge(report, "linear_probe", "linear-probe accuracy", "streamed data or no hand-made baseline for this modality")
@@ -308,11 +310,14 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
                    output_dir: str | Path | None = None, device: str = "cpu", baseline: bool = True,
                    write_card: bool = True, num_workers: int = 0, data: str | None = None,
                    label_column: str | None = None, split: str | None = None, test_split: str | None = None,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, label_fractions: Sequence[float] | None = None,
+                   seeds: int = 3) -> dict[str, Any]:
     """Probe a zoo model on labelled data — one's own (``data``: the same forms as ``zoo finetune --data``) or its
     recipe's ``evaluate`` section; with ``baseline`` also a randomly initialised encoder of the same configuration
     and the modality's hand-made baselines, with a verdict when the encoder loses to one. Embeddings are written in
-    shards under ``<output>/embeddings``. A local folder's card gets the results in its ``model-index``."""
+    shards under ``<output>/embeddings``. A local folder's card gets the results in its ``model-index``.
+    ``label_fractions``: also the label-efficiency curves (:mod:`.label_efficiency`) over ``seeds`` seeds, as a
+    table and ``label_efficiency.png`` on the card."""
     from zoo import AutoEncoder, AutoProcessor, get_modality
     encoder = AutoEncoder.from_pretrained(model)
     processor = AutoProcessor.from_pretrained(model)
@@ -329,7 +334,8 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
         recipe = _as_recipe(recipe)
         spec, name = recipe.evaluate, recipe.name
         if "protocol" in spec:
-            return _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card)
+            return _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card,
+                                    (label_fractions, seeds))
         if "train" not in spec or "test" not in spec:
             raise ValueError(f"recipe {recipe.name!r} has no evaluate.train / evaluate.test data: give --data "
                              "(your labelled data, as zoo finetune --data reads it)")
@@ -340,18 +346,38 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
                                                           png=out / "embedding_map.png", device=device,
                                                           title=f"{name} (pretrained)", shards=shards,
                                                           num_workers=num_workers)}
+    kept: dict[str, Any] = {}
     if baseline:
-        _compare(report, encoder, processor, modality, train, test, k, device, num_workers)
+        _compare(report, encoder, processor, modality, train, test, k, device, num_workers, keep=kept)
     if spec.get("layers", False):
         report["layers"] = layer_probes(encoder, processor, train, test, device=device, num_workers=num_workers)
     for part in ("train", "test"):
         report[f"{part}_examples"] = json.loads((shards / "embeddings" / part / "index.json").read_text())["rows"]
     metrics = [("linear probe accuracy", report["pretrained"]["linear_probe"]),
                (f"{k}-NN accuracy", report["pretrained"]["knn"])]
+    comparison = comparison_markdown(report)
+    if label_fractions:
+        (tr, ytr, _), (te, yte, _) = (load_shards(shards / "embeddings" / p / "index.json") for p in ("train", "test"))
+        given = {"pretrained": (tr, te), **({"random init": kept["features"]} if kept else {})}
+        comparison += _label_efficiency(report, model, out, name, (label_fractions, seeds), encoder, processor,
+                                        modality, train, test, device=device, num_workers=num_workers,
+                                        baseline=baseline, given=given, labels=(ytr.tolist(), yte.tolist()))
     record_evaluation(model, name, spec, report, out, write_card, task=modality.task,
                       task_name="frozen-encoder probe", dataset="synthetic" if data is None else spec["dataset"],
-                      metrics=metrics, comparison=comparison_markdown(report))
+                      metrics=metrics, comparison=comparison)
     return report
+
+
+def _label_efficiency(report: dict[str, Any], model: str | Path, out: Path, name: str,
+                      fractions: tuple[Sequence[float], int], encoder: Encoder, processor: Processor, modality: Any,
+                      train: ExampleSet | StreamSet, test: ExampleSet | StreamSet, **kwargs: Any) -> str:
+    """``report["label_efficiency"]``, its curve in ``out/label_efficiency.png`` and its Markdown for the card."""
+    from .label_efficiency import label_efficiency, label_efficiency_markdown, plot_label_efficiency
+    result = label_efficiency(encoder, processor, modality, train, test, fractions[0], fractions[1], **kwargs)
+    report["label_efficiency"] = result
+    png = plot_label_efficiency(result, out / "label_efficiency.png", title=f"{name}: label efficiency")
+    link = os.path.relpath(png, model) if Path(model).is_dir() else str(png)
+    return "\n\n" + label_efficiency_markdown(result, link)
 
 
 def _protocol_baselines(report: dict[str, Any], protocol: Any, processor: Processor, spec: dict[str, Any]) -> None:
@@ -365,8 +391,10 @@ def _protocol_baselines(report: dict[str, Any], protocol: Any, processor: Proces
     _judge(report, key, key.replace("_", " "), f"no baseline of protocol {report['protocol']!r} reports {key}")
 
 
-def _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card) -> dict[str, Any]:
-    """A modality's own evaluation protocol (e.g. node classification on one graph)."""
+def _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card,
+                     fractions=(None, 3)) -> dict[str, Any]:
+    """A modality's own evaluation protocol (e.g. node classification on one graph); label-efficiency curves over
+    the protocol's ``examples``."""
     name = spec["protocol"]
     if name not in modality.evaluators:
         raise ValueError(f"modality {modality.name!r} has no evaluation protocol {name!r}; "
@@ -378,7 +406,15 @@ def _protocol_report(model, encoder, processor, modality, recipe, spec, out, bas
         report["random_init"] = protocol.fn(type(encoder)(encoder.config), processor, spec)
         _protocol_baselines(report, protocol, processor, spec)
     metrics = [(k.replace("_", " "), v) for k, v in report["pretrained"].items() if k not in protocol.hidden]
+    comparison = f"{COMPARISON_HEADING}\n\n{protocol_markdown(report)}"
+    if fractions[0]:
+        if protocol.examples is None:
+            raise ValueError(f"protocol {name!r} of {modality.name!r} names no labelled examples (Protocol.examples):"
+                             " --label-fractions cannot split them")
+        train, test = protocol.examples(spec)
+        comparison += _label_efficiency(report, model, out, recipe.name, fractions, encoder, processor, modality,
+                                        train, test, baseline=baseline)
     record_evaluation(model, recipe.name, spec, report, out, write_card, task=protocol.task,
                       task_name=f"{name} protocol", dataset=spec.get("dataset", recipe.name), metrics=metrics,
-                      metric=protocol.metric, comparison=f"{COMPARISON_HEADING}\n\n{protocol_markdown(report)}")
+                      metric=protocol.metric, comparison=comparison)
     return report

@@ -28,6 +28,8 @@ from .hooks import Hook
 
 logger = logging.getLogger(__name__)
 
+CACHE_BYTES = 256 * 2**20      # processed examples kept between measurements, at most
+
 __all__ = ["rankme", "QualityProbe", "QualityHook", "evaluation_sets", "quality_probe", "quality_facts",
            "plot_quality"]
 
@@ -75,26 +77,53 @@ def _slice(data: ExampleSet | StreamSet, n: int, seed: int) -> ExampleSet:
 
 class QualityProbe:
     """The fixed examples a run is measured on: ``batch`` (RankMe), and with labels a ``train``/``test`` pair for
-    the k-NN probe (``train`` is then the RankMe batch too)."""
+    the k-NN probe (``train`` is then the RankMe batch too). ``k`` is at most the smallest class's count in the
+    slice: more neighbours than a class has would outvote it whatever the embeddings."""
 
     def __init__(self, processor: Processor, batch: ExampleSet, test: ExampleSet | None = None, k: int = 20,
                  source: str = "") -> None:
         self.processor, self.batch, self.test, self.source = processor, batch, test, source
-        self.k = max(1, min(k, len(batch)))
+        self._cache: dict[str, list[dict[str, Any]]] = {}
+        counts = np.unique(np.asarray(list(batch.labels)), return_counts=True)[1] if test is not None else [k]
+        self.k = max(1, min(k, len(batch), int(min(counts))))
 
     @property
     def labelled(self) -> bool:
         return self.test is not None
 
+    def _embed(self, encoder: Encoder, data: ExampleSet, key: str, device: torch.device | str
+               ) -> tuple[torch.Tensor, list[int] | None]:
+        """Pooled embeddings (and labels) of ``data``. Processed batches are kept after the first measurement
+        (up to :data:`CACHE_BYTES`): a measurement is then the encoder's forward alone. A processor that pools
+        windows (long audio) goes through the evaluation's path each time."""
+        from .data import iter_batches
+        from .evaluate import iter_embeddings
+        if self.processor.pools_windows():
+            parts = list(iter_embeddings(encoder, self.processor, data, device=device))
+            return torch.cat([p[0] for p in parts]), (torch.cat([p[2] for p in parts]).tolist()
+                                                      if all(p[2] is not None for p in parts) else None)
+        batches = self._cache.get(key)
+        if batches is None:
+            batches = [{k: v for k, v in b.items() if k not in ("_names", "_skipped")}
+                       for b in iter_batches(data, self.processor, batch_size=64)]
+            size = sum(v.nbytes for b in batches for v in b.values() if torch.is_tensor(v))
+            if size <= CACHE_BYTES:
+                self._cache[key] = batches
+        encoder.eval()
+        rows = [encoder({k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items() if k != "labels"}
+                        ).pooled.float().cpu() for b in batches]
+        labels = [b.get("labels") for b in batches]
+        return torch.cat(rows), (torch.cat(labels).tolist() if all(v is not None for v in labels) else None)
+
     @torch.no_grad()
     def measure(self, encoder: Encoder, device: torch.device | str = "cpu") -> dict[str, float]:
         """``rankme`` (and ``knn``) of ``encoder`` as it is now, in eval mode; the caller restores its mode."""
-        from .evaluate import embed, knn_accuracy
-        z = embed(encoder, self.processor, self.batch, device=device)
+        from .evaluate import knn_accuracy
+        z, ytr = self._embed(encoder, self.batch, "batch", device)
         out = {"rankme": round(rankme(z), 4)}
         if self.test is not None:
-            t = embed(encoder, self.processor, self.test, device=device)
-            out["knn"] = round(knn_accuracy(z, list(self.batch.labels), t, list(self.test.labels), self.k), 4)
+            t, yte = self._embed(encoder, self.test, "test", device)
+            out["knn"] = round(knn_accuracy(z, ytr, t, yte, self.k), 4)
         return out
 
 
@@ -129,7 +158,7 @@ class QualityHook(Hook):
     def load_state(self, state: dict[str, Any]) -> None:
         self.history = list(state.get("history", []))
 
-    def _measure(self, run: Any, step: int) -> None:
+    def _measure(self, run: Any, step: int, report: bool = True) -> None:
         if not run.ctx.info.main or self.failed:
             return
         py, np_state = random.getstate(), np.random.get_state()
@@ -147,16 +176,22 @@ class QualityHook(Hook):
             np.random.set_state(np_state)
             run.model.train()
         self.history = [h for h in self.history if h["step"] < step] + [{"step": step, **values}]
-        if step:                    # step 0 (random init) stays in the history and the card: the log holds 1..N
+        if report:                  # step 0 and a stop's measurement: in the history and on the card only
             run.report(values, show=tuple(values))
 
     def on_start(self, run: Any) -> None:
         if run.step == 0:
-            self._measure(run, 0)
+            self._measure(run, 0, report=False)
 
     def on_interval(self, run: Any, step: int) -> bool:
         self._measure(run, step)
         return False
+
+    def on_end(self, run: Any) -> None:
+        """A run stopped before its last step (early stopping, the collapse alarm, ``stop_after``) is measured where
+        it stopped, for the card (its metrics row is written already)."""
+        if run.step and self.history and self.history[-1]["step"] != run.step:
+            self._measure(run, run.step, report=False)
 
 
 def quality_facts(history: list[dict[str, float]], source: str, curve: str | None = None) -> dict[str, str]:

@@ -67,7 +67,7 @@ class TrainConfig(Config):
     augment: bool = True              # the processor's training augmentation, where it has one (off at inference)
     collapse_patience: int = 5        # collapse alarm after this many consecutive logged crossings (0: off)
     stop_on_collapse: bool = False    # stop the run at the alarm (checkpoint kept, nothing published)
-    quality_every: int = 200          # online RankMe / k-NN every this many steps, and at the first and last (0: off)
+    quality_every: int = 500          # online RankMe / k-NN every this many steps, and at the first and last (0: off)
     quality_examples: int = 256       # examples RankMe reads (the k-NN probe: these against half as many held out)
 
     def validate(self) -> None:

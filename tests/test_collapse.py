@@ -160,7 +160,8 @@ def test_a_collapsing_pretraining_run_raises_the_alarm_and_stops_unpublished(mod
     from pipelines.recipe import load_recipe
     name, overrides, own = COLLAPSES[modality]
     recipe = load_recipe(name, [*overrides, "train.log_every=1", "train.collapse_patience=3",
-                                "train.stop_on_collapse=true", "train.checkpoint_every=1000", "train.num_workers=0"])
+                                "train.stop_on_collapse=true", "train.checkpoint_every=1000", "train.num_workers=0",
+                                "train.quality_every=1000"])
     if own is not None:
         recipe = with_own_data(recipe, own(tmp_path))
     with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError, match=r"stopped by the collapse alarm at "
@@ -179,6 +180,13 @@ def test_a_collapsing_pretraining_run_raises_the_alarm_and_stops_unpublished(mod
     assert all(rule.signal in r for r in steps) and steps[-1]["step"] == alarm["step"]
     assert rule.crossed(steps[-1]) and (tmp_path / "run" / "checkpoints").is_dir()
     assert any((tmp_path / "run" / "checkpoints").iterdir()) and not (tmp_path / "run" / "model").exists()
+    # RankMe (issue #35), measured at random init and where the alarm stopped the run, fell to near one dimension
+    # (events: the generated histories are all alike, so the embeddings were one-dimensional from the start)
+    quality = summary["quality"]["history"]
+    assert [h["step"] for h in quality] == [0, alarm["step"]]
+    assert quality[-1]["rankme"] < 1.5 or (modality == "video" and quality[-1]["rankme"] < quality[0]["rankme"] / 2)
+    if modality != "events":
+        assert quality[0]["rankme"] > 1.9 and quality[-1]["rankme"] < quality[0]["rankme"] / 1.9
 
 
 def test_a_fine_tune_stuck_on_one_class_raises_the_alarm_and_the_card_says_so(tmp_path, caplog):

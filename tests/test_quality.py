@@ -1,0 +1,108 @@
+"""Issue #35: online quality while pretraining (RankMe, the k-NN probe) and label-efficiency curves."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from pipelines.label_efficiency import fraction_curves, parse_fractions
+from pipelines.quality import rankme
+from tests.conftest import zoo_main
+
+
+def test_rankme_matches_hand_computed_values():
+    # singular values 3 and 1: p = (0.75, 0.25), RankMe = exp(-(0.75 ln 0.75 + 0.25 ln 0.25)) = 1.7548
+    z = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    assert rankme(z) == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))), rel=1e-5)
+    assert rankme(z) == pytest.approx(1.7548, abs=1e-4)
+    # equal singular values: the full rank; a rank-one matrix: 1; rotations do not change it
+    assert rankme(torch.eye(5)) == pytest.approx(5.0, rel=1e-5)
+    assert rankme(torch.ones(8, 4)) == pytest.approx(1.0, rel=1e-4)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(0)))
+    z = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    assert rankme(z @ q) == pytest.approx(rankme(z), rel=1e-6)
+    assert rankme(torch.zeros(3, 3)) == 1.0
+
+
+def test_fraction_curves_use_the_same_stratified_subsets_for_every_feature_set():
+    y = [0] * 10 + [1] * 10
+    separable = torch.tensor([[float(c), 0.0] for c in y]) + 0.01 * torch.arange(20.0)[:, None]
+    noise = torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
+    seen: list[tuple[str, list[int]]] = []
+
+    def probe(tr, ytr, te, yte, seed=0):
+        seen.append((str(tr.shape[0]), ytr))
+        from pipelines.evaluate import linear_probe
+        return linear_probe(tr, ytr, te, yte, seed=seed)
+    out = fraction_curves({"good": (separable, separable), "noise": (noise, noise)}, y, y, [0.1, 0.5, 1.0], 2,
+                          probe=probe)
+    # 10% of 10 per class = one each; 50% = five each; every class kept
+    assert out["labelled"] == [2, 10, 20] and out["fractions"] == [0.1, 0.5, 1.0] and out["seeds"] == 2
+    assert out["curves"]["good"]["mean"] == [1.0, 1.0, 1.0]
+    assert out["curves"]["good"]["std"][-1] == 0.0
+    assert all(sorted(set(labels)) == [0, 1] for _, labels in seen)
+    # the two feature sets were probed on the same subsets, in the same order
+    half = len(seen) // 2
+    assert [s[1] for s in seen[:half]] == [s[1] for s in seen[half:]]
+
+
+def test_label_fractions_are_checked():
+    assert parse_fractions("1,0.1, 0.5,0.1") == [0.1, 0.5, 1.0]
+    for bad in ("0", "1.5", "a,b", ""):
+        with pytest.raises(ValueError, match="--label-fractions"):
+            parse_fractions(bad)
+
+
+@pytest.fixture(scope="module")
+def measured(toy_plugin, tmp_path_factory):
+    """The toy recipe pretrained twice: the online probes every 2 steps, and off."""
+    root = tmp_path_factory.mktemp("quality")
+    for name, every in (("on", 2), ("off", 0)):
+        assert zoo_main("pretrain", "toyseq-tiny", "--output", str(root / name), "--set",
+                        f"train.quality_every={every}").returncode == 0
+    return root
+
+
+def test_online_probes_are_logged_and_leave_the_run_bit_for_bit(measured):
+    from safetensors.torch import load_file
+    rows = [json.loads(x) for x in (measured / "on" / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: (r["rankme"], r["knn"]) for r in rows if "rankme" in r}
+    assert sorted(logged) == [2, 4, 6, 8, 10, 12]
+    assert all(1.0 <= rank <= 32 and 0.0 <= knn <= 1.0 for rank, knn in logged.values())
+    summary = json.loads((measured / "on" / "train_summary.json").read_text())
+    history = summary["quality"]["history"]
+    assert [h["step"] for h in history] == [0, 2, 4, 6, 8, 10, 12]           # random init first, for the card
+    assert "held-out evaluation examples" in summary["quality"]["on"]
+    off = [json.loads(x) for x in (measured / "off" / "metrics.jsonl").read_text().splitlines()]
+    assert not any("rankme" in r for r in off) and "quality" not in json.loads(
+        (measured / "off" / "train_summary.json").read_text())
+    # measuring draws nothing from the run's generators and leaves it in training mode: the same weights
+    a, b = (load_file(str(measured / n / "model" / "model.safetensors")) for n in ("on", "off"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in rows] == [r["loss"] for r in off]
+    card = (measured / "on" / "model" / "README.md").read_text()
+    assert "| online quality | RankMe" in card and "k-NN" in card and "quality_curve.png" in card
+    assert (measured / "on" / "model" / "quality_curve.png").stat().st_size > 1000
+
+
+def test_evaluate_draws_label_efficiency_curves_on_the_card(measured):
+    model = measured / "on" / "model"
+    out = zoo_main("evaluate", str(model), "--label-fractions", "0.2,1", "--seeds", "2")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)["label_efficiency"]
+    assert report["fractions"] == [0.2, 1.0] and report["seeds"] == 2 and report["train_examples"] == 90
+    assert report["labelled"][1] == 90 and 3 <= report["labelled"][0] <= 21
+    assert {"pretrained", "random init"} <= set(report["curves"])
+    for curve in report["curves"].values():
+        assert all(0.0 <= m <= 1.0 for m in curve["mean"]) and len(curve["std"]) == 2
+    # at fraction 1 every seed probes the same examples: the full-data probe of the same report
+    assert report["curves"]["pretrained"]["mean"][1] == pytest.approx(
+        json.loads(out.stdout)["pretrained"]["linear_probe"], abs=1e-4)
+    card = (model / "README.md").read_text()
+    assert "### Label efficiency" in card and "![label efficiency](label_efficiency.png)" in card
+    assert (model / "label_efficiency.png").is_file()
+    bad = zoo_main("evaluate", str(model), "--label-fractions", "0,2")
+    assert bad.returncode != 0 and "--label-fractions" in bad.stderr
