@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ class QualityHook(Hook):
     def _measure(self, run: Any, step: int, report: bool = True) -> None:
         if not run.ctx.info.main or self.failed:
             return
-        py, np_state = random.getstate(), np.random.get_state()
+        py, np_state, t0 = random.getstate(), np.random.get_state(), time.perf_counter()
         devices = [run.ctx.device] if run.ctx.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices):
@@ -177,7 +178,7 @@ class QualityHook(Hook):
             run.model.train()
         self.history = [h for h in self.history if h["step"] < step] + [{"step": step, **values}]
         if report:                  # step 0 and a stop's measurement: in the history and on the card only
-            run.report(values, show=tuple(values))
+            run.report({**values, "quality_s": round(time.perf_counter() - t0, 4)}, show=tuple(values))
 
     def on_start(self, run: Any) -> None:
         if run.step == 0:

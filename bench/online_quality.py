@@ -1,0 +1,153 @@
+"""Online quality and label efficiency on the six demo recipes (issue #35, "Must show").
+
+For each demo recipe: pretrain with the online probes every ``steps / 6`` steps and a checkpoint at each of those
+steps (all kept); then the recipe's own final probe (its evaluation: the linear probe on the whole evaluation set,
+or its protocol's first metric) on every checkpoint's encoder, and the Spearman rank correlation across the
+checkpoints between the online k-NN value (and RankMe) and that final probe. Cost: each run's median measurement
+time against its median step time, as the share it adds at the default interval (``train.quality_every``).
+Label efficiency: ``zoo evaluate --label-fractions 0.01,0.05,0.1,0.5,1 --seeds 3`` on each final model
+(pretrained, random init, hand-made baselines). ``python -m bench.online_quality [OUT]``; tables in
+``bench/results/online-quality.md`` and ``label-efficiency.md``, numbers in ``online-quality.json``."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from .harness import machine, publish_table, results_dir
+
+DEMO = ["audio-wav2vec2-demo", "tabular-tjepa-demo", "graph-graphmae-sbm", "video-videomae-demo",
+        "pointcloud-pointmae-demo", "events-coles-demo"]          # the Makefile's DEMO_RECIPES
+FRACTIONS = [0.01, 0.05, 0.1, 0.5, 1.0]
+MEASUREMENTS = 6
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (ties: average ranks); NaN when either side is constant."""
+    from scipy.stats import spearmanr
+    return float(spearmanr(a, b).statistic)
+
+
+def final_probe(built: Any, recipe: Any) -> tuple[str, Any]:
+    """The recipe's evaluation as a function of the encoder: (metric name, fn(encoder) → value)."""
+    from pipelines.evaluate import probe_report
+    spec, modality = recipe.evaluate, built.modality
+    if "protocol" in spec:
+        protocol = modality.evaluators[spec["protocol"]]
+        first = next(k for k in protocol.fn(built.encoder, built.processor, spec) if k not in protocol.hidden)
+        return first, lambda enc: protocol.fn(enc, built.processor, spec)[first]
+    train, test = modality.load_data(spec["train"]), modality.load_data(spec["test"])
+    k = int(spec.get("knn_k", 20))
+    return "linear_probe", lambda enc: probe_report(enc, built.processor, train, test, knn_k=k)["linear_probe"]
+
+
+def one_recipe(name: str, out: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    from pipelines.build import build
+    from pipelines.evaluate import evaluate_model
+    from pipelines.pretrain import pretrain
+    from pipelines.recipe import TrainConfig, load_recipe
+    steps = load_recipe(name).train.steps
+    every = max(1, steps // MEASUREMENTS)
+    recipe = load_recipe(name, [f"train.quality_every={every}", f"train.checkpoint_every={every}",
+                                "train.keep_checkpoints=1000"])
+    t0 = time.perf_counter()
+    summary = pretrain(recipe, out / name, resume=False)
+    wall = time.perf_counter() - t0
+    history = {h["step"]: h for h in summary["quality"]["history"]}
+    built = build(recipe)                                   # the checkpoints' weights are loaded into it
+    metric, probe = final_probe(built, recipe)
+    rows = []
+    for ckpt in sorted((out / name / "checkpoints").glob("step-*")):
+        step = int(ckpt.name.split("-")[1])
+        built.pretrainer.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        rows.append({"step": step, "final": probe(built.encoder), "knn": history[step].get("knn"),
+                     "rankme": history[step]["rankme"]})
+    logged = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
+    step_s = statistics.median(r["step_s"] + r["data_wait_s"] for r in logged if "quality_s" not in r)
+    quality_s = statistics.median(r["quality_s"] for r in logged if "quality_s" in r)
+    default = TrainConfig().quality_every
+    t1 = time.perf_counter()
+    report = evaluate_model(out / name / "model", recipe, output_dir=out / name / "eval", write_card=False,
+                            label_fractions=FRACTIONS, seeds=3)
+    return {"recipe": name, "steps": steps, "every": every, "metric": metric, "checkpoints": rows,
+            "spearman_knn": spearman([r["knn"] for r in rows], [r["final"] for r in rows])
+            if rows and rows[0]["knn"] is not None else None,
+            "spearman_rankme": spearman([r["rankme"] for r in rows], [r["final"] for r in rows]),
+            "init": history.get(0), "step_s": step_s, "quality_s": quality_s,
+            "overhead_default": quality_s / (default * step_s), "default_every": default,
+            "pretrain_wall_s": round(wall, 1), "evaluate_s": round(time.perf_counter() - t1, 1),
+            "label_efficiency": report["label_efficiency"], "probe_source": summary["quality"]["on"]}
+
+
+def tables(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    q = ["### Online quality on the demo recipes", "", f"Machine: {machine()}", "",
+         "Online k-NN and RankMe at each saved checkpoint (every steps/6) against the recipe's own final probe on "
+         "the same checkpoint; Spearman across the checkpoints. Cost: the median measurement against the median "
+         "training step, as the share it adds at the default interval (`train.quality_every`).", "",
+         "| recipe | checkpoints | final probe (first → last) | online k-NN (first → last) | Spearman k-NN | "
+         "Spearman RankMe | RankMe (init → last) | measurement (s) | step (s) | cost at every "
+         f"{results[0]['default_every'] if results else 500} steps |",
+         "| --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for r in results:
+        c = r["checkpoints"]
+        knn = f"{c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if c and c[0]["knn"] is not None else "—"
+        sk = f"{r['spearman_knn']:.2f}" if r["spearman_knn"] is not None else "—"
+        init = r["init"]["rankme"] if r["init"] else float("nan")
+        q.append(f"| {r['recipe']} | {len(c)} | {r['metric'].replace('_', ' ')} {c[0]['final']:.3f} → "
+                 f"{c[-1]['final']:.3f} | {knn} | {sk} | {r['spearman_rankme']:.2f} | {init:.1f} → "
+                 f"{c[-1]['rankme']:.1f} | {r['quality_s']:.2f} | {r['step_s']:.3f} | "
+                 f"{100 * r['overhead_default']:.1f}% |")
+    good = sum(1 for r in results if r["spearman_knn"] is not None and r["spearman_knn"] >= 0.8)
+    q += ["", f"Spearman ≥ 0.8 for the online k-NN in {good} of {len(results)} recipes."]
+    e = ["### Label efficiency of the demo encoders", "", f"Machine: {machine()}", "",
+         "Linear probe on a stratified fraction of the labelled training examples (labelled examples in brackets), "
+         "mean ± std over 3 seeds, on the recipe's held-out examples (graph: the node protocol's split; events: the "
+         "entities of the boosting protocol, here through the linear probe).", ""]
+    for r in results:
+        le = r["label_efficiency"]
+        head = " | ".join(f"{f:g} ({n})" for f, n in zip(le["fractions"], le["labelled"]))
+        e += [f"**{r['recipe']}** ({le['test_examples']} held out)", "", f"| features | {head} |",
+              "| --- |" + " ---: |" * len(le["fractions"])]
+        for name, c in le["curves"].items():
+            e.append(f"| {name} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(c["mean"], c["std"])) + " |")
+        e.append("")
+    return q, e
+
+
+def run(out: Path, recipes: list[str] | None = None) -> str:
+    done_path = out / "online-quality.jsonl"
+    done = {json.loads(x)["recipe"]: json.loads(x) for x in done_path.read_text().splitlines()} \
+        if done_path.is_file() else {}
+    for name in recipes or DEMO:
+        if name not in done:
+            done[name] = one_recipe(name, out / "runs")
+            with open(done_path, "a") as fh:
+                fh.write(json.dumps(done[name]) + "\n")
+    results = [done[n] for n in (recipes or DEMO) if n in done]
+    q, e = tables(results)
+    root = Path(__file__).parent / "results"
+    (root / "online-quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    publish_table(e, root / "label-efficiency.md")
+    return publish_table(q, root / "online-quality.md")
+
+
+def main() -> str:
+    return run(results_dir("online-quality"))
+
+
+if __name__ == "__main__":
+    import argparse
+    import os
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("out", nargs="?", default=None, help="default: bench/results/online-quality")
+    p.add_argument("--recipes", nargs="*", default=None)
+    args = p.parse_args()
+    target = Path(args.out) if args.out else results_dir("online-quality")
+    target.mkdir(parents=True, exist_ok=True)
+    run(target, args.recipes)
