@@ -60,7 +60,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
                                                      ("--init", args.init), ("--refit", args.refit or None),
                                                      *[("--set", s) for s in args.set]])
     summary = pretrain(recipe, out, resume=not args.no_resume, command=command, data=args.data, init=args.init,
-                       refit=args.refit)
+                       refit=args.refit, report_to=args.report_to)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -76,7 +76,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_model(args.model, recipe, output_dir=args.output, device=args.device,
                             baseline=not args.no_baseline, num_workers=args.num_workers, data=args.data,
                             label_column=args.label_column, split=args.split, test_split=args.test_split,
-                            seed=args.seed)
+                            seed=args.seed, report_to=args.report_to)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -108,7 +108,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     out = Path(args.output or Path("runs") / f"{name}-finetune")
     result = finetune(args.model, recipe, out, resume=not args.no_resume, device=args.device, settings=settings,
                       data=args.data, label_column=args.label_column, split=args.split, test_split=args.test_split,
-                      repo_id=args.repo_id, baseline=not args.no_baseline)
+                      repo_id=args.repo_id, baseline=not args.no_baseline, report_to=args.report_to)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -344,6 +344,12 @@ def _recipe_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 
+def _report_to(s: argparse.ArgumentParser) -> None:
+    """``--report-to``: docs/command-line.md, "Experiment trackers"."""
+    from .trackers import add_report_to
+    add_report_to(s)
+
+
 def _add_list(sub: Any) -> None:
     s = sub.add_parser("list", help="installed modalities, recipes and zoo entries")
     s.set_defaults(func=_cmd_list)
@@ -367,6 +373,7 @@ def _add_pretrain(sub: Any) -> None:
     s.add_argument("--output", help="run folder (default: runs/<recipe name>)")
     _set_arg(s)
     s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    _report_to(s)
     s.set_defaults(func=_cmd_pretrain)
 
 
@@ -384,6 +391,7 @@ def _add_evaluate(sub: Any) -> None:
     s.add_argument("--no-baseline", action="store_true", help="skip the randomly initialised baseline")
     s.add_argument("--num-workers", type=_count, default=0, help="DataLoader workers that read and process (default 0)")
     _recipe_args(s)
+    _report_to(s)
     s.set_defaults(func=_cmd_evaluate)
 
 
@@ -417,6 +425,7 @@ def _add_finetune(sub: Any) -> None:
     s.add_argument("--output", help="run folder (default: runs/<data or recipe>-finetune)")
     s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     _recipe_args(s)
+    _report_to(s)
     s.set_defaults(func=_cmd_finetune)
 
 
