@@ -81,7 +81,10 @@ def test_tensorboard(tracked):
     _same_rows(tracked, {s: {"loss": v, "lr": lr.value} for (s, v), lr in zip(loss.items(), acc.Scalars("lr"))})
     for key in ("grad_norm", "examples_per_s", "data_wait_s", "embedding_std", "summary/final_loss"):
         assert key in acc.Tags()["scalars"]
-    assert "figures/loss_curve" in acc.Tags()["images"]
+    # the online quality hook's figures (pipelines/quality.py) go wherever the row goes
+    assert [e.step for e in acc.Scalars("rankme")] == [e.step for e in acc.Scalars("knn")] == [STEPS]
+    assert acc.Scalars("knn")[0].value == pytest.approx(tracked["rows"][STEPS]["knn"])
+    assert {"figures/loss_curve", "figures/quality_curve"} <= set(acc.Tags()["images"])   # the card's PNGs
     content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hp = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
     assert hp["name"].string_value == RECIPE and hp["train.lr"].number_value == pytest.approx(1e-3)
@@ -116,7 +119,8 @@ def test_wandb_offline(tracked):
                 got.setdefault(step, {}).update(item)
     _same_rows(tracked, got)
     assert {"grad_norm", "examples_per_s", "data_wait_s", "embedding_std"} <= set(got[1])
-    assert got[STEPS]["figures/loss_curve._type"] == "image-file"
+    assert got[STEPS]["rankme"] == pytest.approx(tracked["rows"][STEPS]["rankme"])
+    assert got[STEPS]["figures/loss_curve._type"] == got[STEPS]["figures/quality_curve._type"] == "image-file"
     assert config["train"]["lr"] == pytest.approx(1e-3) and config["encoder"]["dim"] == 64
 
 
@@ -136,8 +140,9 @@ def test_mlflow_file_store(tracked, monkeypatch):
     assert params["name"] == RECIPE and float(params["train.lr"]) == pytest.approx(1e-3)
     assert params["train.stop_after"] == "4" and json.loads(only.data.tags["ssl-zoo.changed_on_resume"]) == \
         {"train.stop_after": "null"}                  # a logged parameter cannot change: the resume's in a tag
-    assert "grad_norm" in only.data.metrics and "summary/final_loss" in only.data.metrics
-    assert {a.path for a in client.list_artifacts(only.info.run_id, "figures")} == {"figures/loss_curve.png"}
+    assert {"grad_norm", "rankme", "knn", "summary/final_loss"} <= set(only.data.metrics)
+    assert {a.path for a in client.list_artifacts(only.info.run_id, "figures")} == \
+        {"figures/loss_curve.png", "figures/quality_curve.png"}
 
 
 def test_trackio_local_store(tracked, monkeypatch):
@@ -152,7 +157,7 @@ def test_trackio_local_store(tracked, monkeypatch):
     got = {int(r["step"]): r for r in logs if "loss" in r}
     assert len(got) == len([r for r in logs if "loss" in r])                   # each step once
     _same_rows(tracked, got)
-    assert "grad_norm" in got[1] and any("figures/loss_curve" in r for r in logs)
+    assert "grad_norm" in got[1] and "knn" in got[STEPS] and any("figures/quality_curve" in r for r in logs)
     config = storage.SQLiteStorage.get_run_config("ssl-zoo", name)
     assert config["name"] == RECIPE and config["train"]["lr"] == pytest.approx(1e-3)
 
@@ -226,3 +231,30 @@ def test_report_to_values(monkeypatch):
         tracker_names("tensorbord")
     out = zoo_main("finetune", "some-model", "--report-to", "comet")
     assert out.returncode == 2 and "unknown tracker 'comet'" in out.stderr
+
+
+def test_a_run_that_raises_closes_its_trackers_as_failed(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import pipelines.engine as engine
+    real = engine.train_step
+
+    def third_step_fails(ctx, model, raw, opt, batch, step):
+        if step == 2:
+            raise RuntimeError("the disk is full")
+        return real(ctx, model, raw, opt, batch, step)
+    monkeypatch.setattr(engine, "train_step", third_step_fails)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    run = tmp_path / "run"
+    out = zoo_main("pretrain", RECIPE, "--output", str(run), "--set", "train.steps=4", "--report-to",
+                   "tensorboard,mlflow")
+    assert out.returncode == 2 and "the disk is full" in out.stderr
+    client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
+    (only,) = client.search_runs([client.get_experiment_by_name("ssl-zoo").experiment_id])
+    assert only.info.status == "FAILED"
+    assert [m.step for m in client.get_metric_history(only.info.run_id, "loss")] == [1, 2]
+    (folder,) = (run / "runs").iterdir()
+    acc = EventAccumulator(str(folder))
+    acc.Reload()                                            # written out: the writer was closed
+    assert [e.step for e in acc.Scalars("loss")] == [1, 2]
