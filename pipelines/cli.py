@@ -60,7 +60,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
                                                      ("--init", args.init), ("--refit", args.refit or None),
                                                      *[("--set", s) for s in args.set]])
     summary = pretrain(recipe, out, resume=not args.no_resume, command=command, data=args.data, init=args.init,
-                       refit=args.refit)
+                       refit=args.refit, report_to=args.report_to)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -76,7 +76,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_model(args.model, recipe, output_dir=args.output, device=args.device,
                             baseline=not args.no_baseline, num_workers=args.num_workers, data=args.data,
                             label_column=args.label_column, split=args.split, test_split=args.test_split,
-                            seed=args.seed, label_fractions=args.label_fractions, seeds=args.seeds)
+                            seed=args.seed, label_fractions=args.label_fractions, seeds=args.seeds,
+                            report_to=args.report_to)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -108,7 +109,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     out = Path(args.output or Path("runs") / f"{name}-finetune")
     result = finetune(args.model, recipe, out, resume=not args.no_resume, device=args.device, settings=settings,
                       data=args.data, label_column=args.label_column, split=args.split, test_split=args.test_split,
-                      repo_id=args.repo_id, baseline=not args.no_baseline)
+                      repo_id=args.repo_id, baseline=not args.no_baseline, report_to=args.report_to)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -352,6 +353,12 @@ def _recipe_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 
+def _report_to(s: argparse.ArgumentParser) -> None:
+    """``--report-to``: docs/command-line.md, "Experiment trackers"."""
+    from .trackers import add_report_to
+    add_report_to(s)
+
+
 def _add_list(sub: Any) -> None:
     s = sub.add_parser("list", help="installed modalities, recipes and zoo entries")
     s.set_defaults(func=_cmd_list)
@@ -375,6 +382,7 @@ def _add_pretrain(sub: Any) -> None:
     s.add_argument("--output", help="run folder (default: runs/<recipe name>)")
     _set_arg(s)
     s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    _report_to(s)
     s.set_defaults(func=_cmd_pretrain)
 
 
@@ -397,6 +405,7 @@ def _add_evaluate(sub: Any) -> None:
                         "baselines, a table and label_efficiency.png on the card")
     s.add_argument("--seeds", type=_positive_int, default=3, help="seeds per fraction (default 3)")
     _recipe_args(s)
+    _report_to(s)
     s.set_defaults(func=_cmd_evaluate)
 
 
@@ -430,6 +439,7 @@ def _add_finetune(sub: Any) -> None:
     s.add_argument("--output", help="run folder (default: runs/<data or recipe>-finetune)")
     s.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     _recipe_args(s)
+    _report_to(s)
     s.set_defaults(func=_cmd_finetune)
 
 

@@ -266,15 +266,19 @@ class Loop:
                         unit="step", mininterval=0.1 if os.isatty(2) else 30.0)
         batches = self.data.batches(data_state, close_fds=close_fds) if self.step < end else iter(())
         self.model.train()
-        for hook in self.hooks:
-            hook.on_start(self)
         try:
+            for hook in self.hooks:
+                hook.on_start(self)
             while self.step < end and not self.stopped:
                 self._one_step(batches)
                 self.stopped = self._interval_hooks()
                 self._write_row()
                 if (self.step % cfg.checkpoint_every == 0 or self.step == end or self.stopped):
                     self._checkpoint()
+        except BaseException as err:
+            for hook in self.hooks:
+                hook.on_error(self, err)
+            raise
         finally:
             self.bar.close()
             if hasattr(batches, "close"):

@@ -310,15 +310,19 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
                    output_dir: str | Path | None = None, device: str = "cpu", baseline: bool = True,
                    write_card: bool = True, num_workers: int = 0, data: str | None = None,
                    label_column: str | None = None, split: str | None = None, test_split: str | None = None,
-                   seed: int = 0, label_fractions: Sequence[float] | None = None,
-                   seeds: int = 3) -> dict[str, Any]:
+                   seed: int = 0, label_fractions: Sequence[float] | None = None, seeds: int = 3,
+                   report_to: str | Sequence[str] | None = None) -> dict[str, Any]:
     """Probe a zoo model on labelled data — one's own (``data``: the same forms as ``zoo finetune --data``) or its
     recipe's ``evaluate`` section; with ``baseline`` also a randomly initialised encoder of the same configuration
     and the modality's hand-made baselines, with a verdict when the encoder loses to one. Embeddings are written in
     shards under ``<output>/embeddings``. A local folder's card gets the results in its ``model-index``.
     ``label_fractions``: also the label-efficiency curves (:mod:`.label_efficiency`) over ``seeds`` seeds, as a
-    table and ``label_efficiency.png`` on the card."""
+    table and ``label_efficiency.png`` on the card. ``report_to``: experiment trackers
+    (:func:`pipelines.trackers.log_evaluation`)."""
     from zoo import AutoEncoder, AutoProcessor, get_modality
+
+    from .trackers import log_evaluation, tracker_names
+    report_to = tracker_names(report_to)               # a missing tracker stops here, before any work
     encoder = AutoEncoder.from_pretrained(model)
     processor = AutoProcessor.from_pretrained(model)
     modality = get_modality(encoder.modality)
@@ -334,8 +338,10 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
         recipe = _as_recipe(recipe)
         spec, name = recipe.evaluate, recipe.name
         if "protocol" in spec:
-            return _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card,
-                                    (label_fractions, seeds))
+            report = _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card,
+                                      (label_fractions, seeds))
+            log_evaluation(report_to, out, name, report, settings={"model": str(model), **spec})
+            return report
         if "train" not in spec or "test" not in spec:
             raise ValueError(f"recipe {recipe.name!r} has no evaluate.train / evaluate.test data: give --data "
                              "(your labelled data, as zoo finetune --data reads it)")
@@ -365,6 +371,8 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     record_evaluation(model, name, spec, report, out, write_card, task=modality.task,
                       task_name="frozen-encoder probe", dataset="synthetic" if data is None else spec["dataset"],
                       metrics=metrics, comparison=comparison)
+    log_evaluation(report_to, out, name, report, settings={"model": str(model), **spec},
+                   embeddings=shards / "embeddings" / "test" / "index.json", label_names=test.label_names)
     return report
 
 

@@ -45,6 +45,7 @@ from .report import (
     task_metrics,
     write_predictions,
 )
+from .trackers import TrackerHook
 
 __all__ = ["FinetuneSettings", "finetune", "layer_groups", "FinetuneModel", "ValidationHook"]
 
@@ -255,12 +256,14 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
              test_set: ExampleSet | StreamSet | None = None, from_scratch: bool = False,
              settings: dict[str, Any] | None = None, data: str | None = None, label_column: str | None = None,
              split: str | None = None, test_split: str | None = None, repo_id: str | None = None,
-             baseline: bool = True) -> dict[str, Any]:
+             baseline: bool = True, report_to: str | tuple[str, ...] | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` and report test metrics. Data: ``data`` (one's own: a folder, a table or a datasets
     id), else ``train_set``/``test_set``, else the recipe's ``evaluate.train``/``evaluate.test``. Settings: the
     recipe's ``finetune`` section, then ``settings``. ``from_scratch``: the same architecture, seeded random
-    weights. Writes ``<output>/model`` (a classifier folder with card, ``predictions.jsonl`` and plots)."""
+    weights. Writes ``<output>/model`` (a classifier folder with card, ``predictions.jsonl`` and plots).
+    ``report_to``: experiment trackers (:mod:`.trackers`)."""
     output_dir = Path(output_dir)
+    trackers = TrackerHook(report_to, output_dir, name=f"{recipe.name}-finetune", job="finetune")   # before work
     s = setup(model, recipe, device=device, settings=settings, data=data, label_column=label_column, split=split,
               test_split=test_split, train_set=train_set, test_set=test_set, from_scratch=from_scratch)
     s.baseline = baseline
@@ -274,7 +277,7 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
         shutil.rmtree(output_dir / "best", ignore_errors=True)
         (output_dir / "validation.jsonl").unlink(missing_ok=True)
     result = train(s.clf, TrainData(s.data.train, s.clf.processor, s.cfg, rank=ctx.info.rank, world=ctx.info.world),
-                   s.cfg, output_dir, resume=resume, desc=f"finetune {recipe.name}", hooks=hooks, ctx=ctx,
+                   s.cfg, output_dir, resume=resume, desc=f"finetune {recipe.name}", hooks=(*hooks, trackers), ctx=ctx,
                    fingerprint=s.fingerprint)
     if result.steps == 0:
         raise RuntimeError("no training step ran: nothing is saved (a head that did not train is never published)")
@@ -282,7 +285,9 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
         raise RuntimeError(collapse_stop_message(result.collapse, output_dir, "nothing is saved"))
     if validation is not None and (output_dir / "best" / "head.safetensors").is_file():
         s.clf.load_state_dict(Classifier.from_pretrained(output_dir / "best").state_dict())
-    return report(s, recipe, output_dir, result, validation, ctx.device, repo_id)
+    out = report(s, recipe, output_dir, result, validation, ctx.device, repo_id)
+    trackers.finish(summary=out)                 # the card's figures, then the trackers closed
+    return out
 
 
 # augment: false — the pretraining augmentation need not preserve a label (a flip reverses "left"); a fine-tuning

@@ -13,7 +13,8 @@ class Hook:
     first step), :meth:`on_interval` every ``every`` steps and at the last step (``0``: only at the last step;
     returning ``True`` stops the run there, e.g. early stopping; it may add figures to the step's metrics row with
     ``run.report``), :meth:`on_log` with every row written to ``metrics.jsonl`` (after the step's interval hooks),
-    :meth:`on_end` once the loop is over; ``run`` is the :class:`pipelines.engine.Loop` (``step``,
+    :meth:`on_end` once the loop is over, or :meth:`on_error` instead when it raises (e.g. to close what
+    :meth:`on_start` opened; the error goes on); ``run`` is the :class:`pipelines.engine.Loop` (``step``,
     ``last_metrics``, ``log``, ``report``). What it must remember across a resume goes in :meth:`state` (saved in
     every checkpoint under the hook's ``key``, after the step's hooks ran) and comes back through
     :meth:`load_state`."""
@@ -46,4 +47,7 @@ class Hook:
         return None
 
     def on_end(self, run: Any) -> None:
+        pass
+
+    def on_error(self, run: Any, error: BaseException) -> None:
         pass

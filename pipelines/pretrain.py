@@ -20,6 +20,7 @@ from .engine import setup_run, train
 from .init import init_label
 from .quality import QualityHook, plot_quality, quality_facts, quality_probe
 from .recipe import Recipe, TrainConfig, parse_recipe
+from .trackers import TrackerHook
 
 logger = logging.getLogger(__name__)
 
@@ -54,16 +55,18 @@ def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None,
 
 
 def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, command: str | None = None,
-             data: str | None = None, init: str | None = None, refit: bool = False) -> dict[str, Any]:
+             data: str | None = None, init: str | None = None, refit: bool = False,
+             report_to: str | tuple[str, ...] | None = None) -> dict[str, Any]:
     """Pretrain from a parsed recipe. Writes ``<output>/model`` (config, weights, preprocessor, card),
     ``metrics.jsonl``, ``loss_curve.png``, ``checkpoints/`` and ``train_summary.json``. ``data``: the ``--data``
     the recipe was pointed at (:func:`with_own_data`), named on the card; ``command``: what reproduces the run.
     ``init``: continue pretraining from that model (:mod:`.init`; ``refit``: fit the processor anew), recorded on
-    the card."""
+    the card. ``report_to``: experiment trackers (:mod:`.trackers`)."""
     output_dir = Path(output_dir)
     if init and Path(init).exists() and Path(init).resolve().is_relative_to(output_dir.resolve()):
         raise ValueError(f"--init {init} lies inside the run folder {output_dir}: the run would overwrite the "
                          "model it continues from; give another --output")
+    trackers = TrackerHook(report_to, output_dir, name=recipe.name)     # a missing tracker stops here, before work
     ctx = setup_run(recipe.train, output_dir)
     built = build(recipe, init=init, refit=refit)
     recipe = built.recipe                         # with --init: the model's encoder and processor settings
@@ -73,7 +76,7 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
                        pin_memory=ctx.device.type == "cuda")
     quality = _quality_hook(built, cfg)
     result = train(built.pretrainer, stream, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx,
-                   hooks=(quality,) if quality else (),
+                   hooks=((quality,) if quality else ()) + (trackers,),
                    fingerprint={**recipe.to_dict(), **({"init": origin, "refit": refit} if init else {})})
     rss = peak_rss_mib()
     summary = {"recipe": recipe.name, "steps": result.steps, "stopped_early": result.stopped_early,
@@ -112,6 +115,7 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
             write_card(output_dir / "model", repo_id=recipe.name if not own else command_arg(output_dir / "model"))
     summary["model_dir"] = str(output_dir / "model") if (output_dir / "model").is_dir() else None
     summary["device"] = str(ctx.device)
+    trackers.finish(summary=summary)             # the card's figures, then the trackers closed
     if stopped_by_alarm(result, cfg):
         raise RuntimeError(f"{recipe.name}: " + collapse_stop_message(result.collapse, output_dir,
                                                                        "nothing is published"))
