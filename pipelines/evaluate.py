@@ -175,14 +175,16 @@ def linear_probe(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Te
 
 
 def knn_accuracy(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor,
-                 test_y: Sequence[int], k: int = 20) -> float:
-    """Cosine k-NN accuracy with a majority vote (ties → the smaller label)."""
+                 test_y: Sequence[int], k: int = 20, temperature: float | None = None) -> float:
+    """Cosine k-NN accuracy with a majority vote (ties → the smaller label), or with ``temperature`` each
+    neighbour's vote weighted by ``exp(cos / temperature)`` (Wu et al. 2018, as DINO's k-NN evaluation)."""
     a = F.normalize(train_x.float(), dim=1)
     b = F.normalize(test_x.float(), dim=1)
     ty = torch.as_tensor(list(train_y))
     k = min(k, a.shape[0])
-    idx = (b @ a.T).topk(k, dim=1).indices
-    votes = F.one_hot(ty[idx], int(ty.max()) + 1).sum(dim=1)
+    sims, idx = (b @ a.T).topk(k, dim=1)
+    weight = torch.ones_like(sims) if temperature is None else (sims / temperature).exp()
+    votes = (F.one_hot(ty[idx], int(ty.max()) + 1) * weight[..., None]).sum(dim=1)
     pred = votes.argmax(dim=1)
     return float((pred == torch.as_tensor(list(test_y))).float().mean())
 

@@ -138,7 +138,7 @@ def test_evaluate_reads_own_data_and_judges_against_the_baseline(run):
     before = zoo.cards.load_card(run["pretrained"] / "README.md").data.model_name
     label = ["--label-column", sample.label_column] if sample.label_column else []
     res = zoo_main("evaluate", str(run["pretrained"]), "--data", str(sample.data), *label,
-                   "--output", str(run["root"] / "eval"))
+                   "--output", str(run["root"] / "eval"), "--label-fractions", "0.5,1", "--seeds", "2")
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout[res.stdout.index("{"):])
     assert report["test_examples"] > 0 and 0 <= report["pretrained"]["linear_probe"] <= 1
@@ -148,6 +148,13 @@ def test_evaluate_reads_own_data_and_judges_against_the_baseline(run):
         if not report["verdict"]["beaten"]:
             assert "below the baseline" in res.stderr
     assert zoo.cards.load_card(run["pretrained"] / "README.md").data.model_name == before
+    # label efficiency (issue #35): every class at half the labels; at all of them, the probe of the report itself
+    curves = report["label_efficiency"]
+    assert curves["labelled"][1] == report["train_examples"] and curves["labelled"][0] < curves["labelled"][1]
+    assert {"pretrained", "random init"} <= set(curves["curves"])
+    assert set(report.get("baselines", {})) <= set(curves["curves"])
+    assert curves["curves"]["pretrained"]["mean"][1] == pytest.approx(report["pretrained"]["linear_probe"], abs=1e-4)
+    assert (run["root"] / "eval" / "label_efficiency.png").is_file()
 
 
 HOSTILE = [None, 0, 1.5, "", "no/such/file.bin", b"\x00\x01", [], [[]], {}, {"x": 1}, np.zeros(0),

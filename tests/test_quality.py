@@ -106,3 +106,15 @@ def test_evaluate_draws_label_efficiency_curves_on_the_card(measured):
     assert (model / "label_efficiency.png").is_file()
     bad = zoo_main("evaluate", str(model), "--label-fractions", "0,2")
     assert bad.returncode != 0 and "--label-fractions" in bad.stderr
+
+
+def test_weighted_knn_votes_follow_the_hand_computed_weights():
+    from pipelines.evaluate import knn_accuracy
+    # one neighbour of label 1 at cos 1.0, two of label 0 at cos 0.6: the majority says 0; weighted by
+    # exp(cos / 0.07) = e^14.29 against 2 e^8.57, label 1 wins
+    train = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.6, -0.8]])
+    test = torch.tensor([[1.0, 0.0]])
+    assert knn_accuracy(train, [1, 0, 0], test, [1], k=3) == 0.0
+    assert knn_accuracy(train, [1, 0, 0], test, [1], k=3, temperature=0.07) == 1.0
+    # at a temperature where 2 exp(0.6 / T) > exp(1 / T), i.e. T > 0.4 / ln 2 = 0.577, the two win again
+    assert knn_accuracy(train, [1, 0, 0], test, [1], k=3, temperature=1.0) == 0.0
