@@ -61,6 +61,7 @@ def one_recipe(name: str, out: Path) -> dict[str, Any]:
     history = {h["step"]: h for h in summary["quality"]["history"]}
     built = build(recipe)                                   # the checkpoints' weights are loaded into it
     metric, probe = final_probe(built, recipe)
+    init = {"step": 0, "final": probe(built.encoder), "knn": history[0].get("knn"), "rankme": history[0]["rankme"]}
     rows = []
     for ckpt in sorted((out / name / "checkpoints").glob("step-*")):
         step = int(ckpt.name.split("-")[1])
@@ -75,13 +76,40 @@ def one_recipe(name: str, out: Path) -> dict[str, Any]:
     report = evaluate_model(out / name / "model", recipe, output_dir=out / name / "eval", write_card=False,
                             label_fractions=FRACTIONS, seeds=3)
     return {"recipe": name, "steps": steps, "every": every, "metric": metric, "checkpoints": rows,
-            "spearman_knn": spearman([r["knn"] for r in rows], [r["final"] for r in rows])
-            if rows and rows[0]["knn"] is not None else None,
-            "spearman_rankme": spearman([r["rankme"] for r in rows], [r["final"] for r in rows]),
+            "init_row": init, **correlations(rows, init),
             "init": history.get(0), "step_s": step_s, "quality_s": quality_s,
             "overhead_default": quality_s / (default * step_s), "default_every": default,
             "pretrain_wall_s": round(wall, 1), "evaluate_s": round(time.perf_counter() - t1, 1),
             "label_efficiency": report["label_efficiency"], "probe_source": summary["quality"]["on"]}
+
+
+def init_row(name: str, runs: Path) -> dict[str, Any]:
+    """Step 0 of a finished entry that lacks it: the run's random init (the seeded build) under the final probe,
+    and the online values the run logged there."""
+    from pipelines.build import build
+    from pipelines.recipe import load_recipe
+    recipe = load_recipe(name)
+    built = build(recipe)
+    _, probe = final_probe(built, recipe)
+    summary = json.loads((runs / name / "train_summary.json").read_text())
+    first = summary["quality"]["history"][0]
+    return {"step": 0, "final": probe(built.encoder), "knn": first.get("knn"), "rankme": first["rankme"]}
+
+
+def correlations(rows: list[dict[str, Any]], init: dict[str, Any]) -> dict[str, float | None]:
+    """Spearman of the online k-NN and of RankMe against the final probe: across the saved checkpoints, and with
+    the random init (step 0) as one more point."""
+    out: dict[str, float | None] = {}
+    for suffix, points in (("", rows), ("_with_init", [init, *rows])):
+        knn = [r["knn"] for r in points]
+        finals = [r["final"] for r in points]
+        out["spearman_knn" + suffix] = spearman(knn, finals) if None not in knn else None
+        out["spearman_rankme" + suffix] = spearman([r["rankme"] for r in points], finals)
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else ("n/a (constant)" if value != value else f"{value:.2f}")
 
 
 def tables(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
@@ -89,21 +117,23 @@ def tables(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
          "Online k-NN and RankMe at each saved checkpoint (every steps/6) against the recipe's own final probe on "
          "the same checkpoint; Spearman across the checkpoints. Cost: the median measurement against the median "
          "training step, as the share it adds at the default interval (`train.quality_every`).", "",
-         "| recipe | checkpoints | final probe (first → last) | online k-NN (first → last) | Spearman k-NN | "
-         "Spearman RankMe | RankMe (init → last) | measurement (s) | step (s) | cost at every "
-         f"{results[0]['default_every'] if results else 500} steps |",
+         "| recipe | checkpoints | final probe: init, first → last checkpoint | online k-NN: init, first → last | "
+         "Spearman k-NN (with init) | Spearman RankMe (with init) | RankMe: init, first → last | measurement (s) | "
+         f"step (s) | cost at every {results[0]['default_every'] if results else 500} steps |",
          "| --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
     for r in results:
-        c = r["checkpoints"]
-        knn = f"{c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if c and c[0]["knn"] is not None else "—"
-        sk = f"{r['spearman_knn']:.2f}" if r["spearman_knn"] is not None else "—"
-        init = r["init"]["rankme"] if r["init"] else float("nan")
-        q.append(f"| {r['recipe']} | {len(c)} | {r['metric'].replace('_', ' ')} {c[0]['final']:.3f} → "
-                 f"{c[-1]['final']:.3f} | {knn} | {sk} | {r['spearman_rankme']:.2f} | {init:.1f} → "
-                 f"{c[-1]['rankme']:.1f} | {r['quality_s']:.2f} | {r['step_s']:.3f} | "
+        c, i = r["checkpoints"], r["init_row"]
+        knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
+        q.append(f"| {r['recipe']} | {len(c)} | {r['metric'].replace('_', ' ')} {i['final']:.3f}, {c[0]['final']:.3f}"
+                 f" → {c[-1]['final']:.3f} | {knn} | {_fmt(r['spearman_knn'])} ({_fmt(r['spearman_knn_with_init'])}) | "
+                 f"{_fmt(r['spearman_rankme'])} ({_fmt(r['spearman_rankme_with_init'])}) | {i['rankme']:.1f}, "
+                 f"{c[0]['rankme']:.1f} → {c[-1]['rankme']:.1f} | {r['quality_s']:.2f} | {r['step_s']:.3f} | "
                  f"{100 * r['overhead_default']:.1f}% |")
-    good = sum(1 for r in results if r["spearman_knn"] is not None and r["spearman_knn"] >= 0.8)
-    q += ["", f"Spearman ≥ 0.8 for the online k-NN in {good} of {len(results)} recipes."]
+    for key, what in (("spearman_knn", "across the saved checkpoints"),
+                      ("spearman_knn_with_init", "with the random init as one more point")):
+        good = [r["recipe"] for r in results if r[key] is not None and r[key] >= 0.8]
+        q.append(f"{'' if key.endswith('init') else chr(10)}Online k-NN Spearman ≥ 0.8 {what}: {len(good)} of "
+                 f"{len(results)} ({', '.join(good) or 'none'}).")
     e = ["### Label efficiency of the demo encoders", "", f"Machine: {machine()}", "",
          "Linear probe on a stratified fraction of the labelled training examples (labelled examples in brackets), "
          "mean ± std over 3 seeds, on the recipe's held-out examples (graph: the node protocol's split; events: the "
@@ -128,6 +158,10 @@ def run(out: Path, recipes: list[str] | None = None) -> str:
             done[name] = one_recipe(name, out / "runs")
             with open(done_path, "a") as fh:
                 fh.write(json.dumps(done[name]) + "\n")
+    for name, entry in done.items():
+        if "init_row" not in entry:                # entries of before the random-init point
+            entry["init_row"] = init_row(name, out / "runs")
+            entry.update(correlations(entry["checkpoints"], entry["init_row"]))
     results = [done[n] for n in (recipes or DEMO) if n in done]
     q, e = tables(results)
     root = Path(__file__).parent / "results"

@@ -17,13 +17,15 @@ from .evaluate import evaluate_model
 from .pretrain import pretrain
 from .recipe import load_recipe
 
+LABEL_FRACTIONS = (0.01, 0.05, 0.1, 0.5, 1.0)     # each card's label-efficiency curve (3 seeds)
+
 
 def run(recipe_name: str, out: Path, *, org: str = "ssl-zoo", overrides: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     recipe = load_recipe(recipe_name, overrides)
     summary = pretrain(recipe, out / "run" / recipe.name, resume=False)
     model = Path(summary["model_dir"])
-    report = evaluate_model(model, recipe)
+    report = evaluate_model(model, recipe, label_fractions=LABEL_FRACTIONS, seeds=3)
     repo_id = f"{org}/{recipe.name}"
     from zoo.cards import write_card
     write_card(model, repo_id=repo_id)  # the card names the Hub id it is published under
@@ -42,13 +44,19 @@ def run(recipe_name: str, out: Path, *, org: str = "ssl-zoo", overrides: list[st
     print(f"\n## {recipe.name}\n")
     print(protocol_markdown(report) if "protocol" in report else comparison_markdown(report))
     print(f"\npretrained {summary['steps']} steps in {summary['wall_seconds']:.1f} s on {summary['hardware']}")
+    if summary.get("quality"):
+        from .quality import quality_facts
+        print("online quality: " + quality_facts(summary["quality"]["history"], summary["quality"]["on"])
+              ["online quality"])
     print(f"published to the local hub {hub} as {repo_id}@{sha[:8]}; reloaded by Hub id: "
           f"embedding of {first_name} {tuple(reloaded.shape)}, "
           f"identical to the saved folder: {same} (elsewhere: HF_HUB_CACHE={hub} HF_HUB_OFFLINE=1 zoo embed "
           f"{repo_id} FILE)")
     pictures = f"loss curve: {model.parent / 'loss_curve.png'}"
-    if (model / "embedding_map.png").is_file():
-        pictures += f"; embedding map: {model / 'embedding_map.png'}"
+    for what, png in (("online quality", "quality_curve.png"), ("embedding map", "embedding_map.png"),
+                      ("label efficiency", "label_efficiency.png")):
+        if (model / png).is_file():
+            pictures += f"; {what}: {model / png}"
     print(f"card: {model / 'README.md'}; {pictures}; total {time.perf_counter() - t0:.0f} s")
     if not same:
         raise SystemExit("the model reloaded from the hub differs from the saved folder")

@@ -273,14 +273,18 @@ def _own_data(modality: Any, processor: Processor, data: str, label_column: str 
     return labelled.train, labelled.test, labelled.description
 
 
-def _hand_made(modality: Any, processor: Processor, train: ExampleSet, test: ExampleSet, k: int) -> dict[str, Any]:
-    """Each hand-made baseline of the modality (pipelines/baseline.py) probed as the encoder is."""
+def _hand_made(modality: Any, processor: Processor, train: ExampleSet, test: ExampleSet, k: int,
+               keep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Each hand-made baseline of the modality (pipelines/baseline.py) probed as the encoder is (its features kept
+    in ``keep["baselines"]`` when given)."""
     out: dict[str, Any] = {}
     for name, features in modality.baselines.items():
         # the model's own fitted processor: train and test encoded alike (vocabularies, statistics)
         tr, te = features(train.examples, processor), features(test.examples, processor)
         if tr is None or te is None:                   # not for these examples (e.g. graph- vs node-level)
             continue
+        if keep is not None:
+            keep.setdefault("baselines", {})[name] = (torch.as_tensor(tr).float(), torch.as_tensor(te).float())
         out[name] = {"linear_probe": linear_probe(tr, train.labels, te, test.labels),
                      "knn": knn_accuracy(tr, train.labels, te, test.labels, k)}
     return out
@@ -295,7 +299,7 @@ def _compare(report: dict[str, Any], encoder: Encoder, processor: Processor, mod
     report["random_init"] = probe_report(random_enc, processor, train, test, knn_k=k, device=device,
                                          num_workers=num_workers, keep=keep)
     if isinstance(train, ExampleSet) and isinstance(test, ExampleSet):   # hand-made features need random access
-        report["baselines"] = _hand_made(modality, processor, train, test, k)
+        report["baselines"] = _hand_made(modality, processor, train, test, k, keep)
     _judge(report, "linear_probe", "linear-probe accuracy", "streamed data or no hand-made baseline for this modality")
 
 
@@ -366,7 +370,8 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     comparison = comparison_markdown(report)
     if label_fractions:
         (tr, ytr, _), (te, yte, _) = (load_shards(shards / "embeddings" / p / "index.json") for p in ("train", "test"))
-        given = {"pretrained": (tr, te), **({"random init": kept["features"]} if kept else {})}
+        given = {"pretrained": (tr, te), **({"random init": kept["features"]} if "features" in kept else {}),
+                 **kept.get("baselines", {})}
         comparison += _label_efficiency(report, model, out, name, (label_fractions, seeds), encoder, processor,
                                         modality, train, test, device=device, num_workers=num_workers,
                                         baseline=baseline, given=given, labels=(ytr.tolist(), yte.tolist()))

@@ -87,10 +87,13 @@ def label_efficiency(encoder: Encoder, processor: Processor, modality: Any, trai
     if baseline and isinstance(train, ExampleSet) and isinstance(test, ExampleSet) \
             and (len(train), len(test)) == (len(ytr), len(yte)):       # every example embedded: rows line up
         for name, fn in modality.baselines.items():
+            if name in features:
+                continue
             a, b = fn(train.examples, processor), fn(test.examples, processor)
             if a is not None and b is not None:
                 features[name] = (torch.as_tensor(a).float(), torch.as_tensor(b).float())
-    return fraction_curves(features, ytr, yte, fractions, seeds)
+    lined_up = {n: f for n, f in features.items() if (f[0].shape[0], f[1].shape[0]) == (len(ytr), len(yte))}
+    return fraction_curves(lined_up, ytr, yte, fractions, seeds)
 
 
 def label_efficiency_markdown(result: dict[str, Any], png: str | None = None) -> str:
