@@ -226,6 +226,7 @@ class Loop:
         self.last_metrics: dict[str, float] = {}        # the last logged row (the collapse alarm reads it)
         self.row: dict[str, float] | None = None        # this step's metrics row, written after its interval hooks
         self.extra_shown: dict[str, str] = {}           # figures hooks asked to show on the progress bar
+        self.postfix: dict[str, str] = {}               # the last step's figures on the progress bar
         self.shown = [r.signal for r in collapse_rules(model)]     # on the progress bar
 
     def _resume(self) -> tuple[int | None, dict[str, Any] | None]:
@@ -312,8 +313,8 @@ class Loop:
         rate = len(batch["_names"]) * info.world / max(time.perf_counter() - t_wait, 1e-9)
         self.bar.update(1)
         shown = {k: f"{res.metrics[k]:.3g}" for k in self.shown if k in res.metrics}
-        self.bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{res.lr:.2e}", ex_s=f"{rate:.0f}", **shown,
-                             **self.extra_shown, refresh=False)
+        self.postfix = {"loss": f"{res.loss:.4f}", "lr": f"{res.lr:.2e}", "ex_s": f"{rate:.0f}", **shown}
+        self.bar.set_postfix(**self.postfix, **self.extra_shown, refresh=False)
         self.lr, self.grad_norm = res.lr, res.grad_norm
         if self.step % self.cfg.log_every == 0 or self.step == self.end:
             self.row = self.last_metrics = {
@@ -335,6 +336,8 @@ class Loop:
         for k in show:
             if k in values:
                 self.extra_shown[k] = f"{values[k]:.3g}"
+        if show:
+            self.bar.set_postfix(**self.postfix, **self.extra_shown)
 
     def _write_row(self) -> None:
         """The step's metrics row, once its interval hooks added theirs: ``metrics.jsonl``, then each hook's

@@ -9,21 +9,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from zoo import Encoder, ExampleSet, Processor, StreamSet
 from zoo.cards import COMPARISON_HEADING
 
 from .baseline import verdict
 from .data import iter_batches, iter_records, label_tensor
+from .probes import knn_accuracy, linear_probe
 from .recipe import Recipe, parse_recipe
 from .report import comparison_markdown, embedding_map, protocol_markdown, record_evaluation
+from .shards import load_shards, write_shards
 
 __all__ = ["embed", "iter_embeddings", "embed_shards", "write_shards", "load_shards",
            "linear_probe", "knn_accuracy", "embedding_map", "probe_report", "layer_probes",
-           "evaluate_model"]
+           "evaluate_model", "label_efficiency"]
 
 @torch.no_grad()
 def iter_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet | Sequence[Any], *,
@@ -94,99 +94,6 @@ def embed_shards(encoder: Encoder, processor: Processor, data: ExampleSet | Stre
     rows = iter_embeddings(encoder, processor, data, batch_size=batch_size, names=names, device=device,
                            num_workers=num_workers)
     return write_shards(rows, out_dir, shard_size=shard_size, progress=progress)
-
-
-def write_shards(rows: Iterator[tuple[torch.Tensor, list[str], torch.Tensor | None]], out_dir: str | Path, *,
-                 shard_size: int = 50_000, progress: bool = False, unit: str = "ex") -> Path:
-    """``(embeddings [b, D], names, labels [b] or None)`` blocks into shards of ``shard_size`` rows (see
-    :func:`embed_shards`); memory holds one shard."""
-
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"shard_size must be a whole number >= 1 (rows per shard file), got {shard_size!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("embeddings-*.safetensors"):
-        old.unlink()
-    shards: list[dict[str, Any]] = []
-    buf: list[tuple[torch.Tensor, list[str], torch.Tensor | None]] = []
-    held = 0
-
-    def flush() -> None:
-        nonlocal buf, held
-        if not held:
-            return
-        emb = torch.cat([b[0] for b in buf])
-        tensors = {"embeddings": emb.contiguous()}
-        if all(b[2] is not None for b in buf):
-            tensors["labels"] = torch.cat([b[2] for b in buf])
-        shard_names = [n for b in buf for n in b[1]]
-        path = out_dir / f"embeddings-{len(shards):05d}.safetensors"
-        save_file(tensors, str(path), metadata={"names": json.dumps(shard_names)})
-        shards.append({"file": path.name, "rows": int(emb.shape[0])})
-        buf, held = [], 0
-
-    bar = tqdm(desc="embed", unit=unit, disable=not progress, mininterval=0.1 if os.isatty(2) else 30.0)
-    for emb, names_b, labels in rows:
-        while emb.shape[0]:
-            room = shard_size - held
-            buf.append((emb[:room], names_b[:room], labels[:room] if labels is not None else None))
-            held += min(room, emb.shape[0])
-            bar.update(min(room, emb.shape[0]))
-            emb, names_b = emb[room:], names_b[room:]
-            labels = labels[room:] if labels is not None else None
-            if held == shard_size:
-                flush()
-    flush()
-    bar.close()
-    index = out_dir / "index.json"
-    index.write_text(json.dumps({"shards": shards, "rows": sum(s["rows"] for s in shards)}, indent=2) + "\n")
-    return index
-
-
-def load_shards(index: str | Path) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
-    """Embeddings, labels (or None) and names from :func:`embed_shards`' ``index.json``."""
-
-    from safetensors import safe_open
-    index = Path(index)
-    meta = json.loads(index.read_text())
-    embs, labels, names = [], [], []
-    for shard in meta["shards"]:
-        with safe_open(str(index.parent / shard["file"]), "pt") as fh:
-            embs.append(fh.get_tensor("embeddings"))
-            labels.append(fh.get_tensor("labels") if "labels" in fh.keys() else None)
-            names += json.loads(fh.metadata()["names"])
-    if not embs:
-        raise ValueError(f"{index}: no embeddings (the data set was empty or every example was skipped)")
-    lab = torch.cat(labels) if all(x is not None for x in labels) else None
-    return torch.cat(embs), lab, names
-
-
-def linear_probe(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor,
-                 test_y: Sequence[int], *, seed: int = 0) -> float:
-    """Accuracy of a logistic regression on standardised frozen embeddings."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    clf.fit(train_x.numpy(), np.asarray(train_y))
-    return float(clf.score(test_x.numpy(), np.asarray(test_y)))
-
-
-def knn_accuracy(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor,
-                 test_y: Sequence[int], k: int = 20, temperature: float | None = None) -> float:
-    """Cosine k-NN accuracy with a majority vote (ties → the smaller label), or with ``temperature`` each
-    neighbour's vote weighted by ``exp(cos / temperature)`` (Wu et al. 2018, as DINO's k-NN evaluation)."""
-    a = F.normalize(train_x.float(), dim=1)
-    b = F.normalize(test_x.float(), dim=1)
-    ty = torch.as_tensor(list(train_y))
-    k = min(k, a.shape[0])
-    sims, idx = (b @ a.T).topk(k, dim=1)
-    weight = torch.ones_like(sims) if temperature is None else (sims / temperature).exp()
-    votes = (F.one_hot(ty[idx], int(ty.max()) + 1) * weight[..., None]).sum(dim=1)
-    pred = votes.argmax(dim=1)
-    return float((pred == torch.as_tensor(list(test_y))).float().mean())
 
 
 def _split_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet, out: Path | None,
@@ -383,11 +290,51 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     return report
 
 
+def _labelled_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet, device: str,
+                num_workers: int) -> tuple[torch.Tensor, list[int]]:
+    parts = list(iter_embeddings(encoder, processor, data, device=device, num_workers=num_workers))
+    if not parts or any(p[2] is None for p in parts):
+        raise ValueError("label-efficiency curves need labelled train and test examples")
+    return torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts]).tolist()
+
+
+def label_efficiency(encoder: Encoder, processor: Processor, modality: Any, train: ExampleSet | StreamSet,
+                     test: ExampleSet | StreamSet, fractions: Sequence[float], seeds: int = 3, *,
+                     device: str = "cpu", num_workers: int = 0, baseline: bool = True,
+                     given: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                     labels: tuple[Sequence[int], Sequence[int]] | None = None) -> dict[str, Any]:
+    """:func:`fraction_curves` of the encoder (``"pretrained"``) and, with ``baseline``, the same architecture at
+    random init (seed 0) and each hand-made baseline of the modality that applies to the examples. ``given`` (with
+    their ``labels``): features already computed, e.g. the evaluation's embeddings, by the same names."""
+    features = dict(given or {})
+
+    def both(enc: Encoder) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[list[int], list[int]]]:
+        (a, ya), (b, yb) = (_labelled_embeddings(enc, processor, d, device, num_workers) for d in (train, test))
+        return (a, b), (ya, yb)
+    if "pretrained" not in features or labels is None:
+        features["pretrained"], labels = both(encoder)
+    if baseline and "random init" not in features:
+        torch.manual_seed(0)
+        features["random init"], _ = both(type(encoder)(encoder.config))
+    ytr, yte = labels
+    if baseline and isinstance(train, ExampleSet) and isinstance(test, ExampleSet) \
+            and (len(train), len(test)) == (len(ytr), len(yte)):       # every example embedded: rows line up
+        for name, fn in modality.baselines.items():
+            if name in features:
+                continue
+            a, b = fn(train.examples, processor), fn(test.examples, processor)
+            if a is not None and b is not None:
+                features[name] = (torch.as_tensor(a).float(), torch.as_tensor(b).float())
+    lined_up = {n: f for n, f in features.items() if (f[0].shape[0], f[1].shape[0]) == (len(ytr), len(yte))}
+    from .label_efficiency import fraction_curves
+    return fraction_curves(lined_up, ytr, yte, fractions, seeds)
+
+
 def _label_efficiency(report: dict[str, Any], model: str | Path, out: Path, name: str,
                       fractions: tuple[Sequence[float], int], encoder: Encoder, processor: Processor, modality: Any,
                       train: ExampleSet | StreamSet, test: ExampleSet | StreamSet, **kwargs: Any) -> str:
     """``report["label_efficiency"]``, its curve in ``out/label_efficiency.png`` and its Markdown for the card."""
-    from .label_efficiency import label_efficiency, label_efficiency_markdown, plot_label_efficiency
+    from .label_efficiency import label_efficiency_markdown, plot_label_efficiency
     result = label_efficiency(encoder, processor, modality, train, test, fractions[0], fractions[1], **kwargs)
     report["label_efficiency"] = result
     png = plot_label_efficiency(result, out / "label_efficiency.png", title=f"{name}: label efficiency")

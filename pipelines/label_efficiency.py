@@ -1,4 +1,5 @@
-"""Label-efficiency curves (docs/architecture.md, "Label efficiency"): the frozen-encoder linear probe trained on
+"""Label-efficiency curves (docs/architecture.md, "Label efficiency"; the encoders' features come from
+:func:`pipelines.evaluate.label_efficiency`): the frozen-encoder linear probe trained on
 a seeded, stratified fraction of the labelled training examples, for each fraction and seed, beside the same
 architecture at random init and the modality's hand-made baselines on the same examples — how many labels the
 pretraining saves, as ptls and VISSL report few-label results."""
@@ -12,10 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo import Encoder, ExampleSet, Processor, StreamSet
 from zoo.data import stratified_indices
 
-__all__ = ["parse_fractions", "label_efficiency", "fraction_curves", "label_efficiency_markdown",
+__all__ = ["parse_fractions", "fraction_curves", "label_efficiency_markdown",
            "plot_label_efficiency"]
 
 Features = tuple[torch.Tensor, torch.Tensor]       # (train [N, D], test [M, D])
@@ -42,7 +42,7 @@ def fraction_curves(features: dict[str, Features], ytr: Sequence[int], yte: Sequ
     for every fraction ``f`` and seed ``0..seeds-1`` (the same subsets for every feature set): mean and standard
     deviation over seeds, and how many labelled examples each fraction gave."""
     if probe is None:
-        from .evaluate import linear_probe
+        from .probes import linear_probe
         probe = linear_probe
     ytr, yte = np.asarray(list(ytr)), list(yte)
     subsets = {(f, s): stratified_indices(ytr, f, s) for f in fractions for s in range(seeds)}
@@ -54,46 +54,6 @@ def fraction_curves(features: dict[str, Features], ytr: Sequence[int], yte: Sequ
                         "std": [round(float(v), 4) for v in scores.std(1)]}
     return {"fractions": list(fractions), "seeds": seeds, "train_examples": len(ytr), "test_examples": len(yte),
             "labelled": [len(subsets[f, 0]) for f in fractions], "curves": curves}
-
-
-def _embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet, device: str,
-                num_workers: int) -> tuple[torch.Tensor, list[int]]:
-    from .evaluate import iter_embeddings
-    parts = list(iter_embeddings(encoder, processor, data, device=device, num_workers=num_workers))
-    if not parts or any(p[2] is None for p in parts):
-        raise ValueError("label-efficiency curves need labelled train and test examples")
-    return torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts]).tolist()
-
-
-def label_efficiency(encoder: Encoder, processor: Processor, modality: Any, train: ExampleSet | StreamSet,
-                     test: ExampleSet | StreamSet, fractions: Sequence[float], seeds: int = 3, *,
-                     device: str = "cpu", num_workers: int = 0, baseline: bool = True,
-                     given: dict[str, Features] | None = None,
-                     labels: tuple[Sequence[int], Sequence[int]] | None = None) -> dict[str, Any]:
-    """:func:`fraction_curves` of the encoder (``"pretrained"``) and, with ``baseline``, the same architecture at
-    random init (seed 0) and each hand-made baseline of the modality that applies to the examples. ``given`` (with
-    their ``labels``): features already computed, e.g. the evaluation's embeddings, by the same names."""
-    features = dict(given or {})
-
-    def both(enc: Encoder) -> tuple[Features, tuple[list[int], list[int]]]:
-        (a, ya), (b, yb) = (_embeddings(enc, processor, d, device, num_workers) for d in (train, test))
-        return (a, b), (ya, yb)
-    if "pretrained" not in features or labels is None:
-        features["pretrained"], labels = both(encoder)
-    if baseline and "random init" not in features:
-        torch.manual_seed(0)
-        features["random init"], _ = both(type(encoder)(encoder.config))
-    ytr, yte = labels
-    if baseline and isinstance(train, ExampleSet) and isinstance(test, ExampleSet) \
-            and (len(train), len(test)) == (len(ytr), len(yte)):       # every example embedded: rows line up
-        for name, fn in modality.baselines.items():
-            if name in features:
-                continue
-            a, b = fn(train.examples, processor), fn(test.examples, processor)
-            if a is not None and b is not None:
-                features[name] = (torch.as_tensor(a).float(), torch.as_tensor(b).float())
-    lined_up = {n: f for n, f in features.items() if (f[0].shape[0], f[1].shape[0]) == (len(ytr), len(yte))}
-    return fraction_curves(lined_up, ytr, yte, fractions, seeds)
 
 
 def label_efficiency_markdown(result: dict[str, Any], png: str | None = None) -> str:

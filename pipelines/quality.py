@@ -122,7 +122,7 @@ class QualityProbe:
     @torch.no_grad()
     def measure(self, encoder: Encoder, device: torch.device | str = "cpu") -> dict[str, float]:
         """``rankme`` (and ``knn``) of ``encoder`` as it is now, in eval mode; the caller restores its mode."""
-        from .evaluate import knn_accuracy
+        from .probes import knn_accuracy
         z, ytr = self._embed(encoder, self.batch, "batch", device)
         out = {"rankme": round(rankme(z), 4)}
         if self.test is not None:

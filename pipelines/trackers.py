@@ -593,7 +593,7 @@ def log_evaluation(report_to: str | Sequence[str] | None, output_dir: str | Path
 
 
 def _projector_rows(index: Path, label_names: Sequence[str] | None) -> tuple[Any, list[list[str]], list[str]]:
-    from .evaluate import load_shards
+    from .shards import load_shards
     emb, labels, names = load_shards(index)
 
     def clean(text: str) -> str:

@@ -1,0 +1,38 @@
+"""Probes of frozen features: a linear probe and a k-NN classifier, the same for every modality (docs/architecture.md,
+"Baselines" and "Online quality")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["linear_probe", "knn_accuracy"]
+
+
+def linear_probe(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor,
+                 test_y: Sequence[int], *, seed: int = 0) -> float:
+    """Accuracy of a logistic regression on standardised frozen embeddings."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    clf.fit(train_x.numpy(), np.asarray(train_y))
+    return float(clf.score(test_x.numpy(), np.asarray(test_y)))
+
+
+def knn_accuracy(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor,
+                 test_y: Sequence[int], k: int = 20, temperature: float | None = None) -> float:
+    """Cosine k-NN accuracy with a majority vote (ties → the smaller label), or with ``temperature`` each
+    neighbour's vote weighted by ``exp(cos / temperature)`` (Wu et al. 2018, as DINO's k-NN evaluation)."""
+    a = F.normalize(train_x.float(), dim=1)
+    b = F.normalize(test_x.float(), dim=1)
+    ty = torch.as_tensor(list(train_y))
+    k = min(k, a.shape[0])
+    sims, idx = (b @ a.T).topk(k, dim=1)
+    weight = torch.ones_like(sims) if temperature is None else (sims / temperature).exp()
+    votes = (F.one_hot(ty[idx], int(ty.max()) + 1) * weight[..., None]).sum(dim=1)
+    pred = votes.argmax(dim=1)
+    return float((pred == torch.as_tensor(list(test_y))).float().mean())
