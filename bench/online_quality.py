@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.hooks import Hook
+
 from .harness import machine, publish_table, results_dir
 
 DEMO = ["audio-wav2vec2-demo", "tabular-tjepa-demo", "graph-graphmae-sbm", "video-videomae-demo",
@@ -42,6 +44,54 @@ def final_probe(built: Any, recipe: Any) -> tuple[str, Any]:
     train, test = modality.load_data(spec["train"]), modality.load_data(spec["test"])
     k = int(spec.get("knn_k", 20))
     return "linear_probe", lambda enc: probe_report(enc, built.processor, train, test, knn_k=k)["linear_probe"]
+
+
+class Snapshots(Hook):
+    """A hook that, at each of ``steps``, has the run's online quality probe measured (if its interval did not) and
+    keeps a copy of the encoder's weights: the run's checkpoints at those steps, in memory."""
+
+    every = 1
+
+    def __init__(self, steps: list[int]) -> None:
+        self.steps: set[int] = set(steps)
+        self.weights: dict[int, dict[str, Any]] = {}
+
+    def on_interval(self, run: Any, step: int) -> bool:
+        from pipelines.quality import QualityHook
+        if step in self.steps:
+            quality = next(h for h in run.hooks if isinstance(h, QualityHook))
+            if not quality.history or quality.history[-1]["step"] != step:
+                quality._measure(run, step)
+            self.weights[step] = {k: v.detach().clone() for k, v in quality.encoder.state_dict().items()}
+        return False
+
+
+def geometric_steps(steps: int, points: int = 7) -> list[int]:
+    """``steps, steps/2, steps/4, …`` (rounded, distinct, at least 1): where a short run's quality moves most."""
+    return sorted({max(1, round(steps / 2 ** k)) for k in range(points)})
+
+
+def one_recipe_geometric(name: str, out: Path) -> dict[str, Any]:
+    """The same comparison on encoder snapshots at geometrically spaced steps (:func:`geometric_steps`)."""
+    from pipelines.build import build
+    from pipelines.pretrain import pretrain
+    from pipelines.recipe import load_recipe
+    steps = load_recipe(name).train.steps
+    at = geometric_steps(steps)
+    recipe = load_recipe(name, [f"train.checkpoint_every={steps}"])
+    snaps = Snapshots(at)
+    summary = pretrain(recipe, out / f"{name}-geometric", resume=False, hooks=(snaps,))
+    history = {h["step"]: h for h in summary["quality"]["history"]}
+    built = build(recipe)
+    metric, probe = final_probe(built, recipe)
+    init = {"step": 0, "final": probe(built.encoder), "knn": history[0].get("knn"), "rankme": history[0]["rankme"]}
+    rows = []
+    for step in at:
+        built.encoder.load_state_dict(snaps.weights[step])
+        rows.append({"step": step, "final": probe(built.encoder), "knn": history[step].get("knn"),
+                     "rankme": history[step]["rankme"]})
+    return {"recipe": name, "steps": steps, "metric": metric, "checkpoints": rows, "init_row": init,
+            **correlations(rows, init)}
 
 
 def one_recipe(name: str, out: Path) -> dict[str, Any]:
@@ -149,23 +199,49 @@ def tables(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     return q, e
 
 
-def run(out: Path, recipes: list[str] | None = None) -> str:
-    done_path = out / "online-quality.jsonl"
-    done = {json.loads(x)["recipe"]: json.loads(x) for x in done_path.read_text().splitlines()} \
-        if done_path.is_file() else {}
-    for name in recipes or DEMO:
+def geometric_table(results: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "Encoder snapshots at geometrically spaced steps (N, N/2, N/4, …: where a short run's quality moves), "
+             "the same run otherwise:", "",
+             "| recipe | snapshots at steps | final probe: init, first → last | online k-NN: init, first → last | "
+             "Spearman k-NN (with init) | Spearman RankMe (with init) |", "| --- | --- | --- | --- | ---: | ---: |"]
+    for r in results:
+        c, i = r["checkpoints"], r["init_row"]
+        knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
+        lines.append(f"| {r['recipe']} | {', '.join(str(x['step']) for x in c)} | {i['final']:.3f}, "
+                     f"{c[0]['final']:.3f} → {c[-1]['final']:.3f} | {knn} | {_fmt(r['spearman_knn'])} "
+                     f"({_fmt(r['spearman_knn_with_init'])}) | {_fmt(r['spearman_rankme'])} "
+                     f"({_fmt(r['spearman_rankme_with_init'])}) |")
+    for key, what in (("spearman_knn", "across the snapshots"), ("spearman_knn_with_init", "with the random init")):
+        good = [r["recipe"] for r in results if r[key] is not None and r[key] >= 0.8]
+        lines.append(f"{'' if key.endswith('init') else chr(10)}Online k-NN Spearman ≥ 0.8 {what}: {len(good)} of "
+                     f"{len(results)} ({', '.join(good) or 'none'}).")
+    return lines
+
+
+def _cached(path: Path, names: list[str], fn: Any, out: Path) -> dict[str, dict[str, Any]]:
+    """Each recipe's entry, from ``path`` (a killed benchmark picks up where it stopped) or computed by ``fn``."""
+    done = {json.loads(x)["recipe"]: json.loads(x) for x in path.read_text().splitlines()} if path.is_file() else {}
+    for name in names:
         if name not in done:
-            done[name] = one_recipe(name, out / "runs")
-            with open(done_path, "a") as fh:
+            done[name] = fn(name, out / "runs")
+            with open(path, "a") as fh:
                 fh.write(json.dumps(done[name]) + "\n")
+    return done
+
+
+def run(out: Path, recipes: list[str] | None = None) -> str:
+    done = _cached(out / "online-quality.jsonl", recipes or DEMO, one_recipe, out)
+    geometric = _cached(out / "online-quality-geometric.jsonl", recipes or DEMO, one_recipe_geometric, out)
     for name, entry in done.items():
         if "init_row" not in entry:                # entries of before the random-init point
             entry["init_row"] = init_row(name, out / "runs")
             entry.update(correlations(entry["checkpoints"], entry["init_row"]))
     results = [done[n] for n in (recipes or DEMO) if n in done]
     q, e = tables(results)
+    q += geometric_table([geometric[n] for n in (recipes or DEMO) if n in geometric])
     root = Path(__file__).parent / "results"
-    (root / "online-quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    (root / "online-quality.json").write_text(json.dumps({"uniform": results, "geometric": list(geometric.values())},
+                                                         indent=2) + "\n")
     publish_table(e, root / "label-efficiency.md")
     return publish_table(q, root / "online-quality.md")
 

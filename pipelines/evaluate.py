@@ -166,9 +166,11 @@ def recorded_recipe(model: str | Path) -> dict[str, Any]:
 
 
 def _own_data(modality: Any, processor: Processor, data: str, label_column: str | None, split: str | None,
-              test_split: str | None, seed: int) -> tuple[ExampleSet | StreamSet, ExampleSet | StreamSet, str]:
+              test_split: str | None, seed: int, model: str | Path
+              ) -> tuple[ExampleSet | StreamSet, ExampleSet | StreamSet, dict[str, Any], str]:
     """``zoo evaluate --data``: the labelled train and test sets from one's own data, read as ``zoo finetune
-    --data`` reads them (a folder's ``test/``, ``--test-split``, else a seeded stratified 20% held out)."""
+    --data`` reads them (a folder's ``test/``, ``--test-split``, else a seeded stratified 20% held out), the
+    evaluation spec naming them, and the model's name for the card."""
     from .finetune import FinetuneSettings
     from .labelled import load_labelled
     labelled = load_labelled(modality, processor, FinetuneSettings(validation_fraction=0.0), seed, data=data,
@@ -177,7 +179,8 @@ def _own_data(modality: Any, processor: Processor, data: str, label_column: str 
     if labelled.task != "classification":
         raise ValueError(f"--label-column {label_column}: zoo evaluate probes classes (linear probe, k-NN); for a "
                          f"numeric target fine-tune a regressor (zoo finetune MODEL --data {data} --task regression)")
-    return labelled.train, labelled.test, labelled.description
+    spec = {"dataset": labelled.description, "dataset_name": labelled.description}
+    return labelled.train, labelled.test, spec, Path(str(model)).name if Path(str(model)).is_dir() else str(model)
 
 
 def _hand_made(modality: Any, processor: Processor, train: ExampleSet, test: ExampleSet, k: int,
@@ -197,10 +200,21 @@ def _hand_made(modality: Any, processor: Processor, train: ExampleSet, test: Exa
     return out
 
 
+def _counts_and_metrics(report: dict[str, Any], embeddings: Path, k: int) -> list[tuple[str, float]]:
+    """The examples each split embedded (``report["train_examples"]``, ``…["test_examples"]``) and the card's
+    metrics of a probe report."""
+    for part in ("train", "test"):
+        report[f"{part}_examples"] = json.loads((embeddings / part / "index.json").read_text())["rows"]
+    return [("linear probe accuracy", report["pretrained"]["linear_probe"]),
+            (f"{k}-NN accuracy", report["pretrained"]["knn"])]
+
+
 def _compare(report: dict[str, Any], encoder: Encoder, processor: Processor, modality: Any,
              train: ExampleSet | StreamSet, test: ExampleSet | StreamSet, k: int, device: str,
-             num_workers: int, keep: dict[str, Any] | None = None) -> None:
-    """Beside the encoder's probes: the same architecture at random init, the hand-made baselines, the verdict."""
+             num_workers: int) -> dict[str, Any]:
+    """Beside the encoder's probes: the same architecture at random init, the hand-made baselines, the verdict.
+    Returns what they computed (the random init's embeddings, the baselines' features) for reuse."""
+    keep: dict[str, Any] = {}
     torch.manual_seed(0)
     random_enc = type(encoder)(encoder.config)
     report["random_init"] = probe_report(random_enc, processor, train, test, knn_k=k, device=device,
@@ -208,6 +222,7 @@ def _compare(report: dict[str, Any], encoder: Encoder, processor: Processor, mod
     if isinstance(train, ExampleSet) and isinstance(test, ExampleSet):   # hand-made features need random access
         report["baselines"] = _hand_made(modality, processor, train, test, k, keep)
     _judge(report, "linear_probe", "linear-probe accuracy", "streamed data or no hand-made baseline for this modality")
+    return keep
 
 
 def _judge(report: dict[str, Any], key: str, metric: str, none: str) -> None:
@@ -242,9 +257,7 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     out = Path(output_dir) if output_dir is not None else (Path(model) if Path(model).is_dir() else Path("."))
     out.mkdir(parents=True, exist_ok=True)
     if data is not None:
-        train, test, described = _own_data(modality, processor, data, label_column, split, test_split, seed)
-        spec: dict[str, Any] = {"dataset": described, "dataset_name": described}
-        name = Path(str(model)).name if Path(str(model)).is_dir() else str(model)
+        train, test, spec, name = _own_data(modality, processor, data, label_column, split, test_split, seed, model)
     else:
         if recipe is None:
             recipe = recorded_recipe(model)
@@ -265,29 +278,30 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
                                                           png=out / "embedding_map.png", device=device,
                                                           title=f"{name} (pretrained)", shards=shards,
                                                           num_workers=num_workers)}
-    kept: dict[str, Any] = {}
-    if baseline:
-        _compare(report, encoder, processor, modality, train, test, k, device, num_workers, keep=kept)
+    kept = _compare(report, encoder, processor, modality, train, test, k, device, num_workers) if baseline else {}
     if spec.get("layers", False):
         report["layers"] = layer_probes(encoder, processor, train, test, device=device, num_workers=num_workers)
-    for part in ("train", "test"):
-        report[f"{part}_examples"] = json.loads((shards / "embeddings" / part / "index.json").read_text())["rows"]
-    metrics = [("linear probe accuracy", report["pretrained"]["linear_probe"]),
-               (f"{k}-NN accuracy", report["pretrained"]["knn"])]
+    metrics = _counts_and_metrics(report, shards / "embeddings", k)
     comparison = comparison_markdown(report)
     if label_fractions:
-        (tr, ytr, _), (te, yte, _) = (load_shards(shards / "embeddings" / p / "index.json") for p in ("train", "test"))
-        given = {"pretrained": (tr, te), **({"random init": kept["features"]} if "features" in kept else {}),
-                 **kept.get("baselines", {})}
         comparison += _label_efficiency(report, model, out, name, (label_fractions, seeds), encoder, processor,
                                         modality, train, test, device=device, num_workers=num_workers,
-                                        baseline=baseline, given=given, labels=(ytr.tolist(), yte.tolist()))
+                                        baseline=baseline, **_kept_features(shards / "embeddings", kept))
     record_evaluation(model, name, spec, report, out, write_card, task=modality.task,
                       task_name="frozen-encoder probe", dataset="synthetic" if data is None else spec["dataset"],
                       metrics=metrics, comparison=comparison)
     log_evaluation(report_to, out, name, report, settings={"model": str(model), **spec},
                    embeddings=shards / "embeddings" / "test" / "index.json", label_names=test.label_names)
     return report
+
+
+def _kept_features(embeddings: Path, kept: dict[str, Any]) -> dict[str, Any]:
+    """What the evaluation computed, for the label-efficiency curves: the encoder's embeddings (its shards under
+    ``embeddings``), the random init's and the baselines' features (``kept``), and the labels."""
+    (tr, ytr, _), (te, yte, _) = (load_shards(embeddings / part / "index.json") for part in ("train", "test"))
+    given = {"pretrained": (tr, te), **({"random init": kept["features"]} if "features" in kept else {}),
+             **kept.get("baselines", {})}
+    return {"given": given, "labels": (ytr.tolist(), yte.tolist())}
 
 
 def _labelled_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet, device: str,

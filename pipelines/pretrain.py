@@ -17,6 +17,7 @@ from .data import TrainData, fit_batch
 from .data_spec import READING_KEYS, command_arg, data_spec, describe_data
 from .distributed import peak_rss_mib
 from .engine import setup_run, train
+from .hooks import Hook
 from .init import init_label
 from .quality import QualityHook, plot_quality, quality_facts, quality_probe
 from .recipe import Recipe, TrainConfig, parse_recipe
@@ -56,12 +57,13 @@ def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None,
 
 def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, command: str | None = None,
              data: str | None = None, init: str | None = None, refit: bool = False,
-             report_to: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+             report_to: str | tuple[str, ...] | None = None, hooks: tuple[Hook, ...] = ()) -> dict[str, Any]:
     """Pretrain from a parsed recipe. Writes ``<output>/model`` (config, weights, preprocessor, card),
     ``metrics.jsonl``, ``loss_curve.png``, ``checkpoints/`` and ``train_summary.json``. ``data``: the ``--data``
     the recipe was pointed at (:func:`with_own_data`), named on the card; ``command``: what reproduces the run.
     ``init``: continue pretraining from that model (:mod:`.init`; ``refit``: fit the processor anew), recorded on
-    the card. ``report_to``: experiment trackers (:mod:`.trackers`)."""
+    the card. ``report_to``: experiment trackers (:mod:`.trackers`). ``hooks``: more of the loop's hooks, after the
+    online quality probe's (e.g. a benchmark's snapshots)."""
     output_dir = Path(output_dir)
     if init and Path(init).exists() and Path(init).resolve().is_relative_to(output_dir.resolve()):
         raise ValueError(f"--init {init} lies inside the run folder {output_dir}: the run would overwrite the "
@@ -76,19 +78,10 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
                        pin_memory=ctx.device.type == "cuda")
     quality = _quality_hook(built, cfg)
     result = train(built.pretrainer, stream, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx,
-                   hooks=((quality,) if quality else ()) + (trackers,),
+                   hooks=((quality,) if quality else ()) + tuple(hooks) + (trackers,),
                    fingerprint={**recipe.to_dict(), **({"init": origin, "refit": refit} if init else {})})
-    rss = peak_rss_mib()
-    summary = {"recipe": recipe.name, "steps": result.steps, "stopped_early": result.stopped_early,
-               "resumed_from": result.resumed_from, "wall_seconds": round(result.wall_seconds, 2),
-               "final_loss": result.final_loss, "hardware": result.device, "seed": cfg.seed,
-               "examples": stream.size if stream.size is not None else "streamed", "skipped": result.skipped,
-               "skipped_examples": result.skipped_examples[:20], "world_size": ctx.info.world,
-               "num_workers": cfg.num_workers, "data_wait_seconds": round(result.data_wait_seconds, 3),
-               "peak_rss_mib": round(rss["main"], 1), "peak_rss_workers_mib": round(rss["workers"], 1),
-               "collapse_alarm": result.collapse, "collapse_signals": result.signals,
-               **({"quality": {"history": quality.history, "on": quality.probe.source}} if quality else {}),
-               **({"continued_from": origin, "refit": refit} if init else {})}
+    summary = _run_summary(recipe, result, cfg, stream, ctx.info.world, quality,
+                           {"continued_from": origin, "refit": refit} if init else {})
     if ctx.info.main:
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if not result.stopped_early:
@@ -120,6 +113,22 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
         raise RuntimeError(f"{recipe.name}: " + collapse_stop_message(result.collapse, output_dir,
                                                                        "nothing is published"))
     return summary
+
+
+def _run_summary(recipe: Recipe, result: Any, cfg: TrainConfig, stream: TrainData, world: int,
+                 quality: QualityHook | None, continued: dict[str, Any]) -> dict[str, Any]:
+    """``train_summary.json``: what ran, what it read and skipped, its memory, collapse signals and online quality."""
+    rss = peak_rss_mib()
+    return {"recipe": recipe.name, "steps": result.steps, "stopped_early": result.stopped_early,
+            "resumed_from": result.resumed_from, "wall_seconds": round(result.wall_seconds, 2),
+            "final_loss": result.final_loss, "hardware": result.device, "seed": cfg.seed,
+            "examples": stream.size if stream.size is not None else "streamed", "skipped": result.skipped,
+            "skipped_examples": result.skipped_examples[:20], "world_size": world,
+            "num_workers": cfg.num_workers, "data_wait_seconds": round(result.data_wait_seconds, 3),
+            "peak_rss_mib": round(rss["main"], 1), "peak_rss_workers_mib": round(rss["workers"], 1),
+            "collapse_alarm": result.collapse, "collapse_signals": result.signals,
+            **({"quality": {"history": quality.history, "on": quality.probe.source}} if quality else {}),
+            **continued}
 
 
 def _quality_hook(built: Any, cfg: TrainConfig) -> QualityHook | None:
