@@ -158,6 +158,26 @@ def correlations(rows: list[dict[str, Any]], init: dict[str, Any]) -> dict[str, 
     return out
 
 
+def separated_pairs(points: list[dict[str, Any]], n_test: int) -> tuple[int, int | None]:
+    """Pairs of checkpoints whose final probes differ by more than twice the standard error of a difference of two
+    accuracies on ``n_test`` examples (``sqrt(p1 q1 / n + p2 q2 / n)``), and how many of them the online k-NN orders
+    the same way (``None`` without a k-NN)."""
+    pairs = agree = 0
+    for i, a in enumerate(points):
+        for b in points[i + 1:]:
+            se = ((a["final"] * (1 - a["final"]) + b["final"] * (1 - b["final"])) / n_test) ** 0.5
+            if abs(a["final"] - b["final"]) > 2 * se:
+                pairs += 1
+                if a["knn"] is not None and (a["knn"] - b["knn"]) * (a["final"] - b["final"]) > 0:
+                    agree += 1
+    return pairs, (agree if points and points[0]["knn"] is not None else None)
+
+
+def _pairs(r: dict[str, Any], n_test: int) -> str:
+    pairs, agree = separated_pairs([r["init_row"], *r["checkpoints"]], n_test)
+    return f"{agree if agree is not None else '—'} of {pairs}"
+
+
 def _fmt(value: float | None) -> str:
     return "—" if value is None else ("n/a (constant)" if value != value else f"{value:.2f}")
 
@@ -168,15 +188,17 @@ def tables(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
          "the same checkpoint; Spearman across the checkpoints. Cost: the median measurement against the median "
          "training step, as the share it adds at the default interval (`train.quality_every`).", "",
          "| recipe | checkpoints | final probe: init, first → last checkpoint | online k-NN: init, first → last | "
-         "Spearman k-NN (with init) | Spearman RankMe (with init) | RankMe: init, first → last | measurement (s) | "
+         "Spearman k-NN (with init) | Spearman RankMe (with init) | pairs apart > 2 SE: k-NN agrees | "
+         "RankMe: init, first → last | measurement (s) | "
          f"step (s) | cost at every {results[0]['default_every'] if results else 500} steps |",
-         "| --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+         "| --- | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
     for r in results:
         c, i = r["checkpoints"], r["init_row"]
         knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
         q.append(f"| {r['recipe']} | {len(c)} | {r['metric'].replace('_', ' ')} {i['final']:.3f}, {c[0]['final']:.3f}"
                  f" → {c[-1]['final']:.3f} | {knn} | {_fmt(r['spearman_knn'])} ({_fmt(r['spearman_knn_with_init'])}) | "
-                 f"{_fmt(r['spearman_rankme'])} ({_fmt(r['spearman_rankme_with_init'])}) | {i['rankme']:.1f}, "
+                 f"{_fmt(r['spearman_rankme'])} ({_fmt(r['spearman_rankme_with_init'])}) | "
+                 f"{_pairs(r, r['label_efficiency']['test_examples'])} | {i['rankme']:.1f}, "
                  f"{c[0]['rankme']:.1f} → {c[-1]['rankme']:.1f} | {r['quality_s']:.2f} | {r['step_s']:.3f} | "
                  f"{100 * r['overhead_default']:.1f}% |")
     for key, what in (("spearman_knn", "across the saved checkpoints"),
@@ -199,18 +221,19 @@ def tables(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     return q, e
 
 
-def geometric_table(results: list[dict[str, Any]]) -> list[str]:
+def geometric_table(results: list[dict[str, Any]], n_test: dict[str, int]) -> list[str]:
     lines = ["", "Encoder snapshots at geometrically spaced steps (N, N/2, N/4, …: where a short run's quality moves), "
              "the same run otherwise:", "",
              "| recipe | snapshots at steps | final probe: init, first → last | online k-NN: init, first → last | "
-             "Spearman k-NN (with init) | Spearman RankMe (with init) |", "| --- | --- | --- | --- | ---: | ---: |"]
+             "Spearman k-NN (with init) | Spearman RankMe (with init) | pairs apart > 2 SE: k-NN agrees |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: |"]
     for r in results:
         c, i = r["checkpoints"], r["init_row"]
         knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
         lines.append(f"| {r['recipe']} | {', '.join(str(x['step']) for x in c)} | {i['final']:.3f}, "
                      f"{c[0]['final']:.3f} → {c[-1]['final']:.3f} | {knn} | {_fmt(r['spearman_knn'])} "
                      f"({_fmt(r['spearman_knn_with_init'])}) | {_fmt(r['spearman_rankme'])} "
-                     f"({_fmt(r['spearman_rankme_with_init'])}) |")
+                     f"({_fmt(r['spearman_rankme_with_init'])}) | {_pairs(r, n_test[r['recipe']])} |")
     for key, what in (("spearman_knn", "across the snapshots"), ("spearman_knn_with_init", "with the random init")):
         good = [r["recipe"] for r in results if r[key] is not None and r[key] >= 0.8]
         lines.append(f"{'' if key.endswith('init') else chr(10)}Online k-NN Spearman ≥ 0.8 {what}: {len(good)} of "
@@ -238,7 +261,8 @@ def run(out: Path, recipes: list[str] | None = None) -> str:
             entry.update(correlations(entry["checkpoints"], entry["init_row"]))
     results = [done[n] for n in (recipes or DEMO) if n in done]
     q, e = tables(results)
-    q += geometric_table([geometric[n] for n in (recipes or DEMO) if n in geometric])
+    q += geometric_table([geometric[n] for n in (recipes or DEMO) if n in geometric],
+                         {r["recipe"]: r["label_efficiency"]["test_examples"] for r in results})
     root = Path(__file__).parent / "results"
     (root / "online-quality.json").write_text(json.dumps({"uniform": results, "geometric": list(geometric.values())},
                                                          indent=2) + "\n")
