@@ -335,7 +335,7 @@ class Loop:
         self.row.update(values)
         for k in show:
             if k in values:
-                self.extra_shown[k] = f"{values[k]:.3g}"
+                self.extra_shown[k] = f"{values[k]:.4g}"
         if show:
             self.bar.set_postfix(**self.postfix, **self.extra_shown)
 

@@ -4,7 +4,7 @@ embedding map coloured by label."""
 from __future__ import annotations
 
 import json
-import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,16 @@ def _own_data(modality: Any, processor: Processor, data: str, label_column: str 
         raise ValueError(f"--label-column {label_column}: zoo evaluate probes classes (linear probe, k-NN); for a "
                          f"numeric target fine-tune a regressor (zoo finetune MODEL --data {data} --task regression)")
     spec = {"dataset": labelled.description, "dataset_name": labelled.description}
-    return labelled.train, labelled.test, spec, Path(str(model)).name if Path(str(model)).is_dir() else str(model)
+    return labelled.train, labelled.test, spec, model_name(model)
+
+
+def model_name(model: str | Path) -> str:
+    """A model's name for titles: a Hub id as it is, a folder by its name (a run's ``model/`` folder by its run's)."""
+    path = Path(str(model))
+    if not path.is_dir():
+        return str(model)
+    path = path.resolve()
+    return path.parent.name if path.name == "model" and path.parent.name else path.name
 
 
 def _hand_made(modality: Any, processor: Processor, train: ExampleSet, test: ExampleSet, k: int,
@@ -346,14 +355,18 @@ def label_efficiency(encoder: Encoder, processor: Processor, modality: Any, trai
 
 def _label_efficiency(report: dict[str, Any], model: str | Path, out: Path, name: str,
                       fractions: tuple[Sequence[float], int], encoder: Encoder, processor: Processor, modality: Any,
-                      train: ExampleSet | StreamSet, test: ExampleSet | StreamSet, **kwargs: Any) -> str:
+                      train: ExampleSet | StreamSet, test: ExampleSet | StreamSet, protocol: str | None = None,
+                      **kwargs: Any) -> str:
     """``report["label_efficiency"]``, its curve in ``out/label_efficiency.png`` and its Markdown for the card."""
     from .label_efficiency import label_efficiency_markdown, plot_label_efficiency
     result = label_efficiency(encoder, processor, modality, train, test, fractions[0], fractions[1], **kwargs)
     report["label_efficiency"] = result
     png = plot_label_efficiency(result, out / "label_efficiency.png", title=f"{name}: label efficiency")
-    link = os.path.relpath(png, model) if Path(model).is_dir() else str(png)
-    return "\n\n" + label_efficiency_markdown(result, link)
+    if not Path(model).is_dir():                  # a Hub id: no card is written
+        return "\n\n" + label_efficiency_markdown(result, None, protocol)
+    if png.parent.resolve() != Path(model).resolve():    # --output elsewhere: the card links its own copy
+        shutil.copyfile(png, Path(model) / png.name)
+    return "\n\n" + label_efficiency_markdown(result, png.name, protocol)
 
 
 def _protocol_baselines(report: dict[str, Any], protocol: Any, processor: Processor, spec: dict[str, Any]) -> None:
@@ -389,7 +402,7 @@ def _protocol_report(model, encoder, processor, modality, recipe, spec, out, bas
                              " --label-fractions cannot split them")
         train, test = protocol.examples(spec)
         comparison += _label_efficiency(report, model, out, recipe.name, fractions, encoder, processor, modality,
-                                        train, test, baseline=baseline)
+                                        train, test, protocol=name, baseline=baseline)
     record_evaluation(model, recipe.name, spec, report, out, write_card, task=protocol.task,
                       task_name=f"{name} protocol", dataset=spec.get("dataset", recipe.name), metrics=metrics,
                       metric=protocol.metric, comparison=comparison)

@@ -46,6 +46,11 @@ def fraction_curves(features: dict[str, Features], ytr: Sequence[int], yte: Sequ
         probe = linear_probe
     ytr, yte = np.asarray(list(ytr)), list(yte)
     subsets = {(f, s): stratified_indices(ytr, f, s) for f in fractions for s in range(seeds)}
+    same: list[float] = []                  # a fraction giving as many labels as a smaller one: the same cell
+    for a, b in zip(fractions, fractions[1:]):
+        if len(subsets[a, 0]) == len(subsets[b, 0]):
+            same.append(a)
+    fractions = [f for f in fractions if f not in same]
     curves: dict[str, dict[str, list[float]]] = {}
     for name, (tr, te) in features.items():
         scores = np.array([[probe(tr[subsets[f, s]], ytr[subsets[f, s]].tolist(), te, yte, seed=s)
@@ -53,20 +58,28 @@ def fraction_curves(features: dict[str, Features], ytr: Sequence[int], yte: Sequ
         curves[name] = {"mean": [round(float(v), 4) for v in scores.mean(1)],
                         "std": [round(float(v), 4) for v in scores.std(1)]}
     return {"fractions": list(fractions), "seeds": seeds, "train_examples": len(ytr), "test_examples": len(yte),
-            "labelled": [len(subsets[f, 0]) for f in fractions], "curves": curves}
+            "labelled": [len(subsets[f, 0]) for f in fractions], "curves": curves,
+            **({"merged": same} if same else {})}
 
 
-def label_efficiency_markdown(result: dict[str, Any], png: str | None = None) -> str:
-    """The curves as a Markdown table (accuracy, mean ± std over seeds, one column per fraction)."""
+def label_efficiency_markdown(result: dict[str, Any], png: str | None = None, protocol: str | None = None) -> str:
+    """The curves as a Markdown table (accuracy, mean ± std over seeds, one column per fraction); ``protocol``: the
+    recipe's own protocol, whose probe the curves do not use (said under the table)."""
     head = " | ".join(f"{f:g} ({n})" for f, n in zip(result["fractions"], result["labelled"]))
+    seeds = result["seeds"]
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
     lines = ["### Label efficiency", "",
              f"Linear-probe accuracy on {result['test_examples']} held-out examples, trained on a stratified "
              f"fraction of the {result['train_examples']} labelled training examples (labelled examples in "
-             f"brackets); mean ± std over {result['seeds']} seeds.", "",
+             f"brackets; at least one per class); {spread}."
+             + (f" Fractions {', '.join(f'{f:g}' for f in result['merged'])} gave as few labels as the next one "
+                "and are left out." if result.get("merged") else "")
+             + (f" The probe is the logistic regression of the other tables, not the `{protocol}` protocol's own, "
+                "so its figure at 1 differs from the protocol's above." if protocol else ""), "",
              f"| features | {head} |", "| --- |" + " ---: |" * len(result["fractions"])]
     names = {"pretrained": "this encoder (frozen)", "random init": "same architecture, random init"}
     for name, c in result["curves"].items():
-        cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(c["mean"], c["std"]))
+        cells = " | ".join(f"{m:.3f} ± {s:.3f}" if seeds > 1 else f"{m:.3f}" for m, s in zip(c["mean"], c["std"]))
         lines.append(f"| {names.get(name, name)} | {cells} |")
     if png:
         lines += ["", f"![label efficiency]({png})"]
@@ -82,6 +95,8 @@ def plot_label_efficiency(result: dict[str, Any], png: str | Path, title: str = 
     for name, c in result["curves"].items():
         ax.errorbar(result["labelled"], c["mean"], yerr=c["std"], marker="o", capsize=3, label=name)
     ax.set_xscale("log")
+    ax.set_xticks(result["labelled"], [str(n) for n in result["labelled"]])
+    ax.minorticks_off()
     ax.set_xlabel("labelled training examples")
     ax.set_ylabel("accuracy (held out)")
     ax.set_title(title or "label efficiency")

@@ -142,7 +142,8 @@ def quality_probe(modality: Modality, processor: Processor, train_data: ExampleS
         if batch.labels is not None and held.labels is not None and len(set(batch.labels)) > 1:
             return QualityProbe(processor, batch, held, int(spec.get("knn_k", 20)),
                                 source=f"{len(held)} held-out evaluation examples against {len(batch)}")
-    return QualityProbe(processor, _slice(train_data, examples, seed), source=f"{examples} training examples")
+    batch = _slice(train_data, examples, seed)
+    return QualityProbe(processor, batch, source=f"{len(batch)} training examples")
 
 
 class QualityHook(Hook):
@@ -233,7 +234,8 @@ def plot_quality(history: list[dict[str, float]], png: Path, title: str = "") ->
         ax2.set_ylabel("k-NN accuracy (held out)")
         ax2.set_ylim(0, 1)
     ax.set_title(title or "online quality")
-    fig.legend(loc="lower right")
+    lines = [line for a in fig.axes for line in a.get_lines()]
+    ax.legend(lines, [line.get_label() for line in lines], loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

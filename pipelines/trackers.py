@@ -106,8 +106,11 @@ def tracker_names(report_to: str | Sequence[str] | None) -> tuple[str, ...]:
                          f"{', '.join(TRACKERS)})")
     unknown = [n for n in names if n not in _SPECS]
     if unknown:
-        raise ValueError(f"--report-to: unknown tracker {', '.join(map(repr, unknown))}; known: "
-                         f"{', '.join(TRACKERS)}, none, all")
+        import difflib
+        close = [m for n in unknown for m in difflib.get_close_matches(n, TRACKERS, n=1)]
+        raise ValueError(f"--report-to: unknown tracker {', '.join(map(repr, unknown))}"
+                         + (f" (did you mean {', '.join(close)}?)" if close else "")
+                         + f"; known: {', '.join(TRACKERS)}, none, all")
     out = tuple(dict.fromkeys(names))
     for name in out:
         why = _importable(name)

@@ -44,6 +44,9 @@ def test_fraction_curves_use_the_same_stratified_subsets_for_every_feature_set()
     assert out["curves"]["good"]["mean"] == [1.0, 1.0, 1.0]
     assert out["curves"]["good"]["std"][-1] == 0.0
     assert all(sorted(set(labels)) == [0, 1] for _, labels in seen)
+    # fractions giving as few labels as the next (one per class) are one cell, said in the result
+    merged = fraction_curves({"good": (separable, separable)}, y, y, [0.01, 0.05, 0.5], 1)
+    assert merged["fractions"] == [0.05, 0.5] and merged["labelled"] == [2, 10] and merged["merged"] == [0.01]
     # the two feature sets were probed on the same subsets, in the same order
     half = len(seen) // 2
     assert [s[1] for s in seen[:half]] == [s[1] for s in seen[half:]]
@@ -104,6 +107,15 @@ def test_evaluate_draws_label_efficiency_curves_on_the_card(measured):
     card = (model / "README.md").read_text()
     assert "### Label efficiency" in card and "![label efficiency](label_efficiency.png)" in card
     assert (model / "label_efficiency.png").is_file()
+    # with --output elsewhere the card links its own copy, never a path outside the folder
+    other = model.parent / "elsewhere"
+    assert zoo_main("evaluate", str(model), "--label-fractions", "1", "--seeds", "1", "--output",
+                    str(other)).returncode == 0
+    card = (model / "README.md").read_text()
+    assert "](label_efficiency.png)" in card and "elsewhere" not in card and "± " not in card.split(
+        "### Label efficiency")[1]
+    from zoo.hub import REPO_FILES
+    assert {"label_efficiency.png", "quality_curve.png"} <= set(REPO_FILES)       # published with the card
     bad = zoo_main("evaluate", str(model), "--label-fractions", "0,2")
     assert bad.returncode != 0 and "--label-fractions" in bad.stderr
 

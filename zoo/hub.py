@@ -29,7 +29,8 @@ WEIGHTS_NAME = "model.safetensors"
 PREPROCESSOR_NAME = "preprocessor.json"
 CARD_NAME = "README.md"
 REPO_FILES = (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, CARD_NAME, "head.safetensors", "classifier.json",
-              "confusion_matrix.png", "predicted_vs_true.png")   # the last four: a fine-tuned classifier or regressor
+              "confusion_matrix.png", "predicted_vs_true.png",    # these four: a fine-tuned classifier or regressor
+              "quality_curve.png", "label_efficiency.png")        # the card's online-quality and label curves
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
