@@ -572,9 +572,10 @@ def log_evaluation(report_to: str | Sequence[str] | None, output_dir: str | Path
                    embeddings: str | Path | None = None, label_names: Sequence[str] | None = None,
                    figures: Iterable[str | Path] | None = None) -> None:
     """``zoo evaluate --report-to``: a run per tracker (named ``<name>-evaluate``) with the report's finite
-    numbers as scalars at step 0, ``figures`` (default: the embedding map) as images and, for TensorBoard, the
-    embeddings of ``embeddings`` (an ``index.json`` of :func:`pipelines.evaluate.embed_shards`) with their labels
-    (named by ``label_names``) and example names in the projector."""
+    numbers as scalars at step 0, ``figures`` (default: the embedding map and the label-efficiency curve) as
+    images and, for TensorBoard, the embeddings of ``embeddings`` (an ``index.json`` of
+    :func:`pipelines.evaluate.embed_shards`) with their labels (named by ``label_names``) and example names in the
+    projector."""
     names = tracker_names(report_to)
     if not names:
         return
@@ -583,7 +584,8 @@ def log_evaluation(report_to: str | Sequence[str] | None, output_dir: str | Path
     trackers, _ = _open_all(names, info, {})
     logger.info("\n".join(f"reporting to {t.where()}" for t in trackers))
     values = scalars(report)
-    paths = [Path(p) for p in (figures if figures is not None else [output_dir / "embedding_map.png"])]
+    paths = [Path(p) for p in (figures if figures is not None else
+                               [output_dir / "embedding_map.png", output_dir / "label_efficiency.png"])]
     paths = [p for p in paths if p.is_file()]
     projector = None
     if embeddings is not None and Path(embeddings).is_file() and any(t.name == "tensorboard" for t in trackers):

@@ -115,8 +115,9 @@ def test_evaluate_finetune_card_publish(toy_model, tmp_path):
         out = zoo_cli("publish", str(model), "--repo-id", "acme/toy",
                       env={"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_test"})
     assert out.returncode == 0, out.stderr
+    # the card's online-quality curve goes with it (the card links it)
     assert sorted(hub.commits[0]["files"]) == ["README.md", "config.json", "model.safetensors",
-                                               "preprocessor.json"]
+                                               "preprocessor.json", "quality_curve.png"]
 
 
 def test_card_usage_snippet_runs(toy_model, tmp_path):
