@@ -230,6 +230,11 @@ class _Tracker:
     def flush(self) -> None:
         pass
 
+    def stored_step(self) -> int | None:
+        """The last step the tracker's own store holds for this run, where it can say (a tracker that sends from a
+        buffer may have lost the last steps handed to it when the process was killed); ``None``: unknown."""
+        return None
+
     def close(self, failed: bool = False) -> None:
         raise NotImplementedError
 
@@ -419,6 +424,13 @@ class _Trackio(_Tracker):
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log(values, step=step)
 
+    def stored_step(self) -> int | None:
+        from trackio.sqlite_storage import SQLiteStorage
+        try:
+            return SQLiteStorage.get_max_step_for_run(self.project, run=self.run.name)
+        except Exception:                      # an unreadable store: what trackers.json says
+            return None
+
     def images(self, figures: Sequence[Path], step: int) -> None:
         import trackio
         if figures:
@@ -495,6 +507,9 @@ class TrackerHook(Hook):
         self.step = run.step
         for t in self.trackers:
             held = int((saved.get(t.name) or {}).get("step", 0)) if resumed is not None else 0
+            stored = t.stored_step() if resumed is not None else None
+            if stored is not None:            # handed over but never stored (killed while buffered): sent again
+                held = min(held, stored)
             # what came after the checkpoint was sent already (the same values, the run being deterministic);
             # TensorBoard drops it itself (purge_step) and takes it again
             self.logged[t.name] = run.step if t.rewrites else max(held, run.step)

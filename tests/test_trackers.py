@@ -25,7 +25,8 @@ STEPS = 5
 def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One pretraining reporting to all four trackers, interrupted and resumed: a first session stops after 4 of
     its 5 steps (checkpoints at 2 and 4), the step-4 checkpoint is removed (as if the run had been killed after
-    sending steps 3 and 4 to the trackers but before saving them), and the rerun resumes from step 2."""
+    sending steps 3 and 4 to the trackers but before saving them; trackio's store also loses them), and the rerun
+    resumes from step 2."""
     root = tmp_path_factory.mktemp("tracked")
     run = root / "run"
     env = {"WANDB_MODE": "offline", "TRACKIO_DIR": str(root / "trackio"), "WANDB_CONFIG_DIR": str(root / "wandb-cfg"),
@@ -41,6 +42,14 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict:
                            env=env, timeout=600)
     assert first.returncode == 0, first.stderr
     shutil.rmtree(run / "checkpoints" / "step-0000004")
+    # and as if trackio's background sender had not stored steps 3 and 4 when the process died (its buffer lost):
+    # the rerun asks trackio's store what it holds and sends them again
+    import sqlite3
+    dbs = list((root / "trackio").rglob("*.db"))
+    assert dbs
+    for db in dbs:
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM metrics WHERE step > 2")
     second = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stderr
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
