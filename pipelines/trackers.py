@@ -38,6 +38,7 @@ import math
 import numbers
 import os
 import re
+import shutil
 import socket
 import time
 import uuid
@@ -238,6 +239,10 @@ class _Tracker:
     def close(self, failed: bool = False) -> None:
         raise NotImplementedError
 
+    def discard(self) -> None:
+        """Another tracker of the run could not start: close this one, removing what it made where it can."""
+        self.close(True)
+
 
 def _png(path: Path) -> Any:
     import numpy as np
@@ -258,7 +263,7 @@ class _TensorBoard(_Tracker):
             folder = str(Path("runs") / f"{datetime.now():%b%d_%H-%M-%S}_{socket.gethostname()}")
             if info.job == "evaluate":
                 folder += "_evaluate"
-        self.dir = info.output_dir / folder
+        self.dir, self.resumed = info.output_dir / folder, info.resumed_at is not None
         self.writer = SummaryWriter(str(self.dir), purge_step=info.resumed_at + 1 if info.resumed_at else None)
         params = {k: _plain(v) for k, v in flatten(info.settings).items() if v is not None}
         for summary in hparams(params, {}):
@@ -291,6 +296,11 @@ class _TensorBoard(_Tracker):
 
     def close(self, failed: bool = False) -> None:
         self.writer.close()
+
+    def discard(self) -> None:
+        self.writer.close()
+        if not self.resumed:                  # a run folder of its own that holds nothing yet
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class _Wandb(_Tracker):
@@ -457,7 +467,7 @@ def _open_all(names: Sequence[str], info: _RunInfo, saved: dict[str, Any]) -> tu
                                                  info.resumed_at, dict(saved.get(name) or {})))
         except Exception as err:
             for t in opened:
-                _safely(t.close, True)
+                _safely(t.discard)
             hint = " (without an account: WANDB_MODE=offline)" if name == "wandb" else ""
             raise RuntimeError(f"--report-to {name}: the tracker could not start: {err}{hint}") from err
         opened.append(tracker)

@@ -267,3 +267,16 @@ def test_a_run_that_raises_closes_its_trackers_as_failed(tmp_path, monkeypatch):
     acc = EventAccumulator(str(folder))
     acc.Reload()                                            # written out: the writer was closed
     assert [e.step for e in acc.Scalars("loss")] == [1, 2]
+
+
+def test_a_tracker_that_cannot_start_leaves_no_empty_run_beside_it(tmp_path, monkeypatch):
+    from pipelines import trackers
+
+    def refuse(self, info):
+        raise RuntimeError("no account")
+    monkeypatch.setattr(trackers._Wandb, "open", refuse)
+    out = zoo_main("pretrain", RECIPE, "--output", str(tmp_path / "run"), "--report-to", "tensorboard,wandb",
+                   "--set", "train.steps=2")
+    assert out.returncode != 0 and "--report-to wandb: the tracker could not start: no account" in out.stderr
+    runs = tmp_path / "run" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())          # TensorBoard's run of it was removed
