@@ -182,6 +182,24 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else ("n/a (constant)" if value != value else f"{value:.2f}")
 
 
+def _cells(r: dict[str, Any], n_test: int) -> str:
+    """The columns both tables share: final probe and online k-NN (init, first → last), the Spearmans, the pairs."""
+    c, i = r["checkpoints"], r["init_row"]
+    knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
+    return (f"{i['final']:.3f}, {c[0]['final']:.3f} → {c[-1]['final']:.3f} | {knn} | {_fmt(r['spearman_knn'])} "
+            f"({_fmt(r['spearman_knn_with_init'])}) | {_fmt(r['spearman_rankme'])} "
+            f"({_fmt(r['spearman_rankme_with_init'])}) | {_pairs(r, n_test)}")
+
+
+def _verdicts(results: list[dict[str, Any]], what: str) -> list[str]:
+    lines = []
+    for key, where in (("spearman_knn", f"across the {what}"), ("spearman_knn_with_init", "with the random init")):
+        good = [r["recipe"] for r in results if r[key] is not None and r[key] >= 0.8]
+        lines.append(f"{'' if key.endswith('init') else chr(10)}Online k-NN Spearman ≥ 0.8 {where}: {len(good)} of "
+                     f"{len(results)} ({', '.join(good) or 'none'}).")
+    return lines
+
+
 def tables(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     q = ["### Online quality on the demo recipes", "", f"Machine: {machine()}", "",
          "Online k-NN and RankMe at each saved checkpoint (every steps/6) against the recipe's own final probe on "
@@ -194,18 +212,11 @@ def tables(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
          "| --- | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
     for r in results:
         c, i = r["checkpoints"], r["init_row"]
-        knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
-        q.append(f"| {r['recipe']} | {len(c)} | {r['metric'].replace('_', ' ')} {i['final']:.3f}, {c[0]['final']:.3f}"
-                 f" → {c[-1]['final']:.3f} | {knn} | {_fmt(r['spearman_knn'])} ({_fmt(r['spearman_knn_with_init'])}) | "
-                 f"{_fmt(r['spearman_rankme'])} ({_fmt(r['spearman_rankme_with_init'])}) | "
-                 f"{_pairs(r, r['label_efficiency']['test_examples'])} | {i['rankme']:.1f}, "
-                 f"{c[0]['rankme']:.1f} → {c[-1]['rankme']:.1f} | {r['quality_s']:.2f} | {r['step_s']:.3f} | "
+        q.append(f"| {r['recipe']} | {len(c)} | {r['metric'].replace('_', ' ')} "
+                 f"{_cells(r, r['label_efficiency']['test_examples'])} | {i['rankme']:.1f}, {c[0]['rankme']:.1f} → "
+                 f"{c[-1]['rankme']:.1f} | {r['quality_s']:.2f} | {r['step_s']:.3f} | "
                  f"{100 * r['overhead_default']:.1f}% |")
-    for key, what in (("spearman_knn", "across the saved checkpoints"),
-                      ("spearman_knn_with_init", "with the random init as one more point")):
-        good = [r["recipe"] for r in results if r[key] is not None and r[key] >= 0.8]
-        q.append(f"{'' if key.endswith('init') else chr(10)}Online k-NN Spearman ≥ 0.8 {what}: {len(good)} of "
-                 f"{len(results)} ({', '.join(good) or 'none'}).")
+    q += _verdicts(results, "saved checkpoints")
     e = ["### Label efficiency of the demo encoders", "", f"Machine: {machine()}", "",
          "Linear probe on a stratified fraction of the labelled training examples (labelled examples in brackets), "
          "mean ± std over 3 seeds, on the recipe's held-out examples (graph: the node protocol's split; events: the "
@@ -228,17 +239,9 @@ def geometric_table(results: list[dict[str, Any]], n_test: dict[str, int]) -> li
              "Spearman k-NN (with init) | Spearman RankMe (with init) | pairs apart > 2 SE: k-NN agrees |",
              "| --- | --- | --- | --- | ---: | ---: | ---: |"]
     for r in results:
-        c, i = r["checkpoints"], r["init_row"]
-        knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
-        lines.append(f"| {r['recipe']} | {', '.join(str(x['step']) for x in c)} | {i['final']:.3f}, "
-                     f"{c[0]['final']:.3f} → {c[-1]['final']:.3f} | {knn} | {_fmt(r['spearman_knn'])} "
-                     f"({_fmt(r['spearman_knn_with_init'])}) | {_fmt(r['spearman_rankme'])} "
-                     f"({_fmt(r['spearman_rankme_with_init'])}) | {_pairs(r, n_test[r['recipe']])} |")
-    for key, what in (("spearman_knn", "across the snapshots"), ("spearman_knn_with_init", "with the random init")):
-        good = [r["recipe"] for r in results if r[key] is not None and r[key] >= 0.8]
-        lines.append(f"{'' if key.endswith('init') else chr(10)}Online k-NN Spearman ≥ 0.8 {what}: {len(good)} of "
-                     f"{len(results)} ({', '.join(good) or 'none'}).")
-    return lines
+        lines.append(f"| {r['recipe']} | {', '.join(str(x['step']) for x in r['checkpoints'])} | "
+                     f"{_cells(r, n_test[r['recipe']])} |")
+    return lines + _verdicts(results, "snapshots")
 
 
 def _cached(path: Path, names: list[str], fn: Any, out: Path) -> dict[str, dict[str, Any]]:
