@@ -12,6 +12,7 @@ from . import (
     core,
     events,
     graph,
+    online_quality,
     own_data,
     pipeline,
     pointcloud,
@@ -27,7 +28,7 @@ if __name__ == "__main__":
               audio_label_efficiency.run(results_dir("audio-label-efficiency")), tabular.main(),
               tabular_ablation.run(results_dir("tabular-ablation")),
               print_table("GraphMAE: step time", [graph.step_speed()]), graph.main(), video.main(),
-              pointcloud.main(), events.main(), real_weights.main(), own_data.main()]
+              pointcloud.main(), events.main(), real_weights.main(), own_data.main(), online_quality.main()]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.md").write_text("\n\n".join(tables) + "\n")

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from zoo.config import flatten
 from zoo.hub import FormatError, non_finite
 
 from .distributed import DistInfo
@@ -127,7 +128,7 @@ class Checkpointer:
         state = json.loads((path / "state.json").read_text())
         differ = fingerprint_mismatch(state.get("fingerprint"), fingerprint)
         if differ:
-            was, now = _flat(state.get("fingerprint")), _flat(json.loads(json.dumps(fingerprint)))
+            was, now = flatten(state.get("fingerprint")), flatten(json.loads(json.dumps(fingerprint)))
             shown = ", ".join(f"{k}: {was.get(k)!r} → {now.get(k)!r}" for k in differ[:8]) \
                 + (" …" if len(differ) > 8 else "")
             raise RuntimeError(f"{path} was written by a run with other settings ({shown}); a resume may change only "
@@ -151,21 +152,11 @@ class Checkpointer:
         return state
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as ``{"a.b": value}``."""
-    if not isinstance(d, dict):
-        return {prefix[:-1]: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}."))
-    return out
-
-
 def fingerprint_mismatch(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
     """The dotted keys whose values differ between a checkpoint's run fingerprint and this run's, leaving out those a
     resume may change (:data:`RESUMABLE_CHANGES`)."""
     if saved is None or current is None:
         return []
-    a, b = _flat(saved), _flat(json.loads(json.dumps(current)))
+    a, b = flatten(saved), flatten(json.loads(json.dumps(current)))
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
                   and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES))

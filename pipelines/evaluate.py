@@ -283,10 +283,11 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
         train, test = modality.load_data(spec["train"]), modality.load_data(spec["test"])
     k = int(spec.get("knn_k", 20))
     shards = out / "eval"
+    pre: dict[str, Any] = {}
     report: dict[str, Any] = {"pretrained": probe_report(encoder, processor, train, test, knn_k=k,
                                                           png=out / "embedding_map.png", device=device,
                                                           title=f"{name} (pretrained)", shards=shards,
-                                                          num_workers=num_workers)}
+                                                          num_workers=num_workers, keep=pre)}
     kept = _compare(report, encoder, processor, modality, train, test, k, device, num_workers) if baseline else {}
     if spec.get("layers", False):
         report["layers"] = layer_probes(encoder, processor, train, test, device=device, num_workers=num_workers)
@@ -295,7 +296,7 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     if label_fractions:
         comparison += _label_efficiency(report, model, out, name, (label_fractions, seeds), encoder, processor,
                                         modality, train, test, device=device, num_workers=num_workers,
-                                        baseline=baseline, **_kept_features(shards / "embeddings", kept))
+                                        baseline=baseline, **_kept_features(pre, kept))
     record_evaluation(model, name, spec, report, out, write_card, task=modality.task,
                       task_name="frozen-encoder probe", dataset="synthetic" if data is None else spec["dataset"],
                       metrics=metrics, comparison=comparison)
@@ -304,21 +305,12 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     return report
 
 
-def _kept_features(embeddings: Path, kept: dict[str, Any]) -> dict[str, Any]:
-    """What the evaluation computed, for the label-efficiency curves: the encoder's embeddings (its shards under
-    ``embeddings``), the random init's and the baselines' features (``kept``), and the labels."""
-    (tr, ytr, _), (te, yte, _) = (load_shards(embeddings / part / "index.json") for part in ("train", "test"))
-    given = {"pretrained": (tr, te), **({"random init": kept["features"]} if "features" in kept else {}),
+def _kept_features(pre: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any]:
+    """What the evaluation computed, for the label-efficiency curves: the encoder's embeddings and labels (``pre``,
+    :func:`probe_report`'s ``keep``), the random init's and the baselines' features (``kept``, :func:`_compare`'s)."""
+    given = {"pretrained": pre["features"], **({"random init": kept["features"]} if "features" in kept else {}),
              **kept.get("baselines", {})}
-    return {"given": given, "labels": (ytr.tolist(), yte.tolist())}
-
-
-def _labelled_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet, device: str,
-                num_workers: int) -> tuple[torch.Tensor, list[int]]:
-    parts = list(iter_embeddings(encoder, processor, data, device=device, num_workers=num_workers))
-    if not parts or any(p[2] is None for p in parts):
-        raise ValueError("label-efficiency curves need labelled train and test examples")
-    return torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts]).tolist()
+    return {"given": given, "labels": pre["labels"]}
 
 
 def label_efficiency(encoder: Encoder, processor: Processor, modality: Any, train: ExampleSet | StreamSet,
@@ -332,8 +324,9 @@ def label_efficiency(encoder: Encoder, processor: Processor, modality: Any, trai
     features = dict(given or {})
 
     def both(enc: Encoder) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[list[int], list[int]]]:
-        (a, ya), (b, yb) = (_labelled_embeddings(enc, processor, d, device, num_workers) for d in (train, test))
-        return (a, b), (ya, yb)
+        (a, ya), (b, yb) = (_split_embeddings(enc, processor, data, None, part, device=device, num_workers=num_workers)
+                            for data, part in ((train, "train"), (test, "test")))
+        return (a, b), (ya.tolist(), yb.tolist())
     if "pretrained" not in features or labels is None:
         features["pretrained"], labels = both(encoder)
     if baseline and "random init" not in features:

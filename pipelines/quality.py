@@ -91,10 +91,6 @@ class QualityProbe:
         counts = np.unique(np.asarray(list(batch.labels)), return_counts=True)[1] if test is not None else [k]
         self.k = max(1, min(k, len(batch), int(min(counts))))
 
-    @property
-    def labelled(self) -> bool:
-        return self.test is not None
-
     def _embed(self, encoder: Encoder, data: ExampleSet, key: str, device: torch.device | str
                ) -> tuple[torch.Tensor, list[int] | None]:
         """Pooled embeddings (and labels) of ``data``. Processed batches are kept after the first measurement

@@ -48,6 +48,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from zoo.config import flatten
+
 from .hooks import Hook
 
 logger = logging.getLogger(__name__)
@@ -136,21 +138,6 @@ def add_report_to(parser: argparse.ArgumentParser) -> None:
 
 
 # --- values ------------------------------------------------------------------------------------------------------
-def flatten(tree: Any, sep: str = ".", prefix: str = "", *, lists: bool = False) -> dict[str, Any]:
-    """A nested dict as one level, keys joined with ``sep``: ``{"train": {"lr": 1}}`` → ``{"train.lr": 1}``; a
-    list is one value (with ``lists``: indexed, ``layers.0``, ``layers.1``, …)."""
-    out: dict[str, Any] = {}
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(flatten(v, sep, f"{prefix}{sep}{k}" if prefix else str(k), lists=lists))
-    elif isinstance(tree, (list, tuple)) and lists:
-        for i, v in enumerate(tree):
-            out.update(flatten(v, sep, f"{prefix}{sep}{i}" if prefix else str(i), lists=lists))
-    elif prefix:
-        out[prefix] = tree
-    return out
-
-
 def _number(value: Any) -> float | None:
     """A finite real number (Python's or NumPy's) as a float, else ``None`` (bools, text, NaN, inf)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -7,7 +7,7 @@ import types
 import typing
 from typing import Any, TypeVar
 
-__all__ = ["Config", "ConfigError"]
+__all__ = ["Config", "ConfigError", "flatten"]
 
 C = TypeVar("C", bound="Config")
 
@@ -124,3 +124,18 @@ class Config:
                     found.append(f.name)
                     break
         return found
+
+
+def flatten(tree: Any, sep: str = ".", prefix: str = "", *, lists: bool = False) -> dict[str, Any]:
+    """A nested dict as one level, keys joined with ``sep``: ``{"train": {"lr": 1}}`` → ``{"train.lr": 1}``; a
+    list is one value (with ``lists``: indexed, ``layers.0``, ``layers.1``, …)."""
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(flatten(v, sep, f"{prefix}{sep}{k}" if prefix else str(k), lists=lists))
+    elif isinstance(tree, (list, tuple)) and lists:
+        for i, v in enumerate(tree):
+            out.update(flatten(v, sep, f"{prefix}{sep}{i}" if prefix else str(i), lists=lists))
+    elif prefix:
+        out[prefix] = tree
+    return out
