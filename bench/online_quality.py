@@ -25,6 +25,7 @@ DEMO = ["audio-wav2vec2-demo", "tabular-tjepa-demo", "graph-graphmae-sbm", "vide
         "pointcloud-pointmae-demo", "events-coles-demo"]          # the Makefile's DEMO_RECIPES
 FRACTIONS = [0.01, 0.05, 0.1, 0.5, 1.0]
 MEASUREMENTS = 6
+LONGER, LONGER_EXAMPLES = 4, 512   # the third comparison: runs this many times the recipe's steps, slices this big
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -71,16 +72,19 @@ def geometric_steps(steps: int, points: int = 7) -> list[int]:
     return sorted({max(1, round(steps / 2 ** k)) for k in range(points)})
 
 
-def one_recipe_geometric(name: str, out: Path) -> dict[str, Any]:
-    """The same comparison on encoder snapshots at geometrically spaced steps (:func:`geometric_steps`)."""
+def one_recipe_geometric(name: str, out: Path, scale: int = 1, examples: int | None = None) -> dict[str, Any]:
+    """The same comparison on encoder snapshots at geometrically spaced steps (:func:`geometric_steps`); with
+    ``scale`` the run is that many times the recipe's steps, with ``examples`` its probe slices that size."""
     from pipelines.build import build
     from pipelines.pretrain import pretrain
     from pipelines.recipe import load_recipe
-    steps = load_recipe(name).train.steps
+    steps = load_recipe(name).train.steps * scale
     at = geometric_steps(steps)
-    recipe = load_recipe(name, [f"train.checkpoint_every={steps}"])
+    sets = [f"train.steps={steps}", f"train.checkpoint_every={steps}"]
+    recipe = load_recipe(name, sets + ([f"train.quality_examples={examples}"] if examples else []))
     snaps = Snapshots(at)
-    summary = pretrain(recipe, out / f"{name}-geometric", resume=False, hooks=(snaps,))
+    tag = "geometric" if scale == 1 and not examples else f"x{scale}-{examples}"
+    summary = pretrain(recipe, out / f"{name}-{tag}", resume=False, hooks=(snaps,))
     history = {h["step"]: h for h in summary["quality"]["history"]}
     built = build(recipe)
     metric, probe = final_probe(built, recipe)
@@ -91,7 +95,7 @@ def one_recipe_geometric(name: str, out: Path) -> dict[str, Any]:
         rows.append({"step": step, "final": probe(built.encoder), "knn": history[step].get("knn"),
                      "rankme": history[step]["rankme"]})
     return {"recipe": name, "steps": steps, "metric": metric, "checkpoints": rows, "init_row": init,
-            **correlations(rows, init)}
+            "probe_source": summary["quality"]["on"], **correlations(rows, init)}
 
 
 def one_recipe(name: str, out: Path) -> dict[str, Any]:
@@ -232,9 +236,12 @@ def tables(results: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     return q, e
 
 
-def geometric_table(results: list[dict[str, Any]], n_test: dict[str, int]) -> list[str]:
-    lines = ["", "Encoder snapshots at geometrically spaced steps (N, N/2, N/4, …: where a short run's quality moves), "
-             "the same run otherwise:", "",
+GEOMETRIC = ("Encoder snapshots at geometrically spaced steps (N, N/2, N/4, …: where a short run's quality moves), "
+             "the same run otherwise:")
+
+
+def geometric_table(results: list[dict[str, Any]], n_test: dict[str, int], title: str = GEOMETRIC) -> list[str]:
+    lines = ["", title, "",
              "| recipe | snapshots at steps | final probe: init, first → last | online k-NN: init, first → last | "
              "Spearman k-NN (with init) | Spearman RankMe (with init) | pairs apart > 2 SE: k-NN agrees |",
              "| --- | --- | --- | --- | ---: | ---: | ---: |"]
@@ -255,20 +262,25 @@ def _cached(path: Path, names: list[str], fn: Any, out: Path) -> dict[str, dict[
     return done
 
 
-def run(out: Path, recipes: list[str] | None = None) -> str:
+def run(out: Path, recipes: list[str] | None = None, scale: int = LONGER, examples: int = LONGER_EXAMPLES) -> str:
     done = _cached(out / "online-quality.jsonl", recipes or DEMO, one_recipe, out)
     geometric = _cached(out / "online-quality-geometric.jsonl", recipes or DEMO, one_recipe_geometric, out)
+    longer = _cached(out / f"online-quality-x{scale}-{examples}.jsonl", recipes or DEMO,
+                     lambda name, runs: one_recipe_geometric(name, runs, scale, examples), out)
     for name, entry in done.items():
         if "init_row" not in entry:                # entries of before the random-init point
             entry["init_row"] = init_row(name, out / "runs")
             entry.update(correlations(entry["checkpoints"], entry["init_row"]))
     results = [done[n] for n in (recipes or DEMO) if n in done]
     q, e = tables(results)
-    q += geometric_table([geometric[n] for n in (recipes or DEMO) if n in geometric],
-                         {r["recipe"]: r["label_efficiency"]["test_examples"] for r in results})
+    n_test = {r["recipe"]: r["label_efficiency"]["test_examples"] for r in results}
+    q += geometric_table([geometric[n] for n in (recipes or DEMO) if n in geometric], n_test)
+    q += geometric_table([longer[n] for n in (recipes or DEMO) if n in longer], n_test,
+                         f"Runs {scale} times the recipe's steps, snapshots at geometrically spaced steps, probe "
+                         f"slices of up to {examples} examples:")
     root = Path(__file__).parent / "results"
-    (root / "online-quality.json").write_text(json.dumps({"uniform": results, "geometric": list(geometric.values())},
-                                                         indent=2) + "\n")
+    (root / "online-quality.json").write_text(json.dumps({"uniform": results, "geometric": list(geometric.values()),
+                                                          f"x{scale}": list(longer.values())}, indent=2) + "\n")
     publish_table(e, root / "label-efficiency.md")
     return publish_table(q, root / "online-quality.md")
 
@@ -284,7 +296,9 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("out", nargs="?", default=None, help="default: bench/results/online-quality")
     p.add_argument("--recipes", nargs="*", default=None)
+    p.add_argument("--scale", type=int, default=LONGER, help="the third comparison's runs: times the recipe's steps")
+    p.add_argument("--examples", type=int, default=LONGER_EXAMPLES, help="the third comparison's probe slices")
     args = p.parse_args()
     target = Path(args.out) if args.out else results_dir("online-quality")
     target.mkdir(parents=True, exist_ok=True)
-    run(target, args.recipes)
+    run(target, args.recipes, args.scale, args.examples)

@@ -24,15 +24,26 @@ def linear_probe(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Te
 
 
 def knn_accuracy(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor,
-                 test_y: Sequence[int], k: int = 20, temperature: float | None = None) -> float:
+                 test_y: Sequence[int], k: int = 20, temperature: float | None = None,
+                 balanced: bool = False) -> float:
     """Cosine k-NN accuracy with a majority vote (ties → the smaller label), or with ``temperature`` each
-    neighbour's vote weighted by ``exp(cos / temperature)`` (Wu et al. 2018, as DINO's k-NN evaluation)."""
+    neighbour's vote weighted by ``exp(cos / temperature)`` (Wu et al. 2018, as DINO's k-NN evaluation).
+
+    ``balanced``: each vote is divided by its class's share of ``train_y`` (a prior correction: a class that fills
+    most of the reference set no longer wins by being most neighbours) and the score is the balanced accuracy, the
+    mean over the classes of ``test_y`` of their recall; equal to the plain score on balanced sets."""
     a = F.normalize(train_x.float(), dim=1)
     b = F.normalize(test_x.float(), dim=1)
     ty = torch.as_tensor(list(train_y))
     k = min(k, a.shape[0])
     sims, idx = (b @ a.T).topk(k, dim=1)
     weight = torch.ones_like(sims) if temperature is None else (sims / temperature).exp()
-    votes = (F.one_hot(ty[idx], int(ty.max()) + 1) * weight[..., None]).sum(dim=1)
-    pred = votes.argmax(dim=1)
-    return float((pred == torch.as_tensor(list(test_y))).float().mean())
+    n_classes = int(ty.max()) + 1
+    votes = (F.one_hot(ty[idx], n_classes) * weight[..., None]).sum(dim=1)
+    yt = torch.as_tensor(list(test_y))
+    if not balanced:
+        return float((votes.argmax(dim=1) == yt).float().mean())
+    share = torch.bincount(ty, minlength=n_classes).float() / len(ty)
+    pred = (votes / share.clamp_min(1e-12)).argmax(dim=1)
+    recalls = [float((pred[yt == c] == c).float().mean()) for c in yt.unique().tolist()]
+    return sum(recalls) / len(recalls)

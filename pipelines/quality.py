@@ -7,7 +7,9 @@
 - ``knn``: where the recipe has labelled evaluation data (``evaluate.train``/``test``, or a protocol's
   ``examples``), the cosine k-NN accuracy of a small fixed held-out slice against a small fixed training slice,
   each neighbour's vote weighted by ``exp(cos / 0.07)`` (Wu et al. 2018, "Unsupervised feature learning via
-  non-parametric instance discrimination"; fewer ties on small slices than a plain majority).
+  non-parametric instance discrimination"; fewer ties on small slices than a plain majority), each vote divided
+  by its class's share of the training slice and scored as balanced accuracy (mean per-class recall): on skewed
+  classes a plain score is the majority class's share whatever the embeddings.
 
 They go into the step's metrics row (``metrics.jsonl``, the trackers, the progress bar) and onto the card. The
 measurement draws no random numbers from the run's generators and leaves the model in training mode, so a run
@@ -123,7 +125,7 @@ class QualityProbe:
         out = {"rankme": round(rankme(z), 4)}
         if self.test is not None:
             t, yte = self._embed(encoder, self.test, "test", device)
-            out["knn"] = round(knn_accuracy(z, ytr, t, yte, self.k, temperature=KNN_TEMPERATURE), 4)
+            out["knn"] = round(knn_accuracy(z, ytr, t, yte, self.k, temperature=KNN_TEMPERATURE, balanced=True), 4)
         return out
 
 

@@ -130,3 +130,21 @@ def test_weighted_knn_votes_follow_the_hand_computed_weights():
     assert knn_accuracy(train, [1, 0, 0], test, [1], k=3, temperature=0.07) == 1.0
     # at a temperature where 2 exp(0.6 / T) > exp(1 / T), i.e. T > 0.4 / ln 2 = 0.577, the two win again
     assert knn_accuracy(train, [1, 0, 0], test, [1], k=3, temperature=1.0) == 0.0
+
+
+def test_balanced_knn_corrects_for_the_class_prior_and_averages_recalls():
+    from pipelines.probes import knn_accuracy
+    # reference: one of class 1 (share 1/4) and three of class 0 (share 3/4). Query [1, 0] has cos 0.8 to the
+    # class-1 example and 0.6 to each class-0 one: at T = 1 the votes are e^0.8 = 2.23 against 3 e^0.6 = 5.47
+    # (class 0); divided by the shares, 2.23 / 0.25 = 8.9 against 5.47 / 0.75 = 7.3 (class 1). Query [0, 1] is
+    # the other way round (cos 0.6 and 0.8) and is class 0 either way.
+    train = torch.tensor([[0.8, 0.6], [0.6, 0.8], [0.6, 0.8], [0.6, 0.8]])
+    query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    labels = [1, 0, 0, 0]
+    assert knn_accuracy(train, labels, query, [1, 0], k=4, temperature=1.0) == 0.5       # both called 0
+    assert knn_accuracy(train, labels, query, [1, 0], k=4, temperature=1.0, balanced=True) == 1.0
+    # balanced accuracy: the mean of the per-class recalls, not of the examples: 3 class-0 queries right and
+    # 1 class-1 query wrong score 0.75 plainly, (1 + 0) / 2 balanced
+    q = torch.tensor([[0.0, 1.0]] * 4)
+    assert knn_accuracy(train, labels, q, [0, 0, 0, 1], k=4, temperature=1.0) == 0.75
+    assert knn_accuracy(train, labels, q, [0, 0, 0, 1], k=4, temperature=1.0, balanced=True) == 0.5
