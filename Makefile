@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(MAKE) system-deps && \
 	$(PYTHON) -m venv $(VENV) && \
 	$(PY) -m pip install -qq --upgrade "pip>=24" "setuptools>=68" && \
-	$(PY) -m pip install -qq -c constraints.txt -e ".[all,dev,bench,trackers]" && \
+	$(PY) -m pip install -qq -c constraints.txt -e ".[all,dev,bench,trackers,onnx]" && \
 	echo $$(( $$(date +%s) - start )) > $(VENV)/.install-seconds && touch $@
 
 test: $(STAMP)

@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .data_spec import named_inputs
+
 __all__ = ["main"]
 
 
@@ -114,20 +116,6 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _named_inputs(processor, path: str) -> list[tuple[str, object]]:
-    """The examples of one input with their names: a folder through the modality's folder source (every file of
-    its kind, named by path), a file through the processor (a table's rows, an event log's entities)."""
-    from zoo import get_modality
-    from zoo.plugin import read_examples
-
-    from .data_spec import data_spec
-    modality = get_modality(processor.modality)
-    if Path(path).is_dir() and modality.folder_source is not None:
-        data = modality.load_data(data_spec(modality, path))
-        return [(data.name(i), data.examples[i]) for i in range(len(data))]
-    return read_examples(processor, path)
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
     from zoo import AutoClassifier
     from zoo.classifier import CLASSIFIER_NAME
@@ -135,8 +123,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if model.is_dir() and not (model / CLASSIFIER_NAME).is_file() and (model / "config.json").is_file():
         raise ValueError(f"{model} is an encoder, not a fine-tuned classifier (no {CLASSIFIER_NAME}): fine-tune it "
                          f"first (zoo finetune {model} --data ...), or embed with zoo embed")
-    clf = AutoClassifier.from_pretrained(args.model)
-    named = [item for path in args.inputs for item in _named_inputs(clf.processor, path)]
+    clf = AutoClassifier.from_pretrained(args.model, runtime=args.runtime)
+    named = [item for path in args.inputs for item in named_inputs(clf.processor, path)]
     names, examples = [n for n, _ in named], [ex for _, ex in named]
     out = clf.predict(examples, names=names, top_k=args.top_k)
     for name, labels in zip(names, out):
@@ -210,7 +198,7 @@ def _embed_files(args: argparse.Namespace, processor) -> Any:
         def records(self, part: int, parts: int, epoch: int):
             i = cut = 0
             for path in args.inputs:
-                for name, ex in _named_inputs(processor, path):
+                for name, ex in named_inputs(processor, path):
                     if i % parts == part:
                         note = processor.left_out(ex, name=name)
                         if note:
@@ -230,7 +218,7 @@ def _embed_windows(args: argparse.Namespace, encoder, processor) -> Any:
     ``args.batch_size`` in flight."""
     from zoo.embedding import embed_long
     for path in args.inputs:
-        for name, ex in _named_inputs(processor, path):
+        for name, ex in named_inputs(processor, path):
             res = embed_long(encoder, processor, ex, name=name, pooling=args.pooling, window=args.window,
                              hop=args.hop, batch_size=args.batch_size, device=args.device)
             if args.pooling == "mean" and len(res.spans) > 1:
@@ -253,7 +241,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from .evaluate import embed_shards, load_shards, write_shards
 
     out = Path(args.output) if args.output else None
-    encoder = AutoEncoder.from_pretrained(args.model)
+    encoder = AutoEncoder.from_pretrained(args.model, runtime=args.runtime)
     if out is not None:
         _never_into_the_model(out, args.model, args.inputs)
     processor = AutoProcessor.from_pretrained(args.model)
@@ -449,6 +437,7 @@ def _add_predict(sub: Any) -> None:
     s.add_argument("inputs", nargs="+", help="input files (a table gives one prediction per row or entity)")
     s.add_argument("--top-k", type=_positive_int, default=1)
     s.add_argument("--json", action="store_true", help="one JSON line per input")
+    _runtime_arg(s)
     s.set_defaults(func=_cmd_predict)
 
 
@@ -470,7 +459,37 @@ def _add_embed(sub: Any) -> None:
     s.add_argument("--hop", type=_seconds, help="audio, video: seconds between window starts (default: "
                                                        "half a window)")
     s.add_argument("--device", default="cpu")
+    _runtime_arg(s)
     s.set_defaults(func=_cmd_embed)
+
+
+def _runtime_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--runtime", choices=("onnx", "torch"), default=None,
+                   help="an exported model (zoo export): its ONNX graph (the default) or the weights beside it")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model, export_summary
+    from .guards import refuse_output
+    refuse_output(args.output, "OUT", inputs=[("the model folder", args.model),
+                                              *[("the input", p) for p in args.example]], new_folder=True)
+    block = export_model(args.model, args.output, fmt=args.format, quantize=args.quantize, inputs=args.example)
+    kind = "classifier" if block["classifier"] else "encoder"
+    print(f"exported the {kind} {args.model} to {args.output}/{block['file']} (opset {block['opset']}, "
+          f"{block['exporter']} exporter{', int8' if block['quantize'] else ''}); {export_summary(block)}")
+    return 0
+
+
+def _add_export(sub: Any) -> None:
+    s = sub.add_parser("export", help="export an encoder or classifier to ONNX (run by ONNX Runtime)")
+    s.add_argument("model", help="model or classifier folder, or Hub id")
+    s.add_argument("output", metavar="OUT", help="a new folder: model.onnx, config.json, preprocessor.json, card")
+    s.add_argument("--format", choices=("onnx",), default="onnx")
+    s.add_argument("--quantize", choices=("int8",), default=None,
+                   help="int8 dynamic quantisation (only for families where it keeps the probe within a point)")
+    s.add_argument("--example", nargs="+", default=[], metavar="FILE",
+                   help="input files to trace and check the export on (default: the modality's sample data)")
+    s.set_defaults(func=_cmd_export)
 
 
 def _add_convert(sub: Any) -> None:
@@ -506,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description="ssl-zoo: self-supervised encoders for non-image data.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_list, _add_pretrain, _add_evaluate, _add_finetune, _add_predict, _add_embed, _add_convert,
-                _add_card, _add_publish):
+                _add_export, _add_card, _add_publish):
         add(sub)
     return p
 

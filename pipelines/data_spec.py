@@ -10,7 +10,7 @@ from typing import Any
 
 from zoo import Modality
 
-__all__ = ["data_spec", "describe_data", "command_arg", "command_line", "READING_KEYS"]
+__all__ = ["data_spec", "describe_data", "command_arg", "command_line", "named_inputs", "READING_KEYS"]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
 #: keys of a recipe's ``data.train`` that say how the data is read, not which data: they apply to ``--data`` too
@@ -74,3 +74,15 @@ def command_line(verb: str, target: str | Path, flags: list[tuple[str, Any]]) ->
         elif value is not None:
             parts += [flag, command_arg(value) if flag in ("--data", "--init") else str(value)]
     return " ".join(parts)
+
+
+def named_inputs(processor: Any, path: str | Path) -> list[tuple[str, Any]]:
+    """The examples of one input with their names: a folder through the modality's folder source (every file of
+    its kind, named by path), a file through the processor (a table's rows, an event log's entities)."""
+    from zoo import get_modality
+    from zoo.plugin import read_examples
+    modality = get_modality(processor.modality)
+    if Path(path).is_dir() and modality.folder_source is not None:
+        data = modality.load_data(data_spec(modality, str(path)))
+        return [(data.name(i), data.examples[i]) for i in range(len(data))]
+    return read_examples(processor, str(path))

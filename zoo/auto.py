@@ -147,13 +147,25 @@ def _name_card(folder: Path, id_or_path: str | Path) -> None:
         card.write_text(card.read_text().replace(folder.name, name))
 
 
-def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None, **hub_kwargs: Any) -> Encoder:
+def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None, runtime: str | None = None,
+                 **hub_kwargs: Any) -> Encoder:
     """The class lookup (timm's ``_factory``): ``config.json`` names modality and architecture, the registry
-    gives the class; with ``expect``, a config of another architecture is refused."""
+    gives the class; with ``expect``, a config of another architecture is refused. An exported folder (``zoo
+    export``: config.json has an ``export`` block) runs through ONNX Runtime unless ``runtime="torch"`` asks for the
+    weights beside its graph (docs/architecture.md, "Export")."""
+    from .export import EXPORT_KEY
+    from .onnx_runtime import RUNTIMES, load_onnx_encoder
+    if runtime not in (None, *RUNTIMES):
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if expect is not None and expect is not Encoder:
         return expect.from_pretrained(id_or_path, **hub_kwargs)
     id_or_path, hub_kwargs = zoo_source(id_or_path, hub_kwargs)
     config = load_config(id_or_path, **hub_kwargs)
+    if EXPORT_KEY in config and runtime != "torch":
+        return load_onnx_encoder(id_or_path, config, **hub_kwargs)
+    if runtime == "onnx":
+        raise ValueError(f"{id_or_path} is not an exported model (zoo export MODEL OUT makes one): runtime='onnx' "
+                         "needs its model.onnx")
     cls = get_modality(config["modality"]).architecture(config["architecture"]).encoder
     return build_encoder(cls, config, id_or_path, **hub_kwargs)
 
@@ -167,9 +179,10 @@ class AutoEncoder:
     @staticmethod
     def from_pretrained(id_or_path: str | Path, revision: str | None = None,
                         cache_dir: str | Path | None = None, local_files_only: bool = False,
-                        token: str | bool | None = None) -> Encoder:
+                        token: str | bool | None = None, runtime: str | None = None) -> Encoder:
+        """``runtime``: ``"onnx"`` or ``"torch"`` for an exported folder that has both (default: its graph)."""
         return load_encoder(id_or_path, revision=revision, cache_dir=cache_dir,
-                            local_files_only=local_files_only, token=token)
+                            local_files_only=local_files_only, token=token, runtime=runtime)
 
 
 class AutoProcessor:

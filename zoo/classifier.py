@@ -169,7 +169,7 @@ class Classifier(nn.Module):
         return folder
 
     @classmethod
-    def from_pretrained(cls, id_or_path: str | Path, **hub_kwargs: Any) -> Classifier:
+    def from_pretrained(cls, id_or_path: str | Path, runtime: str | None = None, **hub_kwargs: Any) -> Classifier:
         meta_path = resolve_file(id_or_path, CLASSIFIER_NAME, **hub_kwargs)
         meta = read_json(meta_path)
         task, names = meta.get("task", "classification"), meta.get("label_names")
@@ -186,7 +186,7 @@ class Classifier(nn.Module):
             if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (mean, std)) or not std > 0:
                 raise FormatError(f"{meta_path}: target_mean and target_std must be finite numbers, std > 0")
             stats = {"target_mean": float(mean), "target_std": float(std)}
-        encoder = AutoEncoder.from_pretrained(id_or_path, **hub_kwargs)
+        encoder = AutoEncoder.from_pretrained(id_or_path, runtime=runtime, **hub_kwargs)
         processor = AutoProcessor.from_pretrained(id_or_path, **hub_kwargs)
         clf = cls(encoder, names, processor=processor, task=task, **stats)
         head = load_weights(resolve_file(id_or_path, HEAD_NAME, **hub_kwargs))
@@ -202,6 +202,8 @@ class AutoClassifier:
 
     @staticmethod
     def from_pretrained(id_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,
-                        local_files_only: bool = False, token: str | bool | None = None) -> Classifier:
+                        local_files_only: bool = False, token: str | bool | None = None,
+                        runtime: str | None = None) -> Classifier:
+        """``runtime``: ``"onnx"`` or ``"torch"`` for an exported folder that has both (default: its graph)."""
         return Classifier.from_pretrained(id_or_path, revision=revision, cache_dir=cache_dir,
-                                          local_files_only=local_files_only, token=token)
+                                          local_files_only=local_files_only, token=token, runtime=runtime)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "traced",
     "init_linears",
     "DropPath",
     "Attention",
@@ -22,6 +23,13 @@ __all__ = [
     "masked_mean",
     "EMATeacher",
 ]
+
+
+def traced() -> bool:
+    """Whether the code runs under a tracer (``torch.export``, ``torch.compile``, the TorchScript ONNX exporter)
+    rather than eagerly: checks that read tensor values on the host (a bad example's clear error) run eagerly only,
+    so that an encoder's ``forward`` stays one tensor program (docs/architecture.md, "Export")."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 class DropPath(nn.Module):
@@ -134,7 +142,7 @@ class TransformerEncoder(nn.Module):
                 return_hidden: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         attn_mask = None
         if padding_mask is not None:
-            if bool(padding_mask.all(dim=1).any()):
+            if not traced() and bool(padding_mask.all(dim=1).any()):
                 row = int(padding_mask.all(dim=1).nonzero()[0, 0])
                 raise ValueError(f"example {row} of the batch is all padding: nothing to attend to")
             attn_mask = ~padding_mask[:, None, None, :]          # SDPA: True = may attend

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
 from zoo.collapse import CollapseRule, code_perplexity
-from zoo.layers import Attention, TransformerEncoder, init_linears, masked_mean
+from zoo.layers import Attention, TransformerEncoder, init_linears, masked_mean, traced
 from zoo.masking import span_mask
 from zoo.objectives import codebook_perplexity, diversity_loss, sample_negatives, wav2vec_contrastive
 
@@ -344,7 +344,7 @@ class Wav2Vec2Encoder(Encoder):
         else:
             lengths = torch.full((x.shape[0],), x.shape[1], device=x.device)
         n = conv_output_lengths(lengths, self.config.conv_layers)
-        if bool((n == 0).any()):
+        if not traced() and bool((n == 0).any()):
             row = int((n == 0).nonzero()[0, 0])
             need = self.receptive_field()
             raise ValueError(f"utterance {row} has {int(lengths[row])} samples: shorter than the feature "

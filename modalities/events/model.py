@@ -125,8 +125,8 @@ class CoLESEncoder(Encoder):
         hidden = None
         if self.config.backbone == "gru":
             tokens, _ = self.rnn(x)                  # causal: a state never depends on later (padded) steps
-            last = (~pad).sum(1).clamp(min=1) - 1
-            pooled = tokens[torch.arange(len(last), device=tokens.device), last]
+            last = (~pad).sum(1).clamp(min=1) - 1          # each history's last event, gathered (exports)
+            pooled = tokens.gather(1, last[:, None, None].expand(-1, 1, tokens.shape[2]))[:, 0]
             hidden = [x, tokens] if return_hidden else None
         else:
             x = self.project(x) + sinusoidal_positions(x.shape[1], self.config.hidden, device=x.device).to(x.dtype)

@@ -1,0 +1,156 @@
+"""``zoo export MODEL OUT``: a zoo encoder or fine-tuned classifier as an ONNX graph in a zoo folder
+(docs/command-line.md, "Export"). The graph is traced on a few of the user's inputs (``--example``) or, without
+them, on the modality's own sample data processed by the model's processor; :func:`zoo.export.export_onnx` checks
+it against eager and times it. The folder holds ``model.onnx``, ``config.json`` (with the ``export`` block),
+``preprocessor.json``, the weights beside the graph (``--runtime torch``), a classifier's ``classifier.json`` and
+``head.safetensors``, and a card that states the parity and the speed measured."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zoo import AutoProcessor, get_modality
+from zoo.classifier import CLASSIFIER_NAME, HEAD_NAME, AutoClassifier
+from zoo.export import EXPORT_KEY, ONNX_NAME, export_onnx, write_export_config
+from zoo.hub import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, load_config, resolve_file, save_processor
+
+from .data_spec import named_inputs
+
+__all__ = ["export_model", "export_card", "export_summary", "FORMATS"]
+
+FORMATS = ("onnx",)
+
+
+def _examples(processor: Any, inputs: list[str]) -> tuple[list[Any], list[str], str]:
+    """The examples the graph is traced on: the user's files, else the modality's sample data."""
+    if inputs:
+        named = [item for path in inputs for item in named_inputs(processor, path)]
+        return [ex for _, ex in named], [n for n, _ in named], f"{len(named)} examples of the given inputs"
+    modality = get_modality(processor.modality)
+    if modality.sample_data is None:
+        raise ValueError(f"the {processor.modality} modality has no sample data to trace the export on: name a few "
+                         "input files with --example")
+    tmp = Path(tempfile.mkdtemp(prefix="zoo-export-"))
+    try:
+        sample = modality.sample_data(tmp)
+        named = named_inputs(processor, sample.data)
+        names = [Path(n).name if Path(n).is_absolute() else n for n, _ in named]   # no local path in the folder
+        examples = [ex for _, ex in named]
+        import numpy as np
+        pick = np.random.default_rng(0).permutation(len(examples))[:8].tolist()       # several classes, sizes
+        return [examples[i] for i in pick], [names[i] for i in pick], "the modality's sample data"
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"the {processor.modality} sample data does not fit this model's processor "
+                         f"({str(err).splitlines()[0][:200]}): name a few of your input files with --example") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_model(model: str, out: str | Path, *, fmt: str = "onnx", quantize: str | None = None,
+                 inputs: list[str] | None = None) -> dict[str, Any]:
+    """Export ``model`` (a folder or Hub id; a classifier when it has ``classifier.json``) into the new folder
+    ``out``; returns the ``export`` block written to its ``config.json``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
+    config = load_config(model)
+    if EXPORT_KEY in config:
+        raise ValueError(f"{model} is an exported model already: export the folder it came from")
+    is_classifier = resolve_file(model, CLASSIFIER_NAME, required=False) is not None
+    processor = AutoProcessor.from_pretrained(model)
+    if is_classifier:
+        clf = AutoClassifier.from_pretrained(model, runtime="torch")
+        encoder, head = clf.encoder, clf.head
+    else:
+        from zoo import AutoEncoder
+        encoder, head = AutoEncoder.from_pretrained(model, runtime="torch"), None
+    examples, names, source = _examples(processor, inputs or [])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        block = export_onnx(encoder, processor, examples, names, head=head, quantize=quantize, out=out)
+        save_processor(processor, out)
+        files = [WEIGHTS_NAME] + ([CLASSIFIER_NAME, HEAD_NAME] if is_classifier else [])
+        for name in files:
+            shutil.copy2(resolve_file(model, name), out / name)
+        block = {**block, "traced_on": source, "source": Path(model).name if Path(model).exists() else str(model),
+                 "classifier": is_classifier}
+        write_export_config(config, block, out)
+        export_card(out, config, block, processor)
+    except BaseException:
+        for name in (ONNX_NAME, CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, CLASSIFIER_NAME, HEAD_NAME, "README.md"):
+            (out / name).unlink(missing_ok=True)
+        raise
+    return block
+
+
+def export_card(out: Path, config: dict[str, Any], block: dict[str, Any], processor: Any) -> Path:
+    """The exported folder's ``README.md``: what it is, how to run it with and without the zoo, parity and speed."""
+    modality, arch = config["modality"], config["architecture"]
+    kind = "classifier" if block["classifier"] else "encoder"
+    rows = []
+    for check in block["checks"]:
+        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in check["shapes"].items())
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in check["max_abs_diff"].items())
+        rows.append(f"| {shapes} | {diffs} |")
+    sp = block["speed"]
+    batch = ", ".join(f"{k} {tuple(v)}" for k, v in block["speed_batch"].items())
+    feed = ", ".join(f'"{k}": batch["{k}"].numpy()' for k in block["inputs"])
+    text = f"""---
+library_name: onnx
+tags: [ssl-zoo, onnx, {modality}, {arch}]
+---
+
+# {block['source']} ({modality} {kind}, ONNX)
+
+`{block['source']}` exported by `zoo export` with torch {block['torch']} ({block['exporter']} exporter, opset
+{block['opset']}{', int8 dynamic quantisation' if block['quantize'] else ', fp32'}). Every size is dynamic: batch and
+{modality} sizes, with the padding masks as inputs. Processing stays in Python (`preprocessor.json`).
+
+## How to use
+
+```python
+import zoo
+# through ONNX Runtime; runtime="torch" runs the weights kept beside the graph
+model = zoo.{'AutoClassifier' if block['classifier'] else 'AutoEncoder'}.from_pretrained("path/to/this/folder")
+```
+
+Without the zoo's model code (the processor still comes from the zoo):
+
+```python
+import onnxruntime, zoo
+processor = zoo.AutoProcessor.from_pretrained("path/to/this/folder")
+batch = processor.collate([processor(example)])
+session = onnxruntime.InferenceSession("model.onnx")
+{', '.join(block['outputs'])} = session.run(None, {{{feed}}})
+```
+
+Inputs: {', '.join(f'`{k}`' for k in block['inputs'])}; outputs: {', '.join(f'`{k}`' for k in block['outputs'])}.
+
+## Parity with eager PyTorch (measured at export, on {block['traced_on']})
+
+Largest absolute difference per output (`padding_mask`: share of entries that differ); the export is refused above
+{block['tolerance']:g} × max(1, largest output value){' in fp32' if block['quantize'] else ''}.
+
+| batch | ONNX Runtime − eager |
+| --- | --- |
+{chr(10).join(rows)}
+
+## Speed (measured at export, this machine, CPU)
+
+On the batch {batch}: eager PyTorch {sp['eager_ms']:.1f} ms, ONNX Runtime {sp['onnx_ms']:.1f} ms
+({sp['speedup']:.2f}x; medians of alternating runs).
+"""
+    path = out / "README.md"
+    path.write_text(text)
+    return path
+
+
+def export_summary(block: dict[str, Any]) -> str:
+    """One line for the command's output."""
+    worst = max((v for c in block["checks"] for v in c["max_abs_diff"].values()), default=0.0)
+    sp = block["speed"]
+    return (f"parity: largest difference {worst:.1e} over {len(block['checks'])} batches; speed: eager "
+            f"{sp['eager_ms']:.1f} ms, ONNX Runtime {sp['onnx_ms']:.1f} ms ({sp['speedup']:.2f}x)")
