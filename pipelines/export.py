@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from zoo import AutoProcessor, get_modality
 from zoo.classifier import CLASSIFIER_NAME, HEAD_NAME, AutoClassifier
@@ -19,43 +23,57 @@ from zoo.hub import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, load_config, r
 
 from .data_spec import named_inputs
 
-__all__ = ["export_model", "export_card", "export_summary", "FORMATS"]
+__all__ = ["export_model", "export_card", "export_summary", "FORMATS", "INT8_FAMILIES"]
 
 FORMATS = ("onnx",)
+# Families whose int8 (dynamic quantisation of the linear and recurrent weights) keeps the demo row's probe within
+# one point of fp32 (bench/export.py; docs/benchmarks.md, "Export"); the others refuse --quantize int8.
+INT8_FAMILIES: frozenset[str] = frozenset()
 
 
-def _examples(processor: Any, inputs: list[str]) -> tuple[list[Any], list[str], str]:
-    """The examples the graph is traced on: the user's files, else the modality's sample data."""
+@contextmanager
+def _examples(processor: Any, inputs: list[str], given: tuple[list[Any], list[str]] | None = None
+              ) -> Iterator[tuple[list[Any], list[str], str]]:
+    """The examples the graph is traced on: ``given`` ones, the user's files, else eight of the modality's sample data
+    (written to a temporary folder that lasts as long as the export)."""
+    if given is not None:
+        yield given[0], given[1], f"{len(given[0])} given examples"
+        return
     if inputs:
         named = [item for path in inputs for item in named_inputs(processor, path)]
-        return [ex for _, ex in named], [n for n, _ in named], f"{len(named)} examples of the given inputs"
+        yield [ex for _, ex in named], [n for n, _ in named], f"{len(named)} examples of the given inputs"
+        return
     modality = get_modality(processor.modality)
     if modality.sample_data is None:
         raise ValueError(f"the {processor.modality} modality has no sample data to trace the export on: name a few "
                          "input files with --example")
-    tmp = Path(tempfile.mkdtemp(prefix="zoo-export-"))
-    try:
-        sample = modality.sample_data(tmp)
-        named = named_inputs(processor, sample.data)
-        names = [Path(n).name if Path(n).is_absolute() else n for n, _ in named]   # no local path in the folder
-        examples = [ex for _, ex in named]
-        import numpy as np
-        pick = np.random.default_rng(0).permutation(len(examples))[:8].tolist()       # several classes, sizes
-        return [examples[i] for i in pick], [names[i] for i in pick], "the modality's sample data"
-    except (ValueError, KeyError) as err:
-        raise ValueError(f"the {processor.modality} sample data does not fit this model's processor "
-                         f"({str(err).splitlines()[0][:200]}): name a few of your input files with --example") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="zoo-export-") as tmp:
+        sample = modality.sample_data(Path(tmp))
+        try:
+            named = named_inputs(processor, sample.data)
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"the {processor.modality} sample data does not fit this model's processor "
+                             f"({str(err).splitlines()[0][:200]}): name a few of your input files with --example"
+                             ) from None
+        pick = np.random.default_rng(0).permutation(len(named))[:8].tolist()      # several classes and sizes
+        names = [Path(named[i][0]).name if Path(named[i][0]).is_absolute() else named[i][0] for i in pick]
+        yield [named[i][1] for i in pick], names, "eight examples of the modality's sample data"
 
 
-def export_model(model: str, out: str | Path, *, fmt: str = "onnx", quantize: str | None = None,
-                 inputs: list[str] | None = None) -> dict[str, Any]:
+def export_model(model: str | Path, out: str | Path, *, fmt: str = "onnx", quantize: str | None = None,
+                 inputs: list[str] | None = None, examples: tuple[list[Any], list[str]] | None = None
+                 ) -> dict[str, Any]:
     """Export ``model`` (a folder or Hub id; a classifier when it has ``classifier.json``) into the new folder
-    ``out``; returns the ``export`` block written to its ``config.json``."""
+    ``out``, traced on the ``inputs`` files, on raw ``examples`` with their names, or on the modality's sample data;
+    returns the ``export`` block written to its ``config.json``."""
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
     config = load_config(model)
+    if quantize is not None and (quantize != "int8" or config["modality"] not in INT8_FAMILIES):
+        offered = ", ".join(sorted(INT8_FAMILIES)) or "none"
+        raise ValueError(f"--quantize {quantize} is not offered for {config['modality']} models: int8 moved the "
+                         f"demo row's probe by more than one point or is not measured (docs/benchmarks.md, "
+                         f"\"Export\"; offered for: {offered}); export in fp32")
     if EXPORT_KEY in config:
         raise ValueError(f"{model} is an exported model already: export the folder it came from")
     is_classifier = resolve_file(model, CLASSIFIER_NAME, required=False) is not None
@@ -66,11 +84,11 @@ def export_model(model: str, out: str | Path, *, fmt: str = "onnx", quantize: st
     else:
         from zoo import AutoEncoder
         encoder, head = AutoEncoder.from_pretrained(model, runtime="torch"), None
-    examples, names, source = _examples(processor, inputs or [])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        block = export_onnx(encoder, processor, examples, names, head=head, quantize=quantize, out=out)
+        with _examples(processor, inputs or [], examples) as (raw, names, source):
+            block = export_onnx(encoder, processor, raw, names, head=head, quantize=quantize, out=out)
         save_processor(processor, out)
         files = [WEIGHTS_NAME] + ([CLASSIFIER_NAME, HEAD_NAME] if is_classifier else [])
         for name in files:

@@ -274,3 +274,78 @@ def test_an_installed_plugin_gets_the_conformance_suite(toy_plugin):
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stdout[-3000:]
     assert "8 passed" in res.stdout, res.stdout[-500:]
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    """Equal within 1e-4 of the larger of 1 and the output's largest value (the export's own tolerance)."""
+    assert a.shape == b.shape, (what, a.shape, b.shape)
+    if a.dtype == torch.bool:
+        assert torch.equal(a, b), what
+        return
+    scale = max(1.0, float(b.abs().max())) if b.numel() else 1.0
+    assert float((a.float() - b.float()).abs().max()) <= 1e-4 * scale, (what, float((a - b).abs().max()), scale)
+
+
+def test_exported_classifier_runs_through_onnx_runtime_as_eager(run, tmp_path):
+    """``zoo export`` of the fine-tuned classifier (docs/command-line.md, "Export"): loaded back through
+    ``AutoClassifier`` it runs ONNX Runtime, and its encoder's outputs equal the eager model's within 1e-4 on a padded
+    batch of examples of several sizes and on a batch of one; its graph's ``logits`` equal the eager head's; predictions
+    of every example agree; ``--runtime torch`` reads the weights beside the graph; nothing in the folder names a local
+    path."""
+    from pipelines.data_spec import named_inputs
+    from zoo.onnx_runtime import OnnxEncoder
+    out = tmp_path / "exported"
+    res = zoo_main("export", str(run["model"]), str(out))
+    assert res.returncode == 0, res.stderr
+    assert "exported the classifier" in res.stdout and "parity" in res.stdout
+    block = json.loads((out / "config.json").read_text())["export"]
+    assert block["outputs"][0] == "logits" and len(block["checks"]) >= 2
+    onnx_clf, eager = zoo.AutoClassifier.from_pretrained(out), zoo.AutoClassifier.from_pretrained(run["model"])
+    assert isinstance(onnx_clf.encoder, OnnxEncoder) and onnx_clf.encoder.dim == eager.encoder.dim
+    assert not isinstance(zoo.AutoClassifier.from_pretrained(out, runtime="torch").encoder, OnnxEncoder)
+    named = named_inputs(eager.processor, run["sample"].data)
+    examples, names = [ex for _, ex in named], [n for n, _ in named]
+    items = [eager.processor(ex, name=n) for ex, n in zip(examples[:5], names[:5])]
+    for batch in (eager.processor.collate(items), eager.processor.collate(items[-1:])):
+        batch = {k: v for k, v in batch.items() if torch.is_tensor(v) and k != "labels"}
+        got, want = onnx_clf.encoder(batch), eager.encoder(batch)
+        for key in ("pooled", "tokens", "padding_mask"):
+            _close(getattr(got, key), getattr(want, key), f"{run['name']} {key}")
+        with torch.no_grad():
+            _close(onnx_clf.encoder.run(batch)["logits"], eager.head(want.pooled), f"{run['name']} logits")
+    _close(onnx_clf.predict_proba(examples, names=names), eager.predict_proba(examples, names=names), "probabilities")
+    for path in out.iterdir():
+        if path.suffix in (".json", ".md"):
+            text = path.read_text()
+            assert str(tmp_path) not in text and str(run["root"]) not in text, path.name
+
+
+def test_exported_encoder_embeds_as_eager_and_refuses_a_folder_that_does_not_fit(run, tmp_path):
+    """The pretrained encoder exported: ``zoo embed`` through ONNX Runtime gives the eager embeddings (within 1e-4);
+    a preprocessor.json that is not the exported one, an opset that is not the recorded one and external data
+    outside the folder are refused, naming the file."""
+    import shutil
+
+    from safetensors.torch import load_file
+    out = tmp_path / "exported"
+    assert zoo_main("export", str(run["pretrained"]), str(out)).returncode == 0
+    inputs = [str(p) for p in run["sample"].predict_inputs] or [str(run["sample"].data)]
+    embedded = {}
+    for runtime in ("onnx", "torch"):
+        target = tmp_path / f"{runtime}.safetensors"
+        res = zoo_main("embed", str(out), *inputs, "--runtime", runtime, "--output", str(target))
+        assert res.returncode == 0, res.stderr
+        embedded[runtime] = load_file(str(target))["embeddings"]
+    _close(embedded["onnx"], embedded["torch"], f"{run['name']} zoo embed")
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    pre = json.loads((bad / "preprocessor.json").read_text())
+    (bad / "preprocessor.json").write_text(json.dumps({**pre, "fit_examples": pre.get("fit_examples", 1000) + 1}))
+    with pytest.raises(zoo.FormatError, match="preprocessor.json"):
+        zoo.AutoEncoder.from_pretrained(bad)
+    shutil.copy2(out / "preprocessor.json", bad / "preprocessor.json")
+    config = json.loads((bad / "config.json").read_text())
+    config["export"]["opset"] += 1
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(zoo.FormatError, match="model.onnx.*opset"):
+        zoo.AutoEncoder.from_pretrained(bad)

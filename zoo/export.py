@@ -24,16 +24,13 @@ from torch import Tensor, nn
 from .plugin import Encoder, Processor
 
 __all__ = ["ONNX_NAME", "EXPORT_KEY", "OUTPUTS", "ExportError", "Exportable", "input_keys", "example_batches",
-           "export_onnx", "file_sha256", "parity", "INT8_FAMILIES"]
+           "export_onnx", "trace_onnx", "file_sha256", "parity"]
 
 ONNX_NAME = "model.onnx"
 EXPORT_KEY = "export"                                # config.json's block that marks and describes an exported folder
-OUTPUTS = ("pooled", "tokens", "padding_mask")      # a classifier's graph has "logits" first
+OUTPUTS = ("pooled", "tokens", "token_padding_mask")   # a classifier's graph has "logits" first
 TOLERANCE = 1e-4                                     # |ONNX Runtime − eager| ≤ TOLERANCE · max(1, |eager|max)
 EXAMPLES = 8                                         # processed examples the export traces and checks on, at most
-# Families whose int8 (dynamic quantisation of the linear and recurrent weights) keeps the demo row's probe within
-# one point of fp32 (bench/export.py, docs/benchmarks.md "Export"); the others refuse --quantize int8.
-INT8_FAMILIES: frozenset[str] = frozenset()
 
 
 class ExportError(ValueError):
@@ -43,7 +40,7 @@ class ExportError(ValueError):
 
 class Exportable(nn.Module):
     """The traced program: positional tensors (``keys`` of a collated batch, in order) → ``pooled, tokens,
-    padding_mask`` (a classifier: ``logits`` first)."""
+    token_padding_mask`` (a classifier: ``logits`` first)."""
 
     def __init__(self, encoder: Encoder, keys: Sequence[str], head: nn.Module | None = None) -> None:
         super().__init__()
@@ -135,7 +132,7 @@ def varying_axes(batches: Sequence[dict[str, Tensor]], keys: Sequence[str]) -> l
             if batches[0][k].dim() else set() for k in keys]
 
 
-def _trace(model: Exportable, args: tuple[Tensor, ...], path: Path, exporter: str,
+def trace_onnx(model: Exportable, args: tuple[Tensor, ...], path: Path, exporter: str,
            axes: Sequence[set[int]] | None = None) -> None:
     """``model`` on ``args`` → an ONNX file at ``path``: every dimension of every input dynamic (the tracer keeps
     static what the model fixes), or with ``axes`` those axes of each input only."""
@@ -234,9 +231,6 @@ def export_onnx(encoder: Encoder, processor: Processor, examples: Sequence[Any],
     modality, arch = encoder.modality or "?", encoder.architecture or type(encoder).__name__
     if quantize not in (None, "int8"):
         raise ValueError(f"--quantize must be int8, got {quantize!r}")
-    if quantize == "int8" and modality not in INT8_FAMILIES:
-        raise ExportError(f"int8 is not offered for {modality} models: it moved the demo row's probe by more than one "
-                          "point (docs/benchmarks.md, \"Export\"); export in fp32")
     batches = example_batches(processor, examples, names)
     keys = input_keys(batches[0])
     model = Exportable(encoder.eval(), keys, head.eval() if head is not None else None).eval()
@@ -247,12 +241,12 @@ def export_onnx(encoder: Encoder, processor: Processor, examples: Sequence[Any],
         args = tuple(batches[0][k] for k in keys)
         try:
             try:
-                _trace(model, args, path, exporter)
+                trace_onnx(model, args, path, exporter)
             except Exception:                  # noqa: BLE001 - retried with fewer dynamic axes, reported below
                 if exporter != "dynamo":
                     raise
                 trail.clear()                  # some size the model fixes (a table's columns) tripped the tracer
-                _trace(model, args, path, exporter, varying_axes(batches, keys))
+                trace_onnx(model, args, path, exporter, varying_axes(batches, keys))
         except Exception as err:               # noqa: BLE001 - any exporter failure is reported the same way
             module = trail[-1] if trail else ""
             kind = type(dict(model.named_modules()).get(module, model)).__name__

@@ -86,7 +86,7 @@ class OnnxEncoder(Encoder):
             raise ValueError("an exported graph gives pooled, tokens and padding_mask only: load the model with "
                              "runtime='torch' for every layer's tokens")
         out = self.run(batch)
-        return EncoderOutput(tokens=out["tokens"], padding_mask=out["padding_mask"].bool(), pooled=out["pooled"])
+        return EncoderOutput(tokens=out["tokens"], padding_mask=out["token_padding_mask"].bool(), pooled=out["pooled"])
 
 
 def load_onnx_encoder(id_or_path: str | Path, config: dict[str, Any], **hub_kwargs: Any) -> OnnxEncoder:

@@ -343,6 +343,8 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     modality: ClassVar[str] = ""
     architecture: ClassVar[str] = ""
     config_class: ClassVar[type[Config]] = Config
+    # zoo export's tracer (zoo.export): "dynamo" (torch.export) or "torchscript" (recurrent layers)
+    onnx_exporter: ClassVar[str] = "dynamo"
 
     def __init__(self, config: Config) -> None:
         super().__init__()

@@ -119,6 +119,12 @@ class CoLESEncoder(Encoder):
     def dim(self) -> int:
         return self.config.hidden
 
+    @property
+    def onnx_exporter(self) -> str:
+        """``zoo export``'s tracer: the GRU goes through the TorchScript exporter, whose ONNX ``GRU`` op keeps the
+        history's length dynamic (torch.export unrolls the recurrence over the traced length)."""
+        return "torchscript" if self.config.backbone == "gru" else "dynamo"
+
     def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False) -> EncoderOutput:
         pad = batch["padding_mask"]
         x = self.events(batch)

@@ -1,0 +1,227 @@
+"""Exported encoders (issue #33; docs/benchmarks.md, "Export"): forward time of our eager encoder against our ONNX
+Runtime graph (``zoo export``), and int8 where it keeps the probe.
+
+1. Paper-shaped public families on random weights (no download here), the same batch, one run, the runs alternating
+   and medians: ours eager, ours + ONNX Runtime, transformers eager and transformers + ONNX Runtime (the dynamo ONNX
+   exporter, dynamic batch and length). Audio: 4 clips of 2 s at 16 kHz; video: 2 clips of 16×224×224.
+2. The six demo rows (each recipe pretrained as ``make demo`` does; kept in ``bench/results/export/runs``): eager,
+   ONNX Runtime fp32 and int8 (dynamic quantisation) on 16 evaluation examples, and the recipe's final probe (its
+   evaluation) with each: int8 is offered for a family (``pipelines.export.INT8_FAMILIES``) where it stays within one
+   point of fp32.
+
+``python -m bench.export [--repeats 5] [--skip-families] [--skip-demo]``; table in ``bench/results/export.md``, numbers
+in ``bench/results/export.json``."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .harness import machine, publish_table, results_dir
+
+DEMO = ["audio-wav2vec2-demo", "tabular-tjepa-demo", "graph-graphmae-sbm", "video-videomae-demo",
+        "pointcloud-pointmae-demo", "events-coles-demo"]          # the Makefile's DEMO_RECIPES
+
+
+def _families():
+    import transformers
+    base = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+    yield "wav2vec 2.0 BASE", transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**base)), "audio"
+    yield "HuBERT BASE", transformers.HubertModel(transformers.HubertConfig(**base)), "audio"
+    yield "data2vec-audio BASE", transformers.Data2VecAudioModel(transformers.Data2VecAudioConfig(**base)), "audio"
+    yield "WavLM BASE", transformers.WavLMModel(transformers.WavLMConfig(**base)), "audio"
+    yield "VideoMAE ViT-B", transformers.VideoMAEModel(transformers.VideoMAEConfig(**base)), "video"
+
+
+def _alternate(fns: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Median milliseconds of each function, all run in turn ``repeats`` times after one warm-up each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+class _HFWrap(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).last_hidden_state
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def family_row(name: str, hf: torch.nn.Module, kind: str, repeats: int) -> dict[str, Any]:
+    import zoo
+    from zoo.export import Exportable, trace_onnx
+    torch.manual_seed(0)
+    x = torch.randn(4, 32000) if kind == "audio" else torch.randn(2, 16, 3, 224, 224)
+    key = "input_values" if kind == "audio" else "pixel_values"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        hf.save_pretrained(tmp / "hf")
+        ours = zoo.AutoEncoder.from_pretrained(tmp / "hf").eval()
+        model = Exportable(ours, [key]).eval()
+        t0 = time.perf_counter()
+        trace_onnx(model, (x,), tmp / "ours.onnx", "dynamo")
+        ours_export_s = time.perf_counter() - t0
+        wrap = _HFWrap(hf).eval()
+        dims = ({0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO},) if kind == "audio" else (
+            {0: torch.export.Dim.AUTO},)
+        program = torch.onnx.export(wrap, (x,), dynamo=True, optimize=True, dynamic_shapes=dims, verbose=False,
+                                    input_names=["x"], output_names=["last_hidden_state"])
+        program.save(str(tmp / "hf.onnx"), external_data=False)
+        s_ours, s_hf = _session(tmp / "ours.onnx"), _session(tmp / "hf.onnx")
+        ours_in = s_ours.get_inputs()[0].name
+        feed = x.numpy()
+        tokens = s_ours.run(None, {ours_in: feed})[1]
+        diff = float((torch.from_numpy(tokens) - ours({key: x}).tokens).abs().max())
+        diff_hf = float((torch.from_numpy(tokens) - wrap(x)).abs().max())
+        ms = _alternate({"ours_eager": lambda: ours({key: x}), "ours_onnx": lambda: s_ours.run(None, {ours_in: feed}),
+                         "hf_eager": lambda: wrap(x), "hf_onnx": lambda: s_hf.run(None, {"x": feed})}, repeats)
+    return {"family": name, "kind": kind, **{k: round(v, 1) for k, v in ms.items()}, "parity_vs_ours_eager": diff,
+            "parity_vs_transformers": diff_hf, "ours_export_s": round(ours_export_s, 1)}
+
+
+def _demo_model(name: str, runs: Path) -> Path:
+    """The demo recipe's pretrained model (``make demo``'s run), trained here once."""
+    from pipelines.pretrain import pretrain
+    from pipelines.recipe import load_recipe
+    folder = runs / name
+    if not (folder / "model" / "config.json").is_file():
+        pretrain(load_recipe(name), folder, resume=True)
+    return folder / "model"
+
+
+def _examples(name: str, n: int = 16) -> tuple[list[Any], list[str], Any, Any]:
+    """``n`` of the recipe's evaluation test examples with their names, the built recipe and its final probe."""
+    from pipelines.build import build
+    from pipelines.quality import evaluation_sets
+    from pipelines.recipe import load_recipe
+
+    from .online_quality import final_probe
+    recipe = load_recipe(name)
+    built = build(recipe)
+    _, test = evaluation_sets(built.modality, recipe.evaluate)
+    idx = list(range(min(n, len(test))))
+    return [test.examples[i] for i in idx], [test.name(i) for i in idx], built, final_probe(built, recipe)[1]
+
+
+@torch.no_grad()
+def demo_row(name: str, runs: Path, out: Path, repeats: int) -> dict[str, Any]:
+    import zoo
+    from pipelines.export import export_model
+    from zoo.export import input_keys
+    model = _demo_model(name, runs)
+    examples, names, built, probe = _examples(name)
+    folders = {}
+    for q in (None, "int8"):
+        folder = out / f"{name}-{q or 'fp32'}"
+        if not (folder / "config.json").is_file():
+            import pipelines.export as pe
+            allowed = pe.INT8_FAMILIES
+            pe.INT8_FAMILIES = frozenset({built.modality.name})        # measured here before it is offered
+            try:
+                export_model(model, folder, quantize=q, examples=(examples, names))
+            finally:
+                pe.INT8_FAMILIES = allowed
+        folders[q or "fp32"] = folder
+    eager = zoo.AutoEncoder.from_pretrained(model).eval()
+    fp32, int8 = (zoo.AutoEncoder.from_pretrained(folders[k]) for k in ("fp32", "int8"))
+    processor = zoo.AutoProcessor.from_pretrained(model)
+    items = [processor(ex, name=n) for ex, n in zip(examples, names)]
+    batch = processor.collate(items)
+    batch = {k: batch[k] for k in input_keys(batch)}
+    ms = _alternate({"eager": lambda: eager(batch), "onnx_fp32": lambda: fp32(batch),
+                     "onnx_int8": lambda: int8(batch)}, repeats)
+    probes = {"eager": probe(eager), "onnx_fp32": probe(fp32), "onnx_int8": probe(int8)}
+    block = json.loads((folders["fp32"] / "config.json").read_text())["export"]
+    worst = max(v for c in block["checks"] for k, v in c["max_abs_diff"].items() if k != "token_padding_mask")
+    return {"recipe": name, "modality": built.modality.name, "exporter": block["exporter"],
+            "batch": {k: list(v.shape) for k, v in batch.items()}, **{f"{k}_ms": round(v, 2) for k, v in ms.items()},
+            **{f"probe_{k}": v for k, v in probes.items()}, "fp32_max_diff": worst,
+            "int8_keeps_probe": abs(probes["onnx_int8"] - probes["onnx_fp32"]) <= 0.01}
+
+
+def tables(families: list[dict[str, Any]], demo: list[dict[str, Any]], repeats: int) -> list[str]:
+    lines = ["### Exported encoders: ONNX Runtime against eager (issue #33)", "",
+             f"`python -m bench.export` ({time.strftime('%Y-%m-%d')}), machine: {machine()}; fp32 unless said, eval "
+             f"mode, medians of {repeats} runs after one warm-up, all runs of a row alternating.", ""]
+    if families:
+        lines += ["Paper-shaped public families on random weights, the same batch (audio: 4 clips of 2 s at 16 kHz; "
+                  "video: 2 clips of 16×224×224); transformers' models exported with the same dynamo ONNX exporter "
+                  "(dynamic batch and length):", "",
+                  "| family | ours eager (ms) | ours ONNX Runtime (ms) | transformers eager (ms) | transformers ONNX "
+                  "Runtime (ms) | ours ORT vs transformers ORT | ours ORT vs ours eager | parity (ours ORT − eager) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in families:
+            lines.append(f"| {r['family']} | {r['ours_eager']:.0f} | {r['ours_onnx']:.0f} | {r['hf_eager']:.0f} | "
+                         f"{r['hf_onnx']:.0f} | {r['hf_onnx'] / r['ours_onnx']:.2f}x | "
+                         f"{r['ours_eager'] / r['ours_onnx']:.2f}x | {r['parity_vs_ours_eager']:.1e} |")
+        lines.append("")
+    if demo:
+        lines += ["The six demo rows' encoders exported by `zoo export` on 16 evaluation examples, timed on that "
+                  "batch; the recipe's final probe (its evaluation) run on each:", "",
+                  "| recipe | exporter | eager (ms) | ONNX Runtime fp32 (ms) | int8 (ms) | fp32 vs eager | "
+                  "probe eager | probe fp32 | probe int8 | int8 offered | fp32 parity |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+        for r in demo:
+            lines.append(f"| {r['recipe']} | {r['exporter']} | {r['eager_ms']:.1f} | {r['onnx_fp32_ms']:.1f} | "
+                         f"{r['onnx_int8_ms']:.1f} | {r['eager_ms'] / r['onnx_fp32_ms']:.2f}x | "
+                         f"{r['probe_eager']:.3f} | {r['probe_onnx_fp32']:.3f} | {r['probe_onnx_int8']:.3f} | "
+                         f"{'yes' if r['int8_keeps_probe'] else 'no: moved by more than one point'} | "
+                         f"{r['fp32_max_diff']:.1e} |")
+    return lines
+
+
+def main(repeats: int = 5, families: bool = True, demo: bool = True, recipes: list[str] | None = None) -> str:
+    out = results_dir("export")
+    log = out / "rows.jsonl"
+    done = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
+    have = {r.get("family") or r.get("recipe") for r in done}
+    todo: list[tuple[str, Any]] = []
+    if families:
+        todo += [(name, lambda n=name, hf=hf, kind=kind: family_row(n, hf.eval(), kind, repeats))
+                 for name, hf, kind in _families() if name not in have]
+    if demo:
+        todo += [(name, lambda n=name: demo_row(n, out / "runs", out, repeats)) for name in recipes or DEMO
+                 if name not in have]
+    for _, fn in todo:
+        row = fn()
+        done.append(row)
+        with open(log, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+    root = Path(__file__).parent / "results"
+    (root / "export.json").write_text(json.dumps(done, indent=2) + "\n")
+    return publish_table(tables([r for r in done if "family" in r], [r for r in done if "recipe" in r], repeats),
+                         root / "export.md")
+
+
+if __name__ == "__main__":
+    import argparse
+    import os
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--skip-families", action="store_true")
+    p.add_argument("--skip-demo", action="store_true")
+    p.add_argument("--recipes", nargs="*", default=None)
+    a = p.parse_args()
+    main(a.repeats, not a.skip_families, not a.skip_demo, a.recipes)
