@@ -7,7 +7,7 @@ Runtime graph (``zoo export``), and int8 where it keeps the probe.
 2. The six demo rows (each recipe pretrained as ``make demo`` does; kept in ``bench/results/export/runs``): eager,
    ONNX Runtime fp32 and int8 (dynamic quantisation) on 16 evaluation examples, and the recipe's final probe (its
    evaluation) with each: int8 is offered for a family (``pipelines.export.INT8_FAMILIES``) where it stays within one
-   point of fp32.
+   point of fp32; and ``torch.compile`` (inductor) of each encoder: graphs, graph breaks, compile time, speed, parity.
 
 ``python -m bench.export [--repeats 5] [--skip-families] [--skip-demo]``; table in ``bench/results/export.md``, numbers
 in ``bench/results/export.json``."""
@@ -148,15 +148,27 @@ def demo_row(name: str, runs: Path, out: Path, repeats: int) -> dict[str, Any]:
     items = [processor(ex, name=n) for ex, n in zip(examples, names)]
     batch = processor.collate(items)
     batch = {k: batch[k] for k in input_keys(batch)}
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(eager)(batch)
+    compiled = torch.compile(eager, dynamic=True)
+    t0 = time.perf_counter()
+    got = compiled(batch)
+    compile_s = time.perf_counter() - t0
+    want = eager(batch)
+    compile_diff = max(float((getattr(got, k).float() - getattr(want, k).float()).abs().max())
+                       for k in ("pooled", "tokens"))
     ms = _alternate({"eager": lambda: eager(batch), "onnx_fp32": lambda: fp32(batch),
-                     "onnx_int8": lambda: int8(batch)}, repeats)
+                     "onnx_int8": lambda: int8(batch), "compiled": lambda: compiled(batch)}, repeats)
     probes = {"eager": probe(eager), "onnx_fp32": probe(fp32), "onnx_int8": probe(int8)}
     block = json.loads((folders["fp32"] / "config.json").read_text())["export"]
     worst = max(v for c in block["checks"] for k, v in c["max_abs_diff"].items() if k != "token_padding_mask")
     return {"recipe": name, "modality": built.modality.name, "exporter": block["exporter"],
             "batch": {k: list(v.shape) for k, v in batch.items()}, **{f"{k}_ms": round(v, 2) for k, v in ms.items()},
             **{f"probe_{k}": v for k, v in probes.items()}, "fp32_max_diff": worst,
-            "int8_keeps_probe": abs(probes["onnx_int8"] - probes["onnx_fp32"]) <= 0.01}
+            "int8_keeps_probe": abs(probes["onnx_int8"] - probes["onnx_fp32"]) <= 0.01,
+            "graph_breaks": explained.graph_break_count, "graphs": explained.graph_count,
+            "break_reasons": sorted({str(b.reason).splitlines()[0][:160] for b in explained.break_reasons}),
+            "compile_s": round(compile_s, 1), "compile_max_diff": compile_diff}
 
 
 def tables(families: list[dict[str, Any]], demo: list[dict[str, Any]], repeats: int) -> list[str]:
@@ -187,6 +199,14 @@ def tables(families: list[dict[str, Any]], demo: list[dict[str, Any]], repeats: 
                          f"{r['probe_eager']:.3f} | {r['probe_onnx_fp32']:.3f} | {r['probe_onnx_int8']:.3f} | "
                          f"{'yes' if r['int8_keeps_probe'] else 'no: moved by more than one point'} | "
                          f"{r['fp32_max_diff']:.1e} |")
+        lines += ["", "`torch.compile` (inductor, CPU, `dynamic=True`) of the same encoders on the same batch; graph "
+                  "breaks counted by `torch._dynamo.explain`:", "",
+                  "| recipe | graphs | graph breaks | first compile (s) | compiled (ms) | compiled vs eager | "
+                  "compiled − eager | break reasons |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in demo:
+            lines.append(f"| {r['recipe']} | {r['graphs']} | {r['graph_breaks']} | {r['compile_s']:.0f} | "
+                         f"{r['compiled_ms']:.1f} | {r['eager_ms'] / r['compiled_ms']:.2f}x | "
+                         f"{r['compile_max_diff']:.1e} | {'; '.join(r['break_reasons']) or '—'} |")
     return lines
 
 

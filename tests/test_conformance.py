@@ -308,10 +308,10 @@ def test_exported_classifier_runs_through_onnx_runtime_as_eager(run, tmp_path):
     items = [eager.processor(ex, name=n) for ex, n in zip(examples[:5], names[:5])]
     for batch in (eager.processor.collate(items), eager.processor.collate(items[-1:])):
         batch = {k: v for k, v in batch.items() if torch.is_tensor(v) and k != "labels"}
-        got, want = onnx_clf.encoder(batch), eager.encoder(batch)
-        for key in ("pooled", "tokens", "padding_mask"):
-            _close(getattr(got, key), getattr(want, key), f"{run['name']} {key}")
         with torch.no_grad():
+            got, want = onnx_clf.encoder(batch), eager.encoder(batch)
+            for key in ("pooled", "tokens", "padding_mask"):
+                _close(getattr(got, key), getattr(want, key), f"{run['name']} {key}")
             _close(onnx_clf.encoder.run(batch)["logits"], eager.head(want.pooled), f"{run['name']} logits")
     _close(onnx_clf.predict_proba(examples, names=names), eager.predict_proba(examples, names=names), "probabilities")
     for path in out.iterdir():
@@ -349,3 +349,23 @@ def test_exported_encoder_embeds_as_eager_and_refuses_a_folder_that_does_not_fit
     (bad / "config.json").write_text(json.dumps(config))
     with pytest.raises(zoo.FormatError, match="model.onnx.*opset"):
         zoo.AutoEncoder.from_pretrained(bad)
+
+
+@pytest.mark.slow
+def test_compiled_encoder_matches_eager(run):
+    """``torch.compile`` (inductor, CPU, dynamic shapes) of the pretrained encoder gives eager's outputs within 1e-4
+    on a padded batch of examples of several sizes and on a batch of one (slow: inductor compiles C++ per shape
+    family; graph breaks are counted in bench/export.py)."""
+    from pipelines.data_spec import named_inputs
+    eager = zoo.AutoEncoder.from_pretrained(run["pretrained"]).eval()
+    processor = zoo.AutoProcessor.from_pretrained(run["pretrained"])
+    compiled = torch.compile(eager, dynamic=True)
+    named = named_inputs(processor, run["sample"].data)[:5]
+    items = [processor(ex, name=n) for n, ex in named]
+    torch._dynamo.reset()
+    for batch in (processor.collate(items), processor.collate(items[-1:])):
+        batch = {k: v for k, v in batch.items() if torch.is_tensor(v) and k != "labels"}
+        with torch.no_grad():
+            got, want = compiled(batch), eager(batch)
+        for key in ("pooled", "tokens", "padding_mask"):
+            _close(getattr(got, key), getattr(want, key), f"{run['name']} compiled {key}")
