@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import GATConv
-from torch_geometric.utils import softmax
 
+from .model import attention
 from .sampling import InEdges
 
 __all__ = ["layerwise_node_embeddings"]
@@ -20,10 +20,15 @@ __all__ = ["layerwise_node_embeddings"]
 
 def _gat_chunk(conv: GATConv, proj: Tensor, a_src: Tensor, a_dst: Tensor, rows: Tensor, tgt: Tensor,
                src: Tensor) -> Tensor:
-    """A GAT layer's output (eval mode) at ``rows`` from their in-edges ``src → rows[tgt]``, given every node's
-    projection ``proj [N, H, C]`` and attention terms ``a_src``, ``a_dst [N, H]`` (Velickovic et al. 2018)."""
-    alpha = softmax(F.leaky_relu(a_src[src] + a_dst[rows][tgt], conv.negative_slope), tgt, num_nodes=rows.numel())
-    h = torch.zeros(rows.numel(), conv.heads, conv.out_channels, dtype=proj.dtype, device=proj.device)
+    """A GAT layer's output (eval mode) at ``rows`` from their in-edges ``src → rows[tgt]`` (self-loops already
+    dropped if the layer adds its own), given every node's projection ``proj [N, H, C]`` and attention terms
+    ``a_src``, ``a_dst [N, H]`` (Velickovic et al. 2018)."""
+    d_rows = a_dst[rows]
+    logits = F.leaky_relu(a_src[src] + d_rows[tgt], conv.negative_slope)
+    self_logits = F.leaky_relu(a_src[rows] + d_rows, conv.negative_slope) if conv.add_self_loops else None
+    alpha, alpha_self = attention(logits, tgt, rows.numel(), self_logits)
+    h = (proj.new_zeros(rows.numel(), conv.heads, conv.out_channels) if alpha_self is None
+         else alpha_self[:, :, None] * proj[rows])
     h.index_add_(0, tgt, alpha[:, :, None] * proj[src])
     h = h.reshape(rows.numel(), -1) if conv.concat else h.mean(dim=1)
     return h + conv.bias if conv.bias is not None else h
@@ -40,7 +45,7 @@ def layerwise_node_embeddings(encoder, x: Tensor, edge_index: Tensor, chunk_node
         raise ValueError(f"chunk_nodes must be >= 1, got {chunk_nodes}")
     gnn, n = encoder.gnn, x.shape[0]
     gat = isinstance(gnn.convs[0], GATConv)
-    loops = gat and gnn.convs[0].add_self_loops              # as GATConv does: one self-loop per node, added
+    loops = gat and gnn.convs[0].add_self_loops              # as GATConv does: the input's self-loops dropped
     csr = InEdges(edge_index, n)                             # chunk by chunk (no loop-normalised copy of E)
     for i, conv in enumerate(gnn.convs):
         out = torch.empty(n, encoder.config.hidden, dtype=x.dtype, device=x.device)
@@ -50,10 +55,9 @@ def layerwise_node_embeddings(encoder, x: Tensor, edge_index: Tensor, chunk_node
         for start in range(0, n, chunk_nodes):                 # a loop over chunks, vectorised within
             rows = torch.arange(start, min(n, start + chunk_nodes), device=x.device)
             tgt, src = csr.of(rows)
-            if loops:
+            if loops:                                          # (one per node is added by _gat_chunk)
                 keep = src != rows[tgt]
-                tgt = torch.cat([tgt[keep], torch.arange(rows.numel(), device=x.device)])
-                src = torch.cat([src[keep], rows])
+                tgt, src = tgt[keep], src[keep]
             if gat:
                 h = _gat_chunk(conv, proj, a_src, a_dst, rows, tgt, src)
             else:                                              # GIN (Xu et al. 2019): MLP((1 + eps) x + sum)

@@ -3,7 +3,10 @@
 Node features of a random share of nodes are replaced by a learnable [MASK] token (a small share of them by
 other nodes' features instead); the encoder embeds the graph; its code is re-masked (the masked nodes'
 codes are zeroed) before a one-layer decoder reconstructs the input features; the loss is the scaled cosine
-error on the masked nodes only. GAT for node-level tasks, GIN for graph-level ones, both from PyG.
+error on the masked nodes only. GAT for node-level tasks, GIN for graph-level ones, both PyG's layers (a GAT
+layer's forward is :func:`gat_conv`, equal to GATConv's). In eval mode the encoder is a tensor program whose
+shapes follow from its inputs (the padded layout from ``num_graphs`` and the node counts), so it exports to ONNX
+with dynamic node, edge and graph counts (tests/test_graph_export.py).
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv, GINConv, global_add_pool, global_max_pool, global_mean_pool
-from torch_geometric.utils import add_self_loops, remove_self_loops, softmax, to_dense_batch
+from torch_geometric.nn import GATConv, GINConv
 
 from zoo import Config, Encoder, EncoderOutput, Pretrainer, PretrainOutput
 from zoo.collapse import CollapseRule, embedding_signals
@@ -23,7 +25,7 @@ from zoo.objectives import scaled_cosine_error
 
 from .sampling import seed_node_mask
 
-POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
+POOLS = ("mean", "sum", "max")
 
 
 @dataclass
@@ -94,6 +96,55 @@ def init_gat(conv: GATConv) -> None:
         nn.init.zeros_(conv.bias)
 
 
+def attention(logits: Tensor, dst: Tensor, rows: int, self_logits: Tensor | None = None,
+              dead: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """GAT's softmax over each destination row's in-edges (``logits [E, H]``, edge ``e`` into row ``dst[e]`` of
+    ``rows``) and, given ``self_logits [rows, H]``, its own self-loop, held apart from the edges: that self-loop
+    is every row's, whatever the edge list holds, so the edge list keeps its length. Edges marked ``dead [E]``
+    get no weight (an input's own self-loops, which GATConv replaces by that one). Returns the edges' weights
+    and the self-loops' ``[rows, H]`` (None without ``self_logits``); as PyG's ``softmax`` (max subtracted per
+    row, 1e-16 added to each sum), but every shape follows from the inputs' shapes: no boolean indexing."""
+    if dead is not None:
+        logits = logits.masked_fill(dead[:, None], float("-inf"))
+    start = (torch.full((rows, logits.shape[1]), float("-inf"), dtype=logits.dtype, device=logits.device)
+             if self_logits is None else self_logits.detach())
+    top = start.scatter_reduce(0, dst[:, None].expand_as(logits), logits.detach(), "amax", include_self=True)
+    weight = (logits - top.index_select(0, dst)).exp()
+    if self_logits is None:
+        total = torch.zeros_like(top).index_add_(0, dst, weight) + 1e-16
+        return weight / total.index_select(0, dst), None
+    self_weight = (self_logits - top).exp()
+    total = self_weight.clone().index_add_(0, dst, weight) + 1e-16
+    return weight / total.index_select(0, dst), self_weight / total
+
+
+def gat_conv(conv: GATConv, x: Tensor, edge_index: Tensor) -> Tensor:
+    """``conv(x, edge_index)`` of a PyG ``GATConv`` (Velickovic et al. 2018), in train mode too (dropout on the
+    attention), as a tensor program whose shapes follow from the inputs' shapes, so that it exports (ONNX, dynamic
+    node and edge counts). GATConv removes the input's self-loops (boolean indexing: a data-dependent shape) and
+    adds one per node; here the input's self-loops stay but weigh nothing and each node's own self-loop is a
+    dense term (:func:`attention`). Same parameters, same values; the dropout draws differently."""
+    if conv.lin is None or conv.lin_edge is not None:
+        raise ValueError("gat_conv takes a GATConv of one node type without edge features")
+    heads, out, n = conv.heads, conv.out_channels, x.shape[0]
+    proj = conv.lin(x).view(n, heads, out)                                   # [N, H, C]
+    a_src, a_dst = (proj * conv.att_src).sum(-1), (proj * conv.att_dst).sum(-1)
+    src, dst = edge_index[0], edge_index[1]
+    logits = F.leaky_relu(a_src.index_select(0, src) + a_dst.index_select(0, dst), conv.negative_slope)
+    if conv.add_self_loops:
+        alpha, alpha_self = attention(logits, dst, n, F.leaky_relu(a_src + a_dst, conv.negative_slope), src == dst)
+    else:
+        alpha, alpha_self = attention(logits, dst, n)
+    alpha = F.dropout(alpha, conv.dropout, conv.training)
+    h = (torch.zeros_like(proj) if alpha_self is None
+         else F.dropout(alpha_self, conv.dropout, conv.training)[:, :, None] * proj)
+    h = h.index_add_(0, dst, alpha[:, :, None] * proj.index_select(0, src))
+    h = h.reshape(n, heads * out) if conv.concat else h.mean(dim=1)
+    if conv.res is not None:
+        h = h + conv.res(x)
+    return h + conv.bias if conv.bias is not None else h
+
+
 def gat_rows(conv: GATConv, x: Tensor, edge_index: Tensor, rows: Tensor) -> Tensor:
     """``conv(x, edge_index)[rows]``, computed by aggregating the inputs before projecting them.
 
@@ -101,26 +152,56 @@ def gat_rows(conv: GATConv, x: Tensor, edge_index: Tensor, rows: Tensor) -> Tens
     logit ``att · W x`` equals ``(W^T att) · x``. So only the edges into ``rows`` carry messages, those messages
     have the input's width instead of the output's, and only ``rows`` are projected. GraphMAE's decoder (512 →
     1433 features on Cora, loss on the masked half of the nodes) gets several times cheaper; the values are the
-    same as PyG's (dropout on the attention draws differently).
+    same as PyG's (dropout on the attention draws differently). Training only: the edges into ``rows`` are
+    picked by boolean indexing (:func:`gat_conv` is the exportable layer).
     """
     heads, out = conv.heads, conv.out_channels
     weight = conv.lin.weight.view(heads, out, -1)                            # [H, C, in]
     att_src = torch.einsum("hc,hci->ih", conv.att_src[0], weight)            # [in, H]
     att_dst = torch.einsum("hc,hci->ih", conv.att_dst[0], weight)
-    n = x.shape[0]
-    edges = add_self_loops(remove_self_loops(edge_index)[0], num_nodes=n)[0] if conv.add_self_loops else edge_index
+    n, r = x.shape[0], rows.numel()
     slot = torch.full((n,), -1, dtype=torch.long, device=x.device)
-    slot[rows] = torch.arange(rows.numel(), device=x.device)
-    src, dst = edges[0], slot[edges[1]]
+    slot[rows] = torch.arange(r, device=x.device)
+    src, dst = edge_index[0], slot[edge_index[1]]
     keep = dst >= 0
+    if conv.add_self_loops:                                  # the input's self-loops give way to one per row
+        keep &= src != edge_index[1]
     src, dst = src[keep], dst[keep]
-    logits = F.leaky_relu((x @ att_src)[src] + (x[rows] @ att_dst)[dst], conv.negative_slope)   # [E, H]
-    alpha = F.dropout(softmax(logits, dst, num_nodes=rows.numel()), conv.dropout, conv.training)
-    messages = alpha[:, :, None] * x[src][:, None, :]                          # [E, H, in]
-    agg = torch.zeros(rows.numel(), heads, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, dst, messages)
+    x_rows, d_rows = x[rows], x[rows] @ att_dst
+    logits = F.leaky_relu((x @ att_src).index_select(0, src) + d_rows.index_select(0, dst), conv.negative_slope)
+    self_logits = F.leaky_relu(x_rows @ att_src + d_rows, conv.negative_slope) if conv.add_self_loops else None
+    alpha, alpha_self = attention(logits, dst, r, self_logits)                 # [E, H], [R, H]
+    alpha = F.dropout(alpha, conv.dropout, conv.training)
+    messages = alpha[:, :, None] * x.index_select(0, src)[:, None, :]          # [E, H, in]
+    agg = (x.new_zeros(r, heads, x.shape[1]) if alpha_self is None
+           else F.dropout(alpha_self, conv.dropout, conv.training)[:, :, None] * x_rows[:, None, :])
+    agg = agg.index_add_(0, dst, messages)
     h = torch.einsum("rhi,hci->rhc", agg, weight)
-    h = h.reshape(rows.numel(), heads * out) if conv.concat else h.mean(dim=1)
+    h = h.reshape(r, heads * out) if conv.concat else h.mean(dim=1)
     return h + conv.bias if conv.bias is not None else h
+
+
+def dense_batch(index: Tensor, num_graphs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Where each graph's nodes go in a padded ``[B, N_max]`` layout (``to_dense_batch``'s, nodes sorted by
+    graph): ``rows [B, N_max]`` (the node at each slot, 0 at padding), ``valid [B, N_max]`` and ``counts [B]``.
+    ``B`` is ``num_graphs``' value and ``N_max`` the largest count: sizes read off tensors (two host reads, as any
+    padded output needs), so an exported graph keeps them dynamic."""
+    counts = torch.zeros(num_graphs.item(), dtype=torch.long, device=index.device)
+    counts = counts.index_add_(0, index, torch.ones_like(index))
+    slot = torch.arange(counts.max().item(), device=index.device)
+    valid = slot < counts[:, None]
+    rows = torch.where(valid, (counts.cumsum(0) - counts)[:, None] + slot, 0)
+    return rows, valid, counts
+
+
+def pool(tokens: Tensor, valid: Tensor, counts: Tensor, how: str) -> Tensor:
+    """Each graph's node vectors pooled (``mean``, ``sum`` or ``max``; 0 for a graph without nodes), from the
+    padded ``tokens [B, N_max, D]`` (zero at padding)."""
+    if how == "max":
+        top = tokens.masked_fill(~valid[..., None], float("-inf")).amax(dim=1)
+        return torch.where(counts[:, None] > 0, top, 0.0)
+    total = tokens.sum(dim=1)
+    return total / counts.clamp(min=1)[:, None].to(total.dtype) if how == "mean" else total
 
 
 class GNN(nn.Module):
@@ -143,7 +224,8 @@ class GNN(nn.Module):
                 ) -> tuple[Tensor, list[Tensor]]:
         hidden = []
         for i, conv in enumerate(self.convs):
-            h = conv(self.drop(x), edge_index)
+            x_in = self.drop(x)
+            h = gat_conv(conv, x_in, edge_index) if isinstance(conv, GATConv) else conv(x_in, edge_index)
             if self.res is not None:
                 h = h + self.res[i](x)
             x = self.acts[i](self.norms[i](h))
@@ -183,9 +265,16 @@ class GraphMAEEncoder(Encoder):
         index = batch.get("batch")
         if index is None:
             index = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
-        tokens, valid = to_dense_batch(h, index)
-        pooled = POOLS[self.config.pooling](h, index)
-        hidden = [to_dense_batch(x, index)[0] for x in layers] if return_hidden else None
+        num_graphs = batch.get("num_graphs")
+        if num_graphs is None:
+            num_graphs = index.max() + 1 if index.numel() else index.new_zeros(())
+        rows, valid, counts = dense_batch(index, num_graphs)
+
+        def dense(x: Tensor) -> Tensor:
+            return x[rows].masked_fill(~valid[..., None], 0.0)
+        tokens = dense(h)
+        pooled = pool(tokens, valid, counts, self.config.pooling)
+        hidden = [dense(x) for x in layers] if return_hidden else None
         return EncoderOutput(tokens, ~valid, pooled, hidden)
 
 
