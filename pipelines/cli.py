@@ -475,6 +475,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                               *[("the input", p) for p in args.example]], new_folder=True)
     block = export_model(args.model, args.output, fmt=args.format, quantize=args.quantize, inputs=args.example)
     kind = "classifier" if block["classifier"] else "encoder"
+    if args.format != "onnx":
+        print(f"exported the {kind} {args.model} to {args.output} ({args.format})")
+        return 0
     print(f"exported the {kind} {args.model} to {args.output}/{block['file']} (opset {block['opset']}, "
           f"{block['exporter']} exporter{', int8' if block['quantize'] else ''}); {export_summary(block)}")
     return 0
@@ -484,7 +487,9 @@ def _add_export(sub: Any) -> None:
     s = sub.add_parser("export", help="export an encoder or classifier to ONNX (run by ONNX Runtime)")
     s.add_argument("model", help="model or classifier folder, or Hub id")
     s.add_argument("output", metavar="OUT", help="a new folder: model.onnx, config.json, preprocessor.json, card")
-    s.add_argument("--format", choices=("onnx",), default="onnx")
+    s.add_argument("--format", choices=("onnx", "transformers"), default="onnx",
+                   help="onnx (every family), or transformers (families that came from it: wav2vec 2.0, HuBERT, "
+                        "data2vec-audio, WavLM): that family's folder, *ForSequenceClassification for a classifier")
     s.add_argument("--quantize", choices=("int8",), default=None,
                    help="int8 dynamic quantisation (only for families where it keeps the probe within a point)")
     s.add_argument("--example", nargs="+", default=[], metavar="FILE",

@@ -66,9 +66,15 @@ def export_model(model: str | Path, out: str | Path, *, fmt: str = "onnx", quant
     """Export ``model`` (a folder or Hub id; a classifier when it has ``classifier.json``) into the new folder
     ``out``, traced on the ``inputs`` files, on raw ``examples`` with their names, or on the modality's sample data;
     returns the ``export`` block written to its ``config.json``."""
-    if fmt not in FORMATS:
-        raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
     config = load_config(model)
+    others = get_modality(config["modality"]).exporters
+    if fmt in others:
+        others[fmt](model, out)
+        return {"format": fmt, "file": "", "classifier": resolve_file(model, CLASSIFIER_NAME, required=False)
+                is not None}
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt} is not offered for {config['modality']} models (formats: "
+                         f"{', '.join([*FORMATS, *others])})")
     if quantize is not None and (quantize != "int8" or config["modality"] not in INT8_FAMILIES):
         offered = ", ".join(sorted(INT8_FAMILIES)) or "none"
         raise ValueError(f"--quantize {quantize} is not offered for {config['modality']} models: int8 moved the "

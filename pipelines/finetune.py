@@ -249,6 +249,7 @@ class Setup:
     fingerprint: dict[str, Any]
     command: str
     baseline: bool = True
+    family: str | None = None          # the transformers family of the encoder (zoo export --format transformers)
 
 
 def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resume: bool = True,
@@ -326,8 +327,12 @@ def setup(model: str | Path, recipe: Recipe, *, device: str, settings: dict[str,
                    "data": str(Path(data).resolve()) if data and Path(data).exists() else data,
                    "label_column": label_column, "split": split, "test_split": test_split,
                    "from_scratch": from_scratch, "train": {**cfg.to_dict(), "device": None}, "finetune": ft.to_dict()}
+    from zoo.auto import zoo_source
+    from zoo.hub import load_config
+    source, hub_kwargs = zoo_source(model, {})
+    family = (load_config(source, **hub_kwargs).get("pretraining") or {}).get("transformers_model_type")
     return Setup(clf, labelled, cfg, ft, metric, origin, fingerprint,
-                 _command(model, data, label_column, split, test_split, settings))
+                 _command(model, data, label_column, split, test_split, settings), family=family)
 
 
 def _command(model: str | Path, data: str | None, label_column: str | None, split: str | None,
@@ -412,8 +417,9 @@ def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: 
                           "seed": s.cfg.seed, **collapse_facts(result.signals, result.collapse)},
              "baseline": compared}
     folder = output_dir / "model"
-    s.clf.save_pretrained(folder, pretraining={"finetuned_from": s.origin, "recipe": portable(recipe.to_dict())},
-                          finetuning=facts)
+    family = {"transformers_model_type": s.family} if s.family else {}
+    s.clf.save_pretrained(folder, pretraining={"finetuned_from": s.origin, "recipe": portable(recipe.to_dict()),
+                                               **family}, finetuning=facts)
     write_predictions(folder / "predictions.jsonl", task, names, y, out, names_)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if task == "regression":

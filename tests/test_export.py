@@ -79,3 +79,55 @@ def test_external_data_outside_the_folder_is_refused(tmp_path):
         check_graph(folder / "model.onnx", {"opset": 18})
     with pytest.raises(FormatError, match=r"opset is 18, config.json's export block says 17"):
         check_graph(folder / "model.onnx", {"opset": 17})
+
+
+@pytest.mark.parametrize("kind", ["wav2vec2", "hubert", "data2vec-audio", "wavlm"])
+def test_a_converted_audio_encoder_goes_back_to_its_transformers_family(kind, tmp_path):
+    """transformers → zoo (``zoo convert``) → ``zoo export --format transformers`` → transformers: the same class and
+    the same outputs."""
+    transformers = pytest.importorskip("transformers")
+    from tests.conftest import zoo_main
+    from tests.test_real_weights import TINY, audio_model
+    hf = audio_model(kind, TINY)
+    hf.save_pretrained(tmp_path / "hf")
+    assert zoo_main("convert", str(tmp_path / "hf"), str(tmp_path / "zoo")).returncode == 0
+    res = zoo_main("export", str(tmp_path / "zoo"), str(tmp_path / "back"), "--format", "transformers")
+    assert res.returncode == 0, res.stderr
+    back = transformers.AutoModel.from_pretrained(tmp_path / "back").eval()
+    assert type(back) is type(hf)
+    x = torch.randn(2, 5000)
+    with torch.no_grad():
+        assert torch.allclose(back(x).last_hidden_state, hf(x).last_hidden_state, atol=1e-5)
+
+
+def test_a_fine_tuned_hubert_classifier_serves_through_the_transformers_pipeline(tmp_path):
+    """A classifier fine-tuned here from a HuBERT-shaped checkpoint, exported with ``--format transformers``, is a
+    ``HubertForSequenceClassification`` that ``pipeline("audio-classification")`` loads and that gives every sample
+    file the top-1 label (and the probabilities) ``zoo predict`` gives."""
+    transformers = pytest.importorskip("transformers")
+    import json
+
+    import soundfile as sf
+
+    import zoo
+    from tests.conftest import zoo_main
+    from tests.test_real_weights import TINY, audio_model
+    audio_model("hubert", TINY).save_pretrained(tmp_path / "hf")
+    sample = zoo.get_modality("audio").sample_data(tmp_path / "data")
+    ft = zoo_main("finetune", str(tmp_path / "hf"), "--data", str(sample.data), "--mode", "full", "--steps", "20",
+                  "--batch-size", "8", "--lr", "0.003", "--output", str(tmp_path / "ft"))
+    assert ft.returncode == 0, ft.stderr
+    res = zoo_main("export", str(tmp_path / "ft" / "model"), str(tmp_path / "hf-clf"), "--format", "transformers")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "hf-clf" / "config.json").read_text())["architectures"] == [
+        "HubertForSequenceClassification"]
+    files = sorted(Path(sample.data).rglob("*.wav"))
+    pred = zoo_main("predict", str(tmp_path / "ft" / "model"), *map(str, files), "--json", "--top-k", "2")
+    assert pred.returncode == 0, pred.stderr
+    ours = {json.loads(line)["input"]: json.loads(line)["predictions"] for line in pred.stdout.splitlines()}
+    serve = transformers.pipeline("audio-classification", model=str(tmp_path / "hf-clf"), device="cpu")
+    for path in files:
+        wave, rate = sf.read(path, dtype="float32")
+        theirs = serve({"raw": wave, "sampling_rate": rate}, top_k=2)
+        assert theirs[0]["label"] == ours[str(path)][0]["label"], path
+        assert theirs[0]["score"] == pytest.approx(ours[str(path)][0]["score"], abs=1e-4), path

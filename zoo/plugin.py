@@ -533,6 +533,7 @@ class Modality:
     ``load_data(spec)`` turns a recipe's data section into an :class:`ExampleSet`; ``recipes`` is a folder
     of recipe YAML files; ``usage_example`` is Python that defines ``example``, one raw input, for cards;
     ``converters`` map a foreign checkpoint type (its ``model_type``) to ``fn(source, output_folder)``;
+    ``exporters`` map a ``zoo export --format`` other than onnx (e.g. ``transformers``) to ``fn(model, output_folder)``;
     ``baselines`` name hand-crafted feature functions (``fn(raw examples, processor) → [N, F]``, or ``None`` where
     a function does not apply to the examples given; one entry may dispatch on the kind of example) the probes compare;
     ``evaluators`` are :class:`Protocol` s other than example-level probes, chosen by a recipe's
@@ -551,6 +552,7 @@ class Modality:
     recipes: Path | None = None
     usage_example: str = ""
     converters: dict[str, Callable[[str, str], Any]] = field(default_factory=dict)
+    exporters: dict[str, Callable[[Any, Any], Any]] = field(default_factory=dict)
     baselines: dict[str, Callable[[Sequence[Any]], Tensor]] = field(default_factory=dict)
     evaluators: dict[str, Protocol] = field(default_factory=dict)
     task: str = "feature-extraction"

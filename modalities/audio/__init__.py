@@ -10,6 +10,7 @@ from .data import load_data
 from .model import Wav2Vec2Config, Wav2Vec2Encoder, Wav2Vec2Pretrainer, Wav2Vec2PretrainingConfig
 from .processor import AudioProcessor, AudioProcessorConfig
 from .sample import sample_data
+from .to_transformers import export_transformers
 
 __all__ = ["MODALITY", "AudioProcessor", "AudioProcessorConfig", "Wav2Vec2Config", "Wav2Vec2Encoder",
            "Wav2Vec2Pretrainer", "Wav2Vec2PretrainingConfig", "convert_transformers", "load_data"]
@@ -27,6 +28,7 @@ MODALITY = Modality(
     usage_example="import numpy as np\nexample = (np.random.randn(16000).astype('float32'), 16000)  # 1 s at 16 kHz",
     converters={"wav2vec2": convert_transformers, "hubert": convert_transformers,
                 "data2vec-audio": convert_transformers, "wavlm": convert_transformers},
+    exporters={"transformers": export_transformers},
     baselines={"MFCC+Δ+ΔΔ mean+std (librosa)": mfcc_features},
     task="audio-classification",
 )

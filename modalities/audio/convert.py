@@ -169,7 +169,8 @@ def convert_transformers(source: str | Path, output: str | Path) -> Path:
                               "384000] (16000 for most speech models)")
         proc_cfg = AudioProcessorConfig(sample_rate=rate, normalize=bool(p.get("do_normalize", True)))
     encoder.save_pretrained(output, processor=AudioProcessor(proc_cfg),
-                            pretraining={"converted_from": str(source), "objective": pre_cfg.to_dict()})
+                            pretraining={"converted_from": str(source), "objective": pre_cfg.to_dict(),
+                                         "transformers_model_type": hf["model_type"]})
     heads = map_pretraining_heads(state)
     if heads:      # kept for continued pretraining (zoo pretrain --init); the encoder folder is unchanged
         from safetensors.torch import save_file
