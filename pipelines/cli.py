@@ -148,6 +148,8 @@ def _never_into_the_model(out: Path, model: str, inputs: list[str]) -> None:
 
 
 NOTES_SHOWN = 20        # zoo embed: notes printed one by one (what a processor left out), then a count
+SHARD_SIZE = 50_000     # zoo embed: inputs per shard file, one process
+SHARD_SIZE_RANKS = 1_000  # ... under torchrun: the unit the processes share out (docs/command-line.md)
 
 
 def _positive_int(text: str) -> int:
@@ -281,9 +283,13 @@ def _embed_job(args: argparse.Namespace, encoder, processor, folder: Path, ranks
                 for r, (i, name) in enumerate(zip(places.tolist(), names)):
                     job.add(i, emb[r:r + 1], [name], name)
         index = job.finish(count.value)
-        if ranks.world > 1:
-            print(f"rank {ranks.rank}/{ranks.world}: embedded {job.embedded} input(s) into {job.written} shard(s); "
-                  f"{job.kept} shard(s) of this rank were already written", flush=True)
+        if ranks.world > 1 or job.kept:
+            who = f"rank {ranks.rank}/{ranks.world}: " if ranks.world > 1 else ""
+            print(f"{who}embedded {job.embedded} input(s) into {job.written} new shard(s); {job.kept} shard(s) "
+                  "already written were kept", flush=True)
+        if index is not None and ranks.world > 1 and count.value <= args.shard_size * (ranks.world - 1):
+            print(f"note: {count.value} input(s) in shards of {args.shard_size}: some of the {ranks.world} "
+                  "processes had nothing to do (a smaller --shard-size shares the inputs out)", flush=True)
     return index
 
 
@@ -302,6 +308,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from .evaluate import load_shards
 
     ranks = ranks_from_env()
+    if args.shard_size is None:                     # several processes share the inputs shard by shard
+        args.shard_size = SHARD_SIZE if ranks.world == 1 else SHARD_SIZE_RANKS
     out = Path(args.output) if args.output else None
     to_folder = out is not None and out.suffix != ".safetensors"
     if ranks.world > 1 and not to_folder:
@@ -514,9 +522,10 @@ def _add_embed(sub: Any) -> None:
                                              "Hugging Face dataset ids (streamed), embedded in this order")
     s.add_argument("--output", help="a .safetensors file, or a folder for sharded output (any data size; several "
                                     "processes; a rerun resumes)")
-    s.add_argument("--shard-size", type=_positive_int, default=50_000,
-                   help="inputs per shard file (default 50000; with --pooling none every window of them): what the "
-                        "processes of torchrun share out and a killed job resumes from")
+    s.add_argument("--shard-size", type=_positive_int, default=None,
+                   help=f"inputs per shard file (with --pooling none, every window of them): what the processes of "
+                        f"torchrun share out and a killed job resumes from (default {SHARD_SIZE}, under torchrun "
+                        f"{SHARD_SIZE_RANKS})")
     s.add_argument("--no-resume", action="store_true",
                    help="with --output FOLDER: remove an earlier job's shards there and start over")
     s.add_argument("--split", help="the split of a Hugging Face dataset input (default: train)")

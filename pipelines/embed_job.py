@@ -38,7 +38,8 @@ __all__ = ["Ranks", "ranks_from_env", "EmbedJob", "job_fingerprint", "model_dige
 JOB_FILE = "embed_job.json"
 FORMAT = 1                      # of the job record and the shards' metadata
 SHARD = re.compile(r"^embeddings-(\d{5,})\.safetensors$")
-#: testing only: the process SIGKILLs itself once it has written this many shards (a crash at a known place)
+#: testing only: ``N`` (or ``N@RANK``: that rank only) — the process SIGKILLs itself once it has written N shards
+#: (a crash at a known place)
 KILL_AFTER_ENV = "ZOO_TEST_EMBED_KILL_AFTER_SHARDS"
 #: the files that make a model (hashed into the fingerprint); a card or an evaluation report may change freely
 MODEL_FILES = ("config.json", "preprocessor.json", "classifier.json")
@@ -206,7 +207,6 @@ class EmbedJob:
         self.out.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         record = self.out / JOB_FILE
-        (self.out / "index.json").unlink(missing_ok=True)      # written again at the end: never a stale one
         said = None
         if resume and record.is_file():
             try:
@@ -223,6 +223,7 @@ class EmbedJob:
                 said = f"resuming the job in {self.out}: {kept} shard(s) already written are kept"
         else:                                  # a new job, --no-resume, or the shards of an older zoo embed
             self._clear()
+        (self.out / "index.json").unlink(missing_ok=True)      # written again at the end: never a stale one
         _write_atomic(record, json.dumps(fingerprint, indent=2) + "\n")
         return said
 
@@ -323,7 +324,8 @@ class EmbedJob:
         os.replace(tmp, final)
         self._written.add(k)
         self.written += 1
-        if self.written == int(os.environ.get(KILL_AFTER_ENV, "0") or 0):
+        after, _, rank = os.environ.get(KILL_AFTER_ENV, "").partition("@")
+        if after and self.written == int(after) and (not rank or int(rank) == self.ranks.rank):
             os.kill(os.getpid(), signal.SIGKILL)
 
     # --- the end ---------------------------------------------------------------------------------------------
