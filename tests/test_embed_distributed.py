@@ -96,6 +96,22 @@ def _torchrun(*args: str, log: Path, env: dict | None = None, timeout: float = 3
     return rc, log.read_text()
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (torchrun starts its ranks in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
 def _shards(folder: Path) -> dict[str, tuple[int, int]]:
     """The shard files in ``folder``, each with its inode and modification time (unchanged = not written again)."""
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.glob("embeddings-*.safetensors"))}
@@ -319,11 +335,15 @@ def test_two_thousand_clips_two_ranks_killed_and_resumed(audio_model, tmp_path):
     with open(tmp_path / "killed.log", "w") as fh:
         proc = subprocess.Popen([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "pipelines.cli",
                                  "embed", str(audio_model), str(folder), "--output", str(out), "--shard-size", "50"],
-                                stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+                                stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + 300
         while len(_shards(out) if out.is_dir() else {}) < 14 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in _tree(proc.pid):                      # torchrun, its ranks and their workers at once
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.wait()
     kept = _shards(out)
     assert 14 <= len(kept) < 40 and not (out / "index.json").exists(), (tmp_path / "killed.log").read_text()[-2000:]
