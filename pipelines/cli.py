@@ -268,8 +268,12 @@ def _embed_job(args: argparse.Namespace, encoder, processor, folder: Path, ranks
     settings = {"shard_size": args.shard_size, "pooling": args.pooling, "window": args.window, "hop": args.hop,
                 "runtime": args.runtime, "split": args.split}
     count = multiprocessing.Value("q", -1)         # the inputs' number, set by whichever process reads them all
+    resumable = args.output is not None and Path(args.output).suffix != ".safetensors"
+
+    def fingerprint() -> dict[str, Any]:       # hashes the model's files: only where a job can be resumed
+        return job_fingerprint(args.model, args.inputs, settings) if resumable else {"temporary": True}
     with EmbedJob(folder, shard_size=args.shard_size, ranks=ranks, progress=True) as job:
-        said = job.open(job_fingerprint(args.model, args.inputs, settings), resume=not args.no_resume)
+        said = job.open(fingerprint, resume=not args.no_resume)
         if said:
             print(said, flush=True)
         if processor.windowed:
@@ -304,14 +308,15 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from zoo import AutoEncoder, AutoProcessor
 
     from .distributed import pick_device
-    from .embed_job import ranks_from_env
+    from .embed_job import ranks_from_env, recorded_shard_size
     from .evaluate import load_shards
 
     ranks = ranks_from_env()
-    if args.shard_size is None:                     # several processes share the inputs shard by shard
-        args.shard_size = SHARD_SIZE if ranks.world == 1 else SHARD_SIZE_RANKS
     out = Path(args.output) if args.output else None
     to_folder = out is not None and out.suffix != ".safetensors"
+    if args.shard_size is None:     # the resumed job's; else several processes share the inputs shard by shard
+        recorded = recorded_shard_size(out) if to_folder and not args.no_resume else None
+        args.shard_size = recorded or (SHARD_SIZE if ranks.world == 1 else SHARD_SIZE_RANKS)
     if ranks.world > 1 and not to_folder:
         raise ValueError(f"under torchrun (WORLD_SIZE={ranks.world}) --output must be a folder: each process writes "
                          "its shards there and index.json joins them")
@@ -524,8 +529,8 @@ def _add_embed(sub: Any) -> None:
                                     "processes; a rerun resumes)")
     s.add_argument("--shard-size", type=_positive_int, default=None,
                    help=f"inputs per shard file (with --pooling none, every window of them): what the processes of "
-                        f"torchrun share out and a killed job resumes from (default {SHARD_SIZE}, under torchrun "
-                        f"{SHARD_SIZE_RANKS})")
+                        f"torchrun share out and a killed job resumes from (default: a resumed job's, else "
+                        f"{SHARD_SIZE}, under torchrun {SHARD_SIZE_RANKS})")
     s.add_argument("--no-resume", action="store_true",
                    help="with --output FOLDER: remove an earlier job's shards there and start over")
     s.add_argument("--split", help="the split of a Hugging Face dataset input (default: train)")

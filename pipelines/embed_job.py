@@ -27,13 +27,15 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["Ranks", "ranks_from_env", "EmbedJob", "job_fingerprint", "model_digest", "shard_file", "JOB_FILE"]
+__all__ = ["Ranks", "ranks_from_env", "EmbedJob", "job_fingerprint", "model_digest", "recorded_shard_size",
+           "shard_file", "JOB_FILE"]
 
 JOB_FILE = "embed_job.json"
 FORMAT = 1                      # of the job record and the shards' metadata
@@ -106,6 +108,16 @@ def job_fingerprint(model: str | Path, inputs: list[str], settings: dict[str, An
             "inputs": [_where(p) for p in inputs], "settings": dict(settings)}
 
 
+def recorded_shard_size(out: str | Path) -> int | None:
+    """The shard size of the job recorded in ``out`` (``None`` without one): what a rerun resumes with when it
+    does not name one — e.g. a job started under torchrun, finished by one process."""
+    try:
+        size = json.loads((Path(out) / JOB_FILE).read_text())["settings"]["shard_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else None
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     said = {"model": "the model", "model_sha256": "the model's files", "inputs": "the inputs",
             "format": "the job record's format"}
@@ -169,14 +181,15 @@ class EmbedJob:
                 dist.destroy_process_group()
             self._group = False
 
-    def open(self, fingerprint: dict[str, Any], *, resume: bool = True) -> str | None:
+    def open(self, fingerprint: dict[str, Any] | Callable[[], dict[str, Any]], *, resume: bool = True) -> str | None:
         """Rank 0 locks and checks the folder — the same job resumes, another is refused, shards without a job
         record (an older ``zoo embed``'s) are removed — and records the job; the other ranks learn its verdict
-        (through a gloo process group under ``torchrun``). Returns what rank 0 has to say (a resumed job)."""
+        (through a gloo process group under ``torchrun``). ``fingerprint`` may be a function, called on rank 0 only
+        (it hashes the model's files). Returns what rank 0 has to say (a resumed job)."""
         said, error = None, None
         if self.ranks.main:
             try:
-                said = self._prepare(fingerprint, resume)
+                said = self._prepare(fingerprint() if callable(fingerprint) else fingerprint, resume)
             except (ValueError, RuntimeError, OSError) as err:
                 error = str(err)
         error = self._from_main(error)

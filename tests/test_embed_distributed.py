@@ -217,6 +217,8 @@ def test_another_job_into_the_folder_is_refused_naming_what_differs(audio_model,
     assert zoo_main(*base, "--shard-size", "3").returncode == 0
     record = json.loads((out / JOB_FILE).read_text())
     assert record["settings"]["shard_size"] == 3 and record["inputs"] == [str(folder.resolve())]
+    res = zoo_main(*base)                                                 # no --shard-size: the job's own
+    assert res.returncode == 0 and "0 input(s) into 0 new shard(s); 4 shard(s) already written" in res.stdout
     res = zoo_main(*base, "--shard-size", "4")
     assert res.returncode == 2 and "another embedding job" in res.stderr and "--shard-size (3 then, 4 now)" in \
         res.stderr and "--no-resume" in res.stderr, res.stderr
