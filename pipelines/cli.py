@@ -322,6 +322,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                          "its shards there and index.json joins them")
     if args.no_resume and not to_folder:
         raise ValueError("--no-resume starts a job in an --output folder over: give --output FOLDER")
+    if args.split and not any(_dataset_id(p) for p in args.inputs):
+        raise ValueError("--split picks the split of a Hugging Face dataset input, and no input is one")
     encoder = AutoEncoder.from_pretrained(args.model, runtime=args.runtime)
     if out is not None:
         _never_into_the_model(out, args.model, args.inputs)

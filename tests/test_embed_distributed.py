@@ -284,6 +284,8 @@ def test_a_streamed_dataset_is_embedded_as_its_files_and_resumes(audio, tmp_path
         return ds.to_iterable_dataset(num_shards=3)
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     out = tmp_path / "stream"
+    res = zoo_main("embed", str(model), files[0], "--split", "test")
+    assert res.returncode == 2 and "--split" in res.stderr and not calls, res.stderr
     res = zoo_main("embed", str(model), "me/clips", "--split", "test", "--output", str(out), "--shard-size", "5")
     assert res.returncode == 0, res.stderr
     assert calls == [("me/clips", "test", True)]
