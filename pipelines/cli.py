@@ -148,6 +148,8 @@ def _never_into_the_model(out: Path, model: str, inputs: list[str]) -> None:
 
 
 NOTES_SHOWN = 20        # zoo embed: notes printed one by one (what a processor left out), then a count
+SHARD_SIZE = 50_000     # zoo embed: inputs per shard file, one process
+SHARD_SIZE_RANKS = 1_000  # ... under torchrun: the unit the processes share out (docs/command-line.md)
 
 
 def _positive_int(text: str) -> int:
@@ -189,58 +191,139 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _embed_files(args: argparse.Namespace, processor) -> Any:
-    """The examples of the input files as a stream, read lazily (a table file gives one example per row); what the
-    processor leaves out of an example (older events) is said as it is read (in a worker or this process)."""
+def _dataset_id(text: str) -> bool:
+    """An input that is no local file or folder and does not look like a path: a Hugging Face dataset id (the rule
+    of ``--data``, :func:`pipelines.data_spec.data_spec`)."""
+    path = Path(text).expanduser()
+    return not path.exists() and not path.suffix and not text.startswith((".", "/", "~"))
+
+
+def _embed_inputs(args: argparse.Namespace, processor, job, count) -> Any:
+    """The inputs in their one order — each file, a folder's files, a table's rows (or an event log's entities), a
+    Hugging Face dataset's examples (streamed: ``ID[k]``) — as ``(place, name, example)`` for those this rank
+    embeds now (``job.wanted``: its blocks not written yet); ``count.value`` is the number of inputs at the end."""
+    from zoo import get_modality
+    i = 0
+    for path in args.inputs:
+        if _dataset_id(path):
+            modality = get_modality(processor.modality)
+            stream = modality.load_data({"source": "hf", "path": path, "split": args.split or "train",
+                                         "streaming": True})
+            named = ((f"{path}[{k}]", rec[0]) for k, rec in enumerate(stream.records(0, 1, 0)))
+        else:
+            named = named_inputs(processor, path)
+        for name, ex in named:
+            if job.wanted(i, name):
+                yield i, name, ex
+            i += 1
+    count.value = i
+
+
+def _embed_files(args: argparse.Namespace, processor, job, count) -> Any:
+    """This rank's inputs to embed as a stream for DataLoader workers (each worker every ``parts``-th of them),
+    read lazily; an example's label slot carries its place in the input list. What the processor leaves out of an
+    example (older events) is said as it is read (in a worker or this process)."""
     from zoo import StreamSet
 
     class Files(StreamSet):
         def records(self, part: int, parts: int, epoch: int):
-            i = cut = 0
-            for path in args.inputs:
-                for name, ex in named_inputs(processor, path):
-                    if i % parts == part:
-                        note = processor.left_out(ex, name=name)
-                        if note:
-                            cut += 1
-                            if cut <= NOTES_SHOWN:
-                                print(f"note: {name}: {note}", flush=True)
-                        yield ex, None, name
-                    i += 1
+            cut = 0
+            for j, (i, name, ex) in enumerate(_embed_inputs(args, processor, job, count)):
+                if j % parts == part:
+                    note = processor.left_out(ex, name=name)
+                    if note:
+                        cut += 1
+                        if cut <= NOTES_SHOWN:
+                            print(f"note: {name}: {note}", flush=True)
+                    yield ex, i, name
             if cut:
                 print(f"note: {cut} input(s) embedded with part of them left out (see above; the first "
                       f"{min(cut, NOTES_SHOWN)} shown)", flush=True)
     return Files()
 
 
-def _embed_windows(args: argparse.Namespace, encoder, processor) -> Any:
+def _embed_windows(args: argparse.Namespace, encoder, processor, inputs, device) -> Any:
     """One block of rows per input of a windowed modality (``zoo.embedding.embed_long``): its windows,
-    ``args.batch_size`` in flight."""
+    ``args.batch_size`` in flight; ``(place, rows, row names, input name)``."""
     from zoo.embedding import embed_long
-    for path in args.inputs:
-        for name, ex in named_inputs(processor, path):
-            res = embed_long(encoder, processor, ex, name=name, pooling=args.pooling, window=args.window,
-                             hop=args.hop, batch_size=args.batch_size, device=args.device)
-            if args.pooling == "mean" and len(res.spans) > 1:
-                print(f"{name}: mean of {len(res.spans)} windows ({res.spans[0][1] - res.spans[0][0]:g}"
-                      f"{res.unit} every {res.spans[1][0] - res.spans[0][0]:g}{res.unit}, weighted by length)",
-                      flush=True)
-            for note in res.notes:
-                print(f"note: {note}", flush=True)
-            yield res.embeddings, res.names, None
+    for i, name, ex in inputs:
+        res = embed_long(encoder, processor, ex, name=name, pooling=args.pooling, window=args.window,
+                         hop=args.hop, batch_size=args.batch_size, device=device)
+        if args.pooling == "mean" and len(res.spans) > 1:
+            print(f"{name}: mean of {len(res.spans)} windows ({res.spans[0][1] - res.spans[0][0]:g}"
+                  f"{res.unit} every {res.spans[1][0] - res.spans[0][0]:g}{res.unit}, weighted by length)",
+                  flush=True)
+        for note in res.notes:
+            print(f"note: {note}", flush=True)
+        yield i, res.embeddings, res.names, name
+
+
+def _embed_job(args: argparse.Namespace, encoder, processor, folder: Path, ranks, device) -> Path | None:
+    """Embed this rank's blocks of the inputs into ``folder`` (:mod:`pipelines.embed_job`: shards written
+    atomically, a rerun resumes, rank 0 joins them in ``index.json``, returned; ``None`` on the other ranks)."""
+    import multiprocessing
+
+    from .embed_job import EmbedJob, job_fingerprint
+    from .evaluate import iter_embeddings
+    settings = {"shard_size": args.shard_size, "pooling": args.pooling, "window": args.window, "hop": args.hop,
+                "runtime": args.runtime, "split": args.split}
+    count = multiprocessing.Value("q", -1)         # the inputs' number, set by whichever process reads them all
+    resumable = args.output is not None and Path(args.output).suffix != ".safetensors"
+
+    def fingerprint() -> dict[str, Any]:       # hashes the model's files: only where a job can be resumed
+        return job_fingerprint(args.model, args.inputs, settings) if resumable else {"temporary": True}
+    with EmbedJob(folder, shard_size=args.shard_size, ranks=ranks, progress=True) as job:
+        said = job.open(fingerprint, resume=not args.no_resume)
+        if said:
+            print(said, flush=True)
+        if processor.windowed:
+            inputs = _embed_inputs(args, processor, job, count)
+            for i, rows, names, name in _embed_windows(args, encoder, processor, inputs, device):
+                job.add(i, rows, names, name)
+        else:
+            stream = _embed_files(args, processor, job, count)
+            for emb, names, places in iter_embeddings(encoder, processor, stream, batch_size=args.batch_size,
+                                                      device=device, num_workers=args.num_workers):
+                for r, (i, name) in enumerate(zip(places.tolist(), names)):
+                    job.add(i, emb[r:r + 1], [name], name)
+        index = job.finish(count.value)
+        if ranks.world > 1 or job.kept:
+            who = f"rank {ranks.rank}/{ranks.world}: " if ranks.world > 1 else ""
+            print(f"{who}embedded {job.embedded} input(s) into {job.written} new shard(s); {job.kept} shard(s) "
+                  "already written were kept", flush=True)
+        if index is not None and ranks.world > 1 and count.value <= args.shard_size * (ranks.world - 1):
+            print(f"note: {count.value} input(s) in shards of {args.shard_size}: some of the {ranks.world} "
+                  "processes had nothing to do (a smaller --shard-size shares the inputs out)", flush=True)
+    return index
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    """Embed files. A windowed modality (audio, video) embeds each input window by window, whatever its length
-    (one row per input with ``--pooling mean``, one per window with ``none``); the others batch whole examples
-    through DataLoader workers and say what their processor left out (older events)."""
+    """Embed files, folders, tables or streamed datasets. A windowed modality (audio, video) embeds each input
+    window by window, whatever its length (one row per input with ``--pooling mean``, one per window with
+    ``none``); the others batch whole examples through DataLoader workers and say what their processor left out
+    (older events). Under ``torchrun`` the ranks share the inputs by blocks of ``--shard-size``; into a folder, a
+    killed job resumes where it stopped (docs/command-line.md, "Embedding at scale")."""
     from safetensors.torch import save_file
 
     from zoo import AutoEncoder, AutoProcessor
 
-    from .evaluate import embed_shards, load_shards, write_shards
+    from .distributed import pick_device
+    from .embed_job import ranks_from_env, recorded_shard_size
+    from .evaluate import load_shards
 
+    ranks = ranks_from_env()
     out = Path(args.output) if args.output else None
+    to_folder = out is not None and out.suffix != ".safetensors"
+    if args.shard_size is None:     # the resumed job's; else several processes share the inputs shard by shard
+        recorded = recorded_shard_size(out) if to_folder and not args.no_resume else None
+        args.shard_size = recorded or (SHARD_SIZE if ranks.world == 1 else SHARD_SIZE_RANKS)
+    if ranks.world > 1 and not to_folder:
+        raise ValueError(f"under torchrun (WORLD_SIZE={ranks.world}) --output must be a folder: each process writes "
+                         "its shards there and index.json joins them")
+    if args.no_resume and not to_folder:
+        raise ValueError("--no-resume starts a job in an --output folder over: give --output FOLDER")
+    if args.split and not any(_dataset_id(p) for p in args.inputs):
+        raise ValueError("--split picks the split of a Hugging Face dataset input, and no input is one")
     encoder = AutoEncoder.from_pretrained(args.model, runtime=args.runtime)
     if out is not None:
         _never_into_the_model(out, args.model, args.inputs)
@@ -248,18 +331,15 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if not processor.windowed and (args.pooling != "mean" or args.window is not None or args.hop is not None):
         raise ValueError(f"--pooling none, --window and --hop apply to windowed modalities (audio, video); a "
                          f"{processor.modality} example is embedded whole")
-    encoder = encoder.to(args.device)
+    device = pick_device(args.device, ranks.local_rank)
+    encoder = encoder.to(device)
     with tempfile.TemporaryDirectory(prefix="zoo-embed-") as tmp:      # removed however the command ends
-        folder = out if out is not None and out.suffix != ".safetensors" else Path(tmp)
-        if processor.windowed:
-            index = write_shards(_embed_windows(args, encoder, processor), folder, shard_size=args.shard_size,
-                                 progress=True)
-        else:
-            index = embed_shards(encoder, processor, _embed_files(args, processor), folder, shard_size=args.shard_size,
-                                 batch_size=args.batch_size, device=args.device, num_workers=args.num_workers,
-                                 progress=True)
-        emb, _, names = load_shards(index) if out is None or out.suffix == ".safetensors" else (None, None, [])
-        if out is not None and out.suffix == ".safetensors":
+        folder = out if to_folder else Path(tmp)
+        index = _embed_job(args, encoder, processor, folder, ranks, device)
+        if index is None:                                                # not rank 0: its shards are written
+            return 0
+        emb, _, names = load_shards(index) if not to_folder else (None, None, [])
+        if out is not None and not to_folder:
             out.parent.mkdir(parents=True, exist_ok=True)
             save_file({"embeddings": emb.contiguous()}, str(out), metadata={"names": json.dumps(names)})
             print(f"wrote {tuple(emb.shape)} embeddings to {out}")
@@ -442,11 +522,20 @@ def _add_predict(sub: Any) -> None:
 
 
 def _add_embed(sub: Any) -> None:
-    s = sub.add_parser("embed", help="embed input files with a model")
+    s = sub.add_parser("embed", help="embed input files, folders, tables or datasets with a model (several "
+                                     "processes with torchrun; resumes a killed job)")
     s.add_argument("model", help="model folder or Hub id")
-    s.add_argument("inputs", nargs="+", help="input files")
-    s.add_argument("--output", help="a .safetensors file, or a folder for sharded output (any data size)")
-    s.add_argument("--shard-size", type=_positive_int, default=50_000, help="rows per shard file (default 50000)")
+    s.add_argument("inputs", nargs="+", help="input files, folders of files, table files (a row or entity each) or "
+                                             "Hugging Face dataset ids (streamed), embedded in this order")
+    s.add_argument("--output", help="a .safetensors file, or a folder for sharded output (any data size; several "
+                                    "processes; a rerun resumes)")
+    s.add_argument("--shard-size", type=_positive_int, default=None,
+                   help=f"inputs per shard file (with --pooling none, every window of them): what the processes of "
+                        f"torchrun share out and a killed job resumes from (default: a resumed job's, else "
+                        f"{SHARD_SIZE}, under torchrun {SHARD_SIZE_RANKS})")
+    s.add_argument("--no-resume", action="store_true",
+                   help="with --output FOLDER: remove an earlier job's shards there and start over")
+    s.add_argument("--split", help="the split of a Hugging Face dataset input (default: train)")
     s.add_argument("--num-workers", type=_count, default=0, help="DataLoader workers that read and process "
                                                                 "(examples that are not windowed)")
     s.add_argument("--batch-size", type=_positive_int, default=64,
