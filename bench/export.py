@@ -105,7 +105,8 @@ def _demo_model(name: str, runs: Path) -> Path:
     from pipelines.recipe import load_recipe
     folder = runs / name
     if not (folder / "model" / "config.json").is_file():
-        pretrain(load_recipe(name), folder, resume=True)
+        with torch.enable_grad():
+            pretrain(load_recipe(name), folder, resume=True)
     return folder / "model"
 
 
