@@ -320,15 +320,15 @@ def test_exported_classifier_runs_through_onnx_runtime_as_eager(run, tmp_path):
             assert str(tmp_path) not in text and str(run["root"]) not in text, path.name
 
 
-def test_exported_encoder_embeds_as_eager_and_refuses_a_folder_that_does_not_fit(run, tmp_path):
-    """The pretrained encoder exported: ``zoo embed`` through ONNX Runtime gives the eager embeddings (within 1e-4);
-    a preprocessor.json that is not the exported one, an opset that is not the recorded one and external data
-    outside the folder are refused, naming the file."""
+def test_exported_model_embeds_as_eager_and_refuses_a_folder_that_does_not_fit(run, tmp_path):
+    """The exported classifier's folder as an encoder: ``zoo embed --runtime onnx`` gives ``--runtime torch``'s
+    embeddings (within 1e-4); a preprocessor.json that is not the exported one and an opset that is not the recorded
+    one are refused, naming the file."""
     import shutil
 
     from safetensors.torch import load_file
     out = tmp_path / "exported"
-    assert zoo_main("export", str(run["pretrained"]), str(out)).returncode == 0
+    assert zoo_main("export", str(run["model"]), str(out)).returncode == 0
     inputs = [str(p) for p in run["sample"].predict_inputs] or [str(run["sample"].data)]
     embedded = {}
     for runtime in ("onnx", "torch"):
@@ -349,6 +349,26 @@ def test_exported_encoder_embeds_as_eager_and_refuses_a_folder_that_does_not_fit
     (bad / "config.json").write_text(json.dumps(config))
     with pytest.raises(zoo.FormatError, match="model.onnx.*opset"):
         zoo.AutoEncoder.from_pretrained(bad)
+
+
+@pytest.mark.slow
+def test_exported_encoder_runs_through_onnx_runtime_as_eager(run, tmp_path):
+    """The pretrained encoder (no head) exported: its export checks passed (padded batch, batch of one, other sizes)
+    and ``AutoEncoder`` through ONNX Runtime embeds the sample data as eager does (slow: the classifier's export
+    above covers the same graph with a head)."""
+    out = tmp_path / "exported"
+    res = zoo_main("export", str(run["pretrained"]), str(out))
+    assert res.returncode == 0 and "exported the encoder" in res.stdout, res.stderr
+    from pipelines.data_spec import named_inputs
+    onnx_enc, eager = zoo.AutoEncoder.from_pretrained(out), zoo.AutoEncoder.from_pretrained(run["pretrained"])
+    processor = zoo.AutoProcessor.from_pretrained(out)
+    items = [processor(ex, name=n) for n, ex in named_inputs(processor, run["sample"].data)[:5]]
+    for batch in (processor.collate(items), processor.collate(items[:1])):
+        batch = {k: v for k, v in batch.items() if torch.is_tensor(v) and k != "labels"}
+        with torch.no_grad():
+            got, want = onnx_enc(batch), eager(batch)
+        for key in ("pooled", "tokens", "padding_mask"):
+            _close(getattr(got, key), getattr(want, key), f"{run['name']} encoder {key}")
 
 
 @pytest.mark.slow
