@@ -31,6 +31,7 @@ EXPORT_KEY = "export"                                # config.json's block that 
 OUTPUTS = ("pooled", "tokens", "token_padding_mask")   # a classifier's graph has "logits" first
 TOLERANCE = 1e-4                                     # |ONNX Runtime − eager| ≤ TOLERANCE · max(1, |eager|max)
 EXAMPLES = 8                                         # processed examples the export traces and checks on, at most
+QUANTIZED_OPS = ["MatMul", "Gemm"]                   # --quantize int8: the weights of the matrix products
 
 
 class ExportError(ValueError):
@@ -256,8 +257,13 @@ def export_onnx(encoder: Encoder, processor: Processor, examples: Sequence[Any],
         from onnxruntime.quantization import QuantType, quantize_dynamic
         fp32 = out / "model.fp32.onnx"
         path.rename(fp32)
-        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
-        fp32.unlink()
+        try:           # the matrix products: a convolution whose weight is computed (weight norm) cannot be
+            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS)
+        except Exception as err:               # noqa: BLE001 - the quantizer's own errors
+            raise ExportError(f"int8 quantisation of the {modality} graph failed: {type(err).__name__}: {err}"
+                              ) from err
+        finally:
+            fp32.unlink()
     session = _session(path)
     checks = []
     for i, batch in enumerate(batches):
