@@ -7,7 +7,8 @@ Runtime graph (``zoo export``), and int8 where it keeps the probe.
 2. The six demo rows (each recipe pretrained as ``make demo`` does; kept in ``bench/results/export/runs``): eager,
    ONNX Runtime fp32 and int8 (dynamic quantisation) on 16 evaluation examples, and the recipe's final probe (its
    evaluation) with each: int8 is offered for a family (``pipelines.export.INT8_FAMILIES``) where it stays within one
-   point of fp32; and ``torch.compile`` (inductor) of each encoder: graphs, graph breaks, compile time, speed, parity.
+   point of fp32. With ``--compile``: ``torch.compile`` (inductor) of each demo encoder — graphs, graph breaks,
+   compile time, speed, parity.
 
 ``python -m bench.export [--repeats 5] [--skip-families] [--skip-demo]``; table in ``bench/results/export.md``, numbers
 in ``bench/results/export.json``."""
@@ -149,6 +150,29 @@ def demo_row(name: str, runs: Path, out: Path, repeats: int) -> dict[str, Any]:
     items = [processor(ex, name=n) for ex, n in zip(examples, names)]
     batch = processor.collate(items)
     batch = {k: batch[k] for k in input_keys(batch)}
+    ms = _alternate({"eager": lambda: eager(batch), "onnx_fp32": lambda: fp32(batch),
+                     "onnx_int8": lambda: int8(batch)}, repeats)
+    probes = {"eager": probe(eager), "onnx_fp32": probe(fp32), "onnx_int8": probe(int8)}
+    block = json.loads((folders["fp32"] / "config.json").read_text())["export"]
+    worst = max(v for c in block["checks"] for k, v in c["max_abs_diff"].items() if k != "token_padding_mask")
+    return {"recipe": name, "modality": built.modality.name, "exporter": block["exporter"],
+            "batch": {k: list(v.shape) for k, v in batch.items()}, **{f"{k}_ms": round(v, 2) for k, v in ms.items()},
+            **{f"probe_{k}": v for k, v in probes.items()}, "fp32_max_diff": worst,
+            "int8_keeps_probe": abs(probes["onnx_int8"] - probes["onnx_fp32"]) <= 0.01}
+
+
+@torch.no_grad()
+def compile_row(name: str, runs: Path, repeats: int) -> dict[str, Any]:
+    """``torch.compile`` (inductor, CPU, dynamic shapes) of a demo encoder on 16 evaluation examples: graphs and
+    graph breaks (``torch._dynamo.explain``), the first call's compile time, speed against eager, parity."""
+    import zoo
+    from zoo.export import input_keys
+    model = _demo_model(name, runs)
+    examples, names, _, _ = _examples(name)
+    eager = zoo.AutoEncoder.from_pretrained(model).eval()
+    processor = zoo.AutoProcessor.from_pretrained(model)
+    batch = processor.collate([processor(ex, name=n) for ex, n in zip(examples, names)])
+    batch = {k: batch[k] for k in input_keys(batch)}
     torch._dynamo.reset()
     explained = torch._dynamo.explain(eager)(batch)
     compiled = torch.compile(eager, dynamic=True)
@@ -156,23 +180,16 @@ def demo_row(name: str, runs: Path, out: Path, repeats: int) -> dict[str, Any]:
     got = compiled(batch)
     compile_s = time.perf_counter() - t0
     want = eager(batch)
-    compile_diff = max(float((getattr(got, k).float() - getattr(want, k).float()).abs().max())
-                       for k in ("pooled", "tokens"))
-    ms = _alternate({"eager": lambda: eager(batch), "onnx_fp32": lambda: fp32(batch),
-                     "onnx_int8": lambda: int8(batch), "compiled": lambda: compiled(batch)}, repeats)
-    probes = {"eager": probe(eager), "onnx_fp32": probe(fp32), "onnx_int8": probe(int8)}
-    block = json.loads((folders["fp32"] / "config.json").read_text())["export"]
-    worst = max(v for c in block["checks"] for k, v in c["max_abs_diff"].items() if k != "token_padding_mask")
-    return {"recipe": name, "modality": built.modality.name, "exporter": block["exporter"],
-            "batch": {k: list(v.shape) for k, v in batch.items()}, **{f"{k}_ms": round(v, 2) for k, v in ms.items()},
-            **{f"probe_{k}": v for k, v in probes.items()}, "fp32_max_diff": worst,
-            "int8_keeps_probe": abs(probes["onnx_int8"] - probes["onnx_fp32"]) <= 0.01,
-            "graph_breaks": explained.graph_break_count, "graphs": explained.graph_count,
+    diff = max(float((getattr(got, k).float() - getattr(want, k).float()).abs().max()) for k in ("pooled", "tokens"))
+    ms = _alternate({"eager": lambda: eager(batch), "compiled": lambda: compiled(batch)}, repeats)
+    return {"compile": name, "graphs": explained.graph_count, "graph_breaks": explained.graph_break_count,
             "break_reasons": sorted({str(b.reason).splitlines()[0][:160] for b in explained.break_reasons}),
-            "compile_s": round(compile_s, 1), "compile_max_diff": compile_diff}
+            "compile_s": round(compile_s, 1), "compile_max_diff": diff, "eager_ms": round(ms["eager"], 2),
+            "compiled_ms": round(ms["compiled"], 2)}
 
 
-def tables(families: list[dict[str, Any]], demo: list[dict[str, Any]], repeats: int) -> list[str]:
+def tables(families: list[dict[str, Any]], demo: list[dict[str, Any]], repeats: int,
+           compiled: list[dict[str, Any]] | None = None) -> list[str]:
     lines = ["### Exported encoders: ONNX Runtime against eager (issue #33)", "",
              f"`python -m bench.export` ({time.strftime('%Y-%m-%d')}), machine: {machine()}; fp32 unless said, eval "
              f"mode, medians of {repeats} runs after one warm-up, all runs of a row alternating.", ""]
@@ -200,22 +217,25 @@ def tables(families: list[dict[str, Any]], demo: list[dict[str, Any]], repeats: 
                          f"{r['probe_eager']:.3f} | {r['probe_onnx_fp32']:.3f} | {r['probe_onnx_int8']:.3f} | "
                          f"{'yes' if r['int8_keeps_probe'] else 'no: moved by more than one point'} | "
                          f"{r['fp32_max_diff']:.1e} |")
+    if compiled:
         lines += ["", "`torch.compile` (inductor, CPU, `dynamic=True`) of the same encoders on the same batch; graph "
                   "breaks counted by `torch._dynamo.explain`:", "",
-                  "| recipe | graphs | graph breaks | first compile (s) | compiled (ms) | compiled vs eager | "
-                  "compiled − eager | break reasons |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-        for r in demo:
-            lines.append(f"| {r['recipe']} | {r['graphs']} | {r['graph_breaks']} | {r['compile_s']:.0f} | "
-                         f"{r['compiled_ms']:.1f} | {r['eager_ms'] / r['compiled_ms']:.2f}x | "
+                  "| recipe | graphs | graph breaks | first compile (s) | eager (ms) | compiled (ms) | compiled vs "
+                  "eager | compiled − eager | break reasons |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in compiled:
+            lines.append(f"| {r['compile']} | {r['graphs']} | {r['graph_breaks']} | {r['compile_s']:.0f} | "
+                         f"{r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | {r['eager_ms'] / r['compiled_ms']:.2f}x | "
                          f"{r['compile_max_diff']:.1e} | {'; '.join(r['break_reasons']) or '—'} |")
     return lines
 
 
-def main(repeats: int = 5, families: bool = True, demo: bool = True, recipes: list[str] | None = None) -> str:
+def main(repeats: int = 5, families: bool = True, demo: bool = True, recipes: list[str] | None = None,
+         compile_rows: bool = False) -> str:
     out = results_dir("export")
     log = out / "rows.jsonl"
     done = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
-    have = {r.get("family") or r.get("recipe") for r in done}
+    have = {r.get("family") or r.get("recipe") or f"compile:{r.get('compile')}" for r in done}
     todo: list[tuple[str, Any]] = []
     if families:
         todo += [(name, lambda n=name, hf=hf, kind=kind: family_row(n, hf.eval(), kind, repeats))
@@ -223,6 +243,9 @@ def main(repeats: int = 5, families: bool = True, demo: bool = True, recipes: li
     if demo:
         todo += [(name, lambda n=name: demo_row(n, out / "runs", out, repeats)) for name in recipes or DEMO
                  if name not in have]
+    if compile_rows:
+        todo += [(name, lambda n=name: compile_row(n, out / "runs", repeats)) for name in recipes or DEMO
+                 if f"compile:{name}" not in have]
     for _, fn in todo:
         row = fn()
         done.append(row)
@@ -231,8 +254,8 @@ def main(repeats: int = 5, families: bool = True, demo: bool = True, recipes: li
         print(json.dumps(row), flush=True)
     root = Path(__file__).parent / "results"
     (root / "export.json").write_text(json.dumps(done, indent=2) + "\n")
-    return publish_table(tables([r for r in done if "family" in r], [r for r in done if "recipe" in r], repeats),
-                         root / "export.md")
+    return publish_table(tables([r for r in done if "family" in r], [r for r in done if "recipe" in r], repeats,
+                                [r for r in done if "compile" in r]), root / "export.md")
 
 
 if __name__ == "__main__":
@@ -244,5 +267,6 @@ if __name__ == "__main__":
     p.add_argument("--skip-families", action="store_true")
     p.add_argument("--skip-demo", action="store_true")
     p.add_argument("--recipes", nargs="*", default=None)
+    p.add_argument("--compile", action="store_true", help="also torch.compile each demo encoder (minutes each)")
     a = p.parse_args()
-    main(a.repeats, not a.skip_families, not a.skip_demo, a.recipes)
+    main(a.repeats, not a.skip_families, not a.skip_demo, a.recipes, a.compile)
