@@ -125,13 +125,12 @@ def _examples(name: str, n: int = 16) -> tuple[list[Any], list[str], Any, Any]:
     return [test.examples[i] for i in idx], [test.name(i) for i in idx], built, final_probe(built, recipe)[1]
 
 
-@torch.no_grad()
 def demo_row(name: str, runs: Path, out: Path, repeats: int) -> dict[str, Any]:
     import zoo
     from pipelines.export import export_model
     from zoo.export import input_keys
     model = _demo_model(name, runs)
-    examples, names, built, probe = _examples(name)
+    examples, names, built, probe = _examples(name)       # the probes train their own heads: gradients on
     folders = {}
     for q in (None, "int8"):
         folder = out / f"{name}-{q or 'fp32'}"
@@ -150,8 +149,9 @@ def demo_row(name: str, runs: Path, out: Path, repeats: int) -> dict[str, Any]:
     items = [processor(ex, name=n) for ex, n in zip(examples, names)]
     batch = processor.collate(items)
     batch = {k: batch[k] for k in input_keys(batch)}
-    ms = _alternate({"eager": lambda: eager(batch), "onnx_fp32": lambda: fp32(batch),
-                     "onnx_int8": lambda: int8(batch)}, repeats)
+    with torch.no_grad():
+        ms = _alternate({"eager": lambda: eager(batch), "onnx_fp32": lambda: fp32(batch),
+                         "onnx_int8": lambda: int8(batch)}, repeats)
     probes = {"eager": probe(eager), "onnx_fp32": probe(fp32), "onnx_int8": probe(int8)}
     block = json.loads((folders["fp32"] / "config.json").read_text())["export"]
     worst = max(v for c in block["checks"] for k, v in c["max_abs_diff"].items() if k != "token_padding_mask")
