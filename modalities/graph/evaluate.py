@@ -23,7 +23,11 @@ def node_embeddings(encoder, processor, data, chunk_nodes: int = 0) -> torch.Ten
     item = processor(data)
     if chunk_nodes:                                        # one graph: no collation (no copy of its tensors)
         return layerwise_node_embeddings(encoder, item["x"], item["edge_index"], chunk_nodes)
-    return encoder.node_embeddings(processor.collate([item]))
+    batch = processor.collate([item])
+    if hasattr(encoder, "node_embeddings"):
+        return encoder.node_embeddings(batch)
+    out = encoder(batch)                 # an exported graph (zoo export): the one graph's node tokens, unpadded
+    return out.tokens[~out.padding_mask]
 
 
 def node_examples(spec: dict[str, Any]) -> tuple[ExampleSet, ExampleSet]:
