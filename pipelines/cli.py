@@ -1,4 +1,4 @@
-"""The ``zoo`` command line: list, pretrain, evaluate, finetune, predict, embed, convert, card, publish."""
+"""The ``zoo`` command line: list, pretrain, evaluate, finetune, predict, embed, convert, export, card, publish."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-
-from .data_spec import named_inputs
 
 __all__ = ["main"]
 
@@ -119,6 +117,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from zoo import AutoClassifier
     from zoo.classifier import CLASSIFIER_NAME
+
+    from .data_spec import named_inputs
     model = Path(args.model)
     if model.is_dir() and not (model / CLASSIFIER_NAME).is_file() and (model / "config.json").is_file():
         raise ValueError(f"{model} is an encoder, not a fine-tuned classifier (no {CLASSIFIER_NAME}): fine-tune it "
@@ -203,6 +203,8 @@ def _embed_inputs(args: argparse.Namespace, processor, job, count) -> Any:
     Hugging Face dataset's examples (streamed: ``ID[k]``) — as ``(place, name, example)`` for those this rank
     embeds now (``job.wanted``: its blocks not written yet); ``count.value`` is the number of inputs at the end."""
     from zoo import get_modality
+
+    from .data_spec import named_inputs
     i = 0
     for path in args.inputs:
         if _dataset_id(path):
