@@ -26,7 +26,11 @@ def node_embeddings(encoder, processor, data, chunk_nodes: int = 0) -> torch.Ten
     batch = processor.collate([item])
     if hasattr(encoder, "node_embeddings"):
         return encoder.node_embeddings(batch)
-    out = encoder(batch)                 # an exported graph (zoo export): the one graph's node tokens, unpadded
+    # an exported graph (zoo export): traced on node examples it takes every node as a centre; traced on graphs,
+    # its one graph's node tokens, unpadded
+    if "centre" in getattr(encoder, "inputs", ()):
+        return encoder({**batch, "centre": torch.arange(batch["x"].shape[0])}).pooled
+    out = encoder(batch)
     return out.tokens[~out.padding_mask]
 
 
