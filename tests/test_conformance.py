@@ -390,3 +390,25 @@ def test_compiled_encoder_matches_eager(run):
             got, want = compiled(batch), eager(batch)
         for key in ("pooled", "tokens", "padding_mask"):
             _close(getattr(got, key), getattr(want, key), f"{run['name']} compiled {key}")
+
+
+def test_int8_is_exported_where_offered_and_refused_elsewhere(run, tmp_path):
+    """``zoo export --quantize int8``: for a family where bench.export measured the probe within one point of fp32
+    (``pipelines.export.INT8_FAMILIES``) the quantised classifier runs through ONNX Runtime and agrees with eager on
+    most examples' top-1; elsewhere the command refuses, saying why."""
+    from pipelines.data_spec import named_inputs
+    from pipelines.export import INT8_FAMILIES
+    out = tmp_path / "int8"
+    res = zoo_main("export", str(run["model"]), str(out), "--quantize", "int8")
+    if run["name"] not in INT8_FAMILIES:
+        assert res.returncode != 0 and "not offered" in res.stderr and "fp32" in res.stderr, res.stderr
+        assert not (out / "model.onnx").exists()
+        return
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "config.json").read_text())["export"]["quantize"] == "int8"
+    int8, eager = zoo.AutoClassifier.from_pretrained(out), zoo.AutoClassifier.from_pretrained(run["model"])
+    named = named_inputs(eager.processor, run["sample"].data)
+    examples, names = [ex for _, ex in named], [n for n, _ in named]
+    top = [clf.predict_proba(examples, names=names).argmax(1) for clf in (int8, eager)]
+    agree = float((top[0] == top[1]).float().mean())
+    assert agree >= 0.9, f"{run['name']}: int8 agrees with eager on {agree:.2f} of the examples"
