@@ -18,7 +18,7 @@ import numpy as np
 
 from zoo import AutoProcessor, get_modality
 from zoo.classifier import CLASSIFIER_NAME, HEAD_NAME, AutoClassifier
-from zoo.export import EXPORT_KEY, ONNX_NAME, export_onnx, write_export_config
+from zoo.export import EXAMPLES, EXPORT_KEY, ONNX_NAME, export_onnx, write_export_config
 from zoo.hub import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, load_config, resolve_file, save_processor
 
 from .data_spec import named_inputs
@@ -38,11 +38,13 @@ def _examples(processor: Any, inputs: list[str], given: tuple[list[Any], list[st
     """The examples the graph is traced on: ``given`` ones, the user's files, else eight of the modality's sample data
     (written to a temporary folder that lasts as long as the export)."""
     if given is not None:
-        yield given[0], given[1], f"{len(given[0])} given examples"
+        yield given[0], given[1], f"{min(len(given[0]), EXAMPLES)} of {len(given[0])} given examples"
         return
     if inputs:
         named = [item for path in inputs for item in named_inputs(processor, path)]
-        yield [ex for _, ex in named], [n for n, _ in named], f"{len(named)} examples of the given inputs"
+        names = [Path(n).name if Path(n).is_absolute() else n for n, _ in named]       # no local path in the card
+        yield ([ex for _, ex in named], names,
+               f"{min(len(named), EXAMPLES)} of the {len(named)} examples of the given inputs")
         return
     modality = get_modality(processor.modality)
     if modality.sample_data is None:
@@ -52,13 +54,15 @@ def _examples(processor: Any, inputs: list[str], given: tuple[list[Any], list[st
         sample = modality.sample_data(Path(tmp))
         try:
             named = named_inputs(processor, sample.data)
+            pick = np.random.default_rng(0).permutation(len(named))[:EXAMPLES].tolist()   # several classes, sizes
+            for i in pick:                     # a model fitted on other columns (a table's) refuses them here
+                processor(named[i][1], name=Path(named[i][0]).name)
         except (ValueError, KeyError) as err:
             raise ValueError(f"the {processor.modality} sample data does not fit this model's processor "
-                             f"({str(err).splitlines()[0][:200]}): name a few of your input files with --example"
-                             ) from None
-        pick = np.random.default_rng(0).permutation(len(named))[:8].tolist()      # several classes and sizes
+                             f"({str(err).splitlines()[0][:200]}): name a few of your own input files with "
+                             "--example FILE...") from None
         names = [Path(named[i][0]).name if Path(named[i][0]).is_absolute() else named[i][0] for i in pick]
-        yield [named[i][1] for i in pick], names, "eight examples of the modality's sample data"
+        yield [named[i][1] for i in pick], names, f"{len(pick)} examples of the modality's sample data"
 
 
 def export_model(model: str | Path, out: str | Path, *, fmt: str = "onnx", quantize: str | None = None,
@@ -92,6 +96,7 @@ def export_model(model: str | Path, out: str | Path, *, fmt: str = "onnx", quant
         from zoo import AutoEncoder
         encoder, head = AutoEncoder.from_pretrained(model, runtime="torch"), None
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         with _examples(processor, inputs or [], examples) as (raw, names, source):
@@ -100,15 +105,26 @@ def export_model(model: str | Path, out: str | Path, *, fmt: str = "onnx", quant
         files = [WEIGHTS_NAME] + ([CLASSIFIER_NAME, HEAD_NAME] if is_classifier else [])
         for name in files:
             shutil.copy2(resolve_file(model, name), out / name)
-        block = {**block, "traced_on": source, "source": Path(model).name if Path(model).exists() else str(model),
-                 "classifier": is_classifier}
+        block = {**block, "traced_on": source, "source": _source_name(model), "classifier": is_classifier}
         write_export_config(config, block, out)
         export_card(out, config, block, processor)
     except BaseException:
         for name in (ONNX_NAME, CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, CLASSIFIER_NAME, HEAD_NAME, "README.md"):
             (out / name).unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()                        # a failed export leaves no empty folder behind
         raise
     return block
+
+
+def _source_name(model: str | Path) -> str:
+    """What the card calls the source: a Hub id as it is; a local folder by its name, with its run's name when it is
+    a run's ``model`` folder (never a local path)."""
+    path = Path(str(model))
+    if not path.exists():
+        return str(model)
+    path = path.resolve()
+    return f"{path.parent.name}/{path.name}" if path.name == "model" and path.parent.name else path.name
 
 
 def export_card(out: Path, config: dict[str, Any], block: dict[str, Any], processor: Any) -> Path:
@@ -131,8 +147,9 @@ tags: [ssl-zoo, onnx, {modality}, {arch}]
 # {block['source']} ({modality} {kind}, ONNX)
 
 `{block['source']}` exported by `zoo export` with torch {block['torch']} ({block['exporter']} exporter, opset
-{block['opset']}{', int8 dynamic quantisation' if block['quantize'] else ', fp32'}). Every size is dynamic: batch and
-{modality} sizes, with the padding masks as inputs. Processing stays in Python (`preprocessor.json`).
+{block['opset']}{', int8 dynamic quantisation' if block['quantize'] else ', fp32'}). The batch and every size the model
+does not fix are dynamic (padding masks, where the modality has them, are inputs). Processing stays in Python
+(`preprocessor.json`).
 
 ## How to use
 
@@ -142,13 +159,15 @@ import zoo
 model = zoo.{'AutoClassifier' if block['classifier'] else 'AutoEncoder'}.from_pretrained("path/to/this/folder")
 ```
 
-Without the zoo's model code (the processor still comes from the zoo):
+Without the zoo's model code (the processor still comes from the zoo; `example` is one raw input, as
+`zoo predict` reads it):
 
 ```python
 import onnxruntime, zoo
-processor = zoo.AutoProcessor.from_pretrained("path/to/this/folder")
+folder = "path/to/this/folder"
+processor = zoo.AutoProcessor.from_pretrained(folder)
 batch = processor.collate([processor(example)])
-session = onnxruntime.InferenceSession("model.onnx")
+session = onnxruntime.InferenceSession(f"{{folder}}/model.onnx")
 {', '.join(block['outputs'])} = session.run(None, {{{feed}}})
 ```
 
@@ -156,7 +175,7 @@ Inputs: {', '.join(f'`{k}`' for k in block['inputs'])}; outputs: {', '.join(f'`{
 
 ## Parity with eager PyTorch (measured at export, on {block['traced_on']})
 
-Largest absolute difference per output (`padding_mask`: share of entries that differ); the export is refused above
+Largest absolute difference per output (`token_padding_mask`: share of entries that differ); the export is refused above
 {block['tolerance']:g} × max(1, largest output value){' in fp32' if block['quantize'] else ''}.
 
 | batch | ONNX Runtime − eager |

@@ -196,6 +196,9 @@ class AutoProcessor:
         id_or_path, hub_kwargs = zoo_source(id_or_path, hub_kwargs)
         config = load_config(id_or_path, **hub_kwargs)
         modality = get_modality(config["modality"])
+        if "export" in config and isinstance(config["export"], dict):      # zoo.export.EXPORT_KEY
+            from .onnx_runtime import check_exported_preprocessor
+            check_exported_preprocessor(id_or_path, config["export"], **hub_kwargs)
         try:
             processor = modality.processor.from_dict(load_processor_dict(id_or_path, **hub_kwargs))
         except (ValueError, TypeError, KeyError, AttributeError) as err:

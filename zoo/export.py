@@ -142,6 +142,7 @@ def trace_onnx(model: Exportable, args: tuple[Tensor, ...], path: Path, exporter
         torch.onnx.export(model, args, str(path), dynamo=False, input_names=model.keys, output_names=names,
                           dynamic_axes={k: list(range(a.dim())) for k, a in zip(model.keys, args)},
                           opset_version=17)
+        strip_provenance(path)
         return
     dims = tuple({i: torch.export.Dim.AUTO for i in range(a.dim()) if axes is None or i in axes[n]}
                  for n, a in enumerate(args))
@@ -154,6 +155,36 @@ def trace_onnx(model: Exportable, args: tuple[Tensor, ...], path: Path, exporter
             if value.name in taken and value not in program.model.graph.outputs:
                 value.name = f"{value.name}__{i}"
     program.save(str(path), external_data=False)
+    strip_provenance(path)
+
+
+def strip_provenance(path: Path) -> None:
+    """Remove what the exporters record of the tracing machine — each node's stack trace and source names (local
+    absolute paths), doc strings — from the ONNX file at ``path``: a published folder names no local path."""
+    import onnx
+    proto = onnx.load(str(path), load_external_data=False)
+
+    def clean(graph: Any) -> None:
+        graph.doc_string = ""
+        for node in graph.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    clean(attr.g)
+                for sub in attr.graphs:
+                    clean(sub)
+        for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+            value.doc_string = ""
+            del value.metadata_props[:]
+    clean(proto.graph)
+    for fn in proto.functions:
+        for node in fn.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+    del proto.metadata_props[:]
+    proto.doc_string = ""
+    onnx.save(proto, str(path))
 
 
 def _run_eager(model: Exportable, batch: dict[str, Tensor]) -> list[np.ndarray]:
@@ -303,8 +334,10 @@ def copy_beside(source: Path, out: Path, files: Sequence[str]) -> list[str]:
 
 
 def write_export_config(config: dict[str, Any], block: dict[str, Any], out: Path) -> Path:
-    """``config.json``: the model's, with the ``export`` block and the hash of its ``preprocessor.json``."""
-    block = {**block, "preprocessor_sha256": file_sha256(out / "preprocessor.json")}
+    """``config.json``: the model's, with the ``export`` block and the hashes of its graph and ``preprocessor.json``
+    (a file changed after export — corrupted, edited — is refused on loading)."""
+    block = {**block, "preprocessor_sha256": file_sha256(out / "preprocessor.json"),
+             "graph_sha256": file_sha256(out / block["file"])}
     path = out / "config.json"
     path.write_text(json.dumps({**config, EXPORT_KEY: block}, indent=2) + "\n")
     return path

@@ -17,7 +17,7 @@ from .export import EXPORT_KEY, file_sha256
 from .hub import PREPROCESSOR_NAME, FormatError, resolve_file
 from .plugin import Encoder, EncoderOutput
 
-__all__ = ["OnnxEncoder", "load_onnx_encoder", "check_graph", "RUNTIMES"]
+__all__ = ["OnnxEncoder", "load_onnx_encoder", "check_graph", "check_exported_preprocessor", "RUNTIMES"]
 
 RUNTIMES = ("onnx", "torch")
 
@@ -29,6 +29,15 @@ def _onnxruntime() -> Any:
         raise ImportError("this folder is an exported model run by ONNX Runtime: pip install 'ssl-zoo[onnx]' (or "
                           "load it with runtime='torch' where model.safetensors is beside the graph)") from None
     return onnxruntime
+
+
+def check_exported_preprocessor(id_or_path: str | Path, block: dict[str, Any], **hub_kwargs: Any) -> None:
+    """Refuse an exported folder's ``preprocessor.json`` that is not, byte for byte, the one it was exported with
+    (either runtime: the inputs would be processed differently from what the model was traced and checked on)."""
+    pre = resolve_file(id_or_path, PREPROCESSOR_NAME, **hub_kwargs)
+    if block.get("preprocessor_sha256") and file_sha256(Path(pre)) != block["preprocessor_sha256"]:
+        raise FormatError(f"{pre}: preprocessor.json is not the one the model was exported with (its SHA-256 differs "
+                          "from config.json's export block): the inputs would be processed differently")
 
 
 def check_graph(path: Path, block: dict[str, Any]) -> None:
@@ -97,11 +106,11 @@ def load_onnx_encoder(id_or_path: str | Path, config: dict[str, Any], **hub_kwar
     if not isinstance(block, dict) or block.get("format") != "onnx" or not isinstance(block.get("inputs"), list):
         raise FormatError(f"{id_or_path}: config.json's export block is not an ONNX export's")
     path = resolve_file(id_or_path, str(block.get("file", "model.onnx")), **hub_kwargs)
+    if block.get("graph_sha256") and file_sha256(Path(path)) != block["graph_sha256"]:
+        raise FormatError(f"{path}: the graph is not the one exported (its SHA-256 differs from config.json's export "
+                          "block): corrupted or edited after export")
     check_graph(Path(path), block)
-    pre = resolve_file(id_or_path, PREPROCESSOR_NAME, **hub_kwargs)
-    if block.get("preprocessor_sha256") and file_sha256(Path(pre)) != block["preprocessor_sha256"]:
-        raise FormatError(f"{pre}: preprocessor.json is not the one the graph was exported with (its hash differs "
-                          "from config.json's export block): the inputs would be processed differently")
+    check_exported_preprocessor(id_or_path, block, **hub_kwargs)
     cls = get_modality(config["modality"]).architecture(config["architecture"]).encoder
     enc_config = cls.config_class.from_dict(config["encoder"], where=f"{id_or_path}:config.json:encoder")
     try:
