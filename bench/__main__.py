@@ -11,6 +11,7 @@ from . import (
     audio_quality,
     core,
     events,
+    export,
     graph,
     online_quality,
     own_data,
@@ -28,7 +29,8 @@ if __name__ == "__main__":
               audio_label_efficiency.run(results_dir("audio-label-efficiency")), tabular.main(),
               tabular_ablation.run(results_dir("tabular-ablation")),
               print_table("GraphMAE: step time", [graph.step_speed()]), graph.main(), video.main(),
-              pointcloud.main(), events.main(), real_weights.main(), own_data.main(), online_quality.main()]
+              pointcloud.main(), events.main(), real_weights.main(), own_data.main(), online_quality.main(),
+              export.main()]
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.md").write_text("\n\n".join(tables) + "\n")
