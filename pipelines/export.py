@@ -127,15 +127,21 @@ def _source_name(model: str | Path) -> str:
     return f"{path.parent.name}/{path.name}" if path.name == "model" and path.parent.name else path.name
 
 
-def export_card(out: Path, config: dict[str, Any], block: dict[str, Any], processor: Any) -> Path:
-    """The exported folder's ``README.md``: what it is, how to run it with and without the zoo, parity and speed."""
-    modality, arch = config["modality"], config["architecture"]
-    kind = "classifier" if block["classifier"] else "encoder"
+def _parity_rows(block: dict[str, Any]) -> list[str]:
+    """The card's parity table rows: each checked batch's shapes and largest difference per output."""
     rows = []
     for check in block["checks"]:
         shapes = ", ".join(f"{k} {tuple(v)}" for k, v in check["shapes"].items())
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in check["max_abs_diff"].items())
         rows.append(f"| {shapes} | {diffs} |")
+    return rows
+
+
+def export_card(out: Path, config: dict[str, Any], block: dict[str, Any], processor: Any) -> Path:
+    """The exported folder's ``README.md``: what it is, how to run it with and without the zoo, parity and speed."""
+    modality, arch = config["modality"], config["architecture"]
+    kind = "classifier" if block["classifier"] else "encoder"
+    rows = _parity_rows(block)
     sp = block["speed"]
     batch = ", ".join(f"{k} {tuple(v)}" for k, v in block["speed_batch"].items())
     feed = ", ".join(f'"{k}": batch["{k}"].numpy()' for k in block["inputs"])

@@ -274,7 +274,7 @@ def test_an_installed_plugin_gets_the_conformance_suite(toy_plugin):
                           "toyseq and not plugin"], capture_output=True, text=True, timeout=900,
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stdout[-3000:]
-    assert "10 passed" in res.stdout, res.stdout[-500:]
+    assert "11 passed" in res.stdout, res.stdout[-500:]
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
@@ -287,6 +287,17 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
     assert float((a.float() - b.float()).abs().max()) <= 1e-4 * scale, (what, float((a - b).abs().max()), scale)
 
 
+def _exported(run: dict) -> Path:
+    """The fine-tuned classifier exported by ``zoo export`` once per modality (the tests below read it)."""
+    if "exported" not in run:
+        out = run["root"] / "exported"
+        res = zoo_main("export", str(run["model"]), str(out))
+        assert res.returncode == 0, res.stderr
+        assert "exported the classifier" in res.stdout and "parity" in res.stdout
+        run["exported"] = out
+    return run["exported"]
+
+
 def test_exported_classifier_runs_through_onnx_runtime_as_eager(run, tmp_path):
     """``zoo export`` of the fine-tuned classifier (docs/command-line.md, "Export"): loaded back through
     ``AutoClassifier`` it runs ONNX Runtime, and its encoder's outputs equal the eager model's within 1e-4 on a padded
@@ -295,10 +306,7 @@ def test_exported_classifier_runs_through_onnx_runtime_as_eager(run, tmp_path):
     path."""
     from pipelines.data_spec import named_inputs
     from zoo.onnx_runtime import OnnxEncoder
-    out = tmp_path / "exported"
-    res = zoo_main("export", str(run["model"]), str(out))
-    assert res.returncode == 0, res.stderr
-    assert "exported the classifier" in res.stdout and "parity" in res.stdout
+    out = _exported(run)
     block = json.loads((out / "config.json").read_text())["export"]
     assert block["outputs"][0] == "logits" and len(block["checks"]) >= 2
     onnx_clf, eager = zoo.AutoClassifier.from_pretrained(out), zoo.AutoClassifier.from_pretrained(run["model"])
@@ -322,15 +330,12 @@ def test_exported_classifier_runs_through_onnx_runtime_as_eager(run, tmp_path):
             assert local.encode() not in data, (path.name, local)
 
 
-def test_exported_model_embeds_as_eager_and_refuses_a_folder_that_does_not_fit(run, tmp_path):
+@pytest.mark.slow
+def test_exported_model_embeds_as_eager(run, tmp_path):
     """The exported classifier's folder as an encoder: ``zoo embed --runtime onnx`` gives ``--runtime torch``'s
-    embeddings (within 1e-4); a preprocessor.json that is not the exported one and an opset that is not the recorded
-    one are refused, naming the file."""
-    import shutil
-
+    embeddings within 1e-4 (slow: the encoder outputs are compared in the test above)."""
     from safetensors.torch import load_file
-    out = tmp_path / "exported"
-    assert zoo_main("export", str(run["model"]), str(out)).returncode == 0
+    out = _exported(run)
     inputs = [str(p) for p in run["sample"].predict_inputs] or [str(run["sample"].data)]
     embedded = {}
     for runtime in ("onnx", "torch"):
@@ -339,6 +344,13 @@ def test_exported_model_embeds_as_eager_and_refuses_a_folder_that_does_not_fit(r
         assert res.returncode == 0, res.stderr
         embedded[runtime] = load_file(str(target))["embeddings"]
     _close(embedded["onnx"], embedded["torch"], f"{run['name']} zoo embed")
+
+
+def test_an_exported_folder_that_does_not_fit_is_refused(run, tmp_path):
+    """A preprocessor.json that is not the exported one (either runtime), a graph whose bytes changed after export
+    and an opset that is not the recorded one are refused, naming the file."""
+    import shutil
+    out = _exported(run)
     bad = tmp_path / "bad"
     shutil.copytree(out, bad)
     pre = json.loads((bad / "preprocessor.json").read_text())
@@ -402,18 +414,27 @@ def test_compiled_encoder_matches_eager(run):
             _close(getattr(got, key), getattr(want, key), f"{run['name']} compiled {key}")
 
 
-def test_int8_is_exported_where_offered_and_refused_elsewhere(run, tmp_path):
-    """``zoo export --quantize int8``: for a family where bench.export measured the probe within one point of fp32
-    (``pipelines.export.INT8_FAMILIES``) the quantised classifier runs through ONNX Runtime and agrees with eager on
-    most examples' top-1; elsewhere the command refuses, saying why."""
+def test_int8_is_refused_where_not_offered(run, tmp_path):
+    """``zoo export --quantize int8`` for a family where bench.export measured the probe moving by more than one
+    point (not in ``pipelines.export.INT8_FAMILIES``) refuses before any work, saying why."""
+    from pipelines.export import INT8_FAMILIES
+    if run["name"] in INT8_FAMILIES:
+        pytest.skip(f"int8 is offered for {run['name']} (test_int8_is_exported_where_offered, slow)")
+    res = zoo_main("export", str(run["model"]), str(tmp_path / "int8"), "--quantize", "int8")
+    assert res.returncode != 0 and "not offered" in res.stderr and "fp32" in res.stderr, res.stderr
+    assert not (tmp_path / "int8").exists()
+
+
+@pytest.mark.slow
+def test_int8_is_exported_where_offered(run, tmp_path):
+    """For a family in ``INT8_FAMILIES`` the quantised classifier runs through ONNX Runtime and agrees with eager on
+    most examples' top-1."""
     from pipelines.data_spec import named_inputs
     from pipelines.export import INT8_FAMILIES
+    if run["name"] not in INT8_FAMILIES:
+        pytest.skip(f"int8 is not offered for {run['name']}")
     out = tmp_path / "int8"
     res = zoo_main("export", str(run["model"]), str(out), "--quantize", "int8")
-    if run["name"] not in INT8_FAMILIES:
-        assert res.returncode != 0 and "not offered" in res.stderr and "fp32" in res.stderr, res.stderr
-        assert not (out / "model.onnx").exists()
-        return
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "config.json").read_text())["export"]["quantize"] == "int8"
     int8, eager = zoo.AutoClassifier.from_pretrained(out), zoo.AutoClassifier.from_pretrained(run["model"])
