@@ -121,6 +121,8 @@ def test_a_fine_tuned_hubert_classifier_serves_through_the_transformers_pipeline
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "hf-clf" / "config.json").read_text())["architectures"] == [
         "HubertForSequenceClassification"]
+    card = (tmp_path / "hf-clf" / "README.md").read_text()
+    assert "pipeline_tag: audio-classification" in card and str(tmp_path) not in card
     files = sorted(Path(sample.data).rglob("*.wav"))
     pred = zoo_main("predict", str(tmp_path / "ft" / "model"), *map(str, files), "--json", "--top-k", "2")
     assert pred.returncode == 0, pred.stderr

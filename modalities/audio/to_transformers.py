@@ -135,4 +135,32 @@ def export_transformers(model: str | Path, out: str | Path) -> Path:
         feature_size=1, sampling_rate=int(proc.get("sample_rate", 16000)), padding_value=0.0,
         do_normalize=bool(proc.get("normalize", True)), return_attention_mask=bool(enc.conv_norm == "layer")
     ).save_pretrained(out)
+    _card(out, model, type(hf_model).__name__, clf_path is not None)
     return out
+
+
+def _card(out: Path, model: str | Path, cls: str, classifier: bool) -> None:
+    """A short model card: what the folder is and how transformers loads it (no local path)."""
+    path = Path(str(model))
+    name = (f"{path.resolve().parent.name}/{path.name}" if path.exists() and path.name == "model" else
+            path.resolve().name if path.exists() else str(model))
+    use = ('pipe = pipeline("audio-classification", model="path/to/this/folder")\nprint(pipe("clip.wav", top_k=3))'
+           if classifier else f'model = {cls}.from_pretrained("path/to/this/folder")')
+    head = "from transformers import pipeline" if classifier else f"from transformers import {cls}"
+    tag = "\npipeline_tag: audio-classification" if classifier else ""
+    (out / "README.md").write_text(f"""---
+library_name: transformers
+tags: [ssl-zoo, audio]{tag}
+---
+
+# {name} ({cls})
+
+`{name}`, a zoo audio {'classifier' if classifier else 'encoder'}, written back to transformers' `{cls}` by
+`zoo export --format transformers`: the same weights, a `Wav2Vec2FeatureExtractor` that processes as the zoo's
+processor does{', and the head as `projector` (the identity) and `classifier`' if classifier else ''}.
+
+```python
+{head}
+{use}
+```
+""")
