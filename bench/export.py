@@ -25,19 +25,10 @@ from typing import Any
 import torch
 
 from .harness import machine, publish_table, results_dir
+from .real_weights import public_families
 
 DEMO = ["audio-wav2vec2-demo", "tabular-tjepa-demo", "graph-graphmae-sbm", "video-videomae-demo",
         "pointcloud-pointmae-demo", "events-coles-demo"]          # the Makefile's DEMO_RECIPES
-
-
-def _families():
-    import transformers
-    base = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
-    yield "wav2vec 2.0 BASE", transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**base)), "audio"
-    yield "HuBERT BASE", transformers.HubertModel(transformers.HubertConfig(**base)), "audio"
-    yield "data2vec-audio BASE", transformers.Data2VecAudioModel(transformers.Data2VecAudioConfig(**base)), "audio"
-    yield "WavLM BASE", transformers.WavLMModel(transformers.WavLMConfig(**base)), "audio"
-    yield "VideoMAE ViT-B", transformers.VideoMAEModel(transformers.VideoMAEConfig(**base)), "video"
 
 
 def _alternate(fns: dict[str, Any], repeats: int) -> dict[str, float]:
@@ -239,7 +230,7 @@ def main(repeats: int = 5, families: bool = True, demo: bool = True, recipes: li
     todo: list[tuple[str, Any]] = []
     if families:
         todo += [(name, lambda n=name, hf=hf, kind=kind: family_row(n, hf.eval(), kind, repeats))
-                 for name, hf, kind in _families() if name not in have]
+                 for name, hf, kind in public_families() if name not in have]
     if demo:
         todo += [(name, lambda n=name: demo_row(n, out / "runs", out, repeats)) for name in recipes or DEMO
                  if name not in have]

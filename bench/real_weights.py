@@ -14,7 +14,8 @@ import torch
 from .harness import machine, publish_table, results_dir
 
 
-def _models():
+def public_families():
+    """Paper-shaped transformers models of the families we convert, random weights: (name, model, kind)."""
     import transformers
     base = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
     yield "wav2vec 2.0 BASE", transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**base)), "audio"
@@ -53,7 +54,7 @@ def _row(zoo, name: str, hf, kind: str, repeats: int) -> str:
 def main(repeats: int = 5, out: Path | None = None) -> str:
     import zoo
     out = out or results_dir("real-weights")
-    rows = [_row(zoo, name, hf.eval(), kind, repeats) for name, hf, kind in _models()]
+    rows = [_row(zoo, name, hf.eval(), kind, repeats) for name, hf, kind in public_families()]
     lines = ["### Public checkpoints: forward time, ours vs transformers (same weights, same batch)", "",
              f"Machine: {machine()}; fp32, eval mode, median of {repeats} runs after one warm-up, the two alternating; "
              "audio: 4 clips of "

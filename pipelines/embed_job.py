@@ -28,13 +28,14 @@ import re
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["Ranks", "ranks_from_env", "EmbedJob", "job_fingerprint", "model_digest", "recorded_shard_size",
+from .distributed import DistInfo
+
+__all__ = ["ranks_from_env", "EmbedJob", "job_fingerprint", "model_digest", "recorded_shard_size",
            "shard_file", "JOB_FILE"]
 
 JOB_FILE = "embed_job.json"
@@ -49,21 +50,9 @@ MODEL_SUFFIXES = (".safetensors", ".onnx", ".onnx_data", ".data")
 SAY_WAITING_EVERY = 60.0        # seconds between rank 0's lines while it waits for other ranks' shards
 
 
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place in the job: ``torchrun``'s ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def ranks_from_env() -> Ranks:
-    """:class:`Ranks` from the environment ``torchrun`` sets (one process without it)."""
+def ranks_from_env() -> DistInfo:
+    """This process's place in the job (:class:`~pipelines.distributed.DistInfo`) from the environment ``torchrun``
+    sets (one process without it)."""
     def number(key: str, default: str) -> int:
         text = os.environ.get(key, default)
         try:
@@ -73,7 +62,7 @@ def ranks_from_env() -> Ranks:
     world, rank, local = number("WORLD_SIZE", "1"), number("RANK", "0"), number("LOCAL_RANK", "0")
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"RANK={rank} and WORLD_SIZE={world}: a rank must lie in 0..WORLD_SIZE-1")
-    return Ranks(rank, world, local)
+    return DistInfo(rank, world, local)
 
 
 def shard_file(block: int) -> str:
@@ -150,10 +139,11 @@ class EmbedJob:
             index = job.finish(n)                   # rank 0: index.json once every block is written
     """
 
-    def __init__(self, out: str | Path, *, shard_size: int, ranks: Ranks = Ranks(), progress: bool = False) -> None:
+    def __init__(self, out: str | Path, *, shard_size: int, ranks: DistInfo | None = None,
+                 progress: bool = False) -> None:
         if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size must be a whole number >= 1 (inputs per shard file), got {shard_size!r}")
-        self.out, self.size, self.ranks, self.progress = Path(out), shard_size, ranks, progress
+        self.out, self.size, self.ranks, self.progress = Path(out), shard_size, ranks or DistInfo(), progress
         self.found: set[int] = set()          # blocks whose shard exists (any rank's), as found at the start
         self.kept = 0                         # this rank's blocks found written at the start (set by finish)
         self.written = 0                      # shards this process wrote

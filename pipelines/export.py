@@ -18,7 +18,7 @@ import numpy as np
 
 from zoo import AutoProcessor, get_modality
 from zoo.classifier import CLASSIFIER_NAME, HEAD_NAME, AutoClassifier
-from zoo.export import EXAMPLES, EXPORT_KEY, ONNX_NAME, export_onnx, write_export_config
+from zoo.export import EXAMPLES, EXPORT_KEY, ONNX_NAME, export_onnx, source_name, write_export_config
 from zoo.hub import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, load_config, resolve_file, save_processor
 
 from .data_spec import named_inputs
@@ -105,7 +105,7 @@ def export_model(model: str | Path, out: str | Path, *, fmt: str = "onnx", quant
         files = [WEIGHTS_NAME] + ([CLASSIFIER_NAME, HEAD_NAME] if is_classifier else [])
         for name in files:
             shutil.copy2(resolve_file(model, name), out / name)
-        block = {**block, "traced_on": source, "source": _source_name(model), "classifier": is_classifier}
+        block = {**block, "traced_on": source, "source": source_name(model), "classifier": is_classifier}
         write_export_config(config, block, out)
         export_card(out, config, block, processor)
     except BaseException:
@@ -115,16 +115,6 @@ def export_model(model: str | Path, out: str | Path, *, fmt: str = "onnx", quant
             out.rmdir()                        # a failed export leaves no empty folder behind
         raise
     return block
-
-
-def _source_name(model: str | Path) -> str:
-    """What the card calls the source: a Hub id as it is; a local folder by its name, with its run's name when it is
-    a run's ``model`` folder (never a local path)."""
-    path = Path(str(model))
-    if not path.exists():
-        return str(model)
-    path = path.resolve()
-    return f"{path.parent.name}/{path.name}" if path.name == "model" and path.parent.name else path.name
 
 
 def _parity_rows(block: dict[str, Any]) -> list[str]:

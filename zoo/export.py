@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .plugin import Encoder, Processor
 
 __all__ = ["ONNX_NAME", "EXPORT_KEY", "OUTPUTS", "ExportError", "Exportable", "input_keys", "example_batches",
-           "export_onnx", "trace_onnx", "file_sha256", "parity"]
+           "export_onnx", "trace_onnx", "source_name", "file_sha256", "parity"]
 
 ONNX_NAME = "model.onnx"
 EXPORT_KEY = "export"                                # config.json's block that marks and describes an exported folder
@@ -331,6 +331,16 @@ def copy_beside(source: Path, out: Path, files: Sequence[str]) -> list[str]:
             shutil.copy2(source / name, out / name)
             copied.append(name)
     return copied
+
+
+def source_name(model: str | Path) -> str:
+    """What the card calls the source: a Hub id as it is; a local folder by its name, with its run's name when it is
+    a run's ``model`` folder (never a local path)."""
+    path = Path(str(model))
+    if not path.exists():
+        return str(model)
+    path = path.resolve()
+    return f"{path.parent.name}/{path.name}" if path.name == "model" and path.parent.name else path.name
 
 
 def write_export_config(config: dict[str, Any], block: dict[str, Any], out: Path) -> Path:

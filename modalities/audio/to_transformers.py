@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from zoo.export import source_name
 from zoo.hub import FormatError, load_config, load_weights, read_json, resolve_file
 
 from .convert import MODEL_TYPES, map_state_dict
@@ -141,9 +142,7 @@ def export_transformers(model: str | Path, out: str | Path) -> Path:
 
 def _card(out: Path, model: str | Path, cls: str, classifier: bool) -> None:
     """A short model card: what the folder is and how transformers loads it (no local path)."""
-    path = Path(str(model))
-    name = (f"{path.resolve().parent.name}/{path.name}" if path.exists() and path.name == "model" else
-            path.resolve().name if path.exists() else str(model))
+    name = source_name(model)
     use = ('pipe = pipeline("audio-classification", model="path/to/this/folder")\nprint(pipe("clip.wav", top_k=3))'
            if classifier else f'model = {cls}.from_pretrained("path/to/this/folder")')
     head = "from transformers import pipeline" if classifier else f"from transformers import {cls}"
