@@ -31,7 +31,8 @@ from .paths import cache_dir, portable
 from .plugin import Encoder, Processor
 from .registry import get_modality, installed
 
-__all__ = ["AutoEncoder", "AutoProcessor", "load_encoder", "converted_folder", "remove_orphans", "converters",
+__all__ = ["AutoEncoder", "AutoProcessor", "load_encoder", "load_bound", "side_folder", "converted_folder",
+           "remove_orphans", "converters",
            "zoo_source", "NON_COMMERCIAL"]
 
 logger = logging.getLogger(__name__)
@@ -147,12 +148,51 @@ def _name_card(folder: Path, id_or_path: str | Path) -> None:
         card.write_text(card.read_text().replace(folder.name, name))
 
 
+def bound_folder(id_or_path: str | Path, hub_kwargs: dict[str, Any]) -> Path:
+    """A bound model's folder on this machine: a local folder as it is, a Hub repo's snapshot (its sides are
+    subfolders, each an ordinary zoo folder)."""
+    if Path(id_or_path).is_dir():
+        return Path(id_or_path)
+    from huggingface_hub import snapshot_download
+    return Path(snapshot_download(str(id_or_path), **{k: v for k, v in hub_kwargs.items() if v is not None}))
+
+
+def side_folder(id_or_path: str | Path, modality: str, hub_kwargs: dict[str, Any]) -> Path:
+    """The folder of one side of a bound model (``<folder>/<modality>``), refused naming the sides it has."""
+    folder = bound_folder(id_or_path, hub_kwargs)
+    sides = list(load_config(folder).get("sides", {}))
+    if modality not in sides:
+        raise ValueError(f"{id_or_path} binds {sides}: it has no {modality!r} side")
+    return folder / modality
+
+
+def load_bound(id_or_path: str | Path, **hub_kwargs: Any) -> Any:
+    """A bound model (:class:`zoo.bound.BoundModel`): each side's encoder and processor from its subfolder, the
+    projections and temperature from ``model.safetensors``."""
+    from .bound import BindConfig, BoundModel
+    from .hub import load_weights
+    folder = bound_folder(id_or_path, hub_kwargs)
+    config = load_config(folder)
+    bind = BindConfig.from_dict(config["encoder"], where=f"{id_or_path}:config.json:encoder")
+    missing = [m for m in bind.sides if not (folder / m / CONFIG_NAME).is_file()]
+    if missing or set(config.get("sides", {})) != set(bind.sides):
+        raise FormatError(f"{id_or_path}: a bound model needs a zoo folder per side {bind.sides}; missing {missing}")
+    encoders = {m: load_encoder(folder / m) for m in bind.sides}
+    processors = {m: AutoProcessor.from_pretrained(folder / m) for m in bind.sides}
+    model = BoundModel(encoders, bind, processors)
+    weights = resolve_file(folder, WEIGHTS_NAME)
+    model.load_head(load_weights(weights), str(id_or_path))
+    return model.eval()
+
+
 def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None, runtime: str | None = None,
-                 **hub_kwargs: Any) -> Encoder:
+                 modality: str | None = None, **hub_kwargs: Any) -> Encoder:
     """The class lookup (timm's ``_factory``): ``config.json`` names modality and architecture, the registry
     gives the class; with ``expect``, a config of another architecture is refused. An exported folder (``zoo
     export``: config.json has an ``export`` block) runs through ONNX Runtime unless ``runtime="torch"`` asks for the
-    weights beside its graph (docs/architecture.md, "Export")."""
+    weights beside its graph (docs/architecture.md, "Export"). A bound model (``zoo bind``) loads whole
+    (:class:`zoo.bound.BoundModel`), or with ``modality`` one side alone, an ordinary encoder."""
+    from .bound import is_bound
     from .export import EXPORT_KEY
     from .onnx_runtime import RUNTIMES, load_onnx_encoder
     if runtime not in (None, *RUNTIMES):
@@ -161,6 +201,12 @@ def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None,
         return expect.from_pretrained(id_or_path, **hub_kwargs)
     id_or_path, hub_kwargs = zoo_source(id_or_path, hub_kwargs)
     config = load_config(id_or_path, **hub_kwargs)
+    if is_bound(config):
+        if modality is not None:
+            return load_encoder(side_folder(id_or_path, modality, hub_kwargs), runtime=runtime)
+        return load_bound(id_or_path, **hub_kwargs)
+    if modality is not None and modality != config["modality"]:
+        raise ValueError(f"{id_or_path} is a {config['modality']} model, not a bound model with a {modality!r} side")
     if EXPORT_KEY in config and runtime != "torch":
         return load_onnx_encoder(id_or_path, config, **hub_kwargs)
     if runtime == "onnx":
@@ -179,10 +225,12 @@ class AutoEncoder:
     @staticmethod
     def from_pretrained(id_or_path: str | Path, revision: str | None = None,
                         cache_dir: str | Path | None = None, local_files_only: bool = False,
-                        token: str | bool | None = None, runtime: str | None = None) -> Encoder:
-        """``runtime``: ``"onnx"`` or ``"torch"`` for an exported folder that has both (default: its graph)."""
-        return load_encoder(id_or_path, revision=revision, cache_dir=cache_dir,
-                            local_files_only=local_files_only, token=token, runtime=runtime)
+                        token: str | bool | None = None, runtime: str | None = None,
+                        modality: str | None = None) -> Encoder:
+        """``runtime``: ``"onnx"`` or ``"torch"`` for an exported folder that has both (default: its graph).
+        ``modality``: one side of a bound model (``zoo bind``); without it a bound model loads whole."""
+        return load_encoder(id_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                            token=token, runtime=runtime, modality=modality)
 
 
 class AutoProcessor:
@@ -192,9 +240,19 @@ class AutoProcessor:
         raise TypeError("use AutoProcessor.from_pretrained(id_or_path)")
 
     @staticmethod
-    def from_pretrained(id_or_path: str | Path, **hub_kwargs: Any) -> Processor:
+    def from_pretrained(id_or_path: str | Path, modality: str | None = None, **hub_kwargs: Any) -> Processor:
+        """``modality``: the processor of one side of a bound model."""
+        from .bound import is_bound
         id_or_path, hub_kwargs = zoo_source(id_or_path, hub_kwargs)
         config = load_config(id_or_path, **hub_kwargs)
+        if is_bound(config):
+            if modality is None:
+                raise ValueError(f"{id_or_path} is a bound model of {list(config.get('sides', {}))}: name the side "
+                                 "(AutoProcessor.from_pretrained(model, modality=...))")
+            return AutoProcessor.from_pretrained(side_folder(id_or_path, modality, hub_kwargs))
+        if modality is not None and modality != config["modality"]:
+            raise ValueError(f"{id_or_path} is a {config['modality']} model, not a bound model with a {modality!r} "
+                             "side")
         modality = get_modality(config["modality"])
         if "export" in config and isinstance(config["export"], dict):      # zoo.export.EXPORT_KEY
             from .onnx_runtime import check_exported_preprocessor

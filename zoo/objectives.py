@@ -12,6 +12,7 @@ from .points import square_distances
 __all__ = [
     "gather_with_grad",
     "info_nce",
+    "clip_loss",
     "sample_negatives",
     "wav2vec_contrastive",
     "codebook_perplexity",
@@ -53,7 +54,7 @@ def gather_with_grad(x: Tensor) -> Tensor:
     return _GatherWithGrad.apply(x)
 
 
-def info_nce(a: Tensor, b: Tensor, temperature: float = 0.1, *, symmetric: bool = True,
+def info_nce(a: Tensor, b: Tensor, temperature: float | Tensor = 0.1, *, symmetric: bool = True,
              gather: bool = False) -> Tensor:
     """InfoNCE / NT-Xent (Oord et al. 2018; Chen et al. 2020): row ``i`` of ``a`` matches row ``i`` of ``b``.
 
@@ -73,6 +74,13 @@ def info_nce(a: Tensor, b: Tensor, temperature: float = 0.1, *, symmetric: bool 
     if symmetric:
         loss = 0.5 * (loss + F.cross_entropy(b @ all_a.T / temperature, labels))
     return loss
+
+
+def clip_loss(a: Tensor, b: Tensor, logit_scale: Tensor, *, gather: bool = False) -> Tensor:
+    """CLIP's symmetric InfoNCE with a learned temperature (Radford et al. 2021, Fig. 3): row ``i`` of ``a`` and
+    row ``i`` of ``b`` are a pair, the others of the batch its negatives; logits are cosine similarities times
+    ``exp(logit_scale)`` (the inverse temperature, learned in log space); the mean of both directions."""
+    return info_nce(a, b, temperature=torch.exp(-logit_scale), symmetric=True, gather=gather)
 
 
 def sample_negatives(mask: Tensor, num_negatives: int, *, generator: torch.Generator | None = None) -> Tensor:
