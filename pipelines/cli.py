@@ -1,4 +1,5 @@
-"""The ``zoo`` command line: list, pretrain, evaluate, finetune, predict, embed, convert, export, card, publish."""
+"""The ``zoo`` command line: list, pretrain, evaluate, finetune, predict, embed, bind, search, convert, export, card,
+publish."""
 
 from __future__ import annotations
 
@@ -307,8 +308,6 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     killed job resumes where it stopped (docs/command-line.md, "Embedding at scale")."""
     from safetensors.torch import save_file
 
-    from zoo import AutoEncoder, AutoProcessor
-
     from .distributed import pick_device
     from .embed_job import ranks_from_env, recorded_shard_size
     from .evaluate import load_shards
@@ -326,10 +325,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         raise ValueError("--no-resume starts a job in an --output folder over: give --output FOLDER")
     if args.split and not any(_dataset_id(p) for p in args.inputs):
         raise ValueError("--split picks the split of a Hugging Face dataset input, and no input is one")
-    encoder = AutoEncoder.from_pretrained(args.model, runtime=args.runtime)
+    encoder, processor = _embedding_model(args.model, args.runtime, args.modality)
     if out is not None:
         _never_into_the_model(out, args.model, args.inputs)
-    processor = AutoProcessor.from_pretrained(args.model)
     if not processor.windowed and (args.pooling != "mean" or args.window is not None or args.hop is not None):
         raise ValueError(f"--pooling none, --window and --hop apply to windowed modalities (audio, video); a "
                          f"{processor.modality} example is embedded whole")
@@ -353,6 +351,23 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             print(f"{name}\t[{', '.join(f'{v:.4f}' for v in row[:6].tolist())}{', …' if len(row) > 6 else ''}]"
                   f"\tdim={len(row)}")
     return 0
+
+
+def _embedding_model(model: str, runtime: str | None, modality: str | None) -> tuple[Any, Any]:
+    """What ``zoo embed`` runs: the model's encoder and processor; a bound model's side (``--modality``) with its
+    projection, so that the rows are that side's vectors in the shared space."""
+    from zoo import AutoEncoder, AutoProcessor
+    from zoo.bound import BoundModel, SharedSpaceEncoder
+    loaded = AutoEncoder.from_pretrained(model, runtime=runtime)
+    if isinstance(loaded, BoundModel):
+        if modality is None:
+            raise ValueError(f"{model} is a bound model of {loaded.sides}: --modality names the side to embed (into "
+                             "the shared space)")
+        return SharedSpaceEncoder(loaded, modality), loaded.processors[modality]
+    if modality is not None and modality != loaded.modality:
+        raise ValueError(f"--modality {modality}: {model} is a {loaded.modality} model (--modality picks a side of a "
+                         "bound model)")
+    return loaded, AutoProcessor.from_pretrained(model)
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
@@ -550,6 +565,7 @@ def _add_embed(sub: Any) -> None:
     s.add_argument("--hop", type=_seconds, help="audio, video: seconds between window starts (default: "
                                                        "half a window)")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--modality", help="a bound model (zoo bind): the side to embed, into the shared space")
     _runtime_arg(s)
     s.set_defaults(func=_cmd_embed)
 
@@ -620,8 +636,9 @@ def _add_publish(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description="ssl-zoo: self-supervised encoders for non-image data.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_list, _add_pretrain, _add_evaluate, _add_finetune, _add_predict, _add_embed, _add_convert,
-                _add_export, _add_card, _add_publish):
+    from .cli_bind import add_bind, add_search
+    for add in (_add_list, _add_pretrain, _add_evaluate, _add_finetune, _add_predict, _add_embed, add_bind, add_search,
+                _add_convert, _add_export, _add_card, _add_publish):
         add(sub)
     return p
 

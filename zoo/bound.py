@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from . import hub
 from .config import Config
-from .plugin import Encoder, Processor
+from .plugin import Encoder, EncoderOutput, Processor
 
-__all__ = ["BOUND", "BIND_ARCHITECTURE", "BindConfig", "BoundModel", "is_bound"]
+__all__ = ["BOUND", "BIND_ARCHITECTURE", "BindConfig", "BoundModel", "SharedSpaceEncoder", "is_bound"]
 
 BOUND = "bound"                      # config.json's ``modality`` of a bound model
 BIND_ARCHITECTURE = "bind"
@@ -175,3 +175,24 @@ class BoundModel(nn.Module):
             for k, v in self.named_parameters():
                 if k in state:
                     v.copy_(state[k])
+
+
+class SharedSpaceEncoder(Encoder):
+    """One side of a bound model as an ordinary encoder whose ``pooled`` output is that side's unit vector in the
+    shared space (its tokens stay the side's own): what ``zoo embed --modality`` runs, so that windows, shards and
+    every other embedding path work unchanged."""
+
+    def __init__(self, bound: BoundModel, modality: str) -> None:
+        side = bound.side(modality)
+        super().__init__(side.config)
+        self.modality, self.architecture = side.modality, side.architecture       # type: ignore[misc]
+        self.side, self.projection = side, bound.projections[modality]
+
+    @property
+    def dim(self) -> int:
+        return self.projection.out_features
+
+    def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False) -> EncoderOutput:
+        out = self.side(batch, return_hidden=return_hidden)
+        return EncoderOutput(out.tokens, out.padding_mask, F.normalize(self.projection(out.pooled.float()), dim=-1),
+                             out.hidden)
