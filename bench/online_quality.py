@@ -26,6 +26,7 @@ DEMO = ["audio-wav2vec2-demo", "tabular-tjepa-demo", "graph-graphmae-sbm", "vide
 FRACTIONS = [0.01, 0.05, 0.1, 0.5, 1.0]
 MEASUREMENTS = 6
 LONGER, LONGER_EXAMPLES = 4, 512   # the third comparison: runs this many times the recipe's steps, slices this big
+FOLDS, REPEATS = 5, 2              # the cross-validated final probe: stratified folds, repeated with other shuffles
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -45,6 +46,49 @@ def final_probe(built: Any, recipe: Any) -> tuple[str, Any]:
     train, test = modality.load_data(spec["train"]), modality.load_data(spec["test"])
     k = int(spec.get("knn_k", 20))
     return "linear_probe", lambda enc: probe_report(enc, built.processor, train, test, knn_k=k)["linear_probe"]
+
+
+def cv_probe(built: Any, recipe: Any) -> Any:
+    """The recipe's final probe with less noise: the same classifier (the linear probe; boosting for a boosting
+    protocol) scored by repeated stratified cross-validation (``FOLDS`` x ``REPEATS``) over the recipe's labelled train
+    and test examples pooled, so each checkpoint's figure averages over every example instead of one test split of
+    100–1,500. ``fn(encoder) → (accuracy, balanced accuracy)``; ``None`` where the recipe's evaluation has no
+    train/test pair (graphs' node protocol)."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    from zoo.embedding import pooled_features
+    spec, modality = recipe.evaluate, built.modality
+    if "train" not in spec or "test" not in spec:
+        return None
+    sets = [modality.load_data(spec["train"]), modality.load_data(spec["test"])]
+    y = np.concatenate([np.asarray(list(d.labels)) for d in sets])
+    boosted = spec.get("protocol") == "boosting"
+
+    def fit(x: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        if boosted:
+            from sklearn.ensemble import HistGradientBoostingClassifier
+            clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=0)
+        else:
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=0))
+        return clf.fit(x[train], y[train]).predict(x[test])
+
+    def probe(encoder: Any) -> tuple[float, float]:
+        with torch.no_grad():
+            x = np.concatenate([pooled_features(encoder, built.processor, d) for d in sets])
+        folds = RepeatedStratifiedKFold(n_splits=FOLDS, n_repeats=REPEATS, random_state=0).split(x, y)
+        acc, bal = [], []
+        for train, test in folds:
+            pred = fit(x, train, test)
+            acc.append(float((pred == y[test]).mean()))
+            bal.append(float(balanced_accuracy_score(y[test], pred)))
+        return float(np.mean(acc)), float(np.mean(bal))
+    return probe
 
 
 class Snapshots(Hook):
@@ -72,9 +116,14 @@ def geometric_steps(steps: int, points: int = 7) -> list[int]:
     return sorted({max(1, round(steps / 2 ** k)) for k in range(points)})
 
 
-def one_recipe_geometric(name: str, out: Path, scale: int = 1, examples: int | None = None) -> dict[str, Any]:
+def one_recipe_geometric(name: str, out: Path, scale: int = 1, examples: int | None = None,
+                         cross_validated: bool = False) -> dict[str, Any]:
     """The same comparison on encoder snapshots at geometrically spaced steps (:func:`geometric_steps`); with
-    ``scale`` the run is that many times the recipe's steps, with ``examples`` its probe slices that size."""
+    ``scale`` the run is that many times the recipe's steps, with ``examples`` its probe slices that size; with
+    ``cross_validated`` each snapshot also under :func:`cv_probe` (``final_cv``). The snapshots' encoder weights are
+    kept in the run folder (``snapshots/``)."""
+    from safetensors.torch import save_file
+
     from pipelines.build import build
     from pipelines.pretrain import pretrain
     from pipelines.recipe import load_recipe
@@ -88,14 +137,28 @@ def one_recipe_geometric(name: str, out: Path, scale: int = 1, examples: int | N
     history = {h["step"]: h for h in summary["quality"]["history"]}
     built = build(recipe)
     metric, probe = final_probe(built, recipe)
-    init = {"step": 0, "final": probe(built.encoder), "knn": history[0].get("knn"), "rankme": history[0]["rankme"]}
+    cv = cv_probe(built, recipe) if cross_validated else None
+    kept = out / f"{name}-{tag}" / "snapshots"            # each snapshot's encoder, for probes added later
+    kept.mkdir(parents=True, exist_ok=True)
+
+    def row(step: int) -> dict[str, Any]:
+        r = {"step": step, "final": probe(built.encoder), "knn": history[step].get("knn"),
+             "rankme": history[step]["rankme"]}
+        if cv is not None:
+            r["final_cv"], r["final_cv_balanced"] = cv(built.encoder)
+        return r
+    init = row(0)
     rows = []
     for step in at:
         built.encoder.load_state_dict(snaps.weights[step])
-        rows.append({"step": step, "final": probe(built.encoder), "knn": history[step].get("knn"),
-                     "rankme": history[step]["rankme"]})
-    return {"recipe": name, "steps": steps, "metric": metric, "checkpoints": rows, "init_row": init,
-            "probe_source": summary["quality"]["on"], **correlations(rows, init)}
+        save_file(snaps.weights[step], str(kept / f"encoder-step-{step}.safetensors"))
+        rows.append(row(step))
+    result = {"recipe": name, "steps": steps, "metric": metric, "checkpoints": rows, "init_row": init,
+              "probe_source": summary["quality"]["on"], **correlations(rows, init)}
+    if cv is not None:
+        result.update({f"{k}_cv": v for k, v in correlations(rows, init, "final_cv").items()})
+        result["cv"] = f"{FOLDS} folds x {REPEATS}"
+    return result
 
 
 def one_recipe(name: str, out: Path) -> dict[str, Any]:
@@ -150,13 +213,14 @@ def init_row(name: str, runs: Path) -> dict[str, Any]:
     return {"step": 0, "final": probe(built.encoder), "knn": first.get("knn"), "rankme": first["rankme"]}
 
 
-def correlations(rows: list[dict[str, Any]], init: dict[str, Any]) -> dict[str, float | None]:
-    """Spearman of the online k-NN and of RankMe against the final probe: across the saved checkpoints, and with
-    the random init (step 0) as one more point."""
+def correlations(rows: list[dict[str, Any]], init: dict[str, Any], final: str = "final"
+                 ) -> dict[str, float | None]:
+    """Spearman of the online k-NN and of RankMe against the final probe (the rows' ``final`` key): across the saved
+    checkpoints, and with the random init (step 0) as one more point."""
     out: dict[str, float | None] = {}
     for suffix, points in (("", rows), ("_with_init", [init, *rows])):
         knn = [r["knn"] for r in points]
-        finals = [r["final"] for r in points]
+        finals = [r[final] for r in points]
         out["spearman_knn" + suffix] = spearman(knn, finals) if None not in knn else None
         out["spearman_rankme" + suffix] = spearman([r["rankme"] for r in points], finals)
     return out
@@ -251,6 +315,35 @@ def geometric_table(results: list[dict[str, Any]], n_test: dict[str, int], title
     return lines + _verdicts(results, "snapshots")
 
 
+def cv_table(results: list[dict[str, Any]], scale: int, examples: int) -> list[str]:
+    """The third comparison's runs again, each snapshot also under the cross-validated final probe
+    (:func:`cv_probe`): the online k-NN's Spearman against it, and against the recipe's single split as before."""
+    lines = ["", f"The same runs ({scale} times the steps, slices of up to {examples}) with the final probe "
+             f"cross-validated ({FOLDS} stratified folds x {REPEATS} shuffles over the recipe's labelled train and "
+             "test "
+             "examples pooled; graphs: the node protocol's own split, as above):", "",
+             "| recipe | final probe CV: init, first → last (balanced) | online k-NN: init, first → last | "
+             "Spearman k-NN vs CV probe (with init) | vs single split (with init) | Spearman RankMe vs CV probe |",
+             "| --- | --- | --- | ---: | ---: | ---: |"]
+    good = []
+    for r in results:
+        c, i = r["checkpoints"], r["init_row"]
+        cv = "final_cv" in i
+        key = "_cv" if cv else ""
+        rho, rho_init = r.get("spearman_knn" + key), r.get("spearman_knn_with_init" + key)
+        if rho is not None and rho >= 0.8:
+            good.append(r["recipe"])
+        probe = (f"{i['final_cv']:.3f}, {c[0]['final_cv']:.3f} → {c[-1]['final_cv']:.3f} "
+                 f"({i['final_cv_balanced']:.3f}, {c[0]['final_cv_balanced']:.3f} → {c[-1]['final_cv_balanced']:.3f})"
+                 if cv else "— (no train/test pair: the node protocol's split)")
+        knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
+        lines.append(f"| {r['recipe']} | {probe} | {knn} | {_fmt(rho)} ({_fmt(rho_init)}) | "
+                     f"{_fmt(r['spearman_knn'])} ({_fmt(r['spearman_knn_with_init'])}) | "
+                     f"{_fmt(r.get('spearman_rankme' + key))} |")
+    return lines + ["", f"Online k-NN Spearman ≥ 0.8 against the final probe (cross-validated where the recipe has a "
+                        f"train/test pair): {len(good)} of {len(results)} ({', '.join(good) or 'none'})."]
+
+
 def _cached(path: Path, names: list[str], fn: Any, out: Path) -> dict[str, dict[str, Any]]:
     """Each recipe's entry, from ``path`` (a killed benchmark picks up where it stopped) or computed by ``fn``."""
     done = {json.loads(x)["recipe"]: json.loads(x) for x in path.read_text().splitlines()} if path.is_file() else {}
@@ -267,6 +360,8 @@ def run(out: Path, recipes: list[str] | None = None, scale: int = LONGER, exampl
     geometric = _cached(out / "online-quality-geometric.jsonl", recipes or DEMO, one_recipe_geometric, out)
     longer = _cached(out / f"online-quality-x{scale}-{examples}.jsonl", recipes or DEMO,
                      lambda name, runs: one_recipe_geometric(name, runs, scale, examples), out)
+    crossed = _cached(out / f"online-quality-x{scale}-{examples}-cv.jsonl", recipes or DEMO,
+                      lambda name, runs: one_recipe_geometric(name, runs, scale, examples, cross_validated=True), out)
     for name, entry in done.items():
         if "init_row" not in entry:                # entries of before the random-init point
             entry["init_row"] = init_row(name, out / "runs")
@@ -278,9 +373,11 @@ def run(out: Path, recipes: list[str] | None = None, scale: int = LONGER, exampl
     q += geometric_table([longer[n] for n in (recipes or DEMO) if n in longer], n_test,
                          f"Runs {scale} times the recipe's steps, snapshots at geometrically spaced steps, probe "
                          f"slices of up to {examples} examples:")
+    q += cv_table([crossed[n] for n in (recipes or DEMO) if n in crossed], scale, examples)
     root = Path(__file__).parent / "results"
     (root / "online-quality.json").write_text(json.dumps({"uniform": results, "geometric": list(geometric.values()),
-                                                          f"x{scale}": list(longer.values())}, indent=2) + "\n")
+                                                          f"x{scale}": list(longer.values()),
+                                                          f"x{scale}-cv": list(crossed.values())}, indent=2) + "\n")
     publish_table(e, root / "label-efficiency.md")
     return publish_table(q, root / "online-quality.md")
 

@@ -57,20 +57,22 @@ def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None,
 
 def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, command: str | None = None,
              data: str | None = None, init: str | None = None, refit: bool = False,
-             report_to: str | tuple[str, ...] | None = None, hooks: tuple[Hook, ...] = ()) -> dict[str, Any]:
+             report_to: str | tuple[str, ...] | None = None, hooks: tuple[Hook, ...] = (),
+             examples: Any = None) -> dict[str, Any]:
     """Pretrain from a parsed recipe. Writes ``<output>/model`` (config, weights, preprocessor, card),
     ``metrics.jsonl``, ``loss_curve.png``, ``checkpoints/`` and ``train_summary.json``. ``data``: the ``--data``
     the recipe was pointed at (:func:`with_own_data`), named on the card; ``command``: what reproduces the run.
     ``init``: continue pretraining from that model (:mod:`.init`; ``refit``: fit the processor anew), recorded on
     the card. ``report_to``: experiment trackers (:mod:`.trackers`). ``hooks``: more of the loop's hooks, after the
-    online quality probe's (e.g. a benchmark's snapshots)."""
+    online quality probe's (e.g. a benchmark's snapshots). ``examples``: the training examples made in Python (an
+    :class:`~zoo.ExampleSet`, e.g. one side of paired data) instead of the recipe's ``data.train``."""
     output_dir = Path(output_dir)
     if init and Path(init).exists() and Path(init).resolve().is_relative_to(output_dir.resolve()):
         raise ValueError(f"--init {init} lies inside the run folder {output_dir}: the run would overwrite the "
                          "model it continues from; give another --output")
     trackers = TrackerHook(report_to, output_dir, name=recipe.name)     # a missing tracker stops here, before work
     ctx = setup_run(recipe.train, output_dir)
-    built = build(recipe, init=init, refit=refit)
+    built = build(recipe, data=examples, init=init, refit=refit)
     recipe = built.recipe                         # with --init: the model's encoder and processor settings
     origin = init_label(init) if init else None
     cfg = fit_batch(recipe.train, built.data, "pretrain")
