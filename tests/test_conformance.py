@@ -10,6 +10,7 @@ fitted processor answers hostile inputs with ``BadExample``.
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -443,3 +444,71 @@ def test_int8_is_exported_where_offered(run, tmp_path):
     top = [clf.predict_proba(examples, names=names).argmax(1) for clf in (int8, eager)]
     agree = float((top[0] == top[1]).float().mean())
     assert agree >= 0.9, f"{run['name']}: int8 agrees with eager on {agree:.2f} of the examples"
+
+
+@pytest.fixture(scope="session")
+def sample_sets(tmp_path_factory) -> dict:
+    """Each installed modality's sample data, written once when a test first asks for it: ``name → (SampleData,
+    its labelled ExampleSet, the path of a recipe file that trains on it from random init)``."""
+    import yaml
+
+    from pipelines.pretrain import with_own_data
+    from pipelines.recipe import load_recipe
+    made: dict = {}
+
+    def get(name: str):
+        if name not in made:
+            mod = zoo.get_modality(name)
+            root = tmp_path_factory.mktemp(f"bind-{name}")
+            sample = mod.sample_data(root / "data")
+            recipe = with_own_data(load_recipe(sample.recipe, sample.pretrain_overrides), str(sample.data),
+                                   label_column=sample.label_column)
+            (root / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict()))
+            data = mod.load_data(recipe.data["train"])          # the spec --data makes, labelled
+            made[name] = (sample, data, root / "recipe.yaml")
+        return made[name]
+    return get
+
+
+def test_binds_with_another_installed_modality(run, sample_sets, tmp_path):
+    """The modality's pretrained encoder bound with another installed modality's (the next in ``zoo.installed()``,
+    from random init) on pairs made by class from the two sample sets (``pair_by_label``): a short ``zoo bind``
+    runs through the loop with no code beyond the plugins, evaluates held-out pairs both ways, and the bound model
+    reloads — its ``embed`` of raw inputs gives what the evaluation embedded, and the side loaded alone with its
+    processor gives the same vectors through the projection."""
+    from pipelines.bind import bind, embed_pairs, parse_bind_recipe
+    from pipelines.pairs import pair_by_label
+    name = run["name"]
+    others = [m for m in MODALITIES if m != name]
+    partner = others[MODALITIES.index(name) % len(others)]
+    _, own_data, _ = sample_sets(name)
+    _, other_data, other_recipe = sample_sets(partner)
+    pairs = pair_by_label(own_data, other_data, (name, partner))
+    assert len(pairs) >= 8, f"{name} + {partner}: only {len(pairs)} pairs by class"
+    test_idx = list(range(0, len(pairs), 4))
+    train = pairs.subset([i for i in range(len(pairs)) if i % 4])
+    test = pairs.subset(test_idx)
+    recipe = parse_bind_recipe({
+        "name": f"bind-{name}-{partner}",
+        "bind": {"dim": 8, "sides": {name: {"init": str(run["pretrained"])}, partner: {"recipe": str(other_recipe)}}},
+        "train": {"steps": 3, "batch_size": 6, "lr": 0.001, "warmup_steps": 1, "checkpoint_every": 3,
+                  "quality_every": 0, "num_workers": 0}})
+    summary = bind(recipe, tmp_path / "bind", pairs=train, test_pairs=test)
+    report = summary["evaluation"]
+    assert report["pairs"] == len(test) and report["skipped"] == 0, report
+    assert set(report["retrieval"]) == {f"{name}→{partner}", f"{partner}→{name}"}
+    assert all(math.isfinite(v) for r in report["retrieval"].values() for v in r.values())
+    folder = tmp_path / "bind" / "model"
+    model = zoo.AutoEncoder.from_pretrained(folder)
+    assert model.sides == [name, partner]
+    z, _, skipped = embed_pairs(model, test)
+    assert not skipped
+    for side in (name, partner):
+        raw = [ex[side] for ex in test.examples]
+        _close(model.embed(side, raw, names=[f"{n} [{side}]" for n in test.names]), z[side], f"{side} embed")
+        alone = zoo.AutoEncoder.from_pretrained(folder, modality=side)
+        proc = zoo.AutoProcessor.from_pretrained(folder, modality=side)
+        assert alone.modality == side and not alone.training
+        with torch.no_grad():
+            pooled = alone(proc.collate([proc(x, name=f"example {i}") for i, x in enumerate(raw)])).pooled
+            _close(model.project(side, pooled), z[side], f"{side} alone")
