@@ -110,6 +110,26 @@ def test_a_head_norm_classifier_reloads_and_its_onnx_graph_holds_the_norm(tmp_pa
     assert torch.allclose(torch.from_numpy(logits), want, atol=1e-4)
 
 
+def test_the_exported_image_processor_gives_our_inputs_where_nothing_is_resized(tmp_path):
+    """``preprocessor_config.json`` resizes the short side, crops the centre and normalises as our processor: frames
+    at the model's size give the same inputs; frames it resizes differ a little (PIL's bilinear on uint8, the long
+    side truncated, against our antialiased bilinear on floats, rounded: docs/command-line.md, "Export")."""
+    _encoder().save_pretrained(tmp_path / "zoo", processor=_processor())
+    assert zoo_main("export", str(tmp_path / "zoo"), str(tmp_path / "hf"), "--format", "transformers").returncode == 0
+    images = transformers.AutoImageProcessor.from_pretrained(tmp_path / "hf")
+    ours = _processor()
+    rng = torch.Generator().manual_seed(0)
+    same = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8, generator=rng).numpy()
+    theirs = images(list(same), return_tensors="pt")["pixel_values"][0]
+    assert torch.allclose(theirs, ours(same)["pixel_values"], atol=1e-6)
+    y, x = torch.meshgrid(torch.arange(72.0), torch.arange(96.0), indexing="ij")
+    smooth = torch.stack([torch.stack([127 + 100 * torch.sin(x / 9 + t) * torch.cos(y / 7 + c) for c in range(3)], -1)
+                          for t in range(4)]).to(torch.uint8).numpy()
+    theirs = images(list(smooth), return_tensors="pt")["pixel_values"][0]
+    mine = ours(smooth)["pixel_values"]
+    assert theirs.shape == mine.shape and float((theirs - mine).abs().mean()) < 0.15
+
+
 def test_classifiers_that_cannot_be_videomae_for_video_classification_exactly_are_refused(tmp_path):
     """A plain linear head (the default), a head norm after the encoder's own final norm and 3d positions are not
     transformers' program: refused, naming what to fine-tune or pretrain with."""
