@@ -583,7 +583,8 @@ def _add_export(sub: Any) -> None:
     s.add_argument("output", metavar="OUT", help="a new folder: model.onnx, config.json, preprocessor.json, card")
     s.add_argument("--format", choices=("onnx", "transformers"), default="onnx",
                    help="onnx (every family), or transformers (families that came from it: wav2vec 2.0, HuBERT, "
-                        "data2vec-audio, WavLM): that family's folder, *ForSequenceClassification for a classifier")
+                        "data2vec-audio, WavLM, VideoMAE): that family's folder, *ForSequenceClassification or "
+                        "VideoMAEForVideoClassification (fine-tuned with --head-norm) for a classifier")
     s.add_argument("--quantize", choices=("int8",), default=None,
                    help="int8 dynamic quantisation (only for families where it keeps the probe within a point)")
     s.add_argument("--example", nargs="+", default=[], metavar="FILE",
