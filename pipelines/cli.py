@@ -83,8 +83,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-FINETUNE_FLAGS = ("steps", "lr", "batch_size", "mode", "top_layers", "layer_decay", "class_weights", "eval_every",
-                  "patience", "test_fraction", "seed", "task")     # flags named as the settings they set
+FINETUNE_FLAGS = ("steps", "lr", "batch_size", "mode", "top_layers", "layer_decay", "class_weights", "head_norm",
+                  "eval_every", "patience", "test_fraction", "seed", "task")     # flags named as the settings they set
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -511,6 +511,9 @@ def _add_finetune(sub: Any) -> None:
     s.add_argument("--top-layers", type=_positive_int, help="partial: how many layer groups from the top train")
     s.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay (1.0: off)")
     s.add_argument("--class-weights", choices=["none", "balanced"])
+    s.add_argument("--head-norm", action="store_true", default=None,
+                   help="the head is LayerNorm(mean of the tokens before the encoder's final norm) then linear: "
+                        "VideoMAE's fine-tuning head, which zoo export --format transformers needs for video")
     s.add_argument("--eval-every", type=_count, help="validate every N steps; the best checkpoint is kept")
     s.add_argument("--patience", type=_count, help="validations without improvement before stopping early")
     s.add_argument("--steps", type=_positive_int)
@@ -596,7 +599,8 @@ def _add_export(sub: Any) -> None:
     s.add_argument("output", metavar="OUT", help="a new folder: model.onnx, config.json, preprocessor.json, card")
     s.add_argument("--format", choices=("onnx", "transformers"), default="onnx",
                    help="onnx (every family), or transformers (families that came from it: wav2vec 2.0, HuBERT, "
-                        "data2vec-audio, WavLM): that family's folder, *ForSequenceClassification for a classifier")
+                        "data2vec-audio, WavLM, VideoMAE): that family's folder, *ForSequenceClassification or "
+                        "VideoMAEForVideoClassification (fine-tuned with --head-norm) for a classifier")
     s.add_argument("--quantize", choices=("int8",), default=None,
                    help="int8 dynamic quantisation (only for families where it keeps the probe within a point)")
     s.add_argument("--example", nargs="+", default=[], metavar="FILE",

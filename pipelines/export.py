@@ -91,7 +91,7 @@ def export_model(model: str | Path, out: str | Path, *, fmt: str = "onnx", quant
     processor = AutoProcessor.from_pretrained(model)
     if is_classifier:
         clf = AutoClassifier.from_pretrained(model, runtime="torch")
-        encoder, head = clf.encoder, clf.head
+        encoder, head = clf.encoder, clf.pooled_head()
     else:
         from zoo import AutoEncoder
         encoder, head = AutoEncoder.from_pretrained(model, runtime="torch"), None

@@ -62,6 +62,7 @@ class FinetuneSettings(Config):
     layer_decay: float = 1.0           # the layer group i below the top trains at lr · layer_decay**i
     class_weights: str = "none"        # "none" or "balanced" (inverse class frequency in the loss)
     head_dropout: float = 0.0
+    head_norm: bool = False            # LayerNorm(mean of the tokens before the encoder's final norm) → linear head
     eval_every: int = 0                # validate every N steps (0: once, at the end)
     patience: int = 0                  # validations without improvement before stopping (0: never)
     metric: str = "auto"               # what validation ranks: accuracy | macro_f1 | rmse | mae (auto: accuracy/rmse)
@@ -141,13 +142,24 @@ def _bucket(named: list[tuple[str, nn.Parameter]], layer_of: Any, depth: int) ->
 
 class FinetuneModel(Classifier):
     """A :class:`zoo.Classifier` whose optimiser groups carry the mode (frozen / partial / full) and the layer-wise
-    decay (the engine scales each group's learning rate by its ``lr_scale``); a frozen encoder stays in eval mode."""
+    decay (the engine scales each group's learning rate by its ``lr_scale``); a frozen encoder stays in eval mode.
+
+    ``head_norm``: the encoder gives up the norm after its last layer (:meth:`zoo.Encoder.take_final_norm`) and the
+    head normalises the mean of the tokens instead, starting from that norm's scale and shift (VideoMAE's fine-tuning
+    head, which ``zoo export --format transformers`` maps onto ``VideoMAEForVideoClassification``; docs/architecture.md,
+    "Export"). The head's norm trains with the head, in every mode."""
 
     def __init__(self, encoder: Encoder, label_names: list[str], settings: FinetuneSettings,
                  class_weights: torch.Tensor | None = None, processor: Processor | None = None,
                  task: str = "classification", target_mean: float = 0.0, target_std: float = 1.0) -> None:
+        final = encoder.take_final_norm() if settings.head_norm else None
         super().__init__(encoder, label_names, dropout=settings.head_dropout, class_weights=class_weights,
-                         processor=processor, task=task, target_mean=target_mean, target_std=target_std)
+                         processor=processor, task=task, target_mean=target_mean, target_std=target_std,
+                         head_norm=settings.head_norm)
+        if self.head_norm is not None and isinstance(final, nn.LayerNorm) and final.elementwise_affine:
+            with torch.no_grad():
+                self.head_norm.weight.copy_(final.weight)
+                self.head_norm.bias.copy_(final.bias)
         self.settings = settings
         groups = layer_groups(encoder)
         trainable = {"full": len(groups), "partial": min(settings.top_layers, len(groups)), "frozen": 0}[settings.mode]
@@ -169,7 +181,7 @@ class FinetuneModel(Classifier):
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW groups: decay on matrices only; the head at the full rate, encoder layers at their scale."""
         skip = no_decay_ids(self)
-        return [{**group, "lr_scale": scale} for params, scale in [(list(self.head.parameters()), 1.0), *self.scales]
+        return [{**group, "lr_scale": scale} for params, scale in [(self.head_parameters(), 1.0), *self.scales]
                 for group in param_groups(params, weight_decay, skip) if group["params"]]
 
 

@@ -25,11 +25,18 @@ from .plugin import Encoder, PretrainOutput, Processor
 __all__ = ["AutoClassifier", "Classifier", "CLASSIFIER_NAME", "HEAD_NAME"]
 
 CLASSIFIER_NAME, HEAD_NAME = "classifier.json", "head.safetensors"
+NORM_PREFIX = "norm."        # the head norm's weights in head.safetensors
+HEAD_NORM_EPS = 1e-5         # transformers' VideoMAEForVideoClassification.fc_norm (docs/architecture.md, "Export")
 
 
 class Classifier(nn.Module):
     """``encoder`` → pooled ``[B, D]`` → dropout → ``Linear(D, C)``. ``forward(batch)`` is the training loss
     (cross-entropy with optional class weights) for the engine; ``logits``/``predict`` are inference.
+
+    ``head_norm``: a LayerNorm on the pooled embedding before the dropout and the linear layer (``head.safetensors``
+    holds it as ``norm.weight``/``norm.bias``; ``classifier.json`` records ``"head_norm": true``): with an encoder
+    whose tokens are not normalised after the last layer, this is VideoMAE's fine-tuning head, the layout of
+    transformers' ``VideoMAEForVideoClassification`` (docs/architecture.md, "Export"). Its epsilon is 1e-5, as there.
 
     ``task="regression"`` (a table's numeric target): one output, trained with the MSE on the target standardised
     by ``target_mean``/``target_std`` (the training set's, saved in ``classifier.json``); ``label_names`` is
@@ -43,7 +50,8 @@ class Classifier(nn.Module):
 
     def __init__(self, encoder: Encoder, label_names: Sequence[str], *, dropout: float = 0.0,
                  class_weights: Tensor | None = None, processor: Processor | None = None,
-                 task: str = "classification", target_mean: float = 0.0, target_std: float = 1.0) -> None:
+                 task: str = "classification", target_mean: float = 0.0, target_std: float = 1.0,
+                 head_norm: bool = False) -> None:
         super().__init__()
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
@@ -56,6 +64,7 @@ class Classifier(nn.Module):
         self.label_names = [str(n) for n in label_names]
         self.target_mean, self.target_std = float(target_mean), float(target_std)
         self.dropout = nn.Dropout(dropout)
+        self.head_norm = nn.LayerNorm(encoder.dim, eps=HEAD_NORM_EPS) if head_norm else None
         self.head = nn.Linear(encoder.dim, len(self.label_names))
         self.register_buffer("class_weights", class_weights.float() if class_weights is not None else None,
                              persistent=False)
@@ -69,7 +78,19 @@ class Classifier(nn.Module):
 
     def head_logits(self, pooled: Tensor) -> Tensor:
         """The head on pooled embeddings ``[B, D]`` → logits ``[B, C]``."""
+        if self.head_norm is not None:
+            pooled = self.head_norm(pooled)
         return self.head(self.dropout(pooled))
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The head's parameters (the linear layer's and, with ``head_norm``, the norm's)."""
+        norm = list(self.head_norm.parameters()) if self.head_norm is not None else []
+        return [*norm, *self.head.parameters()]
+
+    def pooled_head(self) -> nn.Module:
+        """The head as one module on pooled embeddings, for tracing (``zoo export``): the norm, if any, then the
+        linear layer (dropout is the identity at inference)."""
+        return nn.Sequential(self.head_norm, self.head) if self.head_norm is not None else self.head
 
     def forward(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> PretrainOutput:
         """The training loss and metrics; without ``labels`` in the batch no loss (``None``), as Hugging Face
@@ -159,10 +180,15 @@ class Classifier(nn.Module):
         statistics, head shape, results)."""
         folder = Path(folder)
         self.encoder.save_pretrained(folder, processor=self.processor, pretraining=pretraining)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
-                  str(folder / HEAD_NAME), metadata={"format": "pt"})
+        state = dict(self.head.state_dict())
+        if self.head_norm is not None:
+            state.update({f"{NORM_PREFIX}{k}": v for k, v in self.head_norm.state_dict().items()})
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / HEAD_NAME),
+                  metadata={"format": "pt"})
         meta: dict[str, Any] = {"task": self.task, "label_names": self.label_names, "num_classes": self.num_classes,
                                 "in_features": self.encoder.dim}
+        if self.head_norm is not None:
+            meta["head_norm"] = True
         if self.task == "regression":
             meta.update(num_classes=0, target_mean=self.target_mean, target_std=self.target_std)
         (folder / CLASSIFIER_NAME).write_text(json.dumps({**meta, "finetuning": finetuning or {}}, indent=2) + "\n")
@@ -186,11 +212,19 @@ class Classifier(nn.Module):
             if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (mean, std)) or not std > 0:
                 raise FormatError(f"{meta_path}: target_mean and target_std must be finite numbers, std > 0")
             stats = {"target_mean": float(mean), "target_std": float(std)}
+        head_norm = meta.get("head_norm", False)
+        if not isinstance(head_norm, bool):
+            raise FormatError(f"{meta_path}: head_norm must be true or false, got {head_norm!r}")
         encoder = AutoEncoder.from_pretrained(id_or_path, runtime=runtime, **hub_kwargs)
         processor = AutoProcessor.from_pretrained(id_or_path, **hub_kwargs)
-        clf = cls(encoder, names, processor=processor, task=task, **stats)
+        clf = cls(encoder, names, processor=processor, task=task, head_norm=head_norm, **stats)
         head = load_weights(resolve_file(id_or_path, HEAD_NAME, **hub_kwargs))
-        load_state_strict(clf.head, head, f"{id_or_path}/{HEAD_NAME}")
+        where = f"{id_or_path}/{HEAD_NAME}"
+        if clf.head_norm is not None:
+            load_state_strict(clf.head_norm, {k.removeprefix(NORM_PREFIX): v for k, v in head.items()
+                                              if k.startswith(NORM_PREFIX)}, where)
+            head = {k: v for k, v in head.items() if not k.startswith(NORM_PREFIX)}
+        load_state_strict(clf.head, head, where)
         return clf.eval()
 
 

@@ -359,6 +359,15 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False) -> EncoderOutput:
         """A batch → ``EncoderOutput(tokens, padding_mask, pooled)``."""
 
+    def take_final_norm(self) -> nn.Module | None:
+        """Remove the norm after the last layer — ``tokens`` and ``pooled`` then come before it, and the config
+        records that — and return it (``None``: the encoder has none). For a classifier head that normalises the mean
+        of the tokens itself (``finetune.head_norm``: VideoMAE's fine-tuning head; docs/architecture.md, "Export").
+        A family whose config has no such switch refuses (this default)."""
+        raise ValueError(f"finetune.head_norm: the {self.modality} encoder ({self.architecture}) cannot give up the "
+                         "norm after its last layer (its family does not offer the head norm): fine-tune without "
+                         "--head-norm")
+
     def save_pretrained(self, folder: str | Path, *, processor: Processor | None = None,
                         pretraining: dict[str, Any] | None = None) -> Path:
         """``config.json``, ``model.safetensors`` and (with ``processor``) ``preprocessor.json``; the card is

@@ -103,6 +103,9 @@ def export_transformers(model: str | Path, out: str | Path) -> Path:
         meta = read_json(clf_path)
         if meta.get("task", "classification") != "classification":
             raise FormatError(f"{clf_path}: a regressor has no transformers audio-classification class")
+        if meta.get("head_norm", False):
+            raise ValueError(f"{clf_path}: a head with a LayerNorm (head_norm) has no place in transformers' "
+                             f"{clf_name}, whose head is projector and classifier")
         names = [str(n) for n in meta["label_names"]]
         hf_cfg.update(num_labels=len(names), id2label=dict(enumerate(names)),
                       label2id={n: i for i, n in enumerate(names)}, classifier_proj_size=enc.dim,

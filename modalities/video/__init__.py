@@ -10,6 +10,7 @@ from .data import load_data, make_moving_digits
 from .model import VideoMAEConfig, VideoMAEEncoder, VideoMAEPretrainer, VideoMAEPretrainingConfig
 from .processor import VideoProcessor, VideoProcessorConfig
 from .sample import sample_data
+from .to_transformers import export_transformers
 
 __all__ = ["MODALITY", "VideoMAEConfig", "VideoMAEEncoder", "VideoMAEPretrainer", "VideoMAEPretrainingConfig",
            "VideoProcessor", "VideoProcessorConfig", "convert_transformers", "load_data", "make_moving_digits"]
@@ -27,6 +28,7 @@ MODALITY = Modality(
     usage_example=("import numpy as np\n# a clip: frames [T, H, W, 3] uint8 (or a path to any file FFmpeg reads)\n"
                    "example = np.random.randint(0, 256, (32, 96, 128, 3), dtype=np.uint8)"),
     converters={"videomae": convert_transformers},
+    exporters={"transformers": export_transformers},
     baselines={"frame + frame-difference statistics": frame_statistics},
     task="video-classification",
 )

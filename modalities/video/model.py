@@ -153,6 +153,16 @@ class VideoMAEEncoder(Encoder):
     def dim(self) -> int:
         return self.config.dim
 
+    def take_final_norm(self) -> nn.Module | None:
+        """The final LayerNorm, removed (``final_norm`` becomes false): the layout of transformers' VideoMAE with
+        ``use_mean_pooling``, whose classifier normalises the mean of the tokens instead (``finetune.head_norm``)."""
+        if not self.config.final_norm:
+            return None
+        norm = self.transformer.norm
+        self.transformer.norm = nn.Identity()
+        self.config.final_norm = False
+        return norm
+
     def _check(self, pixels: Tensor) -> None:
         c = self.config
         want = (c.num_frames, c.channels, c.image_size, c.image_size)
