@@ -241,3 +241,19 @@ def test_pair_by_label_pairs_within_classes():
     assert len(pairs) == 4 and sorted(pairs.labels) == [0, 1, 1, 2]
     for ex, y in zip(pairs.examples, pairs.labels):
         assert a.labels[ex["x"]] == y and b.labels[ex["y"] - 10] == y
+
+
+def test_a_pair_whose_video_has_no_audio_track_is_named(tmp_path):
+    """An mp4 without a soundtrack on the audio side: the pair and the side are named, and the reason says so."""
+    import shutil
+    import subprocess
+
+    from zoo import BadExample
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg (Debian package ffmpeg) is not installed")
+    silent = tmp_path / "silent.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=32x32:rate=8", "-t", "1",
+                    "-pix_fmt", "yuv420p", str(silent)], check=True)
+    proc = PairProcessor({"audio": zoo.get_modality("audio").processor()})
+    with pytest.raises(BadExample, match=r"example clip 3: field 'audio: path': no audio track could be decoded"):
+        proc({"audio": str(silent)}, name="clip 3")

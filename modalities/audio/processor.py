@@ -38,6 +38,10 @@ class AudioProcessorConfig(ProcessorConfig):
         self.check(self.max_channels >= 1, "max_channels", "must be >= 1")
 
 
+#: files that may hold a soundtrack beside a video: decoded through FFmpeg like audio files
+CONTAINER_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+
+
 def _decode_file(path: str) -> tuple[np.ndarray, int]:
     """Samples ``[channels, S]`` float32 and the rate: soundfile first, torchcodec (FFmpeg) otherwise."""
     p = Path(path)
@@ -56,6 +60,9 @@ def _decode_file(path: str) -> tuple[np.ndarray, int]:
             return samples.data.numpy().astype(np.float32), int(samples.sample_rate)
         except Exception as tc_err:
             from .data import AUDIO_SUFFIXES
+            if p.suffix.lower() in CONTAINER_SUFFIXES:
+                raise BadExample(path, "path", f"no audio track could be decoded from this {p.suffix} file (a video "
+                                               f"without sound?): {str(tc_err).splitlines()[0][:160]}") from None
             if p.suffix.lower() not in AUDIO_SUFFIXES:
                 raise BadExample(path, "path", f"cannot decode audio: a {p.suffix or 'suffix-less'} file is not an "
                                                f"audio format ({', '.join(AUDIO_SUFFIXES)}): data of another kind?"
