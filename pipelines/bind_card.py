@@ -16,6 +16,48 @@ from zoo.hub import CARD_NAME, CONFIG_NAME
 __all__ = ["write_bound_card", "retrieval_table"]
 
 
+CARD = """---
+{yaml}
+---
+
+# {name}
+
+A bound model made with [ssl-zoo](https://github.com/ssl-zoo/ssl-zoo): the encoders of {sides}, each
+with a linear projection into one shared {dim}-dimensional space, trained with CLIP's symmetric
+InfoNCE and a learned temperature (Radford et al. 2021), every side against `{a}` (ImageBind, Girdhar et al. 2023).
+{description}
+
+## Use
+
+{usage}
+
+## Sides
+
+| side | start, training |
+| --- | --- |
+{side_rows}
+
+Each side is an ordinary ssl-zoo folder (`{a}/`, `{b}/`) that loads alone.
+
+## Results
+
+{results}
+
+## Training
+
+| | |
+| --- | --- |
+{facts}
+
+Reproduce: `{command}`
+
+## Limits
+
+Trained on the pairs named above only; retrieval among more or other pairs will score lower. Check it on your own
+pairs (`zoo bind` with `evaluate.test`).
+"""
+
+
 def retrieval_table(report: dict[str, Any], rows: dict[str, dict[str, Any]] | None = None) -> str:
     """Markdown: each direction's R@1/5/10 and median rank, and chance on the same number of pairs; ``rows`` adds
     other models' reports (e.g. the comparisons of ``bench.bind``) under their names."""
@@ -52,64 +94,36 @@ def write_bound_card(folder: str | Path, recipe: Any, summary: dict[str, Any], r
     side_rows = "\n".join(f"| {m} | {v} |" for m, v in training.get("sides", {}).items())
     facts = "\n".join(f"| {k} | {v} |" for k, v in training.items() if k != "sides")
     a, b = sides[0], sides[1]
-    usage = (f"```python\nimport zoo\n\nmodel = zoo.AutoEncoder.from_pretrained({name!r})   # the bound model\n"
-             f"za = model.embed({a!r}, [...])   # raw {a} inputs → unit vectors [N, {config['encoder']['dim']}]\n"
-             f"zb = model.embed({b!r}, [...])\nsimilarity = za @ zb.T\n"
-             f"{a}_alone = zoo.AutoEncoder.from_pretrained({name!r}, modality={a!r})   # one side, an ordinary "
-             "encoder\n```\n\nFrom the command line: `zoo embed MODEL --modality "
-             f"{b} FILES...` (the shared space), `zoo search MODEL --query FILE --index DIR --top-k 5`.")
-    results = "No held-out pairs were evaluated (the recipe has no `evaluate.test`)."
-    if report is not None:
-        results = (f"Cross-modal retrieval on {report['pairs']} held-out pairs ({report['skipped']} skipped): the rank "
-                   "of each query's true partner among all of them.\n\n" + retrieval_table(report))
-        if report.get("zero_shot"):
-            zs = {k: v for k, v in report["zero_shot"].items() if k != "prototypes_from"}
-            results += ("\n\nZero-shot classification through the other side (nearest class prototype, prototypes "
-                        f"from the {report['zero_shot']['prototypes_from']}): "
-                        + ", ".join(f"{k} {v:.3f}" for k, v in zs.items()) + ".")
-        if (folder / "similarity.png").is_file():
-            results += "\n\n![similarity of held-out pairs](similarity.png)"
-    text = f"""---
-{data.to_yaml()}
----
-
-# {name}
-
-A bound model made with [ssl-zoo](https://github.com/ssl-zoo/ssl-zoo): the encoders of {', '.join(sides)}, each
-with a linear projection into one shared {config['encoder']['dim']}-dimensional space, trained with CLIP's symmetric
-InfoNCE and a learned temperature (Radford et al. 2021), every side against `{a}` (ImageBind, Girdhar et al. 2023).
-{recipe.description}
-
-## Use
-
-{usage}
-
-## Sides
-
-| side | start, training |
-| --- | --- |
-{side_rows}
-
-Each side is an ordinary ssl-zoo folder (`{a}/`, `{b}/`) that loads alone.
-
-## Results
-
-{results}
-
-## Training
-
-| | |
-| --- | --- |
-{facts}
-
-Reproduce: `{config.get('pretraining', {}).get('command', 'zoo bind ' + recipe.name)}`
-
-## Limits
-
-Trained on the pairs named above only; retrieval among more or other pairs will score lower. Check it on your own
-pairs (`zoo bind` with `evaluate.test`).
-"""
+    usage = _usage(name, a, b, config["encoder"]["dim"])
+    results = _results(report, folder)
+    text = CARD.format(yaml=data.to_yaml(), name=name, sides=", ".join(sides), dim=config["encoder"]["dim"], a=a,
+                       b=b, description=recipe.description, usage=usage, side_rows=side_rows, results=results,
+                       facts=facts, command=config.get("pretraining", {}).get("command", "zoo bind " + recipe.name))
     card = ModelCard(text)
     path = folder / CARD_NAME
     card.save(str(path))
     return path
+
+
+def _usage(name: str, a: str, b: str, dim: int) -> str:
+    return (f"```python\nimport zoo\n\nmodel = zoo.AutoEncoder.from_pretrained({name!r})   # the bound model\n"
+            f"za = model.embed({a!r}, [...])   # raw {a} inputs → unit vectors [N, {dim}]\n"
+            f"zb = model.embed({b!r}, [...])\nsimilarity = za @ zb.T\n"
+            f"{a}_alone = zoo.AutoEncoder.from_pretrained({name!r}, modality={a!r})   # one side, an ordinary "
+            "encoder\n```\n\nFrom the command line: `zoo embed MODEL --modality "
+            f"{b} FILES...` (the shared space), `zoo search MODEL --query FILE --index DIR --top-k 5`.")
+
+
+def _results(report: dict[str, Any] | None, folder: Path) -> str:
+    if report is None:
+        return "No held-out pairs were evaluated (the recipe has no `evaluate.test`)."
+    results = (f"Cross-modal retrieval on {report['pairs']} held-out pairs ({report['skipped']} skipped): the rank "
+               "of each query's true partner among all of them.\n\n" + retrieval_table(report))
+    if report.get("zero_shot"):
+        zs = {k: v for k, v in report["zero_shot"].items() if k != "prototypes_from"}
+        results += ("\n\nZero-shot classification through the other side (nearest class prototype, prototypes "
+                    f"from the {report['zero_shot']['prototypes_from']}): "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in zs.items()) + ".")
+    if (folder / "similarity.png").is_file():
+        results += "\n\n![similarity of held-out pairs](similarity.png)"
+    return results
