@@ -193,6 +193,14 @@ def test_bind_run_reloads_searches_and_each_side_loads_alone(pair_table, tmp_pat
     assert torch.allclose(model.project("toyseq", pooled), z, atol=1e-6)
     saved, live = load_file(str(folder / "toyseq" / "model.safetensors")), alone.state_dict()
     assert saved.keys() == live.keys() and all(torch.equal(saved[k], live[k]) for k in saved)
+    from zoo.hub import publish_to_cache, repo_files
+    assert "toyseq/model.safetensors" in repo_files(folder) and "similarity.png" in repo_files(folder)
+    publish_to_cache(folder, "org/toy-bind", tmp_path / "hub")            # a local folder acting as the Hub
+    by_id = zoo.AutoEncoder.from_pretrained("org/toy-bind", cache_dir=tmp_path / "hub", local_files_only=True)
+    assert torch.equal(by_id.embed("toyseq", seqs), z)
+    side = zoo.AutoEncoder.from_pretrained("org/toy-bind", cache_dir=tmp_path / "hub", local_files_only=True,
+                                           modality="tabular")
+    assert side.modality == "tabular"
     from pipelines.cli_bind import search
     found = search(model, [seqs[0]], [str(pair_table)], query_modality="toyseq", index_modality="tabular", top_k=3)
     assert len(found) == 1 and len(found[0]["results"]) == 3

@@ -397,13 +397,14 @@ def test_exported_encoder_runs_through_onnx_runtime_as_eager(run, tmp_path):
 
 @pytest.mark.slow
 def test_compiled_encoder_matches_eager(run):
-    """``torch.compile`` (inductor, CPU, dynamic shapes) of the pretrained encoder gives eager's outputs within 1e-4
-    on a padded batch of examples of several sizes and on a batch of one (slow: inductor compiles C++ per shape
-    family; graph breaks are counted in bench/export.py)."""
+    """``torch.compile`` (inductor, CPU) of the pretrained encoder gives eager's outputs within 1e-4 on a padded batch
+    of examples of several sizes and on a batch of one, with no graph break (slow: inductor compiles C++ per shape).
+    Static shapes, a compilation per batch shape: with ``dynamic=True`` inductor's symbolic shape reasoning stalls on
+    the audio feature encoder's stack of strided convolutions (over 15 minutes on 2 cores; docs/benchmarks.md)."""
     from pipelines.data_spec import named_inputs
     eager = zoo.AutoEncoder.from_pretrained(run["pretrained"]).eval()
     processor = zoo.AutoProcessor.from_pretrained(run["pretrained"])
-    compiled = torch.compile(eager, dynamic=True)
+    compiled = torch.compile(eager, dynamic=False)
     named = named_inputs(processor, run["sample"].data)[:5]
     items = [processor(ex, name=n) for n, ex in named]
     torch._dynamo.reset()
@@ -411,6 +412,8 @@ def test_compiled_encoder_matches_eager(run):
         batch = {k: v for k, v in batch.items() if torch.is_tensor(v) and k != "labels"}
         with torch.no_grad():
             got, want = compiled(batch), eager(batch)
+            explained = torch._dynamo.explain(eager)(batch)
+        assert explained.graph_break_count == 0, (run["name"], [str(b.reason) for b in explained.break_reasons])
         for key in ("pooled", "tokens", "padding_mask"):
             _close(getattr(got, key), getattr(want, key), f"{run['name']} compiled {key}")
 

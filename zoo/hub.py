@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 __all__ = [
     "check_dtypes", "require_floating", "ZOO_FORMAT", "CONFIG_NAME", "WEIGHTS_NAME", "PREPROCESSOR_NAME",
-    "CARD_NAME", "REPO_FILES",
+    "CARD_NAME", "REPO_FILES", "repo_files",
     "FormatError", "resolve_file", "load_config", "load_weights", "build_encoder", "load_processor_dict",
     "save_pretrained", "save_processor", "push_to_hub", "publish_to_cache", "check_repo_id",
 ]
@@ -30,7 +30,26 @@ PREPROCESSOR_NAME = "preprocessor.json"
 CARD_NAME = "README.md"
 REPO_FILES = (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, CARD_NAME, "head.safetensors", "classifier.json",
               "confusion_matrix.png", "predicted_vs_true.png",    # these four: a fine-tuned classifier or regressor
-              "quality_curve.png", "label_efficiency.png")        # the card's online-quality and label curves
+              "quality_curve.png", "label_efficiency.png",        # the card's online-quality and label curves
+              "similarity.png")                                   # a bound model's held-out similarity matrix
+
+
+def repo_files(folder: str | Path) -> list[str]:
+    """The files of a zoo folder that make its Hub repo (relative names): :data:`REPO_FILES` present, and for a bound
+    model (``config.json``'s ``modality: bound``) each side's subfolder's, as ``<side>/<name>``."""
+    folder = Path(folder)
+    names = [n for n in REPO_FILES if (folder / n).is_file()]
+    config = folder / CONFIG_NAME
+    if config.is_file():
+        try:
+            loaded = json.loads(config.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return names
+        if isinstance(loaded, dict) and loaded.get("modality") == "bound" and isinstance(loaded.get("sides"), dict):
+            for side in loaded["sides"]:
+                if isinstance(side, str) and side and "/" not in side and not side.startswith("."):
+                    names += [f"{side}/{n}" for n in REPO_FILES if (folder / side / n).is_file()]
+    return names
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
@@ -342,25 +361,27 @@ def publish_to_cache(folder: str | Path, repo_id: str, cache_dir: str | Path) ->
     import hashlib
     check_repo_id(repo_id)
     folder = Path(folder)
-    files = [folder / n for n in REPO_FILES if (folder / n).is_file()]
-    if not any(f.name == WEIGHTS_NAME for f in files):
+    names = repo_files(folder)
+    if WEIGHTS_NAME not in names:
         raise FileNotFoundError(f"{folder} lacks {WEIGHTS_NAME}: not a zoo model folder")
     digest = hashlib.sha1()
-    for f in files:
-        digest.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
+    for name in names:
+        digest.update(name.encode() + hashlib.sha256((folder / name).read_bytes()).digest())
     sha = digest.hexdigest()
     root = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     snap = root / "snapshots" / sha
     for sub in (root / "blobs", root / "refs", snap):
         sub.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        blob = root / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+    for name in names:
+        data = (folder / name).read_bytes()
+        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
         if not blob.exists():
-            blob.write_bytes(f.read_bytes())
-        link = snap / f.name
+            blob.write_bytes(data)
+        link = snap / name
+        link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() or link.exists():
             link.unlink()
-        link.symlink_to(os.path.relpath(blob, snap))
+        link.symlink_to(os.path.relpath(blob, link.parent))
     (root / "refs" / "main").write_text(sha)
     return sha
 
@@ -372,7 +393,7 @@ def push_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, p
     from huggingface_hub import HfApi
     check_repo_id(repo_id)
     folder = Path(folder)
-    present = [name for name in REPO_FILES if (folder / name).is_file()]
+    present = repo_files(folder)
     missing = sorted(set(REPO_FILES[:2]) - set(present))
     if missing:
         raise FileNotFoundError(f"{folder} lacks {missing}: not a zoo model folder")

@@ -10,7 +10,7 @@ from typing import Any
 from . import hub
 from .auto import AutoEncoder
 from .cards import load_card, write_card
-from .hub import CARD_NAME, REPO_FILES, check_repo_id
+from .hub import CARD_NAME, check_repo_id, repo_files
 from .plugin import Encoder, Processor
 
 __all__ = ["check_publishable", "push_to_hub"]
@@ -37,4 +37,4 @@ def check_publishable(folder: str | Path, repo_id: str) -> list[str]:
     if not (folder / CARD_NAME).is_file():
         raise FileNotFoundError(f"{folder} has no {CARD_NAME}: run `zoo card {folder}` first")
     load_card(folder / CARD_NAME)
-    return [n for n in REPO_FILES if (folder / n).is_file()]
+    return repo_files(folder)
