@@ -262,13 +262,17 @@ class GraphMAEEncoder(Encoder):
             hidden = [x[centre][:, None] for x in layers] if return_hidden else None
             return EncoderOutput(pooled[:, None], torch.zeros(pooled.shape[0], 1, dtype=torch.bool,
                                                               device=h.device), pooled, hidden)
-        index = batch.get("batch")
-        if index is None:
-            index = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
-        num_graphs = batch.get("num_graphs")
-        if num_graphs is None:
-            num_graphs = index.max() + 1 if index.numel() else index.new_zeros(())
-        rows, valid, counts = dense_batch(index, num_graphs)
+        if "node_slots" in batch:            # the collated layout: sizes from tensor shapes, no host read
+            rows, valid = batch["node_slots"], batch["node_valid"]
+            counts = valid.sum(dim=1)
+        else:                                 # a batch made elsewhere (a PyG Batch's tensors): laid out here
+            index = batch.get("batch")
+            if index is None:
+                index = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+            num_graphs = batch.get("num_graphs")
+            if num_graphs is None:
+                num_graphs = index.max() + 1 if index.numel() else index.new_zeros(())
+            rows, valid, counts = dense_batch(index, num_graphs)
 
         def dense(x: Tensor) -> Tensor:
             return x[rows].masked_fill(~valid[..., None], 0.0)

@@ -187,8 +187,11 @@ class GraphProcessor(Processor):
         offsets = torch.cumsum(sizes, 0) - sizes
         edges = torch.cat([it["edge_index"] + off for it, off in zip(items, offsets.tolist())], dim=1)
         batch = torch.repeat_interleave(torch.arange(len(items)), sizes)
-        out = {"x": torch.cat([it["x"] for it in items]), "edge_index": edges, "batch": batch,
-               "num_graphs": torch.tensor(len(items))}
+        slot = torch.arange(int(sizes.max()) if len(items) else 0)
+        valid = slot < sizes[:, None]                   # the padded [B, N_max] layout, made here: the encoder reads
+        out = {"x": torch.cat([it["x"] for it in items]), "edge_index": edges, "batch": batch,    # no size off a
+               "num_graphs": torch.tensor(len(items)),                                            # tensor's value
+               "node_slots": torch.where(valid, offsets[:, None] + slot, 0), "node_valid": valid}
         if all("seed_mask" in it for it in items):
             out["seed_mask"] = torch.cat([it["seed_mask"] for it in items])
         return out
