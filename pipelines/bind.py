@@ -35,7 +35,7 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from zoo import ExampleSet, PretrainOutput
+from zoo import BadExample, ExampleSet, PretrainOutput
 from zoo.bound import BindConfig, BoundModel
 from zoo.collapse import CollapseRule, mean_pairwise_cosine, normalised_std
 from zoo.config import Config, ConfigError
@@ -46,7 +46,7 @@ from .collapse import collapse_facts, collapse_stop_message, stopped_by_alarm
 from .data import TrainData, fit_batch, process_records
 from .engine import setup_run, train
 from .hooks import Hook
-from .pairs import PairProcessor, load_pairs, side_examples, split_batch
+from .pairs import FROZEN_KEY, Absent, PairProcessor, PooledInput, load_pairs, side_examples, split_batch
 from .recipe import TrainConfig, _Loader, _parse_value, load_recipe, parse_recipe
 from .trackers import TrackerHook
 
@@ -293,9 +293,11 @@ class BindPretrainer(nn.Module):
         parts = split_batch(batch, sides)
         z = {}
         for m in sides:
-            encoder = self.bound.encoders[m]
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable[m] > 0):
-                pooled = encoder(parts[m]).pooled
+            if FROZEN_KEY in parts[m]:                      # a frozen side embedded once before training
+                pooled = parts[m][FROZEN_KEY]
+            else:
+                with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable[m] > 0):
+                    pooled = self.bound.encoders[m](parts[m]).pooled
             z[m] = self.bound.project(m, pooled)
         gather = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         anchor, scale = sides[0], self.bound.logit_scale
@@ -334,6 +336,43 @@ class BindPretrainer(nn.Module):
         return out
 
 
+@torch.no_grad()
+def frozen_once(built: BuiltBind, *, skip_bad: bool, batch_size: int = 32) -> tuple[ExampleSet, PairProcessor]:
+    """Every frozen side's pooled embeddings computed once, in eval mode, through its processor's inference view
+    (no augmentation, no random crop), and training fed those vectors (:class:`PooledInput`): its steps then cost
+    the other sides and the projections alone, and nothing is decoded twice. A pair whose frozen side cannot be
+    read raises :class:`zoo.BadExample` naming the pair and the side, or with ``skip_bad`` is left out (counted)
+    when its batch comes. Returns the training pairs and their processor (the built ones when no side is frozen)."""
+    frozen = [m for m, s in built.recipe.sides.items() if s.train == "frozen"]
+    if not frozen:
+        return built.pairs, built.processor
+    pairs, device = built.pairs, built.bound.logit_scale.device
+    vectors: dict[str, list[Any]] = {m: [] for m in frozen}
+    for m in frozen:
+        encoder, one = built.bound.encoders[m].eval(), PairProcessor({m: built.bound.processors[m]})
+        for lo in range(0, len(pairs), batch_size):
+            idx = range(lo, min(lo + batch_size, len(pairs)))
+            batch = process_records(one, [pairs.examples[i] for i in idx], [None] * len(idx),
+                                    [pairs.name(i) for i in idx], skip_bad)
+            meta = batch.pop("_meta")
+            if meta["bad"] is not None:
+                raise BadExample(*meta["bad"])
+            why = {}                                  # "example NAME: field 'F': REASON" → NAME: "F: REASON"
+            for msg in meta["skipped"]:
+                head, _, rest = msg.partition(": field '")
+                field, _, reason = rest.partition("': ")
+                why[head.removeprefix("example ")] = f"{field.removeprefix(m + ': ')}: {reason}"
+            out = iter(encoder(split_batch({k: v.to(device) for k, v in batch.items()}, [m])[m]).pooled.cpu()
+                       if meta["names"] else ())
+            vectors[m] += [Absent(why.get(pairs.name(i), "unreadable")) if pairs.name(i) not in meta["names"]
+                           else next(out) for i in idx]
+    examples = [{**ex, **{m: vectors[m][i] for m in frozen}} for i, ex in enumerate(pairs.examples)]
+    logger.info("%s: the frozen side(s) %s embedded once (%d pairs); training reads those vectors",
+                built.recipe.name, ", ".join(frozen), len(pairs))
+    return (ExampleSet(examples, pairs.labels, [pairs.name(i) for i in range(len(pairs))], pairs.label_names),
+            PairProcessor({m: PooledInput() if m in frozen else p for m, p in built.processor.processors.items()}))
+
+
 # --- evaluation -----------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def embed_pairs(bound: BoundModel, pairs: ExampleSet, *, batch_size: int = 32
@@ -364,10 +403,11 @@ def embed_pairs(bound: BoundModel, pairs: ExampleSet, *, batch_size: int = 32
 
 
 def evaluate_pairs(bound: BoundModel, test: ExampleSet, train: ExampleSet | None = None, *,
-                   png: str | Path | None = None, title: str = "") -> dict[str, Any]:
+                   png: str | Path | None = None, title: str = "", prototype_pairs: int = 500) -> dict[str, Any]:
     """Cross-modal retrieval on held-out pairs, every other side against the anchor in both directions, against
-    chance; zero-shot classification through the other side (class prototypes from ``train``'s pairs, else from the
-    test pairs themselves) where the pairs are labelled; the similarity matrix as a PNG when ``png`` is given."""
+    chance; zero-shot classification through the other side (class prototypes from a seeded sample of at most
+    ``prototype_pairs`` of ``train``'s pairs, else from the test pairs themselves) where the pairs are labelled; the
+    similarity matrix as a PNG when ``png`` is given."""
     from .retrieval import chance_metrics, prototype_accuracy, retrieval_metrics
     z, labels, skipped = embed_pairs(bound, test)
     n = len(next(iter(z.values())))
@@ -381,6 +421,10 @@ def evaluate_pairs(bound: BoundModel, test: ExampleSet, train: ExampleSet | None
     if labels is not None:
         ref, ref_labels = z, labels
         if train is not None and train.labels is not None:
+            if len(train) > prototype_pairs:
+                import numpy as np
+                train = train.subset(sorted(np.random.default_rng(0).choice(len(train), prototype_pairs,
+                                                                            replace=False).tolist()))
             ref, ref_labels, _ = embed_pairs(bound, train)
         report["zero_shot"] = {}
         for m in bound.sides[1:]:
@@ -434,7 +478,7 @@ def bind(recipe: BindRecipe, output_dir: str | Path, *, resume: bool = True, com
     cfg = fit_batch(recipe.train, built.pairs, "bind")
     if cfg.batch_size < 2:
         raise ValueError(f"{recipe.name}: InfoNCE needs at least 2 pairs per batch (the others are the negatives)")
-    stream = TrainData(built.pairs, built.processor, cfg, rank=ctx.info.rank, world=ctx.info.world,
+    stream = TrainData(*frozen_once(built, skip_bad=cfg.skip_bad), cfg, rank=ctx.info.rank, world=ctx.info.world,
                        pin_memory=ctx.device.type == "cuda")
     result = train(built.pretrainer, stream, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx,
                    hooks=(*hooks, trackers), fingerprint=recipe.to_dict(), find_unused_parameters=True)

@@ -33,8 +33,8 @@ from torch import Tensor
 from zoo import BadExample, ExampleSet, Modality, Processor, get_modality
 from zoo.paths import expand
 
-__all__ = ["PairProcessor", "load_pairs", "side_examples", "split_batch", "pair_by_label", "SEP", "PAIR_KEYS",
-           "MEDIA_SUFFIXES"]
+__all__ = ["PairProcessor", "PooledInput", "FROZEN_KEY", "Absent", "load_pairs", "side_examples", "split_batch",
+           "pair_by_label", "SEP", "PAIR_KEYS", "MEDIA_SUFFIXES"]
 
 SEP = "/"                              # a pair batch's keys: ``<modality>/<the side's own key>``
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
@@ -70,7 +70,7 @@ class PairProcessor(Processor):
             raw = example.get(side)
             if _missing(raw):
                 raise BadExample(name, side, "missing (no input for this side)")
-            if isinstance(raw, _Absent):
+            if isinstance(raw, Absent):
                 raise BadExample(name, side, raw.why)
             try:
                 item = call(proc, raw, f"{name} [{side}]")
@@ -106,6 +106,24 @@ class PairProcessor(Processor):
         return out
 
 
+FROZEN_KEY = "frozen_pooled"            # a frozen side's pooled embedding, computed once (:class:`PooledInput`)
+
+
+class PooledInput(Processor):
+    """The processor of a frozen side whose embeddings were computed once before training (``zoo bind``): each
+    example is already its pooled vector ``[D]``; the batch is ``{"frozen_pooled": [B, D]}``."""
+
+    modality = "pooled"
+
+    def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
+        if not torch.is_tensor(example) or example.dim() != 1:
+            raise BadExample(name or "input", "pooled", "a frozen side's precomputed embedding is missing")
+        return {FROZEN_KEY: example}
+
+    def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return {FROZEN_KEY: torch.stack([it[FROZEN_KEY] for it in items])}
+
+
 def split_batch(batch: dict[str, Any], sides: Sequence[str]) -> dict[str, dict[str, Any]]:
     """A pair batch → each side's own batch (keys without the ``<modality>/`` prefix)."""
     out: dict[str, dict[str, Any]] = {s: {} for s in sides}
@@ -119,7 +137,7 @@ def split_batch(batch: dict[str, Any], sides: Sequence[str]) -> dict[str, dict[s
 def side_examples(pairs: ExampleSet, side: str) -> ExampleSet:
     """One side of every pair that has it (what that side's processor is fitted on), named by the pair."""
     keep = [i for i in range(len(pairs)) if not _missing(pairs.examples[i].get(side))
-            and not isinstance(pairs.examples[i][side], _Absent)]
+            and not isinstance(pairs.examples[i][side], Absent)]
     return ExampleSet([pairs.examples[i][side] for i in keep], None, [f"{pairs.name(i)} [{side}]" for i in keep])
 
 
@@ -219,7 +237,7 @@ def _table(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
         if side in lookups:
             key = str(cell)
             if key not in lookups[side]:
-                return _Absent(f"no entity {key!r} in the {side} data ({len(lookups[side])} entities)")
+                return Absent(f"no entity {key!r} in the {side} data ({len(lookups[side])} entities)")
             return lookups[side][key]
         file = Path(str(cell)).expanduser()
         return str(file if file.is_absolute() else path.parent / file)
@@ -230,7 +248,7 @@ def _table(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
     return ExampleSet(examples, labels, names, label_names)
 
 
-class _Absent:
+class Absent:
     """A side whose id names nothing: the pair is refused (or skipped) when processed, saying why."""
 
     def __init__(self, why: str) -> None:

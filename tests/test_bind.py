@@ -265,3 +265,23 @@ def test_a_pair_whose_video_has_no_audio_track_is_named(tmp_path):
     proc = PairProcessor({"audio": zoo.get_modality("audio").processor()})
     with pytest.raises(BadExample, match=r"example clip 3: field 'audio: path': no audio track could be decoded"):
         proc({"audio": str(silent)}, name="clip 3")
+
+
+def test_frozen_sides_are_embedded_once_and_train_as_before(pair_table, tmp_path):
+    """A frozen side's embeddings are computed once before training (eval-mode view) and fed as vectors: the run
+    trains the same projections as one that runs the frozen encoder at every step (the toy processor has no
+    augmentation: the same inputs), and its skipped pairs are counted the same."""
+    from pipelines import bind as bind_module
+    recipe = _recipe(pair_table)
+    recipe["bind"]["sides"]["toyseq"]["train"] = "frozen"
+    once = _bind(recipe, tmp_path / "once")
+    original = bind_module.frozen_once
+    bind_module.frozen_once = lambda built, **_: (built.pairs, built.processor)   # the encoder at every step
+    try:
+        every = _bind(recipe, tmp_path / "every")
+    finally:
+        bind_module.frozen_once = original
+    a = load_file(str(tmp_path / "once" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "every" / "model" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), {k: float((a[k] - b[k]).abs().max()) for k in a}
+    assert once["trainable_parameters"]["toyseq"] == 0 and once["skipped"] == every["skipped"] == 0
