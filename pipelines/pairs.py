@@ -244,7 +244,10 @@ def _table(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
     examples = [{s: side_input(s, i) for s in sides} for i in rows]
     labels = label_names = None
     if spec.get("label_column"):
-        labels, label_names = _labels([table[spec["label_column"]][i] for i in rows])
+        _, label_names = _labels([table[spec["label_column"]][i] for i in range(n)
+                                      if not _missing(table[spec["label_column"]][i])])
+        index = {name: k for k, name in enumerate(label_names)}      # ids over the whole table: every split agrees
+        labels = [index.get(str(table[spec["label_column"]][i])) for i in rows]
     return ExampleSet(examples, labels, names, label_names)
 
 

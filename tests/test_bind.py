@@ -104,6 +104,13 @@ def test_paired_table_reads_files_rows_splits_and_labels(pair_table):
     assert len(pairs) == 36 and pairs.label_names == ["c0", "c1", "c2"]
     first = pairs.examples[0]
     assert first["toyseq"] == str(pair_table.parent / "seqs" / "1.npy") and set(first["tabular"]) == {"f0", "f1"}
+    import pandas as pd
+    table = pd.read_csv(pair_table)
+    table.loc[(table["split"] == "test") & (table["label"] == "c0"), "label"] = "c1"     # c0 in train only
+    table.to_csv(pair_table, index=False)
+    train, test = (load_pairs(_spec(pair_table, s), ["toyseq", "tabular"]) for s in ("train", "test"))
+    assert train.label_names == test.label_names == ["c0", "c1", "c2"]                  # one id per class
+    assert set(test.labels) == {1, 2} and set(train.labels) == {0, 1, 2}
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['colums'\]"):
         load_pairs({**_spec(pair_table, "train"), "colums": {}}, ["toyseq", "tabular"])
     with pytest.raises(ValueError, match="one column per side"):
