@@ -61,8 +61,9 @@ def _decode_file(path: str) -> tuple[np.ndarray, int]:
         except Exception as tc_err:
             from .data import AUDIO_SUFFIXES
             if p.suffix.lower() in CONTAINER_SUFFIXES:
-                raise BadExample(path, "path", f"no audio track could be decoded from this {p.suffix} file (a video "
-                                               f"without sound?): {str(tc_err).splitlines()[0][:160]}") from None
+                raise BadExample(path, "path", f"cannot decode audio: no audio track could be decoded from this "
+                                               f"{p.suffix} file (a video without sound, or a damaged file?): "
+                                               f"{str(tc_err).splitlines()[0][:160]}") from None
             if p.suffix.lower() not in AUDIO_SUFFIXES:
                 raise BadExample(path, "path", f"cannot decode audio: a {p.suffix or 'suffix-less'} file is not an "
                                                f"audio format ({', '.join(AUDIO_SUFFIXES)}): data of another kind?"
