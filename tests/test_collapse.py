@@ -152,7 +152,13 @@ COLLAPSES = {
 }
 
 
-@pytest.mark.parametrize("modality", sorted(COLLAPSES))
+#: the families whose collapse run is a long training run (30-40 steps of the demo recipe on its full data: 20-50 s
+#: each on 2 cores): in ``make test-all``, the others in the default suite
+SLOW_COLLAPSES = {"audio", "video", "pointcloud"}
+
+
+@pytest.mark.parametrize("modality", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_COLLAPSES else m
+                                      for m in sorted(COLLAPSES)])
 def test_a_collapsing_pretraining_run_raises_the_alarm_and_stops_unpublished(modality, tmp_path, caplog):
     if modality not in zoo.installed():
         pytest.skip(f"{modality} is not installed")
