@@ -312,6 +312,7 @@ def test_transformers_conversion_parity(norm, stable, tmp_path):
     assert out.returncode == 2 and "pytorch_model.bin" in out.stderr and "never loaded" in out.stderr
 
 
+@pytest.mark.slow   # the conformance suite runs this path (zoo pretrain --data, reload, identical outputs)
 def test_end_to_end_pretrain_cli_save_reload_identical_embeddings(tmp_path):
     root = tmp_path / "clips"
     rng = np.random.default_rng(0)

@@ -207,6 +207,7 @@ def test_stream_source_reads_clustered_parquet_one_history_at_a_time(tmp_path):
         list(stream.records(0, 1, 0))
 
 
+@pytest.mark.slow   # the conformance suite runs this path (zoo pretrain --data, reload, identical outputs)
 def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
     table, seg = make_cardholders(60, seed=4, min_events=10, max_events=60)
     df = pd.DataFrame(table)

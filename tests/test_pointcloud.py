@@ -174,6 +174,7 @@ def test_processor_files_arrays_and_bad_input(tmp_path):
         p(str(tmp_path / "a.txt"))
 
 
+@pytest.mark.slow   # the conformance suite runs this path (zoo pretrain --data, reload, identical outputs)
 def test_end_to_end_pretrain_cli_on_ply_save_reload_identical_embeddings(tmp_path):
     root = make_shapes(tmp_path / "shapes", train=14, test=7, points=400)
     data = {"source": "shapes", "root": str(root)}

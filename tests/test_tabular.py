@@ -131,6 +131,7 @@ def test_encoder_and_pretrainer_shapes_masks_and_ema():
         TJepaEncoder(TJepaConfig())
 
 
+@pytest.mark.slow   # the conformance suite runs this path (zoo pretrain --data, reload, identical outputs)
 def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
     df = mixed_table(120)
     df.to_csv(tmp_path / "train.csv", index=False)

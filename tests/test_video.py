@@ -260,6 +260,7 @@ def test_transformers_conversion_parity(pretraining, mean_pooling, tmp_path):
     assert out.returncode == 2 and "pytorch_model.bin" in out.stderr and "never loaded" in out.stderr
 
 
+@pytest.mark.slow   # the conformance suite runs this path (zoo pretrain --data, reload, identical outputs)
 def test_end_to_end_pretrain_cli_on_mp4_save_reload_identical_embeddings(tmp_path):
     root = make_moving_digits(tmp_path / "digits", train=12, test=4, frames=8, size=32)
     recipe = tmp_path / "r.yaml"
