@@ -375,10 +375,11 @@ def frozen_once(built: BuiltBind, *, skip_bad: bool, batch_size: int = 32) -> tu
 
 # --- evaluation -----------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def embed_pairs(bound: BoundModel, pairs: ExampleSet, *, batch_size: int = 32
+def embed_pairs(bound: BoundModel, pairs: ExampleSet, *, batch_size: int = 32, skip_bad: bool = True
                 ) -> tuple[dict[str, torch.Tensor], list[int] | None, list[str]]:
     """Every side of every pair in the shared space (eval mode), the kept pairs' labels and the skipped pairs'
-    messages: a pair with a side that cannot be read is left out of every side and counted."""
+    messages: a pair with a side that cannot be read is left out of every side and counted, or without ``skip_bad``
+    raises :class:`zoo.BadExample` naming the pair and the side."""
     bound.eval()
     processor = PairProcessor(bound.processors)
     device = bound.logit_scale.device
@@ -388,8 +389,10 @@ def embed_pairs(bound: BoundModel, pairs: ExampleSet, *, batch_size: int = 32
     for lo in range(0, len(pairs), batch_size):
         idx = list(range(lo, min(lo + batch_size, len(pairs))))
         batch = process_records(processor, [pairs.examples[i] for i in idx], [pairs.label(i) for i in idx],
-                                [pairs.name(i) for i in idx], skip_bad=True)
+                                [pairs.name(i) for i in idx], skip_bad=skip_bad)
         meta = batch.pop("_meta")
+        if meta["bad"] is not None:
+            raise BadExample(*meta["bad"])
         skipped += meta["skipped"]
         if not meta["names"]:
             continue
@@ -403,13 +406,14 @@ def embed_pairs(bound: BoundModel, pairs: ExampleSet, *, batch_size: int = 32
 
 
 def evaluate_pairs(bound: BoundModel, test: ExampleSet, train: ExampleSet | None = None, *,
-                   png: str | Path | None = None, title: str = "", prototype_pairs: int = 500) -> dict[str, Any]:
+                   png: str | Path | None = None, title: str = "", prototype_pairs: int = 500,
+                   skip_bad: bool = True) -> dict[str, Any]:
     """Cross-modal retrieval on held-out pairs, every other side against the anchor in both directions, against
     chance; zero-shot classification through the other side (class prototypes from a seeded sample of at most
     ``prototype_pairs`` of ``train``'s pairs, else from the test pairs themselves) where the pairs are labelled; the
     similarity matrix as a PNG when ``png`` is given."""
     from .retrieval import chance_metrics, prototype_accuracy, retrieval_metrics
-    z, labels, skipped = embed_pairs(bound, test)
+    z, labels, skipped = embed_pairs(bound, test, skip_bad=skip_bad)
     n = len(next(iter(z.values())))
     if n < 2:
         raise ValueError(f"retrieval needs at least 2 held-out pairs, {n} could be read ({len(skipped)} skipped)")
@@ -475,6 +479,7 @@ def bind(recipe: BindRecipe, output_dir: str | Path, *, resume: bool = True, com
     trackers = TrackerHook(report_to, output_dir, name=recipe.name, job="bind")
     ctx = setup_run(recipe.train, output_dir)
     built = build_bind(recipe, pairs=pairs)
+    test = held_out(recipe, built.pairs, test_pairs)           # checked before any training
     cfg = fit_batch(recipe.train, built.pairs, "bind")
     if cfg.batch_size < 2:
         raise ValueError(f"{recipe.name}: InfoNCE needs at least 2 pairs per batch (the others are the negatives)")
@@ -492,7 +497,7 @@ def bind(recipe: BindRecipe, output_dir: str | Path, *, resume: bool = True, com
     if ctx.info.main:
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if not result.stopped_early:
-            _publish(built, recipe, summary, output_dir, command, test_pairs)
+            _publish(built, recipe, summary, output_dir, command, test, cfg.skip_bad)
     summary["model_dir"] = str(output_dir / "model") if (output_dir / "model").is_dir() else None
     trackers.finish(summary=summary)
     if stopped_by_alarm(result, cfg):
@@ -501,8 +506,24 @@ def bind(recipe: BindRecipe, output_dir: str | Path, *, resume: bool = True, com
     return summary
 
 
+def held_out(recipe: BindRecipe, train: ExampleSet, given: ExampleSet | None) -> ExampleSet | None:
+    """The held-out pairs (``test_pairs``, else ``evaluate.test``), refused before training when fewer than 2 or
+    when any of them is a training pair (by name): retrieval among training pairs is not held out."""
+    test = given if given is not None else (load_pairs(recipe.evaluate["test"], list(recipe.sides))
+                                            if "test" in recipe.evaluate else None)
+    if test is None:
+        return None
+    if len(test) < 2:
+        raise ValueError(f"{recipe.name}: evaluate.test holds {len(test)} pair(s); retrieval needs at least 2")
+    shared = sorted(set(test.names or []) & set(train.names or []))
+    if shared:
+        raise ValueError(f"{recipe.name}: {len(shared)} of the {len(test)} held-out pairs are training pairs (e.g. "
+                         f"{shared[0]}): evaluate.test must hold other pairs (another split)")
+    return test
+
+
 def _publish(built: BuiltBind, recipe: BindRecipe, summary: dict[str, Any], output_dir: Path,
-             command: str | None, test: ExampleSet | None) -> None:
+             command: str | None, test: ExampleSet | None, skip_bad: bool) -> None:
     from zoo.hub import non_finite
     from zoo.paths import portable
     bad = non_finite(built.pretrainer.state_dict())
@@ -520,11 +541,10 @@ def _publish(built: BuiltBind, recipe: BindRecipe, summary: dict[str, Any], outp
                                              "command": command or f"zoo bind {recipe.name}"},
                                 sides_pretraining=sides_pretraining)
     report = None
-    if test is None and "test" in recipe.evaluate:
-        test = load_pairs(recipe.evaluate["test"], list(recipe.sides))
     if test is not None:
         report = evaluate_pairs(built.bound, test, built.pairs if built.pairs.labels is not None else None,
-                                png=folder / "similarity.png", title=f"{recipe.name}: held-out pairs")
+                                png=folder / "similarity.png", title=f"{recipe.name}: held-out pairs",
+                                skip_bad=skip_bad)
         (output_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
         summary["evaluation"] = report
     from .bind_card import write_bound_card

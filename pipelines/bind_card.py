@@ -84,7 +84,8 @@ def write_bound_card(folder: str | Path, recipe: Any, summary: dict[str, Any], r
     if report is not None:
         for direction, m in report["retrieval"].items():
             evals.append(EvalResult(task_type="cross-modal-retrieval", task_name=f"retrieval {direction}",
-                                    dataset_type=dataset, dataset_name=dataset, dataset_split="test",
+                                    dataset_type=dataset, dataset_name=dataset,
+                                    dataset_split=str((recipe.evaluate.get("test") or {}).get("split", "test")),
                                     metric_type="recall@1", metric_name=f"R@1 {direction}",
                                     metric_value=round(m["R@1"], 4)))
     data = ModelCardData(library_name="ssl-zoo", license="apache-2.0", pipeline_tag="feature-extraction",

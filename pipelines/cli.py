@@ -341,9 +341,12 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         emb, _, names = load_shards(index) if not to_folder else (None, None, [])
         if out is not None and not to_folder:
             out.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"embeddings": emb.contiguous()}, str(out), metadata={"names": json.dumps(names)})
+            save_file({"embeddings": emb.contiguous()}, str(out), metadata={"names": json.dumps(names),
+                                                                              **_space(encoder)})
             print(f"wrote {tuple(emb.shape)} embeddings to {out}")
         elif out is not None:
+            if _space(encoder):                     # a bound model's side: which space the shards are in
+                (out / "bound.json").write_text(json.dumps(_space(encoder)) + "\n")
             meta = json.loads(index.read_text())
             print(f"wrote {meta['rows']} embeddings in {len(meta['shards'])} shard(s) to {out} (index.json)")
     if emb is not None:
@@ -351,6 +354,15 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             print(f"{name}\t[{', '.join(f'{v:.4f}' for v in row[:6].tolist())}{', …' if len(row) > 6 else ''}]"
                   f"\tdim={len(row)}")
     return 0
+
+
+def _space(encoder: Any) -> dict[str, str]:
+    """For a bound model's side (``--modality``): the side and its signature in the shared space, recorded with the
+    vectors so that ``zoo search`` refuses vectors of another side or model; ``{}`` for any other encoder."""
+    from zoo.bound import SharedSpaceEncoder
+    if not isinstance(encoder, SharedSpaceEncoder):
+        return {}
+    return {"bound_side": encoder.side_name, "bound_signature": encoder.signature}
 
 
 def _embedding_model(model: str, runtime: str | None, modality: str | None) -> tuple[Any, Any]:

@@ -43,7 +43,7 @@ def _side_vectors(model: Any, modality: str, inputs: list[str], batch_size: int)
     its ``--output`` folder) → that side's unit vectors in the shared space and their names."""
     from .data_spec import named_inputs
     if len(inputs) == 1 and (inputs[0].endswith(".safetensors") or (Path(inputs[0]) / "index.json").is_file()):
-        return _stored(inputs[0], model.dim)
+        return _stored(inputs[0], model.dim, modality, model.signature(modality))
     named = [pair for path in inputs for pair in named_inputs(model.processors[modality], path)]
     if not named:
         raise ValueError(f"no {modality} inputs found in {inputs}")
@@ -51,15 +51,29 @@ def _side_vectors(model: Any, modality: str, inputs: list[str], batch_size: int)
     return model.embed(modality, [ex for _, ex in named], names=names, batch_size=batch_size), names
 
 
-def _stored(path: str, dim: int) -> tuple[torch.Tensor, list[str]]:
+def _stored(path: str, dim: int, modality: str, signature: str) -> tuple[torch.Tensor, list[str]]:
+    """Stored vectors, refused unless ``zoo embed`` wrote them for this side of this bound model (the side and its
+    signature recorded beside them: vectors of another side or another model would rank without meaning)."""
     from safetensors import safe_open
 
     from .evaluate import load_shards
     if path.endswith(".safetensors"):
         with safe_open(path, framework="pt") as fh:
-            emb, names = fh.get_tensor("embeddings"), json.loads((fh.metadata() or {}).get("names", "[]"))
+            meta = fh.metadata() or {}
+            emb, names = fh.get_tensor("embeddings"), json.loads(meta.get("names", "[]"))
     else:
         emb, _, names = load_shards(Path(path) / "index.json")
+        bound = Path(path) / "bound.json"
+        meta = json.loads(bound.read_text()) if bound.is_file() else {}
+    if meta.get("bound_side") is None:
+        raise ValueError(f"{path}: these vectors record no bound model's side: write the index with zoo embed MODEL "
+                         f"--modality {modality} --output ...")
+    if meta["bound_side"] != modality:
+        raise ValueError(f"{path}: these are {meta['bound_side']} vectors, not {modality}: search a {modality} index "
+                         f"(or --index-modality {meta['bound_side']})")
+    if meta.get("bound_signature") != signature:
+        raise ValueError(f"{path}: these {modality} vectors were written with another bound model (or another "
+                         "version of it): embed the index again with this model")
     if emb.ndim != 2 or emb.shape[1] != dim or len(names) != emb.shape[0]:
         raise ValueError(f"{path}: {tuple(emb.shape)} embeddings with {len(names)} names are not this bound model's "
                          f"shared space (width {dim}): write them with zoo embed MODEL --modality M --output")

@@ -225,7 +225,8 @@ def _table(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
         rows = [i for i in rows if str(table[col][i]) == str(spec["split"])]
     lookups = _lookups(spec, sides)
     name_col = spec.get("name_column")
-    names = [str(table[name_col][i]) if name_col else f"{path.name}[{i}]" for i in rows]
+    names = [str(table[name_col][i]) if name_col and not _missing(table[name_col][i]) else f"{path.name}[{i}]"
+             for i in rows]
 
     def side_input(side: str, i: int) -> Any:
         column = columns[side]

@@ -292,3 +292,39 @@ def test_frozen_sides_are_embedded_once_and_train_as_before(pair_table, tmp_path
     b = load_file(str(tmp_path / "every" / "model" / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), {k: float((a[k] - b[k]).abs().max()) for k in a}
     assert once["trainable_parameters"]["toyseq"] == 0 and once["skipped"] == every["skipped"] == 0
+
+
+def test_search_refuses_vectors_of_another_side_or_model_and_overlapping_splits(pair_table, tmp_path):
+    """Stored vectors carry their side and the bound model's signature: ``zoo search`` refuses the other side's
+    vectors and another model's, which would rank without meaning; held-out pairs that are training pairs are
+    refused before any training."""
+    from pipelines.cli_bind import search
+
+    from .conftest import zoo_main
+    recipe = _recipe(pair_table)
+    recipe["train"]["steps"] = 2
+    _bind(recipe, tmp_path / "a")
+    recipe["train"]["seed"] = 1
+    _bind(recipe, tmp_path / "b")
+    a, b = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    seqs = [str(p) for p in sorted((pair_table.parent / "seqs").glob("*.npy"))[:6]]
+    for model, side, out in ((a, "toyseq", "a-seq"), (a, "tabular", "a-tab"), (b, "tabular", "b-tab")):
+        inputs = seqs if side == "toyseq" else [str(pair_table)]
+        res = zoo_main("embed", str(model), *inputs, "--modality", side, "--output",
+                       str(tmp_path / f"{out}.safetensors"))
+        assert res.returncode == 0, res.stderr
+    model = zoo.AutoEncoder.from_pretrained(a)
+    found = search(model, seqs[:1], [str(tmp_path / "a-tab.safetensors")], query_modality="toyseq",
+                   index_modality="tabular", top_k=2)
+    assert len(found[0]["results"]) == 2
+    with pytest.raises(ValueError, match="these are toyseq vectors, not tabular"):
+        search(model, seqs[:1], [str(tmp_path / "a-seq.safetensors")], query_modality="toyseq",
+               index_modality="tabular")
+    with pytest.raises(ValueError, match="written with another bound model"):
+        search(model, seqs[:1], [str(tmp_path / "b-tab.safetensors")], query_modality="toyseq",
+               index_modality="tabular")
+    leak = _recipe(pair_table)
+    leak["evaluate"]["test"]["split"] = "train"
+    with pytest.raises(ValueError, match=r"36 of the 36 held-out pairs are training pairs"):
+        _bind(leak, tmp_path / "leak")
+    assert not (tmp_path / "leak" / "checkpoints").exists()

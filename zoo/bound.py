@@ -133,6 +133,17 @@ class BoundModel(nn.Module):
         """Cosine similarities of two sets of shared-space vectors ``[N, dim] x [M, dim] → [N, M]``."""
         return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
 
+    def signature(self, modality: str) -> str:
+        """A fingerprint of one side's place in this shared space (SHA-256 of its projection and the temperature):
+        what ``zoo embed --modality`` records beside the vectors, so that ``zoo search`` refuses vectors of another
+        side or another bound model."""
+        import hashlib
+        self._check_side(modality)
+        digest = hashlib.sha256(modality.encode())
+        for t in (self.projections[modality].weight, self.logit_scale):
+            digest.update(t.detach().cpu().float().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:32]
+
     def head_state(self) -> dict[str, Tensor]:
         """What ``model.safetensors`` holds: the projections and the temperature (each side's encoder is saved in
         its own subfolder)."""
@@ -187,6 +198,7 @@ class SharedSpaceEncoder(Encoder):
         super().__init__(side.config)
         self.modality, self.architecture = side.modality, side.architecture       # type: ignore[misc]
         self.side, self.projection = side, bound.projections[modality]
+        self.side_name, self.signature = modality, bound.signature(modality)
 
     @property
     def dim(self) -> int:
