@@ -75,7 +75,7 @@ class SideConfig(Config):
 
     def validate(self) -> None:
         self.check(bool(self.recipe or self.init), "recipe", "a side needs a recipe (random init) or an init model")
-        self.check(bool(_TRAIN_MODE.match(self.train)), "train", f"must be full, frozen or last-K, got {self.train!r}")
+        self.check(bool(_TRAIN_MODE.match(self.train)), "train", "must be full, frozen or last-K (e.g. last-2)")
         self.check(self.weight >= 0 and math.isfinite(self.weight), "weight", "must be a finite number >= 0")
         self.check(not (self.weight > 0 and self.train == "frozen"), "weight",
                    "a frozen side's own objective trains nothing: set train to full or last-K, or weight to 0")
@@ -143,8 +143,12 @@ def parse_bind_recipe(raw: dict[str, Any], where: str = "bind recipe") -> BindRe
         raise ConfigError(f"{where}: bind.sides must map each modality to its settings (recipe, init, train, weight)")
     sides = {}
     for modality, settings in section["sides"].items():
-        get_modality(str(modality))                      # installed, else UnknownModality naming the installed ones
-        sides[str(modality)] = SideConfig.from_dict(settings or {}, where=f"{label}:bind.sides.{modality}")
+        try:
+            get_modality(str(modality))                  # installed, else UnknownModality naming the installed ones
+            sides[str(modality)] = SideConfig.from_dict(settings or {}, where=f"{label}:bind.sides.{modality}")
+        except (ConfigError, KeyError) as err:
+            raise ConfigError(f"{where}: bind.sides.{modality} (sides with the --set values: "
+                              f"{sorted(section['sides'])}): {str(err).strip(chr(39))}") from None
     space = BindConfig.from_dict({**{k: v for k, v in section.items() if k != "sides"}, "sides": list(sides)},
                                  where=f"{label}:bind")
     for key in ("data", "evaluate"):
