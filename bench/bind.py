@@ -31,19 +31,12 @@ def pretrained_alone(recipe: Any, out: Path) -> dict[str, Path]:
     pairs = load_pairs(recipe.data["train"], list(recipe.sides))
     found = {}
     for m, side in recipe.sides.items():
-        own = side_recipe(m, side, 1, recipe.train.seed)
-        own = own.with_overrides([f"train.steps={_steps(own)}", "train.quality_every=0"])
+        own = side_recipe(m, side, None, recipe.train.seed).with_overrides(["train.quality_every=0"])
         folder = out / f"alone-{m}"
         if not (folder / "model" / "config.json").is_file():
             pretrain(own, folder, examples=side_examples(pairs, m))
         found[m] = folder / "model"
     return found
-
-
-def _steps(recipe: Any) -> int:
-    """The side's own recipe's steps (``side_recipe`` set them to the bind's): read back from its file."""
-    from pipelines.recipe import load_recipe
-    return load_recipe(recipe.path or recipe.name).train.steps
 
 
 def variant_overrides(variant: str, recipe: Any, alone: dict[str, Path]) -> list[str]:

@@ -47,7 +47,7 @@ from .data import TrainData, fit_batch, process_records
 from .engine import setup_run, train
 from .hooks import Hook
 from .pairs import FROZEN_KEY, Absent, PairProcessor, PooledInput, load_pairs, side_examples, split_batch
-from .recipe import TrainConfig, _Loader, _parse_value, load_recipe, parse_recipe
+from .recipe import TrainConfig, _Loader, load_recipe, parse_recipe, set_values
 from .trackers import TrackerHook
 
 logger = logging.getLogger(__name__)
@@ -111,21 +111,7 @@ class BindRecipe:
 
 def apply_bind_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``key.sub=value`` (values read as YAML), e.g. ``bind.sides.audio.train=frozen``, ``train.steps=10``."""
-    raw = copy.deepcopy(raw)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.steps=10")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        if parts[0] not in BIND_KEYS:
-            raise ConfigError(f"--set {item!r}: unknown bind recipe section {parts[0]!r}; known: {sorted(BIND_KEYS)}")
-        node = raw
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {p!r} is not a section")
-        node[parts[-1]] = _parse_value(value, f"--set {item!r}")
-    return raw
+    return set_values(raw, overrides, BIND_KEYS, "bind recipe")
 
 
 def parse_bind_recipe(raw: dict[str, Any], where: str = "bind recipe") -> BindRecipe:
@@ -183,9 +169,10 @@ def load_bind_recipe(name_or_path: str | Path, overrides: list[str] | None = Non
 
 
 # --- building -------------------------------------------------------------------------------------------------------
-def side_recipe(modality: str, side: SideConfig, steps: int, seed: int) -> Any:
-    """The side's recipe (its own, or the one its init model recorded), run for the bind's steps with its seed."""
-    sets = [*side.set, f"train.steps={steps}", f"train.seed={seed}"]
+def side_recipe(modality: str, side: SideConfig, steps: int | None, seed: int) -> Any:
+    """The side's recipe (its own, or the one its init model recorded) with the bind's seed and, unless ``steps`` is
+    ``None`` (the recipe's own), the bind's steps."""
+    sets = [*side.set, *([f"train.steps={steps}"] if steps is not None else []), f"train.seed={seed}"]
     if side.recipe:
         recipe = load_recipe(side.recipe, sets)
     else:

@@ -58,15 +58,12 @@ pairs (`zoo bind` with `evaluate.test`).
 """
 
 
-def retrieval_table(report: dict[str, Any], rows: dict[str, dict[str, Any]] | None = None) -> str:
-    """Markdown: each direction's R@1/5/10 and median rank, and chance on the same number of pairs; ``rows`` adds
-    other models' reports (e.g. the comparisons of ``bench.bind``) under their names."""
-    rows = {"this model": report, **(rows or {})}
+def retrieval_table(report: dict[str, Any]) -> str:
+    """Markdown: each direction's R@1/5/10 and median rank, and chance on the same number of pairs."""
     lines = ["| model | direction | R@1 | R@5 | R@10 | median rank |", "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for name, r in rows.items():
-        for direction, m in r["retrieval"].items():
-            lines.append(f"| {name} | {direction} | {m['R@1']:.3f} | {m['R@5']:.3f} | {m['R@10']:.3f} | "
-                         f"{m['median_rank']:g} |")
+    for direction, m in report["retrieval"].items():
+        lines.append(f"| this model | {direction} | {m['R@1']:.3f} | {m['R@5']:.3f} | {m['R@10']:.3f} | "
+                     f"{m['median_rank']:g} |")
     c = report["chance"]
     lines.append(f"| chance | either | {c['R@1']:.3f} | {c['R@5']:.3f} | {c['R@10']:.3f} | {c['median_rank']:g} |")
     return "\n".join(lines)

@@ -345,8 +345,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                                                                               **_space(encoder)})
             print(f"wrote {tuple(emb.shape)} embeddings to {out}")
         elif out is not None:
-            if _space(encoder):                     # a bound model's side: which space the shards are in
-                (out / "bound.json").write_text(json.dumps(_space(encoder)) + "\n")
+            space = _space(encoder)
+            if space:                               # a bound model's side: which space the shards are in
+                (out / "bound.json").write_text(json.dumps(space) + "\n")
             meta = json.loads(index.read_text())
             print(f"wrote {meta['rows']} embeddings in {len(meta['shards'])} shard(s) to {out} (index.json)")
     if emb is not None:

@@ -273,7 +273,7 @@ def _av_digits(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
     make_av_digits(root, clips=clips, seed=seed, size=size)
     table = {"source": "table", "path": str(root / "pairs.csv"), "columns": {"audio": "file", "video": "file"},
              "label_column": "digit", "name_column": "file",
-             **{k: spec[k] for k in ("split", "limit") if spec.get(k) is not None}}
+             **({"split": spec["split"]} if spec.get("split") is not None else {})}    # load_pairs applies limit
     return _table(table, sides)
 
 

@@ -14,7 +14,7 @@ from zoo import get_modality
 from zoo.config import Config, ConfigError
 
 __all__ = ["TrainConfig", "Recipe", "load_recipe", "parse_recipe", "apply_overrides", "parse_assignments",
-           "find_recipes", "RECIPE_KEYS"]
+           "find_recipes", "RECIPE_KEYS", "set_values"]
 
 RECIPE_KEYS = {"name", "modality", "architecture", "description", "encoder", "pretraining", "processor",
                "data", "train", "evaluate", "finetune"}
@@ -188,21 +188,27 @@ def apply_overrides(recipe: dict[str, Any] | Recipe, overrides: list[str]) -> di
     back parsed again."""
     if isinstance(recipe, Recipe):
         return recipe.with_overrides(overrides)
-    recipe = copy.deepcopy(recipe)
+    return set_values(recipe, overrides, RECIPE_KEYS, "recipe")
+
+
+def set_values(raw: dict[str, Any], overrides: list[str], sections: set[str], what: str) -> dict[str, Any]:
+    """A copy of the mapping ``raw`` with each ``key.sub=value`` of ``overrides`` set (values read as YAML); the
+    first part must be one of ``sections`` (``what`` names the kind of recipe in the error)."""
+    raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.steps=10")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
-        if parts[0] not in RECIPE_KEYS:
-            raise ConfigError(f"--set {item!r}: unknown recipe section {parts[0]!r}; known: {sorted(RECIPE_KEYS)}")
-        node = recipe
+        if parts[0] not in sections:
+            raise ConfigError(f"--set {item!r}: unknown {what} section {parts[0]!r}; known: {sorted(sections)}")
+        node = raw
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {p!r} is not a section")
         node[parts[-1]] = _parse_value(value, f"--set {item!r}")
-    return recipe
+    return raw
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
