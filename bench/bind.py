@@ -93,8 +93,10 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                 wall = statistics.mean(x["wall_seconds"] for x in runs)
                 lines.append(f"| {variant} | {direction} | {' | '.join(cells)} | {median} | {zs} | {wall:.0f} |")
         c = r["chance"]
+        majority = r["runs"]["bound"][0].get("zero_shot", {}).get("majority_class")
+        zs_chance = f"{majority:.3f} (commonest class)" if majority is not None else "—"
         lines += [f"| chance | either | {c['R@1']:.3f} | {c['R@5']:.3f} | {c['R@10']:.3f} | {c['median_rank']:g} | "
-                  "— | — |", ""]
+                  f"{zs_chance} | — |", ""]
         order = _ordered(r)
         lines += [f"R@1, both directions, bound > aligned > random init > chance: {order}.", ""]
     return lines

@@ -3,7 +3,9 @@ Runtime graph (``zoo export``), and int8 where it keeps the probe.
 
 1. Paper-shaped public families on random weights (no download here), the same batch, one run, the runs alternating
    and medians: ours eager, ours + ONNX Runtime, transformers eager and transformers + ONNX Runtime (the dynamo ONNX
-   exporter, dynamic batch and length). Audio: 4 clips of 2 s at 16 kHz; video: 2 clips of 16×224×224.
+   exporter, dynamic batch and length). Audio: 4 clips of 2 s at 16 kHz; video: 2 clips of 16×224×224. Then where
+   ONNX Runtime spends the wav2vec 2.0 BASE graph's time, by operator type, and what ONNX Runtime's transformer
+   fusions (``onnxruntime.transformers.optimizer``) change.
 2. The six demo rows (each recipe pretrained as ``make demo`` does; kept in ``bench/results/export/runs``): eager,
    ONNX Runtime fp32 and int8 (dynamic quantisation) on 16 evaluation examples, and the recipe's final probe (its
    evaluation) with each: int8 is offered for a family (``pipelines.export.INT8_FAMILIES``) where it stays within one
@@ -89,6 +91,50 @@ def family_row(name: str, hf: torch.nn.Module, kind: str, repeats: int) -> dict[
                          "hf_eager": lambda: wrap(x), "hf_onnx": lambda: s_hf.run(None, {"x": feed})}, repeats)
     return {"family": name, "kind": kind, **{k: round(v, 1) for k, v in ms.items()}, "parity_vs_ours_eager": diff,
             "parity_vs_transformers": diff_hf, "ours_export_s": round(ours_export_s, 1)}
+
+
+@torch.no_grad()
+def profile_row(repeats: int) -> dict[str, Any]:
+    """Where ONNX Runtime spends the time of our wav2vec 2.0 BASE graph (the families table's batch), by operator type
+    (ONNX Runtime's own profiler, three runs), and what ``onnxruntime.transformers.optimizer``'s fusions (Attention,
+    SkipLayerNormalization, BiasGelu; the BERT passes, as Optimum applies them) change: fused operators, speed,
+    parity."""
+    import collections
+
+    import onnxruntime as ort
+    import transformers
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    import zoo
+    from zoo.export import Exportable, trace_onnx
+    torch.manual_seed(0)
+    hf = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config()).eval()
+    x = torch.randn(4, 32000)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        hf.save_pretrained(tmp / "hf")
+        ours = zoo.AutoEncoder.from_pretrained(tmp / "hf").eval()
+        trace_onnx(Exportable(ours, ["input_values"]).eval(), (x,), tmp / "ours.onnx", "dynamo")
+        fused = optimize_model(str(tmp / "ours.onnx"), model_type="bert", num_heads=12, hidden_size=768)
+        fused.save_model_to_file(str(tmp / "fused.onnx"))
+        counts = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+        options = ort.SessionOptions()
+        options.enable_profiling, options.profile_file_prefix = True, str(tmp / "profile")
+        profiled = ort.InferenceSession(str(tmp / "ours.onnx"), options, providers=["CPUExecutionProvider"])
+        plain, fast = _session(tmp / "ours.onnx"), _session(tmp / "fused.onnx")
+        feed = {plain.get_inputs()[0].name: x.numpy()}
+        for _ in range(3):
+            profiled.run(None, feed)
+        spent: collections.Counter[str] = collections.Counter()
+        for event in json.loads(Path(profiled.end_profiling()).read_text()):
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                spent[event["args"]["op_name"]] += event["dur"]
+        total = sum(spent.values())
+        diff = float(abs(fast.run(None, feed)[1] - plain.run(None, feed)[1]).max())
+        ms = _alternate({"ours_onnx": lambda: plain.run(None, feed), "fused": lambda: fast.run(None, feed)}, repeats)
+    return {"profile": "wav2vec 2.0 BASE", "ours_onnx": round(ms["ours_onnx"], 1), "fused": round(ms["fused"], 1),
+            "fused_operators": counts, "fused_max_diff": diff,
+            "op_share": {k: round(v / total, 3) for k, v in spent.most_common(6)}}
 
 
 def _demo_model(name: str, runs: Path) -> Path:
@@ -181,7 +227,7 @@ def compile_row(name: str, runs: Path, repeats: int) -> dict[str, Any]:
 
 
 def tables(families: list[dict[str, Any]], demo: list[dict[str, Any]], repeats: int,
-           compiled: list[dict[str, Any]] | None = None) -> list[str]:
+           compiled: list[dict[str, Any]] | None = None, profiles: list[dict[str, Any]] | None = None) -> list[str]:
     lines = ["### Exported encoders: ONNX Runtime against eager (issue #33)", "",
              f"`python -m bench.export` ({time.strftime('%Y-%m-%d')}), machine: {machine()}; fp32 unless said, eval "
              f"mode, medians of {repeats} runs after one warm-up, all runs of a row alternating.", ""]
@@ -209,6 +255,13 @@ def tables(families: list[dict[str, Any]], demo: list[dict[str, Any]], repeats: 
                          f"{r['probe_eager']:.3f} | {r['probe_onnx_fp32']:.3f} | {r['probe_onnx_int8']:.3f} | "
                          f"{'yes' if r['int8_keeps_probe'] else 'no: moved by more than one point'} | "
                          f"{r['fp32_max_diff']:.1e} |")
+    for r in profiles or []:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in r["op_share"].items())
+        fusedops = ", ".join(f"{k} {v}" for k, v in r["fused_operators"].items()) or "none"
+        lines += ["", f"Where ONNX Runtime spends the time of our {r['profile']} graph (its profiler, by operator "
+                  f"type): {shares}. `onnxruntime.transformers.optimizer` (the BERT fusions) on the same graph fuses "
+                  f"{fusedops}, and no Attention: {r['ours_onnx']:.0f} ms before, {r['fused']:.0f} ms after "
+                  f"({r['ours_onnx'] / r['fused']:.2f}x; outputs within {r['fused_max_diff']:.1e})."]
     if compiled:
         lines += ["", "`torch.compile` (inductor, CPU, static shapes) of the same encoders on the same batch; graph "
                   "breaks counted by `torch._dynamo.explain`:", "",
@@ -227,11 +280,14 @@ def main(repeats: int = 5, families: bool = True, demo: bool = True, recipes: li
     out = results_dir("export")
     log = out / "rows.jsonl"
     done = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
-    have = {r.get("family") or r.get("recipe") or f"compile:{r.get('compile')}" for r in done}
+    have = {r.get("family") or r.get("recipe") or (f"profile:{r['profile']}" if "profile" in r else None)
+            or f"compile:{r.get('compile')}" for r in done}
     todo: list[tuple[str, Any]] = []
     if families:
         todo += [(name, lambda n=name, hf=hf, kind=kind: family_row(n, hf.eval(), kind, repeats))
                  for name, hf, kind in public_families() if name not in have]
+        if "profile:wav2vec 2.0 BASE" not in have:
+            todo.append(("profile", lambda: profile_row(repeats)))
     if demo:
         todo += [(name, lambda n=name: demo_row(n, out / "runs", out, repeats)) for name in recipes or DEMO
                  if name not in have]
@@ -247,7 +303,8 @@ def main(repeats: int = 5, families: bool = True, demo: bool = True, recipes: li
     root = Path(__file__).parent / "results"
     (root / "export.json").write_text(json.dumps(done, indent=2) + "\n")
     return publish_table(tables([r for r in done if "family" in r], [r for r in done if "recipe" in r], repeats,
-                                [r for r in done if "compile" in r]), root / "export.md")
+                                [r for r in done if "compile" in r], [r for r in done if "profile" in r]),
+                          root / "export.md")
 
 
 if __name__ == "__main__":

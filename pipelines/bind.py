@@ -348,11 +348,12 @@ def frozen_once(built: BuiltBind, *, skip_bad: bool, batch_size: int = 32) -> tu
             meta = batch.pop("_meta")
             if meta["bad"] is not None:
                 raise BadExample(*meta["bad"])
-            why = {}                                  # "example NAME: field 'F': REASON" → NAME: "F: REASON"
+            why, wanted = {}, {pairs.name(i) for i in idx}   # "example NAME: field 'F': REASON" → NAME: "F: REASON"
             for msg in meta["skipped"]:
                 head, _, rest = msg.partition(": field '")
                 field, _, reason = rest.partition("': ")
-                why[head.removeprefix("example ")] = f"{field.removeprefix(m + ': ')}: {reason}"
+                name = head if head in wanted else head.removeprefix("example ")     # unnamed: "example I"
+                why[name] = f"{field.removeprefix(m + ': ')}: {reason}"
             out = iter(encoder(split_batch({k: v.to(device) for k, v in batch.items()}, [m])[m]).pooled.cpu()
                        if meta["names"] else ())
             vectors[m] += [Absent(why.get(pairs.name(i), "unreadable")) if pairs.name(i) not in meta["names"]
@@ -426,6 +427,7 @@ def evaluate_pairs(bound: BoundModel, test: ExampleSet, train: ExampleSet | None
             for q, o in ((anchor, m), (m, anchor)):
                 report["zero_shot"][f"{q}→{o} prototypes"] = prototype_accuracy(z[q], labels, ref[o], ref_labels)
         report["zero_shot"]["prototypes_from"] = "train pairs" if ref is not z else "test pairs"
+        report["zero_shot"]["majority_class"] = max(labels.count(c) for c in set(labels)) / len(labels)
     if png is not None:
         similarity_png(z[anchor], z[bound.sides[1]], labels, png, (anchor, bound.sides[1]), title)
     return report

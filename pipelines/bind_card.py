@@ -118,10 +118,13 @@ def _results(report: dict[str, Any] | None, folder: Path) -> str:
     results = (f"Cross-modal retrieval on {report['pairs']} held-out pairs ({report['skipped']} skipped): the rank "
                "of each query's true partner among all of them.\n\n" + retrieval_table(report))
     if report.get("zero_shot"):
-        zs = {k: v for k, v in report["zero_shot"].items() if k != "prototypes_from"}
+        zs = {k: v for k, v in report["zero_shot"].items() if k.endswith(" prototypes")}
+        majority = report["zero_shot"].get("majority_class")
         results += ("\n\nZero-shot classification through the other side (nearest class prototype, prototypes "
                     f"from the {report['zero_shot']['prototypes_from']}): "
-                    + ", ".join(f"{k} {v:.3f}" for k, v in zs.items()) + ".")
+                    + ", ".join(f"{k} {v:.3f}" for k, v in zs.items())
+                    + (f"; always naming the commonest class scores {majority:.3f}." if majority is not None
+                       else "."))
     if (folder / "similarity.png").is_file():
         results += "\n\n![similarity of held-out pairs](similarity.png)"
     return results

@@ -9,6 +9,8 @@ Paired data specs use the one data vocabulary (``source``, ``path``, ``label_col
   data (``lookup: {events: {source: flights}}``: the history of the aircraft the cell names); a side given a list
   of columns takes those cells of the row as one example (a table row). ``split`` keeps the rows whose
   ``split_column`` (default ``split``) holds it, or with ``test_fraction`` a seeded share (``split_seed``) of them.
+  Each pair is named by its ``name_column`` (default ``id`` when the table has one; else ``<file>[<row>]``); names
+  that repeat are reported.
 - ``source: folder`` — every media file under ``path`` (``suffixes``, default mp4/mkv/webm/mov), the same file for
   every side: each modality reads its own track (a video's frames and its soundtrack, from one time window).
   ``split`` picks ``path/<split>`` when it exists.
@@ -22,6 +24,8 @@ skipped and counted with ``train.skip_bad``, as everywhere."""
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,8 @@ from torch import Tensor
 
 from zoo import BadExample, ExampleSet, Modality, Processor, get_modality
 from zoo.paths import expand
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PairProcessor", "PooledInput", "FROZEN_KEY", "Absent", "load_pairs", "side_examples", "split_batch",
            "pair_by_label", "SEP", "PAIR_KEYS", "MEDIA_SUFFIXES"]
@@ -222,11 +228,19 @@ def _table(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
         if col not in table:
             raise ValueError(f"paired data {path}: split {spec['split']!r} asked for, but there is no {col!r} "
                              f"column (split_column names it; or give test_fraction); columns: {sorted(table)}")
-        rows = [i for i in rows if str(table[col][i]) == str(spec["split"])]
+        kept = [i for i in rows if str(table[col][i]) == str(spec["split"])]
+        if not kept:
+            raise ValueError(f"paired data {path}: no row has {col} = {spec['split']!r}; its values: "
+                             f"{sorted({str(table[col][i]) for i in rows})[:20]}")
+        rows = kept
     lookups = _lookups(spec, sides)
-    name_col = spec.get("name_column")
+    name_col = spec.get("name_column") or ("id" if "id" in table else None)
     names = [str(table[name_col][i]) if name_col and not _missing(table[name_col][i]) else f"{path.name}[{i}]"
              for i in rows]
+    repeated = sorted(x for x, k in Counter(names).items() if k > 1)
+    if repeated:
+        logger.warning("paired data %s: %d name(s) repeat (e.g. %s): those pairs are told apart by position only, "
+                       "and a search lists the name once per pair", path, len(repeated), repeated[:3])
 
     def side_input(side: str, i: int) -> Any:
         column = columns[side]

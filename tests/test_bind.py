@@ -118,6 +118,20 @@ def test_paired_table_reads_files_rows_splits_and_labels(pair_table):
     with pytest.raises(ValueError, match=r"no column\(s\) \['sequence'\]"):
         load_pairs({**_spec(pair_table, "train"), "columns": {"toyseq": "sequence", "tabular": ["f0"]}},
                    ["toyseq", "tabular"])
+    with pytest.raises(ValueError, match=r"no row has split = 'tset'; its values: \['test', 'train'\]"):
+        load_pairs(_spec(pair_table, "tset"), ["toyseq", "tabular"])
+
+
+def test_pairs_are_named_by_an_id_column_and_repeated_names_reported(pair_table, caplog):
+    import pandas as pd
+    table = pd.read_csv(pair_table)
+    table["id"] = [f"item-{i}" for i in range(len(table))]
+    table.loc[5, "id"] = "item-1"                                                        # a repeat, in train
+    table.to_csv(pair_table, index=False)
+    with caplog.at_level("WARNING", logger="pipelines.pairs"):
+        pairs = load_pairs(_spec(pair_table, "train"), ["toyseq", "tabular"])
+    assert pairs.name(0) == "item-1" and pairs.name(3) == "item-1"
+    assert "1 name(s) repeat (e.g. ['item-1'])" in caplog.text
 
 
 def test_a_bad_side_is_named_with_its_pair(pair_table):
@@ -185,7 +199,9 @@ def test_bind_run_reloads_searches_and_each_side_loads_alone(pair_table, tmp_pat
     report = json.loads((tmp_path / "run" / "evaluation.json").read_text())
     assert set(report["retrieval"]) == {"toyseq→tabular", "tabular→toyseq"}
     assert report["chance"]["R@1"] == pytest.approx(1 / 12)
+    assert report["zero_shot"]["majority_class"] == pytest.approx(4 / 12)      # 12 held out, 4 per class
     card = (folder / "README.md").read_text()
+    assert "always naming the commonest class scores 0.333" in card
     assert "cross-modal-retrieval" in card and "similarity.png" in card and (folder / "similarity.png").is_file()
     model = zoo.AutoEncoder.from_pretrained(folder)
     assert model.sides == ["toyseq", "tabular"] and not model.training

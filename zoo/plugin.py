@@ -46,7 +46,8 @@ class BadExample(ValueError):
 
     def __init__(self, example: Any, field: str, reason: str) -> None:
         self.example, self.field, self.reason = example, field, reason
-        super().__init__(f"example {example!s}: field {field!r}: {reason}")
+        name = str(example)                     # an unnamed example is already called "example I"
+        super().__init__(f"{'' if name.startswith('example ') else 'example '}{name}: field {field!r}: {reason}")
 
     def __str__(self) -> str:          # also for subclasses that are KeyErrors (which would quote the text)
         return str(self.args[0])
