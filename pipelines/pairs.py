@@ -16,7 +16,8 @@ Paired data specs use the one data vocabulary (``source``, ``path``, ``label_col
   ``split`` picks ``path/<split>`` when it exists.
 - ``source: hf`` — a Hugging Face dataset with a column per side (``columns``), ``split``.
 - ``source: av-digits`` — the generated audio-visual digits (:mod:`pipelines.av_digits`: ``clips``, ``seed``,
-  ``size``; made once under ``root``, default ``$ZOO_CACHE/av-digits-<clips>-<seed>-<size>``), a ``table`` of its
+  ``size``, and its ``snr_db`` and ``jitter_s``; made once under ``root``, default
+  ``$ZOO_CACHE/av-digits-<clips>-<seed>-<size>[-<knob><value>...]``), a ``table`` of its
   ``pairs.csv`` with each mp4 for the ``audio`` and ``video`` sides, labelled by the digit.
 
 A pair with a missing or unreadable side raises :class:`zoo.BadExample` naming the pair and the side, or is
@@ -46,7 +47,7 @@ SEP = "/"                              # a pair batch's keys: ``<modality>/<the 
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 PAIR_KEYS = {"source", "path", "columns", "lookup", "label_column", "split", "split_column", "suffixes", "name",
              "name_column", "limit", "package", "test_fraction", "split_seed", "drop_missing_labels", "root", "clips",
-             "seed", "size"}
+             "seed", "size", "snr_db", "jitter_s"}
 
 
 def _missing(value: Any) -> bool:
@@ -283,8 +284,10 @@ def _av_digits(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
     if set(sides) != {"audio", "video"}:
         raise ValueError(f"paired data av-digits: its sides are audio and video, not {sides}")
     clips, seed, size = int(spec.get("clips", 600)), int(spec.get("seed", 0)), int(spec.get("size", 64))
-    root = Path(str(spec.get("root") or cache_dir() / f"av-digits-{clips}-{seed}-{size}")).expanduser()
-    make_av_digits(root, clips=clips, seed=seed, size=size)
+    knobs = {k: spec[k] for k in ("snr_db", "jitter_s") if spec.get(k) is not None}
+    tag = "".join(f"-{k}{'-'.join(map(str, v)) if isinstance(v, list | tuple) else v}" for k, v in knobs.items())
+    root = Path(str(spec.get("root") or cache_dir() / f"av-digits-{clips}-{seed}-{size}{tag}")).expanduser()
+    make_av_digits(root, clips=clips, seed=seed, size=size, **knobs)
     table = {"source": "table", "path": str(root / "pairs.csv"), "columns": {"audio": "file", "video": "file"},
              "label_column": "digit", "name_column": "file",
              **({"split": spec["split"]} if spec.get("split") is not None else {})}    # load_pairs applies limit

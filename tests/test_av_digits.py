@@ -136,3 +136,16 @@ def test_missing_tool_names_the_debian_package(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="Debian package ffmpeg"):
         make_av_digits(tmp_path / "b", clips=4)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@needs_tools
+def test_a_paired_spec_sets_the_generators_noise_and_jitter(tmp_path, monkeypatch):
+    from pipelines.pairs import load_pairs
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path))
+    spec = {"source": "av-digits", "clips": 4, "seed": 1, "size": 32, "snr_db": [30, 40], "jitter_s": 0.0}
+    pairs = load_pairs(spec, ["video", "audio"])
+    root = tmp_path / "av-digits-4-1-32-snr_db30-40-jitter_s0.0"
+    meta = json.loads((root / "metadata.json").read_text())
+    assert len(pairs) == 4 and meta["snr_db"] == [30.0, 40.0] and meta["jitter_s"] == 0.0
+    assert {float(r["jitter_s"]) for r in read_pairs(root)} == {0.0}
+    assert all(30 <= float(r["snr_db"]) <= 40 for r in read_pairs(root))
