@@ -39,6 +39,39 @@ def pretrained_alone(recipe: Any, out: Path) -> dict[str, Path]:
     return found
 
 
+def side_probes(recipe: Any, alone: dict[str, Path]) -> dict[str, Any]:
+    """What each side pretrained alone knows of the pairs' class on its own, held out: a linear probe on its frozen
+    pooled embeddings (the vectors the aligned variant trains on) beside the modality's hand-made baselines on the
+    same examples (:mod:`pipelines.baseline`). A side that cannot tell the classes apart gives a bind little to
+    align beyond what the pairs themselves teach. Also the share of the commonest class among the held-out pairs
+    (what zero-shot scores by always naming it)."""
+    import torch
+
+    import zoo
+    from pipelines.baseline import baseline_scores
+    from pipelines.bind import build_bind, frozen_once
+    from pipelines.pairs import load_pairs, side_examples
+    from pipelines.probes import linear_probe
+    frozen = recipe.with_overrides(variant_overrides("aligned", recipe, alone))
+    splits = {}
+    for split, spec in (("train", frozen.data["train"]), ("test", frozen.evaluate["test"])):
+        built = build_bind(frozen, pairs=load_pairs(spec, list(frozen.sides)))
+        pairs, _ = frozen_once(built, skip_bad=True)
+        keep = [i for i in range(len(pairs)) if all(torch.is_tensor(pairs.examples[i][m]) for m in frozen.sides)]
+        splits[split] = (built.pairs.subset(keep), pairs.subset(keep))
+    (raw_tr, vec_tr), (raw_te, vec_te) = splits["train"], splits["test"]
+    out = {}
+    for m in frozen.sides:
+        x = {n: torch.stack([ex[m] for ex in v.examples]) for n, v in (("train", vec_tr), ("test", vec_te))}
+        base = baseline_scores(zoo.get_modality(m), zoo.AutoProcessor.from_pretrained(alone[m]),
+                               side_examples(raw_tr, m), side_examples(raw_te, m), task="classification",
+                               metric="accuracy", num_classes=len(raw_tr.label_names or []))
+        out[m] = {"probe": linear_probe(x["train"], vec_tr.labels, x["test"], vec_te.labels),
+                  "baselines": base["scores"], "classes": len(raw_tr.label_names or [])}
+    labels = list(vec_te.labels)
+    return {"sides": out, "majority_class": max(labels.count(c) for c in set(labels)) / len(labels)}
+
+
 def variant_overrides(variant: str, recipe: Any, alone: dict[str, Path]) -> list[str]:
     sets = []
     for m in recipe.sides:
@@ -65,8 +98,11 @@ def one(name: str, seeds: int, out: Path) -> dict[str, Any]:
             report = json.loads(done.read_text())
             summary = json.loads((folder / "train_summary.json").read_text())
             runs[variant].append({**report, "wall_seconds": summary["wall_seconds"]})
+    probes = out / name / "side-probes.json"
+    if not probes.is_file():
+        probes.write_text(json.dumps(side_probes(recipe, alone), indent=1) + "\n")
     return {"recipe": name, "seeds": seeds, "runs": runs, "chance": runs["bound"][0]["chance"],
-            "pairs": runs["bound"][0]["pairs"]}
+            "pairs": runs["bound"][0]["pairs"], "side_probes": json.loads(probes.read_text())}
 
 
 def _mean_std(values: list[float]) -> str:
@@ -93,10 +129,17 @@ def table(results: list[dict[str, Any]]) -> list[str]:
                 wall = statistics.mean(x["wall_seconds"] for x in runs)
                 lines.append(f"| {variant} | {direction} | {' | '.join(cells)} | {median} | {zs} | {wall:.0f} |")
         c = r["chance"]
-        majority = r["runs"]["bound"][0].get("zero_shot", {}).get("majority_class")
+        majority = r.get("side_probes", {}).get("majority_class")
         zs_chance = f"{majority:.3f} (commonest class)" if majority is not None else "—"
         lines += [f"| chance | either | {c['R@1']:.3f} | {c['R@5']:.3f} | {c['R@10']:.3f} | {c['median_rank']:g} | "
                   f"{zs_chance} | — |", ""]
+        if r.get("side_probes"):
+            lines += ["Each side pretrained alone, on its own: linear probe of its frozen pooled embeddings on the "
+                      "held-out pairs' class, beside the modality's hand-made baselines on the same examples:", ""]
+            for m, p in r["side_probes"]["sides"].items():
+                base = ", ".join(f"{k} {v:.3f}" for k, v in p["baselines"].items()) or "none"
+                lines.append(f"- {m}: probe {p['probe']:.3f} ({p['classes']} classes); hand-made: {base}")
+            lines.append("")
         order = _ordered(r)
         lines += [f"R@1, both directions, bound > aligned > random init > chance: {order}.", ""]
     return lines

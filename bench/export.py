@@ -148,8 +148,9 @@ def _demo_model(name: str, runs: Path) -> Path:
     return folder / "model"
 
 
-def _examples(name: str, n: int = 16) -> tuple[list[Any], list[str], Any, Any]:
-    """``n`` of the recipe's evaluation test examples with their names, the built recipe and its final probe."""
+def _examples(name: str, n: int = 16, *, probe: bool = True) -> tuple[list[Any], list[str], Any, Any]:
+    """``n`` of the recipe's evaluation test examples with their names, the built recipe and its final probe (None
+    without ``probe``)."""
     from pipelines.build import build
     from pipelines.quality import evaluation_sets
     from pipelines.recipe import load_recipe
@@ -159,7 +160,8 @@ def _examples(name: str, n: int = 16) -> tuple[list[Any], list[str], Any, Any]:
     built = build(recipe)
     _, test = evaluation_sets(built.modality, recipe.evaluate)
     idx = list(range(min(n, len(test))))
-    return [test.examples[i] for i in idx], [test.name(i) for i in idx], built, final_probe(built, recipe)[1]
+    return ([test.examples[i] for i in idx], [test.name(i) for i in idx], built,
+            final_probe(built, recipe)[1] if probe else None)
 
 
 def demo_row(name: str, runs: Path, out: Path, repeats: int) -> dict[str, Any]:
@@ -201,25 +203,27 @@ def demo_row(name: str, runs: Path, out: Path, repeats: int) -> dict[str, Any]:
 @torch.no_grad()
 def compile_row(name: str, runs: Path, repeats: int) -> dict[str, Any]:
     """``torch.compile`` (inductor, CPU, static shapes: ``dynamic=True`` stalls in symbolic shape reasoning on the
-    audio feature encoder's strided convolutions) of a demo encoder on 16 evaluation examples: graphs and graph
+    audio feature encoder's strided convolutions; ``allow_rnn``: without it dynamo skips a GRU encoder's whole
+    forward, counting no break) of a demo encoder on 16 evaluation examples: graphs and graph
     breaks (``torch._dynamo.explain``), the first call's compile time, speed against eager, parity."""
     import zoo
     from zoo.export import input_keys
     model = _demo_model(name, runs)
-    examples, names, _, _ = _examples(name)
+    examples, names, _, _ = _examples(name, probe=False)
     eager = zoo.AutoEncoder.from_pretrained(model).eval()
     processor = zoo.AutoProcessor.from_pretrained(model)
     batch = processor.collate([processor(ex, name=n) for ex, n in zip(examples, names)])
     batch = {k: batch[k] for k in input_keys(batch)}
     torch._dynamo.reset()
-    explained = torch._dynamo.explain(eager)(batch)
-    compiled = torch.compile(eager, dynamic=False)
-    t0 = time.perf_counter()
-    got = compiled(batch)
-    compile_s = time.perf_counter() - t0
-    want = eager(batch)
+    with torch._dynamo.config.patch(allow_rnn=True):        # else dynamo runs a GRU encoder's forward eagerly
+        explained = torch._dynamo.explain(eager)(batch)
+        compiled = torch.compile(eager, dynamic=False)
+        t0 = time.perf_counter()
+        got = compiled(batch)
+        compile_s = time.perf_counter() - t0
+        want = eager(batch)
+        ms = _alternate({"eager": lambda: eager(batch), "compiled": lambda: compiled(batch)}, repeats)
     diff = max(float((getattr(got, k).float() - getattr(want, k).float()).abs().max()) for k in ("pooled", "tokens"))
-    ms = _alternate({"eager": lambda: eager(batch), "compiled": lambda: compiled(batch)}, repeats)
     return {"compile": name, "graphs": explained.graph_count, "graph_breaks": explained.graph_break_count,
             "break_reasons": sorted({str(b.reason).splitlines()[0][:160] for b in explained.break_reasons}),
             "compile_s": round(compile_s, 1), "compile_max_diff": diff, "eager_ms": round(ms["eager"], 2),
