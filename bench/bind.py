@@ -50,8 +50,9 @@ def side_probes(recipe: Any, alone: dict[str, Path]) -> dict[str, Any]:
     import zoo
     from pipelines.baseline import baseline_scores
     from pipelines.bind import build_bind, frozen_once
-    from pipelines.pairs import load_pairs, side_examples
+    from pipelines.pairs import load_pairs
     from pipelines.probes import linear_probe
+    from zoo import ExampleSet
     frozen = recipe.with_overrides(variant_overrides("aligned", recipe, alone))
     splits = {}
     for split, spec in (("train", frozen.data["train"]), ("test", frozen.evaluate["test"])):
@@ -63,9 +64,9 @@ def side_probes(recipe: Any, alone: dict[str, Path]) -> dict[str, Any]:
     out = {}
     for m in frozen.sides:
         x = {n: torch.stack([ex[m] for ex in v.examples]) for n, v in (("train", vec_tr), ("test", vec_te))}
-        base = baseline_scores(zoo.get_modality(m), zoo.AutoProcessor.from_pretrained(alone[m]),
-                               side_examples(raw_tr, m), side_examples(raw_te, m), task="classification",
-                               metric="accuracy", num_classes=len(raw_tr.label_names or []))
+        own = [ExampleSet([ex[m] for ex in raw.examples], raw.labels) for raw in (raw_tr, raw_te)]   # labelled
+        base = baseline_scores(zoo.get_modality(m), zoo.AutoProcessor.from_pretrained(alone[m]), *own,
+                               task="classification", metric="accuracy", num_classes=len(raw_tr.label_names or []))
         out[m] = {"probe": linear_probe(x["train"], vec_tr.labels, x["test"], vec_te.labels),
                   "baselines": base["scores"], "classes": len(raw_tr.label_names or [])}
     labels = list(vec_te.labels)
