@@ -21,6 +21,7 @@ batch and counted, otherwise the run stops with the example and field named.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import random
@@ -338,7 +339,9 @@ def fit_batch(cfg: TrainConfig, data: ExampleSet | StreamSet, what: str) -> Trai
 
 class TrainData:
     """Training batches of one rank, endless, with the position to checkpoint (:meth:`state`) and the counts of
-    skipped examples. ``batches(state)`` starts from a checkpointed position."""
+    skipped examples: ``skipped`` distinct examples (a bad example met again in a later epoch counts once; told
+    apart by their messages, which name the example and the field) and ``skipped_visits``, every time one was met.
+    ``batches(state)`` starts from a checkpointed position."""
 
     def __init__(self, data: ExampleSet | StreamSet, processor: Processor, cfg: TrainConfig, *, rank: int = 0,
                  world: int = 1, pin_memory: bool = False) -> None:
@@ -347,7 +350,8 @@ class TrainData:
         self.streamed = isinstance(data, StreamSet)
         self.augment = cfg.augment and processor.augments()        # the processor's training augmentation
         self.crop = not self.augment and processor.crops()         # else its random crop of a long input
-        self.skipped = 0
+        self.skipped_visits = 0
+        self._skipped_seen: set[str] = set()          # digests of the distinct skip messages
         self.skipped_examples: list[str] = []
         self._position: dict[str, Any] = {}
         self.lengths: torch.Tensor | None = None
@@ -362,14 +366,20 @@ class TrainData:
     def size(self) -> int | None:
         return None if self.streamed else len(self.data)
 
+    @property
+    def skipped(self) -> int:
+        return len(self._skipped_seen)
+
     def state(self) -> dict[str, Any]:
-        return {**self._position, "skipped": self.skipped, "skipped_examples": self.skipped_examples[:20]}
+        return {**self._position, "skipped": self.skipped, "skipped_visits": self.skipped_visits,
+                "skipped_seen": sorted(self._skipped_seen), "skipped_examples": self.skipped_examples[:20]}
 
     def batches(self, state: dict[str, Any] | None = None, close_fds: tuple[int, ...] = ()) -> Iterator[dict[str, Any]]:
         """Endless batches from the checkpointed position ``state``; ``close_fds`` are closed in the workers."""
         cfg, workers = self.cfg, self.cfg.num_workers
         state = state or {}
-        self.skipped = int(state.get("skipped", 0))
+        self.skipped_visits = int(state.get("skipped_visits", state.get("skipped", 0)))
+        self._skipped_seen = set(state.get("skipped_seen", []))
         self.skipped_examples = list(state.get("skipped_examples", []))
         if self.streamed:
             if state and state.get("workers", workers) != max(workers, 1):
@@ -405,8 +415,13 @@ class TrainData:
                 self._position["next_role"] = (role + 1) % max(workers, 1)
             else:
                 self._position["batches"] += 1
-            self.skipped += len(meta["skipped"])
-            self.skipped_examples += meta["skipped"][: max(0, 20 - len(self.skipped_examples))]
+            for message in meta["skipped"]:
+                self.skipped_visits += 1
+                digest = hashlib.sha256(message.encode()).hexdigest()[:16]
+                if digest not in self._skipped_seen:
+                    self._skipped_seen.add(digest)
+                    if len(self.skipped_examples) < 20:
+                        self.skipped_examples.append(message)
             if not meta["names"]:
                 continue                     # every example of this batch was skipped
             batch["_names"] = meta["names"]

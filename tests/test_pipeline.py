@@ -71,6 +71,33 @@ def test_map_style_two_ranks_two_workers_see_every_example_once_per_epoch(toy_pl
     assert len(counts) == 48 and set(counts.values()) == {1}
 
 
+def test_a_bad_example_met_in_every_epoch_is_counted_once_and_survives_resume(toy_plugin):
+    import numpy as np
+
+    from pipelines.data import TrainData
+    from pipelines.recipe import TrainConfig
+    from zoo import ExampleSet
+    mod, proc = _processor(toy_plugin)
+    data = mod.load_data({"source": "synthetic", "n": 12, "seed": 0})
+    examples = list(data.examples)
+    examples[4] = np.zeros((0, 4), dtype=np.float32)                  # zero-length: a bad example
+    data = ExampleSet(examples, data.labels, [f"ex{i}" for i in range(12)], data.label_names)
+    cfg = TrainConfig(batch_size=4, num_workers=0, seed=0, skip_bad=True)
+    train = TrainData(data, proc, cfg)
+    it = train.batches()
+    for _ in range(9):                                                   # three epochs of three batches
+        next(it)
+    it.close()
+    assert train.skipped == 1 and train.skipped_visits == 3, (train.skipped, train.skipped_visits)
+    assert len(train.skipped_examples) == 1 and "ex4" in train.skipped_examples[0]
+    again = TrainData(data, proc, cfg)
+    it = again.batches(train.state())
+    for _ in range(3):
+        next(it)
+    it.close()
+    assert again.skipped == 1 and again.skipped_visits == 4
+
+
 @pytest.mark.parametrize("shards", [3, 4])   # 4 parts: whole shards per part; 3: every 4th example
 def test_streamed_two_ranks_two_workers_see_every_example_once_per_epoch(toy_plugin, tmp_path, shards):
     from pipelines.data import _loader, _StreamBatches
