@@ -41,6 +41,7 @@ from zoo.collapse import CollapseRule, mean_pairwise_cosine, normalised_std
 from zoo.config import Config, ConfigError
 from zoo.objectives import clip_loss
 
+from .bind_card import SIMILARITY_PAIRS
 from .build import Built, build
 from .collapse import collapse_facts, collapse_stop_message, stopped_by_alarm
 from .data import TrainData, fit_batch, process_records
@@ -434,7 +435,7 @@ def evaluate_pairs(bound: BoundModel, test: ExampleSet, train: ExampleSet | None
 
 
 def similarity_png(a: torch.Tensor, b: torch.Tensor, labels: list[int] | None, path: str | Path,
-                   names: tuple[str, str], title: str = "", limit: int = 48) -> Path:
+                   names: tuple[str, str], title: str = "", limit: int = SIMILARITY_PAIRS) -> Path:
     """The cosine similarities of the first ``limit`` held-out pairs (sorted by label when labelled): pairs on the
     diagonal."""
     import matplotlib
@@ -448,7 +449,8 @@ def similarity_png(a: torch.Tensor, b: torch.Tensor, labels: list[int] | None, p
     im = ax.imshow(sims, cmap="viridis", vmin=-1, vmax=1)
     ax.set_xlabel(f"{names[1]} (held-out pair)")
     ax.set_ylabel(f"{names[0]} (held-out pair)")
-    ax.set_title(title or f"{names[0]} ↔ {names[1]}: cosine similarity", fontsize=9)
+    ax.set_title((title or f"{names[0]} ↔ {names[1]}: cosine similarity") + f" ({len(idx)} of {len(a)} pairs)",
+                 fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

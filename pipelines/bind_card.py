@@ -13,6 +13,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from zoo.cards import FINGERPRINT_KEY, weights_fingerprint
 from zoo.hub import CARD_NAME, CONFIG_NAME
 
+SIMILARITY_PAIRS = 48                    # held-out pairs in the card's similarity matrix
+
 __all__ = ["write_bound_card", "retrieval_table"]
 
 
@@ -126,5 +128,7 @@ def _results(report: dict[str, Any] | None, folder: Path) -> str:
                     + (f"; always naming the commonest class scores {majority:.3f}." if majority is not None
                        else "."))
     if (folder / "similarity.png").is_file():
-        results += "\n\n![similarity of held-out pairs](similarity.png)"
+        shown = min(SIMILARITY_PAIRS, report["pairs"])
+        results += ("\n\n![similarity of held-out pairs](similarity.png)\n\nCosine similarities of the first "
+                    f"{shown} held-out pairs (sorted by class when labelled): each pair on the diagonal.")
     return results
