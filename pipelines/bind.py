@@ -369,15 +369,15 @@ def frozen_once(built: BuiltBind, *, skip_bad: bool, batch_size: int = 32) -> tu
 # --- evaluation -----------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def embed_pairs(bound: BoundModel, pairs: ExampleSet, *, batch_size: int = 32, skip_bad: bool = True
-                ) -> tuple[dict[str, torch.Tensor], list[int] | None, list[str]]:
-    """Every side of every pair in the shared space (eval mode), the kept pairs' labels and the skipped pairs'
-    messages: a pair with a side that cannot be read is left out of every side and counted, or without ``skip_bad``
-    raises :class:`zoo.BadExample` naming the pair and the side."""
+                ) -> tuple[dict[str, torch.Tensor], list[int | None] | None, list[str]]:
+    """Every side of every pair in the shared space (eval mode), the kept pairs' labels (None for a pair without
+    one) and the skipped pairs' messages: a pair with a side that cannot be read is left out of every side and
+    counted, or without ``skip_bad`` raises :class:`zoo.BadExample` naming the pair and the side."""
     bound.eval()
     processor = PairProcessor(bound.processors)
     device = bound.logit_scale.device
     out: dict[str, list[torch.Tensor]] = {m: [] for m in bound.sides}
-    labels: list[int] = []
+    labels: list[int | None] = []
     skipped: list[str] = []
     for lo in range(0, len(pairs), batch_size):
         idx = list(range(lo, min(lo + batch_size, len(pairs))))
@@ -389,13 +389,14 @@ def embed_pairs(bound: BoundModel, pairs: ExampleSet, *, batch_size: int = 32, s
         skipped += meta["skipped"]
         if not meta["names"]:
             continue
-        if "labels" in batch:
-            labels += batch.pop("labels").tolist()
+        batch.pop("labels", None)
+        labels += [pairs.label(idx[k]) for k in meta["keep"]]     # per kept pair: a pair may have no label
         parts = split_batch({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, bound.sides)
         for m in bound.sides:
             out[m].append(bound(m, parts[m]).cpu())
     z = {m: torch.cat(v) if v else torch.zeros(0, bound.dim) for m, v in out.items()}
-    return z, (labels if pairs.labels is not None and labels else None), skipped
+    labelled = pairs.labels is not None and any(y is not None for y in labels)
+    return z, (labels if labelled else None), skipped
 
 
 def evaluate_pairs(bound: BoundModel, test: ExampleSet, train: ExampleSet | None = None, *,
@@ -405,7 +406,7 @@ def evaluate_pairs(bound: BoundModel, test: ExampleSet, train: ExampleSet | None
     chance; zero-shot classification through the other side (class prototypes from a seeded sample of at most
     ``prototype_pairs`` of ``train``'s pairs, else from the test pairs themselves) where the pairs are labelled; the
     similarity matrix as a PNG when ``png`` is given."""
-    from .retrieval import chance_metrics, prototype_accuracy, retrieval_metrics
+    from .retrieval import chance_metrics, retrieval_metrics
     z, labels, skipped = embed_pairs(bound, test, skip_bad=skip_bad)
     n = len(next(iter(z.values())))
     if n < 2:
@@ -416,22 +417,37 @@ def evaluate_pairs(bound: BoundModel, test: ExampleSet, train: ExampleSet | None
     for m in bound.sides[1:]:
         report["retrieval"].update(retrieval_metrics(z[anchor], z[m], (anchor, m)))
     if labels is not None:
-        ref, ref_labels = z, labels
-        if train is not None and train.labels is not None:
-            if len(train) > prototype_pairs:
-                import numpy as np
-                train = train.subset(sorted(np.random.default_rng(0).choice(len(train), prototype_pairs,
-                                                                            replace=False).tolist()))
-            ref, ref_labels, _ = embed_pairs(bound, train)
-        report["zero_shot"] = {}
-        for m in bound.sides[1:]:
-            for q, o in ((anchor, m), (m, anchor)):
-                report["zero_shot"][f"{q}→{o} prototypes"] = prototype_accuracy(z[q], labels, ref[o], ref_labels)
-        report["zero_shot"]["prototypes_from"] = "train pairs" if ref is not z else "test pairs"
-        report["zero_shot"]["majority_class"] = max(labels.count(c) for c in set(labels)) / len(labels)
+        report["zero_shot"] = _zero_shot(bound, z, labels, train, prototype_pairs)
     if png is not None:
         similarity_png(z[anchor], z[bound.sides[1]], labels, png, (anchor, bound.sides[1]), title)
     return report
+
+
+def _zero_shot(bound: BoundModel, z: dict[str, torch.Tensor], labels: list[int | None], train: ExampleSet | None,
+               prototype_pairs: int) -> dict[str, Any]:
+    """Each labelled held-out pair classified through the other side by the nearest class prototype (from a seeded
+    sample of ``train``'s labelled pairs, else from the test pairs), beside always naming the commonest class."""
+    from .retrieval import prototype_accuracy
+    has = torch.tensor([y is not None for y in labels])
+    zq, yq = {m: v[has] for m, v in z.items()}, [y for y in labels if y is not None]
+    ref, ref_labels, source = zq, yq, "test pairs"
+    if train is not None and train.labels is not None:
+        import numpy as np
+        keep = [i for i in range(len(train)) if train.label(i) is not None]
+        if len(keep) > prototype_pairs:
+            keep = sorted(np.random.default_rng(0).choice(keep, prototype_pairs, replace=False).tolist())
+        got, got_labels, _ = embed_pairs(bound, train.subset(keep))
+        if got_labels is not None and len(got_labels):
+            ref, ref_labels, source = got, got_labels, "train pairs"
+    out: dict[str, Any] = {}
+    anchor = bound.sides[0]
+    for m in bound.sides[1:]:
+        for q, o in ((anchor, m), (m, anchor)):
+            out[f"{q}→{o} prototypes"] = prototype_accuracy(zq[q], yq, ref[o], ref_labels)
+    out["prototypes_from"] = source
+    out["majority_class"] = max(yq.count(c) for c in set(yq)) / len(yq)
+    out["labelled_pairs"] = len(yq)
+    return out
 
 
 def similarity_png(a: torch.Tensor, b: torch.Tensor, labels: list[int] | None, path: str | Path,
@@ -443,7 +459,7 @@ def similarity_png(a: torch.Tensor, b: torch.Tensor, labels: list[int] | None, p
     import matplotlib.pyplot as plt
     idx = list(range(min(limit, len(a))))
     if labels is not None:
-        idx.sort(key=lambda i: labels[i])
+        idx.sort(key=lambda i: -1 if labels[i] is None else labels[i])
     sims = (a[idx] @ b[idx].T).numpy()
     fig, ax = plt.subplots(figsize=(5, 4.4))
     im = ax.imshow(sims, cmap="viridis", vmin=-1, vmax=1)
@@ -475,6 +491,8 @@ def bind(recipe: BindRecipe, output_dir: str | Path, *, resume: bool = True, com
     ctx = setup_run(recipe.train, output_dir)
     built = build_bind(recipe, pairs=pairs)
     test = held_out(recipe, built.pairs, test_pairs)           # checked before any training
+    for where, some in (("data.train", built.pairs), ("evaluate.test", test)):
+        refuse_absent(some, where, recipe.train.skip_bad)
     cfg = fit_batch(recipe.train, built.pairs, "bind")
     if cfg.batch_size < 2:
         raise ValueError(f"{recipe.name}: InfoNCE needs at least 2 pairs per batch (the others are the negatives)")
@@ -485,7 +503,8 @@ def bind(recipe: BindRecipe, output_dir: str | Path, *, resume: bool = True, com
     summary = {"recipe": recipe.name, "steps": result.steps, "stopped_early": result.stopped_early,
                "resumed_from": result.resumed_from, "wall_seconds": round(result.wall_seconds, 2),
                "final_loss": result.final_loss, "hardware": result.device, "seed": cfg.seed,
-               "pairs": len(built.pairs), "skipped": result.skipped, "skipped_examples": result.skipped_examples[:20],
+               "pairs": len(built.pairs), "skipped": result.skipped, "skipped_visits": result.skipped_visits,
+               "skipped_examples": result.skipped_examples[:20],
                "world_size": ctx.info.world, "collapse_alarm": result.collapse, "collapse_signals": result.signals,
                "temperature": built.bound.temperature,
                "trainable_parameters": built.pretrainer.trainable}
@@ -499,6 +518,18 @@ def bind(recipe: BindRecipe, output_dir: str | Path, *, resume: bool = True, com
         raise RuntimeError(f"{recipe.name}: " + collapse_stop_message(result.collapse, output_dir,
                                                                        "nothing is published"))
     return summary
+
+
+def refuse_absent(pairs: ExampleSet | None, where: str, skip_bad: bool) -> None:
+    """A pair whose side names an entity the lookup data lacks is known when the pairs load: without ``skip_bad``
+    it is refused then, naming the pair and the side, rather than when training or evaluation first meets it."""
+    if pairs is None or skip_bad:
+        return
+    for i, ex in enumerate(pairs.examples):
+        for side, value in ex.items():
+            if isinstance(value, Absent):
+                raise BadExample(pairs.name(i), side, f"{value.why} ({where}; --set train.skip_bad=true skips "
+                                 "such pairs and counts them)")
 
 
 def held_out(recipe: BindRecipe, train: ExampleSet, given: ExampleSet | None) -> ExampleSet | None:
@@ -547,7 +578,8 @@ def _publish(built: BuiltBind, recipe: BindRecipe, summary: dict[str, Any], outp
 
 
 def _training_facts(summary: dict[str, Any], recipe: BindRecipe) -> dict[str, Any]:
-    return {"pairs": f"{summary['pairs']} ({summary['skipped']} skipped)", "steps": summary["steps"],
+    return {"pairs": f"{summary['pairs'] - summary['skipped']} trained on ({summary['pairs']} read, "
+                     f"{summary['skipped']} skipped)", "steps": summary["steps"],
             "batch size": recipe.train.batch_size, "learning rate": recipe.train.lr,
             "wall time (s)": summary["wall_seconds"], "hardware": summary["hardware"], "seed": summary["seed"],
             "temperature (end)": round(summary["temperature"], 4),

@@ -117,8 +117,8 @@ def _usage(name: str, a: str, b: str, dim: int) -> str:
 def _results(report: dict[str, Any] | None, folder: Path) -> str:
     if report is None:
         return "No held-out pairs were evaluated (the recipe has no `evaluate.test`)."
-    results = (f"Cross-modal retrieval on {report['pairs']} held-out pairs ({report['skipped']} skipped): the rank "
-               "of each query's true partner among all of them.\n\n" + retrieval_table(report))
+    results = (f"Cross-modal retrieval on {report['pairs']} held-out pairs ({report['skipped']} more skipped): the "
+               "rank of each query's true partner among all of them.\n\n" + retrieval_table(report))
     if report.get("zero_shot"):
         zs = {k: v for k, v in report["zero_shot"].items() if k.endswith(" prototypes")}
         majority = report["zero_shot"].get("majority_class")

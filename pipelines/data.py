@@ -103,7 +103,7 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
                 meta["skipped"].append(str(e))
         if first is not None and not meta["skipped"] and not isinstance(first, BadExample):
             raise first                     # the batch failed though every example alone is fine: a real bug
-    meta["names"] = [names[i] for i in keep]
+    meta["names"], meta["keep"] = [names[i] for i in keep], list(keep)
     if not items:
         return {"_meta": meta}
     batch = processor.collate(items)

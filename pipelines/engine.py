@@ -168,7 +168,8 @@ class TrainResult:
     resumed_from: int | None
     device: str
     stopped_early: bool
-    skipped: int = 0
+    skipped: int = 0                    # distinct bad examples (each counted once, however often met)
+    skipped_visits: int = 0             # every time one was met (once per epoch)
     skipped_examples: list[str] = field(default_factory=list)
     data_wait_seconds: float = 0.0
     seen: list[list[str]] = field(default_factory=list)
@@ -288,10 +289,11 @@ class Loop:
             hook.on_end(self)
         self.log.plot(self.desc)
         skipped = int(sum_over_ranks(self.ctx.info, self.ctx.device, self.data.skipped))
+        visits = int(sum_over_ranks(self.ctx.info, self.ctx.device, self.data.skipped_visits))
         return TrainResult(steps=self.step, wall_seconds=self.before + time.perf_counter() - self.t0,
                            final_loss=self.loss if math.isfinite(self.loss) else None, resumed_from=resumed_from,
                            device=hardware(self.ctx.device), stopped_early=self.step < cfg.steps,
-                           skipped=skipped, skipped_examples=self.data.skipped_examples,
+                           skipped=skipped, skipped_visits=visits, skipped_examples=self.data.skipped_examples,
                            data_wait_seconds=self.waited, seen=self.seen,
                            collapse=next((h.alarm for h in self.hooks if isinstance(h, CollapseHook)), None),
                            signals=final_signals(self.model, self.last_metrics))

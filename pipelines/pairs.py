@@ -231,8 +231,10 @@ def _names(spec: dict[str, Any], table: dict[str, list[Any]], rows: list[int], p
              for i in rows]
     repeated = sorted(x for x, k in Counter(names).items() if k > 1)
     if repeated:
-        logger.warning("paired data %s: %d name(s) repeat (e.g. %s): those pairs are told apart by position only, "
-                       "and a search lists the name once per pair", path, len(repeated), repeated[:3])
+        logger.warning("paired data %s: %d name(s) repeat (e.g. %s): those pairs are told apart by position only "
+                       "(a search lists the name once per pair; bad pairs of one name are counted once), and a "
+                       "repeated pair is a negative of itself when a batch draws both", path, len(repeated),
+                       repeated[:3])
     return names
 
 

@@ -125,6 +125,7 @@ def _run_summary(recipe: Recipe, result: Any, cfg: TrainConfig, stream: TrainDat
             "resumed_from": result.resumed_from, "wall_seconds": round(result.wall_seconds, 2),
             "final_loss": result.final_loss, "hardware": result.device, "seed": cfg.seed,
             "examples": stream.size if stream.size is not None else "streamed", "skipped": result.skipped,
+            "skipped_visits": result.skipped_visits,
             "skipped_examples": result.skipped_examples[:20], "world_size": world,
             "num_workers": cfg.num_workers, "data_wait_seconds": round(result.data_wait_seconds, 3),
             "peak_rss_mib": round(rss["main"], 1), "peak_rss_workers_mib": round(rss["workers"], 1),

@@ -185,6 +185,22 @@ def test_a_missing_entity_is_named(toy_plugin, tmp_path):
     proc(pairs.examples[0], name="a")
     with pytest.raises(BadExample, match=r"example zz: field 'events': no entity 'zz' in the events data"):
         proc(pairs.examples[1], name="zz")
+    from pipelines.bind import refuse_absent
+    with pytest.raises(BadExample, match=r"example zz: field 'events': no entity 'zz' .*evaluate.test; --set "
+                                         r"train.skip_bad=true skips"):
+        refuse_absent(pairs, "evaluate.test", skip_bad=False)          # when the pairs load, before any training
+    refuse_absent(pairs, "evaluate.test", skip_bad=True)
+
+
+def test_pairs_without_a_label_are_bound_and_left_out_of_zero_shot_only(pair_table, tmp_path):
+    import pandas as pd
+    table = pd.read_csv(pair_table)
+    table.loc[[1, 4, 8], "label"] = None                                 # a train pair and two held-out ones
+    table.to_csv(pair_table, index=False)
+    _bind(_recipe(pair_table), tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert report["pairs"] == 12 and report["zero_shot"]["labelled_pairs"] == 10
+    assert 0 <= report["zero_shot"]["toyseq→tabular prototypes"] <= 1
 
 
 def _bind(recipe: dict, out: Path, **kwargs):
