@@ -598,6 +598,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                               *[("the input", p) for p in args.example]], new_folder=True)
     block = export_model(args.model, args.output, fmt=args.format, quantize=args.quantize, inputs=args.example)
     kind = "classifier" if block["classifier"] else "encoder"
+    if args.format == "exported-program":
+        print(f"exported the {kind} {args.model} to {args.output}/{block['file']} (torch.export program); "
+              f"{export_summary(block)}")
+        return 0
     if args.format != "onnx":
         print(f"exported the {kind} {args.model} to {args.output} ({args.format})")
         return 0
@@ -610,8 +614,10 @@ def _add_export(sub: Any) -> None:
     s = sub.add_parser("export", help="export an encoder or classifier to ONNX (run by ONNX Runtime)")
     s.add_argument("model", help="model or classifier folder, or Hub id")
     s.add_argument("output", metavar="OUT", help="a new folder: model.onnx, config.json, preprocessor.json, card")
-    s.add_argument("--format", choices=("onnx", "transformers"), default="onnx",
-                   help="onnx (every family), or transformers (families that came from it: wav2vec 2.0, HuBERT, "
+    s.add_argument("--format", choices=("onnx", "exported-program", "transformers"), default="onnx",
+                   help="onnx (every family), exported-program (a torch.export program, model.pt2, with no "
+                        "pickle; not for recurrent encoders), or transformers (families that came from it: wav2vec "
+                        "2.0, HuBERT, "
                         "data2vec-audio, WavLM, VideoMAE): that family's folder, *ForSequenceClassification or "
                         "VideoMAEForVideoClassification (fine-tuned with --head-norm) for a classifier")
     s.add_argument("--quantize", choices=("int8",), default=None,

@@ -19,13 +19,14 @@ import numpy as np
 from zoo import AutoProcessor, get_modality
 from zoo.classifier import CLASSIFIER_NAME, HEAD_NAME, AutoClassifier
 from zoo.export import EXAMPLES, EXPORT_KEY, ONNX_NAME, export_onnx, source_name, write_export_config
+from zoo.exported_program import PROGRAM_FORMAT, PROGRAM_NAME, export_program
 from zoo.hub import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, load_config, resolve_file, save_processor
 
 from .data_spec import named_inputs
 
-__all__ = ["export_model", "export_card", "export_summary", "FORMATS", "INT8_FAMILIES"]
+__all__ = ["export_model", "export_card", "program_card", "export_summary", "FORMATS", "INT8_FAMILIES"]
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "exported-program")
 # Families whose int8 (dynamic quantisation of the linear and recurrent weights) keeps the demo row's probe within
 # one point of fp32 (bench/export.py; docs/benchmarks.md, "Export"); the others refuse --quantize int8.
 # (2026-12-07: audio lost 4.2 points, point clouds 8.6; tables, graphs, video and event sequences kept theirs)
@@ -80,6 +81,8 @@ def export_model(model: str | Path, out: str | Path, *, fmt: str = "onnx", quant
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt} is not offered for {config['modality']} models (formats: "
                          f"{', '.join([*FORMATS, *others])})")
+    if quantize is not None and fmt == PROGRAM_FORMAT:
+        raise ValueError("--quantize int8 quantises an ONNX graph: export with --format onnx for int8")
     if quantize is not None and (quantize != "int8" or config["modality"] not in INT8_FAMILIES):
         offered = ", ".join(sorted(INT8_FAMILIES)) or "none"
         raise ValueError(f"--quantize {quantize} is not offered for {config['modality']} models: int8 moved the "
@@ -100,7 +103,10 @@ def export_model(model: str | Path, out: str | Path, *, fmt: str = "onnx", quant
     out.mkdir(parents=True, exist_ok=True)
     try:
         with _examples(processor, inputs or [], examples) as (raw, names, source):
-            block = export_onnx(encoder, processor, raw, names, head=head, quantize=quantize, out=out)
+            if fmt == PROGRAM_FORMAT:
+                block = export_program(encoder, processor, raw, names, head=head, out=out)
+            else:
+                block = export_onnx(encoder, processor, raw, names, head=head, quantize=quantize, out=out)
         save_processor(processor, out)
         files = [WEIGHTS_NAME] + ([CLASSIFIER_NAME, HEAD_NAME] if is_classifier else [])
         for name in files:
@@ -109,7 +115,8 @@ def export_model(model: str | Path, out: str | Path, *, fmt: str = "onnx", quant
         write_export_config(config, block, out)
         export_card(out, config, block, processor)
     except BaseException:
-        for name in (ONNX_NAME, CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, CLASSIFIER_NAME, HEAD_NAME, "README.md"):
+        for name in (ONNX_NAME, PROGRAM_NAME, CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, CLASSIFIER_NAME, HEAD_NAME,
+                     "README.md"):
             (out / name).unlink(missing_ok=True)
         if created and not any(out.iterdir()):
             out.rmdir()                        # a failed export leaves no empty folder behind
@@ -129,6 +136,8 @@ def _parity_rows(block: dict[str, Any]) -> list[str]:
 
 def export_card(out: Path, config: dict[str, Any], block: dict[str, Any], processor: Any) -> Path:
     """The exported folder's ``README.md``: what it is, how to run it with and without the zoo, parity and speed."""
+    if block["format"] == PROGRAM_FORMAT:
+        return program_card(out, config, block)
     modality, arch = config["modality"], config["architecture"]
     kind = "classifier" if block["classifier"] else "encoder"
     rows = _parity_rows(block)
@@ -188,9 +197,65 @@ On the batch {batch}: eager PyTorch {sp['eager_ms']:.1f} ms, ONNX Runtime {sp['o
     return path
 
 
+def program_card(out: Path, config: dict[str, Any], block: dict[str, Any]) -> Path:
+    """The card of an exported torch program: how to run it with and without the zoo, parity and speed."""
+    modality, arch = config["modality"], config["architecture"]
+    kind = "classifier" if block["classifier"] else "encoder"
+    sp, batch = block["speed"], ", ".join(f"{k} {tuple(v)}" for k, v in block["speed_batch"].items())
+    args = ", ".join(f'batch["{k}"]' for k in block["inputs"])
+    text = f"""---
+library_name: pytorch
+tags: [ssl-zoo, torch-export, {modality}, {arch}]
+---
+
+# {block['source']} ({modality} {kind}, torch.export program)
+
+`{block['source']}` exported by `zoo export --format exported-program` with torch {block['torch']}: `model.pt2` is a
+`torch.export` program (every size the model does not fix is dynamic; padding masks are inputs). It holds no pickle:
+no example inputs, weights as raw tensors, and `zoo` refuses an archive that holds any. Processing stays in Python
+(`preprocessor.json`).
+
+## How to use
+
+```python
+import zoo
+model = zoo.{'AutoClassifier' if block['classifier'] else 'AutoEncoder'}.from_pretrained("path/to/this/folder")
+```
+
+Without the zoo's model code (the processor still comes from the zoo; `example` is one raw input):
+
+```python
+import torch, zoo
+folder = "path/to/this/folder"
+processor = zoo.AutoProcessor.from_pretrained(folder)
+batch = processor.collate([processor(example)])
+program = torch.export.load(f"{{folder}}/model.pt2").module()
+{', '.join(block['outputs'])} = program({args})
+```
+
+## Parity with eager PyTorch (measured at export, on {block['traced_on']})
+
+Largest absolute difference per output (`token_padding_mask`: share of entries that differ); the export is refused above
+{block['tolerance']:g} × max(1, largest output value).
+
+| batch | program − eager |
+| --- | --- |
+{chr(10).join(_parity_rows(block))}
+
+## Speed (measured at export, this machine, CPU)
+
+On the batch {batch}: eager PyTorch {sp['eager_ms']:.1f} ms, the exported program {sp['exported_ms']:.1f} ms (medians of
+alternating runs).
+"""
+    path = out / "README.md"
+    path.write_text(text)
+    return path
+
+
 def export_summary(block: dict[str, Any]) -> str:
     """One line for the command's output."""
     worst = max((v for c in block["checks"] for v in c["max_abs_diff"].values()), default=0.0)
     sp = block["speed"]
+    runtime, ms = ("the program", sp["exported_ms"]) if "exported_ms" in sp else ("ONNX Runtime", sp["onnx_ms"])
     return (f"parity: largest difference {worst:.1e} over {len(block['checks'])} batches; speed: eager "
-            f"{sp['eager_ms']:.1f} ms, ONNX Runtime {sp['onnx_ms']:.1f} ms ({sp['speedup']:.2f}x)")
+            f"{sp['eager_ms']:.1f} ms, {runtime} {ms:.1f} ms ({sp['eager_ms'] / max(ms, 1e-9):.2f}x)")

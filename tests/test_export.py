@@ -133,3 +133,62 @@ def test_a_fine_tuned_hubert_classifier_serves_through_the_transformers_pipeline
         theirs = serve({"raw": wave, "sampling_rate": rate}, top_k=2)
         assert theirs[0]["label"] == ours[str(path)][0]["label"], path
         assert theirs[0]["score"] == pytest.approx(ours[str(path)][0]["score"], abs=1e-4), path
+
+
+class _Plain(_Toy):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Identity()
+
+
+def test_an_exported_program_holds_no_pickle_and_one_that_does_is_refused(tmp_path):
+    """``--format exported-program``: the archive keeps no example inputs and no pickled tensor, loads and matches
+    eager; an archive with pickled example inputs, a pickled weight or an entry of another kind is refused before
+    ``torch.export.load`` reads it, naming the entry; the same model with a data-dependent branch is named as the
+    ONNX export names it."""
+    import json
+    import zipfile
+
+    from zoo.export import ExportError
+    from zoo.exported_program import PROGRAM_NAME, check_archive, export_program, load_program
+    examples = [torch.randn(5, 3).tolist() for _ in range(3)]
+    encoder = _Plain().eval()
+    block = export_program(encoder, _Processor(), examples, ["a", "b", "c"], out=tmp_path / "ok")
+    path = tmp_path / "ok" / PROGRAM_NAME
+    assert block["format"] == "exported-program" and len(block["checks"]) == 3
+    x = torch.randn(2, 7, 3)                                             # another batch and length: dynamic
+    with torch.no_grad():
+        (pooled, tokens, _), want = load_program(path)(x), encoder({"x": x})
+    assert tokens.shape == (2, 7, 4) and torch.allclose(pooled, want.pooled, atol=1e-6)
+    with zipfile.ZipFile(path) as archive:
+        entries = {i.filename: archive.read(i) for i in archive.infolist()}
+
+    def rewrite(name: str, change) -> Path:
+        bad = tmp_path / f"{name}.pt2"
+        with zipfile.ZipFile(bad, "w") as archive:
+            for entry, data in entries.items():
+                archive.writestr(entry, change(entry, data))
+        return bad
+    inputs = rewrite("inputs", lambda e, d: b"\x80\x04N." if "/sample_inputs/" in e else d)
+    with pytest.raises(FormatError, match="pickled example inputs"):
+        check_archive(inputs)
+    weights = next(e for e in entries if e.endswith("model_weights_config.json"))
+
+    def pickled(entry, data):
+        if entry != weights:
+            return data
+        config = json.loads(data)
+        first = next(iter(config["config"]))
+        config["config"][first]["use_pickle"] = True
+        return json.dumps(config).encode()
+    with pytest.raises(FormatError, match="as pickles"):
+        check_archive(rewrite("weights", pickled))
+    extra = tmp_path / "extra.pt2"
+    with zipfile.ZipFile(extra, "w") as archive:
+        for entry, data in entries.items():
+            archive.writestr(entry, data)
+        archive.writestr(f"{next(iter(entries)).split('/')[0]}/data/constants/custom_obj_0", b"\x80\x04N.")
+    with pytest.raises(FormatError, match="custom_obj_0"):
+        check_archive(extra)
+    with pytest.raises(ExportError, match=r"toyseq encoder \(gated\).*module 'encoder.gate' \(_Gate\)"):
+        export_program(_Toy().eval(), _Processor(), examples, ["a", "b", "c"], out=tmp_path / "gated")

@@ -189,9 +189,10 @@ def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None,
                  modality: str | None = None, **hub_kwargs: Any) -> Encoder:
     """The class lookup (timm's ``_factory``): ``config.json`` names modality and architecture, the registry
     gives the class; with ``expect``, a config of another architecture is refused. An exported folder (``zoo
-    export``: config.json has an ``export`` block) runs through ONNX Runtime unless ``runtime="torch"`` asks for the
-    weights beside its graph (docs/architecture.md, "Export"). A bound model (``zoo bind``) loads whole
-    (:class:`zoo.bound.BoundModel`), or with ``modality`` one side alone, an ordinary encoder."""
+    export``: config.json has an ``export`` block) runs through ONNX Runtime (an exported program: through
+    ``torch.export``) unless ``runtime="torch"`` asks for the weights beside it (docs/architecture.md, "Export").
+    A bound model (``zoo bind``) loads whole (:class:`zoo.bound.BoundModel`), or with ``modality`` one side alone,
+    an ordinary encoder."""
     from .bound import is_bound
     from .export import EXPORT_KEY
     from .onnx_runtime import RUNTIMES, load_onnx_encoder
@@ -208,6 +209,12 @@ def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None,
     if modality is not None and modality != config["modality"]:
         raise ValueError(f"{id_or_path} is a {config['modality']} model, not a bound model with a {modality!r} side")
     if EXPORT_KEY in config and runtime != "torch":
+        if isinstance(config[EXPORT_KEY], dict) and config[EXPORT_KEY].get("format") == "exported-program":
+            if runtime == "onnx":
+                raise ValueError(f"{id_or_path} is an exported torch program (model.pt2), not an ONNX graph: load "
+                                 "it without runtime, or with runtime='torch' for the weights beside it")
+            from .exported_program import load_program_encoder
+            return load_program_encoder(id_or_path, config, **hub_kwargs)
         return load_onnx_encoder(id_or_path, config, **hub_kwargs)
     if runtime == "onnx":
         raise ValueError(f"{id_or_path} is not an exported model (zoo export MODEL OUT makes one): runtime='onnx' "
