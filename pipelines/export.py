@@ -139,9 +139,7 @@ def export_card(out: Path, config: dict[str, Any], block: dict[str, Any], proces
     if block["format"] == PROGRAM_FORMAT:
         return program_card(out, config, block)
     modality, arch = config["modality"], config["architecture"]
-    kind = "classifier" if block["classifier"] else "encoder"
-    rows = _parity_rows(block)
-    sp = block["speed"]
+    kind, rows, sp = "classifier" if block["classifier"] else "encoder", _parity_rows(block), block["speed"]
     batch = ", ".join(f"{k} {tuple(v)}" for k, v in block["speed_batch"].items())
     feed = ", ".join(f'"{k}": batch["{k}"].numpy()' for k in block["inputs"])
     text = f"""---
