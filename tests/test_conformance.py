@@ -269,13 +269,13 @@ print("peak MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 
 def test_an_installed_plugin_gets_the_conformance_suite(toy_plugin):
     """The suite is parametrised over ``zoo.installed()``: a plugin installed with pip (the out-of-tree toyseq
-    package here) is collected and must pass it like the built-ins — its export to ONNX Runtime and its bind with
-    another installed modality included, with no export or binding code of its own."""
+    package here) is collected and must pass it like the built-ins — its export to ONNX Runtime and to a torch.export
+    program and its bind with another installed modality included, with no export or binding code of its own."""
     res = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:warnings", "-k",
                           "toyseq and not plugin"], capture_output=True, text=True, timeout=900,
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stdout[-3000:]
-    assert "12 passed" in res.stdout, res.stdout[-500:]
+    assert "13 passed" in res.stdout, res.stdout[-500:]
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
