@@ -613,7 +613,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _add_export(sub: Any) -> None:
     s = sub.add_parser("export", help="export an encoder or classifier to ONNX (run by ONNX Runtime)")
     s.add_argument("model", help="model or classifier folder, or Hub id")
-    s.add_argument("output", metavar="OUT", help="a new folder: model.onnx, config.json, preprocessor.json, card")
+    s.add_argument("output", metavar="OUT", help="a new folder: model.onnx (or model.pt2), config.json, "
+                                                  "preprocessor.json, card")
     s.add_argument("--format", choices=("onnx", "exported-program", "transformers"), default="onnx",
                    help="onnx (every family), exported-program (a torch.export program, model.pt2, with no "
                         "pickle; not for recurrent encoders), or transformers (families that came from it: wav2vec "

@@ -197,10 +197,12 @@ On the batch {batch}: eager PyTorch {sp['eager_ms']:.1f} ms, ONNX Runtime {sp['o
 
 def program_card(out: Path, config: dict[str, Any], block: dict[str, Any]) -> Path:
     """The card of an exported torch program: how to run it with and without the zoo, parity and speed."""
-    modality, arch = config["modality"], config["architecture"]
     kind = "classifier" if block["classifier"] else "encoder"
+    modality, arch = config["modality"], config["architecture"]
     sp, batch = block["speed"], ", ".join(f"{k} {tuple(v)}" for k, v in block["speed_batch"].items())
-    args = ", ".join(f'batch["{k}"]' for k in block["inputs"])
+    args, ranges = ", ".join(f'batch["{k}"]' for k in block["inputs"]), "; ".join(
+        f"`{k}` [{', '.join(v)}]" for k, v in block["input_ranges"].items())
+    label_note = " `logits` are in the order of `classifier.json`'s `label_names`." if block["classifier"] else ""
     text = f"""---
 library_name: pytorch
 tags: [ssl-zoo, torch-export, {modality}, {arch}]
@@ -209,9 +211,11 @@ tags: [ssl-zoo, torch-export, {modality}, {arch}]
 # {block['source']} ({modality} {kind}, torch.export program)
 
 `{block['source']}` exported by `zoo export --format exported-program` with torch {block['torch']}: `model.pt2` is a
-`torch.export` program (every size the model does not fix is dynamic; padding masks are inputs). It holds no pickle:
-no example inputs, weights as raw tensors, and `zoo` refuses an archive that holds any. Processing stays in Python
-(`preprocessor.json`).
+`torch.export` program (padding masks are inputs). Every input axis it accepts, as traced (`a..` has no upper bound):
+{ranges}. Processing stays in Python (`preprocessor.json`); the source's weights are kept beside it
+(`model.safetensors`) for `runtime="torch"`. It was saved without a pickle (no example inputs, weights as raw
+tensors); `torch.export.load` alone would unpickle whatever a changed archive holds (it falls back to
+`weights_only=False`): check the archive first, as below and as `zoo` does when it loads the folder.
 
 ## How to use
 
@@ -224,12 +228,17 @@ Without the zoo's model code (the processor still comes from the zoo; `example` 
 
 ```python
 import torch, zoo
+from zoo.exported_program import check_archive
 folder = "path/to/this/folder"
 processor = zoo.AutoProcessor.from_pretrained(folder)
 batch = processor.collate([processor(example)])
+check_archive(f"{{folder}}/model.pt2")              # refuses an archive holding anything torch would unpickle
 program = torch.export.load(f"{{folder}}/model.pt2").module()
 {', '.join(block['outputs'])} = program({args})
 ```
+
+`example` is one raw input as the processor takes it (a file path for audio, video and point clouds; a row, a graph
+or an event history as `processor.read_many(path)` gives them).{label_note}
 
 ## Parity with eager PyTorch (measured at export, on {block['traced_on']})
 
@@ -242,12 +251,10 @@ Largest absolute difference per output (`token_padding_mask`: share of entries t
 
 ## Speed (measured at export, this machine, CPU)
 
-On the batch {batch}: eager PyTorch {sp['eager_ms']:.1f} ms, the exported program {sp['exported_ms']:.1f} ms (medians of
-alternating runs).
+On the batch {batch}: eager PyTorch {sp['eager_ms']:.1f} ms, the program {sp['exported_ms']:.1f} ms (medians).
 """
-    path = out / "README.md"
-    path.write_text(text)
-    return path
+    (out / "README.md").write_text(text)
+    return out / "README.md"
 
 
 def export_summary(block: dict[str, Any]) -> str:

@@ -426,6 +426,18 @@ def test_exported_program_runs_as_eager(run, tmp_path):
         for key in ("pooled", "tokens", "padding_mask"):
             _close(getattr(got, key), getattr(want, key), f"{run['name']} program {key}")
     _close(clf.predict_proba(examples, names=names), eager.predict_proba(examples, names=names), "probabilities")
+    data = (out / "model.pt2").read_bytes()                 # stack traces stripped: no local path in the program
+    for local in (str(tmp_path), str(run["root"]), str(Path(__file__).resolve().parents[1]), "site-packages"):
+        assert local.encode() not in data, local
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    head = bytearray((bad / "head.safetensors").read_bytes())
+    head[-4:] = bytes(255 - b for b in head[-4:])           # a changed head beside the program
+    (bad / "head.safetensors").write_bytes(bytes(head))
+    for runtime in (None, "torch"):
+        with pytest.raises(zoo.FormatError, match="head.safetensors is not the one exported"):
+            zoo.AutoClassifier.from_pretrained(bad, runtime=runtime)
 
 
 @pytest.mark.slow

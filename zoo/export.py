@@ -344,10 +344,13 @@ def source_name(model: str | Path) -> str:
 
 
 def write_export_config(config: dict[str, Any], block: dict[str, Any], out: Path) -> Path:
-    """``config.json``: the model's, with the ``export`` block and the hashes of its graph and ``preprocessor.json``
-    (a file changed after export — corrupted, edited — is refused on loading)."""
+    """``config.json``: the model's, with the ``export`` block and the hashes of its graph, ``preprocessor.json`` and
+    the files beside them (weights, a classifier's head and labels): a file changed after export — corrupted, edited,
+    swapped — is refused on loading."""
+    beside = ("model.safetensors", "head.safetensors", "classifier.json")     # read by either runtime
     block = {**block, "preprocessor_sha256": file_sha256(out / "preprocessor.json"),
-             "graph_sha256": file_sha256(out / block["file"])}
+             "graph_sha256": file_sha256(out / block["file"]),
+             "files_sha256": {name: file_sha256(out / name) for name in beside if (out / name).is_file()}}
     path = out / "config.json"
     path.write_text(json.dumps({**config, EXPORT_KEY: block}, indent=2) + "\n")
     return path

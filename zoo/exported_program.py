@@ -45,7 +45,7 @@ from .hub import FormatError, resolve_file
 from .plugin import Encoder, EncoderOutput, Processor
 
 __all__ = ["PROGRAM_NAME", "PROGRAM_FORMAT", "export_program", "check_archive", "load_program", "ProgramEncoder",
-           "load_program_encoder"]
+           "load_program_encoder", "input_ranges"]
 
 PROGRAM_NAME = "model.pt2"
 PROGRAM_FORMAT = "exported-program"
@@ -92,6 +92,40 @@ def _trace(model: Exportable, args: tuple[Tensor, ...], axes: Sequence[set[int]]
     return torch.export.export(model, args, dynamic_shapes=(dims,))
 
 
+def input_ranges(program: Any, keys: Sequence[str]) -> dict[str, list[str]]:
+    """Per input, each axis as the program accepts it: a fixed size, or ``min..max`` of a dynamic one (the tracer can
+    narrow an axis below what eager accepts, e.g. a minimum audio length): the card states them."""
+    bounds = {str(k): v for k, v in program.range_constraints.items()}
+    found = {}
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder"][-len(keys):]
+    for key, node in zip(keys, inputs):
+        dims = []
+        for size in getattr(node.meta.get("val"), "shape", ()):
+            if isinstance(size, int):
+                dims.append(str(size))
+            else:
+                r = bounds.get(str(size.node.expr))
+                upper = "" if r is None or not str(r.upper).isdigit() else str(r.upper)
+                dims.append(f"{r.lower if r is not None else 0}..{upper}")
+        found[key] = dims
+    return found
+
+
+def _widen(ranges: dict[str, list[str]], checks: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """A dynamic axis's lower bound lowered to the smallest size the checks ran it at (the tracer states 2 for the
+    batch, which runs at 1)."""
+    out = {}
+    for key, dims in ranges.items():
+        out[key] = []
+        for axis, dim in enumerate(dims):
+            if ".." in dim:
+                low, high = dim.split("..")
+                ran = min((c["shapes"][key][axis] for c in checks if key in c["shapes"]), default=int(low))
+                dim = f"{min(int(low), ran)}..{high}"
+            out[key].append(dim)
+    return out
+
+
 def _run(module: nn.Module, keys: Sequence[str], batch: dict[str, Tensor]) -> list[np.ndarray]:
     with torch.no_grad():
         return [t.detach().cpu().numpy() for t in module(*[batch[k] for k in keys])]
@@ -124,6 +158,9 @@ def export_program(encoder: Encoder, processor: Processor, examples: Sequence[An
             raise ExportError(f"cannot export the {modality} encoder ({arch}): {_culprit(err)} in module "
                               f"'{module or '(top)'}' ({kind}); exporter: torch.export") from err
     program.example_inputs = None              # else pickled into the archive
+    for node in program.graph.nodes:           # the tracing machine's stack traces name its local paths
+        node.meta.pop("stack_trace", None)
+    ranges = input_ranges(program, keys)
     out.mkdir(parents=True, exist_ok=True)
     path = out / PROGRAM_NAME
     torch.export.save(program, str(path))
@@ -146,7 +183,8 @@ def export_program(encoder: Encoder, processor: Processor, examples: Sequence[An
     pooled_dim = int(_run_eager(model, batches[1])[model.output_names.index("pooled")].shape[-1])
     return {"format": PROGRAM_FORMAT, "file": PROGRAM_NAME, "inputs": keys, "outputs": model.output_names,
             "exporter": "torch.export", "quantize": None, "dim": pooled_dim, "torch": torch.__version__,
-            "checks": checks, "tolerance": TOLERANCE, "speed": _speed(model, module, batches[0]),
+            "checks": checks, "tolerance": TOLERANCE, "input_ranges": _widen(ranges, checks),
+            "speed": _speed(model, module, batches[0]),
             "speed_batch": {k: list(batches[0][k].shape) for k in keys}}
 
 
@@ -205,7 +243,11 @@ def load_program_encoder(id_or_path: str | Path, config: dict[str, Any], **hub_k
                                                                                                 list):
         raise FormatError(f"{id_or_path}: config.json's export block is not an exported program's")
     path = Path(resolve_file(id_or_path, str(block.get("file", PROGRAM_NAME)), **hub_kwargs))
-    if block.get("graph_sha256") and file_sha256(path) != block["graph_sha256"]:
+    for key in ("graph_sha256", "preprocessor_sha256"):
+        if not block.get(key):
+            raise FormatError(f"{id_or_path}: config.json's export block has no {key}: an exported program is loaded "
+                              "only with the hashes its export recorded")
+    if file_sha256(path) != block["graph_sha256"]:
         raise FormatError(f"{path}: the program is not the one exported (its SHA-256 differs from config.json's "
                           "export block): corrupted or edited after export")
     check_exported_preprocessor(id_or_path, block, **hub_kwargs)

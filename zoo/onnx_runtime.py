@@ -33,11 +33,17 @@ def _onnxruntime() -> Any:
 
 def check_exported_preprocessor(id_or_path: str | Path, block: dict[str, Any], **hub_kwargs: Any) -> None:
     """Refuse an exported folder's ``preprocessor.json`` that is not, byte for byte, the one it was exported with
-    (either runtime: the inputs would be processed differently from what the model was traced and checked on)."""
+    (either runtime: the inputs would be processed differently from what the model was traced and checked on), and
+    any file beside the graph (weights, a classifier's head and labels) that is not the one exported."""
     pre = resolve_file(id_or_path, PREPROCESSOR_NAME, **hub_kwargs)
     if block.get("preprocessor_sha256") and file_sha256(Path(pre)) != block["preprocessor_sha256"]:
         raise FormatError(f"{pre}: preprocessor.json is not the one the model was exported with (its SHA-256 differs "
                           "from config.json's export block): the inputs would be processed differently")
+    for name, digest in (block.get("files_sha256") or {}).items():
+        path = resolve_file(id_or_path, str(name), **hub_kwargs)
+        if file_sha256(Path(path)) != digest:
+            raise FormatError(f"{path}: {name} is not the one exported beside the model (its SHA-256 differs from "
+                              "config.json's export block): changed or swapped after export")
 
 
 def check_graph(path: Path, block: dict[str, Any]) -> None:
