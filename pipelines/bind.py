@@ -349,21 +349,26 @@ def frozen_once(built: BuiltBind, *, skip_bad: bool, batch_size: int = 32) -> tu
             meta = batch.pop("_meta")
             if meta["bad"] is not None:
                 raise BadExample(*meta["bad"])
-            why, wanted = {}, {pairs.name(i) for i in idx}   # "example NAME: field 'F': REASON" → NAME: "F: REASON"
-            for msg in meta["skipped"]:
-                head, _, rest = msg.partition(": field '")
-                field, _, reason = rest.partition("': ")
-                name = head if head in wanted else head.removeprefix("example ")     # unnamed: "example I"
-                why[name] = f"{field.removeprefix(m + ': ')}: {reason}"
+            kept = set(meta["keep"])                  # positions in the batch; the skip messages in their order
+            dropped = iter(meta["skipped"])
             out = iter(encoder(split_batch({k: v.to(device) for k, v in batch.items()}, [m])[m]).pooled.cpu()
                        if meta["names"] else ())
-            vectors[m] += [Absent(why.get(pairs.name(i), "unreadable")) if pairs.name(i) not in meta["names"]
-                           else next(out) for i in idx]
+            vectors[m] += [next(out) if k in kept else Absent(_field_reason(next(dropped, ""), m))
+                           for k in range(len(idx))]
     examples = [{**ex, **{m: vectors[m][i] for m in frozen}} for i, ex in enumerate(pairs.examples)]
     logger.info("%s: the frozen side(s) %s embedded once (%d pairs); training reads those vectors",
                 built.recipe.name, ", ".join(frozen), len(pairs))
     return (ExampleSet(examples, pairs.labels, [pairs.name(i) for i in range(len(pairs))], pairs.label_names),
             PairProcessor({m: PooledInput() if m in frozen else p for m, p in built.processor.processors.items()}))
+
+
+def _field_reason(message: str, side: str) -> str:
+    """A skip message "example NAME: field 'SIDE: F': REASON" → "F: REASON" (what a frozen side's Absent says)."""
+    rest = message.partition(": field '")[2]
+    if not rest:
+        return "unreadable"
+    field, _, reason = rest.partition("': ")
+    return f"{field.removeprefix(side + ': ')}: {reason}"
 
 
 # --- evaluation -----------------------------------------------------------------------------------------------------

@@ -288,6 +288,13 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
     assert float((a.float() - b.float()).abs().max()) <= 1e-4 * scale, (what, float((a - b).abs().max()), scale)
 
 
+def _padded_and_single(processor, examples: list, names: list) -> list[dict]:
+    """The model inputs of a padded batch of the first five examples (several sizes) and of a batch of one."""
+    items = [processor(ex, name=n) for ex, n in zip(examples[:5], names[:5])]
+    return [{k: v for k, v in b.items() if torch.is_tensor(v) and k != "labels"}
+            for b in (processor.collate(items), processor.collate(items[-1:]))]
+
+
 def _exported(run: dict) -> Path:
     """The fine-tuned classifier exported by ``zoo export`` once per modality (the tests below read it)."""
     if "exported" not in run:
@@ -315,9 +322,7 @@ def test_exported_classifier_runs_through_onnx_runtime_as_eager(run, tmp_path):
     assert not isinstance(zoo.AutoClassifier.from_pretrained(out, runtime="torch").encoder, OnnxEncoder)
     named = named_inputs(eager.processor, run["sample"].data)
     examples, names = [ex for _, ex in named], [n for n, _ in named]
-    items = [eager.processor(ex, name=n) for ex, n in zip(examples[:5], names[:5])]
-    for batch in (eager.processor.collate(items), eager.processor.collate(items[-1:])):
-        batch = {k: v for k, v in batch.items() if torch.is_tensor(v) and k != "labels"}
+    for batch in _padded_and_single(eager.processor, examples, names):
         with torch.no_grad():
             got, want = onnx_clf.encoder(batch), eager.encoder(batch)
             for key in ("pooled", "tokens", "padding_mask"):
@@ -418,9 +423,7 @@ def test_exported_program_runs_as_eager(run, tmp_path):
     assert isinstance(clf.encoder, ProgramEncoder) and not clf.encoder.training
     named = named_inputs(eager.processor, run["sample"].data)
     examples, names = [ex for _, ex in named], [n for n, _ in named]
-    items = [eager.processor(ex, name=n) for ex, n in zip(examples[:5], names[:5])]
-    for batch in (eager.processor.collate(items), eager.processor.collate(items[-1:])):
-        batch = {k: v for k, v in batch.items() if torch.is_tensor(v) and k != "labels"}
+    for batch in _padded_and_single(eager.processor, examples, names):
         with torch.no_grad():
             got, want = clf.encoder(batch), eager.encoder(batch)
         for key in ("pooled", "tokens", "padding_mask"):
@@ -452,10 +455,8 @@ def test_compiled_encoder_matches_eager(run):
     processor = zoo.AutoProcessor.from_pretrained(run["pretrained"])
     compiled = torch.compile(eager, dynamic=False)
     named = named_inputs(processor, run["sample"].data)[:5]
-    items = [processor(ex, name=n) for n, ex in named]
     torch._dynamo.reset()
-    for batch in (processor.collate(items), processor.collate(items[-1:])):
-        batch = {k: v for k, v in batch.items() if torch.is_tensor(v) and k != "labels"}
+    for batch in _padded_and_single(processor, [ex for _, ex in named], [n for n, _ in named]):
         # nn.GRU/LSTM: without allow_rnn dynamo gives up on the whole forward ("step_unsupported") and runs it eagerly,
         # silently: no graph break is counted, so the reasons are checked too
         with torch.no_grad(), torch._dynamo.config.patch(allow_rnn=True):

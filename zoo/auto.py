@@ -220,8 +220,8 @@ def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None,
         raise ValueError(f"{id_or_path} is not an exported model (zoo export MODEL OUT makes one): runtime='onnx' "
                          "needs its model.onnx")
     if EXPORT_KEY in config and isinstance(config[EXPORT_KEY], dict):      # the weights beside a graph: checked too
-        from .onnx_runtime import check_exported_preprocessor
-        check_exported_preprocessor(id_or_path, config[EXPORT_KEY], **hub_kwargs)
+        from .onnx_runtime import check_exported_files
+        check_exported_files(id_or_path, config[EXPORT_KEY], **hub_kwargs)
     cls = get_modality(config["modality"]).architecture(config["architecture"]).encoder
     return build_encoder(cls, config, id_or_path, **hub_kwargs)
 

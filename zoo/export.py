@@ -12,7 +12,7 @@ import re
 import shutil
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -187,9 +187,15 @@ def strip_provenance(path: Path) -> None:
     onnx.save(proto, str(path))
 
 
-def _run_eager(model: Exportable, batch: dict[str, Tensor]) -> list[np.ndarray]:
+def run_torch(module: nn.Module, keys: Sequence[str], batch: dict[str, Tensor]) -> list[np.ndarray]:
+    """A module taking a batch's ``keys`` as positional tensors (the eager :class:`Exportable`, an exported program)
+    → its outputs as arrays."""
     with torch.no_grad():
-        return [t.detach().cpu().numpy() for t in model(*[batch[k] for k in model.keys])]
+        return [t.detach().cpu().numpy() for t in module(*[batch[k] for k in keys])]
+
+
+def _run_eager(model: Exportable, batch: dict[str, Tensor]) -> list[np.ndarray]:
+    return run_torch(model, model.keys, batch)
 
 
 def _run_onnx(session: Any, keys: Sequence[str], batch: dict[str, Tensor]) -> list[np.ndarray]:
@@ -222,15 +228,66 @@ def _timed(fn: Any, repeats: int) -> list[float]:
     return times
 
 
-def speed(model: Exportable, session: Any, batch: dict[str, Tensor], repeats: int = 5) -> dict[str, float]:
-    """Eager and ONNX Runtime on ``batch``, alternating (one warm-up each), medians in milliseconds."""
-    eager_ms, onnx_ms = [], []
-    _run_eager(model, batch), _run_onnx(session, model.keys, batch)
+def speed(model: Exportable, run: Callable[[dict[str, Tensor]], Any], batch: dict[str, Tensor], *, name: str = "onnx",
+          repeats: int = 5) -> dict[str, float]:
+    """Eager and the exported ``run`` on ``batch``, alternating (one warm-up each), medians in milliseconds:
+    ``eager_ms``, ``<name>_ms`` and the speed-up."""
+    eager_ms, exported_ms = [], []
+    _run_eager(model, batch), run(batch)
     for _ in range(repeats):
         eager_ms += _timed(lambda: _run_eager(model, batch), 1)
-        onnx_ms += _timed(lambda: _run_onnx(session, model.keys, batch), 1)
-    e, o = statistics.median(eager_ms) * 1e3, statistics.median(onnx_ms) * 1e3
-    return {"eager_ms": round(e, 2), "onnx_ms": round(o, 2), "speedup": round(e / o, 3) if o > 0 else float("nan")}
+        exported_ms += _timed(lambda: run(batch), 1)
+    e, o = statistics.median(eager_ms) * 1e3, statistics.median(exported_ms) * 1e3
+    return {"eager_ms": round(e, 2), f"{name}_ms": round(o, 2), "speedup": round(e / o, 3) if o > 0 else float("nan")}
+
+
+def traced(model: Exportable, batches: Sequence[dict[str, Tensor]], trace: Callable[[Any], Any], exporter: str, *,
+           retry: bool = True) -> Any:
+    """``trace(axes)`` with every axis of every input dynamic (``axes`` None), retried (``retry``) with the batch axis
+    and the axes that differ between the example batches (some size the model fixes, a table's columns, trips the
+    tracer); a failure is an :class:`ExportError` naming the construct or op, the module and the modality."""
+    encoder = model.encoder
+    modality, arch = encoder.modality or "?", encoder.architecture or type(encoder).__name__
+    with _module_trail(model) as trail, _quiet_exporter():
+        try:
+            try:
+                return trace(None)
+            except Exception:                  # noqa: BLE001 - retried with fewer dynamic axes, reported below
+                if not retry:
+                    raise
+                trail.clear()
+                return trace(varying_axes(batches, model.keys))
+        except Exception as err:               # noqa: BLE001 - any exporter failure is reported the same way
+            module = trail[-1] if trail else ""
+            kind = type(dict(model.named_modules()).get(module, model)).__name__
+            raise ExportError(f"cannot export the {modality} encoder ({arch}): {_culprit(err)} in module "
+                              f"'{module or '(top)'}' ({kind}); exporter: {exporter}") from err
+
+
+def checked(model: Exportable, batches: Sequence[dict[str, Tensor]], run: Callable[[dict[str, Tensor]], Any], *,
+            what: str, exporter: str, strict: bool = True) -> list[dict[str, Any]]:
+    """The exported ``run`` against eager on every batch: shapes, largest difference per output and scale. With
+    ``strict`` a difference above :data:`TOLERANCE` × scale is an :class:`ExportError`; a batch the export does not
+    run on always is (``what``: the graph, the program)."""
+    modality = model.encoder.modality or "?"
+    checks = []
+    for i, batch in enumerate(batches):
+        shapes = ", ".join(f"{k} {tuple(batch[k].shape)}" for k in model.keys)
+        ref = _run_eager(model, batch)
+        try:
+            got = run(batch)
+        except Exception as err:               # noqa: BLE001 - a runtime's own errors, a guard the tracer kept
+            raise ExportError(f"the exported {modality} {what} does not run on a batch of other sizes ({shapes}): "
+                              f"{str(err).splitlines()[0][:300]}; exporter: {exporter}") from err
+        diff = parity(ref, got, model.output_names)
+        scale = _scale(ref)
+        checks.append({"shapes": {k: list(batch[k].shape) for k in model.keys}, "max_abs_diff": diff, "scale": scale})
+        bad = {k: v for k, v in diff.items() if v > TOLERANCE * scale}
+        if bad and strict:
+            raise ExportError(f"the exported {modality} {what} differs from eager on batch {i} ({shapes}): "
+                              + ", ".join(f"{k} by {v:.2e}" for k, v in bad.items())
+                              + f" (tolerance {TOLERANCE:g} × {scale:.3g}); exporter: {exporter}")
+    return checks
 
 
 def file_sha256(path: Path) -> str:
@@ -260,7 +317,7 @@ def export_onnx(encoder: Encoder, processor: Processor, examples: Sequence[Any],
     :class:`ExportError`; int8: the difference is reported). Returns the ``export`` block for ``config.json``."""
     _require_onnx()
     import onnx
-    modality, arch = encoder.modality or "?", encoder.architecture or type(encoder).__name__
+    modality = encoder.modality or "?"
     if quantize not in (None, "int8"):
         raise ValueError(f"--quantize must be int8, got {quantize!r}")
     batches = example_batches(processor, examples, names)
@@ -269,21 +326,9 @@ def export_onnx(encoder: Encoder, processor: Processor, examples: Sequence[Any],
     exporter = getattr(encoder, "onnx_exporter", "dynamo")
     path = out / ONNX_NAME
     out.mkdir(parents=True, exist_ok=True)
-    with _module_trail(model) as trail, _quiet_exporter():
-        args = tuple(batches[0][k] for k in keys)
-        try:
-            try:
-                trace_onnx(model, args, path, exporter)
-            except Exception:                  # noqa: BLE001 - retried with fewer dynamic axes, reported below
-                if exporter != "dynamo":
-                    raise
-                trail.clear()                  # some size the model fixes (a table's columns) tripped the tracer
-                trace_onnx(model, args, path, exporter, varying_axes(batches, keys))
-        except Exception as err:               # noqa: BLE001 - any exporter failure is reported the same way
-            module = trail[-1] if trail else ""
-            kind = type(dict(model.named_modules()).get(module, model)).__name__
-            raise ExportError(f"cannot export the {modality} encoder ({arch}): {_culprit(err)} in module "
-                              f"'{module or '(top)'}' ({kind}); exporter: {exporter}") from err
+    args = tuple(batches[0][k] for k in keys)
+    traced(model, batches, lambda axes: trace_onnx(model, args, path, exporter, axes), exporter,
+           retry=exporter == "dynamo")
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
         fp32 = out / "model.fp32.onnx"
@@ -296,30 +341,15 @@ def export_onnx(encoder: Encoder, processor: Processor, examples: Sequence[Any],
         finally:
             fp32.unlink()
     session = _session(path)
-    checks = []
-    for i, batch in enumerate(batches):
-        ref = _run_eager(model, batch)
-        try:
-            got = _run_onnx(session, keys, batch)
-        except Exception as err:               # noqa: BLE001 - ONNX Runtime's errors are its own classes
-            raise ExportError(f"the exported {modality} graph does not run on a batch of other sizes ("
-                              f"{', '.join(f'{k} {tuple(batch[k].shape)}' for k in keys)}): "
-                              f"{str(err).splitlines()[0][:300]}; exporter: {exporter}") from err
-        diff = parity(ref, got, model.output_names)
-        scale = _scale(ref)
-        checks.append({"shapes": {k: list(batch[k].shape) for k in keys}, "max_abs_diff": diff, "scale": scale})
-        bad = {k: v for k, v in diff.items() if v > TOLERANCE * scale}
-        if bad and quantize is None:
-            raise ExportError(f"the exported {modality} graph differs from eager on batch {i} ("
-                              f"{', '.join(f'{k} {tuple(batch[k].shape)}' for k in keys)}): "
-                              + ", ".join(f"{k} by {v:.2e}" for k, v in bad.items())
-                              + f" (tolerance {TOLERANCE:g} × {scale:.3g}); exporter: {exporter}")
+    checks = checked(model, batches, lambda batch: _run_onnx(session, keys, batch), what="graph", exporter=exporter,
+                     strict=quantize is None)
     proto = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     pooled_dim = int(_run_eager(model, batches[1])[model.output_names.index("pooled")].shape[-1])
     return {"format": "onnx", "file": ONNX_NAME, "inputs": keys, "outputs": model.output_names, "opset": opset,
             "exporter": exporter, "quantize": quantize, "dim": pooled_dim, "torch": torch.__version__,
-            "checks": checks, "tolerance": TOLERANCE, "speed": speed(model, session, batches[0]),
+            "checks": checks, "tolerance": TOLERANCE,
+            "speed": speed(model, lambda batch: _run_onnx(session, keys, batch), batches[0]),
             "speed_batch": {k: list(batches[0][k].shape) for k in keys}}
 
 

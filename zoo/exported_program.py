@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -29,17 +27,13 @@ from .export import (
     TOLERANCE,
     Exportable,
     ExportError,
-    _culprit,
-    _module_trail,
-    _quiet_exporter,
-    _run_eager,
-    _scale,
-    _timed,
+    checked,
     example_batches,
     file_sha256,
     input_keys,
-    parity,
-    varying_axes,
+    run_torch,
+    speed,
+    traced,
 )
 from .hub import FormatError, resolve_file
 from .plugin import Encoder, EncoderOutput, Processor
@@ -126,11 +120,6 @@ def _widen(ranges: dict[str, list[str]], checks: list[dict[str, Any]]) -> dict[s
     return out
 
 
-def _run(module: nn.Module, keys: Sequence[str], batch: dict[str, Tensor]) -> list[np.ndarray]:
-    with torch.no_grad():
-        return [t.detach().cpu().numpy() for t in module(*[batch[k] for k in keys])]
-
-
 def export_program(encoder: Encoder, processor: Processor, examples: Sequence[Any], names: Sequence[str], *,
                    head: nn.Module | None = None, out: Path) -> dict[str, Any]:
     """Trace ``encoder`` (with a classifier's ``head``) into ``out/model.pt2`` on the ``examples``, reload it as
@@ -145,18 +134,7 @@ def export_program(encoder: Encoder, processor: Processor, examples: Sequence[An
     keys = input_keys(batches[0])
     model = Exportable(encoder.eval(), keys, head.eval() if head is not None else None).eval()
     args = tuple(batches[0][k] for k in keys)
-    with _module_trail(model) as trail, _quiet_exporter():
-        try:
-            try:
-                program = _trace(model, args, None)
-            except Exception:                  # noqa: BLE001 - retried with fewer dynamic axes, reported below
-                trail.clear()                  # some size the model fixes (a table's columns) tripped the tracer
-                program = _trace(model, args, varying_axes(batches, keys))
-        except Exception as err:               # noqa: BLE001 - any tracer failure is reported the same way
-            module = trail[-1] if trail else ""
-            kind = type(dict(model.named_modules()).get(module, model)).__name__
-            raise ExportError(f"cannot export the {modality} encoder ({arch}): {_culprit(err)} in module "
-                              f"'{module or '(top)'}' ({kind}); exporter: torch.export") from err
+    program = traced(model, batches, lambda axes: _trace(model, args, axes), "torch.export")
     program.example_inputs = None              # else pickled into the archive
     for node in program.graph.nodes:           # the tracing machine's stack traces name its local paths
         node.meta.pop("stack_trace", None)
@@ -165,39 +143,14 @@ def export_program(encoder: Encoder, processor: Processor, examples: Sequence[An
     path = out / PROGRAM_NAME
     torch.export.save(program, str(path))
     module = load_program(path)
-    checks = []
-    for i, batch in enumerate(batches):
-        ref = _run_eager(model, batch)
-        try:
-            got = _run(module, keys, batch)
-        except Exception as err:               # noqa: BLE001 - a guard the tracer specialised on
-            raise ExportError(f"the exported {modality} program does not run on a batch of other sizes ("
-                              f"{', '.join(f'{k} {tuple(batch[k].shape)}' for k in keys)}): "
-                              f"{str(err).splitlines()[0][:300]}") from err
-        diff, scale = parity(ref, got, model.output_names), _scale(ref)
-        checks.append({"shapes": {k: list(batch[k].shape) for k in keys}, "max_abs_diff": diff, "scale": scale})
-        bad = {k: v for k, v in diff.items() if v > TOLERANCE * scale}
-        if bad:
-            raise ExportError(f"the exported {modality} program differs from eager on batch {i}: "
-                              + ", ".join(f"{k} by {v:.2e}" for k, v in bad.items()))
-    pooled_dim = int(_run_eager(model, batches[1])[model.output_names.index("pooled")].shape[-1])
+    checks = checked(model, batches, lambda batch: run_torch(module, keys, batch), what="program",
+                     exporter="torch.export")
+    pooled_dim = int(run_torch(model, keys, batches[1])[model.output_names.index("pooled")].shape[-1])
     return {"format": PROGRAM_FORMAT, "file": PROGRAM_NAME, "inputs": keys, "outputs": model.output_names,
             "exporter": "torch.export", "quantize": None, "dim": pooled_dim, "torch": torch.__version__,
             "checks": checks, "tolerance": TOLERANCE, "input_ranges": _widen(ranges, checks),
-            "speed": _speed(model, module, batches[0]),
+            "speed": speed(model, lambda batch: run_torch(module, keys, batch), batches[0], name="exported"),
             "speed_batch": {k: list(batches[0][k].shape) for k in keys}}
-
-
-def _speed(model: Exportable, module: nn.Module, batch: dict[str, Tensor], repeats: int = 5) -> dict[str, Any]:
-    """Eager and the exported program on ``batch``, alternating (one warm-up each), medians in milliseconds."""
-    eager, exported = [], []
-    _run_eager(model, batch), _run(module, model.keys, batch)
-    for _ in range(repeats):
-        eager += _timed(lambda: _run_eager(model, batch), 1)
-        exported += _timed(lambda: _run(module, model.keys, batch), 1)
-    e, x = statistics.median(eager) * 1e3, statistics.median(exported) * 1e3
-    return {"eager_ms": round(e, 2), "exported_ms": round(x, 2), "speedup": round(e / x, 3) if x > 0 else None,
-            "runtime": "torch.export program"}
 
 
 class ProgramEncoder(Encoder):
@@ -236,7 +189,7 @@ class ProgramEncoder(Encoder):
 def load_program_encoder(id_or_path: str | Path, config: dict[str, Any], **hub_kwargs: Any) -> ProgramEncoder:
     """The exported folder's program as a :class:`ProgramEncoder`, after its hash, :func:`check_archive` and the
     preprocessor check."""
-    from .onnx_runtime import check_exported_preprocessor
+    from .onnx_runtime import check_exported_files
     from .registry import get_modality
     block = config[EXPORT_KEY]
     if not isinstance(block, dict) or block.get("format") != PROGRAM_FORMAT or not isinstance(block.get("inputs"),
@@ -250,7 +203,7 @@ def load_program_encoder(id_or_path: str | Path, config: dict[str, Any], **hub_k
     if file_sha256(path) != block["graph_sha256"]:
         raise FormatError(f"{path}: the program is not the one exported (its SHA-256 differs from config.json's "
                           "export block): corrupted or edited after export")
-    check_exported_preprocessor(id_or_path, block, **hub_kwargs)
+    check_exported_files(id_or_path, block, **hub_kwargs)
     cls = get_modality(config["modality"]).architecture(config["architecture"]).encoder
     enc_config = cls.config_class.from_dict(config["encoder"], where=f"{id_or_path}:config.json:encoder")
     return ProgramEncoder(enc_config, block, load_program(path), config["modality"], config["architecture"]).eval()

@@ -17,7 +17,8 @@ from .export import EXPORT_KEY, file_sha256
 from .hub import PREPROCESSOR_NAME, FormatError, resolve_file
 from .plugin import Encoder, EncoderOutput
 
-__all__ = ["OnnxEncoder", "load_onnx_encoder", "check_graph", "check_exported_preprocessor", "RUNTIMES"]
+__all__ = ["OnnxEncoder", "load_onnx_encoder", "check_graph", "check_exported_preprocessor", "check_exported_files",
+           "RUNTIMES"]
 
 RUNTIMES = ("onnx", "torch")
 
@@ -33,12 +34,18 @@ def _onnxruntime() -> Any:
 
 def check_exported_preprocessor(id_or_path: str | Path, block: dict[str, Any], **hub_kwargs: Any) -> None:
     """Refuse an exported folder's ``preprocessor.json`` that is not, byte for byte, the one it was exported with
-    (either runtime: the inputs would be processed differently from what the model was traced and checked on), and
-    any file beside the graph (weights, a classifier's head and labels) that is not the one exported."""
+    (either runtime: the inputs would be processed differently from what the model was traced and checked on)."""
     pre = resolve_file(id_or_path, PREPROCESSOR_NAME, **hub_kwargs)
     if block.get("preprocessor_sha256") and file_sha256(Path(pre)) != block["preprocessor_sha256"]:
         raise FormatError(f"{pre}: preprocessor.json is not the one the model was exported with (its SHA-256 differs "
                           "from config.json's export block): the inputs would be processed differently")
+
+
+def check_exported_files(id_or_path: str | Path, block: dict[str, Any], **hub_kwargs: Any) -> None:
+    """Refuse an exported folder whose ``preprocessor.json`` (:func:`check_exported_preprocessor`) or any file beside
+    the graph (weights, a classifier's head and labels) is not the one exported; each is hashed once, when the
+    model is loaded (either runtime)."""
+    check_exported_preprocessor(id_or_path, block, **hub_kwargs)
     for name, digest in (block.get("files_sha256") or {}).items():
         path = resolve_file(id_or_path, str(name), **hub_kwargs)
         if file_sha256(Path(path)) != digest:
@@ -116,7 +123,7 @@ def load_onnx_encoder(id_or_path: str | Path, config: dict[str, Any], **hub_kwar
         raise FormatError(f"{path}: the graph is not the one exported (its SHA-256 differs from config.json's export "
                           "block): corrupted or edited after export")
     check_graph(Path(path), block)
-    check_exported_preprocessor(id_or_path, block, **hub_kwargs)
+    check_exported_files(id_or_path, block, **hub_kwargs)
     cls = get_modality(config["modality"]).architecture(config["architecture"]).encoder
     enc_config = cls.config_class.from_dict(config["encoder"], where=f"{id_or_path}:config.json:encoder")
     try:
