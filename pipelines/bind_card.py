@@ -124,7 +124,7 @@ def _results(report: dict[str, Any] | None, folder: Path) -> str:
         majority = report["zero_shot"].get("majority_class")
         results += ("\n\nZero-shot classification through the other side (nearest class prototype, prototypes "
                     f"from the {report['zero_shot']['prototypes_from']}): "
-                    + ", ".join(f"{k} {v:.3f}" for k, v in zs.items())
+                    + ", ".join(f"{_zero_shot_name(k)} {v:.3f}" for k, v in zs.items())
                     + (f"; always naming the commonest class scores {majority:.3f}." if majority is not None
                        else "."))
     if (folder / "similarity.png").is_file():
@@ -132,3 +132,9 @@ def _results(report: dict[str, Any] | None, folder: Path) -> str:
         results += ("\n\n![similarity of held-out pairs](similarity.png)\n\nCosine similarities of the first "
                     f"{shown} held-out pairs (sorted by class when labelled): each pair on the diagonal.")
     return results
+
+
+def _zero_shot_name(key: str) -> str:
+    """``"audio→video prototypes"`` (the report's key) as the card says it: which side is classified by which."""
+    query, other = key.removesuffix(" prototypes").split("→")
+    return f"{query} inputs by the nearest {other} class prototype"

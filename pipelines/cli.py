@@ -125,7 +125,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"{model} is an encoder, not a fine-tuned classifier (no {CLASSIFIER_NAME}): fine-tune it "
                          f"first (zoo finetune {model} --data ...), or embed with zoo embed")
     clf = AutoClassifier.from_pretrained(args.model, runtime=args.runtime)
-    named = [item for path in args.inputs for item in named_inputs(clf.processor, path)]
+    named = [item for path in args.inputs for item in named_inputs(clf.processor, path, args.name_column)]
     names, examples = [n for n, _ in named], [ex for _, ex in named]
     out = clf.predict(examples, names=names, top_k=args.top_k)
     for name, labels in zip(names, out):
@@ -209,12 +209,15 @@ def _embed_inputs(args: argparse.Namespace, processor, job, count) -> Any:
     i = 0
     for path in args.inputs:
         if _dataset_id(path):
+            if args.name_column:
+                raise ValueError(f"--name-column names a table file's rows; {path} is a dataset id, whose examples "
+                                 "are named ID[k]")
             modality = get_modality(processor.modality)
             stream = modality.load_data({"source": "hf", "path": path, "split": args.split or "train",
                                          "streaming": True})
             named = ((f"{path}[{k}]", rec[0]) for k, rec in enumerate(stream.records(0, 1, 0)))
         else:
-            named = named_inputs(processor, path)
+            named = named_inputs(processor, path, args.name_column)
         for name, ex in named:
             if job.wanted(i, name):
                 yield i, name, ex
@@ -550,6 +553,7 @@ def _add_predict(sub: Any) -> None:
     s.add_argument("inputs", nargs="+", help="input files (a table gives one prediction per row or entity)")
     s.add_argument("--top-k", type=_positive_int, default=1)
     s.add_argument("--json", action="store_true", help="one JSON line per input")
+    _name_column_arg(s)
     _runtime_arg(s)
     s.set_defaults(func=_cmd_predict)
 
@@ -569,6 +573,7 @@ def _add_embed(sub: Any) -> None:
     s.add_argument("--no-resume", action="store_true",
                    help="with --output FOLDER: remove an earlier job's shards there and start over")
     s.add_argument("--split", help="the split of a Hugging Face dataset input (default: train)")
+    _name_column_arg(s)
     s.add_argument("--num-workers", type=_count, default=0, help="DataLoader workers that read and process "
                                                                 "(examples that are not windowed)")
     s.add_argument("--batch-size", type=_positive_int, default=64,
@@ -584,6 +589,11 @@ def _add_embed(sub: Any) -> None:
     s.add_argument("--modality", help="a bound model (zoo bind): the side to embed, into the shared space")
     _runtime_arg(s)
     s.set_defaults(func=_cmd_embed)
+
+
+def _name_column_arg(s: argparse.ArgumentParser) -> None:
+    from .cli_bind import name_column_arg
+    name_column_arg(s)
 
 
 def _runtime_arg(s: argparse.ArgumentParser) -> None:

@@ -38,13 +38,14 @@ def add_bind(sub: Any) -> None:
     s.set_defaults(func=_cmd_bind)
 
 
-def _side_vectors(model: Any, modality: str, inputs: list[str], batch_size: int) -> tuple[torch.Tensor, list[str]]:
+def _side_vectors(model: Any, modality: str, inputs: list[str], batch_size: int,
+                  name_column: str | None = None) -> tuple[torch.Tensor, list[str]]:
     """Inputs (files, folders, tables; or one ``.safetensors`` file that ``zoo embed MODEL --modality M`` wrote, or
     its ``--output`` folder) → that side's unit vectors in the shared space and their names."""
     from .data_spec import named_inputs
     if len(inputs) == 1 and (inputs[0].endswith(".safetensors") or (Path(inputs[0]) / "index.json").is_file()):
         return _stored(inputs[0], model.dim, modality, model.signature(modality))
-    named = [pair for path in inputs for pair in named_inputs(model.processors[modality], path)]
+    named = [pair for path in inputs for pair in named_inputs(model.processors[modality], path, name_column)]
     if not named:
         raise ValueError(f"no {modality} inputs found in {inputs}")
     names = [n for n, _ in named]
@@ -81,15 +82,16 @@ def _stored(path: str, dim: int, modality: str, signature: str) -> tuple[torch.T
 
 
 def search(model: Any, query: list[str], index: list[str], *, query_modality: str, index_modality: str,
-           top_k: int = 5, batch_size: int = 32) -> list[dict[str, Any]]:
-    """Each query's ``top_k`` nearest index entries by cosine similarity in the shared space."""
+           top_k: int = 5, batch_size: int = 32, name_column: str | None = None) -> list[dict[str, Any]]:
+    """Each query's ``top_k`` nearest index entries by cosine similarity in the shared space (the index's table
+    rows named by ``name_column``)."""
     if query_modality == index_modality:
         raise ValueError(f"--query-modality and --index-modality are both {query_modality!r}: search one side with "
                          "another")
     for m in (query_modality, index_modality):
         model.side(m)
     q, q_names = _side_vectors(model, query_modality, query, batch_size)
-    x, x_names = _side_vectors(model, index_modality, index, batch_size)
+    x, x_names = _side_vectors(model, index_modality, index, batch_size, name_column)
     sims = model.similarity(q, x)
     k = min(top_k, len(x_names))
     scores, idx = sims.topk(k, dim=1)
@@ -108,7 +110,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     query_modality = args.query_modality or sides[0]
     index_modality = args.index_modality or next(m for m in sides if m != query_modality)
     found = search(model, args.query, args.index, query_modality=query_modality, index_modality=index_modality,
-                   top_k=args.top_k, batch_size=args.batch_size)
+                   top_k=args.top_k, batch_size=args.batch_size, name_column=args.name_column)
     for row in found:
         if args.json:
             print(json.dumps(row))
@@ -117,6 +119,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
             for rank, r in enumerate(row["results"], 1):
                 print(f"  {rank}. {r['match']}\t{r['score']:.4f}")
     return 0
+
+
+def name_column_arg(parser: argparse.ArgumentParser, what: str = "rows") -> None:
+    """``--name-column COL``: a table's rows named by that column's cell instead of ``FILE[ROW]``."""
+    parser.add_argument("--name-column", metavar="COL",
+                        help=f"name a table's {what} by this column (e.g. an id) instead of FILE[ROW]")
 
 
 def add_search(sub: Any) -> None:
@@ -131,4 +139,5 @@ def add_search(sub: Any) -> None:
     s.add_argument("--top-k", type=int, default=5)
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--json", action="store_true", help="one JSON line per query")
+    name_column_arg(s, "rows in --index")
     s.set_defaults(func=_cmd_search)

@@ -76,13 +76,44 @@ def command_line(verb: str, target: str | Path, flags: list[tuple[str, Any]]) ->
     return " ".join(parts)
 
 
-def named_inputs(processor: Any, path: str | Path) -> list[tuple[str, Any]]:
+def named_inputs(processor: Any, path: str | Path, name_column: str | None = None) -> list[tuple[str, Any]]:
     """The examples of one input with their names: a folder through the modality's folder source (every file of
-    its kind, named by path), a file through the processor (a table's rows, an event log's entities)."""
+    its kind, named by path), a file through the processor (a table's rows, ``file[row]``, or by their
+    ``name_column`` cell; an event log's entities, by their id)."""
     from zoo import get_modality
     from zoo.plugin import read_examples
     modality = get_modality(processor.modality)
     if Path(path).is_dir() and modality.folder_source is not None:
         data = modality.load_data(data_spec(modality, str(path)))
-        return [(data.name(i), data.examples[i]) for i in range(len(data))]
-    return read_examples(processor, str(path))
+        named = [(data.name(i), data.examples[i]) for i in range(len(data))]
+    else:
+        named = read_examples(processor, str(path))
+    return named if name_column is None else _by_column(named, name_column, str(path))
+
+
+def _by_column(named: list[tuple[str, Any]], column: str, path: str) -> list[tuple[str, Any]]:
+    """Each row named by its ``column`` cell (``--name-column``); a missing column, an empty cell or examples that
+    are not rows are named errors, a repeated name a warning (searches and shards name rows by it)."""
+    import logging
+
+    import numpy as np
+    import pandas as pd
+    out = []
+    for name, example in named:
+        if not isinstance(example, dict) or column not in example:
+            known = f"its columns: {sorted(example)}" if isinstance(example, dict) else "its examples are not rows"
+            raise ValueError(f"{path}: --name-column {column!r}: no such column ({known})")
+        value = example[column]
+        if np.ndim(value) != 0:
+            raise ValueError(f"{path}: --name-column {column!r} holds {np.size(value)} values per example, not one "
+                             "(an event log's entities are already named by its entity column)")
+        if pd.isna(value) or str(value).strip() == "":
+            raise ValueError(f"{path}: --name-column {column!r} is empty in {name}")
+        out.append((str(value), example))
+    counts = pd.Series([n for n, _ in out]).value_counts()
+    if len(counts) and counts.iloc[0] > 1:
+        logging.getLogger("zoo").warning("%s: --name-column %r repeats %d name(s) (e.g. %r, %d times): results "
+                                         "with that name cannot be told apart", path, column,
+                                         int((counts > 1).sum()), counts.index[0], int(counts.iloc[0]))
+    return out
+

@@ -218,6 +218,7 @@ def test_bind_run_reloads_searches_and_each_side_loads_alone(pair_table, tmp_pat
     assert report["zero_shot"]["majority_class"] == pytest.approx(4 / 12)      # 12 held out, 4 per class
     card = (folder / "README.md").read_text()
     assert "always naming the commonest class scores 0.333" in card
+    assert "toyseq inputs by the nearest tabular class prototype" in card        # which side is the query
     assert "cross-modal-retrieval" in card and "similarity.png" in card and (folder / "similarity.png").is_file()
     model = zoo.AutoEncoder.from_pretrained(folder)
     assert model.sides == ["toyseq", "tabular"] and not model.training
@@ -225,6 +226,10 @@ def test_bind_run_reloads_searches_and_each_side_loads_alone(pair_table, tmp_pat
     seqs = [p["toyseq"] for p in pairs.examples]
     z = model.embed("toyseq", seqs)
     assert z.shape == (12, 8) and torch.allclose(z.norm(dim=1), torch.ones(12), atol=1e-5)
+    rows = [p["tabular"] for p in pairs.examples]
+    import pandas as pd
+    frame = pd.DataFrame(rows, index=[f"r{i}" for i in range(12)])          # its rows, not its column names
+    assert torch.equal(model.embed("tabular", frame), model.embed("tabular", rows))
     alone = zoo.AutoEncoder.from_pretrained(folder, modality="toyseq")
     proc = zoo.AutoProcessor.from_pretrained(folder, modality="toyseq")
     with torch.no_grad():
@@ -243,6 +248,10 @@ def test_bind_run_reloads_searches_and_each_side_loads_alone(pair_table, tmp_pat
     from pipelines.cli_bind import search
     found = search(model, [seqs[0]], [str(pair_table)], query_modality="toyseq", index_modality="tabular", top_k=3)
     assert len(found) == 1 and len(found[0]["results"]) == 3
+    named = search(model, [seqs[0]], [str(pair_table)], query_modality="toyseq", index_modality="tabular", top_k=3,
+                   name_column="f0")                                   # rows named by a column, not FILE[ROW]
+    f0 = {str(v) for v in pd.read_csv(pair_table)["f0"]}
+    assert {r["match"] for r in named[0]["results"]} <= f0
 
 
 def test_sigkilled_bind_run_resumes_bit_for_bit(pair_table, tmp_path):

@@ -597,3 +597,33 @@ def test_a_fit_warning_names_the_row_as_every_other_message_does(tmp_path, caplo
     with caplog.at_level(logging.WARNING):
         fit_processor(proc, data, seed=0, skip_bad=False)
     assert f"{path}[17]: 'abc'" in caplog.text, caplog.text
+
+
+def test_values_beyond_float32_are_named_not_turned_into_infinity():
+    from zoo.plugin import BadExample, numeric_array
+    with pytest.raises(BadExample, match=r"clip\.npy: field 'samples': values beyond float32's range"):
+        numeric_array(np.array([0.5, 1e300]), "clip.npy", "samples")
+    assert numeric_array(np.array([0.5, np.inf]), "x", "f")[1] == float("inf")   # left to the modality's check
+    assert numeric_array(np.array([3e38], np.float64), "x", "f")[0] == pytest.approx(3e38)
+
+
+def test_table_rows_are_named_by_a_name_column_in_embed(table_model, tmp_path):
+    from safetensors import safe_open
+    _, model = table_model
+    rows = tmp_path / "rows.csv"
+    pd = pytest.importorskip("pandas")
+    pd.DataFrame({"customer_id": ["c7", "c9", "c7"], "income": [1.0, 2.0, 3.0], "age": [30, 40, 50],
+                  "plan": ["basic", "pro", "basic"]}).to_csv(rows, index=False)
+    out = tmp_path / "e.safetensors"
+    res = zoo_main("embed", str(model), str(rows), "--name-column", "customer_id", "--output", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "repeats 1 name(s) (e.g. 'c7', 2 times)" in res.stderr
+    with safe_open(str(out), "pt") as fh:
+        assert json.loads(fh.metadata()["names"]) == ["c7", "c9", "c7"]
+    res = zoo_main("embed", str(model), str(rows), "--name-column", "client", "--output", str(tmp_path / "f"))
+    assert res.returncode == 2 and "--name-column 'client': no such column" in res.stderr
+    assert "customer_id" in res.stderr                                  # the columns there are
+    pd.DataFrame({"customer_id": ["c1", None], "income": [1.0, 2.0], "age": [3, 4],
+                  "plan": ["basic", "pro"]}).to_csv(rows, index=False)
+    res = zoo_main("embed", str(model), str(rows), "--name-column", "customer_id", "--output", str(tmp_path / "g"))
+    assert res.returncode == 2 and f"is empty in {rows}[1]" in res.stderr

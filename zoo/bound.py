@@ -114,12 +114,16 @@ class BoundModel(nn.Module):
     @torch.no_grad()
     def embed(self, modality: str, inputs: Sequence[Any] | dict[str, Tensor], *, batch_size: int = 32,
               names: Sequence[str] | None = None) -> Tensor:
-        """Raw inputs of one side (file paths, arrays, rows: what its processor reads), or a batch it collated,
-        → ``[N, dim]`` unit vectors in the shared space (eval mode)."""
+        """Raw inputs of one side (file paths, arrays, rows: what its processor reads; a pandas DataFrame is its
+        rows, named by its index), or a batch it collated, → ``[N, dim]`` unit vectors in the shared space (eval
+        mode)."""
         self._check_side(modality)
         self.eval()
         if isinstance(inputs, dict):
             return self(modality, inputs)
+        if hasattr(inputs, "to_dict") and hasattr(inputs, "columns"):       # a DataFrame: its rows, not its columns
+            names = names if names is not None else [f"row {i}" for i in inputs.index]
+            inputs = inputs.to_dict("records")
         if modality not in self.processors:
             raise ValueError(f"no processor for the {modality!r} side: load the model with "
                              "zoo.AutoEncoder.from_pretrained, or pass a collated batch")

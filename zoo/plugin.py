@@ -81,7 +81,11 @@ def numeric_array(value: Any, example: Any, field: str, *, integer: bool = False
             if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
                 raise BadExample(example, field, "non-integer values where indices are expected")
         return torch.from_numpy(arr.astype(np.int64))
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype.itemsize > 4 and np.isinf(out).any() and not np.isinf(arr[np.isinf(out)]).all():
+        raise BadExample(example, field, "values beyond float32's range (±3.4e38): rescale the data")
+    return torch.from_numpy(out)
 
 
 @dataclass
