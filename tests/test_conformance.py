@@ -352,7 +352,7 @@ def test_exported_model_embeds_as_eager(run, tmp_path):
     _close(embedded["onnx"], embedded["torch"], f"{run['name']} zoo embed")
 
 
-def test_an_exported_folder_that_does_not_fit_is_refused(run, tmp_path):
+def test_an_exported_folder_that_does_not_fit_is_refused(run, tmp_path, caplog):
     """A preprocessor.json that is not the exported one (either runtime), a graph whose bytes changed after export
     and an opset that is not the recorded one are refused, naming the file."""
     import shutil
@@ -378,6 +378,12 @@ def test_an_exported_folder_that_does_not_fit_is_refused(run, tmp_path):
     (bad / "config.json").write_text(json.dumps(config))
     with pytest.raises(zoo.FormatError, match="model.onnx.*opset"):
         zoo.AutoEncoder.from_pretrained(bad)
+    config["export"]["opset"] -= 1
+    del config["export"]["graph_sha256"]                                  # an export older than the hashes
+    (bad / "config.json").write_text(json.dumps(config))
+    with caplog.at_level("WARNING", logger="zoo"):
+        zoo.AutoEncoder.from_pretrained(bad)
+    assert "records no graph_sha256" in caplog.text and "loaded unchecked" in caplog.text
 
 
 @pytest.mark.slow

@@ -6,6 +6,8 @@ folder; nothing from the folder is run but the graph."""
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,11 @@ def load_onnx_encoder(id_or_path: str | Path, config: dict[str, Any], **hub_kwar
     if not isinstance(block, dict) or block.get("format") != "onnx" or not isinstance(block.get("inputs"), list):
         raise FormatError(f"{id_or_path}: config.json's export block is not an ONNX export's")
     path = resolve_file(id_or_path, str(block.get("file", "model.onnx")), **hub_kwargs)
+    unchecked = [k for k in ("graph_sha256", "preprocessor_sha256", "files_sha256") if not block.get(k)]
+    if unchecked:
+        logging.getLogger("zoo").warning("%s: config.json's export block records no %s (an export older than this "
+                                         "version): its files are loaded unchecked; export the model again to have "
+                                         "them checked", id_or_path, " or ".join(unchecked))
     if block.get("graph_sha256") and file_sha256(Path(path)) != block["graph_sha256"]:
         raise FormatError(f"{path}: the graph is not the one exported (its SHA-256 differs from config.json's export "
                           "block): corrupted or edited after export")
