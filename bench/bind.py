@@ -8,7 +8,11 @@
 
 both directions, R@1/5/10 and the median rank, mean ± std over the seeds; zero-shot accuracy through the other
 side. ``python -m bench.bind [--recipes planes-flights av-digits] [--seeds 3]``; the table in
-``bench/results/bind.md``, numbers in ``bind.json``; runs cached in ``bench/results/bind/``."""
+``bench/results/bind.md``, numbers in ``bind.json``; runs cached in ``bench/results/bind/``.
+
+``python -m bench.bind --diagnose`` measures what was tried while looking for that order (seed 0, after the main
+runs, whose sides it reuses; ``bind-diagnose.md``/``.json``): scarce pairs (each variant on the first 400 training
+pairs) and each side pretrained longer (its side probe, and aligned on it) — :data:`DIAGNOSES`."""
 
 from __future__ import annotations
 
@@ -23,15 +27,19 @@ RECIPES = {"planes-flights": 3, "av-digits": 1}           # recipe → seeds (th
 VARIANTS = ("bound", "aligned", "random init")
 
 
-def pretrained_alone(recipe: Any, out: Path) -> dict[str, Path]:
-    """Each side pretrained alone, with its own recipe and objective, on its side of the training pairs only."""
+def pretrained_alone(recipe: Any, out: Path, extra: dict[str, list[str]] | None = None) -> dict[str, Path]:
+    """Each side pretrained alone, with its own recipe and objective, on its side of the training pairs only (with
+    ``extra``: only the sides it names, with those overrides of their recipe)."""
     from pipelines.bind import side_recipe
     from pipelines.pairs import load_pairs, side_examples
     from pipelines.pretrain import pretrain
     pairs = load_pairs(recipe.data["train"], list(recipe.sides))
     found = {}
     for m, side in recipe.sides.items():
-        own = side_recipe(m, side, None, recipe.train.seed).with_overrides(["train.quality_every=0"])
+        if extra is not None and m not in extra:
+            continue
+        sets = ["train.quality_every=0", *(extra or {}).get(m, [])]
+        own = side_recipe(m, side, None, recipe.train.seed).with_overrides(sets)
         folder = out / f"alone-{m}"
         if not (folder / "model" / "config.json").is_file():
             pretrain(own, folder, examples=side_examples(pairs, m))
@@ -106,6 +114,56 @@ def one(name: str, seeds: int, out: Path) -> dict[str, Any]:
             "pairs": runs["bound"][0]["pairs"], "side_probes": json.loads(probes.read_text())}
 
 
+#: recipe → (what is tried, the bind's overrides, the variants run, a side pretrained again: (modality, overrides))
+DIAGNOSES: dict[str, list[tuple[str, list[str], tuple[str, ...], tuple[str, list[str]] | None]]] = {
+    "planes-flights": [("400 training pairs", ["data.train.limit=400"], VARIANTS, None),
+                       ("tabular side pretrained 10x longer (2,000 steps)", [], ("aligned",),
+                        ("tabular", ["train.steps=2000", "train.checkpoint_every=500"]))],
+    "av-digits": [("video side pretrained 5x longer (1,500 steps)", [], ("aligned",),
+                   ("video", ["train.steps=1500", "train.checkpoint_every=500"])),
+                  ("audio side pretrained 5x longer (600 steps)", [], ("aligned",),
+                   ("audio", ["train.steps=600", "train.checkpoint_every=300"]))]}
+
+
+def diagnose(name: str, out: Path) -> list[dict[str, Any]]:
+    """:data:`DIAGNOSES` of one recipe: each variant's R@1 per direction, and a retrained side's probe."""
+    from pipelines.bind import bind, load_bind_recipe
+    recipe = load_bind_recipe(name)
+    alone = pretrained_alone(recipe, out / name)
+    found = []
+    for k, (what, sets, variants, side) in enumerate(DIAGNOSES.get(name, [])):
+        root, sides, row = out / name / f"diagnose-{k}", dict(alone), {"what": what, "r1": {}}
+        if side is not None:
+            m = side[0]
+            sides[m] = pretrained_alone(recipe, root, {m: side[1]})[m]
+            before = json.loads((out / name / "side-probes.json").read_text())["sides"][m]["probe"]
+            row["side_probe"] = {"side": m, "before": before, "after": side_probes(recipe, sides)["sides"][m]["probe"]}
+        for variant in variants:
+            folder = root / variant.replace(" ", "-")
+            if not (folder / "evaluation.json").is_file():
+                bind(recipe.with_overrides([*variant_overrides(variant, recipe, sides), *sets]), folder, resume=True)
+            report = json.loads((folder / "evaluation.json").read_text())
+            row["r1"][variant] = {d: r["R@1"] for d, r in report["retrieval"].items()}
+        found.append(row)
+    return found
+
+
+def diagnose_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["### Binding: what was tried for the order", "", f"Machine: {machine()}", "",
+             "Seed 0. R@1 per direction; a side pretrained again: its linear probe on the held-out pairs' class "
+             "(before → after) and aligned on it.", "",
+             "| recipe | tried | variant | R@1 (each direction) | side probe: before → after |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, rows in found.items():
+        for row in rows:
+            p = row.get("side_probe")
+            probe = f"{p['side']} {p['before']:.3f} → {p['after']:.3f}" if p else "—"
+            for variant, r1 in row["r1"].items():
+                cells = ", ".join(f"{d} {v:.3f}" for d, v in r1.items())
+                lines.append(f"| {name} | {row['what']} | {variant} | {cells} | {probe} |")
+    return lines + [""]
+
+
 def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else \
         f"{values[0]:.3f}"
@@ -174,5 +232,12 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--recipes", nargs="*", default=list(RECIPES))
     p.add_argument("--seeds", type=int, default=None, help="seeds per recipe (default: 3 for the real set, else 1)")
+    p.add_argument("--diagnose", action="store_true", help="what was tried for the order (DIAGNOSES), not the table")
     args = p.parse_args()
-    run(results_dir("bind"), {r: args.seeds or RECIPES.get(r, 1) for r in args.recipes})
+    if args.diagnose:
+        found = {r: diagnose(r, results_dir("bind")) for r in args.recipes}
+        root = Path(__file__).parent / "results"
+        (root / "bind-diagnose.json").write_text(json.dumps(found, indent=2) + "\n")
+        publish_table(diagnose_table(found), root / "bind-diagnose.md")
+    else:
+        run(results_dir("bind"), {r: args.seeds or RECIPES.get(r, 1) for r in args.recipes})
