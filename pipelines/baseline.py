@@ -58,10 +58,9 @@ def baseline_scores(modality: Modality, processor: Processor, train: ExampleSet 
         for name in modality.baselines:
             out["skipped"][name] = "streamed data: a baseline needs map-style data"
         return out
-    tr_ex, te_ex = train.examples, test.examples      # as the source gives them (a table's rows)
     for name, features in modality.baselines.items():
         try:
-            tr, te = features(tr_ex, processor), features(te_ex, processor)
+            tr, te = (_features(features, d, processor) for d in (train, test))
             if tr is None or te is None:
                 continue
             out["scores"][name] = _fit_score(task, tr, list(train.labels), te, list(test.labels), metric,
@@ -70,6 +69,15 @@ def baseline_scores(modality: Modality, processor: Processor, train: ExampleSet 
             out["skipped"][name] = f"{type(err).__name__}: {err}"
             logger.warning("baseline %r could not be computed: %s", name, err)
     return out
+
+
+def _features(features: Any, data: ExampleSet, processor: Processor) -> Any:
+    """A baseline's features of ``data``; a function that takes ``names`` is given the examples' names, so that an
+    error names the example as the data set does (``file[row]``, an entity id)."""
+    import inspect
+    if "names" in inspect.signature(features).parameters:
+        return features(data.examples, processor, names=[data.name(i) for i in range(len(data))])
+    return features(data.examples, processor)
 
 
 def verdict(model_value: float, baselines: dict[str, Any], *, what: str, lower_is_better: bool = False

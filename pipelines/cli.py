@@ -716,8 +716,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
-        print(f"zoo {args.command}: error: {err}", file=sys.stderr)
+        print(f"zoo {args.command}: error: {error_text(err, args.command)}", file=sys.stderr)
         return 2
+
+
+def error_text(err: BaseException, command: str) -> str:
+    """What the command line prints of an error: a KeyError's text without the quotes ``str`` adds, and the
+    skip setting of the command at hand (a processor's message says ``train.skip_bad``; fine-tuning reads
+    ``finetune.skip_bad``)."""
+    text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str) \
+        else str(err)
+    return text.replace("train.skip_bad", "finetune.skip_bad") if command == "finetune" else text
 
 
 if __name__ == "__main__":

@@ -413,18 +413,20 @@ def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: 
     headline = ("mae", "rmse", "r2") if task == "regression" else ("accuracy", "macro_f1")
     history = validation.history if validation is not None else []
     stopped = result.steps if result.steps < s.cfg.steps else None
+    skipped = s.data.skipped + result.skipped          # checked before training (tables), or met while training
     best = validation.best_step() if validation is not None else None
     sizes = [len(d) if isinstance(d, ExampleSet) else "streamed" for d in (s.data.train, s.data.validation)
              if d is not None]
     facts = {"finetuned_from": s.origin, "recipe": recipe.name, "mode": s.ft.mode, "steps": result.steps,
              "stopped_early_at": stopped, "best_step": best or result.steps, "validation": history,
              "settings": {**s.cfg.to_dict(), **s.ft.to_dict()}, "data": s.data.description,
-             "test_examples": int(len(y)), "task": task, "command": s.command,
+             "test_examples": int(len(y)), "skipped_examples": skipped, "task": task, "command": s.command,
              "test": {k: metrics[k] for k in headline},
              "training": {"data": s.data.description, "fine-tuned from": s.origin, "mode": s.ft.mode,
                           "steps": result.steps, "batch size": s.cfg.batch_size, "learning rate": s.cfg.lr,
                           ("examples (train / validation / test)" if len(sizes) == 2 else "examples (train / test)"):
-                              " / ".join(map(str, [*sizes, len(y)])),
+                              " / ".join(map(str, [*sizes, len(y)]))
+                              + (f" ({skipped} unreadable left out)" if skipped else ""),
                           "wall time (s)": round(result.wall_seconds, 2), "hardware": result.device,
                           "seed": s.cfg.seed, **collapse_facts(result.signals, result.collapse)},
              "baseline": compared}

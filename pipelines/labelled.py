@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import ExampleSet, Modality, Processor, StreamSet
+from zoo import BadExample, ExampleSet, Modality, Processor, StreamSet
 from zoo.data import stratified_indices
 
 from .data_spec import data_spec, describe_data
@@ -36,6 +36,7 @@ class LabelledData:
     label_names: list[str]                   # a regression: the one target name
     description: str                         # what cards and config.json name (never a local path)
     spec: dict[str, Any] | None = None       # the training data's spec (own data)
+    skipped: int = 0                         # examples left out as unreadable before training (finetune.skip_bad)
 
 
 def _names(data: Data) -> list[str]:
@@ -114,6 +115,40 @@ def drop_unlabelled(data: Data, skip_bad: bool, column: str | None, setting: str
     return data.subset(np.flatnonzero(~empty))
 
 
+CHECK_CHUNK = 4096      # rows checked at once by a vectorised processor before fine-tuning
+
+
+def drop_bad_rows(data: Data, processor: Processor, skip_bad: bool, setting: str | None) -> tuple[Data, int]:
+    """Where the processor reads many examples at once (it overrides ``process_batch``: a table's rows), every
+    example is checked before training, so that a bad cell stops the run at once naming its row and field, not at
+    whatever step first draws it, and ``skip_bad`` leaves it out of training, the test and the baselines alike,
+    counted (a warning names the first; ``setting`` None: a command that always skips, as
+    :func:`drop_unlabelled`). Returns the set and how many were left out."""
+    if not isinstance(data, ExampleSet) or type(processor).process_batch is Processor.process_batch or not len(data):
+        return data, 0
+    names = [data.name(i) for i in range(len(data))]
+    keep, bad = [], []
+    for lo in range(0, len(data), CHECK_CHUNK):
+        idx = list(range(lo, min(lo + CHECK_CHUNK, len(data))))
+        try:
+            processor.process_batch(data.subset(idx).examples, names[lo:lo + len(idx)])
+            keep += idx
+            continue
+        except BadExample as err:
+            if not skip_bad and setting is not None:
+                raise ValueError(str(err).replace("train.skip_bad", setting)) from None
+        for i in idx:                          # this chunk holds a bad row: each row alone
+            try:
+                processor(data.examples[i], name=names[i])
+                keep.append(i)
+            except BadExample as err:
+                bad.append(str(err).replace("train.skip_bad", setting or "skip_bad"))
+    if bad:
+        logger.warning("%d of %d examples cannot be read and are skipped (%s): %s", len(bad), len(data),
+                       setting or "skip_bad", "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else ""))
+    return (data.subset(keep) if bad else data), len(bad)
+
+
 def load_labelled(modality: Modality, processor: Processor, ft: Any, seed: int, *, data: str | None = None,
                   label_column: str | None = None, split: str | None = None, test_split: str | None = None,
                   recipe_eval: dict[str, Any] | None = None, train_set: Data | None = None,
@@ -148,13 +183,15 @@ def load_labelled(modality: Modality, processor: Processor, ft: Any, seed: int, 
         test_set = test_set if test_set is not None else modality.load_data(recipe_eval["test"])
         description = str(recipe_eval.get("dataset", "the recipe's data"))
         train_set, test_set = (drop_unlabelled(d, skip_bad, None, skip_setting) for d in (train_set, test_set))
+    (train_set, bad_train), (test_set, bad_test) = (drop_bad_rows(d, processor, skip_bad, skip_setting)
+                                                    for d in (train_set, test_set))
     task = _task(train_set, test_set, ft.task)
     names = [label_column or "target"] if task == "regression" else \
         check_label_spaces(train_set, test_set, ft.min_per_class)
     validation = None
     if ft.validation_fraction > 0 and (ft.eval_every > 0 or ft.patience > 0):
         train_set, validation = held_out_split(train_set, ft.validation_fraction, seed + 1)
-    return LabelledData(train_set, test_set, validation, task, names, description, spec)
+    return LabelledData(train_set, test_set, validation, task, names, description, spec, bad_train + bad_test)
 
 
 def _task(train: Data, test: Data, wanted: str) -> str:

@@ -252,10 +252,10 @@ def test_a_collapse_stopped_run_goes_on_when_its_alarm_settings_change(tmp_path)
 def test_epoch_seconds_and_milliseconds_in_one_time_column_are_refused():
     from modalities.events.processor import parse_times
     s = np.array([1.7e9, 1.7e9 + 60, 1.7e12 + 120_000])            # the last row in milliseconds
-    with pytest.raises(zoo.BadExample, match=r"client c1.*'time'.*event 2: .* processor.time_unit='s'"):
+    with pytest.raises(zoo.BadExample, match=r"client c1.*'time'.*event 3 of 3 as listed: .* processor.time_unit='s'"):
         parse_times(s, "s", "client c1", "time")
     ms = np.array([1.7e12, 1.7e12 + 60_000, 1.7e9 + 120])          # the last row in seconds
-    with pytest.raises(zoo.BadExample, match=r"event 2: .*0.001x the history's median.*time_unit='ms'"):
+    with pytest.raises(zoo.BadExample, match=r"event 3 of 3 as listed: .*0.001x the history's median.*time_unit='ms'"):
         parse_times(ms, "ms", "client c1", "time")
     assert parse_times(s[:2], "s", "c", "time").tolist() == [1.7e9, 1.7e9 + 60]
     assert parse_times(np.array([0.0, 5.0, 3000.0]), "s", "c", "time").tolist() == [0.0, 5.0, 3000.0]   # relative
@@ -627,3 +627,38 @@ def test_table_rows_are_named_by_a_name_column_in_embed(table_model, tmp_path):
                   "plan": ["basic", "pro"]}).to_csv(rows, index=False)
     res = zoo_main("embed", str(model), str(rows), "--name-column", "customer_id", "--output", str(tmp_path / "g"))
     assert res.returncode == 2 and f"is empty in {rows}[1]" in res.stderr
+
+
+def test_a_bad_table_cell_stops_fine_tuning_before_training_or_is_skipped_counted_everywhere(table_model, tmp_path):
+    """A bad cell is found before the first step, named by the file's row and with fine-tuning's own setting, not
+    at whatever step first draws it; skipped, it is left out of training, the test and the baseline alike and the
+    card counts it (a new user's check: it was found at step 11, or never in a 3-step run, and the baseline named
+    the row by its place in the split)."""
+    import pandas as pd
+    data, model = table_model
+    table = pd.read_csv(data)
+    table["age"] = table["age"].astype(object)
+    table.loc[100, "age"] = "old"
+    bad = tmp_path / "bad.csv"
+    table.to_csv(bad, index=False)
+    res = zoo_main("finetune", str(model), "--data", str(bad), "--label-column", "tier", "--steps", "1",
+                   "--output", str(tmp_path / "ft"))
+    assert res.returncode == 2 and f"example {bad}[100]: field 'age': expected a number, got 'old'" in res.stderr
+    assert "finetune.skip_bad: true skips the row" in res.stderr and "train.skip_bad" not in res.stderr
+    assert not (tmp_path / "ft" / "checkpoints").exists()                     # stopped before training
+    res = zoo_main("finetune", str(model), "--data", str(bad), "--label-column", "tier", "--steps", "1",
+                   "--set", "finetune.skip_bad=true", "--output", str(tmp_path / "ft2"))
+    assert res.returncode == 0, res.stderr
+    assert "1 of " in res.stderr and "examples cannot be read and are skipped (finetune.skip_bad)" in res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["baseline"]["baseline_value"] is not None                # the baseline skipped it too
+    meta = json.loads((tmp_path / "ft2" / "model" / "classifier.json").read_text())
+    assert meta["finetuning"]["skipped_examples"] == 1
+    assert "(1 unreadable left out)" in (tmp_path / "ft2" / "model" / "README.md").read_text()
+
+
+def test_the_command_line_prints_a_key_errors_text_without_quotes(tmp_path):
+    from pipelines.cli import error_text
+    assert error_text(KeyError("label column 'x' not in the table"), "evaluate") == "label column 'x' not in the table"
+    assert error_text(ValueError("a (train.skip_bad: true skips it)"), "finetune") == \
+        "a (finetune.skip_bad: true skips it)"

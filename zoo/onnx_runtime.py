@@ -7,7 +7,6 @@ folder; nothing from the folder is run but the graph."""
 from __future__ import annotations
 
 import logging
-
 from pathlib import Path
 from typing import Any
 

@@ -41,11 +41,13 @@ def history_aggregates(item: dict[str, Tensor], cardinalities: Sequence[int], to
     return torch.cat(parts).float()
 
 
-def aggregate_features(examples: Sequence[Any], processor: EventProcessor | None = None, top: int = 32) -> Tensor:
-    """``[N, F]`` aggregates of every history (through the fitted ``processor``)."""
+def aggregate_features(examples: Sequence[Any], processor: EventProcessor | None = None, top: int = 32, *,
+                       names: Sequence[str] | None = None) -> Tensor:
+    """``[N, F]`` aggregates of every history (through the fitted ``processor``; ``names``: what an error calls
+    each, e.g. its entity id)."""
     if processor is None:
         raise ValueError("aggregates need the model's fitted processor (its schema names the fields)")
     cards = processor.schema.cardinalities
-    rows = [history_aggregates(processor(examples[i], name=f"history {i}"), cards, top)
+    rows = [history_aggregates(processor(examples[i], name=names[i] if names else f"history {i}"), cards, top)
             for i in range(len(examples))]
     return torch.stack(rows)

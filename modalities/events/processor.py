@@ -53,8 +53,15 @@ class EventProcessorConfig(ProcessorConfig):
         self.check(self.unknown_category in ("unknown", "error"), "unknown_category", "must be 'unknown' or 'error'")
 
 
+def event_place(i: int, n: int) -> str:
+    """What messages call event ``i`` (from 0) of a history of ``n``: its place among its entity's rows as the file
+    lists them (or the history gives them), counted from 1 as a person counts rows."""
+    return f"event {i + 1} of {n} as listed"
+
+
 class _EventNames(Sequence):
-    """``names[i]`` = "<entity> event i" without building the strings of a long history up front."""
+    """``names[i]`` = "<entity> (event k of n as listed)": the event's place among its entity's rows as the
+    file lists them (counted from 1, as a person counts rows), without building the strings up front."""
 
     def __init__(self, entity: str, n: int, order: np.ndarray) -> None:
         self.entity, self.n, self.order = entity, n, order
@@ -63,7 +70,7 @@ class _EventNames(Sequence):
         return self.n
 
     def __getitem__(self, i: int) -> str:      # type: ignore[override]
-        return f"{self.entity} (event {int(self.order[i])})"
+        return f"{self.entity} ({event_place(int(self.order[i]), self.n)})"
 
 
 def history_columns(example: Any, name: str) -> dict[str, np.ndarray]:
@@ -111,7 +118,8 @@ def check_time_unit(secs: np.ndarray, values: np.ndarray, unit: str, where: str,
         i = int(far.nonzero()[0][0])
         what = ("lies past year 5138" if size[i] > EPOCH_MAX_S else
                 f"is about {size[i] / median:.3g}x the history's median {median / TIME_UNITS[unit]:.6g}")
-        raise BadExample(where, column, f"event {i}: timestamp {shown(values[i])} read in {unit} {what}: a time "
+        raise BadExample(where, column, f"{event_place(i, len(values))}: timestamp {shown(values[i])} read in {unit} "
+                                        f"{what}: a time "
                                         f"column holds one unit, processor.time_unit={unit!r} (epoch seconds and "
                                         "milliseconds mixed?)")
 
@@ -124,7 +132,8 @@ def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.nd
         bad = ~np.isfinite(secs)
         if bad.any():
             i = int(bad.nonzero()[0][0])
-            raise BadExample(where, column, f"event {i}: timestamp {shown(values[i])} is not a finite number "
+            raise BadExample(where, column, f"{event_place(i, len(values))}: timestamp {shown(values[i])} "
+                                            "is not a finite number "
                                             "(train.skip_bad: true skips the history)")
         check_time_unit(secs, values, unit, where, column)
         return secs
@@ -135,7 +144,8 @@ def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.nd
         missing = is_missing(values)
         if missing.any():
             i = int(missing.nonzero()[0][0])
-            raise BadExample(where, column, f"event {i}: missing timestamp {shown(values[i])} (train.skip_bad: true "
+            raise BadExample(where, column, f"{event_place(i, len(values))}: missing timestamp {shown(values[i])} "
+                                            "(train.skip_bad: true "
                                             "skips the history)")
         try:
             stamps = pd.to_datetime(pd.Series(values), utc=True, format="mixed").dt.tz_localize(None).to_numpy()
@@ -144,13 +154,15 @@ def parse_times(values: np.ndarray, unit: str, where: str, column: str) -> np.nd
                 try:
                     pd.to_datetime(v, utc=True)
                 except (ValueError, TypeError, OverflowError):
-                    raise BadExample(where, column, f"event {i}: unparseable timestamp {shown(v)} (is "
+                    raise BadExample(where, column, f"{event_place(i, len(values))}: unparseable timestamp "
+                                                    f"{shown(v)} (is "
                                                     "processor.time_column the time column?)") from None
             raise
     nat = np.isnat(stamps)
     if nat.any():
         i = int(nat.nonzero()[0][0])
-        raise BadExample(where, column, f"event {i}: missing timestamp {shown(values[i])} (train.skip_bad: true skips "
+        raise BadExample(where, column, f"{event_place(i, len(values))}: missing timestamp {shown(values[i])} "
+                                        "(train.skip_bad: true skips "
                                         "the history)")
     # nanoseconds end in 2262 ('2399-01-01' wrapped to 1814): outside their range, microseconds (±290,000 years)
     micros = stamps.astype("datetime64[us]").astype(np.int64)
