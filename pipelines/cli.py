@@ -498,7 +498,9 @@ def _add_evaluate(sub: Any) -> None:
     s.add_argument("--test-split", help="the test split (default: a folder's test/, else a seeded 20%% held out)")
     s.add_argument("--seed", type=int, default=0, help="seeds the held-out split (default 0)")
     s.add_argument("--output", help="where to write eval_results.json and the embedding map")
-    s.add_argument("--no-baseline", action="store_true", help="skip the randomly initialised baseline")
+    s.add_argument("--no-baseline", action="store_true",
+                   help="skip the comparisons: the same architecture at random init and the modality's hand-made "
+                        "baselines (in --label-fractions too)")
     s.add_argument("--num-workers", type=_count, default=0, help="DataLoader workers that read and process (default 0)")
     s.add_argument("--label-fractions", type=_fractions, metavar="F,F,...",
                    help="label-efficiency curves: the probe trained on each stratified fraction of the labelled "

@@ -4,6 +4,7 @@ embedding map coloured by label."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -354,6 +355,10 @@ def _label_efficiency(report: dict[str, Any], model: str | Path, out: Path, name
     from .label_efficiency import label_efficiency_markdown, plot_label_efficiency
     result = label_efficiency(encoder, processor, modality, train, test, fractions[0], fractions[1], **kwargs)
     report["label_efficiency"] = result
+    if result.get("merged"):
+        logging.getLogger(__name__).info("--label-fractions: %s gave no more labelled examples than the next "
+                                         "fraction and are left out of the curve (at least one per class)",
+                                         ", ".join(f"{f:g}" for f in result["merged"]))
     png = plot_label_efficiency(result, out / "label_efficiency.png", title=f"{name}: label efficiency")
     if not Path(model).is_dir():                  # a Hub id: no card is written
         return "\n\n" + label_efficiency_markdown(result, None, protocol)

@@ -245,3 +245,13 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
     assert out.returncode == 0, out.stderr
     report = json.loads((model / "eval_results.json").read_text())
     assert set(report["pretrained"]) == {"embeddings", "aggregates", "both"}
+
+
+def test_a_label_that_varies_within_an_entity_names_the_entity(caplog):
+    from modalities.events.data import entity_labels, group_events
+    log = {"entity": np.array(["a", "a", "b", "b", "b"]), "time": np.arange(5.0),
+           "segment": np.array(["x", "x", "y", "z", "z"], dtype=object)}
+    with caplog.at_level("INFO", logger="modalities.events.data"):
+        labels, names = entity_labels(group_events(log, "entity"), "segment")
+    assert names == ["x", "z"] and labels == [0, 1]                      # b takes its most frequent value
+    assert "varies within 1 entities (b)" in caplog.text

@@ -91,10 +91,13 @@ def entity_labels(histories: Histories, column: str) -> tuple[list[int | None], 
     frame = pd.DataFrame({"entity": owner[present], "value": pd.Series(cells[present], dtype=object).astype(str)
                           .str.strip().to_numpy()})
     counts = frame.groupby(["entity", "value"]).size().reset_index(name="n")
-    varied = int((counts.groupby("entity").size() > 1).sum())
+    per_entity = counts.groupby("entity").size()
+    varied = per_entity.index[per_entity > 1].tolist()
     top = counts.sort_values(["entity", "n", "value"]).groupby("entity").tail(1)
     if varied:
-        logger.info("label %r varies within %d entities: each takes its most frequent value", column, varied)
+        shown = ", ".join(str(histories.entities[i]) for i in varied[:5]) + (", ..." if len(varied) > 5 else "")
+        logger.info("label %r varies within %d entities (%s): each takes its most frequent value", column,
+                    len(varied), shown)
     names = sorted(set(top["value"]))
     labels = np.full(len(starts), None, dtype=object)
     labels[top["entity"].to_numpy()] = np.searchsorted(names, top["value"].to_numpy()).tolist()
