@@ -118,23 +118,56 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from zoo import AutoClassifier
     from zoo.classifier import CLASSIFIER_NAME
-
-    from .data_spec import named_inputs
     model = Path(args.model)
     if model.is_dir() and not (model / CLASSIFIER_NAME).is_file() and (model / "config.json").is_file():
         raise ValueError(f"{model} is an encoder, not a fine-tuned classifier (no {CLASSIFIER_NAME}): fine-tune it "
                          f"first (zoo finetune {model} --data ...), or embed with zoo embed")
     clf = AutoClassifier.from_pretrained(args.model, runtime=args.runtime)
-    named = [item for path in args.inputs for item in named_inputs(clf.processor, path, args.name_column)]
-    names, examples = [n for n, _ in named], [ex for _, ex in named]
-    out = clf.predict(examples, names=names, top_k=args.top_k)
-    for name, labels in zip(names, out):
+    entries = _inputs_to_predict(clf.processor, args)
+    kept = [(n, ex) for n, ex, why in entries if why is None]
+    out = iter(clf.predict([ex for _, ex in kept], names=[n for n, _ in kept], top_k=args.top_k) if kept else [])
+    for name, _, why in entries:                   # every input in its order, a skipped one said where it stands
+        if why is not None:
+            print(json.dumps({"input": name, "skipped": why}) if args.json else f"{name}\tskipped: {why}")
+            continue
+        labels = next(out)
         if args.json:
             print(json.dumps({"input": name, "predictions": labels}))
         else:
             print(f"{name}\t" + "\t".join(f"{p['label']} {p['value']:.6g}" if "value" in p
                                            else f"{p['label']} {p['score']:.4f}" for p in labels))
+    if len(kept) < len(entries):
+        logging.getLogger("zoo").warning("%d of %d inputs could not be read and were skipped (--skip-bad)",
+                                         len(entries) - len(kept), len(entries))
     return 0
+
+
+def _inputs_to_predict(processor: Any, args: argparse.Namespace) -> list[tuple[str, Any, str | None]]:
+    """Each input as ``(name, example, None)``; with ``--skip-bad`` an input the processor refuses (a bad cell, a
+    corrupt file, a file that does not read) is ``(name, None, why)``, read once up front (window by window) instead
+    of an error."""
+    from zoo import BadExample
+
+    from .data_spec import named_inputs
+    entries: list[tuple[str, Any, str | None]] = []
+    for path in args.inputs:
+        try:
+            named = named_inputs(processor, path, args.name_column)
+        except BadExample as err:
+            if not args.skip_bad:
+                raise
+            entries.append((str(path), None, str(err)))
+            continue
+        for name, example in named:
+            why = None
+            if args.skip_bad:
+                try:                           # window by window: a long input in bounded memory
+                    for _ in processor.windows(example, name=name):
+                        pass
+                except BadExample as err:
+                    why = str(err)
+            entries.append((name, example, why))
+    return entries
 
 
 def _never_into_the_model(out: Path, model: str, inputs: list[str]) -> None:
@@ -555,6 +588,9 @@ def _add_predict(sub: Any) -> None:
     s.add_argument("inputs", nargs="+", help="input files (a table gives one prediction per row or entity)")
     s.add_argument("--top-k", type=_positive_int, default=1)
     s.add_argument("--json", action="store_true", help="one JSON line per input")
+    s.add_argument("--skip-bad", action="store_true",
+                   help="an input that cannot be read (a bad cell, a corrupt file) is skipped and said in its place "
+                        "instead of stopping the command")
     _name_column_arg(s)
     _runtime_arg(s)
     s.set_defaults(func=_cmd_predict)
@@ -726,9 +762,17 @@ def error_text(err: BaseException, command: str) -> str:
     """What the command line prints of an error: a KeyError's text without the quotes ``str`` adds, and the
     skip setting of the command at hand (a processor's message says ``train.skip_bad``; fine-tuning reads
     ``finetune.skip_bad``)."""
+    import re
     text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str) \
         else str(err)
-    return text.replace("train.skip_bad", "finetune.skip_bad") if command == "finetune" else text
+    if command == "finetune":
+        return text.replace("train.skip_bad", "finetune.skip_bad")
+    if command == "predict":
+        return re.sub(r"train\.skip_bad: true skips", "--skip-bad skips", text)
+    if command == "embed":
+        return re.sub(r"train\.skip_bad: true skips the (\w+)", r"zoo embed reads every input: fix or leave out the \1",
+                      text)
+    return text
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from modalities.audio.model import (
     relative_position_buckets,
 )
 
-from .conftest import check_saved_model, zoo_cli
+from .conftest import check_saved_model, zoo_main
 
 TINY = dict(conv_layers=[(16, 10, 5), (16, 3, 2), (16, 3, 2)], dim=32, depth=2, heads=2, pos_conv_kernel=8,
             pos_conv_groups=4, dropout=0.0, attn_dropout=0.0, layerdrop=0.0)
@@ -294,7 +294,7 @@ def _hf_model(norm: str, stable: bool):
 def test_transformers_conversion_parity(norm, stable, tmp_path):
     hf = _hf_model(norm, stable)
     hf.save_pretrained(tmp_path / "hf")
-    out = zoo_cli("convert", str(tmp_path / "hf"), str(tmp_path / "zoo"))
+    out = zoo_main("convert", str(tmp_path / "hf"), str(tmp_path / "zoo"))
     assert out.returncode == 0, out.stderr
     enc = zoo.AutoEncoder.from_pretrained(tmp_path / "zoo")
     assert enc.config.norm_first == stable and enc.config.conv_norm == norm
@@ -308,7 +308,7 @@ def test_transformers_conversion_parity(norm, stable, tmp_path):
         assert (enc({"input_values": x}).tokens - ref).abs().max().item() > 1e-4
     (tmp_path / "hf" / "model.safetensors").unlink()
     torch.save(hf.state_dict(), tmp_path / "hf" / "pytorch_model.bin")
-    out = zoo_cli("convert", str(tmp_path / "hf"), str(tmp_path / "zoo2"))
+    out = zoo_main("convert", str(tmp_path / "hf"), str(tmp_path / "zoo2"))
     assert out.returncode == 2 and "pytorch_model.bin" in out.stderr and "never loaded" in out.stderr
 
 
@@ -332,13 +332,13 @@ def test_end_to_end_pretrain_cli_save_reload_identical_embeddings(tmp_path):
         "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 3},
         "evaluate": {"train": {"source": "folder", "path": str(root)},
                      "test": {"source": "folder", "path": str(root)}, "knn_k": 3}}))
-    out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run"))
+    out = zoo_main("pretrain", str(recipe), "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"
     check_saved_model(tmp_path / "run", str(root / "train" / "1" / "3.wav"), tmp_path, step=3)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(math.isfinite(r["loss"]) and "gumbel_tau" in r for r in rows)
-    out = zoo_cli("evaluate", str(model))
+    out = zoo_main("evaluate", str(model))
     assert out.returncode == 0, out.stderr
 
 

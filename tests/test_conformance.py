@@ -95,6 +95,25 @@ def test_predict_names_the_files_or_entities(run):
     assert names == sorted(sample.predict_names)
 
 
+def test_predict_with_skip_bad_says_an_unreadable_input_in_its_place(run, tmp_path):
+    """A corrupt input stops ``zoo predict`` naming it; with ``--skip-bad`` every other input is predicted and the
+    corrupt one is said in its place."""
+    sample = run["sample"]
+    if not sample.predict_inputs:
+        pytest.skip(f"{run['name']}: no separate inputs to predict")
+    good = [str(p) for p in sample.predict_inputs]
+    broken = tmp_path / f"broken{Path(good[0]).suffix}"
+    broken.write_bytes(b"\x00\x01 not what it says \xff" * 4)
+    res = zoo_main("predict", str(run["model"]), str(broken), *good)
+    assert res.returncode == 2 and str(broken) in res.stderr and "train.skip_bad" not in res.stderr
+    res = zoo_main("predict", str(run["model"]), str(broken), *good, "--json", "--skip-bad")
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert lines[0]["input"].startswith(str(broken)) and "skipped" in lines[0]
+    assert sorted(x["input"] for x in lines[1:]) == sorted(sample.predict_names)
+    assert all("predictions" in x for x in lines[1:]) and "could not be read and were skipped" in res.stderr
+
+
 def test_the_cards_tell_the_truth(run):
     """The data actually used (a file or folder name, never a local path) and the command that reproduces it."""
     data = Path(run["sample"].data)
@@ -275,7 +294,7 @@ def test_an_installed_plugin_gets_the_conformance_suite(toy_plugin):
                           "toyseq and not plugin"], capture_output=True, text=True, timeout=900,
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stdout[-3000:]
-    assert "13 passed" in res.stdout, res.stdout[-500:]
+    assert "14 passed" in res.stdout, res.stdout[-500:]
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:

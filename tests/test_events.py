@@ -24,7 +24,7 @@ from modalities.events import (
 )
 from modalities.events.baselines import history_aggregates
 from modalities.events.model import slice_batch
-from tests.conftest import zoo_cli
+from tests.conftest import zoo_main
 from zoo.masking import subsequence_slices
 from zoo.objectives import margin_contrastive
 
@@ -225,7 +225,7 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
         "train": {"steps": 3, "batch_size": 8, "warmup_steps": 1, "checkpoint_every": 3},
         "evaluate": {"protocol": "boosting", "train": {**data, "split": "train"}, "test": {**data, "split": "test"},
                      "boosting": {"max_iter": 5}}}))
-    out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run"))
+    out = zoo_main("pretrain", str(recipe), "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"
     enc, proc = zoo.AutoEncoder.from_pretrained(model), zoo.AutoProcessor.from_pretrained(model)
@@ -234,14 +234,14 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
     with torch.no_grad():
         direct = enc(proc.collate([proc(hist[i], name=hist.entities[i]) for i in range(2)])).pooled
     df[df["entity"].isin(["holder00003", "holder00007"])].to_csv(tmp_path / "two.csv", index=False)
-    out = zoo_cli("embed", str(model), str(tmp_path / "two.csv"), "--output", str(tmp_path / "e.safetensors"))
+    out = zoo_main("embed", str(model), str(tmp_path / "two.csv"), "--output", str(tmp_path / "e.safetensors"))
     assert out.returncode == 0, out.stderr
     from safetensors.torch import load_file
     assert torch.equal(load_file(str(tmp_path / "e.safetensors"))["embeddings"], direct)
     df.drop(columns="time").head(30).to_csv(tmp_path / "no_time.csv", index=False)   # documented: an error
-    out = zoo_cli("embed", str(model), str(tmp_path / "no_time.csv"))
+    out = zoo_main("embed", str(model), str(tmp_path / "no_time.csv"))
     assert out.returncode == 2 and "field 'time': no time column 'time'" in out.stderr, out.stderr
-    out = zoo_cli("evaluate", str(model))
+    out = zoo_main("evaluate", str(model))
     assert out.returncode == 0, out.stderr
     report = json.loads((model / "eval_results.json").read_text())
     assert set(report["pretrained"]) == {"embeddings", "aggregates", "both"}

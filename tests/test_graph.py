@@ -24,7 +24,7 @@ from modalities.graph.model import gat_rows
 from zoo.masking import node_mask
 from zoo.objectives import scaled_cosine_error
 
-from .conftest import zoo_cli
+from .conftest import zoo_main
 
 
 def test_bad_graphs_are_clear_errors():
@@ -144,7 +144,7 @@ def test_remask_zeroes_the_masked_codes_and_loss_is_on_masked_nodes():
 
 
 def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
-    out = zoo_cli("pretrain", "graph-graphmae-motifs", "--output", str(tmp_path / "run"), "--set", "train.steps=3")
+    out = zoo_main("pretrain", "graph-graphmae-motifs", "--output", str(tmp_path / "run"), "--set", "train.steps=3")
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"
     enc, proc = zoo.AutoEncoder.from_pretrained(model), zoo.AutoProcessor.from_pretrained(model)
@@ -155,12 +155,12 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
         enc2 = zoo.AutoEncoder.from_pretrained(model)
         b = enc2(proc.collate([proc(g) for g in data.examples])).pooled
     assert torch.equal(a, b)
-    report = json.loads(zoo_cli("evaluate", str(model)).stdout)
+    report = json.loads(zoo_main("evaluate", str(model)).stdout)
     assert 0 <= report["pretrained"]["linear_probe"] <= 1
 
 
 def test_end_to_end_node_level_gat_on_sbm(tmp_path):
-    out = zoo_cli("pretrain", "graph-graphmae-sbm", "--output", str(tmp_path / "run"), "--set", "train.steps=4")
+    out = zoo_main("pretrain", "graph-graphmae-sbm", "--output", str(tmp_path / "run"), "--set", "train.steps=4")
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"
     enc, proc = zoo.AutoEncoder.from_pretrained(model), zoo.AutoProcessor.from_pretrained(model)
@@ -170,10 +170,10 @@ def test_end_to_end_node_level_gat_on_sbm(tmp_path):
         a = enc.node_embeddings(batch)
         b = zoo.AutoEncoder.from_pretrained(model).node_embeddings(batch)
     assert a.shape == (300, 32) and torch.equal(a, b)
-    report = json.loads(zoo_cli("evaluate", str(model), "--no-baseline").stdout)
+    report = json.loads(zoo_main("evaluate", str(model), "--no-baseline").stdout)
     assert report["protocol"] == "node" and 0 <= report["pretrained"]["linear_probe"] <= 1
     # with baselines (issue #32: graphs had none): SGC features through the same probe, the verdict, the card
-    report = json.loads(zoo_cli("evaluate", str(model)).stdout)
+    report = json.loads(zoo_main("evaluate", str(model)).stdout)
     sgc = report["baselines"]["SGC features (x, Âx, Â²x)"]["linear_probe"]
     assert 0.5 < sgc <= 1 and report["verdict"]["baseline_value"] == sgc
     assert report["verdict"]["beaten"] == (report["pretrained"]["linear_probe"] >= sgc)

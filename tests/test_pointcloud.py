@@ -25,7 +25,7 @@ from zoo import BadExample
 from zoo.objectives import chamfer_l2
 from zoo.points import farthest_point_sample, group_patches, knn, square_distances
 
-from .conftest import check_saved_model, zoo_cli
+from .conftest import check_saved_model, zoo_main
 
 TINY = {"num_points": 128, "num_patches": 16, "patch_size": 16, "dim": 32, "depth": 2, "heads": 4,
         "drop_path": 0.0, "pointnet_dims": [16, 32, 64]}
@@ -186,13 +186,13 @@ def test_end_to_end_pretrain_cli_on_ply_save_reload_identical_embeddings(tmp_pat
         "data": {"train": {**data, "split": "train"}},
         "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 3, "num_workers": 1},
         "evaluate": {"train": {**data, "split": "train"}, "test": {**data, "split": "test"}, "knn_k": 3}}))
-    out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run"))
+    out = zoo_main("pretrain", str(recipe), "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"
     ply = str(next((root / "test").rglob("*.ply")))
     enc, proc, cli = check_saved_model(tmp_path / "run", ply, tmp_path, step=3)
     assert isinstance(enc, PointMAEEncoder) and cli.shape == (1, 64) and not enc.training
-    out = zoo_cli("evaluate", str(model))
+    out = zoo_main("evaluate", str(model))
     assert out.returncode == 0, out.stderr
     svm = zoo.get_modality("pointcloud").evaluators["linear-svm"]
     acc = svm.fn(enc, proc, {"train": {**data, "split": "train"}, "test": {**data, "split": "test"}})["accuracy"]
@@ -203,5 +203,5 @@ def test_end_to_end_pretrain_cli_on_ply_save_reload_identical_embeddings(tmp_pat
     o3d.io.write_point_cloud(str(few), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.random.rand(5, 3))))
     with open(root / "metadata.csv", "a") as fh:
         fh.write("train/box/00000_few.ply,box,train\n")
-    out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run2"))
+    out = zoo_main("pretrain", str(recipe), "--output", str(tmp_path / "run2"))
     assert out.returncode != 0 and "00000_few.ply" in out.stderr and "5 points; at least 32" in out.stderr

@@ -21,7 +21,7 @@ from modalities.tabular import (
     TJepaPretrainingConfig,
 )
 
-from .conftest import zoo_cli
+from .conftest import zoo_main
 
 
 def mixed_table(n: int = 40, seed: int = 0) -> pd.DataFrame:
@@ -145,7 +145,7 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
         "evaluate": {"train": {"source": "table", "path": str(tmp_path / "train.csv"), "label_column": "label"},
                      "test": {"source": "table", "path": str(tmp_path / "train.csv"), "label_column": "label"},
                      "knn_k": 3}}))
-    out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run"))
+    out = zoo_main("pretrain", str(recipe), "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"
     enc, proc = zoo.AutoEncoder.from_pretrained(model), zoo.AutoProcessor.from_pretrained(model)
@@ -154,16 +154,16 @@ def test_end_to_end_cli_pretrain_save_reload_same_embeddings(tmp_path):
     with torch.no_grad():
         a = enc(proc.collate(proc.process(rows)[0])).pooled
     rows.to_csv(tmp_path / "rows.csv", index=False)
-    out = zoo_cli("embed", str(model), str(tmp_path / "rows.csv"), "--output", str(tmp_path / "e.safetensors"))
+    out = zoo_main("embed", str(model), str(tmp_path / "rows.csv"), "--output", str(tmp_path / "e.safetensors"))
     assert out.returncode == 0, out.stderr
     from safetensors.torch import load_file
     assert torch.allclose(load_file(str(tmp_path / "e.safetensors"))["embeddings"], a, atol=1e-6)
     rows.assign(extra=1).to_csv(tmp_path / "extra.csv", index=False)          # documented: extra ignored
-    assert zoo_cli("embed", str(model), str(tmp_path / "extra.csv")).returncode == 0
+    assert zoo_main("embed", str(model), str(tmp_path / "extra.csv")).returncode == 0
     rows.drop(columns="city").to_csv(tmp_path / "missing.csv", index=False)   # documented: an error
-    out = zoo_cli("embed", str(model), str(tmp_path / "missing.csv"))
+    out = zoo_main("embed", str(model), str(tmp_path / "missing.csv"))
     assert out.returncode == 2 and "missing column(s) ['city']" in out.stderr
-    out = zoo_cli("evaluate", str(model))                 # from the run folder's own recipe.json
+    out = zoo_main("evaluate", str(model))                 # from the run folder's own recipe.json
     assert out.returncode == 0, out.stderr
     # #15 class 11: what is published records no path of this machine
     published = (model / "config.json").read_text()

@@ -25,7 +25,7 @@ from modalities.video.processor import frame_indices
 from zoo import BadExample, masking
 from zoo.objectives import channel_norm_targets, masked_mse
 
-from .conftest import check_saved_model, zoo_cli
+from .conftest import check_saved_model, zoo_main
 
 TINY = {"image_size": 32, "patch_size": 8, "num_frames": 4, "tubelet_size": 2, "dim": 32, "depth": 2, "heads": 4}
 
@@ -223,7 +223,7 @@ def test_transformers_conversion_parity(pretraining, mean_pooling, tmp_path):
             if name.endswith("bias"):
                 p.normal_(0, 0.1)
     hf.save_pretrained(tmp_path / "hf")
-    out = zoo_cli("convert", str(tmp_path / "hf"), str(tmp_path / "zoo"))
+    out = zoo_main("convert", str(tmp_path / "hf"), str(tmp_path / "zoo"))
     assert out.returncode == 0, out.stderr
     enc = zoo.AutoEncoder.from_pretrained(tmp_path / "zoo").eval()
     assert enc.config.final_norm == (not mean_pooling)
@@ -256,7 +256,7 @@ def test_transformers_conversion_parity(pretraining, mean_pooling, tmp_path):
             assert mine.item() == pytest.approx(ref.loss.item(), rel=1e-4)
     (tmp_path / "hf" / "model.safetensors").unlink()
     torch.save(hf.state_dict(), tmp_path / "hf" / "pytorch_model.bin")
-    out = zoo_cli("convert", str(tmp_path / "hf"), str(tmp_path / "zoo2"))
+    out = zoo_main("convert", str(tmp_path / "hf"), str(tmp_path / "zoo2"))
     assert out.returncode == 2 and "pytorch_model.bin" in out.stderr and "never loaded" in out.stderr
 
 
@@ -272,7 +272,7 @@ def test_end_to_end_pretrain_cli_on_mp4_save_reload_identical_embeddings(tmp_pat
         "data": {"train": {**data, "split": "train"}},
         "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 3, "num_workers": 1},
         "evaluate": {"train": {**data, "split": "train"}, "test": {**data, "split": "test"}, "knn_k": 3}}))
-    out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run"))
+    out = zoo_main("pretrain", str(recipe), "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     model = tmp_path / "run" / "model"
     clip = str(next((root / "test").rglob("*.mp4")))
@@ -280,18 +280,18 @@ def test_end_to_end_pretrain_cli_on_mp4_save_reload_identical_embeddings(tmp_pat
     assert isinstance(enc, VideoMAEEncoder) and proc.config.fit_statistics and proc.config.mean != [0.485, 0.456, 0.406]
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(math.isfinite(r["loss"]) for r in rows)
-    out = zoo_cli("evaluate", str(model))
+    out = zoo_main("evaluate", str(model))
     assert out.returncode == 0, out.stderr
     # a corrupt file in the training folder: the documented error names the file and the field ...
     bad = root / "train" / "right" / "00000_corrupt.mp4"
     bad.write_bytes(b"not a video at all" * 10)
     with open(root / "metadata.csv", "a") as fh:
         fh.write("train/right/00000_corrupt.mp4,0,right,train\n")
-    out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run2"))
+    out = zoo_main("pretrain", str(recipe), "--output", str(tmp_path / "run2"))
     assert out.returncode != 0 and "00000_corrupt.mp4" in out.stderr and "'path'" in out.stderr
     assert "cannot decode video" in out.stderr
     # ... or, asked for, it is skipped and counted
-    out = zoo_cli("pretrain", str(recipe), "--output", str(tmp_path / "run3"), "--set", "train.skip_bad=true")
+    out = zoo_main("pretrain", str(recipe), "--output", str(tmp_path / "run3"), "--set", "train.skip_bad=true")
     assert out.returncode == 0, out.stderr
     summary = json.loads((tmp_path / "run3" / "train_summary.json").read_text())
     assert summary["skipped"] >= 1 and any("00000_corrupt.mp4" in s for s in summary["skipped_examples"])
