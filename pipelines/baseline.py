@@ -83,8 +83,9 @@ def _features(features: Any, data: ExampleSet, processor: Processor) -> Any:
 def verdict(model_value: float, baselines: dict[str, Any], *, what: str, lower_is_better: bool = False
             ) -> dict[str, Any]:
     """The model's figure against the best baseline: ``{"baseline", "baseline_value", "model_value", "beaten",
-    "metric", "notice"}`` (``notice`` None when the model is at least as good, and said as a warning when it is
-    not); without any baseline score ``baseline`` and ``beaten`` are None and ``notice`` says why."""
+    "tied", "metric", "notice"}``. ``beaten``: the model reaches the baseline (at least as good); ``tied``: exactly
+    level with it, which ``notice`` says (a tie reaches the baseline but does not beat it); below it, ``notice`` is
+    said as a warning. Without any baseline score ``baseline`` and ``beaten`` are None and ``notice`` says why."""
     scores = baselines.get("scores", {})
     if not scores:
         return {"baseline": None, "beaten": None, "model_value": model_value,
@@ -94,12 +95,17 @@ def verdict(model_value: float, baselines: dict[str, Any], *, what: str, lower_i
     name = pick(scores, key=scores.get)
     best = scores[name]
     beaten = model_value <= best if lower_is_better else model_value >= best
+    tied = model_value == best
     metric = baselines.get("metric", "accuracy")
     notice = None
-    if not beaten:
+    if tied:
+        notice = (f"level with the baseline: {what} {metric} {model_value:.3f} equals the hand-made baseline "
+                  f"'{name}' on the same split: it reaches it, it does not beat it")
+        logger.info(notice)
+    elif not beaten:
         notice = (f"below the baseline: {what} {metric} {model_value:.3f} is {'above' if lower_is_better else 'below'}"
                   f" the hand-made baseline '{name}' ({best:.3f}) on the same split. This encoder does not yet beat "
                   f"ten lines of scikit-learn on this data: {REMEDIES}.")
         logger.warning(notice)
-    return {"baseline": name, "baseline_value": best, "model_value": model_value, "beaten": beaten,
+    return {"baseline": name, "baseline_value": best, "model_value": model_value, "beaten": beaten, "tied": tied,
             "metric": metric, "notice": notice}

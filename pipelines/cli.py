@@ -139,6 +139,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if len(kept) < len(entries):
         logging.getLogger("zoo").warning("%d of %d inputs could not be read and were skipped (--skip-bad)",
                                          len(entries) - len(kept), len(entries))
+    if not kept:                                   # nothing predicted: a script must see it
+        print(f"zoo predict: error: none of the {len(entries)} inputs could be read", file=sys.stderr)
+        return 2
     return 0
 
 

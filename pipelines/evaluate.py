@@ -232,7 +232,21 @@ def _compare(report: dict[str, Any], encoder: Encoder, processor: Processor, mod
     if isinstance(train, ExampleSet) and isinstance(test, ExampleSet):   # hand-made features need random access
         report["baselines"] = _hand_made(modality, processor, train, test, k, keep)
     _judge(report, "linear_probe", "linear-probe accuracy", "streamed data or no hand-made baseline for this modality")
+    _against_random_init(report, "linear_probe")
     return keep
+
+
+def _against_random_init(report: dict[str, Any], key: str) -> None:
+    """Said when the same architecture at random init probes better than the pretrained encoder (pretraining made
+    the features worse for this task): ``report["random_init_ahead"]`` and a warning."""
+    pre, rnd = report["pretrained"].get(key), report.get("random_init", {}).get(key)
+    if pre is None or rnd is None or rnd <= pre:
+        return
+    report["random_init_ahead"] = (f"the same architecture at random init scores {key.replace('_', ' ')} {rnd:.3f}, "
+                                   f"above the pretrained encoder's {pre:.3f}: on this data pretraining made the "
+                                   "features worse (pretrain longer, on data closer to this task, or from a public "
+                                   "checkpoint)")
+    logging.getLogger(__name__).warning(report["random_init_ahead"])
 
 
 def _judge(report: dict[str, Any], key: str, metric: str, none: str) -> None:

@@ -262,6 +262,7 @@ def comparison_markdown(report: dict[str, Any]) -> str:
              "| features | linear probe | k-NN |", "| --- | ---: | ---: |"]
     lines += [f"| {name} | {r['linear_probe']:.3f} | {r['knn']:.3f} |" for name, r in rows]
     lines += _note(report.get("verdict", {}).get("notice"))
+    lines += _note(report.get("random_init_ahead"))
     if "layers" in report:
         lines += ["", "Linear probe per layer (0 = Transformer input): " + ", ".join(
             f"{i}: {a:.3f}" for i, a in enumerate(report["layers"]))]

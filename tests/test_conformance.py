@@ -112,6 +112,8 @@ def test_predict_with_skip_bad_says_an_unreadable_input_in_its_place(run, tmp_pa
     assert lines[0]["input"].startswith(str(broken)) and "skipped" in lines[0]
     assert sorted(x["input"] for x in lines[1:]) == sorted(sample.predict_names)
     assert all("predictions" in x for x in lines[1:]) and "could not be read and were skipped" in res.stderr
+    res = zoo_main("predict", str(run["model"]), str(broken), "--skip-bad")     # nothing left: a script sees it
+    assert res.returncode == 2 and "none of the 1 inputs could be read" in res.stderr
 
 
 def test_the_cards_tell_the_truth(run):

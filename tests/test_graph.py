@@ -255,3 +255,20 @@ def test_incomplete_planetoid_copy_names_the_missing_files(tmp_path, monkeypatch
     monkeypatch.setenv("ZOO_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"planetoid/PubMed is incomplete .*missing ind\.pubmed\.allx$"):
         load_data({"source": "planetoid", "name": "PubMed"})
+
+
+def test_one_node_feature_is_refused_for_pretraining_and_degrees_can_be_appended():
+    """GraphMAE's cosine loss on one feature is only a sign: a new user's one-feature graphs gave losses 4k/n and
+    a pretrained encoder equal to random init, with no word said."""
+    g = Data(x=torch.tensor([[0.5], [1.5], [2.5]]), edge_index=torch.tensor([[0, 1], [1, 2]]))
+    plain = GraphProcessor().fit([g])
+    with pytest.raises(ValueError, match="one node feature.*processor.append_degrees=true"):
+        GraphMAEPretrainer(GraphMAEEncoder(GraphMAEConfig(**plain.encoder_config())), GraphMAEPretrainingConfig())
+    cfg = zoo.get_modality("graph").processor.config_class(degree_features=3, append_degrees=True)
+    both = GraphProcessor(cfg).fit([g])
+    x = both(g)["x"]
+    assert both.config.num_features == 4 and x.shape == (3, 4)
+    assert torch.equal(x[:, 0], g.x[:, 0]) and x[:, 1:].tolist() == [[0, 1, 0], [0, 0, 1], [0, 1, 0]]   # undirected
+    GraphMAEPretrainer(GraphMAEEncoder(GraphMAEConfig(**both.encoder_config())), GraphMAEPretrainingConfig())
+    with pytest.raises(Exception, match="append_degrees"):
+        zoo.get_modality("graph").processor.config_class(append_degrees=True).validate()

@@ -662,3 +662,19 @@ def test_the_command_line_prints_a_key_errors_text_without_quotes(tmp_path):
     assert error_text(KeyError("label column 'x' not in the table"), "evaluate") == "label column 'x' not in the table"
     assert error_text(ValueError("a (train.skip_bad: true skips it)"), "finetune") == \
         "a (finetune.skip_bad: true skips it)"
+
+
+def test_a_tie_with_the_baseline_and_random_init_ahead_are_said():
+    """A new user read "beaten": true for 1.000 against 1.000, and was not told that random init probed better."""
+    from pipelines.baseline import verdict
+    from pipelines.evaluate import _against_random_init
+    tie = verdict(1.0, {"scores": {"MFCC": 1.0}, "metric": "accuracy"}, what="the model's")
+    assert tie["beaten"] and tie["tied"] and "level with the baseline" in tie["notice"]
+    win = verdict(0.9, {"scores": {"MFCC": 0.8}}, what="the model's")
+    assert win["beaten"] and not win["tied"] and win["notice"] is None
+    report = {"pretrained": {"linear_probe": 0.944}, "random_init": {"linear_probe": 1.0}}
+    _against_random_init(report, "linear_probe")
+    assert "random init scores linear probe 1.000, above the pretrained encoder's 0.944" in report["random_init_ahead"]
+    level = {"pretrained": {"linear_probe": 0.9}, "random_init": {"linear_probe": 0.9}}
+    _against_random_init(level, "linear_probe")
+    assert "random_init_ahead" not in level

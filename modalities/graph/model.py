@@ -291,6 +291,12 @@ class GraphMAEPretrainer(Pretrainer):
     def __init__(self, encoder: GraphMAEEncoder, config: GraphMAEPretrainingConfig, total_steps: int = 1) -> None:
         super().__init__(encoder, config, total_steps)
         cfg = encoder.config
+        if cfg.in_dim == 1:
+            raise ValueError("the graphs have one node feature: GraphMAE's loss compares a node's reconstructed "
+                             "features with its own by cosine (Hou et al. 2022, eq. 2), and the cosine of two "
+                             "numbers is only their signs, so pretraining would learn nothing. Add the nodes' "
+                             "one-hot degrees after the feature (--set processor.degree_features=8 --set "
+                             "processor.append_degrees=true), or give more node features")
         self.mask_token = nn.Parameter(torch.zeros(cfg.in_dim))
         self.to_decoder = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
         self.decoder_drop = nn.Dropout(cfg.in_drop)       # the decoder drops its input like every encoder layer

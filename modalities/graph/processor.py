@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 class GraphProcessorConfig(ProcessorConfig):
     num_features: int = 0          # learned by fit; 0 = not fitted yet
     degree_features: int = 0       # > 0: graphs without x get one-hot degrees (clipped) of this width
+    append_degrees: bool = False   # with degree_features: graphs with x get those one-hot degrees after their x
     normalize: str = "none"        # "row": non-negative features divided by their row sum (if > 1), as PyG's
                                    # NormalizeFeatures does
     self_loops: bool = False       # replace any self-loops by exactly one per node
@@ -50,6 +51,8 @@ class GraphProcessorConfig(ProcessorConfig):
                    "one count >= 1 per hop (at least one hop)")
         self.check(self.num_features >= 0, "num_features", "must be >= 0")
         self.check(self.degree_features >= 0, "degree_features", "must be >= 0")
+        self.check(not self.append_degrees or self.degree_features > 0, "append_degrees",
+                   "needs degree_features > 0 (the width of the one-hot degrees)")
         self.check(self.normalize in ("none", "row"), "normalize", "must be 'none' or 'row'")
 
 
@@ -85,12 +88,14 @@ class GraphProcessor(Processor):
         return x, ei, n
 
     def _features(self, x: Tensor | None, ei: Tensor, n: int, name: str) -> Tensor:
-        if x is None:
-            if not self.config.degree_features:
-                raise BadExample(name, "x", "the graph has no node features (set degree_features to use degrees)")
-            deg = torch.bincount(ei[0], minlength=n).clamp(max=self.config.degree_features - 1)
-            return torch.nn.functional.one_hot(deg, self.config.degree_features).float()
-        return x
+        if x is not None and (not self.config.append_degrees or x.shape[0] != n):
+            return x                                          # (a row count that does not fit is named below)
+        if not self.config.degree_features:
+            raise BadExample(name, "x", "the graph has no node features (set degree_features to use degrees)")
+        deg = torch.bincount(ei[0], minlength=n).clamp(max=self.config.degree_features - 1)
+        degrees = torch.nn.functional.one_hot(deg, self.config.degree_features).to(x.dtype if x is not None
+                                                                                   else torch.float32)
+        return degrees if x is None else torch.cat([x, degrees], dim=1)
 
     def fit(self, examples: Any) -> GraphProcessor:
         first = examples[0]
