@@ -214,6 +214,7 @@ def test_own_graph_data_is_read_with_the_recipes_minibatch(tmp_path):
 
 
 # --- 4. alarms that mislead -------------------------------------------------------------------------------------
+@pytest.mark.slow                 # a 40-step training run (12 s here): run with the benchmarks, not in CI
 def test_a_healthy_point_mae_run_without_warmup_does_not_alarm(tmp_path):
     """The demo recipe at warmup 0: recon_vs_mean starts near 13 at random initialisation and falls below 0.95
     by step 6-7; it alarmed at step 5 (docs/reliability.md, "Collapse alarms")."""
