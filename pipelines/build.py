@@ -22,6 +22,7 @@ from zoo import (
 from zoo.config import Config
 from zoo.data import take
 
+from .data import drop_unreadable
 from .init import init_encoder, init_processor, load_heads, load_init, with_init
 from .recipe import Recipe
 
@@ -101,6 +102,7 @@ def build(recipe: Recipe, *, data: ExampleSet | StreamSet | None = None, init: s
         if "train" not in recipe.data:
             raise ValueError(f"recipe {recipe.name!r} has no data.train section")
         data = modality.load_data(recipe.data["train"])
+    data, _ = drop_unreadable(data, recipe.train.skip_bad, "train.skip_bad")     # found before the first step
     start = load_init(init, modality, arch.name) if init else None
     processor = build_processor(modality, recipe.processor)
     if start is None or refit:

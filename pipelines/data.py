@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
-from zoo import BadExample, ExampleSet, Processor, StreamSet
+from zoo import BadExample, ExampleSet, Processor, StreamSet, Unreadable
 from zoo.data import Record, take
 
 from .recipe import TrainConfig
@@ -57,6 +57,25 @@ def name_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+def drop_unreadable(data: Any, skip_bad: bool, setting: str | None) -> tuple[Any, int]:
+    """Examples a source could not read (:class:`zoo.Unreadable`, e.g. a graph with an edge to a missing node), found
+    before the first step: the first one's error (with ``setting``, the key that skips them), or with ``skip_bad``
+    (or ``setting`` None: a command that always skips) left out and counted in a warning. Returns the set and how
+    many were left out."""
+    from zoo.plugin import unreadable_in
+    bad = unreadable_in(data.examples) if isinstance(data, ExampleSet) else []
+    if not bad:
+        return data, 0
+    first = data.examples[bad[0]].error
+    if not skip_bad and setting is not None:
+        raise ValueError(f"{first} ({len(bad)} of {len(data)} examples cannot be read; --set {setting}=true skips "
+                         "and counts them)")
+    logger.warning("%d of %d examples cannot be read and are skipped%s: %s", len(bad), len(data),
+                   f" ({setting})" if setting else "", first)
+    keep = sorted(set(range(len(data))) - set(bad))
+    return data.subset(keep), len(bad)
+
+
 def process_one(processor: Processor, example: Any, name: str,
                 generator: torch.Generator | None = None, augment: bool = True) -> dict[str, Any]:
     """One example through the processor (with its training augmentation — or, ``augment`` off, only its random crop
@@ -64,6 +83,8 @@ def process_one(processor: Processor, example: Any, name: str,
     Whatever the processor raises on it — a ValueError, a RuntimeError from a tensor op, a KeyError: decided by
     where the error comes from (this input, alone), not by its type — becomes a :class:`BadExample` naming the
     example, so that ``skip_bad`` skips it and an error names it either way."""
+    if isinstance(example, Unreadable):         # a source could not read it: its own error, as read
+        raise example.error
     try:
         if generator is not None:
             view = processor.augmented if augment else processor.cropped

@@ -15,6 +15,7 @@ import numpy as np
 from zoo import BadExample, ExampleSet, Modality, Processor, StreamSet
 from zoo.data import stratified_indices
 
+from .data import drop_unreadable
 from .data_spec import data_spec, describe_data
 
 __all__ = ["LabelledData", "load_labelled", "check_label_spaces", "held_out_split", "check_not_an_input",
@@ -124,8 +125,9 @@ def drop_bad_rows(data: Data, processor: Processor, skip_bad: bool, setting: str
     whatever step first draws it, and ``skip_bad`` leaves it out of training, the test and the baselines alike,
     counted (a warning names the first; ``setting`` None: a command that always skips, as
     :func:`drop_unlabelled`). Returns the set and how many were left out."""
+    data, unreadable = drop_unreadable(data, skip_bad, setting)       # what its source could not read
     if not isinstance(data, ExampleSet) or type(processor).process_batch is Processor.process_batch or not len(data):
-        return data, 0
+        return data, unreadable
     names = [data.name(i) for i in range(len(data))]
     keep, bad = [], []
     for lo in range(0, len(data), CHECK_CHUNK):
@@ -146,7 +148,7 @@ def drop_bad_rows(data: Data, processor: Processor, skip_bad: bool, setting: str
     if bad:
         logger.warning("%d of %d examples cannot be read and are skipped (%s): %s", len(bad), len(data),
                        setting or "skip_bad", "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else ""))
-    return (data.subset(keep) if bad else data), len(bad)
+    return (data.subset(keep) if bad else data), len(bad) + unreadable
 
 
 def load_labelled(modality: Modality, processor: Processor, ft: Any, seed: int, *, data: str | None = None,

@@ -201,9 +201,11 @@ def test_tables_source_reads_node_and_edge_tables_through_datasets(tmp_path):
     assert one.examples[0].graph.data.edge_index.tolist() == [[0, 1, 3], [1, 2, 4]]
     with pytest.raises(KeyError, match=r"nodes table: unknown column\(s\) \['f3'\]"):
         load_data({**spec, "features": ["f1", "f3"]})
-    bad = datasets.Dataset.from_dict({"source": ["a"], "target": ["z"], "graph": [0]})
+    bad = datasets.Dataset.from_dict({"source": ["a", "d"], "target": ["z", "e"], "graph": [0, 1]})
+    broken = load_data({**spec, "edges": bad})                   # graph 0 alone cannot be read, in its place
+    assert isinstance(broken.examples[0], zoo.Unreadable) and broken.examples[1].edge_index.tolist() == [[0], [1]]
     with pytest.raises(zoo.BadExample, match="'target'.*graph 0.*node id 'z' is not in the nodes table"):
-        load_data({**spec, "edges": bad})
+        GraphProcessor().fit([g1])(broken.examples[0])
 
 
 def test_pyg_dataset_source():
@@ -272,3 +274,34 @@ def test_one_node_feature_is_refused_for_pretraining_and_degrees_can_be_appended
     GraphMAEPretrainer(GraphMAEEncoder(GraphMAEConfig(**both.encoder_config())), GraphMAEPretrainingConfig())
     with pytest.raises(Exception, match="append_degrees"):
         zoo.get_modality("graph").processor.config_class(append_degrees=True).validate()
+
+
+def test_one_graph_with_an_edge_to_a_missing_node_is_named_before_training_or_skipped_alone(tmp_path):
+    """A new user's graph folder with one bad edge could not be used at all, skip_bad or not: the table was refused
+    whole. Now that graph alone is unreadable: named before the first step, or skipped and counted."""
+    import pandas as pd
+    folder = tmp_path / "graphs"
+    folder.mkdir()
+    nodes, edges = [], []
+    for g in range(12):
+        kind = "ring" if g % 2 else "clique"
+        for i in range(5):
+            nodes.append({"graph": f"{kind}{g}", "id": i, "shape": kind, "f1": float(i), "f2": float(g % 3)})
+        pairs = [(i, (i + 1) % 5) for i in range(5)] if kind == "ring" else \
+            [(i, j) for i in range(5) for j in range(i + 1, 5)]
+        edges += [{"graph": f"{kind}{g}", "source": a, "target": b} for a, b in pairs]
+    edges.append({"graph": "ring3", "source": 0, "target": 99})
+    pd.DataFrame(nodes).to_csv(folder / "nodes.csv", index=False)
+    pd.DataFrame(edges).to_csv(folder / "edges.csv", index=False)
+    args = ["pretrain", "graph-graphmae-motifs", "--data", str(folder), "--label-column", "shape",
+            "--set", "train.steps=2", "--set", "train.batch_size=4"]
+    res = zoo_main(*args, "--output", str(tmp_path / "a"))
+    assert res.returncode == 2 and "(graph 'ring3'): node id 99 is not in the nodes table" in res.stderr
+    assert "1 of 12 examples cannot be read; --set train.skip_bad=true skips" in res.stderr
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    res = zoo_main(*args, "--set", "train.skip_bad=true", "--output", str(tmp_path / "b"))
+    assert res.returncode == 0, res.stderr
+    assert "1 of 12 examples cannot be read and are skipped (train.skip_bad)" in res.stderr
+    res = zoo_main("finetune", str(tmp_path / "b" / "model"), "--data", str(folder), "--label-column", "shape",
+                   "--steps", "1", "--output", str(tmp_path / "c"))
+    assert res.returncode == 2 and "--set finetune.skip_bad=true skips" in res.stderr

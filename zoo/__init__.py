@@ -18,6 +18,7 @@ _WHERE = {
     "Architecture": "plugin", "BadExample": "plugin", "Encoder": "plugin", "EncoderOutput": "plugin",
     "ExampleSet": "plugin", "Modality": "plugin", "Pretrainer": "plugin", "PretrainOutput": "plugin",
     "Processor": "plugin", "ProcessorConfig": "plugin", "Protocol": "plugin", "StreamSet": "plugin",
+    "Unreadable": "plugin",
     "push_to_hub": "publish", "UnknownModality": "registry", "get_modality": "registry", "installed": "registry",
     "register": "registry", "describe_installed": "registry",
     "layers": "layers", "masking": "masking", "objectives": "objectives",
@@ -25,7 +26,8 @@ _WHERE = {
 
 __all__ = ["Architecture", "AutoClassifier", "AutoEncoder", "AutoProcessor", "BadExample", "Classifier", "Config",
     "ConfigError", "Encoder", "EncoderOutput", "ExampleSet", "FormatError", "Modality", "PretrainOutput",
-    "Pretrainer", "Processor", "ProcessorConfig", "Protocol", "StreamSet", "UnknownModality", "__version__",
+    "Pretrainer", "Processor", "ProcessorConfig", "Protocol", "StreamSet", "UnknownModality", "Unreadable",
+    "__version__",
     "describe_installed", "get_modality", "installed", "layers", "masking", "objectives", "push_to_hub",
     "register", "save_pretrained"]
 
@@ -64,6 +66,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         ProcessorConfig,
         Protocol,
         StreamSet,
+        Unreadable,
     )
     from .publish import push_to_hub
     from .registry import UnknownModality, describe_installed, get_modality, installed, register

@@ -20,6 +20,8 @@ from .paths import expand
 
 __all__ = [
     "BadExample",
+    "Unreadable",
+    "unreadable_in",
     "numeric_array",
     "example_name",
     "EncoderOutput",
@@ -51,6 +53,25 @@ class BadExample(ValueError):
 
     def __str__(self) -> str:          # also for subclasses that are KeyErrors (which would quote the text)
         return str(self.args[0])
+
+
+class Unreadable:
+    """An example a source could not read, in its place: a file or table holding many examples (e.g. graphs in node
+    and edge tables) is not refused whole for one bad example. Processing it raises its :class:`BadExample`, so
+    ``skip_bad`` skips and counts it as any other; runs find them before the first step (:func:`unreadable_in`)."""
+
+    def __init__(self, error: BadExample) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"Unreadable({self.error})"
+
+
+def unreadable_in(examples: Any) -> list[int]:
+    """The places of :class:`Unreadable` examples in a list (a lazy sequence is not read: []), found at once."""
+    if not isinstance(examples, list):
+        return []
+    return [i for i, ex in enumerate(examples) if isinstance(ex, Unreadable)]
 
 
 def example_name(example: Any, name: str | None) -> str:

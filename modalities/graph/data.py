@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo import BadExample, ExampleSet
+from zoo import BadExample, ExampleSet, Unreadable
 from zoo.paths import cache_dir, data_dir
 from zoo.plugin import source_loader
 
@@ -235,16 +235,21 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
     source = spec["edges"]
     where = str(source) if isinstance(source, (str, Path)) else "the edges table"
     csv = Path(where).suffix in (".csv", ".tsv")
+    unreadable: dict[Any, BadExample] = {}        # graph id → why (graph-level: that graph alone is unreadable)
     for col in (src_col, dst_col):
         pos = keys.get_indexer(pd.MultiIndex.from_arrays([e_graph, ed[col]]))
-        if (pos < 0).any():
-            i = int(np.argmax(pos < 0))
+        missing = np.flatnonzero(pos < 0)
+        firsts = pd.Series(missing).groupby(e_graph.to_numpy()[missing], sort=False).first() if len(missing) else []
+        for i in firsts:                          # each graph's first edge to a missing node
             row = f"line {i + 2}" if csv else f"row {i}"          # a CSV's header is its line 1
             bad, gid = (v.item() if hasattr(v, "item") else v for v in (ed[col].iloc[i], e_graph.iloc[i]))
-            raise BadExample(where, col, f"{row}" + (f" (graph {gid!r})" if graph_col else "")
-                             + f": node id {bad!r} is not in the nodes table "
-                             f"({int((pos < 0).sum())} edge(s) in all)")
-        ends.append(local[torch.tensor(pos)])
+            error = BadExample(where, col, f"{row}" + (f" (graph {gid!r})" if graph_col else "")
+                               + f": node id {bad!r} is not in the nodes table "
+                               f"({int((pos < 0).sum())} edge(s) in all)")
+            if not graph_col:                     # one graph: the whole table is that graph
+                raise error
+            unreadable.setdefault(gid, error)
+        ends.append(local[torch.tensor(np.where(pos < 0, 0, pos))])
     if not graph_col:
         return _node_level(nd, x_all, torch.stack(ends), spec, node_col, label_col, split_col, split)
     node_rows, edge_rows = n_graph.groupby(n_graph.to_numpy()).indices, e_graph.groupby(e_graph.to_numpy()).indices
@@ -265,9 +270,14 @@ def _tables(spec: dict[str, Any]) -> ExampleSet:
     for gid, rows in node_rows.items():
         erows = torch.as_tensor(edge_rows.get(gid, np.zeros(0, dtype=np.int64)))
         data = Data(x=x_all[rows], edge_index=torch.stack([ends[0][erows], ends[1][erows]]))
+        gkey = gid.item() if hasattr(gid, "item") else gid
+        if gkey in unreadable:                    # in its place, so that skip_bad skips and counts it alone
+            data = Unreadable(unreadable[gkey])
         if y_all is not None:
-            data.y = y_all[rows][:1] if graph_col else y_all[rows]
-            labels.append(None if bool(empty[rows[0]]) else int(data.y[0]))
+            y = y_all[rows][:1] if graph_col else y_all[rows]
+            if not isinstance(data, Unreadable):
+                data.y = y
+            labels.append(None if bool(empty[rows[0]]) else int(y[0]))
         graphs.append(data)
         names.append(str(gid))
     return ExampleSet(graphs, labels if graph_col and label_col else None, names,

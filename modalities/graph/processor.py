@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo import BadExample, Processor, ProcessorConfig
+from zoo import BadExample, Processor, ProcessorConfig, Unreadable
 from zoo.plugin import numeric_array
 
 from .nodes import NodeExample, checked_edges, undirected
@@ -107,6 +107,8 @@ class GraphProcessor(Processor):
 
     def __call__(self, example: Any, *, name: str | None = None) -> dict[str, Tensor]:
         name = name or "graph"
+        if isinstance(example, Unreadable):          # a graph its tables could not give (zoo.plugin.Unreadable)
+            raise example.error
         if isinstance(example, NodeExample):
             return self._node(example, name)
         return self._graph(example, name)
