@@ -61,9 +61,10 @@ def drop_unreadable(data: Any, skip_bad: bool, setting: str | None) -> tuple[Any
     """Examples a source could not read (:class:`zoo.Unreadable`, e.g. a graph with an edge to a missing node), found
     before the first step: the first one's error (with ``setting``, the key that skips them), or with ``skip_bad``
     (or ``setting`` None: a command that always skips) left out and counted in a warning. Returns the set and how
-    many were left out."""
-    from zoo.plugin import unreadable_in
-    bad = unreadable_in(data.examples) if isinstance(data, ExampleSet) else []
+    many were left out. A lazy sequence of examples is not read for this (it holds none: sources that yield them
+    give a list)."""
+    examples = data.examples if isinstance(data, ExampleSet) else None
+    bad = [i for i, ex in enumerate(examples) if isinstance(ex, Unreadable)] if isinstance(examples, list) else []
     if not bad:
         return data, 0
     first = data.examples[bad[0]].error
@@ -83,8 +84,6 @@ def process_one(processor: Processor, example: Any, name: str,
     Whatever the processor raises on it — a ValueError, a RuntimeError from a tensor op, a KeyError: decided by
     where the error comes from (this input, alone), not by its type — becomes a :class:`BadExample` naming the
     example, so that ``skip_bad`` skips it and an error names it either way."""
-    if isinstance(example, Unreadable):         # a source could not read it: its own error, as read
-        raise example.error
     try:
         if generator is not None:
             view = processor.augmented if augment else processor.cropped

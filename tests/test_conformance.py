@@ -316,6 +316,22 @@ def _padded_and_single(processor, examples: list, names: list) -> list[dict]:
             for b in (processor.collate(items), processor.collate(items[-1:]))]
 
 
+def _same_as_eager(exported, eager, run: dict, what: str, *, logits: bool = False) -> None:
+    """An exported classifier's encoder outputs (and, with ``logits``, its graph's logits) on a padded batch and a
+    batch of one, and its probabilities on the sample data, within 1e-4 of the eager classifier's."""
+    from pipelines.data_spec import named_inputs
+    named = named_inputs(eager.processor, run["sample"].data)
+    examples, names = [ex for _, ex in named], [n for n, _ in named]
+    for batch in _padded_and_single(eager.processor, examples, names):
+        with torch.no_grad():
+            got, want = exported.encoder(batch), eager.encoder(batch)
+            for key in ("pooled", "tokens", "padding_mask"):
+                _close(getattr(got, key), getattr(want, key), f"{run['name']} {what}{key}")
+            if logits:
+                _close(exported.encoder.run(batch)["logits"], eager.head(want.pooled), f"{run['name']} logits")
+    _close(exported.predict_proba(examples, names=names), eager.predict_proba(examples, names=names), "probabilities")
+
+
 def _exported(run: dict) -> Path:
     """The fine-tuned classifier exported by ``zoo export`` once per modality (the tests below read it)."""
     if "exported" not in run:
@@ -333,7 +349,6 @@ def test_exported_classifier_runs_through_onnx_runtime_as_eager(run, tmp_path):
     batch of examples of several sizes and on a batch of one; its graph's ``logits`` equal the eager head's; predictions
     of every example agree; ``--runtime torch`` reads the weights beside the graph; nothing in the folder names a local
     path."""
-    from pipelines.data_spec import named_inputs
     from zoo.onnx_runtime import OnnxEncoder
     out = _exported(run)
     block = json.loads((out / "config.json").read_text())["export"]
@@ -341,15 +356,7 @@ def test_exported_classifier_runs_through_onnx_runtime_as_eager(run, tmp_path):
     onnx_clf, eager = zoo.AutoClassifier.from_pretrained(out), zoo.AutoClassifier.from_pretrained(run["model"])
     assert isinstance(onnx_clf.encoder, OnnxEncoder) and onnx_clf.encoder.dim == eager.encoder.dim
     assert not isinstance(zoo.AutoClassifier.from_pretrained(out, runtime="torch").encoder, OnnxEncoder)
-    named = named_inputs(eager.processor, run["sample"].data)
-    examples, names = [ex for _, ex in named], [n for n, _ in named]
-    for batch in _padded_and_single(eager.processor, examples, names):
-        with torch.no_grad():
-            got, want = onnx_clf.encoder(batch), eager.encoder(batch)
-            for key in ("pooled", "tokens", "padding_mask"):
-                _close(getattr(got, key), getattr(want, key), f"{run['name']} {key}")
-            _close(onnx_clf.encoder.run(batch)["logits"], eager.head(want.pooled), f"{run['name']} logits")
-    _close(onnx_clf.predict_proba(examples, names=names), eager.predict_proba(examples, names=names), "probabilities")
+    _same_as_eager(onnx_clf, eager, run, "", logits=True)
     repo = str(Path(__file__).resolve().parents[1])
     for path in out.iterdir():                # the graph too: exporters record stack traces with local paths
         data = path.read_bytes()
@@ -434,7 +441,6 @@ def test_exported_program_runs_as_eager(run, tmp_path):
     the reason and the ONNX format instead."""
     import zipfile
 
-    from pipelines.data_spec import named_inputs
     from zoo.exported_program import ProgramEncoder
     out = tmp_path / "program"
     res = zoo_main("export", str(run["model"]), str(out), "--format", "exported-program")
@@ -448,14 +454,7 @@ def test_exported_program_runs_as_eager(run, tmp_path):
         assert not any(i.file_size for i in archive.infolist() if "/sample_inputs/" in i.filename)
     clf = zoo.AutoClassifier.from_pretrained(out)
     assert isinstance(clf.encoder, ProgramEncoder) and not clf.encoder.training
-    named = named_inputs(eager.processor, run["sample"].data)
-    examples, names = [ex for _, ex in named], [n for n, _ in named]
-    for batch in _padded_and_single(eager.processor, examples, names):
-        with torch.no_grad():
-            got, want = clf.encoder(batch), eager.encoder(batch)
-        for key in ("pooled", "tokens", "padding_mask"):
-            _close(getattr(got, key), getattr(want, key), f"{run['name']} program {key}")
-    _close(clf.predict_proba(examples, names=names), eager.predict_proba(examples, names=names), "probabilities")
+    _same_as_eager(clf, eager, run, "program ")
     data = (out / "model.pt2").read_bytes()                 # stack traces stripped: no local path in the program
     for local in (str(tmp_path), str(run["root"]), str(Path(__file__).resolve().parents[1]), "site-packages"):
         assert local.encode() not in data, local

@@ -21,7 +21,6 @@ from .paths import expand
 __all__ = [
     "BadExample",
     "Unreadable",
-    "unreadable_in",
     "numeric_array",
     "example_name",
     "EncoderOutput",
@@ -57,21 +56,15 @@ class BadExample(ValueError):
 
 class Unreadable:
     """An example a source could not read, in its place: a file or table holding many examples (e.g. graphs in node
-    and edge tables) is not refused whole for one bad example. Processing it raises its :class:`BadExample`, so
-    ``skip_bad`` skips and counts it as any other; runs find them before the first step (:func:`unreadable_in`)."""
+    and edge tables) is not refused whole for one bad example. The processor of a source that yields them raises
+    its :class:`BadExample` when asked to process one, so ``skip_bad`` skips and counts it as any other; runs find
+    them before the first step (``pipelines.data.drop_unreadable``)."""
 
     def __init__(self, error: BadExample) -> None:
         self.error = error
 
     def __repr__(self) -> str:
         return f"Unreadable({self.error})"
-
-
-def unreadable_in(examples: Any) -> list[int]:
-    """The places of :class:`Unreadable` examples in a list (a lazy sequence is not read: []), found at once."""
-    if not isinstance(examples, list):
-        return []
-    return [i for i, ex in enumerate(examples) if isinstance(ex, Unreadable)]
 
 
 def example_name(example: Any, name: str | None) -> str:
@@ -104,7 +97,8 @@ def numeric_array(value: Any, example: Any, field: str, *, integer: bool = False
         return torch.from_numpy(arr.astype(np.int64))
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.dtype.itemsize > 4 and np.isinf(out).any() and not np.isinf(arr[np.isinf(out)]).all():
+    overflowed = np.isinf(out) if arr.dtype.itemsize > 4 else None
+    if overflowed is not None and overflowed.any() and not np.isinf(arr[overflowed]).all():
         raise BadExample(example, field, "values beyond float32's range (±3.4e38): rescale the data")
     return torch.from_numpy(out)
 
