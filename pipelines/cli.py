@@ -159,7 +159,7 @@ def _inputs_to_predict(processor: Any, args: argparse.Namespace) -> list[tuple[s
         except BadExample as err:
             if not args.skip_bad:
                 raise
-            entries.append((str(path), None, str(err)))
+            entries.append((str(path), None, error_text(err, "predict")))
             continue
         for name, example in named:
             why = None
@@ -168,7 +168,7 @@ def _inputs_to_predict(processor: Any, args: argparse.Namespace) -> list[tuple[s
                     for _ in processor.windows(example, name=name):
                         pass
                 except BadExample as err:
-                    why = str(err)
+                    why = error_text(err, "predict")
             entries.append((name, example, why))
     return entries
 

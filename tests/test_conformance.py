@@ -110,6 +110,7 @@ def test_predict_with_skip_bad_says_an_unreadable_input_in_its_place(run, tmp_pa
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert lines[0]["input"].startswith(str(broken)) and "skipped" in lines[0]
+    assert "train.skip_bad" not in lines[0]["skipped"]                     # predict's own setting, if any
     assert sorted(x["input"] for x in lines[1:]) == sorted(sample.predict_names)
     assert all("predictions" in x for x in lines[1:]) and "could not be read and were skipped" in res.stderr
     res = zoo_main("predict", str(run["model"]), str(broken), "--skip-bad")     # nothing left: a script sees it
