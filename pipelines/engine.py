@@ -226,6 +226,7 @@ class Loop:
         self.lr = self.grad_norm = float("nan")
         self.last_metrics: dict[str, float] = {}        # the last logged row (the collapse alarm reads it)
         self.row: dict[str, float] | None = None        # this step's metrics row, written after its interval hooks
+        self.start_row: dict[str, float] | None = None  # figures measured before the first step (the trackers' step 0)
         self.extra_shown: dict[str, str] = {}           # figures hooks asked to show on the progress bar
         self.postfix: dict[str, str] = {}               # the last step's figures on the progress bar
         self.shown = [r.signal for r in collapse_rules(model)]     # on the progress bar
@@ -340,6 +341,12 @@ class Loop:
                 self.extra_shown[k] = f"{values[k]:.4g}"
         if show:
             self.bar.set_postfix(**self.postfix, **self.extra_shown)
+
+    def report_start(self, values: dict[str, float]) -> None:
+        """Figures a hook measured before a fresh run's first step (e.g. the random init's online quality): the
+        trackers get them at step 0 (a hook after the one that measured sends them, on :meth:`~Hook.on_start`);
+        ``metrics.jsonl`` keeps steps 1..N."""
+        self.start_row = {**(self.start_row or {}), **values}
 
     def _write_row(self) -> None:
         """The step's metrics row, once its interval hooks added theirs: ``metrics.jsonl``, then each hook's

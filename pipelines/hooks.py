@@ -15,7 +15,8 @@ class Hook:
     ``run.report``), :meth:`on_log` with every row written to ``metrics.jsonl`` (after the step's interval hooks),
     :meth:`on_end` once the loop is over, or :meth:`on_error` instead when it raises (e.g. to close what
     :meth:`on_start` opened; the error goes on); ``run`` is the :class:`pipelines.engine.Loop` (``step``,
-    ``last_metrics``, ``log``, ``report``). What it must remember across a resume goes in :meth:`state` (saved in
+    ``last_metrics``, ``log``, ``report``; ``report_start`` from :meth:`on_start`: figures for the trackers' step 0).
+What it must remember across a resume goes in :meth:`state` (saved in
     every checkpoint under the hook's ``key``, after the step's hooks ran) and comes back through
     :meth:`load_state`."""
 

@@ -179,12 +179,14 @@ class QualityHook(Hook):
             np.random.set_state(np_state)
             run.model.train()
         self.history = [h for h in self.history if h["step"] < step] + [{"step": step, **values}]
-        if report:                  # step 0 and a stop's measurement: in the history and on the card only
+        if report:      # step 0 (the trackers' step 0, not metrics.jsonl) and a stop's measurement: not a row
             run.report({**values, "quality_s": round(time.perf_counter() - t0, 4)}, show=tuple(values))
 
     def on_start(self, run: Any) -> None:
         if run.step == 0:
             self._measure(run, 0, report=False)
+            if self.history and self.history[-1]["step"] == 0 and hasattr(run, "report_start"):
+                run.report_start({k: v for k, v in self.history[-1].items() if k != "step"})
 
     def on_interval(self, run: Any, step: int) -> bool:
         self._measure(run, step)

@@ -53,8 +53,9 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict:
     second = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stderr
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    history = json.loads((run / "train_summary.json").read_text())["quality"]["history"]
     return {"run": run, "root": root, "outputs": (first, second), "rows": {r["step"]: r for r in rows},
-            "state": json.loads((run / "trackers.json").read_text())}
+            "state": json.loads((run / "trackers.json").read_text()), "init": history[0]}
 
 
 def _same_rows(tracked: dict, got: dict[int, dict[str, float]]) -> None:
@@ -91,8 +92,12 @@ def test_tensorboard(tracked):
     for key in ("grad_norm", "examples_per_s", "data_wait_s", "embedding_std", "summary/final_loss"):
         assert key in acc.Tags()["scalars"]
     # the online quality hook's figures (pipelines/quality.py) go wherever the row goes
-    assert [e.step for e in acc.Scalars("rankme")] == [e.step for e in acc.Scalars("knn")] == [STEPS]
-    assert acc.Scalars("knn")[0].value == pytest.approx(tracked["rows"][STEPS]["knn"])
+    # and the random init's (step 0, measured before the first step; metrics.jsonl keeps steps 1..N)
+    assert tracked["init"]["step"] == 0 and 0 not in tracked["rows"]
+    assert [e.step for e in acc.Scalars("rankme")] == [e.step for e in acc.Scalars("knn")] == [0, STEPS]
+    assert acc.Scalars("knn")[1].value == pytest.approx(tracked["rows"][STEPS]["knn"])
+    assert acc.Scalars("knn")[0].value == pytest.approx(tracked["init"]["knn"])
+    assert acc.Scalars("rankme")[0].value == pytest.approx(tracked["init"]["rankme"])
     assert {"figures/loss_curve", "figures/quality_curve"} <= set(acc.Tags()["images"])   # the card's PNGs
     content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hp = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
@@ -126,6 +131,8 @@ def test_wandb_offline(tracked):
                 step, item = int(rec["history"]["step"]["num"]), rec["history"]["item"]
                 assert step not in got or "loss" not in item, f"step {step} sent twice"
                 got.setdefault(step, {}).update(item)
+    init = got.pop(0)
+    assert (init["rankme"], init["knn"]) == pytest.approx((tracked["init"]["rankme"], tracked["init"]["knn"]))
     _same_rows(tracked, got)
     assert {"grad_norm", "examples_per_s", "data_wait_s", "embedding_std"} <= set(got[1])
     assert got[STEPS]["rankme"] == pytest.approx(tracked["rows"][STEPS]["rankme"])
@@ -150,6 +157,8 @@ def test_mlflow_file_store(tracked, monkeypatch):
     assert params["train.stop_after"] == "4" and json.loads(only.data.tags["ssl-zoo.changed_on_resume"]) == \
         {"train.stop_after": "null"}                  # a logged parameter cannot change: the resume's in a tag
     assert {"grad_norm", "rankme", "knn", "summary/final_loss"} <= set(only.data.metrics)
+    knn = client.get_metric_history(only.info.run_id, "knn")
+    assert [m.step for m in knn] == [0, STEPS] and knn[0].value == pytest.approx(tracked["init"]["knn"])
     assert {a.path for a in client.list_artifacts(only.info.run_id, "figures")} == \
         {"figures/loss_curve.png", "figures/quality_curve.png"}
 
@@ -167,6 +176,7 @@ def test_trackio_local_store(tracked, monkeypatch):
     assert len(got) == len([r for r in logs if "loss" in r])                   # each step once
     _same_rows(tracked, got)
     assert "grad_norm" in got[1] and "knn" in got[STEPS] and any("figures/quality_curve" in r for r in logs)
+    assert [r["knn"] for r in logs if int(r["step"]) == 0] == [pytest.approx(tracked["init"]["knn"])]
     config = storage.SQLiteStorage.get_run_config("ssl-zoo", name)
     assert config["name"] == RECIPE and config["train"]["lr"] == pytest.approx(1e-3)
 
