@@ -264,6 +264,11 @@ def test_processor_inputs_resampling_and_bad_input(tmp_path):
     strict = AudioProcessor(AudioProcessorConfig(resample=False))
     with pytest.raises(zoo.BadExample, match="'sampling_rate': 8000 Hz, the model expects 16000"):
         strict((tone, 8000), name="clip7")
+    with pytest.raises(zoo.BadExample) as said:      # each decoder's reason, without its build path or ours again
+        proc(str(tmp_path / "junk.wav"))
+    text = str(said.value)
+    assert "soundfile: " in text and "FFmpeg through torchcodec: " in text and ".cpp" not in text
+    assert text.count(str(tmp_path / "junk.wav")) == 1, text
     items, skipped = proc.process([str(tmp_path / "a.wav"), str(tmp_path / "junk.wav")], skip_bad=True)
     assert len(items) == 1 and len(skipped) == 1 and "junk.wav" in skipped[0]
 
