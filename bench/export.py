@@ -56,14 +56,55 @@ class _HFWrap(torch.nn.Module):
 
 
 def _session(path: Path) -> Any:
-    import onnxruntime as ort
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """The zoo's own session (:func:`zoo.export.ort_session`: no spinning between runs, so that the eager runs
+    alternating with it get the cores)."""
+    from zoo.export import ort_session
+    return ort_session(path)
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 10) -> dict[str, float]:
+    """This machine's best rate for one large fp32 matrix product (``n``×``n`` by ``n``×``n``, every thread), by
+    torch's BLAS and by ONNX Runtime's own ``MatMul``: the ceiling a compute-bound fp32 graph on these cores can
+    approach (the best of ``repeats``: a busy moment only lowers a rate)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gemm.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        session = _session(path)
+        feed = {"a": a.numpy(), "b": np.ascontiguousarray(b.numpy())}
+        best = {}
+        for name, fn in (("torch", lambda: a @ b), ("onnxruntime", lambda: session.run(None, feed))):
+            fn()
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            best[name] = round(2 * n**3 / min(times) / 1e9, 1)
+    return best
+
+
+def forward_gflop(model: torch.nn.Module, *args: Any) -> float:
+    """Floating-point operations of one forward (matrix products, convolutions, attention: torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        model(*args)
+    return counter.get_total_flops() / 1e9
 
 
 @torch.no_grad()
 def family_row(name: str, hf: torch.nn.Module, kind: str, repeats: int) -> dict[str, Any]:
+    """Ours eager, ours + ONNX Runtime (fp32 and ``zoo export --quantize int8``'s quantisation), transformers eager
+    and transformers + ONNX Runtime on the same weights and batch; the forward's GFLOP and this machine's large-GEMM
+    rate (:func:`gemm_gflops`) say how near to the cores' ceiling the fp32 graphs run."""
     import zoo
-    from zoo.export import Exportable, trace_onnx
+    from zoo.export import Exportable, quantize_int8, trace_onnx
     torch.manual_seed(0)
     x = torch.randn(4, 32000) if kind == "audio" else torch.randn(2, 16, 3, 224, 224)
     key = "input_values" if kind == "audio" else "pixel_values"
@@ -81,16 +122,25 @@ def family_row(name: str, hf: torch.nn.Module, kind: str, repeats: int) -> dict[
         program = torch.onnx.export(wrap, (x,), dynamo=True, optimize=True, dynamic_shapes=dims, verbose=False,
                                     input_names=["x"], output_names=["last_hidden_state"])
         program.save(str(tmp / "hf.onnx"), external_data=False)
-        s_ours, s_hf = _session(tmp / "ours.onnx"), _session(tmp / "hf.onnx")
+        quantize_int8(tmp / "ours.onnx", tmp / "ours.int8.onnx")
+        quantize_int8(tmp / "hf.onnx", tmp / "hf.int8.onnx")
+        s_ours, s_hf, s_int8, s_hf8 = (_session(tmp / f) for f in ("ours.onnx", "hf.onnx", "ours.int8.onnx",
+                                                                     "hf.int8.onnx"))
         ours_in = s_ours.get_inputs()[0].name
         feed = x.numpy()
-        tokens = s_ours.run(None, {ours_in: feed})[1]
-        diff = float((torch.from_numpy(tokens) - ours({key: x}).tokens).abs().max())
-        diff_hf = float((torch.from_numpy(tokens) - wrap(x)).abs().max())
+        tokens = torch.from_numpy(s_ours.run(None, {ours_in: feed})[1])
+        diff = float((tokens - ours({key: x}).tokens).abs().max())
+        diff_hf = float((tokens - wrap(x)).abs().max())
+        int8 = torch.from_numpy(s_int8.run(None, {ours_in: feed})[1])
+        cosine = float(torch.nn.functional.cosine_similarity(int8.flatten(0, -2), tokens.flatten(0, -2)).mean())
         ms = _alternate({"ours_eager": lambda: ours({key: x}), "ours_onnx": lambda: s_ours.run(None, {ours_in: feed}),
-                         "hf_eager": lambda: wrap(x), "hf_onnx": lambda: s_hf.run(None, {"x": feed})}, repeats)
+                         "ours_int8": lambda: s_int8.run(None, {ours_in: feed}),
+                         "hf_eager": lambda: wrap(x), "hf_onnx": lambda: s_hf.run(None, {"x": feed}),
+                         "hf_int8": lambda: s_hf8.run(None, {"x": feed})}, repeats)
+        gflop = forward_gflop(ours, {key: x})
     return {"family": name, "kind": kind, **{k: round(v, 1) for k, v in ms.items()}, "parity_vs_ours_eager": diff,
-            "parity_vs_transformers": diff_hf, "ours_export_s": round(ours_export_s, 1)}
+            "parity_vs_transformers": diff_hf, "int8_token_cosine": round(cosine, 5),
+            "ours_export_s": round(ours_export_s, 1), "gflop": round(gflop, 2)}
 
 
 @torch.no_grad()
@@ -231,7 +281,8 @@ def compile_row(name: str, runs: Path, repeats: int) -> dict[str, Any]:
 
 
 def tables(families: list[dict[str, Any]], demo: list[dict[str, Any]], repeats: int,
-           compiled: list[dict[str, Any]] | None = None, profiles: list[dict[str, Any]] | None = None) -> list[str]:
+           compiled: list[dict[str, Any]] | None = None, profiles: list[dict[str, Any]] | None = None,
+           ceiling: dict[str, float] | None = None) -> list[str]:
     lines = ["### Exported encoders: ONNX Runtime against eager (issue #33)", "",
              f"`python -m bench.export` ({time.strftime('%Y-%m-%d')}), machine: {machine()}; fp32 unless said, eval "
              f"mode, medians of {repeats} runs after one warm-up, all runs of a row alternating.", ""]
@@ -240,12 +291,35 @@ def tables(families: list[dict[str, Any]], demo: list[dict[str, Any]], repeats: 
                   "video: 2 clips of 16×224×224); transformers' models exported with the same dynamo ONNX exporter "
                   "(dynamic batch and length):", "",
                   "| family | ours eager (ms) | ours ONNX Runtime (ms) | transformers eager (ms) | transformers ONNX "
-                  "Runtime (ms) | ours ORT vs transformers ORT | ours ORT vs ours eager | parity (ours ORT − eager) |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "Runtime (ms) | ours ORT vs transformers ORT | ours ORT vs ours eager | parity (ours ORT − eager) "
+                  "| GFLOP | ours ORT GFLOP/s | share of the large-GEMM rate |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        top = max(ceiling.values()) if ceiling else None
         for r in families:
+            rate = r["gflop"] / r["ours_onnx"] * 1e3 if "gflop" in r else None
             lines.append(f"| {r['family']} | {r['ours_eager']:.0f} | {r['ours_onnx']:.0f} | {r['hf_eager']:.0f} | "
                          f"{r['hf_onnx']:.0f} | {r['hf_onnx'] / r['ours_onnx']:.2f}x | "
-                         f"{r['ours_eager'] / r['ours_onnx']:.2f}x | {r['parity_vs_ours_eager']:.1e} |")
+                         f"{r['ours_eager'] / r['ours_onnx']:.2f}x | {r['parity_vs_ours_eager']:.1e} | "
+                         + (f"{r['gflop']:.0f} | {rate:.0f} | " if rate else "— | — | ")
+                         + (f"{rate / top:.0%} |" if rate and top else "— |"))
+        if ceiling:
+            lines += ["", "Large-GEMM rate: the best of ten 2048×2048 fp32 matrix products on these cores, "
+                      + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceiling.items())
+                      + "; GFLOP: one forward of the batch, by torch's FLOP counter (matrix products, convolutions, "
+                      "attention)."]
+        int8 = [r for r in families if "ours_int8" in r]
+        if int8:
+            lines += ["", "The same graphs quantised as `zoo export --quantize int8` quantises (ONNX Runtime's dynamic "
+                      "int8 of the matrix products; convolutions fp32), against the fp32 graphs above:", "",
+                      "| family | ours ORT int8 (ms) | int8 vs transformers ORT fp32 | int8 vs ours ORT fp32 | "
+                      "int8 vs ours eager | tokens' cosine to fp32 | transformers ORT int8 (ms) | ours int8 vs "
+                      "transformers int8 |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            lines += [f"| {r['family']} | {r['ours_int8']:.0f} | {r['hf_onnx'] / r['ours_int8']:.2f}x | "
+                      f"{r['ours_onnx'] / r['ours_int8']:.2f}x | {r['ours_eager'] / r['ours_int8']:.2f}x | "
+                      f"{r['int8_token_cosine']:.4f} | "
+                      + (f"{r['hf_int8']:.0f} | {r['hf_int8'] / r['ours_int8']:.2f}x |" if "hf_int8" in r
+                         else "— | — |")
+                      for r in int8]
         lines.append("")
     if demo:
         lines += ["The six demo rows' encoders exported by `zoo export` on 16 evaluation examples, timed on that "
@@ -285,13 +359,15 @@ def main(repeats: int = 5, families: bool = True, demo: bool = True, recipes: li
     log = out / "rows.jsonl"
     done = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
     have = {r.get("family") or r.get("recipe") or (f"profile:{r['profile']}" if "profile" in r else None)
-            or f"compile:{r.get('compile')}" for r in done}
+            or ("ceiling" if "ceiling" in r else None) or f"compile:{r.get('compile')}" for r in done}
     todo: list[tuple[str, Any]] = []
     if families:
         todo += [(name, lambda n=name, hf=hf, kind=kind: family_row(n, hf.eval(), kind, repeats))
                  for name, hf, kind in public_families() if name not in have]
         if "profile:wav2vec 2.0 BASE" not in have:
             todo.append(("profile", lambda: profile_row(repeats)))
+        if "ceiling" not in have:
+            todo.append(("ceiling", lambda: {"ceiling": gemm_gflops()}))
     if demo:
         todo += [(name, lambda n=name: demo_row(n, out / "runs", out, repeats)) for name in recipes or DEMO
                  if name not in have]
@@ -307,7 +383,8 @@ def main(repeats: int = 5, families: bool = True, demo: bool = True, recipes: li
     root = Path(__file__).parent / "results"
     (root / "export.json").write_text(json.dumps(done, indent=2) + "\n")
     return publish_table(tables([r for r in done if "family" in r], [r for r in done if "recipe" in r], repeats,
-                                [r for r in done if "compile" in r], [r for r in done if "profile" in r]),
+                                [r for r in done if "compile" in r], [r for r in done if "profile" in r],
+                                next((r["ceiling"] for r in done if "ceiling" in r), None)),
                           root / "export.md")
 
 

@@ -241,7 +241,6 @@ def _embed_inputs(args: argparse.Namespace, processor, job, count) -> Any:
     embeds now (``job.wanted``: its blocks not written yet); ``count.value`` is the number of inputs at the end."""
     from zoo import get_modality
 
-    from .data_spec import named_inputs
     i = 0
     for path in args.inputs:
         if _dataset_id(path):
@@ -253,7 +252,7 @@ def _embed_inputs(args: argparse.Namespace, processor, job, count) -> Any:
                                          "streaming": True})
             named = ((f"{path}[{k}]", rec[0]) for k, rec in enumerate(stream.records(0, 1, 0)))
         else:
-            named = named_inputs(processor, path, args.name_column)
+            named = _listed(processor, path, args)
         for name, ex in named:
             if job.wanted(i, name):
                 yield i, name, ex
@@ -261,18 +260,32 @@ def _embed_inputs(args: argparse.Namespace, processor, job, count) -> Any:
     count.value = i
 
 
+def _listed(processor: Any, path: str, args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """``path``'s named examples; with ``--skip-bad`` a file that does not read at all (a table with no rows, a
+    damaged file) is one input, :class:`zoo.Unreadable`, that the job skips and counts in its place."""
+    from zoo import BadExample, Unreadable
+
+    from .data_spec import named_inputs
+    try:
+        return named_inputs(processor, path, args.name_column)
+    except BadExample as err:
+        if not args.skip_bad:
+            raise
+        return [(str(path), Unreadable(err))]
+
+
 def _embed_files(args: argparse.Namespace, processor, job, count) -> Any:
     """This rank's inputs to embed as a stream for DataLoader workers (each worker every ``parts``-th of them),
     read lazily; an example's label slot carries its place in the input list. What the processor leaves out of an
     example (older events) is said as it is read (in a worker or this process)."""
-    from zoo import StreamSet
+    from zoo import StreamSet, Unreadable
 
     class Files(StreamSet):
         def records(self, part: int, parts: int, epoch: int):
             cut = 0
             for j, (i, name, ex) in enumerate(_embed_inputs(args, processor, job, count)):
                 if j % parts == part:
-                    note = processor.left_out(ex, name=name)
+                    note = None if isinstance(ex, Unreadable) else processor.left_out(ex, name=name)
                     if note:
                         cut += 1
                         if cut <= NOTES_SHOWN:
@@ -286,18 +299,28 @@ def _embed_files(args: argparse.Namespace, processor, job, count) -> Any:
 
 def _embed_windows(args: argparse.Namespace, encoder, processor, inputs, device) -> Any:
     """One block of rows per input of a windowed modality (``zoo.embedding.embed_long``): its windows,
-    ``args.batch_size`` in flight; ``(place, rows, row names, input name)``."""
+    ``args.batch_size`` in flight; ``(place, rows, row names, input name, None)``, or with ``--skip-bad`` for an
+    input that cannot be read ``(place, None, [], input name, why)``."""
+    from zoo import BadExample, Unreadable
     from zoo.embedding import embed_long
     for i, name, ex in inputs:
-        res = embed_long(encoder, processor, ex, name=name, pooling=args.pooling, window=args.window,
-                         hop=args.hop, batch_size=args.batch_size, device=device)
+        try:
+            if isinstance(ex, Unreadable):
+                raise ex.error
+            res = embed_long(encoder, processor, ex, name=name, pooling=args.pooling, window=args.window,
+                             hop=args.hop, batch_size=args.batch_size, device=device)
+        except BadExample as err:
+            if not args.skip_bad:
+                raise
+            yield i, None, [], name, str(err)
+            continue
         if args.pooling == "mean" and len(res.spans) > 1:
             print(f"{name}: mean of {len(res.spans)} windows ({res.spans[0][1] - res.spans[0][0]:g}"
                   f"{res.unit} every {res.spans[1][0] - res.spans[0][0]:g}{res.unit}, weighted by length)",
                   flush=True)
         for note in res.notes:
             print(f"note: {note}", flush=True)
-        yield i, res.embeddings, res.names, name
+        yield i, res.embeddings, res.names, name, None
 
 
 def _embed_job(args: argparse.Namespace, encoder, processor, folder: Path, ranks, device) -> Path | None:
@@ -318,17 +341,25 @@ def _embed_job(args: argparse.Namespace, encoder, processor, folder: Path, ranks
         said = job.open(fingerprint, resume=not args.no_resume)
         if said:
             print(said, flush=True)
+        skip = _skipper(job, encoder.dim)
         if processor.windowed:
             inputs = _embed_inputs(args, processor, job, count)
-            for i, rows, names, name in _embed_windows(args, encoder, processor, inputs, device):
-                job.add(i, rows, names, name)
+            for i, rows, names, name, why in _embed_windows(args, encoder, processor, inputs, device):
+                if rows is None:
+                    skip([why], [(i, name)])
+                else:
+                    job.add(i, rows, names, name)
         else:
             stream = _embed_files(args, processor, job, count)
             for emb, names, places in iter_embeddings(encoder, processor, stream, batch_size=args.batch_size,
-                                                      device=device, num_workers=args.num_workers):
+                                                      device=device, num_workers=args.num_workers,
+                                                      skip_bad=args.skip_bad, on_skip=skip):
                 for r, (i, name) in enumerate(zip(places.tolist(), names)):
                     job.add(i, emb[r:r + 1], [name], name)
         index = job.finish(count.value)
+        if index is not None and job.skipped:
+            print(f"note: {job.skipped} of {count.value} input(s) could not be read and were skipped (--skip-bad; "
+                  f"listed in {index.name})", flush=True)
         if ranks.world > 1 or job.kept:
             who = f"rank {ranks.rank}/{ranks.world}: " if ranks.world > 1 else ""
             print(f"{who}embedded {job.embedded} input(s) into {job.written} new shard(s); {job.kept} shard(s) "
@@ -337,6 +368,18 @@ def _embed_job(args: argparse.Namespace, encoder, processor, folder: Path, ranks
             print(f"note: {count.value} input(s) in shards of {args.shard_size}: some of the {ranks.world} "
                   "processes had nothing to do (a smaller --shard-size shares the inputs out)", flush=True)
     return index
+
+
+def _skipper(job: Any, dim: int) -> Any:
+    """``--skip-bad``: each input that could not be read said in its place and recorded in its block (no rows)."""
+    import torch
+
+    def skip(messages: list[str], records: list[tuple[Any, str]]) -> None:
+        for why, (i, name) in zip(messages, records):
+            why = error_text(ValueError(why), "embed")
+            print(f"{name}\tskipped: {why}", flush=True)
+            job.add(int(i), torch.zeros(0, dim), [], name, skipped=why)
+    return skip
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
@@ -614,6 +657,9 @@ def _add_embed(sub: Any) -> None:
     s.add_argument("--no-resume", action="store_true",
                    help="with --output FOLDER: remove an earlier job's shards there and start over")
     s.add_argument("--split", help="the split of a Hugging Face dataset input (default: train)")
+    s.add_argument("--skip-bad", action="store_true",
+                   help="an input that cannot be read (a corrupt file, a bad cell) is skipped, said in its place and "
+                        "counted in index.json, instead of stopping the job")
     _name_column_arg(s)
     s.add_argument("--num-workers", type=_count, default=0, help="DataLoader workers that read and process "
                                                                 "(examples that are not windowed)")
@@ -770,11 +816,8 @@ def error_text(err: BaseException, command: str) -> str:
         else str(err)
     if command == "finetune":
         return text.replace("train.skip_bad", "finetune.skip_bad")
-    if command == "predict":
+    if command in ("predict", "embed"):
         return re.sub(r"train\.skip_bad: true skips", "--skip-bad skips", text)
-    if command == "embed":
-        return re.sub(r"train\.skip_bad: true skips the (\w+)", r"zoo embed reads every input: fix or leave out the \1",
-                      text)
     return text
 
 

@@ -82,15 +82,16 @@ def _stored(path: str, dim: int, modality: str, signature: str) -> tuple[torch.T
 
 
 def search(model: Any, query: list[str], index: list[str], *, query_modality: str, index_modality: str,
-           top_k: int = 5, batch_size: int = 32, name_column: str | None = None) -> list[dict[str, Any]]:
+           top_k: int = 5, batch_size: int = 32, name_column: str | None = None,
+           query_name_column: str | None = None) -> list[dict[str, Any]]:
     """Each query's ``top_k`` nearest index entries by cosine similarity in the shared space (the index's table
-    rows named by ``name_column``)."""
+    rows named by ``name_column``, the queries' by ``query_name_column``)."""
     if query_modality == index_modality:
         raise ValueError(f"--query-modality and --index-modality are both {query_modality!r}: search one side with "
                          "another")
     for m in (query_modality, index_modality):
         model.side(m)
-    q, q_names = _side_vectors(model, query_modality, query, batch_size)
+    q, q_names = _side_vectors(model, query_modality, query, batch_size, query_name_column)
     x, x_names = _side_vectors(model, index_modality, index, batch_size, name_column)
     sims = model.similarity(q, x)
     k = min(top_k, len(x_names))
@@ -110,7 +111,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     query_modality = args.query_modality or sides[0]
     index_modality = args.index_modality or next(m for m in sides if m != query_modality)
     found = search(model, args.query, args.index, query_modality=query_modality, index_modality=index_modality,
-                   top_k=args.top_k, batch_size=args.batch_size, name_column=args.name_column)
+                   top_k=args.top_k, batch_size=args.batch_size, name_column=args.name_column,
+                   query_name_column=args.query_name_column)
     for row in found:
         if args.json:
             print(json.dumps(row))
@@ -140,4 +142,6 @@ def add_search(sub: Any) -> None:
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--json", action="store_true", help="one JSON line per query")
     name_column_arg(s, "rows in --index")
+    s.add_argument("--query-name-column", metavar="COL",
+                   help="name the rows in --query tables by this column's cell instead of FILE[ROW]")
     s.set_defaults(func=_cmd_search)

@@ -26,7 +26,7 @@ import logging
 import os
 import random
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
@@ -83,7 +83,10 @@ def process_one(processor: Processor, example: Any, name: str,
     of a long input — drawn from ``generator`` when given).
     Whatever the processor raises on it — a ValueError, a RuntimeError from a tensor op, a KeyError: decided by
     where the error comes from (this input, alone), not by its type — becomes a :class:`BadExample` naming the
-    example, so that ``skip_bad`` skips it and an error names it either way."""
+    example, so that ``skip_bad`` skips it and an error names it either way; a :class:`zoo.Unreadable` raises the
+    error it holds, whatever the processor."""
+    if isinstance(example, Unreadable):
+        raise example.error
     try:
         if generator is not None:
             view = processor.augmented if augment else processor.cropped
@@ -101,8 +104,9 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
     """Process and collate one batch (training draws: one generator per example for its augmentation, or with
     ``augment`` off for its crop, :meth:`zoo.Processor.cropped`). Returns
     the batch with ``labels`` (when every record has one) and a ``_meta`` entry: names of the kept examples,
-    messages of skipped ones, the first bad one when not skipping."""
-    meta: dict[str, Any] = {"names": list(names), "skipped": [], "bad": None}
+    messages of skipped ones (and their ``(label, name)``: ``skipped_records``), the first bad one when not
+    skipping."""
+    meta: dict[str, Any] = {"names": list(names), "skipped": [], "skipped_records": [], "bad": None}
     first: Exception | None = None
     if draws is None:
         try:
@@ -121,6 +125,7 @@ def process_records(processor: Processor, examples: Sequence[Any], labels: Seque
                     meta["bad"] = (str(e.example), e.field, e.reason)
                     return {"_meta": {**meta, "names": []}}
                 meta["skipped"].append(str(e))
+                meta["skipped_records"].append((labels[i], names[i]))
         if first is not None and not meta["skipped"] and not isinstance(first, BadExample):
             raise first                     # the batch failed though every example alone is fine: a real bug
     meta["names"], meta["keep"] = [names[i] for i in keep], list(keep)
@@ -449,9 +454,12 @@ class TrainData:
 
 
 def iter_batches(data: ExampleSet | StreamSet, processor: Processor, *, batch_size: int = 64, num_workers: int = 0,
-                 skip_bad: bool = False) -> Iterator[dict[str, Any]]:
+                 skip_bad: bool = False, on_skip: Callable[[list[str], list[tuple[Any, str]]], None] | None = None
+                 ) -> Iterator[dict[str, Any]]:
     """One pass in order (map-style) or one pass of every part (streamed), processed in ``num_workers`` workers;
-    each batch has ``_names`` (and ``labels`` when labelled). Memory holds a few batches, not the data set."""
+    each batch has ``_names`` (and ``labels`` when labelled). Memory holds a few batches, not the data set. With
+    ``skip_bad``, ``on_skip(messages, [(label, name), ...])`` hears of each batch's skipped examples (a batch whose
+    examples were all skipped included)."""
     if isinstance(data, StreamSet):
         ds = _StreamBatches(data, processor, batch=batch_size, seed=0, rank=0, world=1, buffer=0,
                             skip_bad=skip_bad, epochs=1)
@@ -462,6 +470,8 @@ def iter_batches(data: ExampleSet | StreamSet, processor: Processor, *, batch_si
                          batch_sampler=chunks)
     for batch in loader:
         meta = _unpack(batch)
+        if on_skip is not None and meta["skipped"]:
+            on_skip(meta["skipped"], meta.get("skipped_records", []))
         if meta["names"]:
             batch["_names"] = meta["names"]
             batch["_skipped"] = meta["skipped"]

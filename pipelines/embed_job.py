@@ -47,6 +47,7 @@ KILL_AFTER_ENV = "ZOO_TEST_EMBED_KILL_AFTER_SHARDS"
 #: the files that make a model (hashed into the fingerprint); a card or an evaluation report may change freely
 MODEL_FILES = ("config.json", "preprocessor.json", "classifier.json")
 MODEL_SUFFIXES = (".safetensors", ".onnx", ".onnx_data", ".data")
+SKIPPED_LISTED = 100            # skipped inputs index.json lists by name (all are counted; each shard lists its own)
 SAY_WAITING_EVERY = 60.0        # seconds between rank 0's lines while it waits for other ranks' shards
 
 
@@ -148,6 +149,8 @@ class EmbedJob:
         self.kept = 0                         # this rank's blocks found written at the start (set by finish)
         self.written = 0                      # shards this process wrote
         self.embedded = 0                     # inputs this process embedded
+        self.skipped = 0                      # inputs of the whole job skipped as unreadable (rank 0, at finish)
+        self._skipped: dict[int, str] = {}    # this rank's pending skipped inputs: place → why
         self._recorded: dict[int, list[str]] = {}
         self._pending: dict[int, dict[int, tuple[torch.Tensor, list[str], str]]] = {}
         self._written: set[int] = set()
@@ -292,9 +295,10 @@ class EmbedJob:
         return self._recorded[k]
 
     # --- the rows --------------------------------------------------------------------------------------------
-    def add(self, i: int, rows: torch.Tensor, row_names: list[str], name: str) -> None:
+    def add(self, i: int, rows: torch.Tensor, row_names: list[str], name: str, skipped: str | None = None) -> None:
         """The rows ``[r, D]`` of input ``i`` (one, or one per window), in any order; a block's shard is written as
-        soon as all its inputs are in (the last block, shorter, at :meth:`finish`)."""
+        soon as all its inputs are in (the last block, shorter, at :meth:`finish`). ``skipped``: why the input could
+        not be read (``--skip-bad``): it has no rows, and its shard records the reason."""
         k = self.block(i)
         if not self.mine(i) or k in self.found or k in self._written:
             raise RuntimeError(f"input {i} is not this rank's to embed (block {k})")
@@ -302,7 +306,10 @@ class EmbedJob:
         if i in block:
             raise RuntimeError(f"input {i} embedded twice")
         block[i] = (rows, list(row_names), name)
-        self.embedded += 1
+        if skipped is not None:
+            self._skipped[i] = skipped
+        else:
+            self.embedded += 1
         if self._bar is not None:
             self._bar.update(1)
         if len(block) == self.size:
@@ -318,6 +325,9 @@ class EmbedJob:
         meta = {"names": json.dumps([n for _, (_, names, _) in items for n in names]),
                 "inputs": json.dumps([name for _, (_, _, name) in items]), "first": str(first),
                 "format": str(FORMAT)}
+        skipped = {str(i): self._skipped.pop(i) for i, _ in items if i in self._skipped}
+        if skipped:                                # input place → why it could not be read
+            meta["skipped"] = json.dumps(skipped)
         self.out.mkdir(parents=True, exist_ok=True)
         final = self.out / shard_file(k)
         tmp = self.out / f".{final.name}.tmp-{os.getpid()}"
@@ -349,9 +359,10 @@ class EmbedJob:
         if not self.ranks.main:
             return None
         self._wait_for(blocks)
-        shards, rows = [], 0
+        shards, rows, skipped = [], 0, []
         for k in range(blocks):
-            count, inputs, first = _metadata(self.out / shard_file(k))
+            count, inputs, first, left = _metadata(self.out / shard_file(k))
+            skipped += [{"input": inputs[int(i) - first], "why": why} for i, why in left.items()]
             expected = min(self.size, n - k * self.size)
             if first != k * self.size or len(inputs) != expected:
                 raise ValueError(f"{self.out / shard_file(k)} covers {len(inputs)} input(s) from input {first}, but "
@@ -364,7 +375,9 @@ class EmbedJob:
             if (m and int(m.group(1)) >= blocks) or (path.name.startswith(".embeddings-") and ".tmp-" in path.name):
                 path.unlink()
         index = self.out / "index.json"
-        _write_atomic(index, json.dumps({"shards": shards, "rows": rows, "inputs": n}, indent=2) + "\n")
+        self.skipped = len(skipped)
+        _write_atomic(index, json.dumps({"shards": shards, "rows": rows, "inputs": n, "skipped": len(skipped),
+                                         "skipped_inputs": skipped[:SKIPPED_LISTED]}, indent=2) + "\n")
         return index
 
     def _wait_for(self, blocks: int) -> None:
@@ -384,12 +397,13 @@ class EmbedJob:
                 said = time.monotonic()
 
 
-def _metadata(path: Path) -> tuple[int, list[str], int]:
-    """A shard's rows, the names of the inputs it covers and the first one's place."""
+def _metadata(path: Path) -> tuple[int, list[str], int, dict[str, str]]:
+    """A shard's rows, the names of the inputs it covers, the first one's place and the inputs it skipped (place →
+    why)."""
     from safetensors import safe_open
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata() or {}
         rows = fh.get_slice("embeddings").get_shape()[0]
     if "inputs" not in meta or "first" not in meta:
         raise ValueError(f"{path} records no inputs (not a shard of this job): remove it, or pass --no-resume")
-    return int(rows), json.loads(meta["inputs"]), int(meta["first"])
+    return int(rows), json.loads(meta["inputs"]), int(meta["first"]), json.loads(meta.get("skipped", "{}"))

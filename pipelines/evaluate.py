@@ -29,11 +29,13 @@ __all__ = ["embed", "iter_embeddings", "embed_shards", "write_shards", "load_sha
 @torch.no_grad()
 def iter_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | StreamSet | Sequence[Any], *,
                     batch_size: int = 64, names: Sequence[str] | None = None, layers: bool = False,
-                    device: torch.device | str = "cpu", num_workers: int = 0
+                    device: torch.device | str = "cpu", num_workers: int = 0, skip_bad: bool = False,
+                    on_skip: Any = None
                     ) -> Iterator[tuple[torch.Tensor | list[torch.Tensor], list[str], torch.Tensor | None]]:
     """Embeddings batch by batch — ``(pooled [B, D] or one [B, D] per layer, names, labels or None)`` — with the
     examples read, processed and collated in ``num_workers`` DataLoader workers: memory holds a few batches. A
-    processor that ``pools_windows`` (audio) gives every example whole (:func:`window_embeddings`)."""
+    processor that ``pools_windows`` (audio) gives every example whole (:func:`window_embeddings`). ``skip_bad``:
+    an example that cannot be read is left out, and ``on_skip`` hears of it (:func:`pipelines.data.iter_batches`)."""
     from zoo.layers import masked_mean
     if not isinstance(data, (ExampleSet, StreamSet)):
         data = ExampleSet(data, None, names)
@@ -41,7 +43,8 @@ def iter_embeddings(encoder: Encoder, processor: Processor, data: ExampleSet | S
     if processor.pools_windows():
         yield from window_embeddings(encoder, processor, data, batch_size=batch_size, layers=layers, device=device)
         return
-    for batch in iter_batches(data, processor, batch_size=batch_size, num_workers=num_workers):
+    for batch in iter_batches(data, processor, batch_size=batch_size, num_workers=num_workers, skip_bad=skip_bad,
+                              on_skip=on_skip):
         names_b, labels = batch.pop("_names"), batch.pop("labels", None)
         batch.pop("_skipped", None)
         out = encoder({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, return_hidden=layers)

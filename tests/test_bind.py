@@ -252,6 +252,9 @@ def test_bind_run_reloads_searches_and_each_side_loads_alone(pair_table, tmp_pat
                    name_column="f0")                                   # rows named by a column, not FILE[ROW]
     f0 = {str(v) for v in pd.read_csv(pair_table)["f0"]}
     assert {r["match"] for r in named[0]["results"]} <= f0
+    back = search(model, [str(pair_table)], [seqs[0]], query_modality="tabular", index_modality="toyseq", top_k=1,
+                  query_name_column="f0")                              # and the query rows too
+    assert [r["query"] for r in back] == [str(v) for v in pd.read_csv(pair_table)["f0"]]
 
 
 def test_sigkilled_bind_run_resumes_bit_for_bit(pair_table, tmp_path):

@@ -117,6 +117,41 @@ def test_predict_with_skip_bad_says_an_unreadable_input_in_its_place(run, tmp_pa
     assert res.returncode == 2 and "none of the 1 inputs could be read" in res.stderr
 
 
+def test_embed_with_skip_bad_skips_an_unreadable_input_in_its_place_and_resumes(run, tmp_path):
+    """A corrupt input stops ``zoo embed`` naming it; with ``--skip-bad`` into a folder every other input is embedded
+    as it is alone, the corrupt one is said in its place and counted in ``index.json`` (no rows), and the same
+    command again resumes with nothing redone."""
+    from safetensors import safe_open
+
+    from pipelines.evaluate import load_shards
+    sample = run["sample"]
+    if not sample.predict_inputs:
+        pytest.skip(f"{run['name']}: no separate inputs to embed")
+    good = [str(p) for p in sample.predict_inputs]
+    broken = tmp_path / f"broken{Path(good[0]).suffix}"
+    broken.write_bytes(b"\x00\x01 not what it says \xff" * 4)
+    model = str(run["pretrained"])
+    res = zoo_main("embed", model, *good[:1], str(broken), "--output", str(tmp_path / "stopped"))
+    assert res.returncode == 2 and str(broken) in res.stderr and "train.skip_bad" not in res.stderr, res.stderr
+    args = ["embed", model, *good[:1], str(broken), *good[1:], "--skip-bad", "--shard-size", "2",
+            "--output", str(tmp_path / "job")]
+    res = zoo_main(*args)
+    assert res.returncode == 0, res.stderr
+    said = [ln for ln in res.stdout.splitlines() if "\tskipped: " in ln]
+    assert len(said) == 1 and said[0].startswith(str(broken)) and "train.skip_bad" not in said[0], res.stdout
+    alone = zoo_main("embed", model, *good, "--output", str(tmp_path / "good.safetensors"))
+    assert alone.returncode == 0, alone.stderr
+    with safe_open(str(tmp_path / "good.safetensors"), "pt") as fh:
+        want, want_names = fh.get_tensor("embeddings"), json.loads(fh.metadata()["names"])
+    index = json.loads((tmp_path / "job" / "index.json").read_text())
+    assert index["inputs"] == len(want_names) + 1 and index["skipped"] == 1      # a file's rows or entities each
+    assert index["skipped_inputs"][0]["input"] == str(broken) and str(broken) in index["skipped_inputs"][0]["why"]
+    emb, _, names = load_shards(tmp_path / "job" / "index.json")
+    assert names == want_names and torch.allclose(emb, want, atol=1e-5)
+    again = zoo_main(*args)
+    assert again.returncode == 0 and "embedded 0 input(s)" in again.stdout, again.stdout + again.stderr
+
+
 def test_the_cards_tell_the_truth(run):
     """The data actually used (a file or folder name, never a local path) and the command that reproduces it."""
     data = Path(run["sample"].data)

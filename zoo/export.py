@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .plugin import Encoder, Processor
 
 __all__ = ["ONNX_NAME", "EXPORT_KEY", "OUTPUTS", "ExportError", "Exportable", "input_keys", "example_batches",
-           "export_onnx", "trace_onnx", "source_name", "file_sha256", "parity"]
+           "export_onnx", "quantize_int8", "ort_session", "trace_onnx", "source_name", "file_sha256", "parity"]
 
 ONNX_NAME = "model.onnx"
 EXPORT_KEY = "export"                                # config.json's block that marks and describes an exported folder
@@ -294,9 +294,15 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _session(path: Path) -> Any:
+def ort_session(path: str | Path) -> Any:
+    """An ONNX Runtime session (CPU) on the graph at ``path`` whose thread pool does not spin between runs: the
+    runtime takes turns with Python and torch work in the same process (processing the next batch, pooling) and a
+    pool that busy-waits after each run takes the cores from them (a 2 ms torch forward right after a run took
+    5.6 ms with spinning, 2.8 ms without, on 2 cores; docs/benchmarks.md, "Export")."""
     import onnxruntime as ort
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _require_onnx() -> None:
@@ -308,6 +314,14 @@ def _require_onnx() -> None:
             missing.append(name)
     if missing:
         raise ImportError(f"zoo export needs {', '.join(missing)}: pip install 'ssl-zoo[onnx]'")
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """``--quantize int8``: ONNX Runtime's dynamic quantisation of the graph at ``src`` into ``dst`` — the weights of
+    the matrix products (:data:`QUANTIZED_OPS`) as int8, their inputs quantised at run time; convolutions stay fp32
+    (a convolution whose weight is computed, as weight norm's, cannot be)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS)
 
 
 def export_onnx(encoder: Encoder, processor: Processor, examples: Sequence[Any], names: Sequence[str], *,
@@ -330,17 +344,16 @@ def export_onnx(encoder: Encoder, processor: Processor, examples: Sequence[Any],
     traced(model, batches, lambda axes: trace_onnx(model, args, path, exporter, axes), exporter,
            retry=exporter == "dynamo")
     if quantize == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
         fp32 = out / "model.fp32.onnx"
         path.rename(fp32)
-        try:           # the matrix products: a convolution whose weight is computed (weight norm) cannot be
-            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS)
+        try:
+            quantize_int8(fp32, path)
         except Exception as err:               # noqa: BLE001 - the quantizer's own errors
             raise ExportError(f"int8 quantisation of the {modality} graph failed: {type(err).__name__}: {err}"
                               ) from err
         finally:
             fp32.unlink()
-    session = _session(path)
+    session = ort_session(path)
     checks = checked(model, batches, lambda batch: _run_onnx(session, keys, batch), what="graph", exporter=exporter,
                      strict=quantize is None)
     proto = onnx.load(str(path), load_external_data=False)

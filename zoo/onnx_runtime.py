@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .export import EXPORT_KEY, file_sha256
+from .export import EXPORT_KEY, file_sha256, ort_session
 from .hub import PREPROCESSOR_NAME, FormatError, resolve_file
 from .plugin import Encoder, EncoderOutput
 
@@ -133,7 +133,7 @@ def load_onnx_encoder(id_or_path: str | Path, config: dict[str, Any], **hub_kwar
     cls = get_modality(config["modality"]).architecture(config["architecture"]).encoder
     enc_config = cls.config_class.from_dict(config["encoder"], where=f"{id_or_path}:config.json:encoder")
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort_session(path)
     except Exception as err:                   # noqa: BLE001 - e.g. an opset newer than this runtime implements
         raise FormatError(f"{path}: ONNX Runtime {ort.__version__} does not load it (opset {block.get('opset')}): "
                           f"{str(err).splitlines()[0][:300]}") from None

@@ -140,8 +140,10 @@ def time_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
     ``conv(x.transpose(1, 2)).transpose(1, 2)`` as a 2-d conv on the channels-last view, so that no layer copies
     its activations between the conv's layout and the LayerNorm's (1.5–2× faster per layer on CPU). Without
     autograd, an unpadded ungrouped conv is one matrix product over a strided view of the frames (k frames × C
-    channels lie side by side in memory): another 10–25% on the large early layers."""
-    if not torch.is_grad_enabled() and conv.groups == 1 and conv.padding[0] == 0 and x.is_contiguous():
+    channels lie side by side in memory): another 10–25% on the large early layers. Not while exporting: ONNX has no
+    strided view, and its copy of one (a ``Gather`` of every window) costs more than the conv it stands for."""
+    if (not torch.is_grad_enabled() and conv.groups == 1 and conv.padding[0] == 0 and x.is_contiguous()
+            and not torch.compiler.is_exporting()):
         b, t, c = x.shape
         k, s = conv.kernel_size[0], conv.stride[0]
         cols = x.as_strided((b, max((t - k) // s + 1, 0), k * c), (t * c, s * c, 1))   # [B, T', k·C]
