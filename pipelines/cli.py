@@ -358,8 +358,9 @@ def _embed_job(args: argparse.Namespace, encoder, processor, folder: Path, ranks
                     job.add(i, emb[r:r + 1], [name], name)
         index = job.finish(count.value)
         if index is not None and job.skipped:
+            where = f"listed in {index}" if resumable else "said above"
             print(f"note: {job.skipped} of {count.value} input(s) could not be read and were skipped (--skip-bad; "
-                  f"listed in {index.name})", flush=True)
+                  f"{where})", flush=True)
         if ranks.world > 1 or job.kept:
             who = f"rank {ranks.rank}/{ranks.world}: " if ranks.world > 1 else ""
             print(f"{who}embedded {job.embedded} input(s) into {job.written} new shard(s); {job.kept} shard(s) "
@@ -423,8 +424,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         emb, _, names = load_shards(index) if not to_folder else (None, None, [])
         if out is not None and not to_folder:
             out.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"embeddings": emb.contiguous()}, str(out), metadata={"names": json.dumps(names),
-                                                                              **_space(encoder)})
+            skipped = json.loads(index.read_text()).get("skipped_inputs") or []
+            save_file({"embeddings": emb.contiguous()}, str(out), metadata={
+                "names": json.dumps(names), **_space(encoder), **({"skipped": json.dumps(skipped)} if skipped else {})})
             print(f"wrote {tuple(emb.shape)} embeddings to {out}")
         elif out is not None:
             space = _space(encoder)
@@ -436,6 +438,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         for name, row in zip(names[:20], emb):
             print(f"{name}\t[{', '.join(f'{v:.4f}' for v in row[:6].tolist())}{', …' if len(row) > 6 else ''}]"
                   f"\tdim={len(row)}")
+        if len(names) > 20:
+            print(f"… {len(names) - 20} more row(s)" + (f" in {out}" if out is not None else " (--output FILE keeps "
+                                                                                           "them all)"))
     return 0
 
 
@@ -817,7 +822,9 @@ def error_text(err: BaseException, command: str) -> str:
     if command == "finetune":
         return text.replace("train.skip_bad", "finetune.skip_bad")
     if command in ("predict", "embed"):
-        return re.sub(r"train\.skip_bad: true skips", "--skip-bad skips", text)
+        text = re.sub(r"train\.skip_bad: true skips", "--skip-bad skips", text)
+        if type(err).__name__ == "BadExample" and "--skip-bad" not in text:
+            text += " (--skip-bad skips an input that cannot be read and goes on)"
     return text
 
 

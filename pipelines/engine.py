@@ -242,6 +242,7 @@ class Loop:
                                "Start over with --no-resume or use another --output")
         self.step, self.stopped = state["step"], bool(state.get("stopped", False))
         self.before, self.loss = float(state.get("wall_seconds", 0.0)), float(state.get("loss", float("nan")))
+        self.last_metrics = dict(state.get("last_metrics") or {})      # a run resumed at its end: its collapse signals
         saved = state.get("hooks", {})
         if isinstance(saved, list):          # checkpoints of before 2026-12-07: states in the hooks' order
             saved = {hook.key: s for hook, s in zip(self.hooks, saved)}
@@ -291,7 +292,8 @@ class Loop:
         self.log.plot(self.desc)
         skipped = int(sum_over_ranks(self.ctx.info, self.ctx.device, self.data.skipped))
         visits = int(sum_over_ranks(self.ctx.info, self.ctx.device, self.data.skipped_visits))
-        return TrainResult(steps=self.step, wall_seconds=self.before + time.perf_counter() - self.t0,
+        ran = self.step > (resumed_from or 0)          # a rerun of a finished run adds no time
+        return TrainResult(steps=self.step, wall_seconds=self.before + (time.perf_counter() - self.t0 if ran else 0.0),
                            final_loss=self.loss if math.isfinite(self.loss) else None, resumed_from=resumed_from,
                            device=hardware(self.ctx.device), stopped_early=self.step < cfg.steps,
                            skipped=skipped, skipped_visits=visits, skipped_examples=self.data.skipped_examples,
@@ -380,6 +382,6 @@ class Loop:
 
     def _checkpoint(self) -> None:
         extra = {"loss": self.loss, "wall_seconds": self.before + time.perf_counter() - self.t0,
-                 "fingerprint": self.fingerprint, "stopped": self.stopped,
+                 "fingerprint": self.fingerprint, "stopped": self.stopped, "last_metrics": self.last_metrics,
                  "hooks": {hook.key: hook.state() for hook in self.hooks}}
         self.ckpt.save(self.step, self.model, self.opt, extra, self.data.state())

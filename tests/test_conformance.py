@@ -150,6 +150,10 @@ def test_embed_with_skip_bad_skips_an_unreadable_input_in_its_place_and_resumes(
     assert names == want_names and torch.allclose(emb, want, atol=1e-5)
     again = zoo_main(*args)
     assert again.returncode == 0 and "embedded 0 input(s)" in again.stdout, again.stdout + again.stderr
+    one = zoo_main("embed", model, str(broken), *good, "--skip-bad", "--output", str(tmp_path / "one.safetensors"))
+    assert one.returncode == 0 and "skipped (--skip-bad; said above)" in one.stdout, one.stdout + one.stderr
+    with safe_open(str(tmp_path / "one.safetensors"), "pt") as fh:                # a single file records them too
+        assert [s["input"] for s in json.loads(fh.metadata()["skipped"])] == [str(broken)]
 
 
 def test_the_cards_tell_the_truth(run):
@@ -551,8 +555,11 @@ def test_int8_is_exported_where_offered(run, tmp_path):
         pytest.skip(f"int8 is not offered for {run['name']}")
     out = tmp_path / "int8"
     res = zoo_main("export", str(run["model"]), str(out), "--quantize", "int8")
-    assert res.returncode == 0, res.stderr
-    assert json.loads((out / "config.json").read_text())["export"]["quantize"] == "int8"
+    assert res.returncode == 0 and "pre-processing" not in res.stderr, res.stderr    # the quantizer's advice: quiet
+    block = json.loads((out / "config.json").read_text())["export"]
+    assert block["quantize"] == "int8" and all("pooled_cosine" in c and "top1_agreement" in c for c in block["checks"])
+    card = (out / "README.md").read_text()          # what int8 was held to, not fp32's tolerance
+    assert "no fp32 tolerance applies" in card and "top-1 label agrees" in card and "ONNX Runtime\nint8" in card
     int8, eager = zoo.AutoClassifier.from_pretrained(out), zoo.AutoClassifier.from_pretrained(run["model"])
     named = named_inputs(eager.processor, run["sample"].data)
     examples, names = [ex for _, ex in named], [n for n, _ in named]

@@ -41,6 +41,24 @@ def test_a_finished_run_is_not_republished_under_fewer_steps(table_model, tmp_pa
     assert json.loads((run / "model" / "config.json").read_text())["pretraining"]["training"]["steps"] == 4
 
 
+def test_a_rerun_of_a_finished_run_republishes_the_same_model_and_card(table_model, tmp_path):
+    """The same command again on a finished run resumes at its last step and publishes it again: the same weights
+    file, and a card that keeps its facts (the collapse signals of the last logged step, which the rerun's own
+    zero steps never logged) and says nothing of other weights."""
+    import shutil
+    data, run = table_model
+    shutil.copytree(run, tmp_path / "pre")
+    before = {f: (run / "model" / f).read_bytes() for f in ("model.safetensors", "README.md")}
+    res = zoo_main("pretrain", "tabular-tjepa-mlc-churn", "--data", str(data), "--label-column", "tier",
+                   "--set", "train.steps=4", "--set", "train.batch_size=32", "--set", "encoder.depth=1",
+                   "--set", "encoder.dim=16", "--set", "encoder.heads=2", "--output", str(tmp_path / "pre"))
+    assert res.returncode == 0 and "written for other weights" not in res.stderr, res.stderr
+    assert json.loads(res.stdout[res.stdout.index("{"):])["resumed_from"] == 4
+    assert (tmp_path / "pre" / "model" / "model.safetensors").read_bytes() == before["model.safetensors"]
+    card = (tmp_path / "pre" / "model" / "README.md").read_text()
+    assert "collapse signals (last log)" in before["README.md"].decode() and "collapse signals (last log)" in card
+
+
 # --- 2. silently wrong data -------------------------------------------------------------------------------------
 def test_dates_beyond_the_nanosecond_range_keep_their_order():
     from modalities.events.processor import parse_times

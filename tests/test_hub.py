@@ -258,3 +258,21 @@ def test_push_to_hub_commits_exactly_the_repo_files(toy_model, tmp_path):
     assert sorted(second["files"]) == sorted(set(first["files"]) - {"quality_curve.png"})
     assert "library_name: ssl-zoo" in hub.validated[0]["content"]
     assert b"zoo.AutoEncoder.from_pretrained('acme/toy2')" in second["files"]["README.md"]
+
+
+def test_the_same_weights_are_the_same_bytes_in_every_process(tmp_path):
+    """safetensors writes its metadata in hash-map order, which differs between processes: the same weights saved
+    twice were two files with two SHA-256 (the card then said it "was written for other weights"). ``save_weights``
+    writes the header sorted: five processes, one file, and safetensors reads it back whole."""
+    code = ("import sys, torch; from zoo.hub import save_weights; save_weights({'b': torch.ones(3), "
+            "'a': torch.arange(6.).reshape(2, 3)}, sys.argv[1], metadata={'format': 'pt', 'zoo_format': '1', "
+            "'x': 'y', 'w': 'v'})")
+    files = [tmp_path / f"w{i}.safetensors" for i in range(5)]
+    for f in files:
+        subprocess.run([sys.executable, "-c", code, str(f)], check=True, timeout=120)
+    assert len({f.read_bytes() for f in files}) == 1
+    from safetensors import safe_open
+    with safe_open(str(files[0]), "pt") as fh:
+        assert fh.metadata() == {"format": "pt", "zoo_format": "1", "x": "y", "w": "v"}
+        assert torch.equal(fh.get_tensor("a"), torch.arange(6.).reshape(2, 3)) and torch.equal(fh.get_tensor("b"),
+                                                                                               torch.ones(3))

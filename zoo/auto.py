@@ -222,6 +222,9 @@ def load_encoder(id_or_path: str | Path, *, expect: type[Encoder] | None = None,
     if EXPORT_KEY in config and isinstance(config[EXPORT_KEY], dict):      # the weights beside a graph: checked too
         from .onnx_runtime import check_exported_files
         check_exported_files(id_or_path, config[EXPORT_KEY], **hub_kwargs)
+        if config[EXPORT_KEY].get("quantize"):
+            logging.getLogger("zoo").info("%s: runtime='torch' runs the fp32 weights kept beside the %s graph, not "
+                                          "the quantised graph", id_or_path, config[EXPORT_KEY]["quantize"])
     cls = get_modality(config["modality"]).architecture(config["architecture"]).encoder
     return build_encoder(cls, config, id_or_path, **hub_kwargs)
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from . import hub
@@ -171,8 +170,8 @@ class BoundModel(nn.Module):
         config = {"zoo_format": hub.ZOO_FORMAT, "modality": BOUND, "architecture": BIND_ARCHITECTURE,
                   "encoder": self.config.to_dict(), "sides": sides, "pretraining": pretraining or {}}
         (folder / hub.CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        save_file(self.head_state(), str(folder / hub.WEIGHTS_NAME),
-                  metadata={"format": "pt", "zoo_format": str(hub.ZOO_FORMAT)})
+        hub.save_weights(self.head_state(), folder / hub.WEIGHTS_NAME,
+                         metadata={"format": "pt", "zoo_format": str(hub.ZOO_FORMAT)})
         return folder
 
     def load_head(self, state: dict[str, Tensor], where: str) -> None:

@@ -13,13 +13,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from .auto import AutoEncoder, AutoProcessor
 from .collapse import CollapseRule, class_entropy_ratio
 from .embedding import map_batches, window_means
-from .hub import FormatError, load_state_strict, load_weights, read_json, resolve_file
+from .hub import FormatError, load_state_strict, load_weights, read_json, resolve_file, save_weights
 from .plugin import Encoder, PretrainOutput, Processor
 
 __all__ = ["AutoClassifier", "Classifier", "CLASSIFIER_NAME", "HEAD_NAME"]
@@ -183,8 +182,8 @@ class Classifier(nn.Module):
         state = dict(self.head.state_dict())
         if self.head_norm is not None:
             state.update({f"{NORM_PREFIX}{k}": v for k, v in self.head_norm.state_dict().items()})
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / HEAD_NAME),
-                  metadata={"format": "pt"})
+        save_weights({k: v.detach().cpu().contiguous() for k, v in state.items()}, folder / HEAD_NAME,
+                     metadata={"format": "pt"})
         meta: dict[str, Any] = {"task": self.task, "label_names": self.label_names, "num_classes": self.num_classes,
                                 "in_features": self.encoder.dim}
         if self.head_norm is not None:

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 __all__ = [
     "check_dtypes", "require_floating", "ZOO_FORMAT", "CONFIG_NAME", "WEIGHTS_NAME", "PREPROCESSOR_NAME",
     "CARD_NAME", "REPO_FILES", "repo_files",
     "FormatError", "resolve_file", "load_config", "load_weights", "build_encoder", "load_processor_dict",
-    "save_pretrained", "save_processor", "push_to_hub", "publish_to_cache", "check_repo_id",
+    "save_pretrained", "save_weights", "save_processor", "push_to_hub", "publish_to_cache", "check_repo_id",
 ]
 
 ZOO_FORMAT = 1
@@ -320,6 +320,22 @@ def load_processor_dict(id_or_path: str | Path, **hub_kwargs: Any) -> dict[str, 
     return read_json(resolve_file(id_or_path, PREPROCESSOR_NAME, **hub_kwargs))
 
 
+def save_weights(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """``tensors`` as a safetensors file whose bytes depend on the tensors and ``metadata`` alone: safetensors writes
+    the metadata in hash-map order, which differs from process to process, so the same weights saved twice gave two
+    files (and two SHA-256, which the card's fingerprint and the Hub's deduplication read). The header is re-written
+    with its keys sorted, same length, same offsets."""
+    from safetensors.torch import save
+    data = bytearray(save(tensors, metadata=metadata))
+    n = int.from_bytes(data[:8], "little")
+    text = json.dumps(json.loads(bytes(data[8:8 + n])), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+    if len(text) > n:                           # cannot happen: the same JSON, only reordered
+        raise RuntimeError(f"{path}: the sorted safetensors header is longer than the written one")
+    data[8:8 + n] = text + b" " * (n - len(text))
+    Path(path).write_bytes(bytes(data))
+
+
 def save_pretrained(encoder: Any, folder: str | Path, *, processor: Any | None = None,
                     pretraining: dict[str, Any] | None = None) -> Path:
     """Write config.json, model.safetensors and preprocessor.json (the card is written by zoo.cards)."""
@@ -329,7 +345,7 @@ def save_pretrained(encoder: Any, folder: str | Path, *, processor: Any | None =
               "encoder": encoder.config.to_dict(), "pretraining": pretraining or {}}
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "zoo_format": str(ZOO_FORMAT)})
+    save_weights(state, folder / WEIGHTS_NAME, metadata={"format": "pt", "zoo_format": str(ZOO_FORMAT)})
     if processor is not None:
         save_processor(processor, folder)
     return folder
