@@ -178,8 +178,9 @@ def as_float(values: np.ndarray, column: str, names: Sequence[str] | None) -> tu
     if bad.any():
         i = int(bad.nonzero()[0][0])
         raise BadExample(_where(names, i), column, f"expected a number, got {shown(values[i])} "
-                                                   f"(processor.categorical: [{column}] reads the column as a "
-                                                   "category; train.skip_bad: true skips the row)")
+                                                   f"(a column of categories is read as one when the model is "
+                                                   f"pretrained with processor.categorical: [{column}]; "
+                                                   "train.skip_bad: true skips the row)")
     if np.isinf(out).any():
         i = int(np.isinf(out).nonzero()[0][0])
         raise BadExample(_where(names, i), column, "infinite value")
