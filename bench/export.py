@@ -2,10 +2,12 @@
 Runtime graph (``zoo export``), and int8 where it keeps the probe.
 
 1. Paper-shaped public families on random weights (no download here), the same batch, one run, the runs alternating
-   and medians: ours eager, ours + ONNX Runtime, transformers eager and transformers + ONNX Runtime (the dynamo ONNX
-   exporter, dynamic batch and length). Audio: 4 clips of 2 s at 16 kHz; video: 2 clips of 16×224×224. Then where
-   ONNX Runtime spends the wav2vec 2.0 BASE graph's time, by operator type, and what ONNX Runtime's transformer
-   fusions (``onnxruntime.transformers.optimizer``) change.
+   and medians: ours eager, ours + ONNX Runtime (fp32 and int8), transformers eager and transformers + ONNX Runtime
+   (fp32 and int8; the dynamo ONNX exporter, dynamic batch and length), every session without thread spinning (a
+   spinning pool takes the cores from the eager run after it). Audio: 4 clips of 2 s at 16 kHz; video: 2 clips of
+   16×224×224. Each forward's GFLOP against this machine's large-GEMM rate (:func:`gemm_gflops`): how near the
+   cores' ceiling an fp32 graph runs. Then where ONNX Runtime spends the wav2vec 2.0 BASE graph's time, by operator
+   type, and what ONNX Runtime's transformer fusions (``onnxruntime.transformers.optimizer``) change.
 2. The six demo rows (each recipe pretrained as ``make demo`` does; kept in ``bench/results/export/runs``): eager,
    ONNX Runtime fp32 and int8 (dynamic quantisation) on 16 evaluation examples, and the recipe's final probe (its
    evaluation) with each: int8 is offered for a family (``pipelines.export.INT8_FAMILIES``) where it stays within one
