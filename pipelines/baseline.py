@@ -82,19 +82,20 @@ def _features(features: Any, data: ExampleSet, processor: Processor) -> Any:
 
 def verdict(model_value: float, baselines: dict[str, Any], *, what: str, lower_is_better: bool = False
             ) -> dict[str, Any]:
-    """The model's figure against the best baseline: ``{"baseline", "baseline_value", "model_value", "beaten",
-    "tied", "metric", "notice"}``. ``beaten``: the model reaches the baseline (at least as good); ``tied``: exactly
-    level with it, which ``notice`` says (a tie reaches the baseline but does not beat it); below it, ``notice`` is
-    said as a warning. Without any baseline score ``baseline`` and ``beaten`` are None and ``notice`` says why."""
+    """The model's figure against the best baseline: ``{"baseline", "baseline_value", "model_value", "reaches",
+    "beaten", "tied", "metric", "notice"}``. ``reaches``: at least as good as the baseline; ``beaten``: better than it
+    (two new users read ``beaten`` as that, and a tie said ``true``); ``tied``: exactly level, which ``notice`` says;
+    below it, ``notice`` is said as a warning. Without any baseline score ``baseline``, ``reaches`` and ``beaten``
+    are None and ``notice`` says why."""
     scores = baselines.get("scores", {})
     if not scores:
-        return {"baseline": None, "beaten": None, "model_value": model_value,
+        return {"baseline": None, "reaches": None, "beaten": None, "model_value": model_value,
                 "notice": "no hand-made baseline could be computed on this data (" + "; ".join(
                     f"{k}: {v}" for k, v in baselines.get("skipped", {}).items()) + "): compare the figure yourself"}
     pick = min if lower_is_better else max
     name = pick(scores, key=scores.get)
     best = scores[name]
-    beaten = model_value <= best if lower_is_better else model_value >= best
+    reaches = model_value <= best if lower_is_better else model_value >= best
     tied = model_value == best
     metric = baselines.get("metric", "accuracy")
     notice = None
@@ -102,10 +103,10 @@ def verdict(model_value: float, baselines: dict[str, Any], *, what: str, lower_i
         notice = (f"level with the baseline: {what} {metric} {model_value:.3f} equals the hand-made baseline "
                   f"'{name}' on the same split: it reaches it, it does not beat it")
         logger.info(notice)
-    elif not beaten:
+    elif not reaches:
         notice = (f"below the baseline: {what} {metric} {model_value:.3f} is {'above' if lower_is_better else 'below'}"
                   f" the hand-made baseline '{name}' ({best:.3f}) on the same split. This encoder does not yet beat "
                   f"ten lines of scikit-learn on this data: {REMEDIES}.")
         logger.warning(notice)
-    return {"baseline": name, "baseline_value": best, "model_value": model_value, "beaten": beaten, "tied": tied,
-            "metric": metric, "notice": notice}
+    return {"baseline": name, "baseline_value": best, "model_value": model_value, "reaches": reaches,
+            "beaten": reaches and not tied, "tied": tied, "metric": metric, "notice": notice}

@@ -808,14 +808,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
-        print(f"zoo {args.command}: error: {error_text(err, args.command)}", file=sys.stderr)
+        print(f"zoo {args.command}: error: {error_text(err, args.command, stopped=True)}", file=sys.stderr)
         return 2
 
 
-def error_text(err: BaseException, command: str) -> str:
+def error_text(err: BaseException, command: str, *, stopped: bool = False) -> str:
     """What the command line prints of an error: a KeyError's text without the quotes ``str`` adds, and the
     skip setting of the command at hand (a processor's message says ``train.skip_bad``; fine-tuning reads
-    ``finetune.skip_bad``)."""
+    ``finetune.skip_bad``); ``stopped``: the error stopped ``zoo embed``/``predict``, whose ``--skip-bad`` is then
+    named."""
     import re
     text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str) \
         else str(err)
@@ -823,7 +824,7 @@ def error_text(err: BaseException, command: str) -> str:
         return text.replace("train.skip_bad", "finetune.skip_bad")
     if command in ("predict", "embed"):
         text = re.sub(r"train\.skip_bad: true skips", "--skip-bad skips", text)
-        if type(err).__name__ == "BadExample" and "--skip-bad" not in text:
+        if stopped and type(err).__name__ == "BadExample" and "--skip-bad" not in text:     # not for a skipped one
             text += " (--skip-bad skips an input that cannot be read and goes on)"
     return text
 

@@ -400,7 +400,7 @@ def _summary(compared: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the command's JSON summary shows of the baseline: its name, figure and whether the model beat it."""
     if compared is None:
         return None
-    return {k: compared.get(k) for k in ("baseline", "baseline_value", "metric", "beaten", "tied", "notice")}
+    return {k: compared.get(k) for k in ("baseline", "baseline_value", "metric", "reaches", "beaten", "tied", "notice")}
 
 
 def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: ValidationHook | None,

@@ -670,9 +670,11 @@ def test_a_tie_with_the_baseline_and_random_init_ahead_are_said():
     from pipelines.baseline import verdict
     from pipelines.evaluate import _against_random_init
     tie = verdict(1.0, {"scores": {"MFCC": 1.0}, "metric": "accuracy"}, what="the model's")
-    assert tie["beaten"] and tie["tied"] and "level with the baseline" in tie["notice"]
+    assert tie["reaches"] and not tie["beaten"] and tie["tied"] and "level with the baseline" in tie["notice"]
     win = verdict(0.9, {"scores": {"MFCC": 0.8}}, what="the model's")
-    assert win["beaten"] and not win["tied"] and win["notice"] is None
+    assert win["reaches"] and win["beaten"] and not win["tied"] and win["notice"] is None
+    loss = verdict(0.7, {"scores": {"MFCC": 0.8}}, what="the model's")
+    assert not loss["reaches"] and not loss["beaten"] and "below the baseline" in loss["notice"]
     report = {"pretrained": {"linear_probe": 0.944}, "random_init": {"linear_probe": 1.0}}
     _against_random_init(report, "linear_probe")
     assert "random init scores linear probe 1.000, above the pretrained encoder's 0.944" in report["random_init_ahead"]
