@@ -266,13 +266,15 @@ class Loop:
             cfg.steps if cfg.stop_after is None else min(cfg.steps, self.step + cfg.stop_after))
         self.t0, self.waited, self.seen = time.perf_counter(), 0.0, []
         quiet = not self.ctx.info.main or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
-        self.bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc, disable=quiet, dynamic_ncols=True,
-                        unit="step", mininterval=0.1 if os.isatty(2) else 30.0)
+        self.bar: Any = None
         batches = self.data.batches(data_state, close_fds=close_fds) if self.step < end else iter(())
         self.model.train()
         try:
             for hook in self.hooks:
                 hook.on_start(self)
+            # after the hooks' start, so that what they say (where a tracker writes) is not drawn over by the bar
+            self.bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc, disable=quiet, dynamic_ncols=True,
+                            unit="step", mininterval=0.1 if os.isatty(2) else 30.0)
             while self.step < end and not self.stopped:
                 self._one_step(batches)
                 self.stopped = self._interval_hooks()
@@ -284,7 +286,8 @@ class Loop:
                 hook.on_error(self, err)
             raise
         finally:
-            self.bar.close()
+            if self.bar is not None:
+                self.bar.close()
             if hasattr(batches, "close"):
                 batches.close()          # stops the DataLoader workers
         for hook in self.hooks:
