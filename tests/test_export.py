@@ -192,3 +192,16 @@ def test_an_exported_program_holds_no_pickle_and_one_that_does_is_refused(tmp_pa
         check_archive(extra)
     with pytest.raises(ExportError, match=r"toyseq encoder \(gated\).*module 'encoder.gate' \(_Gate\)"):
         export_program(_Toy().eval(), _Processor(), examples, ["a", "b", "c"], out=tmp_path / "gated")
+
+
+def test_int8_agreement_by_hand():
+    """What an int8 graph is held to (``zoo.export.agreement``): the smallest pooled cosine and the top-1 agreement."""
+    import numpy as np
+
+    from zoo.export import agreement
+    ref = [np.array([[2.0, 1.0], [0.0, 3.0]]), np.array([[1.0, 0.0], [0.0, 1.0]])]
+    got = [np.array([[2.0, 1.0], [4.0, 3.0]]), np.array([[3.0, 0.0], [1.0, 1.0]])]
+    out = agreement(ref, got, ["logits", "pooled"])
+    assert out["top1_agreement"] == 0.5                          # the second example's argmax moved from 1 to 0
+    assert out["pooled_cosine"] == pytest.approx(1 / np.sqrt(2), abs=1e-6)     # (0, 1)·(1, 1) / √2; the first is 1
+    assert agreement(ref[1:], got[1:], ["pooled"]).keys() == {"pooled_cosine"}   # an encoder: no top-1
