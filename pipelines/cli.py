@@ -149,21 +149,14 @@ def _inputs_to_predict(processor: Any, args: argparse.Namespace) -> list[tuple[s
     """Each input as ``(name, example, None)``; with ``--skip-bad`` an input the processor refuses (a bad cell, a
     corrupt file, a file that does not read) is ``(name, None, why)``, read once up front (window by window) instead
     of an error."""
-    from zoo import BadExample
-
-    from .data_spec import named_inputs
+    from zoo import BadExample, Unreadable
     entries: list[tuple[str, Any, str | None]] = []
     for path in args.inputs:
-        try:
-            named = named_inputs(processor, path, args.name_column)
-        except BadExample as err:
-            if not args.skip_bad:
-                raise
-            entries.append((str(path), None, error_text(err, "predict")))
-            continue
-        for name, example in named:
+        for name, example in _listed(processor, path, args):
             why = None
-            if args.skip_bad:
+            if isinstance(example, Unreadable):
+                example, why = None, error_text(example.error, "predict")
+            elif args.skip_bad:
                 try:                           # window by window: a long input in bounded memory
                     for _ in processor.windows(example, name=name):
                         pass
@@ -262,7 +255,8 @@ def _embed_inputs(args: argparse.Namespace, processor, job, count) -> Any:
 
 def _listed(processor: Any, path: str, args: argparse.Namespace) -> list[tuple[str, Any]]:
     """``path``'s named examples; with ``--skip-bad`` a file that does not read at all (a table with no rows, a
-    damaged file) is one input, :class:`zoo.Unreadable`, that the job skips and counts in its place."""
+    damaged file) is one input, :class:`zoo.Unreadable`, that ``zoo embed``/``predict`` skip and count in its
+    place."""
     from zoo import BadExample, Unreadable
 
     from .data_spec import named_inputs

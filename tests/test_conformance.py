@@ -95,15 +95,23 @@ def test_predict_names_the_files_or_entities(run):
     assert names == sorted(sample.predict_names)
 
 
+def _good_and_broken(run: dict, tmp_path: Path) -> tuple[list[str], Path]:
+    """The sample's separate inputs and a corrupt file of the same kind beside them (skips a modality without
+    separate inputs)."""
+    sample = run["sample"]
+    if not sample.predict_inputs:
+        pytest.skip(f"{run['name']}: no separate inputs to predict or embed")
+    good = [str(p) for p in sample.predict_inputs]
+    broken = tmp_path / f"broken{Path(good[0]).suffix}"
+    broken.write_bytes(b"\x00\x01 not what it says \xff" * 4)
+    return good, broken
+
+
 def test_predict_with_skip_bad_says_an_unreadable_input_in_its_place(run, tmp_path):
     """A corrupt input stops ``zoo predict`` naming it; with ``--skip-bad`` every other input is predicted and the
     corrupt one is said in its place."""
     sample = run["sample"]
-    if not sample.predict_inputs:
-        pytest.skip(f"{run['name']}: no separate inputs to predict")
-    good = [str(p) for p in sample.predict_inputs]
-    broken = tmp_path / f"broken{Path(good[0]).suffix}"
-    broken.write_bytes(b"\x00\x01 not what it says \xff" * 4)
+    good, broken = _good_and_broken(run, tmp_path)
     res = zoo_main("predict", str(run["model"]), str(broken), *good)
     assert res.returncode == 2 and str(broken) in res.stderr and "train.skip_bad" not in res.stderr
     assert "--skip-bad skip" in res.stderr, res.stderr                     # the way on is named
@@ -126,12 +134,7 @@ def test_embed_with_skip_bad_skips_an_unreadable_input_in_its_place_and_resumes(
     from safetensors import safe_open
 
     from pipelines.evaluate import load_shards
-    sample = run["sample"]
-    if not sample.predict_inputs:
-        pytest.skip(f"{run['name']}: no separate inputs to embed")
-    good = [str(p) for p in sample.predict_inputs]
-    broken = tmp_path / f"broken{Path(good[0]).suffix}"
-    broken.write_bytes(b"\x00\x01 not what it says \xff" * 4)
+    good, broken = _good_and_broken(run, tmp_path)
     model = str(run["pretrained"])
     res = zoo_main("embed", model, *good[:1], str(broken), "--output", str(tmp_path / "stopped"))
     assert res.returncode == 2 and str(broken) in res.stderr and "train.skip_bad" not in res.stderr, res.stderr

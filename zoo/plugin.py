@@ -56,9 +56,10 @@ class BadExample(ValueError):
 
 class Unreadable:
     """An example a source could not read, in its place: a file or table holding many examples (e.g. graphs in node
-    and edge tables) is not refused whole for one bad example. The processor of a source that yields them raises
-    its :class:`BadExample` when asked to process one, so ``skip_bad`` skips and counts it as any other; runs find
-    them before the first step (``pipelines.data.drop_unreadable``)."""
+    and edge tables) is not refused whole for one bad example. Processing one raises its :class:`BadExample`
+    (``pipelines.data.process_one`` for any processor; the processor of a source that yields them, when called on
+    one directly), so ``skip_bad`` skips and counts it as any other; runs find them before the first step
+    (``pipelines.data.drop_unreadable``)."""
 
     def __init__(self, error: BadExample) -> None:
         self.error = error
