@@ -185,7 +185,7 @@ class QualityHook(Hook):
     def on_start(self, run: Any) -> None:
         if run.step == 0:
             self._measure(run, 0, report=False)
-            if self.history and self.history[-1]["step"] == 0 and hasattr(run, "report_start"):
+            if self.history and self.history[-1]["step"] == 0:          # measured (a failed probe is off)
                 run.report_start({k: v for k, v in self.history[-1].items() if k != "step"})
 
     def on_interval(self, run: Any, step: int) -> bool:

@@ -511,7 +511,7 @@ class TrackerHook(Hook):
             # TensorBoard drops it itself (purge_step) and takes it again
             self.logged[t.name] = run.step if t.rewrites else max(held, run.step)
             self.states[t.name] = {**states[t.name], "step": self.logged[t.name]}
-        start = scalars(getattr(run, "start_row", None) or {}) if resumed is None else {}
+        start = scalars(run.start_row or {}) if resumed is None else {}
         for t in list(self.trackers):        # a fresh run's step 0: what hooks before this one measured at init
             if start and not _safely(t.log, start, 0):
                 self._drop(t)
