@@ -817,8 +817,10 @@ def error_text(err: BaseException, command: str, *, stopped: bool = False) -> st
     if command == "finetune":
         return text.replace("train.skip_bad", "finetune.skip_bad")
     if command in ("predict", "embed"):
+        if not stopped:         # a skipped input's reason: no advice to pass the --skip-bad it was given
+            return re.sub(r" \(train\.skip_bad: true skips [^)]*\)|; train\.skip_bad: true skips [^)]*", "", text)
         text = re.sub(r"train\.skip_bad: true skips", "--skip-bad skips", text)
-        if stopped and type(err).__name__ == "BadExample" and "--skip-bad" not in text:     # not for a skipped one
+        if type(err).__name__ == "BadExample" and "--skip-bad" not in text:
             text += " (--skip-bad skips an input that cannot be read and goes on)"
     return text
 

@@ -663,6 +663,11 @@ def test_the_command_line_prints_a_key_errors_text_without_quotes(tmp_path):
     assert error_text(KeyError("label column 'x' not in the table"), "evaluate") == "label column 'x' not in the table"
     assert error_text(ValueError("a (train.skip_bad: true skips it)"), "finetune") == \
         "a (finetune.skip_bad: true skips it)"
+    # a skipped input's reason (zoo embed/predict --skip-bad) carries no advice to skip it; a stopped command's does
+    assert error_text(ValueError("a (train.skip_bad: true skips it)"), "predict") == "a"
+    assert error_text(ValueError("a (b; train.skip_bad: true skips the row)"), "embed") == "a (b)"
+    assert error_text(ValueError("a (b; train.skip_bad: true skips the row)"), "embed", stopped=True) == \
+        "a (b; --skip-bad skips the row)"
 
 
 def test_a_tie_with_the_baseline_and_random_init_ahead_are_said():
