@@ -116,34 +116,50 @@ def geometric_steps(steps: int, points: int = 7) -> list[int]:
     return sorted({max(1, round(steps / 2 ** k)) for k in range(points)})
 
 
+def uniform_steps(steps: int) -> list[int]:
+    """Every ``steps / MEASUREMENTS`` steps and the last: where :func:`one_recipe` saves its checkpoints."""
+    every = max(1, steps // MEASUREMENTS)
+    return sorted({*range(every, steps + 1, every), steps})
+
+
 def one_recipe_geometric(name: str, out: Path, scale: int = 1, examples: int | None = None,
-                         cross_validated: bool = False) -> dict[str, Any]:
-    """The same comparison on encoder snapshots at geometrically spaced steps (:func:`geometric_steps`); with
-    ``scale`` the run is that many times the recipe's steps, with ``examples`` its probe slices that size; with
-    ``cross_validated`` each snapshot also under :func:`cv_probe` (``final_cv``). The snapshots' encoder weights are
-    kept in the run folder (``snapshots/``)."""
+                         cross_validated: bool = False, spacing: Any = None, seed: int | None = None
+                         ) -> dict[str, Any]:
+    """The same comparison on encoder snapshots at geometrically spaced steps (:func:`geometric_steps`; ``spacing``
+    another function of the run's steps: :func:`uniform_steps`); with ``scale`` the run is that many times the
+    recipe's steps, with ``examples`` its probe slices that size; with ``cross_validated`` each snapshot also under
+    :func:`cv_probe` (``final_cv``); with ``seed`` the run is trained from that ``train.seed`` (another init, order
+    and masks). Each snapshot is also scored by the online k-NN on raw embeddings (``knn_raw``: the online k-NN
+    before 2026-12-07) on the same slices. The snapshots' encoder weights are kept in the run folder
+    (``snapshots/``)."""
     from safetensors.torch import save_file
 
     from pipelines.build import build
     from pipelines.pretrain import pretrain
+    from pipelines.quality import quality_probe
     from pipelines.recipe import load_recipe
     steps = load_recipe(name).train.steps * scale
-    at = geometric_steps(steps)
-    sets = [f"train.steps={steps}", f"train.checkpoint_every={steps}"]
+    at = (spacing or geometric_steps)(steps)
+    sets = [f"train.steps={steps}", f"train.checkpoint_every={steps}"] + ([f"train.seed={seed}"] if seed else [])
     recipe = load_recipe(name, sets + ([f"train.quality_examples={examples}"] if examples else []))
     snaps = Snapshots(at)
-    tag = "geometric" if scale == 1 and not examples else f"x{scale}-{examples}"
+    spaced = spacing.__name__.split("_")[0] if spacing else "geometric"
+    tag = spaced if scale == 1 and not examples else f"x{scale}-{examples}" + (f"-{spaced}" if spacing else "")
+    tag += f"-seed{seed}" if seed else ""
     summary = pretrain(recipe, out / f"{name}-{tag}", resume=False, hooks=(snaps,))
     history = {h["step"]: h for h in summary["quality"]["history"]}
     built = build(recipe)
     metric, probe = final_probe(built, recipe)
     cv = cv_probe(built, recipe) if cross_validated else None
+    raw = quality_probe(built.modality, built.processor, built.data, recipe.evaluate, recipe.train.quality_examples,
+                        recipe.train.seed)
+    raw.standardised = False
     kept = out / f"{name}-{tag}" / "snapshots"            # each snapshot's encoder, for probes added later
     kept.mkdir(parents=True, exist_ok=True)
 
     def row(step: int) -> dict[str, Any]:
         r = {"step": step, "final": probe(built.encoder), "knn": history[step].get("knn"),
-             "rankme": history[step]["rankme"]}
+             "knn_raw": raw.measure(built.encoder).get("knn"), "rankme": history[step]["rankme"]}
         if cv is not None:
             r["final_cv"], r["final_cv_balanced"] = cv(built.encoder)
         return r
@@ -154,9 +170,12 @@ def one_recipe_geometric(name: str, out: Path, scale: int = 1, examples: int | N
         save_file(snaps.weights[step], str(kept / f"encoder-step-{step}.safetensors"))
         rows.append(row(step))
     result = {"recipe": name, "steps": steps, "metric": metric, "checkpoints": rows, "init_row": init,
-              "probe_source": summary["quality"]["on"], **correlations(rows, init)}
+              "probe_source": summary["quality"]["on"], **correlations(rows, init),
+              **{f"{k}_raw": v for k, v in correlations(rows, init, knn="knn_raw").items() if "knn" in k}}
     if cv is not None:
         result.update({f"{k}_cv": v for k, v in correlations(rows, init, "final_cv").items()})
+        result.update({f"{k}_raw_cv": v for k, v in correlations(rows, init, "final_cv", "knn_raw").items()
+                       if "knn" in k})
         result["cv"] = f"{FOLDS} folds x {REPEATS}"
     return result
 
@@ -213,15 +232,15 @@ def init_row(name: str, runs: Path) -> dict[str, Any]:
     return {"step": 0, "final": probe(built.encoder), "knn": first.get("knn"), "rankme": first["rankme"]}
 
 
-def correlations(rows: list[dict[str, Any]], init: dict[str, Any], final: str = "final"
+def correlations(rows: list[dict[str, Any]], init: dict[str, Any], final: str = "final", knn: str = "knn"
                  ) -> dict[str, float | None]:
-    """Spearman of the online k-NN and of RankMe against the final probe (the rows' ``final`` key): across the saved
-    checkpoints, and with the random init (step 0) as one more point."""
+    """Spearman of the online k-NN (the rows' ``knn`` key) and of RankMe against the final probe (the rows'
+    ``final`` key): across the saved checkpoints, and with the random init (step 0) as one more point."""
     out: dict[str, float | None] = {}
     for suffix, points in (("", rows), ("_with_init", [init, *rows])):
-        knn = [r["knn"] for r in points]
+        knn_values = [r.get(knn) for r in points]
         finals = [r[final] for r in points]
-        out["spearman_knn" + suffix] = spearman(knn, finals) if None not in knn else None
+        out["spearman_knn" + suffix] = spearman(knn_values, finals) if None not in knn_values else None
         out["spearman_rankme" + suffix] = spearman([r["rankme"] for r in points], finals)
     return out
 
@@ -315,17 +334,17 @@ def geometric_table(results: list[dict[str, Any]], n_test: dict[str, int], title
     return lines + _verdicts(results, "snapshots")
 
 
-def cv_table(results: list[dict[str, Any]], scale: int, examples: int) -> list[str]:
-    """The third comparison's runs again, each snapshot also under the cross-validated final probe
-    (:func:`cv_probe`): the online k-NN's Spearman against it, and against the recipe's single split as before."""
-    lines = ["", f"The same runs ({scale} times the steps, slices of up to {examples}) with the final probe "
-             f"cross-validated ({FOLDS} stratified folds x {REPEATS} shuffles over the recipe's labelled train and "
-             "test "
-             "examples pooled; graphs: the node protocol's own split, as above):", "",
+def cv_table(results: list[dict[str, Any]], runs: str) -> list[str]:
+    """Runs whose snapshots are also under the cross-validated final probe (:func:`cv_probe`): the online k-NN's
+    Spearman against it, and against the recipe's single split as before."""
+    lines = ["", f"{runs} with the final probe cross-validated ({FOLDS} stratified folds x {REPEATS} shuffles over "
+             "the recipe's labelled train and test examples pooled; graphs: the node protocol's own split, as above):",
+             "",
              "| recipe | final probe CV: init, first → last (balanced) | online k-NN: init, first → last | "
-             "Spearman k-NN vs CV probe (with init) | vs single split (with init) | Spearman RankMe vs CV probe |",
-             "| --- | --- | --- | ---: | ---: | ---: |"]
-    good = []
+             "Spearman k-NN vs CV probe (with init) | vs single split (with init) | Spearman RankMe vs CV probe | "
+             "k-NN on raw embeddings (before 2026-12-07): vs CV probe, vs single split |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    good, good_raw = [], []
     for r in results:
         c, i = r["checkpoints"], r["init_row"]
         cv = "final_cv" in i
@@ -333,15 +352,23 @@ def cv_table(results: list[dict[str, Any]], scale: int, examples: int) -> list[s
         rho, rho_init = r.get("spearman_knn" + key), r.get("spearman_knn_with_init" + key)
         if rho is not None and rho >= 0.8:
             good.append(r["recipe"])
+        rho_raw = r.get("spearman_knn_raw" + key)
+        if rho_raw is not None and rho_raw >= 0.8:
+            good_raw.append(r["recipe"])
+        raw = f"{_fmt(rho_raw)}, {_fmt(r.get('spearman_knn_raw'))}"
         probe = (f"{i['final_cv']:.3f}, {c[0]['final_cv']:.3f} → {c[-1]['final_cv']:.3f} "
                  f"({i['final_cv_balanced']:.3f}, {c[0]['final_cv_balanced']:.3f} → {c[-1]['final_cv_balanced']:.3f})"
                  if cv else "— (no train/test pair: the node protocol's split)")
         knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
         lines.append(f"| {r['recipe']} | {probe} | {knn} | {_fmt(rho)} ({_fmt(rho_init)}) | "
                      f"{_fmt(r['spearman_knn'])} ({_fmt(r['spearman_knn_with_init'])}) | "
-                     f"{_fmt(r.get('spearman_rankme' + key))} |")
-    return lines + ["", f"Online k-NN Spearman ≥ 0.8 against the final probe (cross-validated where the recipe has a "
-                        f"train/test pair): {len(good)} of {len(results)} ({', '.join(good) or 'none'})."]
+                     f"{_fmt(r.get('spearman_rankme' + key))} | {raw} |")
+    lines += ["", f"Online k-NN Spearman ≥ 0.8 against the final probe (cross-validated where the recipe has a "
+                  f"train/test pair): {len(good)} of {len(results)} ({', '.join(good) or 'none'})."]
+    if any("spearman_knn_raw" in r for r in results):
+        lines.append(f"The k-NN on raw embeddings, the same way: {len(good_raw)} of {len(results)} "
+                     f"({', '.join(good_raw) or 'none'}).")
+    return lines
 
 
 def _cached(path: Path, names: list[str], fn: Any, out: Path) -> dict[str, dict[str, Any]]:
@@ -362,6 +389,12 @@ def run(out: Path, recipes: list[str] | None = None, scale: int = LONGER, exampl
                      lambda name, runs: one_recipe_geometric(name, runs, scale, examples), out)
     crossed = _cached(out / f"online-quality-x{scale}-{examples}-cv.jsonl", recipes or DEMO,
                       lambda name, runs: one_recipe_geometric(name, runs, scale, examples, cross_validated=True), out)
+    reseeded = _cached(out / f"online-quality-x{scale}-{examples}-seed1-cv.jsonl", recipes or DEMO,
+                       lambda name, runs: one_recipe_geometric(name, runs, scale, examples, cross_validated=True,
+                                                               seed=1), out)
+    uniform = _cached(out / "online-quality-uniform-cv.jsonl", recipes or DEMO,
+                      lambda name, runs: one_recipe_geometric(name, runs, cross_validated=True, spacing=uniform_steps),
+                      out)
     for name, entry in done.items():
         if "init_row" not in entry:                # entries of before the random-init point
             entry["init_row"] = init_row(name, out / "runs")
@@ -373,11 +406,21 @@ def run(out: Path, recipes: list[str] | None = None, scale: int = LONGER, exampl
     q += geometric_table([longer[n] for n in (recipes or DEMO) if n in longer], n_test,
                          f"Runs {scale} times the recipe's steps, snapshots at geometrically spaced steps, probe "
                          f"slices of up to {examples} examples:")
-    q += cv_table([crossed[n] for n in (recipes or DEMO) if n in crossed], scale, examples)
+    q += cv_table([crossed[n] for n in (recipes or DEMO) if n in crossed],
+                  f"The same runs ({scale} times the steps, slices of up to {examples})")
+    q += cv_table([reseeded[n] for n in (recipes or DEMO) if n in reseeded],
+                  f"Runs as the third comparison's ({scale} times the steps, slices of up to {examples}) trained from "
+                  "another seed (`train.seed=1`: another init, order and masks; a check the online k-NN's design was "
+                  "not chosen on)")
+    q += cv_table([uniform[n] for n in (recipes or DEMO) if n in uniform],
+                  "The demo runs again (the recipe's steps and probe slices), snapshots where the first table saved "
+                  "its checkpoints (every steps/6 and the last),")
     root = Path(__file__).parent / "results"
     (root / "online-quality.json").write_text(json.dumps({"uniform": results, "geometric": list(geometric.values()),
                                                           f"x{scale}": list(longer.values()),
-                                                          f"x{scale}-cv": list(crossed.values())}, indent=2) + "\n")
+                                                          f"x{scale}-cv": list(crossed.values()),
+                                                          f"x{scale}-seed1-cv": list(reseeded.values()),
+                                                          "uniform-cv": list(uniform.values())}, indent=2) + "\n")
     publish_table(e, root / "label-efficiency.md")
     return publish_table(q, root / "online-quality.md")
 

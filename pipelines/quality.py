@@ -9,7 +9,10 @@
   each neighbour's vote weighted by ``exp(cos / 0.07)`` (Wu et al. 2018, "Unsupervised feature learning via
   non-parametric instance discrimination"; fewer ties on small slices than a plain majority), each vote divided
   by its class's share of the training slice and scored as balanced accuracy (mean per-class recall): on skewed
-  classes a plain score is the majority class's share whatever the embeddings.
+  classes a plain score is the majority class's share whatever the embeddings. The cosine is taken on embeddings
+  standardised by the training slice's per-dimension mean and deviation: the final probe (a standardised linear
+  probe, or boosting) weighs no dimension by its scale, and an online k-NN on raw embeddings let a few large
+  dimensions choose the neighbours (docs/benchmarks.md, "Online quality").
 
 They go into the step's metrics row (``metrics.jsonl``, the trackers, the progress bar) and onto the card. The
 measurement draws no random numbers from the run's generators and leaves the model in training mode, so a run
@@ -84,11 +87,14 @@ def _slice(data: ExampleSet | StreamSet, n: int, seed: int) -> ExampleSet:
 class QualityProbe:
     """The fixed examples a run is measured on: ``batch`` (RankMe), and with labels a ``train``/``test`` pair for
     the k-NN probe (``train`` is then the RankMe batch too). ``k`` is at most the smallest class's count in the
-    slice: more neighbours than a class has would outvote it whatever the embeddings."""
+    slice: more neighbours than a class has would outvote it whatever the embeddings. ``standardised=False``
+    takes the k-NN's cosine on the raw embeddings (the online k-NN before 2026-12-07; kept for the bench's
+    comparison)."""
 
     def __init__(self, processor: Processor, batch: ExampleSet, test: ExampleSet | None = None, k: int = 20,
-                 source: str = "") -> None:
+                 source: str = "", standardised: bool = True) -> None:
         self.processor, self.batch, self.test, self.source = processor, batch, test, source
+        self.standardised = standardised
         self._cache: dict[str, list[dict[str, Any]]] = {}
         counts = np.unique(np.asarray(list(batch.labels)), return_counts=True)[1] if test is not None else [k]
         self.k = max(1, min(k, len(batch), int(min(counts))))
@@ -125,7 +131,8 @@ class QualityProbe:
         out = {"rankme": round(rankme(z), 4)}
         if self.test is not None:
             t, yte = self._embed(encoder, self.test, "test", device)
-            out["knn"] = round(knn_accuracy(z, ytr, t, yte, self.k, temperature=KNN_TEMPERATURE, balanced=True), 4)
+            out["knn"] = round(knn_accuracy(z, ytr, t, yte, self.k, temperature=KNN_TEMPERATURE, balanced=True,
+                                           standardised=self.standardised), 4)
         return out
 
 

@@ -148,3 +148,19 @@ def test_balanced_knn_corrects_for_the_class_prior_and_averages_recalls():
     q = torch.tensor([[0.0, 1.0]] * 4)
     assert knn_accuracy(train, labels, q, [0, 0, 0, 1], k=4, temperature=1.0) == 0.75
     assert knn_accuracy(train, labels, q, [0, 0, 0, 1], k=4, temperature=1.0, balanced=True) == 0.5
+
+
+def test_standardised_knn_weighs_dimensions_as_a_standardised_probe_does():
+    from pipelines.probes import knn_accuracy, standardise
+    # dimension 0 is large and says nothing of the label, dimension 1 is small and does, dimension 2 is constant
+    # over the reference. Reference mean [0, 0, 7], deviations [100, 1, 0]: standardised, a = [-1, 1, 0] and
+    # c = [1, -1, 0]; the query [50, 2, 1000] becomes [0.5, 2, 0] (the constant dimension carries nothing: 0).
+    train = torch.tensor([[-100.0, 1.0, 7.0], [100.0, -1.0, 7.0]])
+    query = torch.tensor([[50.0, 2.0, 1000.0]])
+    a, q = standardise(train, query)
+    assert torch.equal(a, torch.tensor([[-1.0, 1.0, 0.0], [1.0, -1.0, 0.0]]))
+    assert torch.equal(q, torch.tensor([[0.5, 2.0, 0.0]]))
+    # raw cosine: the query's nearest is c (50 * 100 dominates): label 0, wrong. Standardised: cos to a is
+    # (-0.5 + 2) / (|q| |a|) > 0 and to c (0.5 - 2) / (...) < 0: label 1, right
+    assert knn_accuracy(train, [1, 0], query, [1], k=1) == 0.0
+    assert knn_accuracy(train, [1, 0], query, [1], k=1, standardised=True) == 1.0
