@@ -409,7 +409,7 @@ def run(out: Path, recipes: list[str] | None = None, scale: int = LONGER, exampl
     q += cv_table([crossed[n] for n in (recipes or DEMO) if n in crossed],
                   f"The same runs ({scale} times the steps, slices of up to {examples})")
     q += cv_table([reseeded[n] for n in (recipes or DEMO) if n in reseeded],
-                  f"Runs as the third comparison's ({scale} times the steps, slices of up to {examples}) trained from "
+                  f"The same longer runs ({scale} times the steps, slices of up to {examples}) trained from "
                   "another seed (`train.seed=1`: another init, order and masks; a check the online k-NN's design was "
                   "not chosen on)")
     q += cv_table([uniform[n] for n in (recipes or DEMO) if n in uniform],
