@@ -245,19 +245,19 @@ def correlations(rows: list[dict[str, Any]], init: dict[str, Any], final: str = 
     return out
 
 
-def separated_pairs(points: list[dict[str, Any]], n_test: int) -> tuple[int, int | None]:
+def separated_pairs(points: list[dict[str, Any]], n_test: int, knn: str = "knn") -> tuple[int, int | None]:
     """Pairs of checkpoints whose final probes differ by more than twice the standard error of a difference of two
-    accuracies on ``n_test`` examples (``sqrt(p1 q1 / n + p2 q2 / n)``), and how many of them the online k-NN orders
-    the same way (``None`` without a k-NN)."""
+    accuracies on ``n_test`` examples (``sqrt(p1 q1 / n + p2 q2 / n)``), and how many of them the online k-NN (the
+    points' ``knn`` key) orders the same way (``None`` without a k-NN)."""
     pairs = agree = 0
     for i, a in enumerate(points):
         for b in points[i + 1:]:
             se = ((a["final"] * (1 - a["final"]) + b["final"] * (1 - b["final"])) / n_test) ** 0.5
             if abs(a["final"] - b["final"]) > 2 * se:
                 pairs += 1
-                if a["knn"] is not None and (a["knn"] - b["knn"]) * (a["final"] - b["final"]) > 0:
+                if a.get(knn) is not None and (a[knn] - b[knn]) * (a["final"] - b["final"]) > 0:
                     agree += 1
-    return pairs, (agree if points and points[0]["knn"] is not None else None)
+    return pairs, (agree if points and points[0].get(knn) is not None else None)
 
 
 def _pairs(r: dict[str, Any], n_test: int) -> str:
@@ -334,7 +334,7 @@ def geometric_table(results: list[dict[str, Any]], n_test: dict[str, int], title
     return lines + _verdicts(results, "snapshots")
 
 
-def cv_table(results: list[dict[str, Any]], runs: str) -> list[str]:
+def cv_table(results: list[dict[str, Any]], runs: str, n_test: dict[str, int]) -> list[str]:
     """Runs whose snapshots are also under the cross-validated final probe (:func:`cv_probe`): the online k-NN's
     Spearman against it, and against the recipe's single split as before."""
     lines = ["", f"{runs} with the final probe cross-validated ({FOLDS} stratified folds x {REPEATS} shuffles over "
@@ -342,8 +342,9 @@ def cv_table(results: list[dict[str, Any]], runs: str) -> list[str]:
              "",
              "| recipe | final probe CV: init, first → last (balanced) | online k-NN: init, first → last | "
              "Spearman k-NN vs CV probe (with init) | vs single split (with init) | Spearman RankMe vs CV probe | "
-             "k-NN on raw embeddings (before 2026-12-07): vs CV probe, vs single split |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+             "k-NN on raw embeddings (before 2026-12-07): vs CV probe, vs single split | "
+             "pairs apart > 2 SE on the single split: k-NN agrees (raw k-NN) |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     good, good_raw = [], []
     for r in results:
         c, i = r["checkpoints"], r["init_row"]
@@ -356,13 +357,17 @@ def cv_table(results: list[dict[str, Any]], runs: str) -> list[str]:
         if rho_raw is not None and rho_raw >= 0.8:
             good_raw.append(r["recipe"])
         raw = f"{_fmt(rho_raw)}, {_fmt(r.get('spearman_knn_raw'))}"
+        points = [i, *c]
+        pairs, agree = separated_pairs(points, n_test[r["recipe"]])
+        agree_raw = separated_pairs(points, n_test[r["recipe"]], "knn_raw")[1]
+        raw_pairs = f"{agree} of {pairs} ({'—' if agree_raw is None else agree_raw})"
         probe = (f"{i['final_cv']:.3f}, {c[0]['final_cv']:.3f} → {c[-1]['final_cv']:.3f} "
                  f"({i['final_cv_balanced']:.3f}, {c[0]['final_cv_balanced']:.3f} → {c[-1]['final_cv_balanced']:.3f})"
                  if cv else "— (no train/test pair: the node protocol's split)")
         knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
         lines.append(f"| {r['recipe']} | {probe} | {knn} | {_fmt(rho)} ({_fmt(rho_init)}) | "
                      f"{_fmt(r['spearman_knn'])} ({_fmt(r['spearman_knn_with_init'])}) | "
-                     f"{_fmt(r.get('spearman_rankme' + key))} | {raw} |")
+                     f"{_fmt(r.get('spearman_rankme' + key))} | {raw} | {raw_pairs} |")
     lines += ["", f"Online k-NN Spearman ≥ 0.8 against the final probe (cross-validated where the recipe has a "
                   f"train/test pair): {len(good)} of {len(results)} ({', '.join(good) or 'none'})."]
     if any("spearman_knn_raw" in r for r in results):
@@ -407,14 +412,14 @@ def run(out: Path, recipes: list[str] | None = None, scale: int = LONGER, exampl
                          f"Runs {scale} times the recipe's steps, snapshots at geometrically spaced steps, probe "
                          f"slices of up to {examples} examples:")
     q += cv_table([crossed[n] for n in (recipes or DEMO) if n in crossed],
-                  f"The same runs ({scale} times the steps, slices of up to {examples})")
+                  f"The same runs ({scale} times the steps, slices of up to {examples})", n_test)
     q += cv_table([reseeded[n] for n in (recipes or DEMO) if n in reseeded],
                   f"The same longer runs ({scale} times the steps, slices of up to {examples}) trained from "
                   "another seed (`train.seed=1`: another init, order and masks; a check the online k-NN's design was "
-                  "not chosen on)")
+                  "not chosen on)", n_test)
     q += cv_table([uniform[n] for n in (recipes or DEMO) if n in uniform],
                   "The demo runs again (the recipe's steps and probe slices), snapshots where the first table saved "
-                  "its checkpoints (every steps/6 and the last),")
+                  "its checkpoints (every steps/6 and the last),", n_test)
     root = Path(__file__).parent / "results"
     (root / "online-quality.json").write_text(json.dumps({"uniform": results, "geometric": list(geometric.values()),
                                                           f"x{scale}": list(longer.values()),
