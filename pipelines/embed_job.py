@@ -151,6 +151,7 @@ class EmbedJob:
         self.embedded = 0                     # inputs this process embedded
         self.skipped = 0                      # inputs of the whole job skipped as unreadable (rank 0, at finish)
         self._skipped: dict[int, str] = {}    # this rank's pending skipped inputs: place → why
+        self._skipped_here = 0                # inputs this process skipped (the progress bar's "skipped")
         self._recorded: dict[int, list[str]] = {}
         self._pending: dict[int, dict[int, tuple[torch.Tensor, list[str], str]]] = {}
         self._written: set[int] = set()
@@ -308,9 +309,12 @@ class EmbedJob:
         block[i] = (rows, list(row_names), name)
         if skipped is not None:
             self._skipped[i] = skipped
+            self._skipped_here += 1
         else:
             self.embedded += 1
-        if self._bar is not None:
+        if self._bar is not None:              # counts the inputs gone through; the skipped ones are named beside
+            if skipped is not None:
+                self._bar.set_postfix(skipped=self._skipped_here, refresh=False)
             self._bar.update(1)
         if len(block) == self.size:
             self._write(k)

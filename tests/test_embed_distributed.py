@@ -358,3 +358,17 @@ def test_two_thousand_clips_two_ranks_killed_and_resumed(audio_model, tmp_path):
     assert found == len(kept) and embedded == 2000 - _covered(out, list(kept)), log[-3000:]
     assert {k: v for k, v in _shards(out).items() if k in kept} == kept
     _same(tmp_path / "one", out, paths)
+
+
+def test_the_progress_bar_names_how_many_inputs_were_skipped(tmp_path, monkeypatch):
+    import torch
+
+    from pipelines.embed_job import EmbedJob
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    with EmbedJob(tmp_path / "out", shard_size=4, progress=True) as job:
+        job.open({"job": "test"})
+        job.add(0, torch.zeros(1, 3), ["a"], "a")
+        job.add(1, torch.zeros(0, 3), [], "b", skipped="not a WAV file")
+        job.add(2, torch.zeros(1, 3), ["c"], "c")
+        assert job._bar.n == 3 and job._bar.postfix == "skipped=1"
+        assert job.embedded == 2
