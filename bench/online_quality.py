@@ -152,8 +152,7 @@ def one_recipe_geometric(name: str, out: Path, scale: int = 1, examples: int | N
     metric, probe = final_probe(built, recipe)
     cv = cv_probe(built, recipe) if cross_validated else None
     raw = quality_probe(built.modality, built.processor, built.data, recipe.evaluate, recipe.train.quality_examples,
-                        recipe.train.seed)
-    raw.standardised = False
+                        recipe.train.seed, standardised=False)
     kept = out / f"{name}-{tag}" / "snapshots"            # each snapshot's encoder, for probes added later
     kept.mkdir(parents=True, exist_ok=True)
 

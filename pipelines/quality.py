@@ -137,16 +137,18 @@ class QualityProbe:
 
 
 def quality_probe(modality: Modality, processor: Processor, train_data: ExampleSet | StreamSet,
-                  spec: dict[str, Any], examples: int, seed: int = 0) -> QualityProbe:
+                  spec: dict[str, Any], examples: int, seed: int = 0, standardised: bool = True) -> QualityProbe:
     """The probe of a run: ``examples`` of the recipe's labelled evaluation training data (k-NN against half as
-    many of its test data), else ``examples`` of the training data (RankMe alone)."""
+    many of its test data; ``standardised``: see :class:`QualityProbe`), else ``examples`` of the training data
+    (RankMe alone)."""
     sets = evaluation_sets(modality, spec) if spec else None
     if sets is not None:
         train, test = sets
         batch, held = _slice(train, examples, seed), _slice(test, max(1, examples // 2), seed)
         if batch.labels is not None and held.labels is not None and len(set(batch.labels)) > 1:
             return QualityProbe(processor, batch, held, int(spec.get("knn_k", 20)),
-                                source=f"{len(held)} held-out evaluation examples against {len(batch)}")
+                                source=f"{len(held)} held-out evaluation examples against {len(batch)}",
+                                standardised=standardised)
     batch = _slice(train_data, examples, seed)
     return QualityProbe(processor, batch, source=f"{len(batch)} training examples")
 
