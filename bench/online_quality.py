@@ -5,6 +5,8 @@ steps (all kept); then the recipe's own final probe (its evaluation: the linear 
 or its protocol's first metric) on every checkpoint's encoder, and the Spearman rank correlation across the
 checkpoints between the online k-NN value (and RankMe) and that final probe. Cost: each run's median measurement
 time against its median step time, as the share it adds at the default interval (``train.quality_every``).
+Where the final probe is cross-validated, how reproducible its own ranking is (:func:`self_agreement`): the
+agreement an online probe would reach were it the final probe itself, on as many held-out examples.
 Label efficiency: ``zoo evaluate --label-fractions 0.01,0.05,0.1,0.5,1 --seeds 3`` on each final model
 (pretrained, random init, hand-made baselines). ``python -m bench.online_quality [OUT]``; tables in
 ``bench/results/online-quality.md`` and ``label-efficiency.md``, numbers in ``online-quality.json``."""
@@ -52,8 +54,9 @@ def cv_probe(built: Any, recipe: Any) -> Any:
     """The recipe's final probe with less noise: the same classifier (the linear probe; boosting for a boosting
     protocol) scored by repeated stratified cross-validation (``FOLDS`` x ``REPEATS``) over the recipe's labelled train
     and test examples pooled, so each checkpoint's figure averages over every example instead of one test split of
-    100–1,500. ``fn(encoder) → (accuracy, balanced accuracy)``; ``None`` where the recipe's evaluation has no
-    train/test pair (graphs' node protocol)."""
+    100–1,500. ``fn(encoder) → (accuracy, balanced accuracy, correct)``, ``correct`` each pooled example's share of
+    the shuffles it was predicted right in (for :func:`self_agreement`); ``None`` where the recipe's evaluation has
+    no train/test pair (graphs' node protocol)."""
     import numpy as np
     import torch
     from sklearn.metrics import balanced_accuracy_score
@@ -78,16 +81,17 @@ def cv_probe(built: Any, recipe: Any) -> Any:
             clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=0))
         return clf.fit(x[train], y[train]).predict(x[test])
 
-    def probe(encoder: Any) -> tuple[float, float]:
+    def probe(encoder: Any) -> tuple[float, float, list[float]]:
         with torch.no_grad():
             x = np.concatenate([pooled_features(encoder, built.processor, d) for d in sets])
         folds = RepeatedStratifiedKFold(n_splits=FOLDS, n_repeats=REPEATS, random_state=0).split(x, y)
-        acc, bal = [], []
+        acc, bal, correct = [], [], np.zeros(len(y))
         for train, test in folds:
             pred = fit(x, train, test)
             acc.append(float((pred == y[test]).mean()))
             bal.append(float(balanced_accuracy_score(y[test], pred)))
-        return float(np.mean(acc)), float(np.mean(bal))
+            correct[test] += (pred == y[test]) / REPEATS
+        return float(np.mean(acc)), float(np.mean(bal)), [round(float(c), 3) for c in correct]
     return probe
 
 
@@ -160,7 +164,7 @@ def one_recipe_geometric(name: str, out: Path, scale: int = 1, examples: int | N
         r = {"step": step, "final": probe(built.encoder), "knn": history[step].get("knn"),
              "knn_raw": raw.measure(built.encoder).get("knn"), "rankme": history[step]["rankme"]}
         if cv is not None:
-            r["final_cv"], r["final_cv_balanced"] = cv(built.encoder)
+            r["final_cv"], r["final_cv_balanced"], r["final_cv_correct"] = cv(built.encoder)
         return r
     init = row(0)
     rows = []
@@ -242,6 +246,71 @@ def correlations(rows: list[dict[str, Any]], init: dict[str, Any], final: str = 
         out["spearman_knn" + suffix] = spearman(knn_values, finals) if None not in knn_values else None
         out["spearman_rankme" + suffix] = spearman([r["rankme"] for r in points], finals)
     return out
+
+
+def self_agreement(points: list[dict[str, Any]], size: int | None = None, draws: int = 200, seed: int = 0
+                   ) -> tuple[float, float] | None:
+    """How reproducible the final probe's own ranking of ``points`` is: ``draws`` times, the pooled examples of
+    :func:`cv_probe` split at random into ``size`` of them (default: half) and the rest, each point's accuracy on
+    either part, and the Spearman between the two parts' values. Returns (median Spearman, share of splits at ≥ 0.8;
+    a split whose parts tie throughout counts as below); ``None`` where the points lack the per-example record
+    (``final_cv_correct``). With ``size`` the online probe's number of held-out examples, it is the agreement an
+    online probe would reach were it the final probe itself, measured on as many examples: none should be expected
+    to do better."""
+    import numpy as np
+    if not points or any("final_cv_correct" not in p for p in points):
+        return None
+    correct = np.asarray([p["final_cv_correct"] for p in points], dtype=float)      # [points, examples]
+    rng = np.random.default_rng(seed)
+    rhos = []
+    for _ in range(draws):
+        order = rng.permutation(correct.shape[1])
+        half = min(size, len(order) - 1) if size else len(order) // 2
+        rhos.append(spearman(correct[:, order[:half]].mean(1).tolist(), correct[:, order[half:]].mean(1).tolist()))
+    rhos_arr = np.asarray(rhos)
+    finite = rhos_arr[~np.isnan(rhos_arr)]
+    return (float(np.median(finite)) if len(finite) else float("nan")), float(np.mean(np.nan_to_num(rhos_arr) >= 0.8))
+
+
+def held_out_size(entry: dict[str, Any]) -> int | None:
+    """The online probe's number of held-out examples, from the run's description of its slices (``probe_source``:
+    "128 held-out evaluation examples against 256")."""
+    import re
+    found = re.match(r"(\d+) held-out", entry.get("probe_source") or "")
+    return int(found.group(1)) if found else None
+
+
+def chance_of_at_least(shares: list[float], k: int) -> float:
+    """The probability that at least ``k`` of independent events with probabilities ``shares`` happen."""
+    dist = [1.0]                                          # dist[j]: the probability of exactly j events so far
+    for p in shares:
+        dist = [(dist[j] if j < len(dist) else 0.0) * (1 - p) + (dist[j - 1] * p if j else 0.0)
+                for j in range(len(dist) + 1)]
+    return float(sum(dist[k:]))
+
+
+def add_correct(entry: dict[str, Any], runs: Path, tag: str, seed: int | None = None) -> bool:
+    """A cached cross-validated entry from before the per-example record: its random init (the seeded build) and
+    kept snapshots under :func:`cv_probe` again, adding ``final_cv_correct`` to each point; the recomputed accuracy
+    must equal the cached one. Returns whether the entry changed."""
+    if "final_cv" not in entry["init_row"] or "final_cv_correct" in entry["init_row"]:
+        return False
+    from safetensors.torch import load_file
+
+    from pipelines.build import build
+    from pipelines.recipe import load_recipe
+    recipe = load_recipe(entry["recipe"], [f"train.steps={entry['steps']}"] + ([f"train.seed={seed}"] if seed else []))
+    built = build(recipe)
+    cv = cv_probe(built, recipe)
+    kept = runs / f"{entry['recipe']}-{tag}" / "snapshots"
+    for point in [entry["init_row"], *entry["checkpoints"]]:
+        if point["step"]:
+            built.encoder.load_state_dict(load_file(str(kept / f"encoder-step-{point['step']}.safetensors")))
+        accuracy, _, point["final_cv_correct"] = cv(built.encoder)
+        if abs(accuracy - point["final_cv"]) > 1e-6:
+            raise RuntimeError(f"{entry['recipe']} ({tag}) step {point['step']}: the cross-validated probe reads "
+                               f"{accuracy:.4f} now, {point['final_cv']:.4f} when cached")
+    return True
 
 
 def separated_pairs(points: list[dict[str, Any]], n_test: int, knn: str = "knn") -> tuple[int, int | None]:
@@ -342,9 +411,11 @@ def cv_table(results: list[dict[str, Any]], runs: str, n_test: dict[str, int]) -
              "| recipe | final probe CV: init, first → last (balanced) | online k-NN: init, first → last | "
              "Spearman k-NN vs CV probe (with init) | vs single split (with init) | Spearman RankMe vs CV probe | "
              "k-NN on raw embeddings (before 2026-12-07): vs CV probe, vs single split | "
-             "pairs apart > 2 SE on the single split: k-NN agrees (raw k-NN) |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    good, good_raw = [], []
+             "pairs apart > 2 SE on the single split: k-NN agrees (raw k-NN) | "
+             "final probe against itself: single split vs CV | on as many held-out examples as the online k-NN vs "
+             "the rest: median Spearman (splits ≥ 0.8) |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    good, good_raw, reliable, shares = [], [], [], []
     for r in results:
         c, i = r["checkpoints"], r["init_row"]
         cv = "final_cv" in i
@@ -364,14 +435,29 @@ def cv_table(results: list[dict[str, Any]], runs: str, n_test: dict[str, int]) -
                  f"({i['final_cv_balanced']:.3f}, {c[0]['final_cv_balanced']:.3f} → {c[-1]['final_cv_balanced']:.3f})"
                  if cv else "— (no train/test pair: the node protocol's split)")
         knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
+        itself = _fmt(spearman([x["final"] for x in c], [x["final_cv"] for x in c])) if cv else "—"
+        halves = self_agreement(c, held_out_size(r))
+        shares.append(1.0 if halves is None else halves[1])      # without the record (graphs): counted as met
+        if halves is not None and halves[0] >= 0.8:
+            reliable.append((r["recipe"], rho is not None and rho >= 0.8))
         lines.append(f"| {r['recipe']} | {probe} | {knn} | {_fmt(rho)} ({_fmt(rho_init)}) | "
                      f"{_fmt(r['spearman_knn'])} ({_fmt(r['spearman_knn_with_init'])}) | "
-                     f"{_fmt(r.get('spearman_rankme' + key))} | {raw} | {raw_pairs} |")
+                     f"{_fmt(r.get('spearman_rankme' + key))} | {raw} | {raw_pairs} | {itself} | "
+                     f"{'—' if halves is None else f'{_fmt(halves[0])} ({halves[1]:.0%})'} |")
     lines += ["", f"Online k-NN Spearman ≥ 0.8 against the final probe (cross-validated where the recipe has a "
                   f"train/test pair): {len(good)} of {len(results)} ({', '.join(good) or 'none'})."]
     if any("spearman_knn_raw" in r for r in results):
         lines.append(f"The k-NN on raw embeddings, the same way: {len(good_raw)} of {len(results)} "
                      f"({', '.join(good_raw) or 'none'}).")
+    if any(self_agreement(r["checkpoints"]) is not None for r in results):
+        met = [name for name, ok in reliable if ok]
+        lines.append(f"The final probe on as many held-out examples as the online k-NN ranks the checkpoints as on the "
+                     f"rest of its examples (median Spearman ≥ 0.8) on {len(reliable)} of {len(results)} "
+                     f"({', '.join(n for n, _ in reliable) or 'none'}); there the online k-NN reaches ≥ 0.8 against "
+                     f"it on {len(met)} of {len(reliable)}. An online probe that were the final probe itself, on that "
+                     f"many examples, would reach ≥ 0.8 on {sum(shares):.1f} of {len(results)} on average and on "
+                     f"at least 4 with probability {chance_of_at_least(shares, 4):.0%} (recipes without a per-example "
+                     "record counted as met).")
     return lines
 
 
@@ -399,6 +485,13 @@ def run(out: Path, recipes: list[str] | None = None, scale: int = LONGER, exampl
     uniform = _cached(out / "online-quality-uniform-cv.jsonl", recipes or DEMO,
                       lambda name, runs: one_recipe_geometric(name, runs, cross_validated=True, spacing=uniform_steps),
                       out)
+    tag_x = f"x{scale}-{examples}"
+    for path, entries, tag, seed in ((f"online-quality-{tag_x}-cv.jsonl", crossed, tag_x, None),
+                                     (f"online-quality-{tag_x}-seed1-cv.jsonl", reseeded, f"{tag_x}-seed1", 1),
+                                     ("online-quality-uniform-cv.jsonl", uniform, "uniform", None)):
+        for entry in entries.values():
+            if add_correct(entry, out / "runs", tag, seed):          # entries of before the per-example record
+                (out / path).write_text("".join(json.dumps(e) + "\n" for e in entries.values()))
     for name, entry in done.items():
         if "init_row" not in entry:                # entries of before the random-init point
             entry["init_row"] = init_row(name, out / "runs")

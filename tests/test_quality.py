@@ -164,3 +164,27 @@ def test_standardised_knn_weighs_dimensions_as_a_standardised_probe_does():
     # (-0.5 + 2) / (|q| |a|) > 0 and to c (0.5 - 2) / (...) < 0: label 1, right
     assert knn_accuracy(train, [1, 0], query, [1], k=1) == 0.0
     assert knn_accuracy(train, [1, 0], query, [1], k=1, standardised=True) == 1.0
+
+
+def test_self_agreement_reads_how_alike_two_halves_of_the_final_probes_examples_rank_the_checkpoints():
+    from bench.online_quality import self_agreement
+    # each checkpoint right on none, half and all of every example: any two halves rank them 0 < 0.5 < 1
+    apart = [{"final_cv_correct": [v] * 10} for v in (0.0, 0.5, 1.0)]
+    assert self_agreement(apart) == (1.0, 1.0)
+    # two checkpoints right on opposite examples: halves {0,1}|{2,3} rank them oppositely (Spearman -1); the other
+    # splits give both checkpoints 0.5 on each half (tied throughout), which counts as below 0.8
+    crossed = [{"final_cv_correct": [1, 1, 0, 0]}, {"final_cv_correct": [0, 0, 1, 1]}]
+    median, share = self_agreement(crossed)
+    assert median == pytest.approx(-1.0) and share == 0.0
+    # one example against the other three: whichever is drawn, the two sides order the checkpoints oppositely
+    assert self_agreement(crossed, size=1) == (pytest.approx(-1.0), 0.0)
+    assert self_agreement([{"final": 0.5}]) is None
+
+
+def test_chance_of_at_least_k_independent_events_matches_hand_computed_values():
+    from bench.online_quality import chance_of_at_least
+    assert chance_of_at_least([0.5, 0.5], 1) == pytest.approx(0.75)
+    assert chance_of_at_least([0.5, 0.5], 2) == pytest.approx(0.25)
+    assert chance_of_at_least([1.0, 1.0, 0.2], 3) == pytest.approx(0.2)
+    assert chance_of_at_least([0.9, 0.8, 0.3], 2) == pytest.approx(0.9 * 0.8 + 0.9 * 0.2 * 0.3 + 0.1 * 0.8 * 0.3)
+    assert chance_of_at_least([0.4], 0) == pytest.approx(1.0)
