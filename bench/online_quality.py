@@ -252,11 +252,12 @@ def self_agreement(points: list[dict[str, Any]], size: int | None = None, draws:
                    ) -> tuple[float, float] | None:
     """How reproducible the final probe's own ranking of ``points`` is: ``draws`` times, the pooled examples of
     :func:`cv_probe` split at random into ``size`` of them (default: half) and the rest, each point's accuracy on
-    either part, and the Spearman between the two parts' values. Returns (median Spearman, share of splits at ≥ 0.8;
-    a split whose parts tie throughout counts as below); ``None`` where the points lack the per-example record
-    (``final_cv_correct``). With ``size`` the online probe's number of held-out examples, it is the agreement an
-    online probe would reach were it the final probe itself, measured on as many examples: none should be expected
-    to do better."""
+    either part, and the Spearman between the two parts' values. Returns (median Spearman over the splits where it
+    is defined, share of all splits at ≥ 0.8: a split where either part reads the same at every point has none and
+    counts as below); ``None`` where the points lack the per-example record (``final_cv_correct``). With ``size``
+    the online probe's number of held-out examples, it is the agreement an online probe would reach were it the
+    final probe itself, measured on as many examples: one scoring accuracy on that many should not be expected to do
+    much better."""
     import numpy as np
     if not points or any("final_cv_correct" not in p for p in points):
         return None
@@ -404,7 +405,10 @@ def geometric_table(results: list[dict[str, Any]], n_test: dict[str, int], title
 
 def cv_table(results: list[dict[str, Any]], runs: str, n_test: dict[str, int]) -> list[str]:
     """Runs whose snapshots are also under the cross-validated final probe (:func:`cv_probe`): the online k-NN's
-    Spearman against it, and against the recipe's single split as before."""
+    Spearman against it, and against the recipe's single split as before; the final probe against itself (its
+    single split against the cross-validated figure, and :func:`self_agreement` on as many held-out examples as the
+    online k-NN); and a summary of what an online probe that were the final probe itself would reach (its mean count
+    of recipes at ≥ 0.8, and the chance of four or more: :func:`chance_of_at_least`)."""
     lines = ["", f"{runs} with the final probe cross-validated ({FOLDS} stratified folds x {REPEATS} shuffles over "
              "the recipe's labelled train and test examples pooled; graphs: the node protocol's own split, as above):",
              "",
@@ -456,8 +460,8 @@ def cv_table(results: list[dict[str, Any]], runs: str, n_test: dict[str, int]) -
                      f"({', '.join(n for n, _ in reliable) or 'none'}); there the online k-NN reaches ≥ 0.8 against "
                      f"it on {len(met)} of {len(reliable)}. An online probe that were the final probe itself, on that "
                      f"many examples, would reach ≥ 0.8 on {sum(shares):.1f} of {len(results)} on average and on "
-                     f"at least 4 with probability {chance_of_at_least(shares, 4):.0%} (recipes without a per-example "
-                     "record counted as met).")
+                     f"at least 4 with probability {chance_of_at_least(shares, 4):.0%} (the recipes taken as "
+                     "independent; those without a per-example record counted as met).")
     return lines
 
 
