@@ -421,7 +421,7 @@ def cv_table(results: list[dict[str, Any]], runs: str, n_test: dict[str, int]) -
              "final probe against itself: single split vs CV | on as many held-out examples as the online k-NN vs "
              "the rest: median Spearman (splits ≥ 0.8) |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    good, good_raw, reliable, shares = [], [], [], []
+    good, good_raw, reliable, shares, recorded = [], [], [], [], False
     for r in results:
         c, i = r["checkpoints"], r["init_row"]
         cv = "final_cv" in i
@@ -443,6 +443,7 @@ def cv_table(results: list[dict[str, Any]], runs: str, n_test: dict[str, int]) -
         knn = f"{i['knn']:.3f}, {c[0]['knn']:.3f} → {c[-1]['knn']:.3f}" if i["knn"] is not None else "—"
         itself = _fmt(spearman([x["final"] for x in c], [x["final_cv"] for x in c])) if cv else "—"
         halves = self_agreement(c, held_out_size(r))
+        recorded |= halves is not None
         shares.append(1.0 if halves is None else halves[1])      # without the record (graphs): counted as met
         if halves is not None and halves[0] >= 0.8:
             reliable.append((r["recipe"], rho is not None and rho >= 0.8))
@@ -455,7 +456,7 @@ def cv_table(results: list[dict[str, Any]], runs: str, n_test: dict[str, int]) -
     if any("spearman_knn_raw" in r for r in results):
         lines.append(f"The k-NN on raw embeddings, the same way: {len(good_raw)} of {len(results)} "
                      f"({', '.join(good_raw) or 'none'}).")
-    if any(self_agreement(r["checkpoints"]) is not None for r in results):
+    if recorded:
         met = [name for name, ok in reliable if ok]
         lines.append(f"The final probe on as many held-out examples as the online k-NN ranks the checkpoints as on the "
                      f"rest of its examples (median Spearman ≥ 0.8) on {len(reliable)} of {len(results)} "
