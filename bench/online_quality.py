@@ -128,6 +128,14 @@ def uniform_steps(steps: int) -> list[int]:
     return sorted({*range(every, steps + 1, every), steps})
 
 
+def run_tag(scale: int = 1, examples: int | None = None, spacing: Any = None, seed: int | None = None) -> str:
+    """The name a comparison's run folders and cached file go by (``geometric``, ``uniform``, ``x4-512``,
+    ``x4-512-seed1``): :func:`one_recipe_geometric`'s arguments, which :func:`run` and :func:`add_correct` share."""
+    spaced = spacing.__name__.split("_")[0] if spacing else "geometric"
+    tag = spaced if scale == 1 and not examples else f"x{scale}-{examples}" + (f"-{spaced}" if spacing else "")
+    return tag + (f"-seed{seed}" if seed else "")
+
+
 def one_recipe_geometric(name: str, out: Path, scale: int = 1, examples: int | None = None,
                          cross_validated: bool = False, spacing: Any = None, seed: int | None = None
                          ) -> dict[str, Any]:
@@ -149,9 +157,7 @@ def one_recipe_geometric(name: str, out: Path, scale: int = 1, examples: int | N
     sets = [f"train.steps={steps}", f"train.checkpoint_every={steps}"] + ([f"train.seed={seed}"] if seed else [])
     recipe = load_recipe(name, sets + ([f"train.quality_examples={examples}"] if examples else []))
     snaps = Snapshots(at)
-    spaced = spacing.__name__.split("_")[0] if spacing else "geometric"
-    tag = spaced if scale == 1 and not examples else f"x{scale}-{examples}" + (f"-{spaced}" if spacing else "")
-    tag += f"-seed{seed}" if seed else ""
+    tag = run_tag(scale, examples, spacing, seed)
     summary = pretrain(recipe, out / f"{name}-{tag}", resume=False, hooks=(snaps,))
     history = {h["step"]: h for h in summary["quality"]["history"]}
     built = build(recipe)
@@ -486,23 +492,19 @@ def run(out: Path, recipes: list[str] | None = None, scale: int = LONGER, exampl
     geometric = _cached(out / "online-quality-geometric.jsonl", recipes or DEMO, one_recipe_geometric, out)
     longer = _cached(out / f"online-quality-x{scale}-{examples}.jsonl", recipes or DEMO,
                      lambda name, runs: one_recipe_geometric(name, runs, scale, examples), out)
-    crossed = _cached(out / f"online-quality-x{scale}-{examples}-cv.jsonl", recipes or DEMO,
-                      lambda name, runs: one_recipe_geometric(name, runs, scale, examples, cross_validated=True), out)
-    reseeded = {seed: _cached(out / f"online-quality-x{scale}-{examples}-seed{seed}-cv.jsonl", recipes or DEMO,
-                              lambda name, runs, seed=seed: one_recipe_geometric(name, runs, scale, examples,
-                                                                                 cross_validated=True, seed=seed), out)
-                for seed in seeds}
-    uniform = _cached(out / "online-quality-uniform-cv.jsonl", recipes or DEMO,
-                      lambda name, runs: one_recipe_geometric(name, runs, cross_validated=True, spacing=uniform_steps),
-                      out)
-    tag_x = f"x{scale}-{examples}"
-    for path, entries, tag, seed in ((f"online-quality-{tag_x}-cv.jsonl", crossed, tag_x, None),
-                                     *((f"online-quality-{tag_x}-seed{s}-cv.jsonl", reseeded[s], f"{tag_x}-seed{s}", s)
-                                       for s in seeds),
-                                     ("online-quality-uniform-cv.jsonl", uniform, "uniform", None)):
+    def cross_validated(**kind: Any) -> dict[str, dict[str, Any]]:
+        """The comparison ``kind`` (:func:`one_recipe_geometric`'s arguments) under the cross-validated probe, its
+        cached entries of before the per-example record completed (:func:`add_correct`)."""
+        path = out / f"online-quality-{run_tag(**kind)}-cv.jsonl"
+        entries = _cached(path, recipes or DEMO,
+                          lambda name, runs: one_recipe_geometric(name, runs, cross_validated=True, **kind), out)
         for entry in entries.values():
-            if add_correct(entry, out / "runs", tag, seed):          # entries of before the per-example record
-                (out / path).write_text("".join(json.dumps(e) + "\n" for e in entries.values()))
+            if add_correct(entry, out / "runs", run_tag(**kind), kind.get("seed")):
+                path.write_text("".join(json.dumps(e) + "\n" for e in entries.values()))
+        return entries
+    crossed = cross_validated(scale=scale, examples=examples)
+    reseeded = {seed: cross_validated(scale=scale, examples=examples, seed=seed) for seed in seeds}
+    uniform = cross_validated(spacing=uniform_steps)
     for name, entry in done.items():
         if "init_row" not in entry:                # entries of before the random-init point
             entry["init_row"] = init_row(name, out / "runs")
