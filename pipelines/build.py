@@ -24,6 +24,7 @@ from zoo.data import take
 
 from .data import drop_unreadable
 from .init import init_encoder, init_processor, load_heads, load_init, with_init
+from .labelled import check_evaluation_labels
 from .recipe import Recipe
 
 __all__ = ["Built", "build", "build_processor", "fit_sample", "fit_processor"]
@@ -109,6 +110,7 @@ def build(recipe: Recipe, *, data: ExampleSet | StreamSet | None = None, init: s
         processor = fit_processor(processor, data, recipe.train.seed, recipe.train.skip_bad)
     if start is not None:
         processor = init_processor(start, processor, refit=refit)
+    check_evaluation_labels(processor, recipe.evaluate)          # before any work on a recipe that scores its label
     torch.manual_seed(recipe.train.seed)
     if start is not None:
         encoder = init_encoder(start, arch, processor.encoder_config())

@@ -17,6 +17,7 @@ from zoo.cards import COMPARISON_HEADING
 
 from .baseline import verdict
 from .data import iter_batches, iter_records, label_tensor
+from .labelled import check_evaluation_labels
 from .probes import knn_accuracy, linear_probe
 from .recipe import Recipe, parse_recipe
 from .report import comparison_markdown, embedding_map, protocol_markdown, record_evaluation
@@ -286,10 +287,9 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     if data is not None:
         train, test, spec, name = _own_data(modality, processor, data, label_column, split, test_split, seed, model)
     else:
-        if recipe is None:
-            recipe = recorded_recipe(model)
-        recipe = _as_recipe(recipe)
+        recipe = _as_recipe(recipe if recipe is not None else recorded_recipe(model))
         spec, name = recipe.evaluate, recipe.name
+        check_evaluation_labels(processor, spec)
         if "protocol" in spec:
             report = _protocol_report(model, encoder, processor, modality, recipe, spec, out, baseline, write_card,
                                       (label_fractions, seeds))

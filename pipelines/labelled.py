@@ -19,6 +19,7 @@ from .data import drop_unreadable
 from .data_spec import data_spec, describe_data
 
 __all__ = ["LabelledData", "load_labelled", "check_label_spaces", "held_out_split", "check_not_an_input",
+           "check_evaluation_labels",
            "drop_unlabelled"]
 
 logger = logging.getLogger(__name__)
@@ -83,16 +84,31 @@ def held_out_split(data: Data, fraction: float, seed: int) -> tuple[ExampleSet, 
     return data.subset(rest), data.subset(sorted(held))
 
 
-def check_not_an_input(processor: Processor, columns: dict[str, str | None]) -> None:
+def check_not_an_input(processor: Processor, columns: dict[str, str | None],
+                       consequence: str = "fine-tuning would learn from the {role} itself") -> None:
     """A label column (or an id column) is never an input: refuse a model whose processor reads one of
-    ``columns`` (role → column name) as a field, naming it and the remedy."""
+    ``columns`` (role → column name) as a field, naming it, what reading it would do (``consequence``) and the
+    remedy."""
     inputs = set(processor.input_columns() or ())
     for role, column in columns.items():
         if column and column in inputs:
             raise ValueError(f"the {role} column {column!r} is an input field of this model's processor (it was "
-                             f"pretrained on a table holding it): fine-tuning would learn from the {role} itself. "
+                             f"fitted on a table holding it): {consequence.format(role=role)}. "
                              f"Pretrain again without it (zoo pretrain RECIPE --data ... --label-column {column}, "
                              f"or --set processor.exclude=[{column}])")
+
+
+def check_evaluation_labels(processor: Processor, spec: dict[str, Any],
+                            consequence: str = "every probe of the encoder and the baselines would read the label "
+                                               "itself") -> None:
+    """A recipe's ``evaluate`` section names its label columns in its data specs (``train``, ``test``): none may be
+    an input field of ``processor`` (:func:`check_not_an_input`), or the probes, the online k-NN and the hand-made
+    baselines would all read the label itself and score it, whatever the encoder learnt (fine-tuning on that data:
+    learn from it)."""
+    for part in ("train", "test"):
+        data = spec.get(part)
+        if isinstance(data, dict) and data.get("label_column"):
+            check_not_an_input(processor, {f"evaluate.{part} label": data["label_column"]}, consequence)
 
 
 def drop_unlabelled(data: Data, skip_bad: bool, column: str | None, setting: str | None = "finetune.skip_bad") -> Data:
@@ -181,6 +197,7 @@ def load_labelled(modality: Modality, processor: Processor, ft: Any, seed: int, 
         recipe_eval = recipe_eval or {}
         if (train_set is None and "train" not in recipe_eval) or (test_set is None and "test" not in recipe_eval):
             raise ValueError("the recipe has no evaluate.train / evaluate.test data: give --data")
+        check_evaluation_labels(processor, recipe_eval, "fine-tuning would learn from the label itself")
         train_set = train_set if train_set is not None else modality.load_data(recipe_eval["train"])
         test_set = test_set if test_set is not None else modality.load_data(recipe_eval["test"])
         description = str(recipe_eval.get("dataset", "the recipe's data"))

@@ -244,3 +244,37 @@ def test_publish_renders_the_card_for_the_repo_it_uploads_to(shapes, tmp_path, m
     assert res.returncode == 0, res.stderr
     assert sent["repo"] == "me/my-scans" and "from_pretrained('me/my-scans')" in sent["card"]
     assert "shapes" in sent["card"] and str(tmp_path) not in sent["card"]
+
+
+def test_a_recipes_evaluation_label_is_never_an_input(tmp_path):
+    """Found trying one's own recipe on a generated event log (2026-12-07): the recipe pretrained on the log, label
+    column included, and its evaluate section read that column as the label, so the online k-NN, the probes and the
+    baselines all scored 1.0 at random init. Pretraining, evaluation and fine-tuning on that section now refuse."""
+    data = _events(tmp_path)
+    labelled = dict(source="table", path=str(data), entity_column="client", label_column="segment")
+    recipe = dict(name="my-events", modality="events", architecture="coles",
+                  encoder=dict(embed_dim=8, hidden=16), processor=dict(entity_column="client"),
+                  data=dict(train=dict(source="table", path=str(data), entity_column="client")),
+                  train=dict(steps=2, batch_size=16, warmup_steps=1, quality_examples=32),
+                  evaluate=dict(protocol="boosting", task="sequence-classification",
+                                train={**labelled, "split": "train"}, test={**labelled, "split": "test"}))
+    path = tmp_path / "my-events.yaml"
+    path.write_text(json.dumps(recipe))                                       # JSON is YAML
+    res = zoo_main("pretrain", str(path), "--output", str(tmp_path / "leaky"))
+    assert res.returncode == 2, res.stderr
+    assert "evaluate.train label column 'segment' is an input field" in res.stderr
+    assert "processor.exclude=[segment]" in res.stderr
+    assert not (tmp_path / "leaky" / "model").exists() and not (tmp_path / "leaky" / "checkpoints").exists()
+    # a model whose processor reads the label (pretrained on the log without --label-column): refused by the
+    # recipe's evaluation and by fine-tuning on it, before any work
+    model = _pretrain(tmp_path, "events-coles-tiny", data, "--set", "train.steps=2", "--set", "train.batch_size=16",
+                      "--set", "processor.entity_column=client")
+    res = zoo_main("evaluate", str(model), "--recipe", str(path), "--output", str(tmp_path / "eval"))
+    assert res.returncode == 2 and "would read the label itself" in res.stderr, res.stderr
+    res = zoo_main("finetune", str(model), str(path), "--steps", "2", "--output", str(tmp_path / "ft"))
+    assert res.returncode == 2 and "fine-tuning would learn from the label itself" in res.stderr, res.stderr
+    # left out of the inputs, the same recipe trains and its online k-NN is measured
+    res = zoo_main("pretrain", str(path), "--output", str(tmp_path / "clean"), "--set", "processor.exclude=[segment]")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "clean" / "train_summary.json").read_text())
+    assert "knn" in summary["quality"]["history"][-1]
