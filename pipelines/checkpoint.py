@@ -22,7 +22,7 @@ from zoo.hub import FormatError, non_finite
 
 from .distributed import DistInfo
 
-__all__ = ["Checkpointer", "fingerprint_mismatch", "RESUMABLE_CHANGES"]
+__all__ = ["Checkpointer", "data_fingerprint", "fingerprint_mismatch", "RESUMABLE_CHANGES"]
 
 RESUMABLE_CHANGES = ("train.steps", "train.stop_after", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.log_every", "train.device", "train.prefetch_factor", "train.collapse_patience",
@@ -131,6 +131,11 @@ class Checkpointer:
             was, now = flatten(state.get("fingerprint")), flatten(json.loads(json.dumps(fingerprint)))
             shown = ", ".join(f"{k}: {was.get(k)!r} → {now.get(k)!r}" for k in differ[:8]) \
                 + (" …" if len(differ) > 8 else "")
+            data = _data_changed(differ, was, now)
+            if data is not None:
+                raise RuntimeError(f"{path} was written by a run on other data ({data}): resuming would keep training, "
+                                   "or publish as finished, the weights of the data before. Start over with "
+                                   "--no-resume or use another --output")
             raise RuntimeError(f"{path} was written by a run with other settings ({shown}); a resume may change only "
                                f"{', '.join(RESUMABLE_CHANGES)}. Start over with --no-resume or use another --output")
         if state["world"] != self.info.world:
@@ -152,11 +157,56 @@ class Checkpointer:
         return state
 
 
+def data_fingerprint(data: Any) -> dict[str, Any] | None:
+    """What a run's examples are, for its checkpoints' fingerprint: their count and a digest of their names, labels
+    and sizes (files) or values (a table's or an event log's columns, a graph's tensors), so that a rerun after
+    files were added, removed, rewritten or relabelled is refused instead of resuming (or finishing at once) with
+    the weights of the data before. ``None`` for a stream (read once, not listed) or for data that is not an
+    :class:`~zoo.ExampleSet`. A file rewritten at the same size is not told apart."""
+    import hashlib
+    if data is None or not hasattr(data, "name") or not hasattr(data, "__len__"):
+        return None
+    n = len(data)
+    first = data.examples[0] if n else None
+    files, graphs = isinstance(first, (str, os.PathLike)), callable(getattr(first, "to_dict", None))
+    digest = hashlib.sha1()
+    for i in range(n):
+        size = os.stat(data.examples[i]).st_size if files and os.path.isfile(data.examples[i]) else ""
+        digest.update(f"{data.name(i)}\t{data.label(i)}\t{size}\n".encode())
+        for key, value in sorted(data.examples[i].to_dict().items()) if graphs else ():    # a graph's tensors
+            if torch.is_tensor(value):
+                digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
+    columns = getattr(data.examples, "columns", None)
+    for key in sorted(columns) if isinstance(columns, dict) else ():
+        values = np.asarray(columns[key])
+        digest.update(key.encode() + (values.tobytes() if values.dtype != object
+                                      else "\x1f".join(map(str, values.tolist())).encode()))
+    return {"count": n, "sha1": digest.hexdigest()}
+
+
+def _data_changed(differ: list[str], was: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """How the examples differ, where the fingerprint's ``examples`` keys are among ``differ``."""
+    keys = [k for k in differ if k.startswith("examples")]
+    if not keys:
+        return None
+    parts = sorted({k.rsplit(".", 1)[0] for k in keys})
+    said = []
+    for p in parts:
+        then, count = was.get(p + ".count"), now.get(p + ".count")
+        what = p.split(".", 1)[1] if "." in p else "training"
+        said.append(f"{what}: {then} examples then, {count} now" if then != count
+                    else f"{what}: the same {count} examples by count, but files, values or labels changed")
+    return "; ".join(said)
+
+
 def fingerprint_mismatch(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
     """The dotted keys whose values differ between a checkpoint's run fingerprint and this run's, leaving out those a
-    resume may change (:data:`RESUMABLE_CHANGES`)."""
+    resume may change (:data:`RESUMABLE_CHANGES`) and, for a checkpoint written before runs recorded their data
+    (:func:`data_fingerprint`), the data."""
     if saved is None or current is None:
         return []
+    if "examples" not in saved:
+        current = {k: v for k, v in current.items() if k != "examples"}
     a, b = flatten(saved), flatten(json.loads(json.dumps(current)))
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
                   and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES))

@@ -30,6 +30,7 @@ from zoo.paths import portable
 
 from .baseline import baseline_scores, verdict
 from .batchnorm import recompute_batchnorm
+from .checkpoint import data_fingerprint
 from .collapse import collapse_facts, collapse_stop_message, stopped_by_alarm
 from .data import TrainData, fit_batch, iter_batches
 from .data_spec import command_arg, command_line
@@ -338,7 +339,8 @@ def setup(model: str | Path, recipe: Recipe, *, device: str, settings: dict[str,
     fingerprint = {"model": str(Path(model).resolve()) if local else str(model),
                    "data": str(Path(data).resolve()) if data and Path(data).exists() else data,
                    "label_column": label_column, "split": split, "test_split": test_split,
-                   "from_scratch": from_scratch, "train": {**cfg.to_dict(), "device": None}, "finetune": ft.to_dict()}
+                   "from_scratch": from_scratch, "train": {**cfg.to_dict(), "device": None}, "finetune": ft.to_dict(),
+                   "examples": {"train": data_fingerprint(labelled.train), "test": data_fingerprint(labelled.test)}}
     from zoo.auto import zoo_source
     from zoo.hub import load_config
     source, hub_kwargs = zoo_source(model, {})

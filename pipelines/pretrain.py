@@ -12,6 +12,7 @@ from zoo import get_modality
 from zoo.paths import portable
 
 from .build import build, build_processor
+from .checkpoint import data_fingerprint
 from .collapse import collapse_facts, collapse_stop_message, stopped_by_alarm
 from .data import TrainData, fit_batch
 from .data_spec import READING_KEYS, command_arg, data_spec, describe_data
@@ -55,6 +56,12 @@ def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None,
     return parse_recipe(raw, recipe.path or recipe.name)
 
 
+def _examples(data: Any) -> dict[str, Any]:
+    """The fingerprint's record of the training examples (:func:`~.checkpoint.data_fingerprint`), where listed."""
+    record = data_fingerprint(data)
+    return {"examples": record} if record is not None else {}
+
+
 def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, command: str | None = None,
              data: str | None = None, init: str | None = None, refit: bool = False,
              report_to: str | tuple[str, ...] | None = None, hooks: tuple[Hook, ...] = (),
@@ -81,7 +88,8 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
     quality = _quality_hook(built, cfg)
     result = train(built.pretrainer, stream, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx,
                    hooks=((quality,) if quality else ()) + tuple(hooks) + (trackers,),
-                   fingerprint={**recipe.to_dict(), **({"init": origin, "refit": refit} if init else {})})
+                   fingerprint={**recipe.to_dict(), **({"init": origin, "refit": refit} if init else {}),
+                                **_examples(built.data)})
     summary = _run_summary(recipe, result, cfg, stream, ctx.info.world, quality,
                            {"continued_from": origin, "refit": refit} if init else {})
     if ctx.info.main:

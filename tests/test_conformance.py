@@ -640,3 +640,40 @@ def test_binds_with_another_installed_modality(run, sample_sets, tmp_path):
         with torch.no_grad():
             pooled = alone(proc.collate([proc(x, name=f"example {i}") for i, x in enumerate(raw)])).pooled
             _close(model.project(side, pooled), z[side], f"{side} alone")
+
+
+def _one_less(data: Path) -> None:
+    """The user's data with one thing fewer: a folder's last file (its largest table, where it holds tables: the
+    table's last line), a table's last line."""
+    files = sorted(p for p in data.rglob("*") if p.is_file()) if data.is_dir() else [data]
+    tables = [p for p in files if p.suffix == ".csv"]
+    if tables:
+        table = max(tables, key=lambda p: p.stat().st_size)
+        lines = table.read_text().splitlines(keepends=True)
+        table.write_text("".join(lines[:-1]))
+    else:
+        files[-1].unlink()
+
+
+def test_a_rerun_on_changed_data_is_refused_instead_of_resumed(run, tmp_path):
+    """A finished run's command again after the data changed (a file or row fewer) is refused naming the data,
+    where it used to finish at once with the old weights under a card counting the new data; ``--no-resume``
+    starts over."""
+    import shutil
+    sample = run["sample"]
+    data = tmp_path / Path(sample.data).name
+    (shutil.copytree if Path(sample.data).is_dir() else shutil.copy)(sample.data, data)
+    label = ["--label-column", sample.label_column] if sample.label_column else []
+    sets = [a for o in [*sample.pretrain_overrides, "train.steps=2", "train.quality_every=0"] for a in ("--set", o)]
+    args = ["pretrain", sample.recipe, "--data", str(data), *label, *sets, "--output", str(tmp_path / "pre")]
+    tune = ["finetune", str(run["pretrained"]), "--data", str(data), *label, "--steps", "2", "--batch-size", "8",
+            "--no-baseline", "--output", str(tmp_path / "ft")]
+    assert zoo_main(*args).returncode == 0 and zoo_main(*tune).returncode == 0
+    again = zoo_main(*args)                                      # nothing changed: the finished run, as it was
+    assert again.returncode == 0 and '"resumed_from": 2' in again.stdout, again.stderr
+    _one_less(data)
+    for command in (args, tune):
+        changed = zoo_main(*command)
+        assert changed.returncode == 2 and "written by a run on other data" in changed.stderr, changed.stderr
+        assert "--no-resume" in changed.stderr
+    assert zoo_main(*args, "--no-resume").returncode == 0
