@@ -187,24 +187,25 @@ class FinetuneModel(Classifier):
 
 
 # --- hooks ------------------------------------------------------------------------------------------------------
-def _bn_batches(clf: Classifier, data: LabelledData, batch_size: int) -> Any:
-    """Recompute the classifier's BatchNorm statistics over (at most :data:`BN_BATCHES`) training batches."""
+def _bn_batches(clf: Classifier, data: LabelledData, batch_size: int, skip_bad: bool = False) -> Any:
+    """Recompute the classifier's BatchNorm statistics over (at most :data:`BN_BATCHES`) training batches (with
+    ``skip_bad``, of the examples that can be read: training counted those it met)."""
     device = clf.head.weight.device
 
     def forward(batch: dict[str, Any]) -> None:
         clf.encoder({k: v.to(device) for k, v in batch.items() if torch.is_tensor(v) and k != "labels"})
-    batches = islice(iter_batches(data.train, clf.processor, batch_size=batch_size), BN_BATCHES)
+    batches = islice(iter_batches(data.train, clf.processor, batch_size=batch_size, skip_bad=skip_bad), BN_BATCHES)
     return recompute_batchnorm(clf, forward, batches)
 
 
 class PreciseBatchNorm(Hook):
     """At the last step (before the final checkpoint): BatchNorm statistics under the final weights."""
 
-    def __init__(self, data: LabelledData, batch_size: int) -> None:
-        self.data, self.batch_size = data, batch_size
+    def __init__(self, data: LabelledData, batch_size: int, skip_bad: bool = False) -> None:
+        self.data, self.batch_size, self.skip_bad = data, batch_size, skip_bad
 
     def on_interval(self, run: Loop, step: int) -> bool:
-        _bn_batches(run.model, self.data, self.batch_size)
+        _bn_batches(run.model, self.data, self.batch_size, self.skip_bad)
         run.model.train()
         return False
 
@@ -230,8 +231,9 @@ class ValidationHook(Hook):
 
     def on_interval(self, run: Loop, step: int) -> bool:
         clf = run.model
-        _bn_batches(clf, self.data, self.batch_size)
-        y, out, _ = predict_set(clf, clf.processor, self.data.validation, device=run.ctx.device)
+        skip = run.cfg.skip_bad
+        _bn_batches(clf, self.data, self.batch_size, skip)
+        y, out, _ = predict_set(clf, clf.processor, self.data.validation, device=run.ctx.device, skip_bad=skip)
         score = task_metrics(self.data.task, y, out, self.data.label_names)[self.metric]
         best = max((self.sign * h["score"] for h in self.history), default=-math.inf)
         row = {"step": step, "score": score, "metric": self.metric, "best": self.sign * score > best}
@@ -282,7 +284,7 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
               test_split=test_split, train_set=train_set, test_set=test_set, from_scratch=from_scratch)
     s.baseline = baseline
     ctx = setup_run(s.cfg, output_dir)
-    hooks: tuple[Hook, ...] = (PreciseBatchNorm(s.data, s.cfg.batch_size),)
+    hooks: tuple[Hook, ...] = (PreciseBatchNorm(s.data, s.cfg.batch_size, s.cfg.skip_bad),)
     validation = None
     if s.data.validation is not None:
         validation = ValidationHook(s.data, s.ft, s.metric, output_dir, s.cfg.batch_size)
@@ -409,13 +411,15 @@ def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: 
            device: torch.device, repo_id: str | None) -> dict[str, Any]:
     """Test metrics, the classifier folder with its predictions, plots and card."""
     task, names_ = s.data.task, s.data.label_names
-    y, out, names = predict_set(s.clf, s.clf.processor, s.data.test, num_workers=s.cfg.num_workers, device=device)
+    unread: list[str] = []                             # test examples that cannot be read (finetune.skip_bad)
+    y, out, names = predict_set(s.clf, s.clf.processor, s.data.test, num_workers=s.cfg.num_workers, device=device,
+                                skip_bad=s.cfg.skip_bad, skipped=unread)
     metrics = task_metrics(task, y, out, names_)
     compared = _baseline(s, metrics)
     headline = ("mae", "rmse", "r2") if task == "regression" else ("accuracy", "macro_f1")
     history = validation.history if validation is not None else []
     stopped = result.steps if result.steps < s.cfg.steps else None
-    skipped = s.data.skipped + result.skipped          # checked before training (tables), or met while training
+    skipped = s.data.skipped + result.skipped + len(unread)   # before training (tables), in training, in the test
     best = validation.best_step() if validation is not None else None
     sizes = [len(d) if isinstance(d, ExampleSet) else "streamed" for d in (s.data.train, s.data.validation)
              if d is not None]

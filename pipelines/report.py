@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo import Classifier, ExampleSet, Processor, StreamSet
+from zoo import BadExample, Classifier, ExampleSet, Processor, StreamSet
 from zoo.cards import COMPARISON_HEADING
 from zoo.cards import write_card as write_card_file
 
@@ -55,15 +55,19 @@ LOWER_IS_BETTER = {"rmse", "mae"}
 
 @torch.no_grad()
 def predict_set(clf: Classifier, processor: Processor, data: ExampleSet | StreamSet, *, num_workers: int = 0,
-                device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, list[str]]:
+                device: str | torch.device = "cpu", skip_bad: bool = False, skipped: list[str] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(true labels, probabilities [N, C] or values [N], names)`` of a labelled set, read through the
     DataLoader workers; a processor that ``pools_windows`` (audio) sees every example whole, window by window, as
-    ``Classifier.predict`` does (docs/architecture.md, "Long inputs")."""
+    ``Classifier.predict`` does (docs/architecture.md, "Long inputs"). ``skip_bad``: an example that cannot be read
+    is left out, its message appended to ``skipped``."""
     clf.eval().to(device)
+    said = skipped if skipped is not None else []
     if processor.pools_windows():
-        return _predict_windows(clf, data, device)
+        return _predict_windows(clf, data, device, skip_bad, said)
     ys, probs, names = [], [], []
-    for batch in iter_batches(data, processor, batch_size=64, num_workers=num_workers):
+    for batch in iter_batches(data, processor, batch_size=64, num_workers=num_workers, skip_bad=skip_bad,
+                              on_skip=lambda messages, _: said.extend(messages)):
         labels = batch.pop("labels")
         names += list(batch.pop("_names"))
         batch.pop("_skipped", None)
@@ -74,16 +78,40 @@ def predict_set(clf: Classifier, processor: Processor, data: ExampleSet | Stream
     return torch.cat(ys).numpy(), torch.cat(probs).numpy(), names
 
 
-def _predict_windows(clf: Classifier, data: ExampleSet | StreamSet, device: str | torch.device
-                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _readable(chunk: list[Any], processor: Processor, said: list[str]) -> list[Any]:
+    """The records of ``chunk`` whose example the processor reads, the others' messages appended to ``said``."""
+    kept = []
+    for record in chunk:
+        try:
+            processor(record[0], name=record[2])
+            kept.append(record)
+        except BadExample as err:
+            said.append(str(err))
+    return kept
+
+
+def _predict_windows(clf: Classifier, data: ExampleSet | StreamSet, device: str | torch.device,
+                     skip_bad: bool = False, said: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """:func:`predict_set` with every example seen whole (``Classifier.example_outputs``): 64 examples at a time,
-    their windows 16 at a time."""
+    their windows 16 at a time; with ``skip_bad`` a chunk holding an example that cannot be read is read again
+    without it."""
+    def outputs(records: list[Any]) -> torch.Tensor:
+        return clf.example_outputs([r[0] for r in records], names=[r[2] for r in records], batch_size=16,
+                                   device=device)
     ys, probs, names = [], [], []
     for chunk in iter_records(data, 64):
-        examples, labels, names_c = zip(*chunk)
-        probs.append(clf.example_outputs(list(examples), names=list(names_c), batch_size=16, device=device))
-        ys.append(label_tensor(labels))
-        names += list(names_c)
+        try:
+            out = outputs(chunk)
+        except BadExample:
+            if not skip_bad:
+                raise
+            chunk = _readable(chunk, clf.processor, said if said is not None else [])
+            if not chunk:
+                continue
+            out = outputs(chunk)
+        probs.append(out)
+        ys.append(label_tensor([r[1] for r in chunk]))
+        names += [r[2] for r in chunk]
     if not ys:
         raise ValueError("nothing to evaluate: the set holds no examples")
     return torch.cat(ys).numpy(), torch.cat(probs).numpy(), names
