@@ -149,11 +149,13 @@ def _quality_hook(built: Any, cfg: TrainConfig) -> QualityHook | None:
         return None
     spec = built.recipe.evaluate
     try:
-        probe = quality_probe(built.modality, built.processor, built.data, spec, cfg.quality_examples, cfg.seed)
+        probe = quality_probe(built.modality, built.processor, built.data, spec, cfg.quality_examples, cfg.seed,
+                              skip_bad=cfg.skip_bad)
     except (OSError, ValueError, KeyError) as err:
         logger.warning("%s: the online k-NN probe is off (its evaluation data: %s); RankMe reads the training data",
                        built.recipe.name, err)
-        probe = quality_probe(built.modality, built.processor, built.data, {}, cfg.quality_examples, cfg.seed)
+        probe = quality_probe(built.modality, built.processor, built.data, {}, cfg.quality_examples, cfg.seed,
+                              skip_bad=cfg.skip_bad)
     return QualityHook(probe, built.encoder, cfg.quality_every)
 
 

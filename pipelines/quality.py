@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo import Encoder, ExampleSet, Modality, Processor, StreamSet
+from zoo import BadExample, Encoder, ExampleSet, Modality, Processor, StreamSet
 from zoo.data import stratified_indices
 
 from .hooks import Hook
@@ -136,21 +136,41 @@ class QualityProbe:
         return out
 
 
+def _readable(data: ExampleSet, processor: Processor, skip_bad: bool) -> tuple[ExampleSet, int]:
+    """With ``skip_bad`` (the run's ``train.skip_bad``), ``data`` without the examples the processor cannot read
+    and how many were left out: one unreadable example would otherwise turn the probe off for the whole run."""
+    if not skip_bad:
+        return data, 0
+    keep = []
+    for i in range(len(data)):
+        try:
+            processor(data.examples[i], name=data.name(i))
+            keep.append(i)
+        except BadExample:
+            continue
+    return (data if len(keep) == len(data) else data.subset(keep)), len(data) - len(keep)
+
+
 def quality_probe(modality: Modality, processor: Processor, train_data: ExampleSet | StreamSet,
-                  spec: dict[str, Any], examples: int, seed: int = 0, standardised: bool = True) -> QualityProbe:
+                  spec: dict[str, Any], examples: int, seed: int = 0, standardised: bool = True,
+                  skip_bad: bool = False) -> QualityProbe:
     """The probe of a run: ``examples`` of the recipe's labelled evaluation training data (k-NN against half as
     many of its test data; ``standardised``: see :class:`QualityProbe`), else ``examples`` of the training data
-    (RankMe alone)."""
+    (RankMe alone); with ``skip_bad`` those that cannot be read are left out (:func:`_readable`), said in its
+    ``source``."""
     sets = evaluation_sets(modality, spec) if spec else None
     if sets is not None:
         train, test = sets
-        batch, held = _slice(train, examples, seed), _slice(test, max(1, examples // 2), seed)
+        (batch, bad), (held, bad_held) = (_readable(_slice(d, n, seed), processor, skip_bad)
+                                          for d, n in ((train, examples), (test, max(1, examples // 2))))
         if batch.labels is not None and held.labels is not None and len(set(batch.labels)) > 1:
+            left = f" ({bad + bad_held} unreadable left out)" if bad + bad_held else ""
             return QualityProbe(processor, batch, held, int(spec.get("knn_k", 20)),
-                                source=f"{len(held)} held-out evaluation examples against {len(batch)}",
+                                source=f"{len(held)} held-out evaluation examples against {len(batch)}{left}",
                                 standardised=standardised)
-    batch = _slice(train_data, examples, seed)
-    return QualityProbe(processor, batch, source=f"{len(batch)} training examples")
+    batch, bad = _readable(_slice(train_data, examples, seed), processor, skip_bad)
+    return QualityProbe(processor, batch, source=f"{len(batch)} training examples"
+                        + (f" ({bad} unreadable left out)" if bad else ""))
 
 
 class QualityHook(Hook):

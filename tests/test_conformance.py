@@ -683,7 +683,7 @@ def test_fine_tuning_with_skip_bad_leaves_unreadable_files_out_of_every_pass(run
     """A folder of files with a corrupt one in every class folder, fine-tuned in full mode with validation and
     ``finetune.skip_bad``: training, the BatchNorm pass, validation, the test and the baselines all leave them out
     and the card counts them (a Point-MAE run used to train to the end, then stop on the BatchNorm pass and keep
-    nothing)."""
+    nothing); pretraining with ``train.skip_bad`` keeps its online quality probe on, without them."""
     import shutil
     sample = run["sample"]
     if not Path(sample.data).is_dir() or any(Path(sample.data).rglob("*.csv")):
@@ -702,4 +702,11 @@ def test_fine_tuning_with_skip_bad_leaves_unreadable_files_out_of_every_pass(run
     rows = _predictions(tmp_path / "ft" / "model")
     assert rows and not any("zz-broken" in r["name"] for r in rows)
     card = (tmp_path / "ft" / "model" / "README.md").read_text()
-    assert "unreadable left out" in card and any("zz-broken" in r for r in [res.stderr]), res.stderr[-2000:]
+    assert "unreadable left out" in card and "zz-broken" in res.stderr, res.stderr[-2000:]
+    # pretraining on the same folder with train.skip_bad: the online quality probe leaves them out too (it used to
+    # be turned off for the whole run by the first one it met)
+    sets = [a for o in [*sample.pretrain_overrides, "train.steps=2", "train.skip_bad=true"] for a in ("--set", o)]
+    pre = zoo_main("pretrain", sample.recipe, "--data", str(data), *sets, "--output", str(tmp_path / "pre"))
+    assert pre.returncode == 0 and "online quality is off" not in pre.stderr, pre.stderr[-2000:]
+    quality = json.loads((tmp_path / "pre" / "train_summary.json").read_text())["quality"]
+    assert [h["step"] for h in quality["history"]] == [0, 2] and "unreadable left out" in quality["on"], quality
