@@ -73,14 +73,45 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("give --data (your labelled data) or --recipe (a recipe's evaluate section), not both")
     if args.label_column and not args.data:
         raise ValueError("--label-column names a column of --data: give --data too")
-    recipe = load_recipe(args.recipe, args.set) if args.recipe else None
+    settings = _evaluate_settings(args)
+    if args.recipe:
+        recipe = load_recipe(args.recipe, args.set)
+    elif args.set and not args.data:                  # the model's recorded recipe, with the settings applied
+        from .evaluate import recorded_recipe
+        from .recipe import apply_overrides, parse_recipe
+        recipe = parse_recipe(apply_overrides(recorded_recipe(args.model), args.set),
+                              f"the recipe recorded by {args.model}")
+    else:
+        recipe = None
     report = evaluate_model(args.model, recipe, output_dir=args.output, device=args.device,
                             baseline=not args.no_baseline, num_workers=args.num_workers, data=args.data,
                             label_column=args.label_column, split=args.split, test_split=args.test_split,
                             seed=args.seed, label_fractions=args.label_fractions, seeds=args.seeds,
-                            report_to=args.report_to)
+                            report_to=args.report_to, settings=settings)
     print(json.dumps(report, indent=2))
     return 0
+
+
+EVALUATE_OWN_DATA = ("knn_k", "layers")          # what zoo evaluate --data reads of --set evaluate.*
+
+
+def _evaluate_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``zoo evaluate``'s ``--set``: with ``--data``, the ``evaluate.*`` settings that apply to one's own data
+    (:data:`EVALUATE_OWN_DATA`), parsed; any other key is refused, never silently ignored. Without ``--data`` they
+    go to the recipe (``--recipe``'s or the model's recorded one), which validates them."""
+    from .recipe import parse_assignments
+    if not args.data:
+        unread = [s.split("=", 1)[0] for s in args.set if not s.startswith("evaluate.")]
+        if unread:
+            raise ValueError(f"zoo evaluate does not read {unread}: it reads evaluate.* (the recipe's evaluate "
+                             "section)")
+        return {}
+    values = parse_assignments(args.set, "--set")
+    unread = [k for k in values if k.removeprefix("evaluate.") not in EVALUATE_OWN_DATA or "." not in k]
+    if unread:
+        raise ValueError(f"zoo evaluate --data does not read {unread}: it reads "
+                         f"{', '.join('evaluate.' + k for k in EVALUATE_OWN_DATA)}")
+    return {k.removeprefix("evaluate."): v for k, v in values.items()}
 
 
 FINETUNE_FLAGS = ("steps", "lr", "batch_size", "mode", "top_layers", "layer_decay", "class_weights", "head_norm",

@@ -215,10 +215,11 @@ def _hand_made(modality: Any, processor: Processor, train: ExampleSet, test: Exa
 
 
 def _counts_and_metrics(report: dict[str, Any], embeddings: Path, k: int) -> list[tuple[str, float]]:
-    """The examples each split embedded (``report["train_examples"]``, ``…["test_examples"]``) and the card's
-    metrics of a probe report."""
+    """The examples each split embedded (``report["train_examples"]``, ``…["test_examples"]``), the k-NN's ``k``
+    (``report["knn_k"]``) and the card's metrics of a probe report."""
     for part in ("train", "test"):
         report[f"{part}_examples"] = json.loads((embeddings / part / "index.json").read_text())["rows"]
+    report["knn_k"] = k
     return [("linear probe accuracy", report["pretrained"]["linear_probe"]),
             (f"{k}-NN accuracy", report["pretrained"]["knn"])]
 
@@ -267,14 +268,16 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
                    write_card: bool = True, num_workers: int = 0, data: str | None = None,
                    label_column: str | None = None, split: str | None = None, test_split: str | None = None,
                    seed: int = 0, label_fractions: Sequence[float] | None = None, seeds: int = 3,
-                   report_to: str | Sequence[str] | None = None) -> dict[str, Any]:
+                   report_to: str | Sequence[str] | None = None,
+                   settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Probe a zoo model on labelled data — one's own (``data``: the same forms as ``zoo finetune --data``) or its
     recipe's ``evaluate`` section; with ``baseline`` also a randomly initialised encoder of the same configuration
     and the modality's hand-made baselines, with a verdict when the encoder loses to one. Embeddings are written in
     shards under ``<output>/embeddings``. A local folder's card gets the results in its ``model-index``.
     ``label_fractions``: also the label-efficiency curves (:mod:`.label_efficiency`) over ``seeds`` seeds, as a
     table and ``label_efficiency.png`` on the card. ``report_to``: experiment trackers
-    (:func:`pipelines.trackers.log_evaluation`)."""
+    (:func:`pipelines.trackers.log_evaluation`). ``settings``: evaluate settings for one's own ``data``
+    (``knn_k``, ``layers``)."""
     from zoo import AutoEncoder, AutoProcessor, get_modality
 
     from .trackers import log_evaluation, tracker_names
@@ -286,6 +289,7 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
     out.mkdir(parents=True, exist_ok=True)
     if data is not None:
         train, test, spec, name = _own_data(modality, processor, data, label_column, split, test_split, seed, model)
+        spec = {**spec, **(settings or {})}
     else:
         recipe = _as_recipe(recipe if recipe is not None else recorded_recipe(model))
         spec, name = recipe.evaluate, recipe.name

@@ -205,10 +205,15 @@ def test_evaluate_reads_own_data_and_judges_against_the_baseline(run):
     before = zoo.cards.load_card(run["pretrained"] / "README.md").data.model_name
     label = ["--label-column", sample.label_column] if sample.label_column else []
     res = zoo_main("evaluate", str(run["pretrained"]), "--data", str(sample.data), *label,
-                   "--output", str(run["root"] / "eval"), "--label-fractions", "0.5,1", "--seeds", "2")
+                   "--output", str(run["root"] / "eval"), "--label-fractions", "0.5,1", "--seeds", "2",
+                   "--set", "evaluate.knn_k=3")
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout[res.stdout.index("{"):])
     assert report["test_examples"] > 0 and 0 <= report["pretrained"]["linear_probe"] <= 1
+    assert report["knn_k"] == 3                                  # --set is read, never silently ignored
+    for unread in ("evaluate.bogus_key=1", "train.skip_bad=true"):
+        refused = zoo_main("evaluate", str(run["pretrained"]), "--data", str(sample.data), *label, "--set", unread)
+        assert refused.returncode == 2 and unread.split("=")[0] in refused.stderr, refused.stderr
     assert "random_init" in report and "verdict" in report
     if mod.baselines:
         assert report["verdict"]["baseline"] in report["baselines"]
