@@ -171,11 +171,11 @@ def recorded_recipe(model: str | Path) -> dict[str, Any]:
 
 
 def _own_data(modality: Any, processor: Processor, data: str, label_column: str | None, split: str | None,
-              test_split: str | None, seed: int, model: str | Path
+              test_split: str | None, seed: int, model: str | Path, settings: dict[str, Any] | None = None
               ) -> tuple[ExampleSet | StreamSet, ExampleSet | StreamSet, dict[str, Any], str]:
     """``zoo evaluate --data``: the labelled train and test sets from one's own data, read as ``zoo finetune
     --data`` reads them (a folder's ``test/``, ``--test-split``, else a seeded stratified 20% held out), the
-    evaluation spec naming them, and the model's name for the card."""
+    evaluation spec naming them with ``settings`` (``--set evaluate.*``), and the model's name for the card."""
     from .finetune import FinetuneSettings
     from .labelled import load_labelled
     labelled = load_labelled(modality, processor, FinetuneSettings(validation_fraction=0.0), seed, data=data,
@@ -184,7 +184,7 @@ def _own_data(modality: Any, processor: Processor, data: str, label_column: str 
     if labelled.task != "classification":
         raise ValueError(f"--label-column {label_column}: zoo evaluate probes classes (linear probe, k-NN); for a "
                          f"numeric target fine-tune a regressor (zoo finetune MODEL --data {data} --task regression)")
-    spec = {"dataset": labelled.description, "dataset_name": labelled.description}
+    spec = {"dataset": labelled.description, "dataset_name": labelled.description, **(settings or {})}
     return labelled.train, labelled.test, spec, model_name(model)
 
 
@@ -268,28 +268,26 @@ def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = N
                    write_card: bool = True, num_workers: int = 0, data: str | None = None,
                    label_column: str | None = None, split: str | None = None, test_split: str | None = None,
                    seed: int = 0, label_fractions: Sequence[float] | None = None, seeds: int = 3,
-                   report_to: str | Sequence[str] | None = None,
-                   settings: dict[str, Any] | None = None) -> dict[str, Any]:
+                   report_to: str | Sequence[str] | None = None, settings: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     """Probe a zoo model on labelled data — one's own (``data``: the same forms as ``zoo finetune --data``) or its
     recipe's ``evaluate`` section; with ``baseline`` also a randomly initialised encoder of the same configuration
     and the modality's hand-made baselines, with a verdict when the encoder loses to one. Embeddings are written in
     shards under ``<output>/embeddings``. A local folder's card gets the results in its ``model-index``.
     ``label_fractions``: also the label-efficiency curves (:mod:`.label_efficiency`) over ``seeds`` seeds, as a
     table and ``label_efficiency.png`` on the card. ``report_to``: experiment trackers
-    (:func:`pipelines.trackers.log_evaluation`). ``settings``: evaluate settings for one's own ``data``
-    (``knn_k``, ``layers``)."""
+    (:func:`pipelines.trackers.log_evaluation`). ``settings``: one's own ``data``'s ``knn_k``, ``layers``."""
     from zoo import AutoEncoder, AutoProcessor, get_modality
 
     from .trackers import log_evaluation, tracker_names
     report_to = tracker_names(report_to)               # a missing tracker stops here, before any work
-    encoder = AutoEncoder.from_pretrained(model)
-    processor = AutoProcessor.from_pretrained(model)
+    encoder, processor = AutoEncoder.from_pretrained(model), AutoProcessor.from_pretrained(model)
     modality = get_modality(encoder.modality)
     out = Path(output_dir) if output_dir is not None else (Path(model) if Path(model).is_dir() else Path("."))
     out.mkdir(parents=True, exist_ok=True)
     if data is not None:
-        train, test, spec, name = _own_data(modality, processor, data, label_column, split, test_split, seed, model)
-        spec = {**spec, **(settings or {})}
+        train, test, spec, name = _own_data(modality, processor, data, label_column, split, test_split, seed, model,
+                                            settings)
     else:
         recipe = _as_recipe(recipe if recipe is not None else recorded_recipe(model))
         spec, name = recipe.evaluate, recipe.name

@@ -56,10 +56,11 @@ def with_own_data(recipe: Recipe, data: str, *, label_column: str | None = None,
     return parse_recipe(raw, recipe.path or recipe.name)
 
 
-def _examples(data: Any) -> dict[str, Any]:
-    """The fingerprint's record of the training examples (:func:`~.checkpoint.data_fingerprint`), where listed."""
+def _fingerprint(recipe: Recipe, init: dict[str, Any], data: Any) -> dict[str, Any]:
+    """What a resume must match: the recipe, the ``--init`` model and the training examples
+    (:func:`~.checkpoint.data_fingerprint`, where they are listed)."""
     record = data_fingerprint(data)
-    return {"examples": record} if record is not None else {}
+    return {**recipe.to_dict(), **init, **({"examples": record} if record is not None else {})}
 
 
 def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, command: str | None = None,
@@ -88,8 +89,7 @@ def pretrain(recipe: Recipe, output_dir: str | Path, *, resume: bool = True, com
     quality = _quality_hook(built, cfg)
     result = train(built.pretrainer, stream, cfg, output_dir, resume=resume, desc=recipe.name, ctx=ctx,
                    hooks=((quality,) if quality else ()) + tuple(hooks) + (trackers,),
-                   fingerprint={**recipe.to_dict(), **({"init": origin, "refit": refit} if init else {}),
-                                **_examples(built.data)})
+                   fingerprint=_fingerprint(recipe, {"init": origin, "refit": refit} if init else {}, built.data))
     summary = _run_summary(recipe, result, cfg, stream, ctx.info.world, quality,
                            {"continued_from": origin, "refit": refit} if init else {})
     if ctx.info.main:
