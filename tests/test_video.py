@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -190,8 +191,24 @@ def test_processor_arrays_files_and_bad_input(tmp_path):
     for example, name, field, reason in cases:
         with pytest.raises(BadExample, match=f"{name}.*{field}.*{reason}"):
             p(example, name=None if isinstance(example, str) else "clip-0")
+    with pytest.raises(BadExample) as caught:        # the decoder's reason whole, without its build path
+        p(str(tmp_path / "corrupt.mp4"))
+    assert "_core/" not in str(caught.value) and ".cpp" not in str(caught.value)
+    assert re.search(r"cannot decode video: [A-Z]", str(caught.value)), str(caught.value)
     with pytest.raises(BadExample, match="3 frames; 10 are needed"):
         VideoProcessor(VideoProcessorConfig(num_frames=10, short_clip="reject", image_size=32))(clip[:3], name="x")
+
+
+def test_a_decoders_message_is_read_as_a_user_reads_it():
+    """:func:`zoo.plugin.decoder_message`: torchcodec's source location and the repeated path go; a message is cut
+    at 200 characters from its start, never its end (video messages used to start mid-word)."""
+    from zoo.plugin import decoder_message
+    err = RuntimeError("SingleStreamDecoder, /__w/torchcodec/src/torchcodec/_core/SingleStreamDecoder.cpp:41, "
+                       "Could not open input file: /d/a.mp4 Invalid data found when processing input\n"
+                       "see https://github.com/pytorch/torchcodec")
+    assert decoder_message(err, "/d/a.mp4") == "Could not open input file: Invalid data found when processing input"
+    assert decoder_message(RuntimeError("x" * 300), "p") == "x" * 200
+    assert decoder_message(RuntimeError(""), "p") == "RuntimeError"
 
 
 def test_fitted_statistics_are_saved(tmp_path):

@@ -21,6 +21,7 @@ from .paths import expand
 __all__ = [
     "BadExample",
     "Unreadable",
+    "decoder_message",
     "numeric_array",
     "example_name",
     "EncoderOutput",
@@ -52,6 +53,18 @@ class BadExample(ValueError):
 
     def __str__(self) -> str:          # also for subclasses that are KeyErrors (which would quote the text)
         return str(self.args[0])
+
+
+def decoder_message(err: BaseException, path: str) -> str:
+    """A media decoder's error as a user reads it, for a :class:`BadExample`: its first line without the decoder's
+    own source location (torchcodec says ``SingleStreamDecoder, /__w/torchcodec/.../SingleStreamDecoder.cpp:41,
+    ...``) or the file's path again (the message names the example already), at most 200 characters."""
+    import re
+    said = next((ln for ln in str(err).strip().splitlines() if ln.strip() and "github.com" not in ln),
+                type(err).__name__)
+    said = re.sub(r"^\w+, [^,]*\.(?:cpp|cc|c|h|hpp):\d+, ", "", said)
+    said = said.replace(f"Error opening {path!r}: ", "").replace(f"{path} ", "").replace(path, "the file")
+    return said.strip()[:200] or type(err).__name__
 
 
 class Unreadable:

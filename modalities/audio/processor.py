@@ -3,7 +3,6 @@ normalisation, padding with lengths. Bad input gets a clear error naming the fil
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.plugin import Window, check_window_seconds, example_name, numeric_array, window_spans
+from zoo.plugin import Window, check_window_seconds, decoder_message, example_name, numeric_array, window_spans
 
 
 @dataclass
@@ -43,16 +42,6 @@ class AudioProcessorConfig(ProcessorConfig):
 CONTAINER_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 
 
-def _decoder_said(err: BaseException, path: str) -> str:
-    """A decoder's error as a user reads it: its first line without the decoder's own source location (torchcodec
-    says ``SingleStreamDecoder, /__w/torchcodec/.../SingleStreamDecoder.cpp:41, ...``) or the file's path again
-    (the message names the example already)."""
-    said = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    said = re.sub(r"^\w+, [^,]*\.(?:cpp|cc|c|h|hpp):\d+, ", "", said)
-    said = said.replace(f"Error opening {path!r}: ", "").replace(f"{path} ", "").replace(path, "the file")
-    return said.strip()[:200] or type(err).__name__
-
-
 def _decode_file(path: str) -> tuple[np.ndarray, int]:
     """Samples ``[channels, S]`` float32 and the rate: soundfile first, torchcodec (FFmpeg) otherwise."""
     p = Path(path)
@@ -74,13 +63,13 @@ def _decode_file(path: str) -> tuple[np.ndarray, int]:
             if p.suffix.lower() in CONTAINER_SUFFIXES:
                 raise BadExample(path, "path", f"cannot decode audio: no audio track could be decoded from this "
                                                f"{p.suffix} file (a video without sound, or a damaged file?): "
-                                               f"{_decoder_said(tc_err, str(p))}") from None
+                                               f"{decoder_message(tc_err, str(p))}") from None
             if p.suffix.lower() not in AUDIO_SUFFIXES:
                 raise BadExample(path, "path", f"cannot decode audio: a {p.suffix or 'suffix-less'} file is not an "
                                                f"audio format ({', '.join(AUDIO_SUFFIXES)}): data of another kind?"
                                  ) from None
-            raise BadExample(path, "path", f"cannot decode audio (soundfile: {_decoder_said(sf_err, str(p))}; "
-                                           f"FFmpeg through torchcodec: {_decoder_said(tc_err, str(p))})") from None
+            raise BadExample(path, "path", f"cannot decode audio (soundfile: {decoder_message(sf_err, str(p))}; "
+                                           f"FFmpeg through torchcodec: {decoder_message(tc_err, str(p))})") from None
 
 
 #: wav2vec 2.0 pretrains on crops of 250k samples at 16 kHz (Baevski et al. 2020, §4.2): the window of a model

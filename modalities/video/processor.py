@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo import BadExample, Processor, ProcessorConfig
-from zoo.plugin import Window, check_window_seconds, example_name, numeric_array, window_spans
+from zoo.plugin import Window, check_window_seconds, decoder_message, example_name, numeric_array, window_spans
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -161,9 +161,8 @@ class VideoProcessor(Processor):
                     raise BadExample(name, "path", f"cannot decode video: a {Path(source).suffix or 'suffix-less'} "
                                                    f"file is not a video format ({', '.join(VIDEO_SUFFIXES)}): "
                                                    "data of another kind?") from None
-                reason = next((ln for ln in str(err).splitlines() if ln.strip() and "github.com" not in ln), "")
                 raise BadExample(name, "path" if isinstance(source, str) else "bytes",
-                                 f"cannot decode video: {reason[-200:]}") from None
+                                 f"cannot decode video: {decoder_message(err, str(source))}") from None
         return self._bounded(decoder, source, name)
 
     def _decoded(self, decoder: Any, idx: np.ndarray, name: str) -> Tensor:
