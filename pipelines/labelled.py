@@ -73,6 +73,10 @@ def check_label_spaces(train: Data, test: Data, min_per_class: int = 2) -> list[
 def held_out_split(data: Data, fraction: float, seed: int) -> tuple[ExampleSet, ExampleSet]:
     """A seeded, stratified split: ``max(1, round(fraction · n_c))`` examples of every class ``c`` held out (a
     regression target: of every quintile of the target)."""
+    if isinstance(data, ExampleSet) and (data.labels is None or all(v is None for v in data.labels)):
+        raise ValueError(f"the data holds no labels ({len(data)} examples, none labelled): fine-tuning and "
+                         "evaluation need a folder with one subfolder per class (train/ and test/ optional), or a "
+                         "table with --label-column")
     if not isinstance(data, ExampleSet) or data.labels is None:
         raise ValueError("a held-out split needs map-style labelled data (a streamed set needs --test-split)")
     labels = list(data.labels)

@@ -715,3 +715,20 @@ def test_fine_tuning_with_skip_bad_leaves_unreadable_files_out_of_every_pass(run
     assert pre.returncode == 0 and "online quality is off" not in pre.stderr, pre.stderr[-2000:]
     quality = json.loads((tmp_path / "pre" / "train_summary.json").read_text())["quality"]
     assert [h["step"] for h in quality["history"]] == [0, 2] and "unreadable left out" in quality["on"], quality
+
+
+def test_fine_tuning_a_folder_without_class_subfolders_says_the_labels_are_missing(run, tmp_path):
+    """A flat folder of files (no class subfolders) names what is missing: labels, and the layouts that give them
+    (it used to speak of streamed data and --test-split)."""
+    import shutil
+    files = [Path(p) for p in run["sample"].predict_inputs or [] if Path(p).suffix != ".csv"]
+    if not files or not Path(run["sample"].data).is_dir():
+        pytest.skip(f"{run['name']}: its own data is not a folder of files")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, f in enumerate(files * 4):
+        shutil.copy(f, flat / f"{i}{f.suffix}")
+    for command in ("finetune", "evaluate"):
+        res = zoo_main(command, str(run["pretrained"]), "--data", str(flat), "--output", str(tmp_path / command))
+        assert res.returncode == 2 and "holds no labels" in res.stderr and "one subfolder per class" in res.stderr, \
+            res.stderr
