@@ -31,7 +31,9 @@ def data_spec(modality: Modality, data: str | Path, *, label_column: str | None 
             spec = {"source": modality.table_source, "path": str(path)}
         elif modality.folder_source is not None:
             raise ValueError(f"--data {data}: a {modality.name} model reads a folder of files (one subfolder per "
-                             "class), not a single file")
+                             "class), not a single file; a table of file paths and labels is read through a recipe's "
+                             f"data spec: {{source: hf, path: csv, data_files: {path.name}, input_column: <the paths' "
+                             "column>, label_column: <the labels'>}} (docs/data.md)")
         else:
             raise ValueError(f"--data {data}: modality {modality.name!r} reads no table files")
         if path.suffix.lower() not in TABLE_SUFFIXES:
