@@ -278,3 +278,24 @@ def test_a_recipes_evaluation_label_is_never_an_input(tmp_path):
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "clean" / "train_summary.json").read_text())
     assert "knn" in summary["quality"]["history"][-1]
+
+
+def test_a_folders_files_of_another_kind_are_counted_not_dropped_in_silence(tmp_path, caplog):
+    """``source: folder`` (``--data``, ``zoo embed FOLDER``) reads the files of its kind and says how many others it
+    left out, by suffix; hidden files and a training folder's test/ are not counted."""
+    import logging
+
+    import soundfile as sf
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            sf.write(tmp_path / cls / f"{i}.wav", np.zeros(800, np.float32), 8000)
+    (tmp_path / "a" / "notes.txt").write_text("x")
+    (tmp_path / "b" / "x.npy").write_bytes(b"x")
+    (tmp_path / "b" / "y.npy").write_bytes(b"x")
+    (tmp_path / "a" / ".DS_Store").write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        data = zoo.get_modality("audio").load_data({"source": "folder", "path": str(tmp_path)})
+    assert len(data) == 4
+    said = [r.getMessage() for r in caplog.records if "not read" in r.getMessage()]
+    assert said == [f"{tmp_path}: 3 file(s) not read, not audio files (2 .npy, 1 .txt)"], said

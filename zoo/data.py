@@ -10,6 +10,7 @@ decoded here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +253,16 @@ class _Names(Sequence):
         return self.pattern.format(int(i))
 
 
+def _say_unread(others: list[Path], root: Path, kind: str) -> None:
+    """A warning counting the files of a folder that are not read (no suffix of its kind), by suffix: a file
+    left out is said, never dropped in silence."""
+    if others:
+        from collections import Counter
+        by = Counter(p.suffix.lower() or "no suffix" for p in others).most_common()
+        logging.getLogger("zoo").warning("%s: %d file(s) not read, not %s files (%s)", root, len(others), kind,
+                                         ", ".join(f"{n} {s}" for s, n in by[:6]) + (", …" if len(by) > 6 else ""))
+
+
 def folder_source(spec: dict[str, Any], suffixes: Sequence[str], kind: str) -> ExampleSet:
     """``source: folder`` — the files of ``path`` whose suffix is one of ``suffixes`` (``kind`` names them in
     messages), labelled by their class subfolder (``path/<class>/...``; files directly in ``path`` make an
@@ -269,8 +280,9 @@ def folder_source(spec: dict[str, Any], suffixes: Sequence[str], kind: str) -> E
         raise FileNotFoundError(f"{root}: no {split}/ subfolder")
     else:                                   # the folder itself is the training data: its test/ is not
         other_splits = {root / s for s in ("test", "validation")}
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                   and not any(d in p.parents for d in other_splits))
+    listed = [p for p in root.rglob("*") if p.is_file() and not any(d in p.parents for d in other_splits)]
+    files = sorted(p for p in listed if p.suffix.lower() in suffixes)
+    _say_unread([p for p in listed if p.suffix.lower() not in suffixes and not p.name.startswith(".")], root, kind)
     if not files:
         others = sorted({p.suffix.lower() or p.name for p in root.rglob("*") if p.is_file()})
         raise FileNotFoundError(f"no {kind} files ({', '.join(suffixes)}) under {root}"
