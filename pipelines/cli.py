@@ -840,13 +840,17 @@ def main(argv: list[str] | None = None) -> int:
 def error_text(err: BaseException, command: str, *, stopped: bool = False) -> str:
     """What the command line prints of an error: a KeyError's text without the quotes ``str`` adds, and the
     skip setting of the command at hand (a processor's message says ``train.skip_bad``; fine-tuning reads
-    ``finetune.skip_bad``); ``stopped``: the error stopped ``zoo embed``/``predict``, whose ``--skip-bad`` is then
+    ``finetune.skip_bad``), named where an unreadable example stopped pretraining or fine-tuning; ``stopped``: the error stopped ``zoo embed``/``predict``, whose ``--skip-bad`` is then
     named."""
     import re
     text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str) \
         else str(err)
-    if command == "finetune":
-        return text.replace("train.skip_bad", "finetune.skip_bad")
+    if command in ("pretrain", "finetune"):
+        setting = f"{'train' if command == 'pretrain' else 'finetune'}.skip_bad"
+        text = text.replace("train.skip_bad", setting)
+        if type(err).__name__ == "BadExample" and setting not in text:
+            text += f" (--set {setting}=true skips an example that cannot be read, and counts it)"
+        return text
     if command in ("predict", "embed"):
         if not stopped:         # a skipped input's reason: no advice to pass the --skip-bad it was given
             return re.sub(r" \(train\.skip_bad: true skips [^)]*\)|; train\.skip_bad: true skips [^)]*", "", text)

@@ -700,9 +700,12 @@ def test_fine_tuning_with_skip_bad_leaves_unreadable_files_out_of_every_pass(run
         suffix = next(p.suffix for p in folder.iterdir() if p.is_file())
         for j in range(3):
             (folder / f"zz-broken-{i}-{j}{suffix}").write_bytes(b"\x00\x01 not what it says \xff" * 4)
-    res = zoo_main("finetune", str(run["pretrained"]), "--data", str(data), "--mode", "full", "--steps", "6",
-                   "--eval-every", "3", "--batch-size", "8", "--set", "finetune.skip_bad=true",
-                   "--output", str(tmp_path / "ft"))
+    args = ["finetune", str(run["pretrained"]), "--data", str(data), "--mode", "full", "--steps", "6",
+            "--eval-every", "3", "--batch-size", "8"]
+    stopped = zoo_main(*args, "--output", str(tmp_path / "stopped"))         # without it: named, and the way on
+    assert stopped.returncode == 2 and "zz-broken" in stopped.stderr, stopped.stderr[-2000:]
+    assert "--set finetune.skip_bad=true skips" in stopped.stderr, stopped.stderr[-2000:]
+    res = zoo_main(*args, "--set", "finetune.skip_bad=true", "--output", str(tmp_path / "ft"))
     assert res.returncode == 0, res.stderr[-3000:]
     rows = _predictions(tmp_path / "ft" / "model")
     assert rows and not any("zz-broken" in r["name"] for r in rows)
