@@ -16,13 +16,27 @@ import torch
 
 from zoo import ExampleSet, Modality, Processor, StreamSet
 
-__all__ = ["baseline_scores", "verdict", "REMEDIES"]
+__all__ = ["baseline_scores", "verdict", "finetune_remedies", "REMEDIES", "EVALUATE_REMEDIES"]
 
 logger = logging.getLogger(__name__)
 
 REMEDIES = ("train longer (--steps, or pretrain longer), fine-tune the whole encoder (--mode full) with validation "
             "(--eval-every, --patience), try another learning rate (--lr), or start from a public checkpoint "
             "(zoo pretrain RECIPE --init MODEL, or fine-tune a converted one)")
+EVALUATE_REMEDIES = ("pretrain longer (zoo pretrain ... --set train.steps=N), continue from a public checkpoint (zoo "
+                     "pretrain RECIPE --init MODEL), or fine-tune the encoder itself (zoo finetune MODEL --data ...)")
+
+
+def finetune_remedies(mode: str, validated: bool) -> str:
+    """:data:`REMEDIES` without what the run did already: ``mode`` full, validation (``validated``)."""
+    parts = ["train longer (--steps, or pretrain longer)"]
+    if mode != "full":
+        parts.append("fine-tune the whole encoder (--mode full)"
+                     + ("" if validated else " with validation (--eval-every, --patience)"))
+    elif not validated:
+        parts.append("validate while training (--eval-every, --patience)")
+    return ", ".join(parts + ["try another learning rate (--lr)", "or start from a public checkpoint (zoo pretrain "
+                              "RECIPE --init MODEL, or fine-tune a converted one)"])
 
 
 def _fit_score(task: str, tr: torch.Tensor, ytr: Sequence[Any], te: torch.Tensor, yte: Sequence[Any],
@@ -80,13 +94,13 @@ def _features(features: Any, data: ExampleSet, processor: Processor) -> Any:
     return features(data.examples, processor)
 
 
-def verdict(model_value: float, baselines: dict[str, Any], *, what: str, lower_is_better: bool = False
-            ) -> dict[str, Any]:
+def verdict(model_value: float, baselines: dict[str, Any], *, what: str, lower_is_better: bool = False,
+            remedies: str = REMEDIES) -> dict[str, Any]:
     """The model's figure against the best baseline: ``{"baseline", "baseline_value", "model_value", "reaches",
     "beaten", "tied", "metric", "notice"}``. ``reaches``: at least as good as the baseline; ``beaten``: better than it
     (two new users read ``beaten`` as that, and a tie said ``true``); ``tied``: exactly level, which ``notice`` says;
-    below it, ``notice`` is said as a warning. Without any baseline score ``baseline``, ``reaches`` and ``beaten``
-    are None and ``notice`` says why."""
+    below it, ``notice`` is said as a warning, with ``remedies``. Without any baseline score ``baseline``,
+    ``reaches`` and ``beaten`` are None and ``notice`` says why."""
     scores = baselines.get("scores", {})
     if not scores:
         return {"baseline": None, "reaches": None, "beaten": None, "model_value": model_value,
@@ -106,7 +120,7 @@ def verdict(model_value: float, baselines: dict[str, Any], *, what: str, lower_i
     elif not reaches:
         notice = (f"below the baseline: {what} {metric} {model_value:.3f} is {'above' if lower_is_better else 'below'}"
                   f" the hand-made baseline '{name}' ({best:.3f}) on the same split. This encoder does not yet beat "
-                  f"ten lines of scikit-learn on this data: {REMEDIES}.")
+                  f"ten lines of scikit-learn on this data: {remedies}.")
         logger.warning(notice)
     return {"baseline": name, "baseline_value": best, "model_value": model_value, "reaches": reaches,
             "beaten": reaches and not tied, "tied": tied, "metric": metric, "notice": notice}

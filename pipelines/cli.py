@@ -840,8 +840,8 @@ def main(argv: list[str] | None = None) -> int:
 def error_text(err: BaseException, command: str, *, stopped: bool = False) -> str:
     """What the command line prints of an error: a KeyError's text without the quotes ``str`` adds, and the
     skip setting of the command at hand (a processor's message says ``train.skip_bad``; fine-tuning reads
-    ``finetune.skip_bad``), named where an unreadable example stopped pretraining or fine-tuning; ``stopped``: the error stopped ``zoo embed``/``predict``, whose ``--skip-bad`` is then
-    named."""
+    ``finetune.skip_bad``), named where an unreadable example stopped pretraining or fine-tuning; ``stopped``: the
+    error stopped ``zoo embed``/``predict``, whose ``--skip-bad`` is then named."""
     import re
     text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str) \
         else str(err)

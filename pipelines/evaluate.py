@@ -15,7 +15,7 @@ import torch
 from zoo import Encoder, ExampleSet, Processor, StreamSet
 from zoo.cards import COMPARISON_HEADING
 
-from .baseline import verdict
+from .baseline import EVALUATE_REMEDIES, verdict
 from .data import iter_batches, iter_records, label_tensor
 from .labelled import check_evaluation_labels
 from .probes import knn_accuracy, linear_probe
@@ -260,7 +260,7 @@ def _judge(report: dict[str, Any], key: str, metric: str, none: str) -> None:
     scores = {n: r[key] for n, r in report.get("baselines", {}).items() if key in r}
     report["verdict"] = verdict(report["pretrained"][key],
                                 {"metric": metric, "scores": scores, "skipped": {} if scores else {"(none)": none}},
-                                what="the frozen encoder's")
+                                what="the frozen encoder's", remedies=EVALUATE_REMEDIES)
 
 
 def evaluate_model(model: str | Path, recipe: Recipe | dict[str, Any] | None = None, *,

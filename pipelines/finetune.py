@@ -28,7 +28,7 @@ from torch import nn
 from zoo import AutoEncoder, AutoProcessor, Classifier, Config, Encoder, ExampleSet, Processor, StreamSet, get_modality
 from zoo.paths import portable
 
-from .baseline import baseline_scores, verdict
+from .baseline import baseline_scores, finetune_remedies, verdict
 from .batchnorm import recompute_batchnorm
 from .checkpoint import data_fingerprint
 from .collapse import collapse_facts, collapse_stop_message, stopped_by_alarm
@@ -393,7 +393,8 @@ def _baseline(s: Setup, metrics: dict[str, Any]) -> dict[str, Any] | None:
     scores = baseline_scores(modality, s.clf.processor, s.data.train, s.data.test, task=s.data.task,
                              metric=s.metric, num_classes=len(s.data.label_names), seed=s.cfg.seed)
     judged = verdict(float(metrics[s.metric]), scores, what="the fine-tuned model's test",
-                     lower_is_better=s.metric in LOWER_IS_BETTER)
+                     lower_is_better=s.metric in LOWER_IS_BETTER,
+                     remedies=finetune_remedies(s.ft.mode, s.data.validation is not None))
     for name, value in scores["scores"].items():
         logger.info("baseline %s: test %s %.4f (the fine-tuned model: %.4f)", name, s.metric, value,
                     metrics[s.metric])
