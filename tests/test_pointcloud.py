@@ -205,3 +205,32 @@ def test_end_to_end_pretrain_cli_on_ply_save_reload_identical_embeddings(tmp_pat
         fh.write("train/box/00000_few.ply,box,train\n")
     out = zoo_main("pretrain", str(recipe), "--output", str(tmp_path / "run2"))
     assert out.returncode != 0 and "00000_few.ply" in out.stderr and "5 points; at least 32" in out.stderr
+
+
+def test_extra_channels_are_filled_by_named_attributes_and_size_the_encoder(tmp_path):
+    """``extra_channels`` are filled from ``extras`` in order: a normals-only file is refused where colours are
+    needed (its normals used to stand where other files' colours did, with nothing said), and read with
+    ``extras=[normals]``; the encoder's ``in_channels`` follows the processor (a 6-channel batch used to meet a
+    3-channel encoder: 'points must be [B, N, 3]')."""
+    import open3d as o3d
+
+    from modalities.pointcloud.processor import PointCloudProcessor, PointCloudProcessorConfig
+    rng = np.random.default_rng(0)
+    files = {}
+    for attr in ("colors", "normals"):
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(rng.normal(size=(64, 3))))
+        setattr(cloud, attr, o3d.utility.Vector3dVector(rng.uniform(size=(64, 3))))
+        files[attr] = str(tmp_path / f"{attr}.ply")
+        o3d.io.write_point_cloud(files[attr], cloud)
+    default = PointCloudProcessor(PointCloudProcessorConfig(num_points=32, extra_channels=3))
+    assert default(files["colors"])["points"].shape == (32, 6)
+    with pytest.raises(zoo.BadExample, match=r"normals\.ply.*field 'colors'.*holds no colors.*processor\.extras"):
+        default(files["normals"])
+    normals = PointCloudProcessor(PointCloudProcessorConfig(num_points=32, extra_channels=3, extras=["normals"]))
+    assert normals(files["normals"])["points"].shape == (32, 6)
+    with pytest.raises(zoo.BadExample, match="holds no normals"):
+        normals(files["colors"])
+    assert default.encoder_config() == {"in_channels": 6}
+    assert PointCloudProcessor().encoder_config() == {"in_channels": 3}
+    with pytest.raises(zoo.ConfigError, match="extras"):
+        PointCloudProcessorConfig(extras=["colours"]).validate()

@@ -26,6 +26,7 @@ from .ply import MAX_FILE_POINTS, check_vertices
 MESH_SUFFIXES = (".off", ".obj", ".stl", ".gltf", ".glb")
 CLOUD_SUFFIXES = (".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts")
 SAMPLING = ("fps", "random")
+EXTRAS = ("colors", "normals")          # a file's per-point attributes that extra channels can hold
 
 
 @dataclass
@@ -33,7 +34,9 @@ class PointCloudProcessorConfig(ProcessorConfig):
     """``num_points`` per cloud by ``sampling`` (``fps``: farthest point sampling from the point farthest from the
     centroid, so the result does not depend on the order of the points; ``random``:
     a choice seeded by ``seed``, the same for a given cloud every time). ``extra_channels``: how many channels after
-    x, y, z to keep (colours, normals); the rest are dropped. ``mesh_points``: points drawn uniformly over a mesh's
+    x, y, z to keep, filled from a file's ``extras`` in that order (``colors``, ``normals``: 3 channels each; a file
+    that lacks one the channels need is refused, so that no file's normals stand where another's colours do); the
+    encoder's ``in_channels`` follows (``3 + extra_channels``). ``mesh_points``: points drawn uniformly over a mesh's
     surface before sampling. ``min_points``: fewer is an error (a patch needs at least this many). ``augment_*``: the
     training view (:meth:`PointCloudProcessor.augmented`); inference never uses them."""
 
@@ -41,6 +44,7 @@ class PointCloudProcessorConfig(ProcessorConfig):
     sampling: str = "fps"
     normalize: bool = True
     extra_channels: int = 0
+    extras: list[str] = field(default_factory=lambda: ["colors", "normals"])
     mesh_points: int = 8192
     min_points: int = 32
     seed: int = 0
@@ -53,6 +57,10 @@ class PointCloudProcessorConfig(ProcessorConfig):
         self.check(self.num_points >= 1, "num_points", "must be >= 1")
         self.check(self.sampling in SAMPLING, "sampling", f"must be one of {SAMPLING}")
         self.check(self.extra_channels >= 0, "extra_channels", "must be >= 0")
+        self.check(set(self.extras) <= set(EXTRAS) and len(set(self.extras)) == len(self.extras), "extras",
+                   f"must name each of {list(EXTRAS)} at most once")
+        self.check(self.extra_channels <= 3 * len(self.extras), "extra_channels",
+                   f"must be at most 3 per attribute of extras ({self.extras})")
         self.check(self.mesh_points >= self.num_points, "mesh_points", "must be >= num_points")
         self.check(1 <= self.min_points <= self.num_points, "min_points", "must lie in [1, num_points]")
         self.check(len(self.augment_scale) == 2 and 0 < self.augment_scale[0] <= self.augment_scale[1],
@@ -60,9 +68,11 @@ class PointCloudProcessorConfig(ProcessorConfig):
         self.check(self.augment_shift >= 0, "augment_shift", "must be >= 0 (0: off)")
 
 
-def read_points(path: str, mesh_points: int = 8192, seed: int = 0, max_points: int = MAX_FILE_POINTS) -> np.ndarray:
-    """A file → ``[N, 3 + C]`` float32 (colours and normals appended when the file has them). A PLY file is checked
-    against its header first (:mod:`.ply`) and its point count after reading."""
+def read_points(path: str, mesh_points: int = 8192, seed: int = 0, max_points: int = MAX_FILE_POINTS,
+                extras: list[str] | None = None) -> np.ndarray:
+    """A file → ``[N, 3 + C]`` float32: colours and normals appended when the file has them, or with ``extras``
+    exactly those attributes in that order (a file without one is a :class:`BadExample` naming it). A PLY file is
+    checked against its header first (:mod:`.ply`) and its point count after reading."""
     import open3d as o3d
     p = Path(path)
     if not p.is_file():
@@ -98,10 +108,12 @@ def read_points(path: str, mesh_points: int = 8192, seed: int = 0, max_points: i
     except Exception as err:
         raise BadExample(path, "path", f"open3d cannot read it: {err}") from None
     parts = [np.asarray(cloud.points, dtype=np.float32)]
-    if cloud.has_colors():
-        parts.append(np.asarray(cloud.colors, dtype=np.float32))
-    if cloud.has_normals():
-        parts.append(np.asarray(cloud.normals, dtype=np.float32))
+    has = {"colors": cloud.has_colors(), "normals": cloud.has_normals()}
+    for attr in extras if extras is not None else [a for a in EXTRAS if has[a]]:
+        if not has[attr]:
+            raise BadExample(path, attr, f"the file holds no {attr}, which its extra channels need "
+                                         f"(processor.extras: the attributes, in order, that fill them)")
+        parts.append(np.asarray(getattr(cloud, attr), dtype=np.float32))
     if parts[0].shape[0] == 0:
         raise BadExample(path, "points", "the file holds no points (empty or unreadable)")
     if header is not None and header.count("face") == 0 and parts[0].shape[0] != header.count("vertex"):
@@ -118,7 +130,9 @@ class PointCloudProcessor(Processor):
 
     def raw(self, example: Any, name: str) -> Tensor:
         if isinstance(example, (str, Path)):
-            arr = read_points(str(example), self.config.mesh_points, self.config.seed)
+            c = self.config
+            needed = c.extras[:-(-c.extra_channels // 3)] if c.extra_channels else None
+            arr = read_points(str(example), c.mesh_points, c.seed, extras=needed)
         elif isinstance(example, dict):
             if "points" not in example:
                 raise BadExample(name, "points", f"a point-cloud dict needs 'points', got keys {sorted(example)}")
@@ -214,6 +228,10 @@ class PointCloudProcessor(Processor):
 
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         return {"points": torch.stack([it["points"] for it in items])}
+
+    def encoder_config(self) -> dict[str, Any]:
+        """The encoder reads x, y, z and the extra channels this processor keeps."""
+        return {"in_channels": 3 + self.config.extra_channels}
 
     def read(self, path: str) -> Any:
         return path
