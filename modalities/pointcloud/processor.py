@@ -74,6 +74,7 @@ def read_points(path: str, mesh_points: int = 8192, seed: int = 0, max_points: i
     exactly those attributes in that order (a file without one is a :class:`BadExample` naming it). A PLY file is
     checked against its header first (:mod:`.ply`) and its point count after reading."""
     import open3d as o3d
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)   # a failed read is our BadExample, said once
     p = Path(path)
     if not p.is_file():
         raise BadExample(path, "path", "no such file")
