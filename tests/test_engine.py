@@ -255,3 +255,21 @@ def test_nan_weights_are_refused_on_load(toy_model, tmp_path):
     save_file(state, str(folder / "model.safetensors"))
     with pytest.raises(FormatError, match=rf"NaN/inf values in \['{name}'\]"):
         zoo.AutoEncoder.from_pretrained(folder)
+
+
+def test_a_checkpoints_data_record_is_compared_and_one_from_before_still_resumes():
+    """:func:`fingerprint_mismatch` on the examples record: a checkpoint written before runs recorded their data
+    resumes; a changed count or digest is named, and said as other data with both counts."""
+    from pipelines.checkpoint import _data_changed, fingerprint_mismatch
+    from zoo.config import flatten
+    now = {"train": {"lr": 0.1}, "examples": {"count": 76, "sha1": "b"}}
+    assert fingerprint_mismatch({"train": {"lr": 0.1}}, now) == []
+    was = {"train": {"lr": 0.1}, "examples": {"count": 96, "sha1": "a"}}
+    differ = fingerprint_mismatch(was, now)
+    assert differ == ["examples.count", "examples.sha1"]
+    assert _data_changed(differ, flatten(was), flatten(now)) == "training: 96 examples then, 76 now"
+    tuned = {"examples": {"train": {"count": 5, "sha1": "a"}, "test": {"count": 2, "sha1": "c"}}}
+    edited = {"examples": {"train": {"count": 5, "sha1": "z"}, "test": {"count": 2, "sha1": "c"}}}
+    differ = fingerprint_mismatch(tuned, edited)
+    assert _data_changed(differ, flatten(tuned), flatten(edited)) == \
+        "train: the same 5 examples by count, but files, values or labels changed"
