@@ -57,6 +57,11 @@ def name_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+def message_digest(message: str) -> str:
+    """The key a skipped example is counted once by: its message's digest (the same file says the same thing)."""
+    return hashlib.sha256(message.encode()).hexdigest()[:16]
+
+
 def drop_unreadable(data: Any, skip_bad: bool, setting: str | None) -> tuple[Any, int]:
     """Examples a source could not read (:class:`zoo.Unreadable`, e.g. a graph with an edge to a missing node), found
     before the first step: the first one's error (with ``setting``, the key that skips them), or with ``skip_bad``
@@ -395,6 +400,11 @@ class TrainData:
     def skipped(self) -> int:
         return len(self._skipped_seen)
 
+    @property
+    def skipped_seen(self) -> set[str]:
+        """The digests (:func:`message_digest`) of the distinct examples skipped so far."""
+        return set(self._skipped_seen)
+
     def state(self) -> dict[str, Any]:
         return {**self._position, "skipped": self.skipped, "skipped_visits": self.skipped_visits,
                 "skipped_seen": sorted(self._skipped_seen), "skipped_examples": self.skipped_examples[:20]}
@@ -442,7 +452,7 @@ class TrainData:
                 self._position["batches"] += 1
             for message in meta["skipped"]:
                 self.skipped_visits += 1
-                digest = hashlib.sha256(message.encode()).hexdigest()[:16]
+                digest = message_digest(message)
                 if digest not in self._skipped_seen:
                     self._skipped_seen.add(digest)
                     if len(self.skipped_examples) < 20:

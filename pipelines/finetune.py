@@ -32,7 +32,7 @@ from .baseline import baseline_scores, finetune_remedies, verdict
 from .batchnorm import recompute_batchnorm
 from .checkpoint import data_fingerprint
 from .collapse import collapse_facts, collapse_stop_message, stopped_by_alarm
-from .data import TrainData, fit_batch, iter_batches
+from .data import TrainData, fit_batch, iter_batches, message_digest
 from .data_spec import command_arg, command_line
 from .engine import Hook, Loop, no_decay_ids, param_groups, setup_run, train
 from .labelled import LabelledData, load_labelled
@@ -194,7 +194,8 @@ def _bn_batches(clf: Classifier, data: LabelledData, batch_size: int, skip_bad: 
 
     def forward(batch: dict[str, Any]) -> None:
         clf.encoder({k: v.to(device) for k, v in batch.items() if torch.is_tensor(v) and k != "labels"})
-    batches = islice(iter_batches(data.train, clf.processor, batch_size=batch_size, skip_bad=skip_bad), BN_BATCHES)
+    batches = islice(iter_batches(data.train, clf.processor, batch_size=batch_size, skip_bad=skip_bad,
+                                  on_skip=lambda messages, _: data.unread_train.update(messages)), BN_BATCHES)
     return recompute_batchnorm(clf, forward, batches)
 
 
@@ -233,7 +234,10 @@ class ValidationHook(Hook):
         clf = run.model
         skip = run.cfg.skip_bad
         _bn_batches(clf, self.data, self.batch_size, skip)
-        y, out, _ = predict_set(clf, clf.processor, self.data.validation, device=run.ctx.device, skip_bad=skip)
+        unread: list[str] = []
+        y, out, _ = predict_set(clf, clf.processor, self.data.validation, device=run.ctx.device, skip_bad=skip,
+                                skipped=unread)
+        self.data.unread_held.update(unread)
         score = task_metrics(self.data.task, y, out, self.data.label_names)[self.metric]
         best = max((self.sign * h["score"] for h in self.history), default=-math.inf)
         row = {"step": step, "score": score, "metric": self.metric, "best": self.sign * score > best}
@@ -292,15 +296,16 @@ def finetune(model: str | Path, recipe: Recipe, output_dir: str | Path, *, resum
     if not resume:
         shutil.rmtree(output_dir / "best", ignore_errors=True)
         (output_dir / "validation.jsonl").unlink(missing_ok=True)
-    result = train(s.clf, TrainData(s.data.train, s.clf.processor, s.cfg, rank=ctx.info.rank, world=ctx.info.world),
-                   s.cfg, output_dir, resume=resume, desc=f"finetune {recipe.name}", hooks=(*hooks, trackers), ctx=ctx,
-                   fingerprint=s.fingerprint)
+    stream = TrainData(s.data.train, s.clf.processor, s.cfg, rank=ctx.info.rank, world=ctx.info.world)
+    result = train(s.clf, stream, s.cfg, output_dir, resume=resume, desc=f"finetune {recipe.name}",
+                   hooks=(*hooks, trackers), ctx=ctx, fingerprint=s.fingerprint)
     if result.steps == 0:
         raise RuntimeError("no training step ran: nothing is saved (a head that did not train is never published)")
     if stopped_by_alarm(result, s.cfg):
         raise RuntimeError(collapse_stop_message(result.collapse, output_dir, "nothing is saved"))
     if validation is not None and (output_dir / "best" / "head.safetensors").is_file():
         s.clf.load_state_dict(Classifier.from_pretrained(output_dir / "best").state_dict())
+    s.data.unread_train = {m for m in s.data.unread_train if message_digest(m) not in stream.skipped_seen}
     out = report(s, recipe, output_dir, result, validation, ctx.device, repo_id)
     trackers.finish(summary=out)                 # the card's figures, then the trackers closed
     return out
@@ -415,12 +420,15 @@ def report(s: Setup, recipe: Recipe, output_dir: Path, result: Any, validation: 
     unread: list[str] = []                             # test examples that cannot be read (finetune.skip_bad)
     y, out, names = predict_set(s.clf, s.clf.processor, s.data.test, num_workers=s.cfg.num_workers, device=device,
                                 skip_bad=s.cfg.skip_bad, skipped=unread)
+    unread = sorted(s.data.unread_held | set(unread) | s.data.unread_train)    # not met in training
+    for message in sorted(set(result.skipped_examples) | set(unread)):         # training's: its first 20
+        logger.warning("left out as unreadable (finetune.skip_bad): %s", message)
     metrics = task_metrics(task, y, out, names_)
     compared = _baseline(s, metrics)
     headline = ("mae", "rmse", "r2") if task == "regression" else ("accuracy", "macro_f1")
     history = validation.history if validation is not None else []
     stopped = result.steps if result.steps < s.cfg.steps else None
-    skipped = s.data.skipped + result.skipped + len(unread)   # before training (tables), in training, in the test
+    skipped = s.data.skipped + result.skipped + len(unread)   # before training (tables), in training, elsewhere
     best = validation.best_step() if validation is not None else None
     sizes = [len(d) if isinstance(d, ExampleSet) else "streamed" for d in (s.data.train, s.data.validation)
              if d is not None]

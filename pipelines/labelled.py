@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class LabelledData:
     description: str                         # what cards and config.json name (never a local path)
     spec: dict[str, Any] | None = None       # the training data's spec (own data)
     skipped: int = 0                         # examples left out as unreadable before training (finetune.skip_bad)
+    unread_train: set[str] = field(default_factory=set)   # met unreadable by the BatchNorm pass (training's own)
+    unread_held: set[str] = field(default_factory=set)    # met unreadable in validation or the test
 
 
 def _names(data: Data) -> list[str]:
