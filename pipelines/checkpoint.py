@@ -8,6 +8,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +170,11 @@ def data_fingerprint(data: Any) -> dict[str, Any] | None:
     n = len(data)
     first = data.examples[0] if n else None
     files, graphs = isinstance(first, (str, os.PathLike)), callable(getattr(first, "to_dict", None))
+    names, labels = (_column(v, n) for v in (data.names, data.labels))
     digest = hashlib.sha1()
     for i in range(n):
         size = os.stat(data.examples[i]).st_size if files and os.path.isfile(data.examples[i]) else ""
-        digest.update(f"{data.name(i)}\t{data.label(i)}\t{size}\n".encode())
+        digest.update(f"{names[i]}\t{labels[i]}\t{size}\n".encode())
         for key, value in sorted(data.examples[i].to_dict().items()) if graphs else ():    # a graph's tensors
             if torch.is_tensor(value):
                 digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
@@ -182,6 +184,15 @@ def data_fingerprint(data: Any) -> dict[str, Any] | None:
         digest.update(key.encode() + (values.tobytes() if values.dtype != object
                                       else "\x1f".join(map(str, values.tolist())).encode()))
     return {"count": n, "sha1": digest.hexdigest()}
+
+
+def _column(values: Any, n: int) -> Sequence[Any]:
+    """``values`` (names or labels) as a list read at once: a ``datasets`` column in one read, not a row (and its
+    audio or images) decoded per example; ``None``: ``n`` Nones."""
+    if values is None:
+        return [None] * n
+    ds, column = getattr(values, "ds", None), getattr(values, "column", None)
+    return list(ds[column]) if ds is not None and column is not None else [values[i] for i in range(n)]
 
 
 def _data_changed(differ: list[str], was: dict[str, Any], now: dict[str, Any]) -> str | None:
