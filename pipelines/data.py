@@ -57,6 +57,19 @@ def name_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+def readable(processor: Processor, records: Sequence[Any]) -> tuple[list[int], list[str]]:
+    """Which of ``records`` (``(example, label, name)``) the processor reads: their positions, and the others'
+    messages (:class:`zoo.BadExample`), for a pass that leaves unreadable examples out."""
+    kept, said = [], []
+    for i, (example, _, name) in enumerate(records):
+        try:
+            processor(example, name=name)
+            kept.append(i)
+        except BadExample as err:
+            said.append(str(err))
+    return kept, said
+
+
 def message_digest(message: str) -> str:
     """The key a skipped example is counted once by: its message's digest (the same file says the same thing)."""
     return hashlib.sha256(message.encode()).hexdigest()[:16]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo import BadExample, Encoder, ExampleSet, Modality, Processor, StreamSet
+from zoo import Encoder, ExampleSet, Modality, Processor, StreamSet
 from zoo.data import stratified_indices
 
 from .hooks import Hook
@@ -141,13 +141,8 @@ def _readable(data: ExampleSet, processor: Processor, skip_bad: bool) -> tuple[E
     and how many were left out: one unreadable example would otherwise turn the probe off for the whole run."""
     if not skip_bad:
         return data, 0
-    keep = []
-    for i in range(len(data)):
-        try:
-            processor(data.examples[i], name=data.name(i))
-            keep.append(i)
-        except BadExample:
-            continue
+    from .data import readable
+    keep, _ = readable(processor, [data.record(i) for i in range(len(data))])
     return (data if len(keep) == len(data) else data.subset(keep)), len(data) - len(keep)
 
 

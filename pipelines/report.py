@@ -16,7 +16,7 @@ from zoo import BadExample, Classifier, ExampleSet, Processor, StreamSet
 from zoo.cards import COMPARISON_HEADING
 from zoo.cards import write_card as write_card_file
 
-from .data import iter_batches, iter_records, label_tensor
+from .data import iter_batches, iter_records, label_tensor, readable
 
 __all__ = ["classification_metrics", "regression_metrics", "task_metrics", "predict_set", "confusion_png",
            "scatter_png", "embedding_map",
@@ -78,18 +78,6 @@ def predict_set(clf: Classifier, processor: Processor, data: ExampleSet | Stream
     return torch.cat(ys).numpy(), torch.cat(probs).numpy(), names
 
 
-def _readable(chunk: list[Any], processor: Processor, said: list[str]) -> list[Any]:
-    """The records of ``chunk`` whose example the processor reads, the others' messages appended to ``said``."""
-    kept = []
-    for record in chunk:
-        try:
-            processor(record[0], name=record[2])
-            kept.append(record)
-        except BadExample as err:
-            said.append(str(err))
-    return kept
-
-
 def _predict_windows(clf: Classifier, data: ExampleSet | StreamSet, device: str | torch.device,
                      skip_bad: bool = False, said: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """:func:`predict_set` with every example seen whole (``Classifier.example_outputs``): 64 examples at a time,
@@ -105,7 +93,9 @@ def _predict_windows(clf: Classifier, data: ExampleSet | StreamSet, device: str 
         except BadExample:
             if not skip_bad:
                 raise
-            chunk = _readable(chunk, clf.processor, said if said is not None else [])
+            kept, messages = readable(clf.processor, chunk)
+            chunk = [chunk[i] for i in kept]
+            (said if said is not None else []).extend(messages)
             if not chunk:
                 continue
             out = outputs(chunk)
