@@ -20,15 +20,13 @@ __all__ = ["baseline_scores", "verdict", "finetune_remedies", "REMEDIES", "EVALU
 
 logger = logging.getLogger(__name__)
 
-REMEDIES = ("train longer (--steps, or pretrain longer), fine-tune the whole encoder (--mode full) with validation "
-            "(--eval-every, --patience), try another learning rate (--lr), or start from a public checkpoint "
-            "(zoo pretrain RECIPE --init MODEL, or fine-tune a converted one)")
 EVALUATE_REMEDIES = ("pretrain longer (zoo pretrain ... --set train.steps=N), continue from a public checkpoint (zoo "
                      "pretrain RECIPE --init MODEL), or fine-tune the encoder itself (zoo finetune MODEL --data ...)")
 
 
 def finetune_remedies(mode: str, validated: bool) -> str:
-    """:data:`REMEDIES` without what the run did already: ``mode`` full, validation (``validated``)."""
+    """What a fine-tuned model below its baseline can try, without what the run did already: ``mode`` full,
+    validation (``validated``)."""
     parts = ["train longer (--steps, or pretrain longer)"]
     if mode != "full":
         parts.append("fine-tune the whole encoder (--mode full)"
@@ -37,6 +35,9 @@ def finetune_remedies(mode: str, validated: bool) -> str:
         parts.append("validate while training (--eval-every, --patience)")
     return ", ".join(parts + ["try another learning rate (--lr)", "or start from a public checkpoint (zoo pretrain "
                               "RECIPE --init MODEL, or fine-tune a converted one)"])
+
+
+REMEDIES = finetune_remedies("frozen", validated=False)      # all of them: what a run of unknown settings can try
 
 
 def _fit_score(task: str, tr: torch.Tensor, ytr: Sequence[Any], te: torch.Tensor, yte: Sequence[Any],

@@ -70,6 +70,12 @@ def readable(processor: Processor, records: Sequence[Any]) -> tuple[list[int], l
     return kept, said
 
 
+def readable_part(data: ExampleSet, processor: Processor) -> tuple[ExampleSet, list[str]]:
+    """``data`` without the examples the processor cannot read (:func:`readable`), and their messages."""
+    kept, said = readable(processor, [data.record(i) for i in range(len(data))])
+    return (data if len(kept) == len(data) else data.subset(kept)), said
+
+
 def message_digest(message: str) -> str:
     """The key a skipped example is counted once by: its message's digest (the same file says the same thing)."""
     return hashlib.sha256(message.encode()).hexdigest()[:16]

@@ -32,7 +32,7 @@ from .baseline import baseline_scores, finetune_remedies, verdict
 from .batchnorm import recompute_batchnorm
 from .checkpoint import data_fingerprint
 from .collapse import collapse_facts, collapse_stop_message, stopped_by_alarm
-from .data import TrainData, fit_batch, iter_batches, message_digest, readable
+from .data import TrainData, fit_batch, iter_batches, message_digest, readable_part
 from .data_spec import command_arg, command_line
 from .engine import Hook, Loop, no_decay_ids, param_groups, setup_run, train
 from .labelled import LabelledData, load_labelled
@@ -398,8 +398,7 @@ def _baseline(s: Setup, metrics: dict[str, Any]) -> dict[str, Any] | None:
     modality = get_modality(s.clf.encoder.modality)
     train, test = s.data.train, s.data.test
     if s.cfg.skip_bad and isinstance(train, ExampleSet) and isinstance(test, ExampleSet):   # the model's split
-        train, test = (d.subset(readable(s.clf.processor, [d.record(i) for i in range(len(d))])[0])
-                       for d in (train, test))
+        train, test = (readable_part(d, s.clf.processor)[0] for d in (train, test))
     scores = baseline_scores(modality, s.clf.processor, train, test, task=s.data.task,
                              metric=s.metric, num_classes=len(s.data.label_names), seed=s.cfg.seed)
     judged = verdict(float(metrics[s.metric]), scores, what="the fine-tuned model's test",

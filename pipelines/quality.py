@@ -141,9 +141,9 @@ def _readable(data: ExampleSet, processor: Processor, skip_bad: bool) -> tuple[E
     and how many were left out: one unreadable example would otherwise turn the probe off for the whole run."""
     if not skip_bad:
         return data, 0
-    from .data import readable
-    keep, _ = readable(processor, [data.record(i) for i in range(len(data))])
-    return (data if len(keep) == len(data) else data.subset(keep)), len(data) - len(keep)
+    from .data import readable_part
+    kept, said = readable_part(data, processor)
+    return kept, len(said)
 
 
 def quality_probe(modality: Modality, processor: Processor, train_data: ExampleSet | StreamSet,
